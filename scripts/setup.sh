@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install sdenet and everything it needs into the current Python environment.
+# A torch that is already installed (CPU or CUDA) is kept; with none present we
+# install the CPU build torch==2.13.0, so a fresh machine never pulls CUDA wheels.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+    echo "[sdenet setup] no torch found: installing torch==2.13.0 (CPU build)"
+    "$PY" -m pip install --quiet "torch==2.13.0"
+else
+    echo "[sdenet setup] keeping installed torch $("$PY" -c 'import torch; print(torch.__version__)')"
+fi
+"$PY" -m pip install --quiet -e ".[dev]"
