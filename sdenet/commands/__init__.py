@@ -1,0 +1,1 @@
+"""Sub-commands of the ``sdenet`` command line (see :mod:`sdenet.cli`)."""

@@ -1,0 +1,306 @@
+"""Noise laws for the increments ΔŴ of a weak scheme.
+
+Every law here has mean 0 and variance Δt (except the degenerate ``DropBernoulli(1)``,
+whose increment is identically 0), knows its exact moments ``E[ΔŴ^k]``, ``k = 1..4``,
+as functions of Δt, and samples any shape through a ``torch.Generator`` on any device
+and dtype.
+
+Weak convergence of the simplified weak Euler scheme (Kloeden & Platen, ch. 14.1)
+needs condition (5),
+
+    C(Δt) = |E ΔŴ| + |E ΔŴ³| + |E ΔŴ² − Δt| ≤ K Δt²,
+
+which every symmetric law below meets with ``C = 0``. The stochastic-depth increment
+``√Δt (η − p)/√(p(1 − p))`` has third moment ``Δt^{3/2} (1 − 2p)/√(p(1 − p))`` and meets it
+only when ``1 − 2p = O(√Δt)``.
+
+Sampling is cheap: two- and three-point laws draw uniform integers, never a Gaussian
+per element.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+__all__ = [
+    "NoiseLaw",
+    "Gaussian",
+    "Uniform",
+    "Rademacher",
+    "ThreePoint",
+    "DropBernoulli",
+    "get_law",
+    "LAW_NAMES",
+    "random_bits",
+]
+
+
+_SHIFTS: dict = {}
+
+
+def random_bits(n: int, generator=None, device=None) -> torch.Tensor:
+    """``n`` independent fair bits as a uint8 tensor of 0/1.
+
+    Draws ``⌈n/64⌉`` 64-bit integers and unpacks them: 64 bits per random draw,
+    against one draw per element for ``rand() < ½``.
+    """
+    words = torch.randint(
+        -(2**63), 2**63 - 1, ((n + 63) // 64,), dtype=torch.int64, generator=generator, device=device
+    )
+    key = str(words.device)
+    shifts = _SHIFTS.get(key)
+    if shifts is None:
+        shifts = _SHIFTS[key] = torch.arange(8, dtype=torch.uint8, device=words.device)
+    return ((words.view(torch.uint8).unsqueeze(-1) >> shifts) & 1).view(-1)[:n]
+
+
+def _check_dt(dt) -> float:
+    try:
+        value = float(dt)
+    except (TypeError, ValueError):
+        raise ValueError(f"dt must be a positive number, got {dt!r}") from None
+    if not value > 0 or not math.isfinite(value):
+        raise ValueError(f"dt must be positive and finite, got dt={dt!r}")
+    return value
+
+
+class NoiseLaw:
+    """An increment law ``ΔŴ`` with ``E ΔŴ = 0`` and ``E ΔŴ² = Δt``.
+
+    Subclasses implement :meth:`moments` (exact ``E[ΔŴ^k]``, ``k = 1..4``) and
+    :meth:`_sample` (draws for a *checked* ``dt``).
+    """
+
+    #: short name used on the command line and in reports
+    name: str = "law"
+    #: True when every odd moment vanishes
+    symmetric: bool = True
+
+    def moments(self, dt: float) -> tuple[float, float, float, float]:
+        """Exact ``(E ΔŴ, E ΔŴ², E ΔŴ³, E ΔŴ⁴)`` at step ``dt``."""
+        raise NotImplementedError
+
+    def sample(
+        self,
+        shape: Sequence[int],
+        dt: float,
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        """Draw increments of the given shape at step ``dt``."""
+        dt = _check_dt(dt)
+        if device is None and generator is not None:
+            device = generator.device
+        if dtype is None:
+            dtype = torch.get_default_dtype()
+        return self._sample(tuple(shape), dt, generator, device, dtype)
+
+    def _sample(self, shape, dt, generator, device, dtype) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def weak_order(self) -> float:
+        """Highest weak order a scheme driven by this law can reach.
+
+        1 when condition (5) holds (moments 1..3 match the Gaussian's to O(Δt²)),
+        2 when moments 1..5 match (the three-point law), ½ when the third moment is
+        only O(Δt^{3/2}) (stochastic depth with p ≠ ½).
+        """
+        return 1.0
+
+    def condition(self, dt: float) -> float:
+        """Condition (5): ``|E ΔŴ| + |E ΔŴ³| + |E ΔŴ² − Δt|`` computed from exact moments."""
+        dt = _check_dt(dt)
+        m1, m2, m3, _ = self.moments(dt)
+        return abs(m1) + abs(m3) + abs(m2 - dt)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def __eq__(self, other) -> bool:
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, tuple(sorted(self.__dict__.items()))))
+
+
+class Gaussian(NoiseLaw):
+    """``ΔŴ ~ N(0, Δt)``: the Brownian increment itself (Euler–Maruyama)."""
+
+    name = "gaussian"
+
+    def moments(self, dt):
+        dt = _check_dt(dt)
+        return (0.0, dt, 0.0, 3.0 * dt * dt)
+
+    @property
+    def weak_order(self):
+        return 2.0
+
+    def _sample(self, shape, dt, generator, device, dtype):
+        out = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        return out.mul_(math.sqrt(dt))
+
+
+class Uniform(NoiseLaw):
+    """``ΔŴ ~ U[−√(3Δt), √(3Δt)]``: shake-shake's increment (variance Δt, E ΔŴ⁴ = 9Δt²/5)."""
+
+    name = "uniform"
+
+    def moments(self, dt):
+        dt = _check_dt(dt)
+        return (0.0, dt, 0.0, 9.0 * dt * dt / 5.0)
+
+    def _sample(self, shape, dt, generator, device, dtype):
+        a = math.sqrt(3.0 * dt)
+        out = torch.empty(shape, device=device, dtype=dtype)
+        return out.uniform_(-a, a, generator=generator)
+
+
+class Rademacher(NoiseLaw):
+    """``ΔŴ = ±√Δt`` with probability ½ each (E ΔŴ⁴ = Δt²)."""
+
+    name = "rademacher"
+
+    def moments(self, dt):
+        dt = _check_dt(dt)
+        return (0.0, dt, 0.0, dt * dt)
+
+    def _sample(self, shape, dt, generator, device, dtype):
+        s = math.sqrt(dt)
+        n = math.prod(shape)
+        out = random_bits(n, generator, device).to(dtype).view(shape)
+        return out.mul_(2.0 * s).sub_(s)
+
+
+class ThreePoint(NoiseLaw):
+    """``ΔŴ = ±√(3Δt)`` with probability 1/6 each and 0 with probability 2/3.
+
+    Its moments match the Gaussian's up to the fifth (E ΔŴ⁴ = 3Δt²), which is what a
+    weak order-2 scheme needs (Kloeden & Platen, 14.2).
+    """
+
+    name = "threepoint"
+
+    def moments(self, dt):
+        dt = _check_dt(dt)
+        return (0.0, dt, 0.0, 3.0 * dt * dt)
+
+    @property
+    def weak_order(self):
+        return 2.0
+
+    def _sample(self, shape, dt, generator, device, dtype):
+        a = math.sqrt(3.0 * dt)
+        # v uniform on {0,..,5}: v == 0 -> -a, v == 5 -> +a, otherwise 0.
+        v = torch.empty(shape, device=device, dtype=dtype).random_(0, 6, generator=generator)
+        return (v == 5).to(dtype).sub_((v == 0).to(dtype)).mul_(a)
+
+
+class DropBernoulli(NoiseLaw):
+    """Stochastic-depth increment ``ΔŴ = √Δt (η − p)/√(p(1 − p))``, ``η ~ Bernoulli(p)``.
+
+    ``p`` is the survival probability, in (0, 1]. With drift ``p f`` and diffusion
+    ``√(p(1−p)) f`` the weak Euler step at Δt = 1 is ``X + η f(X)``: the block is kept
+    with probability p. Moments: ``E ΔŴ³ = Δt^{3/2} (1 − 2p)/√(p(1 − p))`` and
+    ``E ΔŴ⁴ = Δt² (1 − 3p + 3p²)/(p(1 − p))``.
+
+    At ``p = 1`` nothing is dropped: the increment is identically 0 (so is the
+    diffusion ``√(p(1−p)) f``), every moment is 0 and condition (5) reports
+    ``C = Δt`` — the law no longer has variance Δt, and the stage is deterministic.
+    """
+
+    name = "drop"
+
+    def __init__(self, p: float = 0.5):
+        try:
+            p = float(p)
+        except (TypeError, ValueError):
+            raise ValueError(f"DropBernoulli: p must be a number in (0, 1], got {p!r}") from None
+        if not (0.0 < p <= 1.0):
+            raise ValueError(f"DropBernoulli: p must lie in (0, 1], got p={p!r}")
+        self.p = p
+
+    @property
+    def symmetric(self):
+        return self.p == 0.5
+
+    @property
+    def degenerate(self) -> bool:
+        """True at p = 1, where the increment is identically 0."""
+        return self.p == 1.0
+
+    def moments(self, dt):
+        dt = _check_dt(dt)
+        p = self.p
+        if p == 1.0:
+            return (0.0, 0.0, 0.0, 0.0)
+        q = 1.0 - p
+        v = p * q  # Var η
+        m3 = dt**1.5 * (1.0 - 2.0 * p) / math.sqrt(v)
+        m4 = dt * dt * (1.0 - 3.0 * p + 3.0 * p * p) / v
+        return (0.0, dt, m3, m4)
+
+    @property
+    def weak_order(self):
+        if self.p == 1.0:
+            return 0.0
+        return 1.0 if self.p == 0.5 else 0.5
+
+    def scale(self, dt: float) -> float:
+        """``√Δt/√(p(1−p))``, the factor that maps ``η − p`` to ``ΔŴ`` (0 at p = 1)."""
+        if self.p == 1.0:
+            return 0.0
+        return math.sqrt(dt / (self.p * (1.0 - self.p)))
+
+    def sample_eta(self, shape, *, generator=None, device=None, dtype=None) -> torch.Tensor:
+        """Draw the Bernoulli(p) survival indicators η themselves."""
+        if device is None and generator is not None:
+            device = generator.device
+        if dtype is None:
+            dtype = torch.get_default_dtype()
+        if self.p == 1.0:
+            return torch.ones(tuple(shape), device=device, dtype=dtype)
+        # rand() < p is several times faster than bernoulli_ on the CPU
+        u = torch.rand(tuple(shape), generator=generator, device=device, dtype=torch.float32)
+        return (u < self.p).to(dtype)
+
+    def _sample(self, shape, dt, generator, device, dtype):
+        if self.p == 1.0:
+            return torch.zeros(shape, device=device, dtype=dtype)
+        eta = self.sample_eta(shape, generator=generator, device=device, dtype=dtype)
+        return eta.sub_(self.p).mul_(self.scale(dt))
+
+    def __repr__(self):
+        return f"DropBernoulli(p={self.p})"
+
+
+LAW_NAMES = ("gaussian", "uniform", "rademacher", "threepoint", "drop")
+
+
+def get_law(name: str, p: float | None = None) -> NoiseLaw:
+    """Build a law from its command-line name (``drop`` takes ``p``, default ½)."""
+    key = str(name).lower().replace("-", "").replace("_", "")
+    table = {
+        "gaussian": Gaussian,
+        "normal": Gaussian,
+        "uniform": Uniform,
+        "rademacher": Rademacher,
+        "threepoint": ThreePoint,
+        "drop": DropBernoulli,
+        "dropbernoulli": DropBernoulli,
+        "bernoulli": DropBernoulli,
+    }
+    if key not in table:
+        raise ValueError(f"unknown noise law {name!r}; choose one of {', '.join(LAW_NAMES)}")
+    cls = table[key]
+    if cls is DropBernoulli:
+        return DropBernoulli(0.5 if p is None else p)
+    if p is not None:
+        raise ValueError(f"--p applies only to the 'drop' law, not to {name!r}")
+    return cls()

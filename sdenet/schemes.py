@@ -1,0 +1,356 @@
+"""Schemes: stateless one-step (and multistep) maps over a field.
+
+Every scheme has
+
+* ``init(field, t0, x0, dt) -> state``: whatever history the method carries (``None``
+  for one-step methods; the previous state for multistep ones), never stored on the
+  scheme itself, so one scheme object may drive many stages at once;
+* ``step(field, t, x, dt, state, generator=None) -> (x_next, state)``;
+* ``check(field)``: raises ``ValueError`` when the scheme cannot integrate that field
+  (a deterministic scheme given an SDE, a stochastic one given an ODE, a coupled
+  field given to a scheme for single states…); ``integrate`` and the network stages
+  call it when they are built;
+* metadata ``order`` (deterministic order on ``u' = f(u)``), ``weak_order`` and
+  ``strong_order`` (``None`` where they do not apply), checked by the test-suite.
+
+Networks read as schemes (Lu et al., ICML 2018, Table 1): ResNet is :class:`Euler`,
+FractalNet :class:`Heun`, PolyNet :class:`NeumannEuler`, RevNet :class:`CoupledEuler`,
+LM-ResNet :class:`LinearMultistep`, stochastic depth and shake-shake :class:`WeakEuler`,
+LM stochastic depth :class:`StochasticLM`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .fields import Field
+from .laws import Gaussian, NoiseLaw
+
+__all__ = [
+    "Scheme",
+    "Euler",
+    "Heun",
+    "NeumannEuler",
+    "LinearMultistep",
+    "CoupledEuler",
+    "EulerMaruyama",
+    "WeakEuler",
+    "StochasticLM",
+    "get_scheme",
+    "SCHEME_NAMES",
+]
+
+
+def _is_field(field) -> Field:
+    if not isinstance(field, Field):
+        raise ValueError(
+            f"expected an sdenet Field (SDEField, ODEField, CoupledField, …), got {type(field).__name__}"
+        )
+    return field
+
+
+class Scheme:
+    """Base class; see the module docstring for the protocol."""
+
+    order: int = 1
+    weak_order: float | None = None
+    strong_order: float | None = None
+    #: True when the scheme draws increments from a law
+    stochastic: bool = False
+    #: True when the state is a pair (coupled systems)
+    coupled: bool = False
+
+    def check(self, field) -> None:
+        field = _is_field(field)
+        name = type(self).__name__
+        if field.coupled != self.coupled:
+            if field.coupled:
+                raise ValueError(f"{name} integrates single states; a CoupledField needs CoupledEuler")
+            raise ValueError(f"{name} integrates coupled (x, y) states; give it a CoupledField")
+        if field.stochastic and not self.stochastic:
+            raise ValueError(
+                f"{name} is deterministic and cannot integrate a stochastic field "
+                f"(noise={field.noise!r}); use WeakEuler, EulerMaruyama or StochasticLM"
+            )
+        if self.stochastic and not field.stochastic:
+            raise ValueError(f"{name} needs a stochastic field (with a diffusion); this field is an ODE")
+
+    def init(self, field, t0, x0, dt):
+        return None
+
+    def step(self, field, t, x, dt, state, generator=None):
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+# --------------------------------------------------------------------------- ODE
+
+
+class Euler(Scheme):
+    """Forward Euler ``u_{n+1} = u_n + Δt f(t_n, u_n)`` (ResNet). Order 1."""
+
+    order = 1
+
+    def step(self, field, t, x, dt, state, generator=None):
+        return x + field.drift(t, x) * dt, state
+
+
+class Heun(Scheme):
+    """Heun's method (explicit trapezoid, 2nd-order Runge–Kutta; FractalNet's scheme).
+
+    ``ũ = u_n + Δt f(t_n, u_n)``, ``u_{n+1} = u_n + Δt/2 (f(t_n, u_n) + f(t_{n+1}, ũ))``.
+    Order 2.
+    """
+
+    order = 2
+
+    def step(self, field, t, x, dt, state, generator=None):
+        k1 = field.drift(t, x)
+        k2 = field.drift(t + dt, x + k1 * dt)
+        return x + (k1 + k2) * (0.5 * dt), state
+
+
+class NeumannEuler(Scheme):
+    """Backward Euler approximated by a truncated Neumann series (PolyNet's scheme).
+
+    Backward Euler ``u_{n+1} = (I − Δt F)^{-1} u_n`` is replaced by
+    ``u_{n+1} = u_n + Δt F(u_n) + Δt² F(F(u_n)) + … + Δt^m F^m(u_n)`` with ``m = terms``
+    (PolyNet's poly-2 module ``I + F + F²`` is ``terms=2`` at Δt = 1). For linear ``F``
+    this is exactly the series of ``(I − Δt F)^{-1}`` cut after ``m`` terms. Order 1,
+    like backward Euler (``terms=1`` is forward Euler).
+    """
+
+    order = 1
+
+    def __init__(self, terms: int = 2):
+        if not isinstance(terms, int) or isinstance(terms, bool) or terms < 1:
+            raise ValueError(f"NeumannEuler: terms must be an integer >= 1, got {terms!r}")
+        self.terms = terms
+
+    def step(self, field, t, x, dt, state, generator=None):
+        out = x
+        power = x
+        scale = 1.0
+        for _ in range(self.terms):
+            power = field.drift(t, power)
+            scale *= dt
+            out = out + power * scale
+        return out, state
+
+    def __repr__(self):
+        return f"NeumannEuler(terms={self.terms})"
+
+
+class LinearMultistep(Scheme):
+    """The LM-ResNet two-step scheme ``u_{n+1} = (1 − k) u_n + k u_{n−1} + Δt f(t_n, u_n)``.
+
+    ``k`` is a float or a tensor (trainable, broadcast against the state, e.g. per
+    channel). The first step is forward Euler. Taylor expansion gives the modified
+    equation ``(1 + k) u' + (1 − k) Δt/2 u'' = f``: the scheme is consistent, with
+    order 1, with ``u' = f/(1 + k)`` (``k = 0`` is forward Euler bit for bit). The
+    characteristic roots of ``z² − (1 − k) z − k = 0`` are ``1`` and ``−k``, so zero
+    stability needs ``−1 < k ≤ 1``.
+
+    The state carries ``u_{n−1}`` (``None`` before the first step). ``k`` may also be a
+    callable ``k(n)`` returning the coefficient of step ``n`` (one trained ``k_n`` per
+    block in LM-ResNet).
+    """
+
+    order = 1
+
+    def __init__(self, k=0.0):
+        if not callable(k) and not isinstance(k, torch.Tensor):
+            try:
+                k = float(k)
+            except (TypeError, ValueError):
+                raise ValueError(f"LinearMultistep: k must be a float, a tensor or a callable, got {k!r}") from None
+            if not math.isfinite(k):
+                raise ValueError(f"LinearMultistep: k must be finite, got {k!r}")
+        self.k = k
+
+    def init(self, field, t0, x0, dt):
+        return {"prev": None, "n": 0}
+
+    def coefficient(self, n: int):
+        return self.k(n) if callable(self.k) else self.k
+
+    def step(self, field, t, x, dt, state, generator=None):
+        prev, n = state["prev"], state["n"]
+        fx = field.drift(t, x)
+        if prev is None:
+            x_next = x + fx * dt
+        else:
+            k = self.coefficient(n)
+            x_next = (x + k * (prev - x)) + fx * dt
+        return x_next, {"prev": x, "n": n + 1}
+
+    def __repr__(self):
+        k = "callable" if callable(self.k) else (tuple(self.k.shape) if isinstance(self.k, torch.Tensor) else self.k)
+        return f"LinearMultistep(k={k})"
+
+
+class CoupledEuler(Scheme):
+    """RevNet's update of the coupled system ``X' = f1(Y)``, ``Y' = f2(X)``:
+
+    ``X_{n+1} = X_n + Δt f1(t_n, Y_n)``, ``Y_{n+1} = Y_n + Δt f2(t_n, X_{n+1})``
+    (forward Euler on each component in turn — symplectic Euler). Order 1, and
+    exactly invertible step by step, which is what makes RevNet reversible.
+    """
+
+    order = 1
+    coupled = True
+
+    def step(self, field, t, state_xy, dt, state, generator=None):
+        x, y = state_xy
+        x = x + field.f1(t, y) * dt
+        y = y + field.f2(t, x) * dt
+        return (x, y), state
+
+    @staticmethod
+    def inverse(field, t, state_xy, dt):
+        """Recover ``(X_n, Y_n)`` from ``(X_{n+1}, Y_{n+1})``."""
+        x, y = state_xy
+        y = y - field.f2(t, x) * dt
+        x = x - field.f1(t, y) * dt
+        return x, y
+
+
+# --------------------------------------------------------------------------- SDE
+
+
+class WeakEuler(Scheme):
+    """The simplified weak Euler scheme ``X_{n+1} = X_n + f Δt + g ΔŴ_n``.
+
+    ``ΔŴ_n`` is drawn from ``law`` with the field's noise structure. It converges
+    weakly with order 1 whenever the law satisfies condition (5); stochastic depth
+    (``DropBernoulli`` at p ≠ ½) only reaches order ½. Shake-shake is this scheme with
+    ``Uniform`` increments at Δt = 1, stochastic depth with ``DropBernoulli``.
+    """
+
+    order = 1
+    stochastic = True
+
+    def __init__(self, law: NoiseLaw | None = None):
+        law = Gaussian() if law is None else law
+        if not isinstance(law, NoiseLaw):
+            raise ValueError(f"{type(self).__name__}: law must be an sdenet NoiseLaw, got {law!r}")
+        self.law = law
+
+    @property
+    def weak_order(self):
+        return min(1.0, self.law.weak_order)
+
+    def draw(self, field, x, dt, generator=None):
+        return self.law.sample(field.noise_shape(x), dt, generator=generator, device=x.device, dtype=x.dtype)
+
+    def step(self, field, t, x, dt, state, generator=None):
+        dw = self.draw(field, x, dt, generator)
+        return x + field.increment(t, x, dt, dw), state
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.law!r})"
+
+
+class EulerMaruyama(WeakEuler):
+    """Euler–Maruyama: :class:`WeakEuler` with Gaussian increments. Strong order ½, weak order 1."""
+
+    strong_order = 0.5
+
+    def __init__(self):
+        super().__init__(Gaussian())
+
+    def __repr__(self):
+        return "EulerMaruyama()"
+
+
+class StochasticLM(WeakEuler):
+    r"""The LM stochastic-depth scheme, for general Δt.
+
+    It discretizes the second-order system
+
+        dX = Y dt,    dY = p f(X) dt + √(p(1−p)) f(X) dB + g Y dt,
+
+    whose drift ``p f`` and diffusion ``√(p(1−p)) f`` are the given field's (any
+    stochastic field works). Derivation: advance the velocity with a weak Euler step
+    from the old velocity, then the position with the new velocity (semi-implicit
+    Euler),
+
+        Y_n     = Y_{n−1} + g Y_{n−1} Δt + (f Δt + σ ΔŴ_n)          (f, σ at X_n)
+        X_{n+1} = X_n + Δt Y_n.
+
+    Eliminating ``Y`` with ``Δt Y_{n−1} = X_n − X_{n−1}``:
+
+        X_{n+1} = (2 + gΔt) X_n − (1 + gΔt) X_{n−1} + Δt (f Δt + σ ΔŴ_n).
+
+    At Δt = 1 with ``DropBernoulli(p)`` increments ``p f + √(p(1−p)) f ΔŴ = η f``, which
+    is the paper's ``X_{n+1} = (2 + g_n) X_n − (1 + g_n) X_{n−1} + η_n f(X_n)``. The
+    first step starts from rest (``Y_{−1} = 0``, i.e. ``X_{−1} = X_0``), which at Δt = 1
+    is the plain stochastic-depth step ``X_1 = X_0 + η_0 f(X_0)``.
+
+    ``g`` is a float, a tensor, or a callable ``g(n)``. Order 1 in Δt for the
+    deterministic part and weak order ``min(1, law.weak_order)`` for the system.
+    """
+
+    order = 1
+
+    def __init__(self, g=0.0, law: NoiseLaw | None = None):
+        super().__init__(law)
+        if not callable(g) and not isinstance(g, torch.Tensor):
+            try:
+                g = float(g)
+            except (TypeError, ValueError):
+                raise ValueError(f"StochasticLM: g must be a float, a tensor or a callable, got {g!r}") from None
+        self.g = g
+
+    def init(self, field, t0, x0, dt):
+        return {"prev": None, "n": 0}
+
+    def coefficient(self, n: int):
+        return self.g(n) if callable(self.g) else self.g
+
+    def step(self, field, t, x, dt, state, generator=None):
+        prev, n = state["prev"], state["n"]
+        dw = self.draw(field, x, dt, generator)
+        kick = field.increment(t, x, dt, dw)
+        if dt != 1.0:
+            kick = kick * dt
+        if prev is None:
+            x_next = x + kick
+        else:
+            x_next = x + (1.0 + self.coefficient(n) * dt) * (x - prev) + kick
+        return x_next, {"prev": x, "n": n + 1}
+
+    def __repr__(self):
+        g = "callable" if callable(self.g) else (tuple(self.g.shape) if isinstance(self.g, torch.Tensor) else self.g)
+        return f"StochasticLM(g={g}, law={self.law!r})"
+
+
+SCHEME_NAMES = ("euler", "heun", "neumann", "lm", "coupled", "euler_maruyama", "weak_euler", "stochastic_lm")
+
+
+def get_scheme(name: str, law: NoiseLaw | None = None, **kwargs) -> Scheme:
+    """Build a scheme from its command-line name. Stochastic schemes take ``law``."""
+    key = str(name).lower().replace("-", "_")
+    if key in ("euler", "forward_euler"):
+        return Euler()
+    if key == "heun":
+        return Heun()
+    if key in ("neumann", "neumann_euler"):
+        return NeumannEuler(**kwargs)
+    if key in ("lm", "linear_multistep"):
+        return LinearMultistep(**kwargs)
+    if key in ("coupled", "coupled_euler", "revnet"):
+        return CoupledEuler()
+    if key in ("euler_maruyama", "em"):
+        if law is not None and not isinstance(law, Gaussian):
+            raise ValueError("euler_maruyama uses Gaussian increments; use weak_euler for another law")
+        return EulerMaruyama()
+    if key in ("weak_euler", "weak"):
+        return WeakEuler(law)
+    if key in ("stochastic_lm", "lm_sd"):
+        return StochasticLM(law=law, **kwargs)
+    raise ValueError(f"unknown scheme {name!r}; choose one of {', '.join(SCHEME_NAMES)}")
