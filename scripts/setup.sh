@@ -12,3 +12,6 @@ else
     echo "[sdenet setup] keeping installed torch $("$PY" -c 'import torch; print(torch.__version__)')"
 fi
 "$PY" -m pip install --quiet -e ".[dev]"
+# pyenv installs console scripts behind shims that exist only after a rehash
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash >/dev/null 2>&1 || true; fi
+echo "[sdenet setup] done: $("$PY" -c 'import sdenet, torch; print("sdenet", sdenet.__version__, "| torch", torch.__version__)')"
