@@ -1,0 +1,373 @@
+"""Pictures of finished (or running) training runs.
+
+Reads run folders in the format written by :func:`sdenet.train.train` (``config.json``,
+``metrics.jsonl`` one JSON object per epoch, ``metrics.json`` at the end) and draws, with
+matplotlib's Agg backend, PNG files:
+
+* ``errors.png`` — training and test error against epoch for every run on one figure
+  (the paper's Figures 3 and 5);
+* ``lm_coefficients.png`` — the learned ``k_n`` of the LM step
+  ``u_{n+1} = (1 - k_n) u_n + k_n u_{n-1} + Δt f(u_n)`` against the block's depth, at the last
+  recorded epoch (the paper's Figure 4); only runs that record LM coefficients appear;
+* ``weak-<run>-<stage>.png`` — condition (5) for each stochastic stage of a run: the
+  empirical ``K = C/Δt²`` with ``C = |m1| + |m3| + |m2 - Δt|`` of every block over the epochs,
+  and the empirical moments ``m1, m2 - Δt, m3`` of the increments per block at the last epoch
+  against their exact values for the block's law (``sdenet.laws``).
+
+Runs without LM coefficients or without stochastic stages skip those figures; the functions
+return the paths they wrote and report what they skipped through ``log``.
+
+Entry point: :func:`plot_runs`. Errors in a run folder raise :class:`RunFolderError`
+(a ``ValueError`` whose message names the folder and the problem).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+__all__ = [
+    "RunFolderError",
+    "Run",
+    "load_run",
+    "plot_errors",
+    "plot_lm_coefficients",
+    "plot_weak",
+    "plot_runs",
+    "default_out_dir",
+]
+
+
+class RunFolderError(ValueError):
+    """A run folder that is missing, empty or not in the run-folder format."""
+
+
+@dataclass
+class Run:
+    """One run folder, read: ``metrics`` is the list of per-epoch records in epoch order,
+    ``config`` the resolved config (``{}`` if absent), ``final`` the end-of-run summary
+    (``None`` while the run has not finished)."""
+
+    path: Path
+    metrics: list
+    config: dict = field(default_factory=dict)
+    final: dict | None = None
+    label: str = ""
+
+    @property
+    def epochs(self) -> list:
+        return [int(m["epoch"]) for m in self.metrics]
+
+    @property
+    def model(self) -> str:
+        return str(self.config.get("model") or (self.final or {}).get("model") or self.path.name)
+
+
+_REQUIRED = ("epoch", "train_error", "test_error")
+
+
+def _read_json(path: Path, folder: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        raise RunFolderError(f"{folder}: cannot read {path.name}: {err}") from None
+    except json.JSONDecodeError as err:
+        raise RunFolderError(f"{folder}: {path.name} is not valid JSON ({err.msg}, line {err.lineno})") from None
+
+
+def load_run(run_dir, label: str | None = None) -> Run:
+    """Read a run folder. Raises :class:`RunFolderError` if it is missing, has no
+    ``metrics.jsonl``, or its records are not per-epoch JSON objects with at least
+    ``epoch``, ``train_error`` and ``test_error``.
+
+    A last line without its newline that does not parse is a record still being written
+    and is ignored; any other bad line is an error.
+    """
+    folder = Path(run_dir)
+    if not folder.exists():
+        raise RunFolderError(f"{folder}: no such run folder")
+    if not folder.is_dir():
+        raise RunFolderError(f"{folder}: not a folder (expected a run folder with metrics.jsonl)")
+    path = folder / "metrics.jsonl"
+    if not path.is_file():
+        raise RunFolderError(f"{folder}: no metrics.jsonl (not a run folder, or no epoch has finished yet)")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise RunFolderError(f"{folder}: cannot read metrics.jsonl: {err}") from None
+    lines = text.split("\n")
+    records = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:  # partial last line of a run in progress
+                continue
+            raise RunFolderError(f"{folder}: metrics.jsonl line {i + 1} is not valid JSON") from None
+        if not isinstance(rec, dict):
+            raise RunFolderError(f"{folder}: metrics.jsonl line {i + 1} is not a JSON object")
+        missing = [k for k in _REQUIRED if k not in rec]
+        if missing:
+            raise RunFolderError(f"{folder}: metrics.jsonl line {i + 1} lacks {', '.join(missing)}")
+        try:
+            rec["epoch"] = int(rec["epoch"])
+        except (TypeError, ValueError):
+            raise RunFolderError(f"{folder}: metrics.jsonl line {i + 1} has a non-integer epoch") from None
+        records.append(rec)
+    if not records:
+        raise RunFolderError(f"{folder}: metrics.jsonl holds no epoch records")
+    # a resumed run may repeat an epoch: keep the last record of each epoch
+    by_epoch = {}
+    for rec in records:
+        by_epoch[rec["epoch"]] = rec
+    records = [by_epoch[e] for e in sorted(by_epoch)]
+    config = {}
+    if (folder / "config.json").is_file():
+        config = _read_json(folder / "config.json", folder)
+        if not isinstance(config, dict):
+            raise RunFolderError(f"{folder}: config.json is not a JSON object")
+    final = None
+    if (folder / "metrics.json").is_file():
+        final = _read_json(folder / "metrics.json", folder)
+        if not isinstance(final, dict):
+            raise RunFolderError(f"{folder}: metrics.json is not a JSON object")
+    run = Run(path=folder, metrics=records, config=config, final=final)
+    run.label = label if label is not None else ""
+    return run
+
+
+def _default_labels(runs: Sequence[Run]) -> list:
+    """The model name, made unique with the seed and then the folder name where needed."""
+    base = [r.model for r in runs]
+    labels = list(base)
+    if len(set(labels)) < len(labels):
+        labels = [f"{b} seed {r.config.get('seed')}" if r.config.get("seed") is not None else b
+                  for b, r in zip(base, runs)]
+    if len(set(labels)) < len(labels):
+        labels = [f"{l} ({r.path.name})" for l, r in zip(labels, runs)]
+    return labels
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "run"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _finite(v) -> float:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return math.nan
+    return v if math.isfinite(v) else math.nan
+
+
+def _save(fig, path: Path, plt) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_errors(runs: Sequence[Run], out_dir, filename: str = "errors.png") -> Path:
+    """Training (left) and test (right) error in percent against epoch, one line per run."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, run in enumerate(runs):
+        c = colors[i % len(colors)]
+        ep = run.epochs
+        axes[0].plot(ep, [100 * _finite(m["train_error"]) for m in run.metrics], "-", color=c,
+                     marker="o" if len(ep) < 30 else None, ms=3, label=run.label)
+        axes[1].plot(ep, [100 * _finite(m["test_error"]) for m in run.metrics], "-", color=c,
+                     marker="o" if len(ep) < 30 else None, ms=3, label=run.label)
+    for ax, what in zip(axes, ("training", "test")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"{what} error (%)")
+        ax.set_title(f"{what} error")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.suptitle("error against epoch")
+    return _save(fig, Path(out_dir) / filename, plt)
+
+
+def _lm_series(run: Run):
+    """(stage names, per-stage k lists) at the last epoch with non-empty LM coefficients."""
+    for rec in reversed(run.metrics):
+        coeffs = rec.get("lm_coefficients") or {}
+        if isinstance(coeffs, dict) and any(coeffs.values()):
+            return rec["epoch"], {str(k): [_finite(x) for x in v] for k, v in coeffs.items() if v}
+    return None, {}
+
+
+def plot_lm_coefficients(runs: Sequence[Run], out_dir, filename: str = "lm_coefficients.png"):
+    """The learned ``k_n`` against block depth (blocks numbered through all stages), one line
+    per run, stage boundaries dotted. Returns the path, or None when no run has LM
+    coefficients."""
+    series = [(run, *_lm_series(run)) for run in runs]
+    series = [s for s in series if s[2]]
+    if not series:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    bounds = None
+    for run, epoch, coeffs in series:
+        ks, edges, n = [], [], 0
+        for stage in coeffs:  # stage order as recorded
+            ks.extend(coeffs[stage])
+            n += len(coeffs[stage])
+            edges.append(n)
+        ax.plot(range(1, len(ks) + 1), ks, "o-", ms=3, label=f"{run.label} (epoch {epoch})")
+        bounds = bounds or edges[:-1]
+    for b in bounds or []:
+        ax.axvline(b + 0.5, color="0.6", ls=":", lw=1)
+    ax.axhline(0.0, color="0.3", lw=0.8)
+    ax.set_xlabel("block (depth, through all stages)")
+    ax.set_ylabel(r"$k_n$")
+    ax.set_title(r"learned LM coefficients $k_n$: $u_{n+1}=(1-k_n)u_n+k_nu_{n-1}+\Delta t\,f(u_n)$")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, Path(out_dir) / filename, plt)
+
+
+def _exact_moments(entry: dict):
+    """Exact (m1, m2 - Δt, m3) of the entry's law at its Δt, or None if unknown."""
+    try:
+        from ..laws import DropBernoulli, get_law
+
+        name = re.match(r"\s*([A-Za-z_-]+)", str(entry.get("law"))).group(1)
+        law = get_law(name)
+        if isinstance(law, DropBernoulli) and entry.get("p") is not None:
+            law = DropBernoulli(float(entry["p"]))
+        dt = float(entry["dt"])
+        m1, m2, m3, _ = law.moments(dt)
+        return m1, m2 - dt, m3
+    except Exception:  # an unknown law name, a missing dt: just no exact marker
+        return None
+
+
+def _weak_by_stage(run: Run):
+    """{stage: {block: [(epoch, entry), ...]}} over all epochs with a weak report."""
+    stages: dict = {}
+    for rec in run.metrics:
+        for entry in rec.get("weak") or []:
+            if not isinstance(entry, dict) or "stage" not in entry or "block" not in entry:
+                continue
+            stages.setdefault(str(entry["stage"]), {}).setdefault(int(entry["block"]), []).append(
+                (rec["epoch"], entry))
+    return stages
+
+
+def plot_weak(run: Run, out_dir) -> list:
+    """One figure per stochastic stage of ``run``: empirical ``K`` of every block against
+    epoch (left), and the empirical ``m1``, ``m2 - Δt``, ``m3`` per block at the last epoch
+    with the exact values of the block's law (right). Returns the paths (empty when the run
+    records no weak report)."""
+    stages = _weak_by_stage(run)
+    if not stages:
+        return []
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    paths = []
+    for stage, blocks in stages.items():
+        fig, (ax_k, ax_m) = plt.subplots(1, 2, figsize=(12, 4.4))
+        cmap = plt.get_cmap("viridis")
+        nb = len(blocks)
+        for j, (block, hist) in enumerate(sorted(blocks.items())):
+            ax_k.plot([e for e, _ in hist], [_finite(en.get("K")) for _, en in hist], "-",
+                      color=cmap(j / max(nb - 1, 1)), marker="o" if len(hist) < 30 else None, ms=3,
+                      label=f"block {block}" if nb <= 12 else None)
+        ax_k.set_xlabel("epoch")
+        ax_k.set_ylabel(r"empirical $K = C/\Delta t^2$")
+        ax_k.set_title(f"stage {stage}: condition (5) constant per block")
+        ax_k.grid(alpha=0.3)
+        if nb <= 12:
+            ax_k.legend(fontsize=7, ncol=2)
+        else:
+            sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(min(blocks), max(blocks)))
+            fig.colorbar(sm, ax=ax_k, label="block")
+
+        last = [(block, hist[-1][1]) for block, hist in sorted(blocks.items())]
+        xs = [b for b, _ in last]
+        emp = {
+            "m1": [_finite(en.get("m1")) for _, en in last],
+            "m2 - Δt": [_finite(en.get("m2")) - _finite(en.get("dt")) for _, en in last],
+            "m3": [_finite(en.get("m3")) for _, en in last],
+        }
+        exact = [_exact_moments(en) for _, en in last]
+        colors = {"m1": "C0", "m2 - Δt": "C1", "m3": "C2"}
+        for i, (name, vals) in enumerate(emp.items()):
+            ax_m.plot(xs, vals, "o", color=colors[name], label=f"empirical {name}")
+            ex = [e[i] if e is not None else math.nan for e in exact]
+            if any(not math.isnan(v) for v in ex):
+                ax_m.plot(xs, ex, "_", color=colors[name], ms=14, mew=2, label=f"exact {name}")
+        laws = sorted({f"{en.get('law')}" + (f" p={_finite(en.get('p')):.3g}" if en.get("p") is not None else "")
+                       for _, en in last})
+        dts = sorted({_finite(en.get("dt")) for _, en in last})
+        ax_m.axhline(0.0, color="0.3", lw=0.8)
+        ax_m.set_xlabel("block")
+        ax_m.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax_m.set_ylabel("moment of the increment")
+        ax_m.set_title(f"epoch {max(e for hist in blocks.values() for e, _ in hist)}: "
+                       f"{', '.join(laws)}; Δt = {', '.join(f'{d:g}' for d in dts)}", fontsize=9)
+        ax_m.grid(alpha=0.3)
+        ax_m.legend(fontsize=7)
+        fig.suptitle(f"{run.label}: condition (5), |E ΔŴ| + |E ΔŴ³| + |E ΔŴ² − Δt| ≤ K Δt²")
+        paths.append(_save(fig, Path(out_dir) / f"weak-{_slug(run.label)}-{_slug(stage)}.png", plt))
+    return paths
+
+
+def default_out_dir(run_dirs: Sequence) -> Path:
+    """Where :func:`plot_runs` writes without ``out_dir``: the run folder itself for one run,
+    ``plots/`` (in the working directory) for several."""
+    return Path(run_dirs[0]) if len(run_dirs) == 1 else Path("plots")
+
+
+def plot_runs(run_dirs: Iterable, out_dir=None, labels: Sequence[str] | None = None,
+              log: Callable[[str], None] | None = print) -> list:
+    """Read every run folder and write all figures into ``out_dir`` (see
+    :func:`default_out_dir`). Returns the written paths; ``log`` (default ``print``) gets one
+    line per file and per skipped figure."""
+    run_dirs = [Path(d) for d in run_dirs]
+    if not run_dirs:
+        raise ValueError("plot: give at least one run folder")
+    if labels is not None and len(labels) != len(run_dirs):
+        raise ValueError(f"plot: {len(labels)} labels for {len(run_dirs)} run folders")
+    runs = [load_run(d) for d in run_dirs]
+    names = list(labels) if labels is not None else _default_labels(runs)
+    for run, name in zip(runs, names):
+        run.label = name
+    out = Path(out_dir) if out_dir is not None else default_out_dir(run_dirs)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"plot: --out {out} exists and is not a folder")
+    say = log or (lambda s: None)
+    paths = [plot_errors(runs, out)]
+    say(str(paths[-1]))
+    lm = plot_lm_coefficients(runs, out)
+    if lm is None:
+        say("no LM coefficients recorded in these runs: skipped the k_n figure")
+    else:
+        paths.append(lm)
+        say(str(lm))
+    for run in runs:
+        weak = plot_weak(run, out)
+        if not weak:
+            say(f"{run.label}: no stochastic stages: skipped the condition-(5) figures")
+        for p in weak:
+            say(str(p))
+        paths.extend(weak)
+    return paths
