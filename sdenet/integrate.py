@@ -11,26 +11,48 @@ from .schemes import Scheme
 __all__ = ["integrate", "make_grid"]
 
 
+def _finite(name, value, what="a finite number") -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"integrate: {name} must be {what}, got {name}={value!r}") from None
+    if not math.isfinite(out):
+        raise ValueError(f"integrate: {name} must be {what}, got {name}={value!r}")
+    return out
+
+
+def _whole_steps(steps) -> int:
+    bad = ValueError(f"integrate: steps must be a positive integer, got steps={steps!r}")
+    if isinstance(steps, (bool, str)):
+        raise bad
+    try:
+        value = float(steps)
+    except (TypeError, ValueError):
+        raise bad from None
+    if not math.isfinite(value) or value < 1 or value != int(value):
+        raise bad
+    return int(value)
+
+
 def make_grid(t0=0.0, t1=None, steps=None, dt=None) -> tuple[float, float, int]:
     """Resolve a uniform grid from ``t0`` and any two of ``t1``, ``steps``, ``dt``.
 
     Returns ``(t0, dt, steps)``. Raises ``ValueError`` for a grid that is missing,
     over-determined and inconsistent, empty, or not a whole number of steps.
     """
-    t0 = float(t0)
+    t0 = _finite("t0", t0)
     given = sum(v is not None for v in (t1, steps, dt))
     if given < 2:
         raise ValueError("integrate: give two of t1, steps and dt (e.g. t1=1.0, steps=100)")
     if steps is not None:
-        if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-            raise ValueError(f"integrate: steps must be a positive integer, got steps={steps!r}")
-        steps = int(steps)
+        steps = _whole_steps(steps)
     if dt is not None:
-        dt = float(dt)
-        if not dt > 0 or not math.isfinite(dt):
+        value = _finite("dt", dt, "positive and finite")
+        if not value > 0:
             raise ValueError(f"integrate: dt must be positive and finite, got dt={dt!r}")
+        dt = value
     if t1 is not None:
-        t1 = float(t1)
+        t1 = _finite("t1", t1)
         if not t1 > t0:
             raise ValueError(f"integrate: t1 must be greater than t0, got t0={t0}, t1={t1}")
     if t1 is not None and steps is not None:
