@@ -1,0 +1,196 @@
+"""The experiment runner (experiments/run.py), its configs, the GPU-throughput benchmark in
+CPU smoke mode and ``sdenet quickstart``."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name, rel):
+    spec = importlib.util.spec_from_file_location(name, ROOT / rel)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+runner = _load("experiments_run", "experiments/run.py")
+
+
+def _real_train():
+    try:
+        from sdenet.train import train
+
+        return train
+    except Exception:
+        return None
+
+
+def _registry():
+    try:
+        from sdenet import models
+
+        return models
+    except Exception:
+        return None
+
+
+# ----------------------------------------------------------------------------- a fake loop
+
+
+class FakeTrain:
+    """Writes a run folder in the format (config.json, metrics.jsonl, metrics.json) with a
+    test error that depends on the seed; records its calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, **kw):
+        self.calls.append(kw)
+        out = Path(kw["out"])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(kw))
+        epochs = int(kw.get("epochs") or 2)
+        err = 0.5 - 0.01 * kw["seed"] - (0.05 if "lm_" in kw["model"] else 0.0)
+        with open(out / "metrics.jsonl", "w") as f:
+            for e in range(1, epochs + 1):
+                f.write(json.dumps(dict(epoch=e, train_error=err + 0.1 / e, test_error=err + 0.1 / e,
+                                        lm_coefficients={"s1": [-0.05, -0.02]} if "lm_" in kw["model"] else {},
+                                        weak=[])) + "\n")
+        final = dict(test_error=err + 0.1 / epochs, best_test_error=err, params=1234, epochs=epochs,
+                     wall_time=1.5, hardware="fake", model=kw["model"], dataset=kw.get("dataset"),
+                     dt=kw.get("dt", 1.0), seed=kw["seed"])
+        (out / "metrics.json").write_text(json.dumps(final))
+        return final
+
+
+def _tiny_set(tmp_path, models=("tiny_resnet", "tiny_lm_resnet")):
+    spec = dict(name="tiny", description="two tiny models", runs=[
+        dict(name=m, model=m, dataset="sample", preset="quick", paper_error=8.75 if i == 0 else None,
+             paper_source="test") for i, m in enumerate(models)])
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def test_runner_trains_each_seed_then_skips_finished_runs(tmp_path):
+    fake = FakeTrain()
+    path = _tiny_set(tmp_path)
+    res = runner.run_set(path, seeds=[0, 1, 2], epochs=2, out=tmp_path / "out", train_fn=fake, log=None)
+    assert len(fake.calls) == 6 and len(res["trained"]) == 6
+    assert {c["seed"] for c in fake.calls} == {0, 1, 2}
+    assert all(c["epochs"] == 2 and c["quiet"] for c in fake.calls)
+    # mean ± std over the seeds, as the fake wrote them
+    row = res["rows"][0]
+    errs = [100 * (0.5 - 0.01 * s + 0.05) for s in (0, 1, 2)]
+    assert row["test_error_mean"] == pytest.approx(np.mean(errs))
+    assert row["test_error_std"] == pytest.approx(np.std(errs, ddof=1))
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "| tiny_resnet |" in md and "3/3" in md and "8.75" in md and "unknown" in md
+    doc = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert len(doc["rows"]) == 2 and len(doc["rows"][1]["runs"]) == 3
+    assert (tmp_path / "out" / "plots" / "errors.png").is_file()
+    assert (tmp_path / "out" / "plots" / "lm_coefficients.png").is_file()
+    # second pass: nothing to train
+    again = FakeTrain()
+    res2 = runner.run_set(path, seeds=[0, 1, 2], epochs=2, out=tmp_path / "out", train_fn=again, log=None)
+    assert again.calls == [] and len(res2["skipped"]) == 6
+
+
+def test_runner_resumes_a_folder_with_last_checkpoint(tmp_path):
+    fake = FakeTrain()
+    path = _tiny_set(tmp_path, models=("tiny_resnet",))
+    folder = runner.run_folder(tmp_path / "out", {"name": "tiny_resnet"}, 0)
+    folder.mkdir(parents=True)
+    (folder / "last.pt").write_bytes(b"")
+    runner.run_set(path, seeds=[0], out=tmp_path / "out", train_fn=fake, log=None, plots=False)
+    assert fake.calls[0].get("resume") is True
+
+
+def test_runner_overrides_and_results_folder(tmp_path):
+    fake = FakeTrain()
+    path = _tiny_set(tmp_path, models=("tiny_resnet",))
+    runner.run_set(path, seeds=[3], out=tmp_path / "o", results=tmp_path / "r", dataset="x.npz",
+                   limit_train=64, limit_test=32, device="cpu", train_fn=fake, log=None, plots=False)
+    call = fake.calls[0]
+    assert call["dataset"] == "x.npz" and call["limit_train"] == 64 and call["limit_test"] == 32
+    assert call["device"] == "cpu" and call["out"].endswith("tiny_resnet-s3")
+    assert "paper_error" not in call and "name" not in call
+    assert (tmp_path / "r" / "results.md").is_file()
+
+
+def test_runner_cli_errors(tmp_path, capsys):
+    assert runner.main(["--set", "no-such-set"]) == 2
+    assert "unknown set" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"runs": []}')
+    assert runner.main(["--set", str(bad)]) == 2
+    assert "non-empty list" in capsys.readouterr().err
+    path = _tiny_set(tmp_path)
+    assert runner.main(["--set", str(path), "--epochs", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "--epochs must be >= 1" in capsys.readouterr().err
+    assert runner.main(["--set", str(path), "--only", "nope", "--out", str(tmp_path / "o")]) == 2
+    assert "no run named nope" in capsys.readouterr().err
+
+
+def test_runner_dry_run_and_list(capsys):
+    assert runner.main(["--list"]) == 0
+    listed = capsys.readouterr().out
+    for name in ("table2-cifar10", "table2-cifar100", "table3-imagenet", "table4-stochastic-depth"):
+        assert name in listed
+    assert runner.main(["--set", "table2-cifar10", "--dry-run", "--epochs", "1", "--out", "/nonexistent/x"]) == 0
+    assert "lm_resnet56" in capsys.readouterr().out
+
+
+def test_every_config_loads_with_known_presets_and_honest_paper_numbers():
+    from sdenet.train.presets import PRESET_NAMES
+
+    for name in runner.available_sets():
+        spec = runner.load_set(name)
+        for run in spec["runs"]:
+            assert run.get("preset") is None or run["preset"] in PRESET_NAMES, (name, run)
+            err = run.get("paper_error")
+            assert err is None or (0 < err < 100 and run.get("paper_source")), (name, run)
+
+
+def test_config_models_exist_in_the_registry():
+    models = _registry()
+    if models is None or not hasattr(models, "names"):
+        pytest.skip("model registry (sdenet.models) not available")
+    known = set(models.names())
+    missing = sorted({r["model"] for n in runner.available_sets() for r in runner.load_set(n)["runs"]} - known)
+    assert not missing, f"configs name models the registry lacks: {missing}"
+
+
+@pytest.fixture
+def tiny_npz(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "tiny.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8),
+             y_train=np.arange(64) % 10, x_test=rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8),
+             y_test=np.arange(32) % 10)
+    return path
+
+
+def test_runner_with_the_real_training_loop(tmp_path, tiny_npz):
+    if _real_train() is None or _registry() is None:
+        pytest.skip("training loop or model registry not available")
+    path = _tiny_set(tmp_path)
+    res = runner.run_set(path, seeds=[0], epochs=1, dataset=tiny_npz, out=tmp_path / "out",
+                         batch_size=16, device="cpu", log=None)
+    assert len(res["trained"]) == 2
+    for row in res["rows"]:
+        assert row["seeds_done"] == [0]
+        assert 0 <= row["test_error_mean"] <= 100 and row["params"] > 0
+    again = runner.run_set(path, seeds=[0], epochs=1, dataset=tiny_npz, out=tmp_path / "out",
+                           batch_size=16, device="cpu", log=None)
+    assert again["trained"] == [] and len(again["skipped"]) == 2
