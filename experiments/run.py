@@ -141,10 +141,13 @@ def train_kwargs(run: dict, seed: int, folder: Path, opts: dict) -> dict:
 
 
 def train_one(train_fn, kw: dict, state: str):
+    """One training call; a folder with ``last.pt`` is continued with ``resume=FOLDER`` (the
+    loop takes the rest of the config from the checkpoint; device and quiet still apply)."""
     accepted = _accepted_keys(train_fn)
     call = dict(kw)
-    if state == "resume" and (accepted is None or "resume" in accepted):
-        call["resume"] = True
+    if state == "resume":
+        call = {k: kw[k] for k in ("device", "quiet") if k in kw}
+        call["resume"] = kw["out"]
     if accepted is not None:
         unknown = sorted(set(call) - accepted)
         if unknown:

@@ -56,7 +56,10 @@ class FakeTrain:
 
     def __call__(self, **kw):
         self.calls.append(kw)
-        out = Path(kw["out"])
+        kw = dict(kw)
+        out = Path(kw.get("out") or kw["resume"])  # a resume call carries the folder only
+        kw.setdefault("model", "resumed")
+        kw.setdefault("seed", 0)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(kw))
         epochs = int(kw.get("epochs") or 2)
@@ -113,7 +116,7 @@ def test_runner_resumes_a_folder_with_last_checkpoint(tmp_path):
     folder.mkdir(parents=True)
     (folder / "last.pt").write_bytes(b"")
     runner.run_set(path, seeds=[0], out=tmp_path / "out", train_fn=fake, log=None, plots=False)
-    assert fake.calls[0].get("resume") is True
+    assert fake.calls[0]["resume"] == str(folder) and "model" not in fake.calls[0]
 
 
 def test_runner_overrides_and_results_folder(tmp_path):
