@@ -1,0 +1,969 @@
+"""The training loop: SGD with momentum on a named model and dataset, writing a run folder.
+
+``train(config) -> dict`` runs one training job and returns the final metrics (the content of
+``metrics.json``); ``evaluate(checkpoint) -> dict`` measures a saved network's test error, with
+Monte Carlo draws for stochastic networks. The run folder holds ``config.json``,
+``metrics.jsonl`` (one line per finished epoch), ``last.pt``/``best.pt`` (atomic checkpoints)
+and ``metrics.json`` (written at the end).
+
+Efficiency: the data live on the device (:mod:`sdenet.train.data`); loss and accuracy are
+summed on the device and read once per epoch (and every ``progress_every`` steps when the
+progress bar is shown). On CUDA the forward pass runs under bf16 autocast with channels-last
+tensors, optionally through ``torch.compile``.
+
+Several processes: started by ``torchrun`` (environment ``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``), each process trains a DistributedDataParallel replica on its share of every
+batch (backend nccl on CUDA, gloo on CPU); rank 0 alone writes the run folder.
+
+Exactness: a run stopped after epoch k and resumed with ``resume=RUN_DIR`` ends with the same
+weights as an uninterrupted run: the checkpoint holds the model, optimizer and scheduler
+states, the global torch RNG states, the network noise generator's state (of every rank), and
+the data loader needs only ``(seed, epoch)``.
+
+Test hook: the environment variable ``SDENET_FAULT`` injects faults — ``nan@E`` makes the
+loss NaN throughout epoch E, ``interrupt@E`` / ``interrupt@E:S`` raises KeyboardInterrupt at
+step S (default 0) of epoch E.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import checkpoint as ck
+from .hardware import describe
+from .monitor import (DEFAULT_WEAK_K, WeakConditionError, format_table, normalize_report,
+                      reduce_report, violations, warning_message)
+from .presets import default_preset, get_preset, lr_factor, scale_milestones
+
+__all__ = ["TrainConfig", "train", "evaluate", "TrainingDiverged", "WeakConditionError",
+           "resolve_device", "RUN_FILES"]
+
+RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt", "metrics.json")
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; the message names the epoch and the last good
+    checkpoint."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs. ``None`` means "the preset's value" (or the model's default for
+    ``dt``, ``p_L`` and ``mode``).
+
+    model, dataset:   a name of ``sdenet.models.names()``; ``cifar10``, ``cifar100``, ``sample``
+                      or a path (see :func:`sdenet.train.data.load_dataset`).
+    preset:           a name of :data:`sdenet.train.presets.PRESETS`; default picked from the
+                      model and dataset (:func:`~sdenet.train.presets.default_preset`).
+    epochs:           with a step preset, the milestones are rescaled proportionally.
+    dt, p_L, mode:    passed to the model constructor as overrides (``mode`` is the noise
+                      structure: ``sample`` or ``batch``); ``overrides`` adds any others.
+    weak_K:           warn when a stochastic stage's exact ``K = C/Δt²`` exceeds it (default
+                      :data:`sdenet.train.monitor.DEFAULT_WEAK_K` = 1); ``strict_weak`` makes
+                      that an error (:class:`WeakConditionError`).
+    limit_train/test: keep only the first N training / test images.
+    mc_samples:       Monte Carlo draws for the final test error of a stochastic network (0: none).
+    resume:           a run folder to continue from its ``last.pt`` (the rest of the config
+                      comes from the checkpoint; ``device``, ``quiet`` apply).
+    """
+
+    model: str = "tiny_resnet"
+    dataset: str = "sample"
+    preset: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    label_smoothing: float | None = None
+    seed: int = 0
+    out: str | None = None
+    device: str = "auto"
+    dt: float | None = None
+    p_L: float | None = None
+    mode: str | None = None
+    overrides: dict = field(default_factory=dict)
+    amp: bool | None = None
+    channels_last: bool | None = None
+    compile: bool = False
+    weak_K: float | None = None
+    strict_weak: bool = False
+    quiet: bool = False
+    limit_train: int | None = None
+    limit_test: int | None = None
+    mc_samples: int = 0
+    eval_batch_size: int | None = None
+    data_root: str | None = None
+    download: bool = False
+    resume: str | None = None
+    command: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown training option(s): {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(names))}")
+        return cls(**d)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _positive_int(name, v, allow_none=True):
+    if v is None and allow_none:
+        return None
+    if isinstance(v, bool):
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    try:
+        i = int(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive integer, got {v!r}") from None
+    if i != v and not (isinstance(v, str) and str(i) == v.strip()):
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if i < 1:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    return i
+
+
+def _number(name, v, *, lo=None, lo_open=False, hi=None, allow_none=True):
+    if v is None and allow_none:
+        return None
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {v!r}") from None
+    if math.isnan(x) or (math.isinf(x) and name != "weak_K"):
+        raise ValueError(f"{name} must be a finite number, got {v!r}")
+    if lo is not None and (x < lo or (lo_open and x == lo)):
+        raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo:g}, got {v!r}")
+    if hi is not None and x > hi:
+        raise ValueError(f"{name} must be <= {hi:g}, got {v!r}")
+    return x
+
+
+def resolve_device(spec="auto", local_rank: int = 0) -> torch.device:
+    """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is present, else ``cpu``; ``cuda`` ->
+    ``cuda:LOCAL_RANK``; ``cuda:N``, ``cpu`` as given. ValueError when CUDA is asked for and
+    absent."""
+    s = str(spec if spec is not None else "auto").strip().lower()
+    if s == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if s == "cpu":
+        return torch.device("cpu")
+    if s == "cuda" or s.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {spec!r}: CUDA is not available on this machine (use --device cpu)")
+        if s == "cuda":
+            return torch.device(f"cuda:{local_rank}")
+        try:
+            index = int(s.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(f"device {spec!r}: expected cuda:N with an integer N") from None
+        if not 0 <= index < torch.cuda.device_count():
+            raise ValueError(f"device {spec!r}: there are {torch.cuda.device_count()} CUDA devices")
+        return torch.device(f"cuda:{index}")
+    raise ValueError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N")
+
+
+def _create_model(name: str, num_classes: int, overrides: dict):
+    """Build a registered model (indirection so tests can substitute a stand-in)."""
+    from .. import models
+
+    try:
+        return models.create(name, num_classes=num_classes, **overrides)
+    except TypeError as e:
+        raise ValueError(f"model {name!r} does not take the option(s) "
+                         f"{', '.join(sorted(overrides)) or '(none)'}: {e}") from None
+
+
+def _load_data(spec: str, root=None, download=False, limit_train=None, limit_test=None):
+    from .data import load_dataset
+
+    ds = load_dataset(spec, root=root, download=download)
+    if limit_train is not None or limit_test is not None:
+        ntr = len(ds.x_train) if limit_train is None else min(int(limit_train), len(ds.x_train))
+        nte = len(ds.x_test) if limit_test is None else min(int(limit_test), len(ds.x_test))
+        ds = replace(ds, x_train=ds.x_train[:ntr], y_train=ds.y_train[:ntr],
+                     x_test=ds.x_test[:nte], y_test=ds.y_test[:nte])
+    return ds
+
+
+def _dataset_tag(spec: str) -> str:
+    s = str(spec)
+    if os.sep in s or "/" in s or s.endswith((".npz", ".tar.gz", ".tgz")):
+        name = Path(s.rstrip("/")).name
+        for suffix in (".tar.gz", ".tgz", ".npz", ".tar"):
+            if name.endswith(suffix):
+                name = name[: -len(suffix)]
+        return name or "data"
+    return s
+
+
+def _git_commit() -> str | None:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=3)
+    except Exception:
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def _is_stochastic(model) -> bool:
+    flag = getattr(model, "stochastic", None)
+    if isinstance(flag, bool):
+        return flag
+    try:
+        return bool(model.weak_report())
+    except Exception:
+        return False
+
+
+def _weak_report(model) -> list[dict]:
+    fn = getattr(model, "weak_report", None)
+    return normalize_report(fn()) if fn is not None else []
+
+
+def _lm_coefficients(model) -> dict:
+    fn = getattr(model, "lm_coefficients", None)
+    if fn is None:
+        return {}
+    out = {}
+    for k, v in (fn() or {}).items():
+        if isinstance(v, torch.Tensor):
+            v = v.detach().float().cpu().reshape(-1).tolist()
+        out[str(k)] = [float(x) for x in v]
+    return out
+
+
+def _fault():
+    """Parse ``SDENET_FAULT`` (test hook): returns (kind, epoch, step) or None."""
+    spec = os.environ.get("SDENET_FAULT", "").strip()
+    if not spec:
+        return None
+    try:
+        kind, _, where = spec.partition("@")
+        epoch, _, step = where.partition(":")
+        return kind.strip(), int(epoch), int(step or 0)
+    except ValueError:
+        return None
+
+
+class _Dist:
+    def __init__(self):
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        self.rank = int(os.environ.get("RANK", "0") or 0)
+        self.local_rank = int(os.environ.get("LOCAL_RANK", str(self.rank)) or 0)
+        self.owned = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def init(self, device: torch.device):
+        if self.world_size <= 1:
+            return
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                    rank=self.rank, world_size=self.world_size)
+            self.owned = True
+
+    def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(t)
+        return t
+
+    def all_gather(self, obj):
+        if self.world_size <= 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self):
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def close(self):
+        if self.owned:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+            self.owned = False
+
+
+def _seed(*parts) -> int:
+    import numpy as np
+
+    state = np.random.SeedSequence([int(p) % (1 << 63) for p in parts]).generate_state(2, np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
+
+
+# --------------------------------------------------------------------------------------------
+# The resolved configuration
+# --------------------------------------------------------------------------------------------
+
+
+def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
+    """The fully resolved run configuration (what config.json holds)."""
+    if not isinstance(cfg.model, str) or not cfg.model:
+        raise ValueError(f"model must be a model name, got {cfg.model!r}")
+    preset = get_preset(cfg.preset or default_preset(cfg.model, cfg.dataset))
+    epochs = _positive_int("epochs", cfg.epochs) or preset.epochs
+    batch_size = _positive_int("batch_size", cfg.batch_size) or preset.batch_size
+    lr = _number("lr", cfg.lr, lo=0.0, lo_open=True)
+    momentum = _number("momentum", cfg.momentum, lo=0.0, hi=1.0)
+    wd = _number("weight_decay", cfg.weight_decay, lo=0.0)
+    ls = _number("label_smoothing", cfg.label_smoothing, lo=0.0, hi=1.0)
+    dt = _number("dt", cfg.dt, lo=0.0, lo_open=True)
+    p_L = _number("p_L", cfg.p_L, lo=0.0, lo_open=True, hi=1.0)
+    weak_K = _number("weak_K", cfg.weak_K, lo=0.0)
+    seed = int(_number("seed", cfg.seed, allow_none=False))
+    mc = int(_number("mc_samples", cfg.mc_samples or 0, lo=0.0))
+    _positive_int("limit_train", cfg.limit_train)
+    _positive_int("limit_test", cfg.limit_test)
+    _positive_int("eval_batch_size", cfg.eval_batch_size)
+    if cfg.mode is not None and cfg.mode not in ("sample", "batch"):
+        raise ValueError(f"mode must be 'sample' or 'batch', got {cfg.mode!r}")
+    overrides = dict(cfg.overrides or {})
+    if dt is not None:
+        overrides["dt"] = dt
+    if p_L is not None:
+        overrides["p_L"] = p_L
+    if cfg.mode is not None:
+        overrides["mode"] = cfg.mode
+    milestones = (scale_milestones(preset.milestones, preset.epochs, epochs)
+                  if preset.schedule == "step" else [])
+    cuda = device.type == "cuda"
+    return {
+        "model": cfg.model,
+        "dataset": str(cfg.dataset),
+        "num_classes": None,  # filled in once the data are loaded
+        "preset": preset.name,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": preset.lr if lr is None else lr,
+        "momentum": preset.momentum if momentum is None else momentum,
+        "weight_decay": preset.weight_decay if wd is None else wd,
+        "nesterov": preset.nesterov,
+        "label_smoothing": preset.label_smoothing if ls is None else ls,
+        "schedule": preset.schedule,
+        "milestones": milestones,
+        "gamma": preset.gamma,
+        "warmup": preset.warmup,
+        "dt": dt,
+        "p_L": p_L,
+        "mode": cfg.mode,
+        "seed": seed,
+        "device": str(device),
+        "amp": bool(cuda if cfg.amp is None else cfg.amp),
+        "amp_dtype": "bfloat16",
+        "channels_last": bool(cuda if cfg.channels_last is None else cfg.channels_last),
+        "compile": bool(cfg.compile),
+        "weak_K": DEFAULT_WEAK_K if weak_K is None else weak_K,
+        "strict_weak": bool(cfg.strict_weak),
+        "world_size": int(world_size),
+        "model_overrides": overrides,
+        "limit_train": cfg.limit_train,
+        "limit_test": cfg.limit_test,
+        "eval_batch_size": cfg.eval_batch_size,
+        "mc_samples": mc,
+        "data_root": cfg.data_root,
+        "sdenet_version": _version(),
+        "git_commit": _git_commit(),
+        "command": cfg.command if cfg.command is not None else " ".join(
+            shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "run_dir": None,
+    }
+
+
+def _default_run_dir(model: str, dataset: str) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / f"{model}-{_dataset_tag(dataset)}-{stamp}"
+    path, k = base, 1
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{base.name}-{k}")
+    return path
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None if math.isnan(x) else (1e308 if x > 0 else -1e308)
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    if isinstance(x, torch.Tensor) and x.numel() == 1:
+        return x.item()
+    return str(x)
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(_jsonable(obj), f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------
+# The trainer
+# --------------------------------------------------------------------------------------------
+
+
+def _log(msg: str, quiet_ok: bool = True, file=None) -> None:
+    print(msg, file=file or sys.stdout, flush=True)
+
+
+def _loss_fn(out, y, label_smoothing):
+    return F.cross_entropy(out.float(), y, label_smoothing=label_smoothing)
+
+
+@torch.no_grad()
+def _eval_sums(fwd, loader, device, amp: bool, dist: _Dist):
+    """Summed test loss, number correct and count over this rank's share, all-reduced."""
+    loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    count = 0
+    for x, y in loader:
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            out = fwd(x)
+        loss += F.cross_entropy(out.float(), y, reduction="sum").double()
+        correct += (out.argmax(1) == y).sum()
+        count += y.shape[0]
+    t = torch.stack([loss, correct.double(), torch.tensor(float(count), dtype=torch.float64,
+                                                          device=device)])
+    t = dist.all_reduce(t).cpu()
+    n = max(t[2].item(), 1.0)
+    return t[0].item() / n, 1.0 - t[1].item() / n, int(t[2].item())
+
+
+def _mc_predict_fn():
+    try:
+        from ..nn import mc_predict
+
+        return mc_predict
+    except ImportError:  # sdenet.nn without it: the same thing here
+        return _mc_predict
+
+
+@torch.no_grad()
+def _mc_predict(model, x, samples=10, generator=None):
+    """Mean of the softmax over ``samples`` noisy passes, batch norm in eval mode."""
+    if generator is not None and hasattr(model, "set_generator"):
+        model.set_generator(generator)
+    was = model.training
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    try:
+        prob = None
+        for _ in range(int(samples)):
+            p = torch.softmax(model(x).float(), dim=1)
+            prob = p if prob is None else prob.add_(p)
+        return prob.div_(int(samples))
+    finally:
+        model.train(was)
+
+
+@torch.no_grad()
+def _mc_sums(model, loader, device, samples: int, generator, dist: _Dist, amp: bool):
+    """Test loss and error of the Monte Carlo average of ``samples`` noisy passes."""
+    mc_predict = _mc_predict_fn()
+    loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    count = 0
+    for x, y in loader:
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            prob = mc_predict(model, x, samples=samples, generator=generator)
+        prob = prob.float()
+        loss += -(prob.gather(1, y[:, None]).clamp_min(1e-12).log()).sum().double()
+        correct += (prob.argmax(1) == y).sum()
+        count += y.shape[0]
+    t = torch.stack([loss, correct.double(), torch.tensor(float(count), dtype=torch.float64,
+                                                          device=device)])
+    t = dist.all_reduce(t).cpu()
+    n = max(t[2].item(), 1.0)
+    return t[0].item() / n, 1.0 - t[1].item() / n
+
+
+def train(config: TrainConfig | dict | None = None, /, *, callback=None, **kwargs) -> dict:
+    """Train a network; return the final metrics (the content of ``metrics.json`` plus
+    ``run_dir``).
+
+    ``config`` is a :class:`TrainConfig`, a dict of its fields, or None with the fields as
+    keyword arguments (keywords override the config's fields). ``callback(info)`` is called on
+    every rank after each epoch's checkpoint with ``info = {"epoch", "metrics", "model",
+    "run_dir", "rank"}``.
+
+    Raises ValueError for bad settings (unknown model, missing dataset file, bad numbers),
+    :class:`WeakConditionError` (a ValueError) when ``strict_weak`` is set and a stochastic
+    stage's K exceeds ``weak_K``, :class:`TrainingDiverged` when the loss turns NaN.
+    KeyboardInterrupt leaves ``last.pt`` of the last finished epoch.
+    """
+    if config is None:
+        cfg = TrainConfig.from_dict(kwargs)
+    elif isinstance(config, TrainConfig):
+        cfg = replace(config, **kwargs) if kwargs else config
+    elif isinstance(config, dict):
+        cfg = TrainConfig.from_dict({**config, **kwargs})
+    else:
+        raise ValueError(f"train() takes a TrainConfig or a dict, got {type(config).__name__}")
+    dist = _Dist()
+    device = resolve_device(cfg.device, dist.local_rank)
+    dist.init(device)
+    try:
+        return _Trainer(cfg, device, dist, callback).run()
+    finally:
+        dist.close()
+
+
+class _Trainer:
+    def __init__(self, cfg: TrainConfig, device: torch.device, dist: _Dist, callback):
+        self.cfg, self.device, self.dist, self.callback = cfg, device, dist, callback
+        self.quiet = bool(cfg.quiet)
+        self.main = dist.main
+
+    def log(self, msg: str, err: bool = False):
+        if self.main:
+            print(msg, file=sys.stderr if err else sys.stdout, flush=True)
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _setup(self):
+        cfg, device, dist = self.cfg, self.device, self.dist
+        self.ckpt = None
+        if cfg.resume:
+            run_dir = Path(cfg.resume)
+            self.ckpt = ck.load_checkpoint(run_dir / "last.pt" if run_dir.is_dir() else run_dir)
+            if not run_dir.is_dir():
+                run_dir = run_dir.parent
+            rc = dict(self.ckpt["config"])
+            rc["device"] = str(device)
+            if rc.get("world_size", 1) != dist.world_size:
+                self.log(f"sdenet: warning: resuming a {rc.get('world_size', 1)}-process run with "
+                         f"{dist.world_size} process(es): the network noise of the other ranks "
+                         f"is reseeded, so the result will not match an uninterrupted run", err=True)
+            rc["world_size"] = dist.world_size
+            self.run_dir = run_dir
+            if self.ckpt["epoch"] >= rc["epochs"]:
+                raise ValueError(f"{run_dir}: the run already finished its {rc['epochs']} epochs; "
+                                 f"nothing to resume")
+        else:
+            rc = _resolve(cfg, device, dist.world_size)
+            self.run_dir = Path(cfg.out) if cfg.out else _default_run_dir(rc["model"], rc["dataset"])
+            if (self.run_dir / "last.pt").exists() or (self.run_dir / "metrics.jsonl").exists():
+                raise ValueError(f"{self.run_dir}: already holds a run; use --resume {self.run_dir} "
+                                 f"to continue it or choose another --out")
+        rc["run_dir"] = str(self.run_dir)
+        self.rc = rc
+        amp = rc["amp"]
+        if amp and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            amp = rc["amp"] = False
+        self.amp = amp
+
+        ds = _load_data(rc["dataset"], root=rc.get("data_root") or cfg.data_root,
+                        download=cfg.download, limit_train=rc.get("limit_train"),
+                        limit_test=rc.get("limit_test"))
+        if rc.get("num_classes") not in (None, ds.num_classes):
+            raise ValueError(f"{rc['dataset']}: {ds.num_classes} classes, but the checkpoint was "
+                             f"trained on {rc['num_classes']}")
+        rc["num_classes"] = ds.num_classes
+        rc["dataset_source"] = ds.source
+        rc["n_train"], rc["n_test"] = len(ds.x_train), len(ds.x_test)
+        from .data import make_loaders
+
+        self.train_loader, self.test_loader = make_loaders(
+            ds, batch_size=rc["batch_size"], device=device, seed=rc["seed"],
+            channels_last=rc["channels_last"], rank=dist.rank, world_size=dist.world_size,
+            eval_batch_size=rc.get("eval_batch_size"))
+
+        torch.manual_seed(rc["seed"])
+        model = _create_model(rc["model"], ds.num_classes, dict(rc["model_overrides"]))
+        model = model.to(device)
+        if rc["channels_last"]:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.params = sum(p.numel() for p in model.parameters())
+        self.noise = torch.Generator(device=device)
+        self.noise.manual_seed(_seed(rc["seed"], dist.rank, 7))
+        if hasattr(model, "set_generator"):
+            model.set_generator(self.noise)
+        self.stochastic = _is_stochastic(model)
+        if rc.get("dt") is None:
+            mdt = getattr(model, "dt", None)
+            if isinstance(mdt, (int, float)):
+                rc["dt"] = float(mdt)
+            else:
+                dts = sorted({d["dt"] for d in _weak_report(model) if d.get("dt") is not None})
+                rc["dt"] = dts[0] if len(dts) == 1 else (dts or None)
+        rc["params"] = self.params
+
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=rc["lr"], momentum=rc["momentum"],
+                                         weight_decay=rc["weight_decay"],
+                                         nesterov=bool(rc["nesterov"]) and rc["momentum"] > 0)
+        spe = len(self.train_loader)
+        self.steps_per_epoch = spe
+        shift = 0.5 if rc["schedule"] == "onecycle" else 0.0
+        sched = dict(schedule=rc["schedule"], epochs=rc["epochs"], milestones=rc["milestones"],
+                     gamma=rc["gamma"], warmup=rc["warmup"])
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda k: lr_factor((k + shift) / spe, **sched))
+
+        self.start_epoch, self.best, self.best_epoch, self.elapsed0 = 0, float("inf"), 0, 0.0
+        if self.ckpt is not None:
+            c = self.ckpt
+            model.load_state_dict(c["model"])
+            self.optimizer.load_state_dict(c["optimizer"])
+            self.scheduler.load_state_dict(c["scheduler"])
+            self.start_epoch = int(c["epoch"])
+            self.best = float(c.get("best_test_error", float("inf")))
+            self.best_epoch = int(c.get("best_epoch", 0))
+            self.elapsed0 = float(c.get("elapsed", 0.0))
+            rng = dict(c["rng"])
+            noise_ranks = rng.get("noise_ranks")
+            if noise_ranks and len(noise_ranks) == dist.world_size:
+                rng["noise"] = noise_ranks[dist.rank]
+            elif dist.rank != 0:
+                rng["noise"] = None
+                self.noise.manual_seed(_seed(rc["seed"], dist.rank, 7, self.start_epoch))
+            ck.set_rng_state(rng, self.noise)
+
+        # wrappers: DDP for several processes, torch.compile on request
+        self.fwd_train = self.fwd_eval = model
+        if dist.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.fwd_train = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if rc["compile"]:
+            self.fwd_train = torch.compile(self.fwd_train)
+            self.fwd_eval = self.fwd_train if dist.world_size == 1 else model
+
+    # -- condition (5) --------------------------------------------------------------------
+    def _check_weak(self, report, warned: set):
+        rc = self.rc
+        bad = violations(report, rc["weak_K"])
+        if not bad:
+            return
+        msg = warning_message(bad, rc["weak_K"])
+        if rc["strict_weak"]:
+            raise WeakConditionError(msg + " (--strict-weak)")
+        if msg not in warned:
+            warned.add(msg)
+            self.log(f"sdenet: warning: {msg}", err=True)
+
+    # -- the run --------------------------------------------------------------------------
+    def run(self) -> dict:
+        self._setup()
+        rc, dist, device = self.rc, self.dist, self.device
+        warned: set = set()
+        if self.stochastic:
+            self._check_weak(_weak_report(self.model), warned)
+
+        metrics_path = self.run_dir / "metrics.jsonl"
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if self.ckpt is None:
+                _write_json(self.run_dir / "config.json", rc)
+                metrics_path.write_text("")
+            else:  # drop lines of epochs the checkpoint does not hold
+                keep = []
+                if metrics_path.exists():
+                    for line in metrics_path.read_text().splitlines():
+                        try:
+                            if json.loads(line)["epoch"] <= self.start_epoch:
+                                keep.append(line)
+                        except (ValueError, KeyError, TypeError):
+                            continue
+                metrics_path.write_text("".join(k + "\n" for k in keep))
+        self.log(f"run {self.run_dir}: {rc['model']} ({self.params:,} parameters) on "
+                 f"{rc['dataset']} ({rc['n_train']} train / {rc['n_test']} test), "
+                 f"{rc['epochs']} epochs, preset {rc['preset']}, device {device}"
+                 + (f" x {dist.world_size}" if dist.world_size > 1 else "")
+                 + (f", resuming after epoch {self.start_epoch}" if self.ckpt is not None else ""))
+
+        t_start = time.perf_counter()
+        epoch = self.start_epoch
+        last = None
+        try:
+            for epoch in range(self.start_epoch + 1, rc["epochs"] + 1):
+                last = self._epoch(epoch, t_start, warned)
+        except KeyboardInterrupt:
+            done = epoch - 1
+            where = (f"{self.run_dir / 'last.pt'} holds epoch {done}; continue with "
+                     f"--resume {self.run_dir}") if done > 0 else "no checkpoint was written"
+            self.log(f"sdenet: interrupted in epoch {epoch}: {where}", err=True)
+            raise
+        return self._finish(last, t_start)
+
+    def _epoch(self, epoch: int, t_start: float, warned: set) -> dict:
+        rc, dist, device, model = self.rc, self.dist, self.device, self.model
+        t0 = time.perf_counter()
+        model.train()
+        if hasattr(model, "reset_weak_stats"):
+            model.reset_weak_stats()
+        self.train_loader.set_epoch(epoch - 1)
+        lr = self.optimizer.param_groups[0]["lr"]
+        fault = _fault()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        count = 0
+        bar = None
+        show = self.main and not self.quiet and sys.stderr.isatty()
+        if show:
+            try:
+                from tqdm import tqdm
+
+                bar = tqdm(total=len(self.train_loader), desc=f"epoch {epoch}/{rc['epochs']}",
+                           file=sys.stderr, leave=False, dynamic_ncols=True)
+            except Exception:
+                bar = None
+        every = max(1, len(self.train_loader) // 20)
+        ls = rc["label_smoothing"]
+        try:
+            for i, (x, y) in enumerate(self.train_loader):
+                if fault and fault[1] == epoch and fault[0] == "interrupt" and i == fault[2]:
+                    raise KeyboardInterrupt
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=self.amp):
+                    out = self.fwd_train(x)
+                loss = _loss_fn(out, y, ls)
+                if fault and fault[0] == "nan" and fault[1] == epoch:
+                    loss = loss * float("nan")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.scheduler.step()
+                b = y.shape[0]
+                loss_sum += loss.detach().double() * b
+                correct += (out.detach().argmax(1) == y).sum()
+                count += b
+                if bar is not None:
+                    bar.update(1)
+                    if (i + 1) % every == 0:
+                        running = loss_sum.item() / count
+                        bar.set_postfix(loss=f"{running:.4f}")
+                        if not math.isfinite(running) and dist.world_size == 1:
+                            self._diverged(epoch)
+        finally:
+            if bar is not None:
+                bar.close()
+        t = torch.stack([loss_sum, correct.double(),
+                         torch.tensor(float(count), dtype=torch.float64, device=device)])
+        t = dist.all_reduce(t).cpu()
+        n = max(t[2].item(), 1.0)
+        train_loss, train_error = t[0].item() / n, 1.0 - t[1].item() / n
+        if not math.isfinite(train_loss):
+            self._diverged(epoch)
+
+        weak = reduce_report(_weak_report(model), dist.world_size, device) if self.stochastic else []
+        model.eval()  # drift only: the expected increment, BN running statistics
+        test_loss, test_error, _ = _eval_sums(self.fwd_eval, self.test_loader, device, self.amp, dist)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        now = time.perf_counter()
+        metrics = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_error": train_error,
+            "test_error": test_error,
+            "test_loss": test_loss,
+            "lr": lr,
+            "epoch_time": now - t0,
+            "elapsed": self.elapsed0 + (now - t_start),
+            "lm_coefficients": _lm_coefficients(model),
+            "weak": weak,
+        }
+        improved = test_error < self.best
+        if improved:
+            self.best, self.best_epoch = test_error, epoch
+        noise_ranks = dist.all_gather(self.noise.get_state().cpu())
+        if self.main:
+            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(_jsonable(metrics)) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            state = {
+                "format": ck.FORMAT,
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": {},
+                "rng": {**ck.rng_state(self.noise), "noise_ranks": noise_ranks,
+                        "loader": {"seed": rc["seed"], "epoch": epoch}},
+                "best_test_error": self.best,
+                "best_epoch": self.best_epoch,
+                "elapsed": metrics["elapsed"],
+                "metrics": metrics,
+                "config": rc,
+            }
+            ck.save_atomic(state, self.run_dir / "last.pt")
+            if improved:
+                ck.save_atomic(state, self.run_dir / "best.pt")
+            self.log(f"epoch {epoch}/{rc['epochs']}  train loss {train_loss:.4f} err "
+                     f"{100 * train_error:.2f}%  test loss {test_loss:.4f} err "
+                     f"{100 * test_error:.2f}%  lr {lr:.4g}  {metrics['epoch_time']:.1f}s")
+        if weak:
+            self._check_weak(weak, warned)
+        if self.callback is not None:
+            self.callback({"epoch": epoch, "metrics": metrics, "model": model,
+                           "run_dir": str(self.run_dir), "rank": dist.rank})
+        return metrics
+
+    def _diverged(self, epoch: int):
+        good = epoch - 1
+        last = self.run_dir / "last.pt"
+        where = (f"the last good checkpoint is {last} (epoch {good})" if good > 0
+                 else "no checkpoint was written")
+        raise TrainingDiverged(f"training diverged: the loss became NaN or infinite in epoch "
+                               f"{epoch}; {where}. Lower the learning rate (--lr) and try again")
+
+    def _finish(self, last: dict | None, t_start: float) -> dict:
+        rc, dist, device = self.rc, self.dist, self.device
+        if last is None:  # nothing left to run
+            raise ValueError(f"{self.run_dir}: no epoch to run")
+        final = {
+            "test_error": last["test_error"],
+            "best_test_error": self.best,
+            "best_epoch": self.best_epoch,
+            "test_loss": last["test_loss"],
+            "train_loss": last["train_loss"],
+            "train_error": last["train_error"],
+            "params": self.params,
+            "epochs": rc["epochs"],
+            "wall_time": None,
+            "hardware": describe(device, dist.world_size),
+            "model": rc["model"],
+            "dataset": rc["dataset"],
+            "dt": rc["dt"],
+            "seed": rc["seed"],
+            "stochastic": self.stochastic,
+            "lm_coefficients": last["lm_coefficients"],
+            "weak": last["weak"],
+        }
+        if self.stochastic and rc.get("mc_samples", 0) > 0:
+            g = torch.Generator(device=device)
+            g.manual_seed(_seed(rc["seed"], dist.rank, 11))
+            mc_loss, mc_err = _mc_sums(self.model, self.test_loader, device, rc["mc_samples"], g,
+                                       dist, self.amp)
+            final["test_error_mc"] = mc_err
+            final["test_loss_mc"] = mc_loss
+            final["mc_samples"] = rc["mc_samples"]
+        final["wall_time"] = self.elapsed0 + (time.perf_counter() - t_start)
+        final["run_dir"] = str(self.run_dir)
+        if self.main:
+            _write_json(self.run_dir / "metrics.json", final)
+            line = (f"done: test error {100 * final['test_error']:.2f}% (best "
+                    f"{100 * self.best:.2f}% at epoch {self.best_epoch})")
+            if "test_error_mc" in final:
+                line += f", {final['mc_samples']}-sample MC {100 * final['test_error_mc']:.2f}%"
+            self.log(line + f", {final['wall_time']:.1f}s; run folder {self.run_dir}")
+            if final["weak"]:
+                self.log("condition (5) per stochastic stage (exact C, K = C/dt^2; empirical "
+                         "moments of the last epoch's increments):\n" + format_table(final["weak"]))
+        return _jsonable(final)
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation of a checkpoint
+# --------------------------------------------------------------------------------------------
+
+
+def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = None,
+             device="auto", batch_size: int | None = None, limit_test: int | None = None,
+             data_root=None, seed: int = 0) -> dict:
+    """Test error of a saved network.
+
+    The checkpoint's config names the model and dataset (``dataset`` overrides). Returns
+    ``test_error``/``test_loss`` of the drift-only (eval-mode) network and, for a stochastic
+    network with ``samples > 0`` (default 10), ``test_error_mc``/``test_loss_mc`` of the average
+    of the softmax over ``samples`` noisy passes (:func:`sdenet.nn.mc_predict`).
+    """
+    samples = None if samples is None else int(_number("samples", samples, lo=0.0, allow_none=False))
+    batch_size = _positive_int("batch_size", batch_size)
+    limit_test = _positive_int("limit_test", limit_test)
+    c = ck.load_checkpoint(checkpoint)
+    rc = c["config"]
+    dev = resolve_device(device)
+    from .data import DeviceLoader, load_dataset
+
+    spec = dataset or rc["dataset"]
+    ds = load_dataset(spec, root=data_root or rc.get("data_root"))
+    if rc.get("num_classes") not in (None, ds.num_classes):
+        raise ValueError(f"{spec}: {ds.num_classes} classes, but {checkpoint} was trained on "
+                         f"{rc['num_classes']}")
+    x_test, y_test = ds.x_test, ds.y_test
+    if limit_test is not None:
+        x_test, y_test = x_test[:limit_test], y_test[:limit_test]
+    # normalise with the statistics of the training data the network saw
+    loader = DeviceLoader(x_test, y_test, batch_size=batch_size or rc.get("eval_batch_size")
+                          or max(rc.get("batch_size", 128), 256), train=False, mean=ds.mean,
+                          std=ds.std, device=dev, seed=seed)
+    torch.manual_seed(seed)
+    model = _create_model(rc["model"], ds.num_classes, dict(rc.get("model_overrides") or {}))
+    model.load_state_dict(c["model"])
+    model.to(dev).eval()
+    stochastic = _is_stochastic(model)
+    amp = dev.type == "cuda" and bool(rc.get("amp")) and torch.cuda.is_bf16_supported()
+    one = _Dist.__new__(_Dist)
+    one.world_size, one.rank, one.local_rank, one.owned = 1, 0, 0, False
+    test_loss, test_error, n = _eval_sums(model, loader, dev, amp, one)
+    out = {
+        "checkpoint": str(checkpoint),
+        "model": rc["model"],
+        "dataset": spec,
+        "epoch": int(c.get("epoch", 0)),
+        "n_test": n,
+        "test_error": test_error,
+        "test_loss": test_loss,
+        "stochastic": stochastic,
+        "device": str(dev),
+        "hardware": describe(dev),
+    }
+    if samples is None:
+        samples = 10 if stochastic else 0
+    if stochastic and samples > 0:
+        g = torch.Generator(device=dev)
+        g.manual_seed(_seed(seed, 0, 11))
+        if hasattr(model, "set_generator"):
+            model.set_generator(g)
+        mc_loss, mc_err = _mc_sums(model, loader, dev, samples, g, one, amp)
+        out.update(test_error_mc=mc_err, test_loss_mc=mc_loss, mc_samples=samples)
+    return _jsonable(out)

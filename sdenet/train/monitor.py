@@ -1,0 +1,173 @@
+"""Condition (5) while a network trains.
+
+Each stochastic stage of a network draws increments ``ΔŴ`` from a noise law at its step Δt.
+The simplified weak Euler scheme converges weakly (Kloeden & Platen, 14.1) when
+
+    C(Δt) = |E ΔŴ| + |E ΔŴ³| + |E ΔŴ² − Δt| ≤ K Δt²                                      (5)
+
+with K independent of Δt. Every epoch the trainer records, per stochastic stage, the exact
+``C`` and ``K = C/Δt²`` of its law at its Δt and p (from ``model.weak_report()``) and the
+empirical moments ``m1, m2, m3`` of the increments it actually drew that epoch.
+
+Threshold. By default the trainer warns when ``K > 1`` (:data:`DEFAULT_WEAK_K`): the moment
+mismatch ``C`` of the increment is then larger than ``Δt²``, the size of the local weak error of
+the Euler step itself, so the noise law — not the scheme — dominates the weak error. Symmetric
+laws (Gaussian, uniform, ±1, three-point, and drop at p = ½) have ``C = 0``. For the
+stochastic-depth law ``K = |1 − 2p| / √(p(1 − p)) · Δt^{−1/2}``; at Δt = 1 it stays below 1
+exactly for ``p ∈ [(5 − √5)/10, (5 + √5)/10] ≈ [0.276, 0.724]``, and for any ``p ≠ ½`` it
+exceeds every fixed bound as Δt → 0 (condition (5) fails: weak order ½).
+
+A degenerate law (drop at p = 1: nothing is dropped, the stage is deterministic) is reported
+but never warned about.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["DEFAULT_WEAK_K", "WeakConditionError", "normalize_report", "reduce_report",
+           "violations", "warning_message", "format_table", "exact_condition"]
+
+#: warn when K = C/Δt² exceeds this (see the module docstring)
+DEFAULT_WEAK_K = 1.0
+
+_KEYS = ("stage", "block", "law", "p", "dt", "C", "K", "n", "m1", "m2", "m3")
+
+
+class WeakConditionError(ValueError):
+    """A stochastic stage's law breaks condition (5) with K above the allowed bound
+    (raised with ``strict_weak``)."""
+
+
+def _float(v):
+    if v is None:
+        return None
+    if isinstance(v, torch.Tensor):
+        v = v.detach().double().cpu().item()
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v
+
+
+def exact_condition(law: str, p, dt: float) -> tuple[float, float]:
+    """``(C, K)`` of the law named ``law`` (with ``p`` for drop) at ``dt``, from exact moments."""
+    from ..laws import DropBernoulli, get_law
+
+    key = str(law).lower()
+    obj = get_law(key, p) if key.startswith(("drop", "bernoulli")) else get_law(key)
+    if isinstance(obj, DropBernoulli) and p is None:
+        raise ValueError("exact_condition: the drop law needs p")
+    c = obj.condition(dt)
+    return c, c / (float(dt) ** 2)
+
+
+def normalize_report(report) -> list[dict]:
+    """The model's ``weak_report()`` as plain JSON-ready dicts with every key of the run format
+    (tensors read as floats; ``C``/``K`` filled from the law's exact moments when missing)."""
+    out = []
+    for entry in report or []:
+        d = {k: _float(v) if k not in ("stage", "law") else v for k, v in dict(entry).items()}
+        if d.get("C") is None and d.get("law") is not None and d.get("dt") is not None:
+            try:
+                d["C"], d["K"] = exact_condition(d["law"], d.get("p"), d["dt"])
+            except ValueError:
+                pass
+        if d.get("K") is None and d.get("C") is not None and d.get("dt"):
+            d["K"] = d["C"] / d["dt"] ** 2
+        if d.get("n") is not None:
+            d["n"] = int(d["n"])
+        if isinstance(d.get("block"), float) and d["block"].is_integer():
+            d["block"] = int(d["block"])
+        for k in _KEYS:
+            d.setdefault(k, None)
+        d["stage"] = None if d["stage"] is None else str(d["stage"])
+        d["law"] = None if d["law"] is None else str(d["law"])
+        out.append(d)
+    return out
+
+
+def reduce_report(report: list[dict], world_size: int = 1, device="cpu") -> list[dict]:
+    """Pool the empirical moments of every rank (weights ``n``); a no-op for one process.
+
+    Every rank must call it with reports of the same length (the same model)."""
+    if world_size <= 1 or not report:
+        return report
+    import torch.distributed as dist
+
+    t = torch.zeros(len(report), 4, dtype=torch.float64, device=device)
+    for i, d in enumerate(report):
+        n = d.get("n") or 0
+        t[i, 0] = n
+        for j, k in enumerate(("m1", "m2", "m3")):
+            v = d.get(k)
+            t[i, j + 1] = 0.0 if v is None or not n else n * v
+    dist.all_reduce(t)
+    t = t.cpu()
+    out = []
+    for i, d in enumerate(report):
+        d = dict(d)
+        n = int(t[i, 0].item())
+        d["n"] = n
+        for j, k in enumerate(("m1", "m2", "m3")):
+            d[k] = (t[i, j + 1].item() / n) if n else None
+        out.append(d)
+    return out
+
+
+def violations(report: list[dict], weak_K: float) -> list[dict]:
+    """Entries whose exact K exceeds ``weak_K`` (degenerate p = 1 stages excepted)."""
+    bad = []
+    for d in report:
+        k = d.get("K")
+        if k is None or (d.get("p") is not None and d["p"] >= 1.0):
+            continue
+        if k > weak_K and math.isfinite(weak_K):
+            bad.append(d)
+    return bad
+
+
+def _where(d: dict) -> str:
+    s = f"stage {d.get('stage')}"
+    if d.get("block") is not None:
+        s += f" block {d['block']}"
+    return s
+
+
+def warning_message(bad: list[dict], weak_K: float) -> str:
+    """One line naming the worst offending stage and how many there are."""
+    worst = max(bad, key=lambda d: d["K"])
+    p = "" if worst.get("p") is None else f", p={worst['p']:g}"
+    more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+    return (f"condition (5): {_where(worst)} ({worst.get('law')}{p}, dt={worst.get('dt'):g}) has "
+            f"K = C/dt^2 = {worst['K']:.4g} > weak_K = {weak_K:g}{more}; its increments are "
+            f"skewed enough that the weak Euler step loses weak order 1")
+
+
+def _fmt(v, spec=".3g"):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return format(v, spec)
+    return str(v)
+
+
+def format_table(report: list[dict]) -> str:
+    """A compact text table: one line per stochastic stage (or block)."""
+    if not report:
+        return ""
+    head = ("stage", "block", "law", "p", "dt", "C", "K", "n", "m1", "m2-dt", "m3")
+    rows = []
+    for d in report:
+        m2 = d.get("m2")
+        dm2 = None if m2 is None or d.get("dt") is None else m2 - d["dt"]
+        rows.append((_fmt(d.get("stage")), _fmt(d.get("block")), _fmt(d.get("law")),
+                     _fmt(d.get("p")), _fmt(d.get("dt")), _fmt(d.get("C")), _fmt(d.get("K")),
+                     _fmt(d.get("n")), _fmt(d.get("m1"), ".2e"), _fmt(dm2, ".2e"),
+                     _fmt(d.get("m3"), ".2e")))
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join(lines)
