@@ -15,7 +15,7 @@ which every symmetric law below meets with ``C = 0``. The stochastic-depth incre
 only when ``1 − 2p = O(√Δt)``.
 
 Sampling is cheap: two- and three-point laws draw uniform integers, never a Gaussian
-per element.
+per element (large Rademacher draws unpack 64 random bits from each 64-bit integer).
 """
 
 from __future__ import annotations
@@ -171,10 +171,17 @@ class Rademacher(NoiseLaw):
         dt = _check_dt(dt)
         return (0.0, dt, 0.0, dt * dt)
 
+    #: below this many elements one ``randint`` draw per element is cheaper than
+    #: unpacking 64-bit words (the unpacking costs a handful of extra tensor ops)
+    small: int = 8192
+
     def _sample(self, shape, dt, generator, device, dtype):
         s = math.sqrt(dt)
         n = math.prod(shape)
-        out = random_bits(n, generator, device).to(dtype).view(shape)
+        if n <= self.small:
+            out = torch.randint(0, 2, shape, generator=generator, device=device, dtype=dtype)
+        else:
+            out = random_bits(n, generator, device).to(dtype).view(shape)
         return out.mul_(2.0 * s).sub_(s)
 
 
