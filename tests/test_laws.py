@@ -96,11 +96,15 @@ def test_generator_advances(law):
 
 @pytest.mark.parametrize("dt", [1.0, 0.1, 1e-3, 2.0])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_rademacher_values_are_exactly_plus_minus_sqrt_dt(dt, dtype):
-    out = sn.Rademacher().sample((4000,), dt, generator=gen(7), dtype=dtype)
+@pytest.mark.parametrize("n", [1, 4000, 3 * sn.Rademacher.small + 5], ids=["one", "small", "bits"])
+def test_rademacher_values_are_exactly_plus_minus_sqrt_dt(dt, dtype, n):
+    out = sn.Rademacher().sample((n,), dt, generator=gen(7), dtype=dtype)
     s = torch.tensor(math.sqrt(dt), dtype=dtype)
     assert ((out == s) | (out == -s)).all()
-    assert (out == s).any() and (out == -s).any()
+    if n > 1:
+        assert (out == s).any() and (out == -s).any()
+        # both signs equally likely: |#(+) − n/2| within 4.5 standard errors √n/2
+        assert abs((out > 0).sum().item() - n / 2) < 4.5 * math.sqrt(n) / 2
 
 
 @pytest.mark.parametrize("dt", [1.0, 0.1, 1e-3, 2.0])
