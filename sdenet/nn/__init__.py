@@ -1,0 +1,39 @@
+"""Networks as schemes applied to fields (Lu, Zhong, Li, Dong, ICML 2018).
+
+* blocks (:mod:`sdenet.nn.blocks`): residual branches ``f``;
+* fields (:mod:`sdenet.nn.fields`): a run of blocks as a field — :class:`BlockField`
+  (ODE), :class:`DropField` (stochastic depth), :class:`ShakeField` (shake-shake),
+  :class:`CoupledBlockField` (RevNet);
+* stages (:mod:`sdenet.nn.stage`): :class:`Stage` integrates a field with schemes from
+  :mod:`sdenet.schemes`; :class:`Transition` is the width/resolution change outside the ODE;
+* networks and reports (:mod:`sdenet.nn.network`): :class:`Network`, :func:`lm_coefficients`,
+  :func:`weak_report`, :func:`reset_weak_stats`, :func:`mc_predict`, :func:`noise_on`,
+  :func:`set_generator`;
+* the registry (:mod:`sdenet.nn.models`, public as :mod:`sdenet.models`) and
+  :func:`to_lm` (:mod:`sdenet.nn.transform`).
+"""
+
+from . import blocks
+from .blocks import (
+    ConvShortcut,
+    PadShortcut,
+    PostActBasic,
+    PostActBottleneck,
+    PreActBasic,
+    PreActBottleneck,
+    ShakeBranch,
+    ShakeShortcut,
+)
+from .fields import BlockField, CoupledBlockField, DropField, ShakeField
+from .network import Layer, Network, lm_coefficients, mc_predict, reset_weak_stats, weak_report
+from .stage import Stage, Transition, lm_stage, mean_scheme, noise_on, set_generator
+from .transform import to_lm
+
+__all__ = [
+    "blocks", "PreActBasic", "PostActBasic", "PreActBottleneck", "PostActBottleneck", "ShakeBranch",
+    "PadShortcut", "ConvShortcut", "ShakeShortcut",
+    "BlockField", "DropField", "ShakeField", "CoupledBlockField",
+    "Stage", "Transition", "lm_stage", "mean_scheme", "noise_on", "set_generator",
+    "Layer", "Network", "lm_coefficients", "weak_report", "reset_weak_stats", "mc_predict",
+    "to_lm",
+]

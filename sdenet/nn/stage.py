@@ -1,0 +1,324 @@
+"""Stages: a scheme from :mod:`sdenet.schemes` integrating a run of blocks.
+
+A :class:`Stage` holds a field (a :class:`~sdenet.nn.BlockField` built from the blocks, or
+any :class:`sdenet.Field`) and one scheme per step (schemes are stateless: the state dict
+one step returns is handed to the next, so a stage may switch schemes from step to step,
+as stochastic depth does with its per-block ``DropBernoulli(p_n)``). Its forward pass is
+
+    x_0 = x,   (x_{n+1}, state) = scheme_n.step(field, t_n, x_n, Δt, state, generator),
+
+``t_n = t_0 + nΔt`` — nothing but the core's step functions, so a new scheme runs in a
+network without new network code.
+
+In eval mode a stochastic stage integrates the *mean* equation: a weak Euler scheme is
+replaced by forward Euler on the drift (``X + p f(X)`` for stochastic depth,
+``X + ½(f1 + f2)`` for shake-shake at Δt = 1: the original test-time rules) and
+:class:`~sdenet.StochasticLM` by itself with zero increments. :func:`noise_on` turns the
+noise back on regardless of ``module.training`` (Monte Carlo evaluation).
+
+A :class:`Transition` is the block that changes width or resolution. It sits outside the
+ODE, as in the paper: ``x ↦ S(x) + f(x)`` (one step of its scheme at Δt = 1 from the
+lifted state ``S(x)``, with the branch evaluated at ``x``), and it also returns ``S(x)``,
+which an LM stage after it uses as ``u_{−1}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..fields import Field
+from ..laws import DropBernoulli
+from ..schemes import Euler, Heun, LinearMultistep, Scheme, StochasticLM, WeakEuler
+from .fields import BlockField, CoupledBlockField, DropField, ShakeField, _check_dt, _NoiseStats
+
+__all__ = ["Stage", "Transition", "noise_on", "set_generator", "mean_scheme", "lm_stage"]
+
+_POSTS = {"relu": F.relu}
+
+
+def mean_scheme(scheme: Scheme) -> Scheme:
+    """The deterministic scheme a stochastic one reduces to in eval mode.
+
+    ``WeakEuler(law)`` → ``Euler()`` on the drift; ``StochasticLM(g, law)`` →
+    ``StochasticLM(g, DropBernoulli(1))`` (increments identically 0). Deterministic
+    schemes, and stochastic schemes this function does not know, are returned as they are.
+    """
+    if isinstance(scheme, StochasticLM):
+        return StochasticLM(g=scheme.g, law=DropBernoulli(1.0))
+    if isinstance(scheme, WeakEuler):
+        return Euler()
+    return scheme
+
+
+def _lookahead(scheme) -> int:
+    """How many blocks past ``t_n`` one step evaluates (Heun's second stage uses ``t_{n+1}``)."""
+    return 1 if isinstance(scheme, Heun) else 0
+
+
+class Stage(nn.Module):
+    """Integrate ``blocks_or_field`` with ``scheme`` over ``steps`` steps of size ``dt``.
+
+    Parameters
+    ----------
+    blocks_or_field:
+        a sequence of residual branches (wrapped in ``BlockField(blocks, dt)``: block ``n``
+        is the field at ``t_n = nΔt``) or any :class:`sdenet.Field` (a time-continuous field
+        needs ``steps``).
+    scheme:
+        a :class:`sdenet.Scheme`, or one per step.
+    dt:
+        step size (default 1, or the given BlockField's own Δt). The scheme scales the
+        drift by Δt and the noise by √Δt (through the law).
+    steps:
+        number of steps; for blocks it defaults to ``len(blocks)`` (``len(blocks) − 1``
+        for Heun, whose second evaluation at ``t_{n+1}`` uses block ``n + 1``).
+    post:
+        ``None`` or ``"relu"`` (or a callable) applied after every step: the post-activation
+        ``relu(x + f(x))`` of He et al. 2015 — a departure from the pure ODE reading exactly
+        as in the original architecture.
+    name:
+        the key of this stage in :func:`sdenet.nn.lm_coefficients` and ``weak_report``.
+
+    For a coupled field (RevNet) the input may be a pair ``(x, y)`` (a pair comes back) or a
+    tensor, which is split in two along the channels and concatenated again at the end.
+    """
+
+    def __init__(self, blocks_or_field, scheme, *, dt: float | None = None, steps: int | None = None,
+                 t0: float = 0.0, post=None, name: str | None = None):
+        super().__init__()
+        if isinstance(blocks_or_field, Field):
+            field = blocks_or_field
+            own_dt = getattr(field, "dt", None) if isinstance(
+                field, (BlockField, ShakeField, CoupledBlockField)) else None
+            if own_dt is not None:
+                if dt is not None and not math.isclose(_check_dt(dt), own_dt):
+                    raise ValueError(f"Stage: dt={dt} disagrees with the block field's own dt={own_dt}")
+                dt = own_dt
+                t0 = field.t0
+        else:
+            field = BlockField(blocks_or_field, 1.0 if dt is None else dt, t0)
+        self.dt = _check_dt(1.0 if dt is None else dt)
+        self.t0 = float(t0)
+        self.field = field
+
+        schemes = list(scheme) if isinstance(scheme, (list, tuple)) else None
+        first = schemes[0] if schemes else scheme
+        if schemes is not None and not schemes:
+            raise ValueError("Stage: got an empty list of schemes")
+        n_blocks = len(field) if hasattr(field, "__len__") else None
+        if steps is None:
+            if schemes is not None:
+                steps = len(schemes)
+            elif n_blocks is not None:
+                steps = n_blocks - _lookahead(first)
+            else:
+                raise ValueError(f"Stage: a {type(field).__name__} is continuous in time; give steps=")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"Stage: steps must be a positive integer, got {steps!r}")
+        if schemes is None:
+            schemes = [scheme] * steps
+        if len(schemes) != steps:
+            raise ValueError(f"Stage: {len(schemes)} schemes for {steps} steps")
+        for s in schemes:
+            if not isinstance(s, Scheme):
+                raise ValueError(f"Stage: scheme must be an sdenet Scheme, got {type(s).__name__}")
+            s.check(field)
+        if n_blocks is not None:
+            need = steps + max(_lookahead(s) for s in schemes)
+            if need > n_blocks:
+                raise ValueError(
+                    f"Stage: {steps} steps of {type(first).__name__} evaluate {need} blocks but the field has {n_blocks}"
+                )
+        self.steps = steps
+        self.schemes = schemes
+        self._eval_schemes = [mean_scheme(s) for s in schemes]
+        if isinstance(post, str):
+            if post not in _POSTS:
+                raise ValueError(f"Stage: post must be None, 'relu' or a callable, got {post!r}")
+        elif post is not None and not callable(post):
+            raise ValueError(f"Stage: post must be None, 'relu' or a callable, got {post!r}")
+        self.post = post
+        self.name = name
+        self._noise_on = False
+        self._generator = None
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def stochastic(self) -> bool:
+        return bool(self.field.stochastic)
+
+    def _post(self, x):
+        post = self.post
+        if post is None:
+            return x
+        return _POSTS[post](x) if isinstance(post, str) else post(x)
+
+    def _noisy(self) -> bool:
+        return (self.field.noise is not None and (self.training or self._noise_on)
+                and getattr(self.field, "forward_noise", True))
+
+    def coefficient(self, n: int):
+        """The trained LM coefficient of step ``n`` (``k_n`` or ``g_n``), shaped to broadcast."""
+        c = self.coefficients[n]
+        return c.view(-1, 1, 1) if c.dim() == 1 else c
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x, prev=None):
+        field = self.field
+        schemes = self.schemes if self._noisy() else self._eval_schemes
+        split = field.coupled and isinstance(x, torch.Tensor)
+        if split:
+            x = tuple(x.chunk(2, dim=1))
+        t0, dt, gen = self.t0, self.dt, self._generator
+        state = schemes[0].init(field, t0, x, dt)
+        if prev is not None and isinstance(state, dict) and "prev" in state:
+            state["prev"] = prev
+        post = self.post
+        for n in range(self.steps):
+            x, state = schemes[n].step(field, t0 + n * dt, x, dt, state, gen)
+            if post is not None:
+                x = self._post(x)
+        if split:
+            x = torch.cat(x, dim=1)
+        return x
+
+    def extra_repr(self):
+        kinds = sorted({repr(s) for s in self.schemes})
+        law = f", schemes={kinds}" if len(kinds) <= 2 else f", schemes=[{len(kinds)} kinds]"
+        return f"name={self.name!r}, steps={self.steps}, dt={self.dt:g}, post={self.post!r}{law}"
+
+
+class _AtInput:
+    """A field seen from a transition's lifted state: evaluated at the input ``x`` whatever the state."""
+
+    __slots__ = ("field", "x")
+
+    def __init__(self, field, x):
+        self.field = field
+        self.x = x
+
+    noise = property(lambda self: self.field.noise)
+    stochastic = property(lambda self: self.field.stochastic)
+    coupled = False
+
+    def noise_shape(self, y):
+        return self.field.noise_shape(self.x)
+
+    def drift(self, t, y):
+        return self.field.drift(t, self.x)
+
+    def diffusion(self, t, y):
+        return self.field.diffusion(t, self.x)
+
+    def increment(self, t, y, dt, dw):
+        return self.field.increment(t, self.x, dt, dw)
+
+
+class Transition(Stage):
+    """``x ↦ (S(x) + Δ, S(x))``, Δ one step of ``scheme`` on a one-block field at ``x``, Δt = 1.
+
+    With ``Euler`` that is the usual ``S(x) + f(x)``; with stochastic depth's
+    ``WeakEuler(DropBernoulli(p))`` it is ``S(x) + η f(x)``; with shake-shake's it is
+    ``S(x) + α f1(x) + (1 − α) f2(x)``. ``post`` as in :class:`Stage`.
+    """
+
+    def __init__(self, shortcut: nn.Module, field_or_block, scheme, *, post=None, name=None):
+        if not isinstance(field_or_block, Field):
+            field_or_block = BlockField([field_or_block], 1.0)
+        super().__init__(field_or_block, scheme, dt=1.0, steps=1, post=post, name=name)
+        self.shortcut = shortcut if shortcut is not None else nn.Identity()
+
+    def forward(self, x, prev=None):
+        s = self.shortcut(x)
+        scheme = (self.schemes if self._noisy() else self._eval_schemes)[0]
+        lifted = _AtInput(self.field, x)
+        out, _ = scheme.step(lifted, self.t0, s, 1.0, scheme.init(lifted, self.t0, s, 1.0), self._generator)
+        if self.post is not None:
+            out = self._post(out)
+        return out, s
+
+
+def lm_stage(blocks_or_field, *, dt=None, k_init=(-0.1, 0.0), per_channel: bool = False,
+             channels: int | None = None, post=None, name=None, stochastic_laws: Sequence | None = None,
+             generator: torch.Generator | None = None) -> Stage:
+    """An LM stage with one trained coefficient per step.
+
+    Deterministic (``stochastic_laws=None``): ``LinearMultistep`` with ``k_n`` initialised
+    ``U[k_init]`` (the paper's U[−0.1, 0]). With laws (one per step): ``StochasticLM`` with
+    ``g_n = −(1 + k_n)``, so that at Δt = 1 the step ``(2 + g_n) X_n − (1 + g_n) X_{n−1} + η_n f``
+    is ``(1 − k_n) X_n + k_n X_{n−1} + η_n f``. ``per_channel`` gives one coefficient per
+    channel (``channels`` of them) instead of one per block.
+    """
+    if isinstance(blocks_or_field, Field):
+        field = blocks_or_field
+    else:
+        field = BlockField(blocks_or_field, 1.0 if dt is None else dt)
+    try:
+        lo, hi = (float(v) for v in k_init)
+    except (TypeError, ValueError):
+        raise ValueError(f"k_init must be a range (low, high), got {k_init!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+        raise ValueError(f"k_init must be a finite range with low <= high, got {k_init!r}")
+    steps = len(field) if stochastic_laws is None else len(stochastic_laws)
+    shape = (steps,)
+    if per_channel:
+        if not channels:
+            raise ValueError("lm_stage: per_channel=True needs the number of channels")
+        shape = (steps, int(channels))
+    k = torch.empty(shape)
+    if hi > lo:
+        k.uniform_(lo, hi, generator=generator)
+    else:
+        k.fill_(lo)
+    if stochastic_laws is None:
+        stage = Stage(field, Euler(), dt=dt, steps=steps, post=post, name=name)
+        stage.coefficients = nn.Parameter(k)
+        stage.coefficient_kind = "k"
+        stage.schemes = [LinearMultistep(k=stage.coefficient)] * steps
+    else:
+        stage = Stage(field, [WeakEuler(law) for law in stochastic_laws], dt=dt, post=post, name=name)
+        stage.coefficients = nn.Parameter(-1.0 - k)
+        stage.coefficient_kind = "g"
+        stage.schemes = [StochasticLM(g=stage.coefficient, law=law) for law in stochastic_laws]
+    stage._eval_schemes = [mean_scheme(s) for s in stage.schemes]
+    return stage
+
+
+# ---------------------------------------------------------------------- model-wide switches
+
+
+def _stages(model):
+    return [m for m in model.modules() if isinstance(m, Stage)]
+
+
+@contextlib.contextmanager
+def noise_on(model: nn.Module):
+    """Within the block, every stochastic stage of ``model`` draws noise even in eval mode."""
+    stages = _stages(model)
+    saved = [s._noise_on for s in stages]
+    for s in stages:
+        s._noise_on = True
+    try:
+        yield model
+    finally:
+        for s, v in zip(stages, saved):
+            s._noise_on = v
+
+
+def set_generator(model: nn.Module, generator: torch.Generator | None) -> nn.Module:
+    """Draw every network increment of ``model`` from ``generator`` (None: torch's global RNG).
+
+    The generator must live on the device of the model's activations.
+    """
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"set_generator: expected a torch.Generator or None, got {type(generator).__name__}")
+    for m in model.modules():
+        if isinstance(m, (Stage, _NoiseStats)):
+            m._generator = generator
+    return model
