@@ -103,6 +103,7 @@ def standin_create(name, num_classes, overrides):
 @pytest.fixture
 def standin(monkeypatch):
     monkeypatch.setattr(loop, "_create_model", standin_create)
+    monkeypatch.setattr(loop, "_known_models", lambda: list(STANDINS))
     monkeypatch.delenv("SDENET_FAULT", raising=False)
 
 
@@ -280,7 +281,7 @@ def test_resume_of_a_finished_run_or_a_used_folder_is_refused(standin, data, tmp
         loop.train(resume=str(out), device="cpu", quiet=True)
     with pytest.raises(ValueError, match="already holds a run"):
         loop.train(model="standin", dataset=data, epochs=1, out=str(out), **BASE)
-    with pytest.raises(ValueError, match="missing"):
+    with pytest.raises(ValueError, match="no such run folder"):
         loop.train(resume=str(tmp_path / "nothing"), device="cpu", quiet=True)
 
 

@@ -181,9 +181,22 @@ def resolve_device(spec="auto", local_rank: int = 0) -> torch.device:
     raise ValueError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N")
 
 
+def _known_models() -> list[str] | None:
+    """Names of the model registry (None when it cannot be imported)."""
+    try:
+        from .. import models
+    except ImportError:
+        return None
+    return list(models.names())
+
+
 def _create_model(name: str, num_classes: int, overrides: dict):
     """Build a registered model (indirection so tests can substitute a stand-in)."""
-    from .. import models
+    try:
+        from .. import models
+    except ImportError as e:
+        raise ValueError(f"cannot build model {name!r}: the model registry sdenet.models does "
+                         f"not import ({e})") from None
 
     try:
         return models.create(name, num_classes=num_classes, **overrides)
@@ -340,6 +353,10 @@ def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
     """The fully resolved run configuration (what config.json holds)."""
     if not isinstance(cfg.model, str) or not cfg.model:
         raise ValueError(f"model must be a model name, got {cfg.model!r}")
+    known = _known_models()
+    if known is not None and cfg.model not in known:
+        raise ValueError(f"unknown model {cfg.model!r}; choose one of {', '.join(known)} "
+                         f"(sdenet models lists them)")
     preset = get_preset(cfg.preset or default_preset(cfg.model, cfg.dataset))
     epochs = _positive_int("epochs", cfg.epochs) or preset.epochs
     batch_size = _positive_int("batch_size", cfg.batch_size) or preset.batch_size
@@ -572,6 +589,8 @@ class _Trainer:
         self.ckpt = None
         if cfg.resume:
             run_dir = Path(cfg.resume)
+            if not run_dir.exists():
+                raise ValueError(f"{run_dir}: no such run folder to resume (it should hold last.pt)")
             self.ckpt = ck.load_checkpoint(run_dir / "last.pt" if run_dir.is_dir() else run_dir)
             if not run_dir.is_dir():
                 run_dir = run_dir.parent

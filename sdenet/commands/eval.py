@@ -1,0 +1,67 @@
+"""``sdenet eval CHECKPOINT``: test error of a saved network.
+
+Drift-only (eval-mode) test error and, for a stochastic network, the test error of the
+average over N noisy passes (``--samples``). A thin layer over :func:`sdenet.train.evaluate`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    v = _nonneg_int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="test error of a checkpoint (with Monte Carlo draws for stochastic networks)",
+        description="Evaluate a checkpoint (last.pt or best.pt of a run folder, or the folder "
+        "itself) on its dataset's test split: the drift-only test error and, for stochastic "
+        "networks, the error of the softmax averaged over N noisy passes.",
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt file or a run folder (last.pt)")
+    p.add_argument("--dataset", default=None,
+                   help="dataset to test on (default: the one in the checkpoint's config)")
+    p.add_argument("--samples", type=_nonneg_int, default=None, metavar="N",
+                   help="Monte Carlo draws for stochastic networks (default 10; 0: none)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=_positive_int, default=None)
+    p.add_argument("--limit-test", type=_positive_int, default=None, metavar="N",
+                   help="use only the first N test images")
+    p.add_argument("--data-root", default=None, metavar="DIR")
+    p.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo draws")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..train import evaluate
+
+    r = evaluate(args.checkpoint, dataset=args.dataset, samples=args.samples, device=args.device,
+                 batch_size=args.batch_size, limit_test=args.limit_test,
+                 data_root=args.data_root, seed=args.seed)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"{r['model']} (epoch {r['epoch']}) on {r['dataset']}: {r['n_test']} test images")
+    print(f"  test error (drift only): {100 * r['test_error']:.2f}%   loss {r['test_loss']:.4f}")
+    if "test_error_mc" in r:
+        print(f"  test error ({r['mc_samples']}-sample Monte Carlo): "
+              f"{100 * r['test_error_mc']:.2f}%   loss {r['test_loss_mc']:.4f}")
+    return 0

@@ -1,0 +1,170 @@
+"""``sdenet train``: train a named network on CIFAR (or any npz) into a run folder.
+
+A thin layer over :func:`sdenet.train.train`; see :mod:`sdenet.train.loop` for the run folder
+and :mod:`sdenet.train.presets` for the schedules. Several GPUs: ``torchrun
+--nproc_per_node=N -m sdenet train ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+import sys
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _nonneg_int(text: str) -> int:
+    v = _int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (v > 0) or math.isnan(v) or (math.isinf(v)):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return v
+
+
+def _nonneg_float(text: str, allow_inf: bool = False) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if math.isnan(v) or v < 0 or (math.isinf(v) and not allow_inf):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return v
+
+
+def _weak_k(text: str) -> float:
+    return _nonneg_float(text, allow_inf=True)
+
+
+def _probability(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1], got {text!r}") from None
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1], got {text!r}")
+    return v
+
+
+def register(subparsers) -> None:
+    from ..train.monitor import DEFAULT_WEAK_K
+    from ..train.presets import PRESETS
+
+    presets = "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values())
+    p = subparsers.add_parser(
+        "train",
+        help="train a network into a run folder (config, metrics, checkpoints)",
+        description="Train a network with SGD and momentum. Writes RUN_DIR/config.json, "
+        "metrics.jsonl (one line per epoch), last.pt and best.pt (atomic checkpoints) and "
+        "metrics.json. Uses CUDA when present (bf16 autocast, channels-last); several GPUs "
+        "with torchrun. Stochastic networks report condition (5) of their noise every epoch.",
+        epilog=f"Presets -- {presets}.",
+    )
+    p.add_argument("--model", default=None, help="model name (see: sdenet models); required "
+                   "unless --resume")
+    p.add_argument("--dataset", default="cifar10",
+                   help="cifar10, cifar100, sample (bundled CIFAR-10 slice) or a path to an .npz "
+                        "or to the official python batches (default: cifar10)")
+    p.add_argument("--preset", default=None, choices=list(PRESETS), metavar="NAME",
+                   help=f"schedule: {', '.join(PRESETS)} (default: quick for the sample, else the "
+                        f"paper's schedule for the model and dataset)")
+    p.add_argument("--epochs", type=_positive_int, default=None,
+                   help="number of epochs (default: the preset's); with a step preset the "
+                        "milestones are rescaled proportionally (cifar10_lm with --epochs 16 "
+                        "divides the rate by 10 at epochs 8 and 12)")
+    p.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="batch size per step, over all processes (default: the preset's)")
+    p.add_argument("--lr", type=_positive_float, default=None, help="base learning rate")
+    p.add_argument("--momentum", type=_nonneg_float, default=None)
+    p.add_argument("--weight-decay", type=_nonneg_float, default=None)
+    p.add_argument("--dt", type=_positive_float, default=None,
+                   help="step size of the network's stages (default: the model's)")
+    p.add_argument("--p-L", dest="p_L", type=_probability, default=None,
+                   help="survival probability of the last block (stochastic depth)")
+    p.add_argument("--mode", choices=("sample", "batch"), default=None,
+                   help="noise structure: one increment per sample or one per batch")
+    p.add_argument("--seed", type=_int, default=0)
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="run folder (default: runs/<model>-<dataset>-<timestamp>)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its last.pt, exactly")
+    p.add_argument("--compile", action="store_true", help="run the model through torch.compile")
+    p.add_argument("--no-amp", dest="amp", action="store_false", default=None,
+                   help="no bf16 autocast on CUDA")
+    p.add_argument("--weak-K", dest="weak_K", type=_weak_k, default=None, metavar="K",
+                   help=f"warn when a stochastic stage's exact K = C/dt^2 of condition (5) exceeds "
+                        f"K (default {DEFAULT_WEAK_K:g}: the increment's moment mismatch C is "
+                        f"larger than dt^2, the local weak error of the Euler step)")
+    p.add_argument("--strict-weak", action="store_true",
+                   help="make the condition-(5) warning an error (exit status 2)")
+    p.add_argument("--mc-samples", type=_nonneg_int, default=0, metavar="N",
+                   help="Monte Carlo test error of a stochastic network with N draws at the end")
+    p.add_argument("--limit-train", type=_positive_int, default=None, metavar="N",
+                   help="use only the first N training images")
+    p.add_argument("--limit-test", type=_positive_int, default=None, metavar="N",
+                   help="use only the first N test images")
+    p.add_argument("--data-root", default=None, metavar="DIR",
+                   help="where cifar10/cifar100 live (default $SDENET_DATA or ~/.cache/sdenet)")
+    p.add_argument("--download", action="store_true", help="download cifar10/cifar100 if missing")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar (one summary line per epoch is still printed)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..cli import UsageError
+    from ..train import TrainingDiverged, train
+
+    command = " ".join(shlex.quote(a) for a in ["sdenet", *sys.argv[1:]])
+    if args.resume:
+        given = [k for k in ("epochs", "batch_size", "lr", "dt", "p_L", "mode", "preset",
+                             "out", "momentum", "weight_decay", "limit_train", "limit_test")
+                 if getattr(args, k) is not None]
+        if given:
+            raise UsageError(f"train: --resume continues a run with its own settings; drop "
+                             f"{', '.join('--' + g.replace('_', '-') for g in given)}")
+        kw = dict(resume=args.resume, device=args.device, quiet=args.quiet,
+                  data_root=args.data_root)
+    else:
+        if not args.model:
+            raise UsageError("train: --model is required (see: sdenet models)")
+        kw = dict(model=args.model, dataset=args.dataset, preset=args.preset, epochs=args.epochs,
+                  batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                  weight_decay=args.weight_decay, dt=args.dt, p_L=args.p_L, mode=args.mode,
+                  seed=args.seed, out=args.out, device=args.device, amp=args.amp,
+                  compile=args.compile, weak_K=args.weak_K, strict_weak=args.strict_weak,
+                  mc_samples=args.mc_samples, limit_train=args.limit_train,
+                  limit_test=args.limit_test, data_root=args.data_root,
+                  download=args.download, quiet=args.quiet, command=command)
+    try:
+        train(**kw)
+    except TrainingDiverged as err:
+        print(f"sdenet: error: {err}", file=sys.stderr)
+        return 1
+    return 0
