@@ -333,24 +333,36 @@ SCHEME_NAMES = ("euler", "heun", "neumann", "lm", "coupled", "euler_maruyama", "
 
 
 def get_scheme(name: str, law: NoiseLaw | None = None, **kwargs) -> Scheme:
-    """Build a scheme from its command-line name. Stochastic schemes take ``law``."""
+    """Build a scheme from its command-line name. Stochastic schemes take ``law``.
+
+    Options go to the scheme's constructor (``terms`` for ``neumann``, ``k`` for ``lm``,
+    ``g`` for ``stochastic_lm``); an option the scheme does not take is a ``ValueError``.
+    """
     key = str(name).lower().replace("-", "_")
+
+    def build(cls, allowed=(), **extra):
+        unknown = sorted(set(kwargs) - set(allowed))
+        if unknown:
+            takes = f"takes only {', '.join(allowed)}" if allowed else "takes no options"
+            raise ValueError(f"scheme {name!r} {takes}; got {', '.join(unknown)}")
+        return cls(**extra, **kwargs)
+
     if key in ("euler", "forward_euler"):
-        return Euler()
+        return build(Euler)
     if key == "heun":
-        return Heun()
+        return build(Heun)
     if key in ("neumann", "neumann_euler"):
-        return NeumannEuler(**kwargs)
+        return build(NeumannEuler, ("terms",))
     if key in ("lm", "linear_multistep"):
-        return LinearMultistep(**kwargs)
+        return build(LinearMultistep, ("k",))
     if key in ("coupled", "coupled_euler", "revnet"):
-        return CoupledEuler()
+        return build(CoupledEuler)
     if key in ("euler_maruyama", "em"):
         if law is not None and not isinstance(law, Gaussian):
             raise ValueError("euler_maruyama uses Gaussian increments; use weak_euler for another law")
-        return EulerMaruyama()
+        return build(EulerMaruyama)
     if key in ("weak_euler", "weak"):
-        return WeakEuler(law)
+        return build(WeakEuler, (), law=law)
     if key in ("stochastic_lm", "lm_sd"):
-        return StochasticLM(law=law, **kwargs)
+        return build(StochasticLM, ("g",), law=law)
     raise ValueError(f"unknown scheme {name!r}; choose one of {', '.join(SCHEME_NAMES)}")
