@@ -456,3 +456,15 @@ def test_get_scheme_unknown_and_wrong_law():
         sn.get_scheme("rk4")
     with pytest.raises(ValueError, match="Gaussian"):
         sn.get_scheme("euler_maruyama", law=sn.Uniform())
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, match",
+    [("euler", dict(k=0.3), "takes no options; got k"), ("heun", dict(terms=2), "takes no options"),
+     ("neumann", dict(k=0.1), "takes only terms; got k"), ("lm", dict(terms=2, g=1), "takes only k; got g, terms"),
+     ("stochastic_lm", dict(k=0.1), "takes only g; got k"), ("weak_euler", dict(g=0.1), "takes no options"),
+     ("neumann", dict(terms=0), "terms must be")],
+)
+def test_get_scheme_bad_options(name, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sn.get_scheme(name, **kwargs)
