@@ -73,14 +73,20 @@ def _check_state(field, x0):
     if field.coupled:
         if not (isinstance(x0, (tuple, list)) and len(x0) == 2 and all(isinstance(v, torch.Tensor) for v in x0)):
             raise ValueError("integrate: a CoupledField needs x0 = (x, y), a pair of tensors")
+        for name, v in zip("xy", x0):
+            _check_tensor(f"x0[{'xy'.index(name)}] ({name})", v)
         return tuple(x0)
     if not isinstance(x0, torch.Tensor):
         raise ValueError(f"integrate: x0 must be a torch.Tensor, got {type(x0).__name__}")
-    if x0.dim() == 0:
-        raise ValueError("integrate: x0 must have a batch dimension (shape (B, ...)), got a scalar")
-    if not x0.is_floating_point():
-        raise ValueError(f"integrate: x0 must be a floating-point tensor, got dtype {x0.dtype}")
-    return x0
+    return _check_tensor("x0", x0)
+
+
+def _check_tensor(name, x):
+    if x.dim() == 0:
+        raise ValueError(f"integrate: {name} must have a batch dimension (shape (B, ...)), got a scalar")
+    if not x.is_floating_point():
+        raise ValueError(f"integrate: {name} must be a floating-point tensor, got dtype {x.dtype}")
+    return x
 
 
 def integrate(
