@@ -301,6 +301,8 @@ X0 = torch.ones(3, 2)
         (COUPLED, sn.CoupledEuler(), (X0,), r"x0 = \(x, y\)"),
         (COUPLED, sn.CoupledEuler(), (X0, X0, X0), r"x0 = \(x, y\)"),
         (COUPLED, sn.CoupledEuler(), (X0, 1.0), r"x0 = \(x, y\)"),
+        (COUPLED, sn.CoupledEuler(), (X0, torch.ones(3, 2, dtype=torch.int32)), r"x0\[1\] \(y\) must be a floating"),
+        (COUPLED, sn.CoupledEuler(), (torch.tensor(1.0), X0), r"x0\[0\] \(x\) must have a batch dimension"),
     ],
 )
 def test_integrate_bad_input(field, scheme, x0, match):
