@@ -11,6 +11,16 @@ import sdenet.models as M
 import sdenet.nn as snn
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny convolutions: one thread is faster than two fighting over a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+
 def _block(c=4, seed=0):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.Tanh())
