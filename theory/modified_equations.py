@@ -176,7 +176,7 @@ def first_order_form(name: str, order: int = 2):
 _F_EXPR = _u * (1 - _u)  # logistic field of the numerical check
 _U0 = 0.1
 _T = 2.0
-_K = -0.3
+_K = -0.1
 
 
 def _torch_field(expr):
@@ -230,14 +230,16 @@ def follow_orders(name: str, steps=(10, 20, 40, 80, 160, 320), k: float = _K, lm
     """
     name = _check_scheme(name)
     a = first_order_form(name, order=2)
-    lead = _torch_field(_concrete(a[0], k))
-    u_lead = _solve(lead, _U0, _T)
+    parts = [_torch_field(_concrete(ai, k)) for ai in a]
+    ncorr = 3 if name == "heun" else 2
+    u_lead = _solve(parts[0], _U0, _T)
     dts, e_lead, e_mod = [], [], []
     for n in steps:
         dt = _T / n
-        ncorr = 3 if name == "heun" else 2
-        fmod_expr = _concrete(sum(dt**i * a[i] for i in range(ncorr)), k)
-        fmod = _torch_field(fmod_expr)
+
+        def fmod(t, x, dt=dt):
+            return sum(dt**i * parts[i](t, x) for i in range(ncorr))
+
         u_mod = _solve(fmod, _U0, _T)
         start = None
         if name == "lm" and lm_start == "modified":
@@ -300,9 +302,12 @@ def run(out, quick: bool = False) -> ItemResult:
         (label, fmt(r["order_leading"]), expected[label][0], fmt(r["order_modified"]), expected[label][1])
         for label, r in runs.items()
     ]
+    # the claim is tested on Euler, Heun and LM started on its modified solution; the run with the
+    # library's Euler first step is the counter-example (reported, not required to reach any order)
     ok_num = all(
         abs(r["order_leading"] - expected[lab][0]) < 0.2 and abs(r["order_modified"] - expected[lab][1]) < 0.2
         for lab, r in runs.items()
+        if "Euler first step" not in lab
     )
     findings = [
         Finding(
@@ -313,7 +318,8 @@ def run(out, quick: bool = False) -> ItemResult:
             "yes" if all(paper_ok.values()) else "no",
         ),
         Finding(
-            "each scheme follows its modified equation to one order higher than u' = f",
+            "each scheme follows its modified equation to one order higher than u' = f "
+            "(LM: than its leading equation (1+k)u' = f)",
             "observed orders (leading → modified): "
             + ", ".join(f"{lab}: {r['order_leading']:.2f} → {r['order_modified']:.2f}" for lab, r in runs.items()),
             "partly" if ok_num else "no",
