@@ -634,7 +634,7 @@ def strong_error(
     field's increment with the given ``ΔW``). Returns the errors, their standard errors
     and :func:`fit_slope`'s slope (strong order ½ for multiplicative noise).
     """
-    sde = GBM(mu=1.0, sigma=0.5) if sde is None else sde
+    sde = GBM(mu=0.05, sigma=0.5) if sde is None else sde
     if not isinstance(sde, GBM):
         raise ValueError("strong_error: needs a GBM (its exact solution is known path by path)")
     dts = [sde.T / n for n in (4, 8, 16, 32, 64)] if dts is None else [_check_dt(dt) for dt in dts]
