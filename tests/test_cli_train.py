@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sdenet.cli import main
-from test_train import STANDINS, standin, standin_create, tiny_npz  # noqa: F401 (fixture)
+from test_train import clean, tiny_npz  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,9 +35,9 @@ TINY = ["--batch-size", "16", "--device", "cpu", "--quiet", "--preset", "cifar10
         "--lr", "0.05"]
 
 
-def test_train_then_eval(standin, data, tmp_path, capsys):
+def test_train_then_eval(clean, data, tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["train", "--model", "standin_sd", "--dataset", data, "--epochs", "2",
+    code = main(["train", "--model", "tiny_sd_resnet", "--dataset", data, "--epochs", "2",
                  "--out", str(out), "--p-L", "0.5", "--dt", "0.5", *TINY])
     cap = capsys.readouterr()
     assert code == 0, cap.err
@@ -56,36 +56,36 @@ def test_train_then_eval(standin, data, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, needle", [
     (["train", "--model", "nope", "--dataset", "DATA", "--epochs", "1"], "unknown model"),
-    (["train", "--model", "standin", "--dataset", "MISSING", "--epochs", "1"], "missing.npz"),
-    (["train", "--model", "standin", "--dataset", "DATA", "--epochs", "0"], "--epochs"),
-    (["train", "--model", "standin", "--dataset", "DATA", "--lr", "fast"], "--lr"),
-    (["train", "--model", "standin", "--dataset", "DATA", "--p-L", "1.5"], "--p-L"),
-    (["train", "--model", "standin", "--dataset", "DATA", "--device", "tpu"], "device"),
-    (["train", "--model", "standin", "--dataset", "DATA", "--preset", "fast"], "--preset"),
+    (["train", "--model", "tiny_resnet", "--dataset", "MISSING", "--epochs", "1"], "missing.npz"),
+    (["train", "--model", "tiny_resnet", "--dataset", "DATA", "--epochs", "0"], "--epochs"),
+    (["train", "--model", "tiny_resnet", "--dataset", "DATA", "--lr", "fast"], "--lr"),
+    (["train", "--model", "tiny_resnet", "--dataset", "DATA", "--p-L", "1.5"], "--p-L"),
+    (["train", "--model", "tiny_resnet", "--dataset", "DATA", "--device", "tpu"], "device"),
+    (["train", "--model", "tiny_resnet", "--dataset", "DATA", "--preset", "fast"], "--preset"),
     (["train", "--dataset", "DATA"], "--model is required"),
     (["train", "--resume", "OUT", "--epochs", "3"], "--resume"),
     (["train", "--resume", "OUT"], "no such run folder"),
     (["eval", "OUT"], "checkpoint file is missing"),
     (["eval", "OUT", "--samples", "-1"], "--samples"),
 ])
-def test_user_errors_are_one_line_with_status_2(standin, data, tmp_path, capsys, argv, needle):
+def test_user_errors_are_one_line_with_status_2(clean, data, tmp_path, capsys, argv, needle):
     sub = {"DATA": data, "MISSING": str(tmp_path / "missing.npz"), "OUT": str(tmp_path / "none")}
     argv = [sub.get(a, a) for a in argv] + ["--device", "cpu"] * (argv[0] == "train" and "--device" not in argv)
     line = _one_line_error(capsys, main(argv))
     assert needle in line
 
 
-def test_strict_weak_exits_2(standin, data, tmp_path, capsys):
-    code = main(["train", "--model", "standin_sd", "--dataset", data, "--epochs", "1", "--p-L",
-                 "0.1", "--strict-weak", "--out", str(tmp_path / "s"), *TINY])
+def test_strict_weak_exits_2(clean, data, tmp_path, capsys):
+    code = main(["train", "--model", "tiny_sd_resnet", "--dataset", data, "--epochs", "1", "--p-L",
+                 "0.1", "--dt", "0.25", "--strict-weak", "--out", str(tmp_path / "s"), *TINY])
     line = _one_line_error(capsys, code)
     assert "condition (5)" in line and "K = C/dt^2" in line
 
 
-def test_nan_exits_1_naming_the_checkpoint(standin, data, tmp_path, capsys, monkeypatch):
+def test_nan_exits_1_naming_the_checkpoint(clean, data, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SDENET_FAULT", "nan@2")
     out = tmp_path / "n"
-    code = main(["train", "--model", "standin", "--dataset", data, "--epochs", "3", "--out",
+    code = main(["train", "--model", "tiny_resnet", "--dataset", data, "--epochs", "3", "--out",
                  str(out), *TINY])
     line = _one_line_error(capsys, code, expected=1)
     assert "epoch 2" in line and str(out / "last.pt") in line

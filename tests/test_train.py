@@ -1,8 +1,7 @@
 """The training loop: run folder contents, exact resume, NaN handling, condition (5), presets.
 
-Runs are tiny (a few thousand parameters, 64 training / 32 test images, batch 16) on the CPU.
-Tests use the registry's tiny models when ``sdenet.models`` provides them and a stand-in
-network with the same methods otherwise.
+Runs are tiny on the CPU: the registry's tiny models (widths 8/16/32, about 44k parameters) on
+64 training / 32 test images of 8x8 pixels written by the test, batch 16.
 """
 
 from __future__ import annotations
@@ -14,96 +13,16 @@ import os
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from sdenet.laws import DropBernoulli
+from sdenet.models import count_params
 from sdenet.train import loop
 from sdenet.train.checkpoint import load_checkpoint, save_atomic
 from sdenet.train.monitor import DEFAULT_WEAK_K, WeakConditionError, format_table
 from sdenet.train.presets import PRESETS, get_preset, lr_factor, scale_milestones
 
-# ---------------------------------------------------------------------------------------------
-# A stand-in network with the model API (lm_coefficients, weak_report, reset_weak_stats,
-# set_generator): a conv stem, one stage of residual blocks stepped as
-#   x_{n+1} = x_n + p f(x_n) dt + sqrt(p(1-p)) f(x_n) dW_n,   dW_n ~ DropBernoulli(p) at dt,
-# (one increment per sample), optionally with LM coefficients k_n, and a linear head.
-# ---------------------------------------------------------------------------------------------
-
-
-class StandIn(nn.Module):
-    def __init__(self, num_classes=10, stochastic=False, p_L=0.5, dt=1.0, lm=False, blocks=2,
-                 width=8):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1, bias=False),
-                                  nn.BatchNorm2d(width), nn.ReLU())
-        self.blocks = nn.ModuleList(
-            nn.Sequential(nn.BatchNorm2d(width), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1))
-            for _ in range(blocks))
-        self.head = nn.Linear(width, num_classes)
-        self.k = nn.Parameter(torch.full((blocks,), -0.05)) if lm else None
-        self.stochastic = bool(stochastic)
-        self.law = DropBernoulli(p_L)
-        self.dt = float(dt)
-        self.generator = None
-        self.register_buffer("_sums", torch.zeros(4, dtype=torch.float64), persistent=False)
-
-    def set_generator(self, g):
-        self.generator = g
-
-    def reset_weak_stats(self):
-        self._sums.zero_()
-
-    def forward(self, x):
-        x = self.stem(x)
-        prev = x
-        p, dt = self.law.p, self.dt
-        for n, block in enumerate(self.blocks):
-            f = block(x)
-            if self.stochastic and self.training:
-                dw = self.law.sample((x.shape[0], 1, 1, 1), dt, generator=self.generator,
-                                     device=x.device, dtype=torch.float32)
-                d = dw.double().reshape(-1)
-                self._sums += torch.stack([torch.tensor(float(d.numel()), dtype=torch.float64),
-                                           d.sum(), (d * d).sum(), (d ** 3).sum()])
-                step = f * (p * dt) + math.sqrt(p * (1 - p)) * f * dw.to(f.dtype)
-            else:
-                step = f * (p * dt if self.stochastic else dt)
-            if self.k is not None and n > 0:
-                x, prev = (1 - self.k[n]) * x + self.k[n] * prev + step, x
-            else:
-                x, prev = x + step, x
-        return self.head(x.mean((2, 3)))
-
-    def lm_coefficients(self):
-        return {} if self.k is None else {"stage1": self.k.detach().tolist()}
-
-    def weak_report(self):
-        if not self.stochastic:
-            return []
-        n = int(self._sums[0].item())
-        m = [(self._sums[i] / n).item() if n else None for i in (1, 2, 3)]
-        c = self.law.condition(self.dt)
-        return [{"stage": "stage1", "block": None, "law": "drop", "p": self.law.p, "dt": self.dt,
-                 "C": c, "K": c / self.dt ** 2, "n": n, "m1": m[0], "m2": m[1], "m3": m[2]}]
-
-
-STANDINS = {
-    "standin": dict(),
-    "standin_lm": dict(lm=True),
-    "standin_sd": dict(stochastic=True),
-}
-
-
-def standin_create(name, num_classes, overrides):
-    if name not in STANDINS:
-        raise ValueError(f"unknown model {name!r}")
-    return StandIn(num_classes=num_classes, **{**STANDINS[name], **overrides})
-
-
 @pytest.fixture
-def standin(monkeypatch):
-    monkeypatch.setattr(loop, "_create_model", standin_create)
-    monkeypatch.setattr(loop, "_known_models", lambda: list(STANDINS))
+def clean(monkeypatch):
     monkeypatch.delenv("SDENET_FAULT", raising=False)
 
 
@@ -179,9 +98,9 @@ CKPT_KEYS = {"model", "optimizer", "scheduler", "scaler", "epoch", "rng", "best_
              "config"}
 
 
-def test_two_epoch_run_writes_every_output(standin, data, tmp_path, capsys):
+def test_two_epoch_run_writes_every_output(clean, data, tmp_path, capsys):
     out = tmp_path / "run"
-    final = loop.train(model="standin_lm", dataset=data, epochs=2, out=str(out), **BASE)
+    final = loop.train(model="tiny_lm_resnet", dataset=data, epochs=2, out=str(out), **BASE)
     assert sorted(p.name for p in out.iterdir()) == sorted(loop.RUN_FILES)
 
     cfg = json.loads((out / "config.json").read_text())
@@ -189,7 +108,7 @@ def test_two_epoch_run_writes_every_output(standin, data, tmp_path, capsys):
     assert cfg["epochs"] == 2 and cfg["milestones"] == [1, 2] and cfg["batch_size"] == 16
     assert cfg["lr"] == 0.05 and cfg["momentum"] == 0.9 and cfg["weight_decay"] == 1e-4
     assert cfg["device"] == "cpu" and cfg["amp"] is False and cfg["world_size"] == 1
-    assert cfg["weak_K"] == DEFAULT_WEAK_K and cfg["dt"] == 1.0
+    assert cfg["weak_K"] == DEFAULT_WEAK_K == "law" and cfg["dt"] == 1.0
 
     lines = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in lines] == [1, 2]
@@ -199,7 +118,8 @@ def test_two_epoch_run_writes_every_output(standin, data, tmp_path, capsys):
             assert 0.0 <= m[k] <= 1.0
         assert math.isfinite(m["train_loss"]) and math.isfinite(m["test_loss"])
         assert m["weak"] == []  # deterministic model
-        assert list(m["lm_coefficients"]) == ["stage1"] and len(m["lm_coefficients"]["stage1"]) == 2
+        assert m["lm_coefficients"] and all(
+            len(ks) >= 1 and all(math.isfinite(k) for k in ks) for ks in m["lm_coefficients"].values())
         assert m["epoch_time"] > 0 and m["elapsed"] >= m["epoch_time"]
     # lr: 0.05 in epoch 1, /10 from the (rescaled) milestone at epoch 1 on
     assert lines[0]["lr"] == pytest.approx(0.05) and lines[1]["lr"] == pytest.approx(0.005)
@@ -209,7 +129,7 @@ def test_two_epoch_run_writes_every_output(standin, data, tmp_path, capsys):
     assert FINAL_KEYS <= set(fin)
     assert fin["test_error"] == lines[-1]["test_error"]
     assert fin["best_test_error"] == min(m["test_error"] for m in lines)
-    assert fin["params"] == sum(p.numel() for p in standin_create("standin_lm", 4, {}).parameters())
+    assert fin["params"] == count_params("tiny_lm_resnet", num_classes=4)
     assert fin["epochs"] == 2 and fin["seed"] == 3 and "torch" in fin["hardware"]
     assert final["test_error"] == fin["test_error"]
 
@@ -222,23 +142,26 @@ def test_two_epoch_run_writes_every_output(standin, data, tmp_path, capsys):
     assert "epoch 1/2" in err.out and "epoch 2/2" in err.out  # one line per epoch even when quiet
 
 
-def test_stochastic_run_reports_condition_5(standin, data, tmp_path, capsys):
+def test_stochastic_run_reports_condition_5(clean, data, tmp_path, capsys):
     out = tmp_path / "sd"
-    final = loop.train(model="standin_sd", dataset=data, epochs=1, out=str(out), p_L=0.5,
-                       dt=0.25, mc_samples=2, **BASE)
+    loop.train(model="tiny_sd_resnet", dataset=data, epochs=1, out=str(out), p_L=0.5, dt=0.25,
+               mc_samples=2, **BASE)
     m = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
-    (w,) = m["weak"]
-    assert set(w) >= WEAK_KEYS
-    law = DropBernoulli(0.5)
-    assert w["C"] == law.condition(0.25) and w["K"] == law.condition(0.25) / 0.25 ** 2
-    # 64 images, batch 16 -> 4 steps x 16 samples x 2 blocks
-    assert w["n"] == 64 * 2
-    # empirical moments of +-sqrt(dt) increments: m2 = dt exactly, |m1| within 4 standard errors
-    assert w["m2"] == pytest.approx(0.25)
-    assert abs(w["m1"]) <= 4 * math.sqrt(0.25 / w["n"])
+    assert len(m["weak"]) >= 3
+    for w in m["weak"]:
+        assert set(w) >= WEAK_KEYS
+        # the exact condition of the block's own law at its step
+        c = DropBernoulli(w["p"]).condition(w["dt"])
+        assert w["C"] == c and w["K"] == pytest.approx(c / w["dt"] ** 2, rel=1e-12)
+        assert w["n"] == 64  # one increment per training image per epoch
+        # empirical mean of the drawn increments: within 5 standard errors sqrt(dt/n) of 0
+        assert abs(w["m1"]) <= 5 * math.sqrt(w["dt"] / w["n"])
+    assert {w["dt"] for w in m["weak"]} >= {0.25}
+    half = [w for w in m["weak"] if w["p"] == 0.5]  # +-sqrt(dt) increments: m2 = dt exactly
+    assert half and all(w["m2"] == pytest.approx(w["dt"], rel=1e-5) for w in half)
     fin = json.loads((out / "metrics.json").read_text())
-    assert fin["mc_samples"] == 2 and 0 <= fin["test_error_mc"] <= 1
-    assert "condition (5)" in capsys.readouterr().out
+    assert fin["mc_samples"] == 2 and 0 <= fin["test_error_mc"] <= 1 and fin["dt"] == 0.25
+    assert "condition (5) per stochastic stage" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,8 +173,8 @@ def _weights(path):
     return load_checkpoint(path)["model"]
 
 
-def test_resume_is_exact_for_a_stochastic_model(standin, data, tmp_path, monkeypatch):
-    kw = dict(model="standin_sd", dataset=data, epochs=4, p_L=0.7, **BASE)
+def test_resume_is_exact_for_a_stochastic_model(clean, data, tmp_path, monkeypatch):
+    kw = dict(model="tiny_lm_sd_resnet", dataset=data, epochs=4, p_L=0.7, dt=0.5, **BASE)
     loop.train(out=str(tmp_path / "a"), **kw)
 
     monkeypatch.setenv("SDENET_FAULT", "interrupt@3:2")  # Ctrl-C in the middle of epoch 3
@@ -274,13 +197,13 @@ def test_resume_is_exact_for_a_stochastic_model(standin, data, tmp_path, monkeyp
     assert final["test_error"] == json.loads(la[-1])["test_error"]
 
 
-def test_resume_of_a_finished_run_or_a_used_folder_is_refused(standin, data, tmp_path):
+def test_resume_of_a_finished_run_or_a_used_folder_is_refused(clean, data, tmp_path):
     out = tmp_path / "r"
-    loop.train(model="standin", dataset=data, epochs=1, out=str(out), **BASE)
+    loop.train(model="tiny_resnet", dataset=data, epochs=1, out=str(out), **BASE)
     with pytest.raises(ValueError, match="already finished"):
         loop.train(resume=str(out), device="cpu", quiet=True)
     with pytest.raises(ValueError, match="already holds a run"):
-        loop.train(model="standin", dataset=data, epochs=1, out=str(out), **BASE)
+        loop.train(model="tiny_resnet", dataset=data, epochs=1, out=str(out), **BASE)
     with pytest.raises(ValueError, match="no such run folder"):
         loop.train(resume=str(tmp_path / "nothing"), device="cpu", quiet=True)
 
@@ -290,21 +213,21 @@ def test_resume_of_a_finished_run_or_a_used_folder_is_refused(standin, data, tmp
 # ---------------------------------------------------------------------------------------------
 
 
-def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(standin, data, tmp_path,
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(clean, data, tmp_path,
                                                                    monkeypatch):
     out = tmp_path / "nan"
     monkeypatch.setenv("SDENET_FAULT", "nan@2")
     with pytest.raises(loop.TrainingDiverged, match=r"epoch 2.*last\.pt \(epoch 1\)"):
-        loop.train(model="standin", dataset=data, epochs=3, out=str(out), **BASE)
+        loop.train(model="tiny_resnet", dataset=data, epochs=3, out=str(out), **BASE)
     ck = load_checkpoint(out / "last.pt")
     assert ck["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
 
 
-def test_absurd_learning_rate_diverges(standin, data, tmp_path):
+def test_absurd_learning_rate_diverges(clean, data, tmp_path):
     with pytest.raises(loop.TrainingDiverged, match="epoch 1.*no checkpoint"):
-        loop.train(model="standin", dataset=data, epochs=2, out=str(tmp_path / "x"),
+        loop.train(model="tiny_resnet", dataset=data, epochs=2, out=str(tmp_path / "x"),
                    **{**BASE, "lr": 1e30})
 
 
@@ -313,18 +236,28 @@ def test_absurd_learning_rate_diverges(standin, data, tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_weak_K_warning_and_strict_failure(standin, data, tmp_path, capsys):
-    # drop law at p = 0.1, dt = 1: K = |1 - 2p| / sqrt(p(1-p)) = 0.8/0.3 > 1
-    kw = dict(model="standin_sd", dataset=data, epochs=1, p_L=0.1, **BASE)
-    loop.train(out=str(tmp_path / "w"), **kw)
+def test_weak_K_warning_and_strict_failure(clean, data, tmp_path, capsys):
+    # survival probabilities decay linearly from 1 to p_L = 0.1 over the six blocks: the last
+    # block's law has K = |1 - 2p| / sqrt(p(1-p)) / sqrt(dt) = (0.8/0.3) * 2 at dt = 1/4
+    kw = dict(model="tiny_sd_resnet", dataset=data, epochs=1, p_L=0.1, limit_train=16,
+              limit_test=16, **BASE)
+    k_last = DropBernoulli(0.1).condition(0.25) / 0.25 ** 2
+    assert k_last == pytest.approx(16 / 3)
+    loop.train(out=str(tmp_path / "w"), dt=0.25, **kw)
     err = capsys.readouterr().err
-    assert "warning: condition (5)" in err and "K = C/dt^2 = 2.667" in err
+    assert "warning: condition (5)" in err and f"K = C/dt^2 = {k_last:.4g}" in err
     with pytest.raises(WeakConditionError, match="strict"):
-        loop.train(out=str(tmp_path / "s"), strict_weak=True, **kw)
+        loop.train(out=str(tmp_path / "s"), dt=0.25, strict_weak=True, **kw)
     assert not (tmp_path / "s" / "last.pt").exists()
-    # a higher bound silences it; p = 1/2 is symmetric (C = 0) and never warns
-    loop.train(out=str(tmp_path / "k"), weak_K=3.0, strict_weak=True, **kw)
-    loop.train(out=str(tmp_path / "h"), **{**kw, "p_L": 0.5}, strict_weak=True)
+    # at dt = 1 each law sits at its own reference K: no warning by default, but a fixed bound
+    # below K(1) = 8/3 of the p = 0.1 block fails, and one above it passes
+    loop.train(out=str(tmp_path / "one"), dt=1.0, strict_weak=True, **kw)
+    with pytest.raises(WeakConditionError, match="weak_K = 2"):
+        loop.train(out=str(tmp_path / "two"), dt=1.0, weak_K=2.0, strict_weak=True, **kw)
+    loop.train(out=str(tmp_path / "k"), dt=0.25, weak_K=6.0, strict_weak=True, **kw)
+    # symmetric laws have C = 0 for every dt: shake-shake's uniform increments never warn
+    loop.train(out=str(tmp_path / "u"), **{**kw, "model": "tiny_shake_shake", "p_L": None},
+               dt=0.25, strict_weak=True)
     assert "warning" not in capsys.readouterr().err
 
 
@@ -348,28 +281,34 @@ def test_format_table_lists_every_stage():
     (dict(preset="fast"), "preset"), (dict(model="nope"), "unknown model"),
     (dict(colour="red"), "unknown training option"),
 ])
-def test_bad_settings_raise_value_error(standin, data, tmp_path, bad, match):
-    kw = {**BASE, "model": "standin", "dataset": data, "epochs": 1, "out": str(tmp_path / "e"),
+def test_bad_settings_raise_value_error(clean, data, tmp_path, bad, match):
+    kw = {**BASE, "model": "tiny_resnet", "dataset": data, "epochs": 1, "out": str(tmp_path / "e"),
           **bad}
     with pytest.raises(ValueError, match=match):
         loop.train(**kw)
 
 
-def test_missing_dataset_is_a_value_error_naming_the_file(standin, tmp_path):
+def test_missing_dataset_is_a_value_error_naming_the_file(clean, tmp_path):
     with pytest.raises(ValueError, match="nothere.npz"):
-        loop.train(model="standin", dataset=str(tmp_path / "nothere.npz"), epochs=1,
+        loop.train(model="tiny_resnet", dataset=str(tmp_path / "nothere.npz"), epochs=1,
                    out=str(tmp_path / "e"), **BASE)
 
 
-def test_evaluate_a_checkpoint(standin, data, tmp_path, monkeypatch):
+def test_evaluate_a_checkpoint(clean, data, tmp_path, monkeypatch):
     out = tmp_path / "ev"
-    loop.train(model="standin_sd", dataset=data, epochs=1, out=str(out), **BASE)
-    monkeypatch.setattr(loop, "_mc_sums", lambda model, loader, dev, samples, g, d, amp: (1.0, 0.5))
+    loop.train(model="tiny_sd_resnet", dataset=data, epochs=1, out=str(out), **BASE)
     r = loop.evaluate(out / "best.pt", samples=3, device="cpu")
     m = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert r["test_error"] == pytest.approx(m["test_error"])
+    assert r["test_loss"] == pytest.approx(m["test_loss"], rel=1e-5)
     assert r["n_test"] == 32 and r["stochastic"] is True
-    assert r["mc_samples"] == 3 and r["test_error_mc"] == 0.5
+    assert r["mc_samples"] == 3 and 0 <= r["test_error_mc"] <= 1
+    # the Monte Carlo answer is sdenet.nn.mc_predict's: one big draw of 3 samples per image
+    seen = []
+    monkeypatch.setattr(loop, "_mc_predict_fn", lambda: lambda model, x, samples, generator:
+                        seen.append(samples) or torch.full((x.shape[0], 4), 0.25))
+    r = loop.evaluate(out / "best.pt", samples=3, device="cpu")
+    assert seen == [3] * 1 and r["test_loss_mc"] == pytest.approx(math.log(4))
     r0 = loop.evaluate(out / "last.pt", samples=0, device="cpu", limit_test=16)
     assert "test_error_mc" not in r0 and r0["n_test"] == 16
 

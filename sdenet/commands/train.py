@@ -57,7 +57,9 @@ def _nonneg_float(text: str, allow_inf: bool = False) -> float:
     return v
 
 
-def _weak_k(text: str) -> float:
+def _weak_k(text: str):
+    if text.strip().lower() == "law":
+        return "law"
     return _nonneg_float(text, allow_inf=True)
 
 
@@ -72,7 +74,6 @@ def _probability(text: str) -> float:
 
 
 def register(subparsers) -> None:
-    from ..train.monitor import DEFAULT_WEAK_K
     from ..train.presets import PRESETS
 
     presets = "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values())
@@ -98,7 +99,8 @@ def register(subparsers) -> None:
                         "milestones are rescaled proportionally (cifar10_lm with --epochs 16 "
                         "divides the rate by 10 at epochs 8 and 12)")
     p.add_argument("--batch-size", type=_positive_int, default=None,
-                   help="batch size per step, over all processes (default: the preset's)")
+                   help="images per optimizer step, summed over all processes (default: the "
+                        "preset's)")
     p.add_argument("--lr", type=_positive_float, default=None, help="base learning rate")
     p.add_argument("--momentum", type=_nonneg_float, default=None)
     p.add_argument("--weight-decay", type=_nonneg_float, default=None)
@@ -118,9 +120,10 @@ def register(subparsers) -> None:
     p.add_argument("--no-amp", dest="amp", action="store_false", default=None,
                    help="no bf16 autocast on CUDA")
     p.add_argument("--weak-K", dest="weak_K", type=_weak_k, default=None, metavar="K",
-                   help=f"warn when a stochastic stage's exact K = C/dt^2 of condition (5) exceeds "
-                        f"K (default {DEFAULT_WEAK_K:g}: the increment's moment mismatch C is "
-                        f"larger than dt^2, the local weak error of the Euler step)")
+                   help="warn when a stochastic stage's exact K = C/dt^2 of condition (5) exceeds "
+                        "K (a number, or 'law', the default: the K of the stage's own law at "
+                        "dt = 1, the original network; stochastic depth with p != 1/2 then warns "
+                        "for every dt < 1, since its K grows like dt^(-1/2))")
     p.add_argument("--strict-weak", action="store_true",
                    help="make the condition-(5) warning an error (exit status 2)")
     p.add_argument("--mc-samples", type=_nonneg_int, default=0, metavar="N",

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from . import checkpoint as ck
 from .hardware import describe
 from .monitor import (DEFAULT_WEAK_K, WeakConditionError, format_table, normalize_report,
-                      reduce_report, violations, warning_message)
+                      parse_weak_K, reduce_report, violations, warning_message)
 from .presets import default_preset, get_preset, lr_factor, scale_milestones
 
 __all__ = ["TrainConfig", "train", "evaluate", "TrainingDiverged", "WeakConditionError",
@@ -70,9 +70,10 @@ class TrainConfig:
     epochs:           with a step preset, the milestones are rescaled proportionally.
     dt, p_L, mode:    passed to the model constructor as overrides (``mode`` is the noise
                       structure: ``sample`` or ``batch``); ``overrides`` adds any others.
-    weak_K:           warn when a stochastic stage's exact ``K = C/Δt²`` exceeds it (default
-                      :data:`sdenet.train.monitor.DEFAULT_WEAK_K` = 1); ``strict_weak`` makes
-                      that an error (:class:`WeakConditionError`).
+    weak_K:           warn when a stochastic stage's exact ``K = C/Δt²`` exceeds it; default
+                      ``"law"``: the K of the stage's own law at Δt = 1 (see
+                      :mod:`sdenet.train.monitor`); ``strict_weak`` makes that an error
+                      (:class:`WeakConditionError`).
     limit_train/test: keep only the first N training / test images.
     mc_samples:       Monte Carlo draws for the final test error of a stochastic network (0: none).
     resume:           a run folder to continue from its ``last.pt`` (the rest of the config
@@ -98,7 +99,7 @@ class TrainConfig:
     amp: bool | None = None
     channels_last: bool | None = None
     compile: bool = False
-    weak_K: float | None = None
+    weak_K: float | str | None = None
     strict_weak: bool = False
     quiet: bool = False
     limit_train: int | None = None
@@ -323,6 +324,12 @@ class _Dist:
         dist.all_gather_object(out, obj)
         return out
 
+    def broadcast_buffers(self, model):
+        import torch.distributed as dist
+
+        for b in model.buffers():
+            dist.broadcast(b, 0)
+
     def barrier(self):
         if self.world_size > 1:
             import torch.distributed as dist
@@ -366,7 +373,7 @@ def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
     ls = _number("label_smoothing", cfg.label_smoothing, lo=0.0, hi=1.0)
     dt = _number("dt", cfg.dt, lo=0.0, lo_open=True)
     p_L = _number("p_L", cfg.p_L, lo=0.0, lo_open=True, hi=1.0)
-    weak_K = _number("weak_K", cfg.weak_K, lo=0.0)
+    weak_K = parse_weak_K(cfg.weak_K)
     seed = int(_number("seed", cfg.seed, allow_none=False))
     mc = int(_number("mc_samples", cfg.mc_samples or 0, lo=0.0))
     _positive_int("limit_train", cfg.limit_train)
@@ -409,7 +416,7 @@ def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
         "amp_dtype": "bfloat16",
         "channels_last": bool(cuda if cfg.channels_last is None else cfg.channels_last),
         "compile": bool(cfg.compile),
-        "weak_K": DEFAULT_WEAK_K if weak_K is None else weak_K,
+        "weak_K": weak_K,
         "strict_weak": bool(cfg.strict_weak),
         "world_size": int(world_size),
         "model_overrides": overrides,
@@ -629,8 +636,12 @@ class _Trainer:
         rc["n_train"], rc["n_test"] = len(ds.x_train), len(ds.x_test)
         from .data import make_loaders
 
+        # batch_size is the global batch of one optimizer step, split over the processes
+        if rc["batch_size"] % dist.world_size:
+            raise ValueError(f"batch size {rc['batch_size']} does not split over "
+                             f"{dist.world_size} processes; use a multiple of {dist.world_size}")
         self.train_loader, self.test_loader = make_loaders(
-            ds, batch_size=rc["batch_size"], device=device, seed=rc["seed"],
+            ds, batch_size=rc["batch_size"] // dist.world_size, device=device, seed=rc["seed"],
             channels_last=rc["channels_last"], rank=dist.rank, world_size=dist.world_size,
             eval_batch_size=rc.get("eval_batch_size"))
 
@@ -647,7 +658,8 @@ class _Trainer:
             model.set_generator(self.noise)
         self.stochastic = _is_stochastic(model)
         if rc.get("dt") is None:
-            mdt = getattr(model, "dt", None)
+            mdt = (getattr(model, "config", None) or {}).get("dt", getattr(model, "dt", None)) \
+                if isinstance(getattr(model, "config", None), dict) else getattr(model, "dt", None)
             if isinstance(mdt, (int, float)):
                 rc["dt"] = float(mdt)
             else:
@@ -803,6 +815,8 @@ class _Trainer:
         finally:
             if bar is not None:
                 bar.close()
+        if dist.world_size > 1:  # every rank evaluates and saves rank 0's BN statistics
+            dist.broadcast_buffers(model)
         t = torch.stack([loss_sum, correct.double(),
                          torch.tensor(float(count), dtype=torch.float64, device=device)])
         t = dist.all_reduce(t).cpu()
