@@ -273,7 +273,13 @@ def _check_power(k) -> int:
 
 
 def _steps(T: float, dt: float) -> int:
-    _, _, n = make_grid(0.0, T, dt=_check_dt(dt))
+    dt = _check_dt(dt)
+    try:
+        _, _, n = make_grid(0.0, T, dt=dt)
+    except ValueError:
+        raise ValueError(
+            f"T/dt = {T / dt:g} is not a whole number of steps (T = {T:g}, dt = {dt:g}); choose dt = T/N"
+        ) from None
     return n
 
 
@@ -516,7 +522,12 @@ def _check_weak_scheme(scheme, field) -> Scheme:
             "weak_order: stochastic_lm discretizes the second-order system dX = Y dt, dY = ..., not "
             "dX = f dt + g dW, so its X_N has no closed-form limit to compare with; use weak_euler or euler_maruyama"
         )
-    scheme.check(field)  # refuses deterministic and coupled schemes with a clear message
+    if not scheme.stochastic:
+        raise ValueError(
+            f"weak_order: {type(scheme).__name__} is deterministic and cannot simulate an SDE; "
+            "use weak_euler or euler_maruyama"
+        )
+    scheme.check(field)  # anything else a scheme refuses (coupled states, …)
     return scheme
 
 
