@@ -609,7 +609,8 @@ def weak_order(
         "estimates": estimates,
         "errors": errors,
         "stderr": stderr,
-        "snr": [e / s if s > 0 else float("inf") for e, s in zip(errors, stderr)],
+        # errors in standard errors (None where the estimate has no spread: a deterministic X_N)
+        "snr": [e / s if s > 0 else None for e, s in zip(errors, stderr)],
         "slope": slope,
         "slope_ci": [ci[0], ci[1]],
     }

@@ -170,3 +170,11 @@ def test_bad_arguments_exit_2_with_one_line(argv, capsys):
     assert "Traceback" not in err and "Traceback" not in out
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("sdenet"), err
+
+
+def test_check_p_without_law_replaces_both_drop_rows(capsys):
+    code, out, _ = run(capsys, "check", "--p", "0.3", "--dt", "0.1", "--samples", "100", "--json", "--device", "cpu")
+    assert code == 0
+    rows = json.loads(out)
+    assert [(r["law"], r["p"]) for r in rows][-1] == ("drop", 0.3)
+    assert sum(r["law"] == "drop" for r in rows) == 1

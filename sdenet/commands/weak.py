@@ -257,7 +257,7 @@ def format_order(res) -> str:
     for i, dt in enumerate(res["dts"]):
         line = (
             f"{dt:>8.4g} {res['estimates'][i]:>14.6g} {res['errors'][i]:>10.3e} "
-            f"{res['stderr'][i]:>9.2e} {res['snr'][i]:>8.1f}"
+            f"{res['stderr'][i]:>9.2e} {_snr(res['snr'][i]):>8}"
         )
         if "bias" in res:
             line += f" {res['bias'][i]:>+11.3e}"
@@ -270,9 +270,15 @@ def format_order(res) -> str:
     )
     if res.get("bias_slope") is not None:
         lines.append(f"slope of the exact scheme bias over the same dts: {res['bias_slope']:.3f}")
-    if min(res["snr"]) < 3:
+    if any(v is not None and v < 3 for v in res["snr"]):
         lines.append("warning: some errors are within 3 standard errors of 0; use more --paths or coarser --dt")
     return "\n".join(lines)
+
+
+def _snr(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.1f}" if v < 1e5 else f"{v:.1e}"
 
 
 def plot_order(res, file) -> Path:
