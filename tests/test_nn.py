@@ -505,3 +505,15 @@ def test_to_lm_on_torchvision_resnet18():
     lm0 = snn.to_lm(net, k_init=(0.0, 0.0))
     assert torch.equal(lm0(x), net(x))
     assert set(snn.lm_coefficients(snn.to_lm(net))) == {"layer1", "layer2", "layer3", "layer4"}
+
+
+def test_lm_stage_on_continuous_field_refines_dt():
+    torch.manual_seed(3)
+    lin = nn.Linear(5, 5)
+    field = sn.ODEField(lambda t, x: torch.tanh(lin(x)))
+    x = torch.randn(7, 5)
+    for steps in (10, 20):
+        lm = snn.lm_stage(field, dt=1.0 / steps, steps=steps, k_init=(0.0, 0.0))
+        torch.testing.assert_close(lm(x), sn.integrate(field, sn.Euler(), x, t1=1.0, steps=steps), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="steps"):
+        snn.lm_stage(field, dt=0.1)

@@ -246,14 +246,15 @@ class Transition(Stage):
 
 def lm_stage(blocks_or_field, *, dt=None, k_init=(-0.1, 0.0), per_channel: bool = False,
              channels: int | None = None, post=None, name=None, stochastic_laws: Sequence | None = None,
-             generator: torch.Generator | None = None) -> Stage:
+             generator: torch.Generator | None = None, steps: int | None = None) -> Stage:
     """An LM stage with one trained coefficient per step.
 
     Deterministic (``stochastic_laws=None``): ``LinearMultistep`` with ``k_n`` initialised
     ``U[k_init]`` (the paper's U[−0.1, 0]). With laws (one per step): ``StochasticLM`` with
     ``g_n = −(1 + k_n)``, so that at Δt = 1 the step ``(2 + g_n) X_n − (1 + g_n) X_{n−1} + η_n f``
     is ``(1 − k_n) X_n + k_n X_{n−1} + η_n f``. ``per_channel`` gives one coefficient per
-    channel (``channels`` of them) instead of one per block.
+    channel (``channels`` of them) instead of one per block. ``steps`` defaults to the
+    number of blocks (or of laws); a time-continuous field needs it.
     """
     if isinstance(blocks_or_field, Field):
         field = blocks_or_field
@@ -265,7 +266,15 @@ def lm_stage(blocks_or_field, *, dt=None, k_init=(-0.1, 0.0), per_channel: bool 
         raise ValueError(f"k_init must be a range (low, high), got {k_init!r}") from None
     if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
         raise ValueError(f"k_init must be a finite range with low <= high, got {k_init!r}")
-    steps = len(field) if stochastic_laws is None else len(stochastic_laws)
+    if stochastic_laws is not None:
+        stochastic_laws = list(stochastic_laws)
+        if steps is not None and steps != len(stochastic_laws):
+            raise ValueError(f"lm_stage: {len(stochastic_laws)} laws for {steps} steps")
+        steps = len(stochastic_laws)
+    elif steps is None:
+        if not hasattr(field, "__len__"):
+            raise ValueError(f"lm_stage: a {type(field).__name__} is continuous in time; give steps=")
+        steps = len(field)
     shape = (steps,)
     if per_channel:
         if not channels:
