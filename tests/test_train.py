@@ -81,6 +81,21 @@ def test_lr_factor_step_and_onecycle():
     assert lr_factor(10.0, **oc) == pytest.approx(0.0)
 
 
+def test_quick_preset_is_one_cycle(clean, data, tmp_path):
+    out = tmp_path / "q"
+    loop.train(model="tiny_resnet", dataset=data, epochs=3, out=str(out),
+               **{**BASE, "preset": "quick", "lr": 0.2})
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["schedule"] == "onecycle" and cfg["milestones"] == [] and cfg["label_smoothing"] == 0
+    lrs = [json.loads(s)["lr"] for s in (out / "metrics.jsonl").read_text().splitlines()]
+    # 4 steps per epoch, 12 in all, warm-up over the first 20 %: the rate at the start of each
+    # epoch is 0.2 * factor((4e + 0.5)/4 epochs)
+    expect = [0.2 * lr_factor((4 * e + 0.5) / 4, schedule="onecycle", epochs=3, warmup=0.2)
+              for e in range(3)]
+    assert lrs == pytest.approx(expect)
+    assert lrs[0] < lrs[1] and lrs[2] < lrs[1]
+
+
 # ---------------------------------------------------------------------------------------------
 # A full two-epoch run: every file, every key
 # ---------------------------------------------------------------------------------------------

@@ -695,6 +695,13 @@ class _Trainer:
             elif dist.rank != 0:
                 rng["noise"] = None
                 self.noise.manual_seed(_seed(rc["seed"], dist.rank, 7, self.start_epoch))
+            saved_on = torch.device(self.ckpt["config"].get("device", "cpu")).type
+            if saved_on != device.type:  # a CUDA generator state does not fit a CPU generator
+                self.log(f"sdenet: warning: resuming a {saved_on} run on {device.type}: the "
+                         f"network noise is reseeded, so the result will not match an "
+                         f"uninterrupted run", err=True)
+                rng["noise"] = None
+                self.noise.manual_seed(_seed(rc["seed"], dist.rank, 7, self.start_epoch))
             ck.set_rng_state(rng, self.noise)
 
         # wrappers: DDP for several processes, torch.compile on request
