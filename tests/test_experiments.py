@@ -197,3 +197,90 @@ def test_runner_with_the_real_training_loop(tmp_path, tiny_npz):
     again = runner.run_set(path, seeds=[0], epochs=1, dataset=tiny_npz, out=tmp_path / "out",
                            batch_size=16, device="cpu", log=None)
     assert again["trained"] == [] and len(again["skipped"]) == 2
+
+
+# ----------------------------------------------------------------------------- quickstart
+
+
+def test_quickstart_with_tiny_overrides(tmp_path, capsys):
+    if _real_train() is None or _registry() is None:
+        pytest.skip("training loop or model registry not available")
+    from sdenet.cli import main
+
+    out = tmp_path / "qs"
+    argv = ["quickstart", "--models", "tiny_resnet", "tiny_lm_resnet", "--epochs", "1",
+            "--limit-train", "64", "--limit-test", "32", "--batch-size", "32", "--samples", "2000",
+            "--device", "cpu", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "tiny_lm_resnet - tiny_resnet" in text and "points of test error" in text
+    assert "condition (5)" in text and "rademacher" in text
+    for name in ("tiny_resnet", "tiny_lm_resnet"):
+        final = json.loads((out / name / "metrics.json").read_text())
+        assert f"{100 * final['test_error']:.2f}%" in text
+    assert (out / "plots" / "errors.png").is_file() and (out / "plots" / "lm_coefficients.png").is_file()
+    # a second call reuses the finished runs instead of failing on the occupied folders
+    assert main(argv) == 0
+    assert text.count("already trained") == 0 and capsys.readouterr().out.count("already trained") == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--models", "resnet20", "resnet20"], "twice"),
+    (["--samples", "0"], "--samples must be >= 1"),
+])
+def test_quickstart_bad_arguments(argv, message, capsys):
+    from sdenet.cli import main
+
+    assert main(["quickstart", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- GPU benchmark
+
+
+def test_gpu_throughput_cpu_smoke(tmp_path):
+    if _registry() is None:
+        pytest.skip("model registry not available")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "experiments/benchmarks/gpu_throughput.py"), "--device", "cpu",
+         "--steps", "2", "--warmup", "1", "--batch-size", "16", "--workers", "1",
+         "--models", "tiny_resnet", "tiny_lm_resnet", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads((tmp_path / "gpu_throughput-cpu.json").read_text())
+    assert res["device"] == "cpu" and "torch" in res["hardware"]
+    got = {(r["model"], r["pipeline"]) for r in res["rows"]}
+    for m in ("tiny_resnet", "tiny_lm_resnet", "(loader only)"):
+        assert (m, "device") in got and (m, "dataloader") in got
+    for r in res["rows"]:
+        assert r["images"] == 2 * 16 and r["images_per_s"] > 0 and math.isfinite(r["seconds"])
+    md = (tmp_path / "gpu_throughput-cpu.md").read_text()
+    assert "CPU figures" in md and "| tiny_lm_resnet | dataloader |" in md
+
+
+def test_gpu_throughput_refuses_cuda_without_gpu(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    bench = _load("gpu_throughput", "experiments/benchmarks/gpu_throughput.py")
+    assert bench.main(["--device", "cuda", "--out", str(tmp_path)]) == 2
+
+
+def test_plain_dataset_augments_like_the_device_pipeline():
+    """Per-sample crop/flip of the DataLoader baseline keeps the shape, normalises to the
+    stated mean/std, and at zero shift without flip returns the normalised image."""
+    import torch
+
+    bench = _load("gpu_throughput", "experiments/benchmarks/gpu_throughput.py")
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    ds = bench.ArrayImages(x, np.arange(4), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), augment=False)
+    img, label = ds[2]
+    assert img.shape == (3, 32, 32) and label == 2
+    want = (torch.from_numpy(x[2]).permute(2, 0, 1).float() / 255 - 0.5) / 0.25
+    assert torch.allclose(img, want)
+    torch.manual_seed(0)
+    aug = bench.ArrayImages(x, np.arange(4), mean=(0.5,) * 3, std=(0.25,) * 3)
+    assert aug[0][0].shape == (3, 32, 32)
