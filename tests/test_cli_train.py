@@ -101,3 +101,18 @@ def test_real_process_prints_no_traceback(data, tmp_path):
     assert p.returncode == 2, p.stderr
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_ctrl_c_then_resume(clean, data, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "c"
+    argv = ["train", "--model", "tiny_resnet", "--dataset", data, "--epochs", "2", "--out",
+            str(out), *TINY]
+    monkeypatch.setenv("SDENET_FAULT", "interrupt@2")
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert f"last.pt holds epoch 1; continue with --resume {out}" in err
+    monkeypatch.delenv("SDENET_FAULT")
+    assert main(["train", "--resume", str(out), "--device", "cpu", "--quiet"]) == 0
+    assert "resuming after epoch 1" in capsys.readouterr().out
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(s)["epoch"] for s in lines] == [1, 2]

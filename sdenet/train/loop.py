@@ -602,6 +602,9 @@ class _Trainer:
             if not run_dir.is_dir():
                 run_dir = run_dir.parent
             rc = dict(self.ckpt["config"])
+            if torch.device(rc.get("device", "cpu")).type != device.type:
+                cuda = device.type == "cuda"  # the defaults of the device it now runs on
+                rc["amp"], rc["channels_last"] = cuda, cuda
             rc["device"] = str(device)
             if rc.get("world_size", 1) != dist.world_size:
                 self.log(f"sdenet: warning: resuming a {rc.get('world_size', 1)}-process run with "
