@@ -128,9 +128,8 @@ class _Welford:
         n = values.shape[1]
         if n == 0:
             return
-        cmean = values.mean(dim=1)
-        cm2 = (values - cmean[:, None]).square().sum(dim=1)
-        cmean, cm2 = cmean.cpu(), cm2.cpu()
+        cvar, cmean = torch.var_mean(values, dim=1, correction=0)  # one fused pass
+        cmean, cm2 = cmean.cpu(), cvar.cpu() * n
         total = self.n + n
         delta = cmean - self.mean
         self.mean = self.mean + delta * (n / total)

@@ -160,6 +160,7 @@ BAD = [
     ["order", "--paths", "1"],
     ["order", "--phi", "7"],
     ["order", "--law", "drop", "--p", "2"],
+    ["check", "--threads", "0"],
 ]
 
 

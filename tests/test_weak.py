@@ -376,3 +376,16 @@ def test_torchdiffeq_odeint_of_an_ode_field_agrees_with_heun():
     assert errors[-1] < 1e-6
     slope, _ = weak.fit_slope([1 / 250, 1 / 500, 1 / 1000], errors)
     assert slope == pytest.approx(2.0, abs=0.1)  # Heun is second order against the torchdiffeq solution
+
+
+def test_default_ladders_sit_in_the_asymptotic_regime_of_the_exact_bias():
+    """The premise of the defaults, from closed forms: over each SDE's default ladder the
+    bias of x³ has slope ≈ 1 for laws meeting condition (5), and on OU ≈ ½ for p = 0.8."""
+    for sde in (GBM(), OU()):
+        dts = [sde.T / n for n in sde.default_steps]
+        bias = [abs(sde.scheme_expectation(Uniform(), dt, 3) - sde.exact(3)) for dt in dts]
+        assert weak.fit_slope(dts, bias)[0] == pytest.approx(1.0, abs=0.05)
+    sde = OU()
+    dts = [sde.T / n for n in sde.default_steps]
+    bias = [abs(sde.scheme_expectation(DropBernoulli(0.8), dt, 3) - sde.exact(3)) for dt in dts]
+    assert weak.fit_slope(dts, bias)[0] == pytest.approx(0.5, abs=0.05)
