@@ -712,7 +712,13 @@ class _Trainer:
         if dist.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            self.fwd_train = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+            # a stochastic network with batch noise skips dropped blocks: their parameters get
+            # no gradient in that step (and on that rank only), which DDP must be told about
+            mcfg = getattr(model, "config", None)
+            mode = mcfg.get("mode") if isinstance(mcfg, dict) else None
+            unused = self.stochastic and (mode is None or mode == "batch")
+            self.fwd_train = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                 find_unused_parameters=unused)
         if rc["compile"]:
             self.fwd_train = torch.compile(self.fwd_train)
             self.fwd_eval = self.fwd_train if dist.world_size == 1 else model
