@@ -316,7 +316,11 @@ class GBM:
     """
 
     name = "gbm"
-    #: default ladder ``Δt = T/N``: the bias of x³ is ~50 standard errors of 10⁶ paths at N = 16
+    #: default ladder ``Δt = T/N``. With the default parameters (drift-dominated, small noise)
+    #: the bias of x³ has slope 0.97 over it for every law meeting condition (5) and is ~50
+    #: standard errors of 10⁶ paths at N = 16. GBM is a poor probe of the third moment: the
+    #: ``O(Δt^{1/2})`` term of stochastic depth is ``∝ σ³`` against a noise ``∝ σ``, so for
+    #: p ≠ ½ the ``O(Δt)`` term dominates here (slope 0.94); use :class:`OU` for order ½.
     default_steps = (4, 6, 8, 12, 16)
 
     def __init__(self, mu: float = -1.0, sigma: float = 0.3, x0: float = 1.0, T: float = 1.0):
