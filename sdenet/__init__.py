@@ -8,6 +8,7 @@ convergence toolkit — is importable from the top level::
     xT = sn.integrate(field, sn.WeakEuler(sn.Rademacher()), x0, t1=1.0, steps=100)
 """
 
+from . import weak
 from .fields import NOISE_TYPES, CoupledField, Field, ODEField, SDEField
 from .integrate import integrate, make_grid
 from .laws import LAW_NAMES, DropBernoulli, Gaussian, NoiseLaw, Rademacher, ThreePoint, Uniform, get_law
@@ -28,6 +29,7 @@ from .schemes import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "weak",
     "NOISE_TYPES", "Field", "SDEField", "ODEField", "CoupledField",
     "integrate", "make_grid",
     "LAW_NAMES", "NoiseLaw", "Gaussian", "Uniform", "Rademacher", "ThreePoint", "DropBernoulli", "get_law",
