@@ -268,6 +268,8 @@ def markdown(spec: dict, rows: list, meta: dict) -> str:
         lines += ["", "Paper numbers: " + "; ".join(f"{n}: {s}" for n, s in sources) + "."]
     total = sum(r["wall_time_total"] or 0 for r in rows)
     lines += ["", f"Total training wall time of the finished runs: {_fmt_time(total)}.", ""]
+    for f in meta.get("failed") or []:
+        lines += [f"Failed (not in the table; run the set again to retry): {f['folder']}: {f['error']}", ""]
     if meta.get("note"):
         lines += [meta["note"], ""]
     return "\n".join(lines)
@@ -342,7 +344,8 @@ def run_set(spec, *, seeds=(0,), epochs=None, dataset=None, out=None, results=No
     meta = dict(command=command or "run_set(...)", date=_dt.datetime.now(_dt.timezone.utc)
                 .strftime("%Y-%m-%d %H:%M UTC"), hardware=_hardware(device), seeds=seeds,
                 note=note, **{k: v for k, v in opts.items()})
-    trained, skipped = [], []
+    trained, skipped, failed = [], [], []
+    meta["failed"] = failed
     say = log or (lambda s: None)
     for run in spec["runs"]:
         for seed in seeds:
@@ -356,7 +359,12 @@ def run_set(spec, *, seeds=(0,), epochs=None, dataset=None, out=None, results=No
                 train_fn = _default_train()
             say(f"[{'resume' if state == 'resume' else 'train'}]  {folder}")
             t0 = time.perf_counter()
-            final = train_one(train_fn, train_kwargs(run, seed, folder, dict(opts, quiet=quiet)), state)
+            try:
+                final = train_one(train_fn, train_kwargs(run, seed, folder, dict(opts, quiet=quiet)), state)
+            except RuntimeError as exc:  # e.g. TrainingDiverged (NaN loss): keep going with the set
+                failed.append(dict(folder=str(folder), error=f"{type(exc).__name__}: {exc}"))
+                say(f"         failed: {type(exc).__name__}: {exc}")
+                continue
             err = (final or {}).get("test_error")
             say(f"         test error {100 * err:.2f}% in {time.perf_counter() - t0:.0f} s"
                 if err is not None else "         finished")
@@ -365,7 +373,7 @@ def run_set(spec, *, seeds=(0,), epochs=None, dataset=None, out=None, results=No
     res = write_results(spec, out, results, seeds, meta, plots=plots, log=None)
     for f in res["files"]:
         say(f)
-    res.update(trained=trained, skipped=skipped)
+    res.update(trained=trained, skipped=skipped, failed=failed)
     return res
 
 

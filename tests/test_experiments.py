@@ -284,3 +284,19 @@ def test_plain_dataset_augments_like_the_device_pipeline():
     torch.manual_seed(0)
     aug = bench.ArrayImages(x, np.arange(4), mean=(0.5,) * 3, std=(0.25,) * 3)
     assert aug[0][0].shape == (3, 32, 32)
+
+
+def test_runner_records_a_diverged_run_and_goes_on(tmp_path):
+    fake = FakeTrain()
+
+    def flaky(**kw):
+        if kw["seed"] == 1:
+            raise RuntimeError("loss is NaN at epoch 1")
+        return fake(**kw)
+
+    path = _tiny_set(tmp_path, models=("tiny_resnet",))
+    res = runner.run_set(path, seeds=[0, 1, 2], out=tmp_path / "o", train_fn=flaky, log=None, plots=False)
+    assert len(res["trained"]) == 2 and len(res["failed"]) == 1
+    assert res["rows"][0]["seeds_done"] == [0, 2]
+    md = (tmp_path / "o" / "results.md").read_text()
+    assert "2/3" in md and "loss is NaN" in md

@@ -182,10 +182,23 @@ def _save(fig, path: Path, plt) -> Path:
     return path
 
 
+def _epoch_ticks(ax, epochs) -> None:
+    """Integer epoch ticks; every epoch labelled when there are few."""
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = sorted(epochs)
+    if epochs and len(epochs) <= 12:
+        ax.set_xticks(epochs)
+        if len(epochs) == 1:
+            ax.set_xlim(epochs[0] - 0.5, epochs[0] + 0.5)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def plot_errors(runs: Sequence[Run], out_dir, filename: str = "errors.png") -> Path:
     """Training (left) and test (right) error in percent against epoch, one line per run."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True, layout="constrained")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, run in enumerate(runs):
         c = colors[i % len(colors)]
@@ -194,6 +207,7 @@ def plot_errors(runs: Sequence[Run], out_dir, filename: str = "errors.png") -> P
                      marker="o" if len(ep) < 30 else None, ms=3, label=run.label)
         axes[1].plot(ep, [100 * _finite(m["test_error"]) for m in run.metrics], "-", color=c,
                      marker="o" if len(ep) < 30 else None, ms=3, label=run.label)
+    _epoch_ticks(axes[0], {e for run in runs for e in run.epochs})
     for ax, what in zip(axes, ("training", "test")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"{what} error (%)")
@@ -222,7 +236,7 @@ def plot_lm_coefficients(runs: Sequence[Run], out_dir, filename: str = "lm_coeff
     if not series:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.2))
+    fig, ax = plt.subplots(figsize=(8, 4.2), layout="constrained")
     bounds = None
     for run, epoch, coeffs in series:
         ks, edges, n = [], [], 0
@@ -284,13 +298,21 @@ def plot_weak(run: Run, out_dir) -> list:
 
     paths = []
     for stage, blocks in stages.items():
-        fig, (ax_k, ax_m) = plt.subplots(1, 2, figsize=(12, 4.4))
+        fig, (ax_k, ax_m) = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
         cmap = plt.get_cmap("viridis")
         nb = len(blocks)
         for j, (block, hist) in enumerate(sorted(blocks.items())):
+            color = cmap(j / max(nb - 1, 1))
             ax_k.plot([e for e, _ in hist], [_finite(en.get("K")) for _, en in hist], "-",
-                      color=cmap(j / max(nb - 1, 1)), marker="o" if len(hist) < 30 else None, ms=3,
+                      color=color, marker="o" if len(hist) < 30 else None, ms=3,
                       label=f"block {block}" if nb <= 12 else None)
+            exact = _exact_moments(hist[-1][1])
+            dt = _finite(hist[-1][1].get("dt"))
+            if exact is not None and dt > 0:
+                k_exact = (abs(exact[0]) + abs(exact[1]) + abs(exact[2])) / dt**2
+                ax_k.axhline(k_exact, color=color, ls=":", lw=1)
+        ax_k.plot([], [], ":", color="0.4", label="exact K (dotted)")
+        _epoch_ticks(ax_k, {e for hist in blocks.values() for e, _ in hist})
         ax_k.set_xlabel("epoch")
         ax_k.set_ylabel(r"empirical $K = C/\Delta t^2$")
         ax_k.set_title(f"stage {stage}: condition (5) constant per block")
@@ -298,6 +320,7 @@ def plot_weak(run: Run, out_dir) -> list:
         if nb <= 12:
             ax_k.legend(fontsize=7, ncol=2)
         else:
+            ax_k.legend(fontsize=7)
             sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(min(blocks), max(blocks)))
             fig.colorbar(sm, ax=ax_k, label="block")
 
@@ -315,8 +338,16 @@ def plot_weak(run: Run, out_dir) -> list:
             ex = [e[i] if e is not None else math.nan for e in exact]
             if any(not math.isnan(v) for v in ex):
                 ax_m.plot(xs, ex, "_", color=colors[name], ms=14, mew=2, label=f"exact {name}")
-        laws = sorted({f"{en.get('law')}" + (f" p={_finite(en.get('p')):.3g}" if en.get("p") is not None else "")
-                       for _, en in last})
+        laws = []
+        for name in dict.fromkeys(str(en.get("law")) for _, en in last):
+            ps = sorted({_finite(en.get("p")) for _, en in last
+                         if str(en.get("law")) == name and en.get("p") is not None})
+            if not ps:
+                laws.append(name)
+            elif len(ps) == 1:
+                laws.append(f"{name} p={ps[0]:.3g}")
+            else:
+                laws.append(f"{name} p={ps[0]:.3g}..{ps[-1]:.3g}")
         dts = sorted({_finite(en.get("dt")) for _, en in last})
         ax_m.axhline(0.0, color="0.3", lw=0.8)
         ax_m.set_xlabel("block")
