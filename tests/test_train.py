@@ -340,3 +340,33 @@ def test_save_atomic_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch):
         save_atomic({"model": {}, "config": {}, "epoch": 2}, path)
     assert load_checkpoint(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_progress_bar_on_a_terminal_and_hardware_line(clean, data, tmp_path, monkeypatch, capsys):
+    import io
+    import sys
+
+    from sdenet.train.hardware import describe, info
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    loop.train(model="tiny_resnet", dataset=data, epochs=1, out=str(tmp_path / "p"),
+               **{**BASE, "quiet": False})
+    assert "epoch 1/1" in term.getvalue() and "4/4" in term.getvalue()  # tqdm's bar
+    assert "epoch 1/1" in capsys.readouterr().out  # and the summary line
+    line = describe("cpu")
+    assert f"torch {torch.__version__}" in line and f"({info('cpu')['cpu_cores']} cores)" in line
+
+
+@pytest.mark.slow
+def test_training_learns_on_the_bundled_sample(clean, tmp_path):
+    # 1500 real CIFAR-10 images, 4 one-cycle epochs: chance is 90 % error; 80 % is more than
+    # 7 binomial standard errors (sqrt(0.09/500) = 1.3 %) below it
+    final = loop.train(model="tiny_lm_resnet", dataset="sample", epochs=4, preset="quick",
+                       batch_size=64, device="cpu", seed=0, quiet=True, out=str(tmp_path / "l"))
+    assert final["test_error"] < 0.80
+    assert final["best_test_error"] <= final["test_error"]
