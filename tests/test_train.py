@@ -370,3 +370,27 @@ def test_training_learns_on_the_bundled_sample(clean, tmp_path):
                        batch_size=64, device="cpu", seed=0, quiet=True, out=str(tmp_path / "l"))
     assert final["test_error"] < 0.80
     assert final["best_test_error"] <= final["test_error"]
+
+
+def test_monitor_fills_the_exact_condition_and_flags_against_the_law_at_dt_1():
+    from sdenet.laws import Uniform
+    from sdenet.train.monitor import normalize_report, violations
+
+    rows = [{"stage": "s", "block": 0, "law": "drop", "p": 0.2, "dt": dt, "n": torch.tensor(5),
+             "m1": torch.tensor(0.1), "m2": 0.2, "m3": 0.0} for dt in (0.25, 1.0)]
+    rows.append({"stage": "u", "block": 1, "law": "uniform", "p": None, "dt": 0.01, "n": 3,
+                 "m1": 0.0, "m2": 0.01, "m3": 0.0})
+    rows.append({"stage": "d", "block": 2, "law": "drop", "p": 1.0, "dt": 0.01, "n": 3,
+                 "m1": 0.0, "m2": 0.0, "m3": 0.0})
+    rep = normalize_report(rows)
+    law = DropBernoulli(0.2)
+    for r, dt in zip(rep[:2], (0.25, 1.0)):
+        assert r["C"] == law.condition(dt) and r["K"] == law.condition(dt) / dt ** 2
+        assert r["n"] == 5 and isinstance(r["m1"], float)
+    assert rep[2]["C"] == Uniform().condition(0.01) == 0.0
+    # K(dt) = K(1)/sqrt(dt): only the drop block at dt < 1 is flagged; p = 1 (deterministic) never
+    (bad,) = violations(rep)
+    assert bad["dt"] == 0.25 and bad["bound"] == pytest.approx(law.condition(1.0))
+    assert bad["K"] == pytest.approx(bad["bound"] / math.sqrt(0.25))
+    assert [b["dt"] for b in violations(rep, 1.0)] == [0.25, 1.0]
+    assert violations(rep, float("inf")) == []
