@@ -92,10 +92,13 @@ def weak_orders(sde, laws=None, steps=(16, 32, 64, 128, 256, 512, 1024), mc_step
             (est - sde.scheme_expectation(law, dt, phi)) / se
             for est, dt, se in zip(mc["estimates"], mc["dts"], mc["stderr"])
         ]
+        line_dts = sorted(set(dts) | {sde.T / n for n in mc_steps}, reverse=True)
         res[_label(law)] = {
             "declared": scheme.weak_order,
             "dts": dts,
             "bias": bias,
+            "line_dts": line_dts,
+            "line_bias": [abs(sde.scheme_expectation(law, dt, phi) - sde.exact(phi)) for dt in line_dts],
             "order": s,
             "order_ci": ci,
             "mc": mc,
@@ -153,7 +156,7 @@ def strong_vs_weak(sde, steps=(4, 8, 16, 32, 64, 128, 256), paths=20_000, phi=3,
             "weak_mc_se": se_p.tolist(),
             "weak_exact": [abs(sde.scheme_expectation(law, dt, phi) - exact) for dt in out["dts"]],
         }
-        out[key]["weak_order"] = slope(out["dts"], out[key]["weak_exact"])
+        out[key]["weak_order"] = slope(out["dts"][-4:], out[key]["weak_exact"][-4:])
     return out
 
 
@@ -204,9 +207,10 @@ def run(out, quick: bool = False) -> ItemResult:
     ax.legend(fontsize=8)
     ax = axes[1]
     for lab, c in curves.items():
-        ax.errorbar(c["dts"], np.maximum(c["K_emp"], 1e-6), yerr=2 * np.asarray(c["K_se"]), fmt="o-", ms=3,
+        up = 2 * np.asarray(c["K_se"])
+        ax.errorbar(c["dts"], np.maximum(c["K_emp"], 1e-6), yerr=[np.zeros_like(up), up], fmt="o-", ms=3,
                     capsize=2, label=lab)
-    loglog_axes(ax, "Δt", "empirical Ĉ(Δt)/Δt²  (±2 s.e.)")
+    loglog_axes(ax, "Δt", "empirical Ĉ(Δt)/Δt²  (bar: +2 s.e.)")
     ax.set_title(f"Empirical, {samples:,} draws per point: symmetric laws are\nMonte Carlo noise (≈ s.e./Δt²)", fontsize=9)
     ax.legend(fontsize=7)
     fig_cond = save_figure(fig, out, "weak_condition5.png")
@@ -221,12 +225,15 @@ def run(out, quick: bool = False) -> ItemResult:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
     for ax, (name, res) in zip(axes, orders.items()):
         for lab, r in res.items():
-            (line,) = ax.plot(r["dts"], r["bias"], "-", label=f"{lab}: order {r['order']:.2f} (declared {r['declared']:g})")
+            (line,) = ax.plot(r["line_dts"], r["line_bias"], "-", label=f"{lab}: order {r['order']:.2f} (declared {r['declared']:g})")
             mc = r["mc"]
-            ax.errorbar(mc["dts"], mc["errors"], yerr=2 * np.asarray(mc["stderr"]), fmt="o", ms=3, color=line.get_color(), capsize=2)
+            up = 2 * np.asarray(mc["stderr"])
+            ax.errorbar(mc["dts"], mc["errors"], yerr=[np.zeros_like(up), up], fmt="o", ms=3, color=line.get_color(), capsize=2)
         loglog_axes(ax, "Δt", "|E X_N³ − E X(T)³|")
         sde = gbm if name == "GBM" else ou
-        ax.set_title(f"{name} {sde.params()}\nlines: exact scheme bias; dots: Monte Carlo ± 2 s.e.", fontsize=8)
+        par = ", ".join(f"{k}={v:g}" for k, v in sde.params().items())
+        ax.set_title(f"{name} ({par})\nlines: exact scheme bias (symmetric laws share one); dots: Monte Carlo, bar +2 s.e.",
+                     fontsize=8)
         ax.legend(fontsize=7)
     fig_orders = save_figure(fig, out, "weak_orders.png")
 
@@ -238,9 +245,10 @@ def run(out, quick: bool = False) -> ItemResult:
         r = sw[key]
         ax.errorbar(sw["dts"], r["strong"], yerr=2 * np.asarray(r["strong_se"]), fmt="o-", capsize=2,
                     label=f"strong E|X_N − X(T)|, {name}: slope {r['strong_order'][0]:.2f}")
-        ax.plot(sw["dts"], r["weak_exact"], "s--", label=f"weak |E X_N³ − E X(T)³|, {name}: slope {r['weak_order'][0]:.2f}")
+        ax.plot(sw["dts"], r["weak_exact"], "s--" if key == "rad" else "x:", ms=8,
+                label=f"weak |E X_N³ − E X(T)³|, {name}: slope {r['weak_order'][0]:.2f}")
     loglog_axes(ax, "Δt", "error")
-    ax.set_title("GBM: strong vs weak error, same Brownian paths", fontsize=10)
+    ax.set_title("GBM: strong vs weak error on the same Brownian paths\n(the two weak curves coincide: x³ sees moments 1–3 only)", fontsize=9)
     ax.legend(fontsize=7)
     fig_sw = save_figure(fig, out, "weak_strong_vs_weak.png")
 
@@ -256,12 +264,14 @@ def run(out, quick: bool = False) -> ItemResult:
     fig_ds = save_figure(fig, out, "weak_drop_schedules.png")
 
     # ---------------------------------------------------------------- verdicts
-    order_rows, all_ok, z_max = [], True, 0.0
+    order_rows, all_ok, z_max, z_cell = [], True, 0.0, ""
     for name, res in orders.items():
         for lab, r in res.items():
             ok = abs(r["order"] - r["declared"]) <= 0.2
             all_ok &= ok
-            z_max = max(z_max, max(abs(v) for v in r["z"]))
+            for v, dt in zip(r["z"], r["mc"]["dts"]):
+                if abs(v) > z_max:
+                    z_max, z_cell = abs(v), f"{name}, {lab}, Δt = 1/{round(1 / dt)}"
             order_rows.append((name, lab, f"{r['declared']:g}", fmt(r["order"]), f"[{fmt(r['order_ci'][0])}, {fmt(r['order_ci'][1])}]",
                                fmt(r["mc"]["slope"]), fmt(max(abs(v) for v in r["z"]), 2)))
     cond_rows = []
@@ -271,6 +281,28 @@ def run(out, quick: bool = False) -> ItemResult:
     ds_ok = all(abs(r["fixed"]["order"][0] - 0.5) <= 0.2 and abs(r["scheduled"]["order"][0] - 1.0) <= 0.2 for r in ds.values())
     ds_z = max(abs(v) for r in ds.values() for key in ("fixed", "scheduled") for v in r[key]["z"])
     rad, em = sw["rad"], sw["em"]
+    default_gbm = weak.GBM()
+    d8 = sdenet.DropBernoulli(0.8)
+    ddts = [default_gbm.T / n for n in default_gbm.default_steps]
+    default_slope = slope(ddts, [abs(default_gbm.scheme_expectation(d8, dt) - default_gbm.exact(3)) for dt in ddts])[0]
+    if default_slope > 0.75:
+        default_note = ("the order-½ part has a small constant there and hides under the order-1 part, so a fit on a few "
+                        "coarse steps reports order ≈ 1 for a law that fails condition (5). The parameters above (σ = 1) "
+                        "make the third moment matter.")
+    else:
+        default_note = "the order-½ behaviour shows there as well."
+    recheck = ""
+    if z_max > 3.5:  # rerun the worst Monte Carlo cell with other seeds before anyone reads it as a bias
+        sde_w = gbm if z_cell.startswith("GBM") else ou
+        lab_w = z_cell.split(", ")[1]
+        law_w = [law for law in weak.default_laws() if _label(law) == lab_w][0]
+        dt_w = 1.0 / float(z_cell.split("1/")[-1])
+        zs = []
+        for seed in (1, 2, 3):
+            mc = weak.weak_order(sde_w, sdenet.WeakEuler(law_w), dts=[dt_w, dt_w / 2], paths=paths, phi=3, seed=seed)
+            zs.append((mc["estimates"][0] - sde_w.scheme_expectation(law_w, dt_w, 3)) / mc["stderr"][0])
+        recheck = (f" Rerun with seeds 1, 2, 3, that cell gives z = {', '.join(f'{z:.1f}' for z in zs)}: "
+                   + ("an unlucky draw, not a bias." if max(abs(z) for z in zs) < 3 else "the discrepancy persists."))
     strong_flat = abs(rad["strong_order"][0]) < 0.15
     findings = [
         Finding("symmetric laws satisfy condition (5) (C = 0); drop with fixed p ≠ ½ fails it (C/Δt² ~ Δt^−½)",
@@ -315,15 +347,18 @@ so φ = x, x² cannot tell the laws apart. "order" is the slope of the exact sch
 `GBM/OU.scheme_expectation`) over Δt = 1/{steps[0]} … 1/{steps[-1]}; "MC slope" is `sdenet.weak.weak_order` over
 Δt = 1/{mc_steps[0]} … 1/{mc_steps[-1]} with {paths:,} paths (its interval is wide because the Monte Carlo error is
 a sizeable part of the bias there), and "max |z|" is the largest distance, in standard errors, between the Monte Carlo
-estimate and the exact scheme expectation: the simulator in `sdenet.integrate` does what the formula says.
+estimate and the exact scheme expectation: the simulator in `sdenet.integrate` does what the formula says. Over
+all {sum(len(r["z"]) for res in orders.values() for r in res.values())} comparisons the largest is |z| = {z_max:.1f} ({z_cell}); with that many comparisons
+|z| up to about 3 is expected from chance alone, and a larger value deserves a rerun with other seeds before it
+is read as a bias.{recheck}
 
 {md_table(["SDE", "law", "declared", "order (exact bias)", "95% CI", "MC slope", "max |z|"], order_rows)}
 
 ![weak orders]({fig_orders})
 
-On GBM the order-½ term of stochastic depth at p = 0.8 has a small constant: on a coarse ladder
-(Δt ≥ 1/16, `weak_order`'s Monte Carlo range) it is hidden under the order-1 term and the fitted slope looks like 1;
-only for Δt ≲ 1/64 does the ½ take over. Order estimates from a few coarse steps can mislead either way.
+The parameters matter. With `sdenet.weak.GBM`'s defaults ({default_gbm.params()}) and its default ladder
+N = {', '.join(map(str, default_gbm.default_steps))}, the exact bias of stochastic depth at p = 0.8 has slope {fmt(default_slope)}:
+{default_note}
 
 **Stochastic depth, fixed p vs 1 − 2p = O(√Δt).** With `p(Δt) = (1 + 0.6√Δt)/2` (p = 0.8 at Δt = 1, p → ½
 as Δt → 0), `C/Δt²` stays bounded and the weak order is 1 again; with p fixed at 0.8 it is ½. The Monte Carlo
