@@ -253,3 +253,21 @@ def test_whole_report_builds_in_quick_mode(tmp_path):
         assert f"\n## {n}. " in text
     figs = list((tmp_path / "figures").glob("*.png"))
     assert len(figs) >= 10
+
+
+def test_cli_theory_without_the_theory_package(monkeypatch, capsys):
+    import sys
+
+    from sdenet.cli import main
+
+    monkeypatch.setitem(sys.modules, "theory", None)  # import theory -> ImportError
+    assert main(["theory", "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert "not importable" in err and "Traceback" not in err
+
+
+def test_python_m_theory_rejects_unknown_items(capsys):
+    from theory.__main__ import main
+
+    assert main(["--items", "stability,nope"]) == 2
+    assert "unknown theory item" in capsys.readouterr().err
