@@ -33,6 +33,13 @@ PolyNet: ``terms``.
 Transitions (the first block of a stage whose width or stride changes) sit outside the
 ODE and run at Δt = 1 whatever ``dt`` is; the stochastic models draw noise in them too
 (Huang et al. drop transition branches as well).
+
+LM models carry one coefficient per block of each ODE stage (transitions excluded), the
+paper's ``k_n ~ U[k_init]``; after a transition the LM stage takes the shortcut ``S(x)`` as
+``u_{−1}``, so every ``k_n`` acts. A stage with no transition before it (CIFAR stage 1)
+starts from rest, so its ``k_0`` multiplies ``u_0 − u_{−1} = 0`` and stays untrained. LM
+stochastic depth stores ``g_n = −(1 + k_n)`` (the paper's ``(2 + g_n, −(1 + g_n))`` form),
+and ``lm_coefficients()`` reports ``g_n`` for it.
 """
 
 from __future__ import annotations
