@@ -277,6 +277,7 @@ def markdown(spec: dict, rows: list, meta: dict) -> str:
 
 def write_results(spec, out: Path, results: Path, seeds, meta, plots=True, log=print) -> dict:
     rows = summarize(spec, out, seeds)
+    meta = dict(meta, date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     results.mkdir(parents=True, exist_ok=True)
     md = markdown(spec, rows, meta)
     _atomic_write(results / "results.md", md)
