@@ -8,8 +8,10 @@ for 1, 10⁴ and 10⁶ paths, with three increment laws:
 * Uniform ``ΔŴ ~ U[−√(3Δt), √(3Δt)]``;
 * Rademacher ``ΔŴ = ±√Δt``.
 
-Contenders, interleaved (the order rotates every repeat) after one warm-up run each, the
-median of ``--repeats`` runs reported:
+Contenders, interleaved after one warm-up run each: a repeat runs every contender twice,
+in an order rotated every repeat and then in reverse, and keeps the mean of the two (so load
+drift and position effects cancel); the median over repeats is reported, and the median of the
+per-repeat ratios ("paired"):
 
 ``sdenet``
     ``integrate(SDEField(drift, diffusion), WeakEuler(law), x0, dt=Δt, steps=100, generator=g)``;
@@ -206,10 +208,17 @@ def bench_size(paths, steps, repeats, device, laws, with_torchsde, log):
     for k in keys:  # warm-up
         _, outs[k] = timed(contenders[k], device)
     for r in range(repeats):
+        # one repeat runs every contender twice, in a rotated order and then in reverse
+        # (A B C … C B A) and keeps the mean: drift in the load and any cost of running
+        # first or second after another contender cancel between the two halves
         shift = r % len(keys)
-        for k in keys[shift:] + keys[:shift]:
+        order = keys[shift:] + keys[:shift]
+        pair = {k: 0.0 for k in keys}
+        for k in order + order[::-1]:
             t, _ = timed(contenders[k], device)
-            times[k].append(t)
+            pair[k] += t / 2
+        for k in keys:
+            times[k].append(pair[k])
         log(f"  paths={paths:>8} repeat {r + 1}/{repeats} done")
     med = {k: statistics.median(v) for k, v in times.items()}
     best = {k: min(v) for k, v in times.items()}
@@ -226,8 +235,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--paths", type=int, nargs="+", default=[1, 10_000, 1_000_000])
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=7, help="repeats at 10^5 paths and more")
-    parser.add_argument("--repeats-small", type=int, default=25, help="repeats below 10^5 paths (cheap, noisier)")
+    parser.add_argument("--repeats", type=int, default=5, help="repeats at 10^5 paths and more (2 runs each)")
+    parser.add_argument("--repeats-small", type=int, default=15, help="repeats below 10^5 paths (2 runs each)")
     parser.add_argument("--laws", nargs="+", default=list(LAWS), choices=LAWS)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
@@ -393,7 +402,7 @@ def render_markdown(res):
         f"Ornstein–Uhlenbeck `{p['equation']}`, θ = {p['theta']}, σ = {p['sigma']}, X₀ = 1, "
         f"{p['steps']} steps of Δt = {p['dt']} ({p['dtype']}, {p['noise']} noise). "
         f"Median of {res['repeats']} interleaved repeats at 10⁵ paths and more, {res['repeats_small']} below, "
-        "after a warm-up run. "
+        "after a warm-up run; each repeat is the mean of two runs, in a rotated order and its reverse. "
         "torchsde only has Gaussian increments: each law's sdenet time is compared with torchsde's "
         "Gaussian Euler (`sdeint(method=\"euler\")`, float64 `ts` so it takes exactly the same 100 steps).",
         "",
