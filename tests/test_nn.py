@@ -517,3 +517,15 @@ def test_lm_stage_on_continuous_field_refines_dt():
         torch.testing.assert_close(lm(x), sn.integrate(field, sn.Euler(), x, t1=1.0, steps=steps), rtol=0, atol=0)
     with pytest.raises(ValueError, match="steps"):
         snn.lm_stage(field, dt=0.1)
+
+
+def test_to_lm_selected_layers():
+    base = M.create("tiny_resnet")
+    lm = snn.to_lm(base, layers=["stage2"])
+    assert set(lm.lm_coefficients()) == {"stage2"}
+    tv = snn.to_lm(_TVResNet(), layers=["layer2"])
+    assert set(snn.lm_coefficients(tv)) == {"layer2"} and isinstance(tv.layer1, nn.Sequential)
+    with pytest.raises(ValueError, match="stage7"):
+        snn.to_lm(base, layers=["stage2", "stage7"])
+    with pytest.raises(ValueError, match="list of names"):
+        snn.to_lm(base, layers="stage2")

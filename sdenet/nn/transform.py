@@ -97,20 +97,38 @@ def _torchvision_layer(seq: nn.Sequential, name, k_init, per_channel, generator)
     return layer
 
 
-def to_lm(model: nn.Module, *, k_init=(-0.1, 0.0), per_channel: bool = False, inplace: bool = False,
+def to_lm(model: nn.Module, *, k_init=(-0.1, 0.0), per_channel: bool = False, layers=None, inplace: bool = False,
           generator=None) -> nn.Module:
     """Return ``model`` with every Euler (and stochastic-depth) stage made an LM stage.
 
+    ``layers`` restricts the conversion to the named stages (an sdenet stage's ``name`` or
+    module path, e.g. ``"stage2"``; a torchvision layer's attribute, e.g. ``"layer3"``);
+    default: all. As in a ResNet's own layout, the first block of a torchvision layer (the
+    one with ``downsample``) stays a transition outside the LM recursion.
     ``inplace=False`` (default) converts a deep copy and leaves ``model`` untouched.
-    Raises ``ValueError`` when the model has no stage to convert.
+    Raises ``ValueError`` when the model has no stage to convert, or a named layer is missing.
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"to_lm: expected an nn.Module, got {type(model).__name__}")
+    if layers is not None:
+        if isinstance(layers, str) or not all(isinstance(v, str) for v in layers):
+            raise ValueError(f"to_lm: layers must be a list of names, got {layers!r}")
+        layers = set(layers)
     if not inplace:
         model = copy.deepcopy(model)
     converted = 0
+    seen = set()
+
+    def wanted(*keys):
+        if layers is None:
+            return True
+        hit = layers.intersection(k for k in keys if k)
+        seen.update(hit)
+        return bool(hit)
+
     # sdenet stages
-    targets = [(path, m) for path, m in model.named_modules() if isinstance(m, Stage) and _convertible(m)]
+    targets = [(path, m) for path, m in model.named_modules()
+               if isinstance(m, Stage) and _convertible(m) and wanted(m.name, path)]
     for path, stage in targets:
         new = _lm_from_stage(stage, k_init, per_channel, generator)
         new.to(next((p.device for p in stage.parameters()), None) or "cpu")
@@ -122,13 +140,16 @@ def to_lm(model: nn.Module, *, k_init=(-0.1, 0.0), per_channel: bool = False, in
     # torchvision-style ResNets
     for name in ("layer1", "layer2", "layer3", "layer4"):
         seq = getattr(model, name, None)
-        if isinstance(seq, nn.Sequential) and len(seq) and all(_is_torchvision_block(b) for b in seq):
+        if (isinstance(seq, nn.Sequential) and len(seq) and all(_is_torchvision_block(b) for b in seq)
+                and wanted(name)):
             layer = _torchvision_layer(seq, name, k_init, per_channel, generator)
             device = next((p.device for p in seq.parameters()), None)
             if device is not None:
                 layer.to(device)
             setattr(model, name, layer)
             converted += 1
+    if layers is not None and layers - seen:
+        raise ValueError(f"to_lm: no convertible stage named {', '.join(sorted(layers - seen))}")
     if converted == 0:
         raise ValueError(
             f"to_lm: found no residual stage to convert in {type(model).__name__} (expected sdenet Euler or "
