@@ -107,6 +107,14 @@ class _NoiseStats:
         self._counts = [0] * n
         self._generator = None
 
+    def _apply(self, fn, *args, **kwargs):
+        # keep the running sums in (at least) single precision when the model is cast to half
+        out = super()._apply(fn, *args, **kwargs)
+        if self._sums.dtype in (torch.float16, torch.bfloat16):
+            self._sums = self._sums.float()
+            self._powers = self._powers.float()
+        return out
+
     def _record(self, n: int, dw: torch.Tensor):
         if not self.training:
             return
