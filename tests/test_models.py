@@ -183,3 +183,21 @@ def test_cli_models_json(capsys):
     out = capsys.readouterr().out
     assert "resnet50" in out and "resnet20 " not in out
     assert cli.main(["models", "--dataset", "mnist"]) == 2
+
+
+def test_law_override_swaps_the_increments_on_the_same_field():
+    m = M.create("tiny_sd_resnet", law="uniform")
+    rows = m.weak_report()
+    assert {r["law"] for r in rows} == {"uniform"} and all(r["p"] is None for r in rows)
+    m.train()
+    m.set_generator(torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        m(torch.randn(8, 3, 16, 16))
+    assert all(r["n"] == 8 for r in m.weak_report())
+    # the field still carries the decayed survival probabilities: the drift p_n f is unchanged
+    assert M.create("tiny_sd_resnet").layers[2].stage.field.p == m.layers[2].stage.field.p
+    assert {r["law"] for r in M.create("tiny_shake_shake", law="rademacher").weak_report()} == {"rademacher"}
+    with pytest.raises(ValueError, match="unknown noise law"):
+        M.create("tiny_sd_resnet", law="cauchy")
+    with pytest.raises(ValueError, match="unknown override"):
+        M.create("tiny_resnet", law="uniform")

@@ -27,8 +27,10 @@ stage; counted with the transition), ``stem_width``; LM: ``k_init`` (range, defa
 (−0.1, 0)), ``per_channel``; stochastic depth: ``p_L`` (final survival probability,
 default 0.5), ``mode`` (``"sample"``: one coin per image; ``"batch"``: one per batch, dropped
 blocks not computed); shake-shake: ``forward`` (shake|even), ``backward``
-(shake|even|keep), ``level`` (image|batch); ResNeXt: ``cardinality``, ``base_width``;
-PolyNet: ``terms``.
+(shake|even|keep), ``level`` (image|batch); stochastic depth and shake-shake: ``law``
+(another increment law by name — ``uniform``, ``rademacher``, ``gaussian``, ``threepoint`` —
+driving the same field: a different network, same drift and diffusion); ResNeXt:
+``cardinality``, ``base_width``; PolyNet: ``terms``.
 
 Transitions (the first block of a stage whose width or stride changes) sit outside the
 ODE and run at Δt = 1 whatever ``dt`` is; the stochastic models draw noise in them too
@@ -50,7 +52,7 @@ import math
 import torch
 from torch import nn
 
-from ..laws import DropBernoulli, Uniform
+from ..laws import LAW_NAMES, DropBernoulli, Uniform, get_law
 from ..schemes import CoupledEuler, Euler, Heun, NeumannEuler, WeakEuler
 from .blocks import (
     ConvShortcut,
@@ -164,6 +166,19 @@ def _survival(cfg):
     return [1.0 - (l / total) * (1.0 - p_L) for l in range(1, total + 1)]
 
 
+def _law(cfg, p=None):
+    """The increment law of a stochastic block: the model's own (DropBernoulli(p_n) for stochastic
+    depth, Uniform for shake-shake) unless the ``law`` override names another; ``drop`` uses the
+    block's survival probability when the block has one."""
+    name = cfg.get("law")
+    if name is None:
+        return DropBernoulli(p) if p is not None else Uniform()
+    law = get_law(name)
+    if isinstance(law, DropBernoulli) and p is not None:
+        return DropBernoulli(p)
+    return law
+
+
 def _build(cfg) -> Network:
     arch, method = cfg["arch"], cfg["method"]
     stem_kind, head_act, post = _ARCH[arch]
@@ -188,11 +203,11 @@ def _build(cfg) -> Network:
             if method in ("sd", "lm_sd"):
                 p = ps[l]
                 field = DropField([_branch(cfg, c_in, c_out, stride, i)], [p], 1.0, noise=noise)
-                transition = Transition(short, field, WeakEuler(DropBernoulli(p)), post=post, name=tname)
+                transition = Transition(short, field, WeakEuler(_law(cfg, p)), post=post, name=tname)
             elif method == "shake":
                 field = ShakeField([_branch(cfg, c_in, c_out, stride, i)], [_branch(cfg, c_in, c_out, stride, i)],
                                    1.0, noise=cfg["level_noise"], forward=cfg["forward"], backward=cfg["backward"])
-                transition = Transition(short, field, WeakEuler(Uniform()), post=post, name=tname)
+                transition = Transition(short, field, WeakEuler(_law(cfg)), post=post, name=tname)
             else:
                 transition = Transition(short, _branch(cfg, c_in, c_out, stride, i), Euler(), post=post, name=tname)
             l += 1
@@ -209,7 +224,7 @@ def _build(cfg) -> Network:
                 b2 = [_branch(cfg, c_out, c_out, 1, i) for _ in range(count)]
                 field = ShakeField(b1, b2, dt, noise=cfg["level_noise"], forward=cfg["forward"],
                                    backward=cfg["backward"])
-                stage = Stage(field, WeakEuler(Uniform()), name=name, post=post)
+                stage = Stage(field, WeakEuler(_law(cfg)), name=name, post=post)
             else:
                 blocks = [_branch(cfg, c_out, c_out, 1, i) for _ in range(count)]
                 if method == "euler":
@@ -226,7 +241,7 @@ def _build(cfg) -> Network:
                 elif method in ("sd", "lm_sd"):
                     p_blocks = ps[l:l + count]
                     field = DropField(blocks, p_blocks, dt, noise=noise)
-                    laws = [DropBernoulli(p) for p in p_blocks]
+                    laws = [_law(cfg, p) for p in p_blocks]
                     if method == "sd":
                         stage = Stage(field, [WeakEuler(law) for law in laws], name=name, post=post)
                     else:
@@ -264,9 +279,9 @@ _METHOD_OPTIONS = {
     "neumann": ("terms",),
     "coupled": (),
     "lm": ("k_init", "per_channel"),
-    "sd": ("p_L", "mode"),
-    "lm_sd": ("p_L", "mode", "k_init", "per_channel"),
-    "shake": ("forward", "backward", "level"),
+    "sd": ("p_L", "mode", "law"),
+    "lm_sd": ("p_L", "mode", "k_init", "per_channel", "law"),
+    "shake": ("forward", "backward", "level", "law"),
 }
 _METHOD_INFO = {
     "euler": ("euler", None),
@@ -280,7 +295,7 @@ _METHOD_INFO = {
 }
 _DEFAULTS = {
     "dt": 1.0, "k_init": (-0.1, 0.0), "per_channel": False, "p_L": 0.5, "mode": "sample",
-    "forward": "shake", "backward": "shake", "level": "image", "terms": 2,
+    "forward": "shake", "backward": "shake", "level": "image", "terms": 2, "law": None,
 }
 
 
@@ -407,6 +422,13 @@ def _resolve(name, num_classes, overrides) -> dict:
         raise ValueError(f"{name}: level must be 'image' or 'batch', got {cfg['level']!r}")
     cfg["level_noise"] = "sample" if cfg["level"] == "image" else "batch"
     cfg["terms"] = _positive_int(name, "terms", cfg["terms"])
+    if cfg["law"] is not None:
+        if not isinstance(cfg["law"], str):
+            raise ValueError(f"{name}: law must be a law name ({', '.join(LAW_NAMES)}), got {cfg['law']!r}")
+        try:
+            get_law(cfg["law"])
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}") from None
     if cfg["arch"] == "resnext":
         cfg["cardinality"] = _positive_int(name, "cardinality", cfg["cardinality"])
         cfg["base_width"] = _positive_int(name, "base_width", cfg["base_width"])
