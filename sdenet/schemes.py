@@ -96,7 +96,8 @@ class Euler(Scheme):
     order = 1
 
     def step(self, field, t, x, dt, state, generator=None):
-        return x + field.drift(t, x) * dt, state
+        # one fused kernel: x + dt·f (no separate f·dt pass, even at Δt = 1)
+        return torch.add(x, field.drift(t, x), alpha=dt), state
 
 
 class Heun(Scheme):
@@ -182,10 +183,13 @@ class LinearMultistep(Scheme):
         prev, n = state["prev"], state["n"]
         fx = field.drift(t, x)
         if prev is None:
-            x_next = x + fx * dt
+            x_next = torch.add(x, fx, alpha=dt)
         else:
             k = self.coefficient(n)
-            x_next = (x + k * (prev - x)) + fx * dt
+            if isinstance(k, torch.Tensor) and k.dtype != x.dtype:
+                k = k.to(x.dtype)  # lerp wants one dtype (bf16 states under autocast)
+            # lerp(x, prev, k) = x + k (prev − x) = (1 − k) x + k prev; exact x at k = 0
+            x_next = torch.add(torch.lerp(x, prev, k), fx, alpha=dt)
         return x_next, {"prev": x, "n": n + 1}
 
     def __repr__(self):

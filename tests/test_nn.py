@@ -46,7 +46,10 @@ def test_euler_stage_is_forward_euler_over_the_blocks():
         ref = x
         for b in blocks:
             ref = ref + b(ref) * dt
-        assert torch.equal(stage(x), ref)
+        if dt == 1.0:  # the original ResNet, bit for bit
+            assert torch.equal(stage(x), ref)
+        else:  # the core fuses x + Δt·f into one kernel: one rounding instead of two
+            torch.testing.assert_close(stage(x), ref, rtol=1e-6, atol=1e-6)
 
 
 def test_heun_stage_uses_next_block_and_needs_one_more():
