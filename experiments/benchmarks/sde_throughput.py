@@ -243,7 +243,22 @@ def main(argv=None):
     parser.add_argument("--no-torchsde", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "experiments" / "results" / "sde_throughput"),
                         help="output path without extension; writes .json and .md")
+    parser.add_argument("--render-only", action="store_true",
+                        help="re-evaluate the targets and rewrite <out>.md from an existing <out>.json")
     args = parser.parse_args(argv)
+    if args.render_only:
+        out = Path(args.out)
+        result = json.loads(out.with_suffix(".json").read_text())
+        naive = [t for t in result["targets"] if "default-looking" in t["target"]]
+        result["targets"] = evaluate_targets(result["rows"])
+        result["targets_paired"] = evaluate_targets(result["rows"], paired=True)
+        for t in naive:
+            result["targets"].insert(1, t)
+            result["targets_paired"].insert(1, dict(t, measured=t["measured"].split(" (")[0] + " (medians; timed apart)"))
+        out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+        out.with_suffix(".md").write_text(render_markdown(result))
+        print(f"rewrote {out.with_suffix('.md')}")
+        return 0
     if args.steps < 1 or args.repeats < 1 or args.repeats_small < 1 or any(p < 1 for p in args.paths):
         parser.error("--paths, --steps, --repeats and --repeats-small must be positive")
     if args.threads:
@@ -377,8 +392,7 @@ def evaluate_targets(rows, paired=False):
             best = max(cands, key=lambda r: r["torchsde_over_sdenet"])
             targets.append({"target": "1e6 paths: weak Euler with Rademacher or Uniform >= 3x faster than "
                                       "torchsde's Gaussian Euler",
-                            "measured": f"{best['law']} {best['torchsde_over_sdenet']:.2f}x "
-                                        + ", ".join(f"{r['law']} {r['torchsde_over_sdenet']:.2f}x" for r in cands),
+                            "measured": ", ".join(f"{r['law']} {r['torchsde_over_sdenet']:.2f}x" for r in cands),
                             "met": best["torchsde_over_sdenet"] >= 3})
         worst = max(big, key=lambda r: r["sdenet_over_plain"])
         targets.append({"target": "1e6 paths: every law within 1.3x of the plain loop with the same law",
