@@ -299,6 +299,7 @@ def run(out, quick: bool = False) -> ItemResult:
                 continue
             c = sp.latex(sp.factor(_pretty_f(ai)))
             terms.append(c if i == 0 else (f"\\Delta t \\left({c}\\right)" if i == 1 else f"\\Delta t^{i} \\left({c}\\right)"))
+        progress(f"item 1: {title}: {latex_equation(lhs, rhs)};  \\tilde f = {' + '.join(terms)} + O(\\Delta t^3)")
         latex_rows.append(
             f"- {title}, difference form: $${latex_equation(lhs, rhs)}$$\n"
             f"  first-order form: $$\\tilde f = {' + '.join(terms)} + O(\\Delta t^3)$$"
