@@ -333,3 +333,32 @@ def test_cuda_generator_with_cpu_state_and_cuda_run():
     a = sn.integrate(SDE, sn.WeakEuler(sn.Rademacher()), x0, t1=1.0, steps=4, generator=gen(0, "cuda"))
     b = sn.integrate(SDE, sn.WeakEuler(sn.Rademacher()), x0, t1=1.0, steps=4, generator=gen(0, "cuda"))
     assert a.device.type == "cuda" and torch.equal(a, b)
+
+
+# ------------------------------------------------------------------ the throughput benchmark still runs
+
+
+def test_throughput_benchmark_smoke(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks" / "sde_throughput.py"
+    spec = importlib.util.spec_from_file_location("sde_throughput", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench"
+    rc = bench.main(["--paths", "1", "20000", "--steps", "3", "--repeats", "1", "--repeats-small", "1",
+                     "--no-torchsde", "--out", str(out)])
+    assert rc == 0
+    res = json.loads(out.with_suffix(".json").read_text())
+    assert {(r["paths"], r["law"]) for r in res["rows"]} == {(p, law) for p in (1, 20000) for law in bench.LAWS}
+    assert all(r["sdenet_s"] > 0 and r["plain_s"] > 0 for r in res["rows"])
+    assert res["hardware"]["logical_cores"] >= 1 and len(res["load_average_before"]) == 3
+    assert "| 20,000 | rademacher |" in out.with_suffix(".md").read_text()
+    # every contender samples the same OU law: at 20000 paths the means agree with the exact mean
+    # to within 5 standard errors plus the O(Δt²)-per-step bias of three Euler steps (~1e-4)
+    exact = res["sanity"]["20000"]["exact"]
+    for v in res["sanity"]["20000"]["empirical"].values():
+        se = math.sqrt(exact["exact_var"] / 20000)
+        assert abs(v["mean"] - exact["exact_mean"]) < 5 * se + 1e-3
