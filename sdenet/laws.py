@@ -21,6 +21,7 @@ per element (large Rademacher draws unpack 64 random bits from each 64-bit integ
 from __future__ import annotations
 
 import math
+import operator
 from typing import Sequence
 
 import torch
@@ -55,6 +56,19 @@ def random_bits(n: int, generator=None, device=None) -> torch.Tensor:
     if shifts is None:
         shifts = _SHIFTS[key] = torch.arange(8, dtype=torch.uint8, device=words.device)
     return ((words.view(torch.uint8).unsqueeze(-1) >> shifts) & 1).view(-1)[:n]
+
+
+def _check_shape(shape) -> tuple:
+    """A sample shape: an int or a sequence of non-negative ints."""
+    try:
+        out = (operator.index(shape),) if not isinstance(shape, (tuple, list, torch.Size)) else tuple(
+            operator.index(n) for n in shape
+        )
+    except TypeError:
+        raise ValueError(f"shape must be an int or a sequence of ints, got shape={shape!r}") from None
+    if any(n < 0 for n in out):
+        raise ValueError(f"shape must have non-negative sizes, got shape={shape!r}")
+    return out
 
 
 def _check_dt(dt) -> float:
@@ -94,11 +108,12 @@ class NoiseLaw:
     ) -> torch.Tensor:
         """Draw increments of the given shape at step ``dt``."""
         dt = _check_dt(dt)
+        shape = _check_shape(shape)
         if device is None and generator is not None:
             device = generator.device
         if dtype is None:
             dtype = torch.get_default_dtype()
-        return self._sample(tuple(shape), dt, generator, device, dtype)
+        return self._sample(shape, dt, generator, device, dtype)
 
     def _sample(self, shape, dt, generator, device, dtype) -> torch.Tensor:
         raise NotImplementedError
@@ -271,10 +286,11 @@ class DropBernoulli(NoiseLaw):
             device = generator.device
         if dtype is None:
             dtype = torch.get_default_dtype()
+        shape = _check_shape(shape)
         if self.p == 1.0:
-            return torch.ones(tuple(shape), device=device, dtype=dtype)
+            return torch.ones(shape, device=device, dtype=dtype)
         # rand() < p is several times faster than bernoulli_ on the CPU
-        u = torch.rand(tuple(shape), generator=generator, device=device, dtype=torch.float32)
+        u = torch.rand(shape, generator=generator, device=device, dtype=torch.float32)
         return (u < self.p).to(dtype)
 
     def _sample(self, shape, dt, generator, device, dtype):
