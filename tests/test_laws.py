@@ -235,3 +235,23 @@ def test_get_law_unknown_and_misplaced_p():
         sn.get_law("cauchy")
     with pytest.raises(ValueError, match="gaussian"):
         sn.get_law("gaussian", p=0.5)
+
+
+@pytest.mark.parametrize("law", LAWS, ids=IDS)
+def test_shape_int_and_size_accepted(law):
+    assert law.sample(5, 0.1, generator=gen(0)).shape == (5,)
+    assert law.sample(torch.Size([2, 3]), 0.1, generator=gen(0)).shape == (2, 3)
+    assert law.sample([], 0.1, generator=gen(0)).shape == ()
+
+
+@pytest.mark.parametrize("law", LAWS, ids=IDS)
+@pytest.mark.parametrize("shape", [(-1, 3), "ab", (2.5,), None, -2])
+def test_bad_shape_raises_naming_it(law, shape):
+    with pytest.raises(ValueError, match="shape="):
+        law.sample(shape, 0.1)
+
+
+def test_sample_eta_shape_checked():
+    assert sn.DropBernoulli(0.3).sample_eta(4, generator=gen(0)).shape == (4,)
+    with pytest.raises(ValueError, match="shape="):
+        sn.DropBernoulli(0.3).sample_eta((2, -1))
