@@ -425,7 +425,7 @@ def render_markdown(res):
         f"- torch {hw['torch']}, torchsde {hw.get('torchsde')}, Python {hw['python']}",
         f"- load average (1/5/15 min) before: {', '.join(f'{v:.2f}' for v in res['load_average_before'])}; "
         f"after: {', '.join(f'{v:.2f}' for v in res['load_average_after'])} "
-        "(other jobs shared the machine when the load is above 0)",
+        "(the benchmark itself accounts for up to 2 on this 2-core machine; anything above that is other jobs sharing the cores)",
         f"- command: `{res['command']}`, wall time {res['wall_s']:.0f} s",
         "",
         "| paths | law | sdenet | plain loop | torchsde (Gaussian) | torchsde / sdenet | sdenet / plain |",
