@@ -239,24 +239,39 @@ def test_quickstart_bad_arguments(argv, message, capsys):
 # ----------------------------------------------------------------------------- GPU benchmark
 
 
-def test_gpu_throughput_cpu_smoke(tmp_path):
-    if _registry() is None:
-        pytest.skip("model registry not available")
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "experiments/benchmarks/gpu_throughput.py"), "--device", "cpu",
-         "--steps", "2", "--warmup", "1", "--batch-size", "16", "--workers", "1",
-         "--models", "tiny_resnet", "tiny_lm_resnet", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr
-    res = json.loads((tmp_path / "gpu_throughput-cpu.json").read_text())
+def _check_throughput_result(folder, models):
+    res = json.loads((folder / "gpu_throughput-cpu.json").read_text())
     assert res["device"] == "cpu" and "torch" in res["hardware"]
     got = {(r["model"], r["pipeline"]) for r in res["rows"]}
-    for m in ("tiny_resnet", "tiny_lm_resnet", "(loader only)"):
+    for m in (*models, "(loader only)"):
         assert (m, "device") in got and (m, "dataloader") in got
     for r in res["rows"]:
         assert r["images"] == 2 * 16 and r["images_per_s"] > 0 and math.isfinite(r["seconds"])
-    md = (tmp_path / "gpu_throughput-cpu.md").read_text()
-    assert "CPU figures" in md and "| tiny_lm_resnet | dataloader |" in md
+    md = (folder / "gpu_throughput-cpu.md").read_text()
+    assert "CPU figures" in md and f"| {models[-1]} | dataloader |" in md
+
+
+def test_gpu_throughput_cpu_smoke(tmp_path, capsys):
+    if _registry() is None:
+        pytest.skip("model registry not available")
+    bench = _load("gpu_throughput", "experiments/benchmarks/gpu_throughput.py")
+    argv = ["--device", "cpu", "--steps", "2", "--warmup", "1", "--batch-size", "16", "--workers", "0",
+            "--models", "tiny_lm_resnet", "--out", str(tmp_path)]
+    assert bench.main(argv) == 0
+    assert "images/s" in capsys.readouterr().out
+    _check_throughput_result(tmp_path, ("tiny_lm_resnet",))
+
+
+@pytest.mark.slow
+def test_gpu_throughput_script_with_workers_and_the_paper_models(tmp_path):
+    """The script as a user runs it: its own process, DataLoader workers, ResNet-56 and
+    LM-ResNet-56."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "experiments/benchmarks/gpu_throughput.py"), "--device", "cpu",
+         "--steps", "2", "--warmup", "1", "--batch-size", "16", "--workers", "1", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    _check_throughput_result(tmp_path, ("resnet56", "lm_resnet56"))
 
 
 def test_gpu_throughput_refuses_cuda_without_gpu(tmp_path):
