@@ -8,7 +8,9 @@ matplotlib's Agg backend, PNG files:
   (the paper's Figures 3 and 5);
 * ``lm_coefficients.png`` — the learned ``k_n`` of the LM step
   ``u_{n+1} = (1 - k_n) u_n + k_n u_{n-1} + Δt f(u_n)`` against the block's depth, at the last
-  recorded epoch (the paper's Figure 4); only runs that record LM coefficients appear;
+  recorded epoch (the paper's Figure 4); only runs that record LM coefficients appear; for
+  stochastic runs (LM stochastic depth) the recorded coefficients are the ``g_n`` of
+  ``X_{n+1} = (2 + g_n) X_n - (1 + g_n) X_{n-1} + η_n f(X_n)`` and are labelled so;
 * ``weak-<run>-<stage>.png`` — condition (5) for each stochastic stage of a run: the
   empirical ``K = C/Δt²`` with ``C = |m1| + |m3| + |m2 - Δt|`` of every block over the epochs,
   and the empirical moments ``m1, m2 - Δt, m3`` of the increments per block at the last epoch
@@ -218,6 +220,12 @@ def plot_errors(runs: Sequence[Run], out_dir, filename: str = "errors.png") -> P
     return _save(fig, Path(out_dir) / filename, plt)
 
 
+def _is_stochastic(run: Run) -> bool:
+    """A run whose records carry a weak report: its LM coefficients are the g_n of the LM
+    stochastic-depth scheme rather than the k_n of the LM step."""
+    return any(rec.get("weak") for rec in run.metrics)
+
+
 def _lm_series(run: Run):
     """(stage names, per-stage k lists) at the last epoch with non-empty LM coefficients."""
     for rec in reversed(run.metrics):
@@ -238,20 +246,28 @@ def plot_lm_coefficients(runs: Sequence[Run], out_dir, filename: str = "lm_coeff
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.2), layout="constrained")
     bounds = None
+    kinds = set()
     for run, epoch, coeffs in series:
         ks, edges, n = [], [], 0
         for stage in coeffs:  # stage order as recorded
             ks.extend(coeffs[stage])
             n += len(coeffs[stage])
             edges.append(n)
-        ax.plot(range(1, len(ks) + 1), ks, "o-", ms=3, label=f"{run.label} (epoch {epoch})")
+        kind = "g_n" if _is_stochastic(run) else "k_n"
+        kinds.add(kind)
+        ax.plot(range(1, len(ks) + 1), ks, "o-", ms=3, label=f"{run.label}: ${kind}$ (epoch {epoch})")
         bounds = bounds or edges[:-1]
     for b in bounds or []:
         ax.axvline(b + 0.5, color="0.6", ls=":", lw=1)
     ax.axhline(0.0, color="0.3", lw=0.8)
     ax.set_xlabel("block (depth, through all stages)")
-    ax.set_ylabel(r"$k_n$")
-    ax.set_title(r"learned LM coefficients $k_n$: $u_{n+1}=(1-k_n)u_n+k_nu_{n-1}+\Delta t\,f(u_n)$")
+    ax.set_ylabel(" / ".join(f"${k}$" for k in sorted(kinds, reverse=True)))
+    titles = []
+    if "k_n" in kinds:
+        titles.append(r"LM: $u_{n+1}=(1-k_n)u_n+k_nu_{n-1}+\Delta t\,f(u_n)$")
+    if "g_n" in kinds:
+        titles.append(r"LM stochastic depth: $X_{n+1}=(2+g_n)X_n-(1+g_n)X_{n-1}+\eta_n f(X_n)$")
+    ax.set_title("learned coefficients — " + "; ".join(titles), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, Path(out_dir) / filename, plt)
