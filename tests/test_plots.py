@@ -169,3 +169,11 @@ def test_out_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "f").write_text("")
     with pytest.raises(ValueError, match="not a folder"):
         plots.plot_runs([a], out_dir=tmp_path / "f", log=None)
+
+
+def test_lm_coefficients_of_stochastic_runs_are_the_g_n(tmp_path):
+    det = plots.load_run(make_run(tmp_path / "d", lm=True))
+    sto = plots.load_run(make_run(tmp_path / "s", lm=True, weak=True))
+    assert not plots._is_stochastic(det) and plots._is_stochastic(sto)
+    epoch, coeffs = plots._lm_series(sto)
+    assert epoch == 4 and set(coeffs) == {"stage1", "stage2"}
