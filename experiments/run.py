@@ -362,7 +362,11 @@ def run_set(spec, *, seeds=(0,), epochs=None, dataset=None, out=None, results=No
             t0 = time.perf_counter()
             try:
                 final = train_one(train_fn, train_kwargs(run, seed, folder, dict(opts, quiet=quiet)), state)
-            except RuntimeError as exc:  # e.g. TrainingDiverged (NaN loss): keep going with the set
+            except (RuntimeError, ValueError) as exc:
+                # TrainingDiverged (NaN loss), or a checkpoint that cannot be resumed: record it
+                # and go on with the set; a bad setting of a fresh run stops the set
+                if isinstance(exc, ValueError) and state != "resume":
+                    raise
                 failed.append(dict(folder=str(folder), error=f"{type(exc).__name__}: {exc}"))
                 say(f"         failed: {type(exc).__name__}: {exc}")
                 continue

@@ -315,3 +315,31 @@ def test_runner_records_a_diverged_run_and_goes_on(tmp_path):
     assert res["rows"][0]["seeds_done"] == [0, 2]
     md = (tmp_path / "o" / "results.md").read_text()
     assert "2/3" in md and "loss is NaN" in md
+
+
+def test_runner_resumes_an_interrupted_real_run(tmp_path, tiny_npz):
+    if _real_train() is None or _registry() is None:
+        pytest.skip("training loop or model registry not available")
+    train = _real_train()
+    path = _tiny_set(tmp_path, models=("tiny_lm_resnet",))
+    folder = runner.run_folder(tmp_path / "out", {"name": "tiny_lm_resnet"}, 0)
+
+    def stop_after_first_epoch(info):
+        if info["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(model="tiny_lm_resnet", dataset=str(tiny_npz), preset="quick", epochs=2, seed=0,
+              out=str(folder), device="cpu", batch_size=16, quiet=True, callback=stop_after_first_epoch)
+    assert runner.run_state(folder) == "resume"
+    res = runner.run_set(path, seeds=[0], epochs=2, dataset=tiny_npz, out=tmp_path / "out",
+                         batch_size=16, device="cpu", log=None, plots=False)
+    assert res["trained"] == [str(folder)] and not res["failed"]
+    assert runner.run_state(folder) == "done"
+    epochs = [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+    # a folder whose checkpoint finished but lost metrics.json is reported, not fatal
+    (folder / "metrics.json").unlink()
+    res = runner.run_set(path, seeds=[0], epochs=2, dataset=tiny_npz, out=tmp_path / "out",
+                         batch_size=16, device="cpu", log=None, plots=False)
+    assert len(res["failed"]) == 1 and "nothing to resume" in res["failed"][0]["error"]
