@@ -245,12 +245,17 @@ def main(argv=None):
     parser.add_argument("--no-torchsde", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "experiments" / "results" / "sde_throughput"),
                         help="output path without extension; writes .json and .md")
+    parser.add_argument("--note", action="append", default=None,
+                        help="a paragraph written at the top of the markdown (repeatable; with --render-only "
+                             "it replaces the stored notes)")
     parser.add_argument("--render-only", action="store_true",
                         help="re-evaluate the targets and rewrite <out>.md from an existing <out>.json")
     args = parser.parse_args(argv)
     if args.render_only:
         out = Path(args.out)
         data = json.loads(out.with_suffix(".json").read_text())
+        if args.note is not None:
+            data["notes"] = args.note
         for result in data.get("runs", [data]):
             naive = [t for t in result["targets"] if "default-looking" in t["target"]]
             result["targets"] = evaluate_targets(result["rows"])
@@ -285,6 +290,8 @@ def main(argv=None):
         torch.set_num_threads(threads)
         runs.append(run_once(args, argv, device, with_torchsde, log))
     data = runs[0] if len(runs) == 1 else {"benchmark": "sde_throughput", "runs": runs}
+    if args.note:
+        data["notes"] = args.note
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
@@ -297,9 +304,13 @@ def main(argv=None):
 
 
 def render_all(data):
+    notes = data.get("notes") or []
+    head = ""
+    if notes:
+        head = "# SDE throughput — reading the numbers\n\n" + "\n\n".join(notes) + "\n\n"
     if "runs" not in data:
-        return render_markdown(data)
-    return "\n".join(render_markdown(r) for r in data["runs"])
+        return head + render_markdown(data)
+    return head + "\n".join(render_markdown(r) for r in data["runs"])
 
 
 def run_once(args, argv, device, with_torchsde, log):
