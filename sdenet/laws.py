@@ -71,6 +71,20 @@ def _check_shape(shape) -> tuple:
     return out
 
 
+def _device_for(generator, device):
+    """The device to sample on: ``device``, else the generator's; they must be of one type."""
+    if generator is None:
+        return device
+    if device is None:
+        return generator.device
+    if torch.device(device).type != generator.device.type:
+        raise ValueError(
+            f"generator is on {generator.device} but the sample was asked on {device}; "
+            f"create the generator with torch.Generator(device={str(device)!r})"
+        )
+    return device
+
+
 def _check_dt(dt) -> float:
     try:
         value = float(dt)
@@ -109,8 +123,7 @@ class NoiseLaw:
         """Draw increments of the given shape at step ``dt``."""
         dt = _check_dt(dt)
         shape = _check_shape(shape)
-        if device is None and generator is not None:
-            device = generator.device
+        device = _device_for(generator, device)
         if dtype is None:
             dtype = torch.get_default_dtype()
         return self._sample(shape, dt, generator, device, dtype)
@@ -282,8 +295,7 @@ class DropBernoulli(NoiseLaw):
 
     def sample_eta(self, shape, *, generator=None, device=None, dtype=None) -> torch.Tensor:
         """Draw the Bernoulli(p) survival indicators η themselves."""
-        if device is None and generator is not None:
-            device = generator.device
+        device = _device_for(generator, device)
         if dtype is None:
             dtype = torch.get_default_dtype()
         shape = _check_shape(shape)
