@@ -255,3 +255,16 @@ def test_sample_eta_shape_checked():
     assert sn.DropBernoulli(0.3).sample_eta(4, generator=gen(0)).shape == (4,)
     with pytest.raises(ValueError, match="shape="):
         sn.DropBernoulli(0.3).sample_eta((2, -1))
+
+
+@pytest.mark.parametrize("law", LAWS, ids=IDS)
+def test_generator_and_device_of_different_types_raise(law):
+    # a CPU generator asked to sample on the meta device: a ValueError naming both, not a torch error
+    with pytest.raises(ValueError, match="generator is on cpu but the sample was asked on meta"):
+        law.sample((3,), 0.1, generator=gen(0), device="meta")
+    assert law.sample((3,), 0.1, generator=gen(0), device=torch.device("cpu")).shape == (3,)
+
+
+def test_sample_eta_generator_device_mismatch():
+    with pytest.raises(ValueError, match="generator is on cpu"):
+        sn.DropBernoulli(0.5).sample_eta((3,), generator=gen(0), device="meta")
