@@ -57,10 +57,6 @@ def _check_noise(noise) -> str:
     return noise
 
 
-def _as_module(fn):
-    return fn if isinstance(fn, nn.Module) else None
-
-
 class Field(nn.Module):
     """Base class. Subclasses define :meth:`drift` and, when stochastic, :meth:`diffusion`.
 
@@ -117,7 +113,8 @@ class Field(nn.Module):
 class SDEField(Field):
     """``dX = drift(t, X) dt + diffusion(t, X) dW`` from two callables ``(t, x) -> tensor``.
 
-    Callables that are ``nn.Module`` s are registered, so their parameters train.
+    Callables that are ``nn.Module`` s are registered as submodules (``_f``, ``_g``), so
+    their parameters train and are saved once in the state dict.
     """
 
     def __init__(self, drift: Callable, diffusion: Callable, noise: str = "diagonal"):
@@ -127,8 +124,6 @@ class SDEField(Field):
         self.noise = _check_noise(noise)
         self._f = drift
         self._g = diffusion
-        self.f_module = _as_module(drift)
-        self.g_module = _as_module(diffusion)
 
     def drift(self, t, x):
         return self._f(t, x)
@@ -148,7 +143,6 @@ class ODEField(Field):
         if not callable(drift):
             raise ValueError("ODEField: drift must be a callable (t, x) -> tensor")
         self._f = drift
-        self.f_module = _as_module(drift)
 
     def drift(self, t, x):
         return self._f(t, x)
@@ -169,8 +163,6 @@ class CoupledField(Field):
             raise ValueError("CoupledField: f1 and f2 must be callables (t, state) -> tensor")
         self._f1 = f1
         self._f2 = f2
-        self.f1_module = _as_module(f1)
-        self.f2_module = _as_module(f2)
 
     def f1(self, t, y):
         return self._f1(t, y)

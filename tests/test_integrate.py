@@ -362,3 +362,15 @@ def test_throughput_benchmark_smoke(tmp_path):
     for v in res["sanity"]["20000"]["empirical"].values():
         se = math.sqrt(exact["exact_var"] / 20000)
         assert abs(v["mean"] - exact["exact_mean"]) < 5 * se + 1e-3
+
+
+def test_module_callables_are_registered_once():
+    """A drift/diffusion that is an nn.Module trains and is saved exactly once."""
+    lin_f, lin_g = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    field = sn.SDEField(lambda t, x: lin_f(x), lin_g)
+    assert list(field.state_dict()) == ["_g.weight", "_g.bias"]
+    field = sn.SDEField(lin_f, lin_g)
+    assert sorted(field.state_dict()) == ["_f.bias", "_f.weight", "_g.bias", "_g.weight"]
+    assert len(list(field.parameters())) == 4
+    coupled = sn.CoupledField(lin_f, lambda t, x: x)
+    assert sorted(coupled.state_dict()) == ["_f1.bias", "_f1.weight"]
