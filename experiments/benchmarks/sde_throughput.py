@@ -56,6 +56,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import sdenet as sn  # noqa: E402
+from sdenet.train.hardware import info as describe_hardware  # noqa: E402
 
 THETA = 1.0
 SIGMA = 0.5
@@ -158,32 +159,18 @@ def timed(fn, device):
 
 
 def hardware(device):
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu,
-        "logical_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "device": str(device),
-    }
+    info = describe_hardware(device)  # device, cpu, cpu_cores, torch, python (+ gpu)
+    info.update(
+        logical_cores=os.cpu_count(),
+        torch_threads=torch.get_num_threads(),
+        platform=platform.platform(),
+    )
     try:
         import torchsde
 
         info["torchsde"] = getattr(torchsde, "__version__", "unknown")
     except Exception:  # pragma: no cover
         info["torchsde"] = None
-    if torch.device(device).type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
     return info
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -39,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 import sdenet  # noqa: E402
 import sdenet.models as M  # noqa: E402
+from sdenet.train.hardware import info as describe_hardware  # noqa: E402
 
 # ---------------------------------------------------------------------- the hand-written reference
 
@@ -92,27 +92,13 @@ class HandPreActResNet(nn.Module):
 
 
 def hardware(device) -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "sdenet": sdenet.__version__,
-        "device": str(device),
-        "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
+    info = describe_hardware(device)  # device, cpu, cpu_cores, torch, python (+ gpu)
+    info.update(
+        cpu_count=os.cpu_count(),
+        torch_threads=torch.get_num_threads(),
+        sdenet=sdenet.__version__,
+        loadavg_start=list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    )
     return info
 
 
@@ -126,29 +112,6 @@ def make_step(model, x, y, lr=0.05):
         opt.step()
 
     return step
-
-
-def use_proposed_core():
-    """Monkeypatch the core's Euler and LinearMultistep steps with fused kernels (same maths).
-
-    ``Euler``: ``torch.add(x, f, alpha=Δt)`` for ``x + f·Δt`` (one kernel instead of two);
-    ``LinearMultistep``: ``torch.add(torch.lerp(x, prev, k), f, alpha=Δt)`` for
-    ``x + k (prev − x) + Δt f``. Used by ``--proposed-core`` to measure what the change
-    proposed for ``sdenet/schemes.py`` would buy; the default run times the core as it is.
-    """
-    from sdenet import schemes
-
-    def euler_step(self, field, t, x, dt, state, generator=None):
-        return torch.add(x, field.drift(t, x), alpha=dt), state
-
-    def lm_step(self, field, t, x, dt, state, generator=None):
-        prev, n = state["prev"], state["n"]
-        fx = field.drift(t, x)
-        base = x if prev is None else torch.lerp(x, prev, self.coefficient(n))
-        return torch.add(base, fx, alpha=dt), {"prev": x, "n": n + 1}
-
-    schemes.Euler.step = euler_step
-    schemes.LinearMultistep.step = lm_step
 
 
 def sync(device):
@@ -169,16 +132,10 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="2 rounds of 1 step, batch 16: a smoke test")
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results"), help="output folder")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--proposed-core", action="store_true",
-                    help="time with fused Euler/LM steps patched into the core (see use_proposed_core); "
-                    "writes step_time_proposed_core.{json,md}")
     args = ap.parse_args(argv)
 
     device = torch.device(args.device)
     stem = "step_time"
-    if args.proposed_core:
-        use_proposed_core()
-        stem = "step_time_proposed_core"
     if device.type == "cuda" and not torch.cuda.is_available():
         print("step_time: --device cuda but CUDA is not available", file=sys.stderr)
         return 2
@@ -270,7 +227,6 @@ def main(argv=None) -> int:
                      "meets_target": ratio <= target, "per_round_min": q[0], "per_round_max": q[-1],
                      "per_round": ratios, "what": what})
     result = {
-        "proposed_core": bool(args.proposed_core),
         "hardware": hw,
         "settings": {"batch": batch, "steps_per_round": steps, "rounds": rounds, "warmup": warmup,
                      "optimizer": "SGD(lr=0.05, momentum=0.9, wd=1e-4)", "input": "3x32x32 random, 10 classes",
@@ -286,8 +242,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     md = [
-        "# Training-step time (forward + backward + SGD step)"
-        + (" — with the proposed fused core steps" if args.proposed_core else ""),
+        "# Training-step time (forward + backward + SGD step)",
         "",
         f"Produced by `python experiments/benchmarks/step_time.py {' '.join(argv if argv is not None else sys.argv[1:])}`.",
         "",
@@ -318,12 +273,11 @@ def main(argv=None) -> int:
         f"- stochastic depth: with linear decay to p_L = 0.5 the expected fraction of residual blocks computed is "
         f"mean(p_l) = {sum(ps) / len(ps):.3f} (over {len(ps)} blocks, transitions included); stem, head, shortcuts, "
         "the optimizer step and the skipped blocks' `x + 0` are paid in full, so the ratio sits a little above it.",
-        "- LM vs Euler: the LM step `x + k (u_prev − x) + Δt f` adds a few full-size elementwise kernels per block "
-        "forward and backward (and keeps `u_prev` alive); convolutions of 16–64 channels are cheap enough on a CPU "
-        "that these show. `--proposed-core` times fused kernels (`torch.lerp`, `torch.add(alpha=Δt)`) for the "
-        "core's Euler and LM steps (same maths).",
-        "- sdenet vs hand-written: same parameters and kernels; the differences are the core Euler step's "
-        "`f * Δt` multiply (a kernel even at Δt = 1) and Python dispatch per step.",
+        "- LM vs Euler: the core's LM step is `torch.add(torch.lerp(x, u_prev, k), f, alpha=Δt)`, one extra "
+        "elementwise kernel per block forward and backward over Euler's fused `torch.add(x, f, alpha=Δt)` (and it "
+        "keeps `u_prev` alive); convolutions of 16–64 channels are cheap enough on a CPU that this shows.",
+        "- sdenet vs hand-written: same parameters and kernels (the core's Euler step is one fused add); what is "
+        "left is Python dispatch per step (`scheme.step`, the block lookup).",
     ]
     (out / f"{stem}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
