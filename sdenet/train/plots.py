@@ -289,6 +289,15 @@ def _exact_moments(entry: dict):
         return None
 
 
+def _empirical_K(entry) -> float:
+    """``(|m1| + |m2 − Δt| + |m3|)/Δt²`` from the moments a block drew that epoch (NaN if none)."""
+    dt = _finite(entry.get("dt"))
+    if not dt > 0:
+        return math.nan
+    m1, m2, m3 = (_finite(entry.get(k)) for k in ("m1", "m2", "m3"))
+    return (abs(m1) + abs(m2 - dt) + abs(m3)) / dt**2
+
+
 def _weak_by_stage(run: Run):
     """{stage: {block: [(epoch, entry), ...]}} over all epochs with a weak report."""
     stages: dict = {}
@@ -319,7 +328,7 @@ def plot_weak(run: Run, out_dir) -> list:
         nb = len(blocks)
         for j, (block, hist) in enumerate(sorted(blocks.items())):
             color = cmap(j / max(nb - 1, 1))
-            ax_k.plot([e for e, _ in hist], [_finite(en.get("K")) for _, en in hist], "-",
+            ax_k.plot([e for e, _ in hist], [_empirical_K(en) for _, en in hist], "-",
                       color=color, marker="o" if len(hist) < 30 else None, ms=3,
                       label=f"block {block}" if nb <= 12 else None)
             exact = _exact_moments(hist[-1][1])
