@@ -5,9 +5,9 @@
 # first NTEST test images of the real CIFAR-10 subset), seeds 0, 1, 2, on the CPU.
 # Resume-safe: run it again after an interruption and finished runs are skipped. Usage:
 #   nohup bash experiments/record_cifar10_subset.sh PATH/cifar10-subset.npz [NTRAIN NTEST EPOCHS [SET ...]] > record.log 2>&1 &
-# Recorded: NTRAIN NTEST EPOCHS = 256 256 3 and 512 512 4 (all three sets). The whole subset
-# (5085 1017 3) was started but one ResNet-20 epoch took over 4.5 minutes on the shared cores,
-# so it was stopped: see experiments/results/cifar10-subset/README.md.
+# Recorded: NTRAIN NTEST EPOCHS = 256 256 3 and 512 512 4 (torch's default 2 threads), and
+# 5085 1017 3, the whole subset (with OMP_NUM_THREADS=1: on cores shared with other jobs two
+# 2-thread processes slowed a ResNet-20 epoch from 7 s to 140 s); all three sets each time.
 set -uo pipefail
 DATA=${1:?usage: record_cifar10_subset.sh PATH/TO/cifar10-subset.npz [NTRAIN NTEST EPOCHS [SET ...]]}
 NTRAIN=${2:-256}
