@@ -177,3 +177,9 @@ def test_lm_coefficients_of_stochastic_runs_are_the_g_n(tmp_path):
     assert not plots._is_stochastic(det) and plots._is_stochastic(sto)
     epoch, coeffs = plots._lm_series(sto)
     assert epoch == 4 and set(coeffs) == {"stage1", "stage2"}
+
+
+def test_empirical_K_is_condition_5_of_the_drawn_moments():
+    entry = dict(dt=0.5, m1=0.01, m2=0.52, m3=-0.1, K=123.0)  # K: the exact one, not used
+    assert plots._empirical_K(entry) == pytest.approx((0.01 + 0.02 + 0.1) / 0.25)
+    assert math.isnan(plots._empirical_K(dict(dt=0, m1=0, m2=0, m3=0)))
