@@ -5,6 +5,7 @@
 # first NTEST test images of the real CIFAR-10 subset), seeds 0, 1, 2, on the CPU.
 # Resume-safe: run it again after an interruption and finished runs are skipped. Usage:
 #   nohup bash experiments/record_cifar10_subset.sh PATH/cifar10-subset.npz [NTRAIN NTEST EPOCHS [SET ...]] > record.log 2>&1 &
+# Results go to experiments/results/cifar10-subset/SET-nNTRAIN-eEPOCHS.
 # Recorded: NTRAIN NTEST EPOCHS = 256 256 3 and 512 512 4 (torch's default 2 threads), and
 # 5085 1017 3, the whole subset (with OMP_NUM_THREADS=1: on cores shared with other jobs two
 # 2-thread processes slowed a ResNet-20 epoch from 7 s to 140 s); all three sets each time.
@@ -21,7 +22,8 @@ status=0
 for SET in $SETS; do
   python experiments/run.py --set "$SET" --dataset "$DATA" --epochs "$EPOCHS" --batch-size 32 \
     --limit-train "$NTRAIN" --limit-test "$NTEST" --seeds 0 1 2 --device cpu \
-    --out "runs/experiments/$SET-n$NTRAIN" --results "experiments/results/cifar10-subset/$SET-n$NTRAIN" \
+    --out "runs/experiments/$SET-n$NTRAIN-e$EPOCHS" \
+    --results "experiments/results/cifar10-subset/$SET-n$NTRAIN-e$EPOCHS" \
     --note "$NOTE" || status=$?
 done
 exit $status
