@@ -8,7 +8,8 @@
 # Results go to experiments/results/cifar10-subset/SET-nNTRAIN-eEPOCHS.
 # Recorded: NTRAIN NTEST EPOCHS = 256 256 3 and 512 512 4 (torch's default 2 threads), and
 # 5085 1017 3, the whole subset (with OMP_NUM_THREADS=1: on cores shared with other jobs two
-# 2-thread processes slowed a ResNet-20 epoch from 7 s to 140 s); all three sets each time.
+# 2-thread processes slowed a ResNet-20 epoch from 7 s to 140 s); all three sets each time;
+# and 5085 1017 15 for cifar10-subset-resnet20 alone.
 set -uo pipefail
 DATA=${1:?usage: record_cifar10_subset.sh PATH/TO/cifar10-subset.npz [NTRAIN NTEST EPOCHS [SET ...]]}
 NTRAIN=${2:-256}
