@@ -121,19 +121,12 @@ class PostActBottleneck(nn.Module):
         return self.bn3(self.conv3(out))
 
 
-class ShakeBranch(nn.Module):
-    """One shake-shake branch: ``f(x) = bn(conv(relu(bn(conv(relu(x))))))`` (Gastaldi 2017)."""
-
-    def __init__(self, c_in: int, c_out: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = conv3x3(c_in, c_out, stride)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = conv3x3(c_out, c_out)
-        self.bn2 = nn.BatchNorm2d(c_out)
+class ShakeBranch(PostActBasic):
+    """One shake-shake branch: ``f(x) = bn(conv(relu(bn(conv(relu(x))))))`` (Gastaldi 2017):
+    the post-activation basic block applied to ``relu(x)``."""
 
     def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(F.relu(x))))
-        return self.bn2(self.conv2(out))
+        return super().forward(F.relu(x))
 
 
 class PadShortcut(nn.Module):
