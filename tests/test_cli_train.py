@@ -116,3 +116,19 @@ def test_ctrl_c_then_resume(clean, data, tmp_path, capsys, monkeypatch):
     assert "resuming after epoch 1" in capsys.readouterr().out
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(s)["epoch"] for s in lines] == [1, 2]
+
+
+def test_threads_option_sets_torch_threads_and_rejects_zero(tmp_path, capsys):
+    import torch
+
+    from sdenet.cli import main
+
+    before = torch.get_num_threads()
+    try:
+        assert main(["train", "--model", "nope", "--dataset", "sample", "--threads", "1"]) == 2
+        assert torch.get_num_threads() == 1  # set before the model name is checked
+    finally:
+        torch.set_num_threads(before)
+    assert main(["train", "--model", "tiny_resnet", "--threads", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "threads" in err

@@ -394,3 +394,66 @@ def test_monitor_fills_the_exact_condition_and_flags_against_the_law_at_dt_1():
     assert bad["K"] == pytest.approx(bad["bound"] / math.sqrt(0.25))
     assert [b["dt"] for b in violations(rep, 1.0)] == [0.25, 1.0]
     assert violations(rep, float("inf")) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageNet-style folders (the paper's Table 3)
+# ---------------------------------------------------------------------------------------------
+
+
+def _torchvision_imports() -> bool:
+    try:
+        import torchvision  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def tiny_image_folder(root, classes=2, per_class=4, size=40, seed=0):
+    """``root/{train,val}/<class>/<i>.png``: a real ImageFolder layout of small PNGs."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split in ("train", "val"):
+        for c in range(classes):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 80, (size, size, 3)) + 80 * c
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+def test_image_folder_root_is_recognised(tmp_path):
+    root = tiny_image_folder(tmp_path / "imagenet", per_class=1, size=8)
+    assert loop.is_image_folder(root) and loop.is_image_folder(str(root))
+    assert not loop.is_image_folder(root / "train") and not loop.is_image_folder(tmp_path / "nope")
+    assert get_preset("imagenet").milestones == (30, 60) and get_preset("imagenet").epochs == 90
+
+
+@pytest.mark.skipif(_torchvision_imports(), reason="checks the message given without torchvision")
+def test_image_folder_without_torchvision_names_the_missing_package(clean, tmp_path):
+    root = tiny_image_folder(tmp_path / "imagenet", per_class=1, size=8)
+    with pytest.raises(ValueError, match="torchvision"):
+        loop.train(model="tiny_resnet", dataset=str(root), epochs=1, out=str(tmp_path / "run"),
+                   **BASE)
+
+
+def test_image_folder_rejects_array_limits(clean, tmp_path):
+    root = tiny_image_folder(tmp_path / "imagenet", per_class=1, size=8)
+    with pytest.raises(ValueError, match="limit"):
+        loop.train(model="tiny_resnet", dataset=str(root), epochs=1, limit_train=4,
+                   out=str(tmp_path / "run"), **BASE)
+
+
+@pytest.mark.skipif(not _torchvision_imports(), reason="torchvision does not import here")
+def test_image_folder_trains_and_evaluates(clean, tmp_path):
+    root = tiny_image_folder(tmp_path / "imagenet")
+    out = tmp_path / "run"
+    final = loop.train(model="tiny_resnet", dataset=str(root), epochs=1, out=str(out),
+                       **dict(BASE, batch_size=4))
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["num_classes"] == 2 and cfg["n_train"] == 8 and cfg["n_test"] == 8
+    assert 0.0 <= final["test_error"] <= 1.0
+    res = loop.evaluate(out / "last.pt", device="cpu")
+    assert res["test_error"] == pytest.approx(final["test_error"])

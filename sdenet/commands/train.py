@@ -137,6 +137,9 @@ def register(subparsers) -> None:
     p.add_argument("--download", action="store_true", help="download cifar10/cifar100 if missing")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar (one summary line per epoch is still printed)")
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help="CPU threads for torch (torch.set_num_threads); on a machine shared with "
+                        "other jobs, 1 per process avoids oversubscribed cores")
     p.set_defaults(func=run)
 
 
@@ -144,6 +147,10 @@ def run(args) -> int:
     from ..cli import UsageError
     from ..train import TrainingDiverged, train
 
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     command = " ".join(shlex.quote(a) for a in ["sdenet", *sys.argv[1:]])
     if args.resume:
         given = [k for k in ("epochs", "batch_size", "lr", "dt", "p_L", "mode", "preset",

@@ -218,6 +218,26 @@ def _load_data(spec: str, root=None, download=False, limit_train=None, limit_tes
     return ds
 
 
+def is_image_folder(spec) -> bool:
+    """True for an ImageNet-style root: ``train/`` and ``val/`` folders, one sub-folder per class."""
+    try:
+        path = Path(str(spec)).expanduser()
+        return path.is_dir() and (path / "train").is_dir() and (path / "val").is_dir()
+    except OSError:
+        return False
+
+
+def _image_folder_loaders(spec, *, limit_train=None, limit_test=None, **kwargs):
+    """``(train, val)`` loaders of an image-folder dataset (torchvision's ``ImageFolder`` with the
+    paper's scale augmentation, :func:`sdenet.train.data.imagefolder_loaders`)."""
+    if limit_train is not None or limit_test is not None:
+        raise ValueError(f"{spec}: --limit-train/--limit-test apply to CIFAR-style arrays, "
+                         f"not to image folders")
+    from .data import imagefolder_loaders
+
+    return imagefolder_loaders(Path(str(spec)).expanduser(), **kwargs)
+
+
 def _dataset_tag(spec: str) -> str:
     s = str(spec)
     if os.sep in s or "/" in s or s.endswith((".npz", ".tar.gz", ".tgz")):
@@ -628,28 +648,38 @@ class _Trainer:
             amp = rc["amp"] = False
         self.amp = amp
 
-        ds = _load_data(rc["dataset"], root=rc.get("data_root") or cfg.data_root,
-                        download=cfg.download, limit_train=rc.get("limit_train"),
-                        limit_test=rc.get("limit_test"))
-        if rc.get("num_classes") not in (None, ds.num_classes):
-            raise ValueError(f"{rc['dataset']}: {ds.num_classes} classes, but the checkpoint was "
-                             f"trained on {rc['num_classes']}")
-        rc["num_classes"] = ds.num_classes
-        rc["dataset_source"] = ds.source
-        rc["n_train"], rc["n_test"] = len(ds.x_train), len(ds.x_test)
-        from .data import make_loaders
-
         # batch_size is the global batch of one optimizer step, split over the processes
         if rc["batch_size"] % dist.world_size:
             raise ValueError(f"batch size {rc['batch_size']} does not split over "
                              f"{dist.world_size} processes; use a multiple of {dist.world_size}")
-        self.train_loader, self.test_loader = make_loaders(
-            ds, batch_size=rc["batch_size"] // dist.world_size, device=device, seed=rc["seed"],
-            channels_last=rc["channels_last"], rank=dist.rank, world_size=dist.world_size,
-            eval_batch_size=rc.get("eval_batch_size"))
+        loader_kw = dict(batch_size=rc["batch_size"] // dist.world_size, device=device, seed=rc["seed"],
+                         channels_last=rc["channels_last"], rank=dist.rank, world_size=dist.world_size,
+                         eval_batch_size=rc.get("eval_batch_size"))
+        if is_image_folder(rc["dataset"]):
+            self.train_loader, self.test_loader = _image_folder_loaders(
+                rc["dataset"], limit_train=rc.get("limit_train"), limit_test=rc.get("limit_test"),
+                **loader_kw)
+            num_classes = self.train_loader.num_classes
+            rc["dataset_source"] = f"ImageFolder {rc['dataset']}"
+            rc["n_train"] = len(self.train_loader.dataset)
+            rc["n_test"] = len(self.test_loader.dataset)
+        else:
+            ds = _load_data(rc["dataset"], root=rc.get("data_root") or cfg.data_root,
+                            download=cfg.download, limit_train=rc.get("limit_train"),
+                            limit_test=rc.get("limit_test"))
+            num_classes = ds.num_classes
+            rc["dataset_source"] = ds.source
+            rc["n_train"], rc["n_test"] = len(ds.x_train), len(ds.x_test)
+            from .data import make_loaders
+
+            self.train_loader, self.test_loader = make_loaders(ds, **loader_kw)
+        if rc.get("num_classes") not in (None, num_classes):
+            raise ValueError(f"{rc['dataset']}: {num_classes} classes, but the checkpoint was "
+                             f"trained on {rc['num_classes']}")
+        rc["num_classes"] = num_classes
 
         torch.manual_seed(rc["seed"])
-        model = _create_model(rc["model"], ds.num_classes, dict(rc["model_overrides"]))
+        model = _create_model(rc["model"], num_classes, dict(rc["model_overrides"]))
         model = model.to(device)
         if rc["channels_last"]:
             model = model.to(memory_format=torch.channels_last)
@@ -974,19 +1004,25 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
     from .data import DeviceLoader, load_dataset
 
     spec = dataset or rc["dataset"]
-    ds = load_dataset(spec, root=data_root or rc.get("data_root"))
-    if rc.get("num_classes") not in (None, ds.num_classes):
-        raise ValueError(f"{spec}: {ds.num_classes} classes, but {checkpoint} was trained on "
+    eval_batch = batch_size or rc.get("eval_batch_size") or max(rc.get("batch_size", 128), 256)
+    if is_image_folder(spec):
+        _, loader = _image_folder_loaders(spec, limit_test=limit_test, batch_size=eval_batch,
+                                          device=dev, seed=seed)
+        num_classes = loader.num_classes
+    else:
+        ds = load_dataset(spec, root=data_root or rc.get("data_root"))
+        num_classes = ds.num_classes
+        x_test, y_test = ds.x_test, ds.y_test
+        if limit_test is not None:
+            x_test, y_test = x_test[:limit_test], y_test[:limit_test]
+        # normalise with the statistics of the training data the network saw
+        loader = DeviceLoader(x_test, y_test, batch_size=eval_batch, train=False, mean=ds.mean,
+                              std=ds.std, device=dev, seed=seed)
+    if rc.get("num_classes") not in (None, num_classes):
+        raise ValueError(f"{spec}: {num_classes} classes, but {checkpoint} was trained on "
                          f"{rc['num_classes']}")
-    x_test, y_test = ds.x_test, ds.y_test
-    if limit_test is not None:
-        x_test, y_test = x_test[:limit_test], y_test[:limit_test]
-    # normalise with the statistics of the training data the network saw
-    loader = DeviceLoader(x_test, y_test, batch_size=batch_size or rc.get("eval_batch_size")
-                          or max(rc.get("batch_size", 128), 256), train=False, mean=ds.mean,
-                          std=ds.std, device=dev, seed=seed)
     torch.manual_seed(seed)
-    model = _create_model(rc["model"], ds.num_classes, dict(rc.get("model_overrides") or {}))
+    model = _create_model(rc["model"], num_classes, dict(rc.get("model_overrides") or {}))
     model.load_state_dict(c["model"])
     model.to(dev).eval()
     stochastic = _is_stochastic(model)

@@ -66,6 +66,9 @@ PRESETS: dict[str, Preset] = {
                description="LM-ResNeXt (paper): weight decay 5e-4, /10 at epochs 150 and 225"),
         Preset("stochastic_depth", 500, 128, 0.1, 0.9, 1e-4, "step", (250, 375),
                description="(LM) stochastic depth (paper): /10 at epochs 250 and 375"),
+        Preset("imagenet", 90, 256, 0.1, 0.9, 1e-4, "step", (30, 60),
+               description="ImageNet ResNet/LM-ResNet (He et al. 2016, as in the paper's Table 3): "
+                           "lr 0.1, /10 at epochs 30 and 60, 90 epochs, batch 256"),
         Preset("quick", 10, 128, 0.2, 0.9, 5e-4, "onecycle", (), warmup=0.2, nesterov=True,
                description="short one-cycle run: linear warm-up over 20% of the steps, "
                            "then linearly down to 0; no label smoothing"),
@@ -117,6 +120,8 @@ def default_preset(model: str, dataset: str) -> str:
     d = str(dataset).lower()
     if d in ("sample", "cifar10_sample", "cifar10-sample"):
         return "quick"
+    if m.endswith(("resnet50", "resnet101")) or "imagenet" in d:
+        return "imagenet"
     if "resnext" in m:
         return "lm_resnext"
     if "sd" in m.split("_") or "stochastic" in m or "drop" in m:
