@@ -6,25 +6,9 @@ average over N noisy passes (``--samples``). A thin layer over :func:`sdenet.tra
 
 from __future__ import annotations
 
-import argparse
 import json
 
-
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return v
-
-
-def _positive_int(text: str) -> int:
-    v = _nonneg_int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
+from ._args import nonneg_int, positive_int
 
 
 def register(subparsers) -> None:
@@ -38,11 +22,11 @@ def register(subparsers) -> None:
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt file or a run folder (last.pt)")
     p.add_argument("--dataset", default=None,
                    help="dataset to test on (default: the one in the checkpoint's config)")
-    p.add_argument("--samples", type=_nonneg_int, default=None, metavar="N",
+    p.add_argument("--samples", type=nonneg_int, default=None, metavar="N",
                    help="Monte Carlo draws for stochastic networks (default 10; 0: none)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--batch-size", type=_positive_int, default=None)
-    p.add_argument("--limit-test", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
                    help="use only the first N test images")
     p.add_argument("--data-root", default=None, metavar="DIR")
     p.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo draws")

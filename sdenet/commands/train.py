@@ -12,29 +12,7 @@ import math
 import shlex
 import sys
 
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-
-
-def _nonneg_int(text: str) -> int:
-    v = _int(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return v
+from ._args import add_threads_option, apply_threads, integer, nonneg_int, positive_int
 
 
 def _positive_float(text: str) -> float:
@@ -94,11 +72,11 @@ def register(subparsers) -> None:
     p.add_argument("--preset", default=None, choices=list(PRESETS), metavar="NAME",
                    help=f"schedule: {', '.join(PRESETS)} (default: quick for the sample, else the "
                         f"paper's schedule for the model and dataset)")
-    p.add_argument("--epochs", type=_positive_int, default=None,
+    p.add_argument("--epochs", type=positive_int, default=None,
                    help="number of epochs (default: the preset's); with a step preset the "
                         "milestones are rescaled proportionally (cifar10_lm with --epochs 16 "
                         "divides the rate by 10 at epochs 8 and 12)")
-    p.add_argument("--batch-size", type=_positive_int, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=None,
                    help="images per optimizer step, summed over all processes (default: the "
                         "preset's)")
     p.add_argument("--lr", type=_positive_float, default=None, help="base learning rate")
@@ -110,7 +88,7 @@ def register(subparsers) -> None:
                    help="survival probability of the last block (stochastic depth)")
     p.add_argument("--mode", choices=("sample", "batch"), default=None,
                    help="noise structure: one increment per sample or one per batch")
-    p.add_argument("--seed", type=_int, default=0)
+    p.add_argument("--seed", type=integer, default=0)
     p.add_argument("--out", default=None, metavar="DIR",
                    help="run folder (default: runs/<model>-<dataset>-<timestamp>)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
@@ -126,20 +104,19 @@ def register(subparsers) -> None:
                         "for every dt < 1, since its K grows like dt^(-1/2))")
     p.add_argument("--strict-weak", action="store_true",
                    help="make the condition-(5) warning an error (exit status 2)")
-    p.add_argument("--mc-samples", type=_nonneg_int, default=0, metavar="N",
+    p.add_argument("--mc-samples", type=nonneg_int, default=0, metavar="N",
                    help="Monte Carlo test error of a stochastic network with N draws at the end")
-    p.add_argument("--limit-train", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--limit-train", type=positive_int, default=None, metavar="N",
                    help="use only the first N training images")
-    p.add_argument("--limit-test", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
                    help="use only the first N test images")
     p.add_argument("--data-root", default=None, metavar="DIR",
                    help="where cifar10/cifar100 live (default $SDENET_DATA or ~/.cache/sdenet)")
     p.add_argument("--download", action="store_true", help="download cifar10/cifar100 if missing")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar (one summary line per epoch is still printed)")
-    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
-                   help="CPU threads for torch (torch.set_num_threads); on a machine shared with "
-                        "other jobs, 1 per process avoids oversubscribed cores")
+    add_threads_option(p, None, "CPU threads for torch (torch.set_num_threads); on a machine shared "
+                       "with other jobs, 1 per process avoids oversubscribed cores")
     p.set_defaults(func=run)
 
 
@@ -147,10 +124,7 @@ def run(args) -> int:
     from ..cli import UsageError
     from ..train import TrainingDiverged, train
 
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     command = " ".join(shlex.quote(a) for a in ["sdenet", *sys.argv[1:]])
     if args.resume:
         given = [k for k in ("epochs", "batch_size", "lr", "dt", "p_L", "mode", "preset",

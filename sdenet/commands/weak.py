@@ -7,14 +7,17 @@ GBM or Ornstein–Uhlenbeck.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
 from pathlib import Path
 
+from ._args import add_threads_option, apply_threads
+
 DEFAULT_SAMPLES = 1_000_000
 DEFAULT_PATHS = 4_000_000
+_THREADS_HELP = ("torch CPU threads (default 1: the work is many vector operations of ~10^6 elements, "
+                 "which a second thread barely speeds up and which stall when the cores are shared)")
 
 
 def register(subparsers) -> None:
@@ -48,7 +51,7 @@ def register(subparsers) -> None:
     chk.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="draws per (law, dt) (default 10^6)")
     chk.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     chk.add_argument("--device", default=None, help="torch device to sample on (default cpu)")
-    _threads_option(chk)
+    add_threads_option(chk, 1, _THREADS_HELP)
     chk.add_argument("--json", action="store_true", help="print a JSON list, one object per (law, dt)")
     chk.add_argument("--plot", metavar="FILE", help="draw C/dt^2 against dt (log-log) into FILE")
     chk.set_defaults(func=run_check)
@@ -79,26 +82,10 @@ def register(subparsers) -> None:
     order.add_argument("--paths", type=int, default=DEFAULT_PATHS, help="Monte Carlo paths per dt (default 4*10^6)")
     order.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     order.add_argument("--device", default=None, help="torch device to simulate on (default cpu)")
-    _threads_option(order)
+    add_threads_option(order, 1, _THREADS_HELP)
     order.add_argument("--json", action="store_true", help="print one JSON object")
     order.add_argument("--plot", metavar="FILE", help="draw log error against log dt with the fitted line into FILE")
     order.set_defaults(func=run_order)
-
-
-def _threads_option(parser):
-    parser.add_argument(
-        "--threads", type=int, default=1,
-        help="torch CPU threads (default 1: the work is many vector operations of ~10^6 elements, "
-        "which a second thread barely speeds up and which stall when the cores are shared)",
-    )
-
-
-def _set_threads(args):
-    if args.threads < 1:
-        raise ValueError(f"--threads must be at least 1, got {args.threads}")
-    import torch
-
-    torch.set_num_threads(args.threads)
 
 
 # ---------------------------------------------------------------------------- check
@@ -130,7 +117,7 @@ def _device(name):
 def run_check(args) -> int:
     from ..weak import check
 
-    _set_threads(args)
+    apply_threads(args)
     laws = _laws_from(args)
     rows = check(laws, args.dt, samples=args.samples, seed=args.seed, device=_device(args.device))
     out = sys.stderr if args.json else sys.stdout
@@ -248,7 +235,7 @@ def run_order(args) -> int:
     from ..schemes import get_scheme
     from ..weak import get_sde, weak_order
 
-    _set_threads(args)
+    apply_threads(args)
     law = get_law(args.law, args.p)
     scheme = get_scheme(args.scheme, law=law)
     sde = get_sde(args.sde)
