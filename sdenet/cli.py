@@ -21,7 +21,7 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage block
-        raise UsageError(f"{self.prog}: {message}")
+        raise UsageError(f"{self.prog}: error: {message}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         return int(args.func(args) or 0)
     except UsageError as err:
-        print(f"sdenet: error: {err}".replace("sdenet: error: sdenet", "sdenet"), file=sys.stderr)
+        msg = str(err)
+        print(msg if msg.startswith("sdenet") else f"sdenet: error: {msg}", file=sys.stderr)
         return 2
     except (ValueError, FileNotFoundError) as err:
         print(f"sdenet: error: {err}", file=sys.stderr)
