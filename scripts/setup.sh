@@ -7,7 +7,11 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
     echo "[sdenet setup] no torch found: installing torch==2.13.0 (CPU build)"
-    "$PY" -m pip install --quiet "torch==2.13.0"
+    # machines of this project keep the CPU wheel in /opt/wheels (PIP_FIND_LINKS points there);
+    # name it explicitly so the CPU build is found even where that variable is not set
+    links=()
+    if [ -d /opt/wheels ]; then links=(--find-links /opt/wheels); fi
+    "$PY" -m pip install --quiet "${links[@]}" "torch==2.13.0"
 else
     echo "[sdenet setup] keeping installed torch $("$PY" -c 'import torch; print(torch.__version__)')"
 fi
