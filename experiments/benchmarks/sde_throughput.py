@@ -422,6 +422,22 @@ def _fmt_t(s):
     return f"{s * 1e3:.2f} ms" if s < 1 else f"{s:.3f} s"
 
 
+
+def _time_table(rows, prefix):
+    """Markdown table of the times (``prefix`` "" for medians, "min_" for best-of-repeats)."""
+    lines = [
+        "| paths | law | sdenet | plain loop | torchsde (Gaussian) | torchsde / sdenet | sdenet / plain |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        speedup = r[prefix + "torchsde_over_sdenet"]
+        ratio = "—" if speedup is None else f"{speedup:.1f}×"
+        lines.append(
+            f"| {r['paths']:,} | {r['law']} | {_fmt_t(r[prefix + 'sdenet_s'])} | {_fmt_t(r[prefix + 'plain_s'])} | "
+            f"{_fmt_t(r[prefix + 'torchsde_gaussian_s'])} | {ratio} | {r[prefix + 'sdenet_over_plain']:.2f}× |"
+        )
+    return lines
+
 def render_markdown(res):
     hw = res["hardware"]
     p = res["problem"]
@@ -443,28 +459,14 @@ def render_markdown(res):
         "(the benchmark itself accounts for up to 2 on this 2-core machine; anything above that is other jobs sharing the cores)",
         f"- command: `{res['command']}`, wall time {res['wall_s']:.0f} s",
         "",
-        "| paths | law | sdenet | plain loop | torchsde (Gaussian) | torchsde / sdenet | sdenet / plain |",
-        "|---:|---|---:|---:|---:|---:|---:|",
     ]
-    for r in res["rows"]:
-        ratio = "—" if r["torchsde_over_sdenet"] is None else f"{r['torchsde_over_sdenet']:.1f}×"
-        lines.append(
-            f"| {r['paths']:,} | {r['law']} | {_fmt_t(r['sdenet_s'])} | {_fmt_t(r['plain_s'])} | "
-            f"{_fmt_t(r['torchsde_gaussian_s'])} | {ratio} | {r['sdenet_over_plain']:.2f}× |"
-        )
+    lines += _time_table(res["rows"], "")
     lines += [
         "",
         "Best-of-repeats (minimum) times, less sensitive to other jobs on the machine:",
         "",
-        "| paths | law | sdenet | plain loop | torchsde (Gaussian) | torchsde / sdenet | sdenet / plain |",
-        "|---:|---|---:|---:|---:|---:|---:|",
     ]
-    for r in res["rows"]:
-        ratio = "—" if r["min_torchsde_over_sdenet"] is None else f"{r['min_torchsde_over_sdenet']:.1f}×"
-        lines.append(
-            f"| {r['paths']:,} | {r['law']} | {_fmt_t(r['min_sdenet_s'])} | {_fmt_t(r['min_plain_s'])} | "
-            f"{_fmt_t(r['min_torchsde_gaussian_s'])} | {ratio} | {r['min_sdenet_over_plain']:.2f}× |"
-        )
+    lines += _time_table(res["rows"], "min_")
     lines += [
         "",
         "Paired ratios: the ratio within each repeat (the contenders run back to back), then the median "
