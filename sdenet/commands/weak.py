@@ -43,17 +43,14 @@ def register(subparsers) -> None:
         ),
     )
     chk.add_argument("--law", help="gaussian, uniform, rademacher, threepoint or drop (default: all)")
-    chk.add_argument("--p", type=float, help="survival probability of the drop law, in (0, 1] (default 0.5)")
     chk.add_argument(
         "--dt", type=float, nargs="+", default=list(DEFAULT_CHECK_DTS), metavar="DT",
         help="step sizes (default: %(default)s)",
     )
     chk.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="draws per (law, dt) (default 10^6)")
-    chk.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    chk.add_argument("--device", default=None, help="torch device to sample on (default cpu)")
-    add_threads_option(chk, 1, _THREADS_HELP)
     chk.add_argument("--json", action="store_true", help="print a JSON list, one object per (law, dt)")
     chk.add_argument("--plot", metavar="FILE", help="draw C/dt^2 against dt (log-log) into FILE")
+    _common_options(chk, "sample")
     chk.set_defaults(func=run_check)
 
     order = sub.add_parser(
@@ -72,7 +69,6 @@ def register(subparsers) -> None:
     )
     order.add_argument("--sde", choices=("gbm", "ou"), default="ou", help="test SDE (default ou)")
     order.add_argument("--law", default="gaussian", help="increment law (default gaussian)")
-    order.add_argument("--p", type=float, help="survival probability of the drop law, in (0, 1] (default 0.5)")
     order.add_argument(
         "--scheme", default="weak_euler",
         help="weak_euler (default) or euler_maruyama (Gaussian increments only)",
@@ -80,12 +76,18 @@ def register(subparsers) -> None:
     order.add_argument("--dt", type=float, nargs="+", metavar="DT", help="step sizes (default: T/N for the SDE's ladder)")
     order.add_argument("--phi", type=int, default=3, help="test function phi(x) = x^K, K in 1..4 (default 3)")
     order.add_argument("--paths", type=int, default=DEFAULT_PATHS, help="Monte Carlo paths per dt (default 4*10^6)")
-    order.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    order.add_argument("--device", default=None, help="torch device to simulate on (default cpu)")
-    add_threads_option(order, 1, _THREADS_HELP)
     order.add_argument("--json", action="store_true", help="print one JSON object")
     order.add_argument("--plot", metavar="FILE", help="draw log error against log dt with the fitted line into FILE")
+    _common_options(order, "simulate")
     order.set_defaults(func=run_order)
+
+
+def _common_options(parser, verb: str) -> None:
+    """Options both ``weak check`` and ``weak order`` take."""
+    parser.add_argument("--p", type=float, help="survival probability of the drop law, in (0, 1] (default 0.5)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--device", default=None, help=f"torch device to {verb} on (default cpu)")
+    add_threads_option(parser, 1, _THREADS_HELP)
 
 
 # ---------------------------------------------------------------------------- check
