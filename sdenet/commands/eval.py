@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from ._args import nonneg_int, positive_int
+from ._args import add_threads_option, apply_threads, nonneg_int, positive_int
 
 
 def register(subparsers) -> None:
@@ -23,7 +23,12 @@ def register(subparsers) -> None:
     p.add_argument("--dataset", default=None,
                    help="dataset to test on (default: the one in the checkpoint's config)")
     p.add_argument("--samples", type=nonneg_int, default=None, metavar="N",
-                   help="Monte Carlo draws for stochastic networks (default 10; 0: none)")
+                   help="Monte Carlo draws for stochastic networks (default 10; 0: none; at most "
+                        "10000)")
+    p.add_argument("--model", default=None, metavar="SPEC",
+                   help="package.module:factory of a run of your own network (required for such "
+                        "a checkpoint: sdenet imports only a module you name); for a registered "
+                        "model it must match the checkpoint's")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
@@ -31,21 +36,27 @@ def register(subparsers) -> None:
     p.add_argument("--data-root", default=None, metavar="DIR")
     p.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo draws")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    add_threads_option(p, None, "CPU threads for torch (torch.set_num_threads)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..train import evaluate
 
+    apply_threads(args)
     r = evaluate(args.checkpoint, dataset=args.dataset, samples=args.samples, device=args.device,
                  batch_size=args.batch_size, limit_test=args.limit_test,
-                 data_root=args.data_root, seed=args.seed)
+                 data_root=args.data_root, seed=args.seed, model=args.model)
     if args.json:
         print(json.dumps(r))
         return 0
     print(f"{r['model']} (epoch {r['epoch']}) on {r['dataset']}: {r['n_test']} test images")
-    print(f"  test error (drift only): {100 * r['test_error']:.2f}%   loss {r['test_loss']:.4f}")
+    print(f"  test error (drift only): {100 * r['test_error']:.2f}% +- "
+          f"{100 * r['test_error_se']:.2f}%   loss {r['test_loss']:.4f}")
     if "test_error_mc" in r:
         print(f"  test error ({r['mc_samples']}-sample Monte Carlo): "
-              f"{100 * r['test_error_mc']:.2f}%   loss {r['test_loss_mc']:.4f}")
+              f"{100 * r['test_error_mc']:.2f}% +- {100 * r['test_error_mc_se']:.2f}%   "
+              f"loss {r['test_loss_mc']:.4f}")
+    print(f"  (+- one binomial standard error over the {r['n_test']} test images, "
+          f"sqrt(e(1-e)/n))")
     return 0

@@ -64,8 +64,11 @@ def register(subparsers) -> None:
         "with torchrun. Stochastic networks report condition (5) of their noise every epoch.",
         epilog=f"Presets -- {presets}.",
     )
-    p.add_argument("--model", default=None, help="model name (see: sdenet models); required "
-                   "unless --resume")
+    p.add_argument("--model", default=None,
+                   help="model name (see: sdenet models), or package.module:factory for your own "
+                        "network (factory(num_classes=...) must return an nn.Module; the module is "
+                        "imported by its path, never from a file); required unless --resume, "
+                        "where it must name the run's model (and must be given for your own)")
     p.add_argument("--dataset", default="cifar10",
                    help="cifar10, cifar100, sample (bundled CIFAR-10 slice) or a path to an .npz "
                         "or to the official python batches (default: cifar10)")
@@ -73,7 +76,7 @@ def register(subparsers) -> None:
                    help=f"schedule: {', '.join(PRESETS)} (default: quick for the sample, else the "
                         f"paper's schedule for the model and dataset)")
     p.add_argument("--epochs", type=positive_int, default=None,
-                   help="number of epochs (default: the preset's); with a step preset the "
+                   help="number of epochs, at most 10000 (default: the preset's); with a step preset the "
                         "milestones are rescaled proportionally (cifar10_lm with --epochs 16 "
                         "divides the rate by 10 at epochs 8 and 12)")
     p.add_argument("--batch-size", type=positive_int, default=None,
@@ -105,7 +108,8 @@ def register(subparsers) -> None:
     p.add_argument("--strict-weak", action="store_true",
                    help="make the condition-(5) warning an error (exit status 2)")
     p.add_argument("--mc-samples", type=nonneg_int, default=0, metavar="N",
-                   help="Monte Carlo test error of a stochastic network with N draws at the end")
+                   help="Monte Carlo test error of a stochastic network with N draws at the end "
+                        "(at most 10000)")
     p.add_argument("--limit-train", type=positive_int, default=None, metavar="N",
                    help="use only the first N training images")
     p.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
@@ -135,6 +139,8 @@ def run(args) -> int:
                              f"{', '.join('--' + g.replace('_', '-') for g in given)}")
         kw = dict(resume=args.resume, device=args.device, quiet=args.quiet,
                   data_root=args.data_root)
+        if args.model:
+            kw["model"] = args.model
     else:
         if not args.model:
             raise UsageError("train: --model is required (see: sdenet models)")
@@ -149,6 +155,6 @@ def run(args) -> int:
     try:
         train(**kw)
     except TrainingDiverged as err:
-        print(f"sdenet: error: {err}", file=sys.stderr)
+        print(f"sdenet train: error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -1,11 +1,22 @@
-"""Checkpoints: atomic writes and the random state a run needs to continue exactly.
+"""Checkpoints: atomic writes, safe reads, and the random state a run needs to continue exactly.
 
-A checkpoint is a dict saved with ``torch.save``::
+A checkpoint (format 1) is a dict saved with ``torch.save`` that holds nothing but tensors,
+state dicts and plain Python values::
 
     {"format": 1, "epoch": int (finished epochs), "model": state_dict, "optimizer": ...,
      "scheduler": ..., "scaler": ..., "rng": {"torch": ..., "cuda": [...] | None,
-     "noise": network noise generator state | None, "loader": {"seed", "epoch"}},
-     "best_test_error": float, "elapsed": seconds of training so far, "config": dict}
+     "noise": network noise generator state | None, "noise_ranks": [...],
+     "loader": {"seed", "epoch"}}, "best_test_error": float, "best_epoch": int,
+     "loss_ref": float (first training loss, the divergence reference), "elapsed": seconds
+     of training so far, "metrics": dict, "config": dict}
+
+Reading is safe: :func:`load_checkpoint` uses ``torch.load(weights_only=True)``, which rebuilds
+only tensors and plain containers, so a file whose pickle would import or call anything is
+refused and nothing in it runs. :func:`validate_checkpoint` then checks the structure (format,
+epoch, model name, optimizer, scheduler and RNG entries) and :func:`check_model_state` /
+:func:`check_optimizer_state` that the weights fit the network built from the config; every
+problem is a one-line ``ValueError`` naming the file. Checkpoints of earlier releases are
+format 1 too (the same plain dict without ``loss_ref``) and load unchanged.
 
 The data loader keeps no state of its own: an epoch's permutation and augmentation are a
 function of ``(seed, epoch)``, so its "state" is that pair.
@@ -14,14 +25,19 @@ function of ``(seed, epoch)``, so its "state" is that pair.
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 
 import torch
 
-__all__ = ["save_atomic", "load_checkpoint", "rng_state", "set_rng_state", "FORMAT"]
+__all__ = ["save_atomic", "load_checkpoint", "validate_checkpoint", "check_model_state",
+           "check_optimizer_state", "rng_state", "set_rng_state", "FORMAT", "SUPPORTED_FORMATS"]
 
+#: the format this release writes; SUPPORTED_FORMATS are those it reads
 FORMAT = 1
+SUPPORTED_FORMATS = (1,)
 
 
 def save_atomic(obj, path) -> Path:
@@ -55,19 +71,196 @@ def save_atomic(obj, path) -> Path:
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
-    """Read a checkpoint written by the trainer; ValueError naming the file if it is not one."""
+    """Read a checkpoint written by the trainer, safely.
+
+    The file is read with ``torch.load(weights_only=True)``: only tensors, state dicts and plain
+    Python values (dict, list, tuple, str, int, float, bool, None) are accepted, so a file whose
+    pickle would import or call anything else is refused with one line naming it, and nothing in
+    it runs. ValueError naming the file if it is missing, unreadable or not a checkpoint. The
+    content is checked further by :func:`validate_checkpoint` before it is used.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "last.pt"
     if not path.is_file():
         raise ValueError(f"{path}: checkpoint file is missing")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        m = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f"it names {m.group(1)}" if m else "it holds objects other than tensors and plain values"
+        raise ValueError(f"{path}: refused: not a plain checkpoint ({what}, and loading it could "
+                         f"run code); nothing in it was run") from None
     except Exception as e:  # truncated, not a torch file, ...
-        raise ValueError(f"{path}: cannot read it as a checkpoint ({type(e).__name__}: {e})") from None
+        raise ValueError(f"{path}: cannot read it as a checkpoint ({type(e).__name__}: "
+                         f"{_first_line(e)})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise ValueError(f"{path}: not an sdenet training checkpoint (no model state or config)")
     return ckpt
+
+
+def _first_line(err) -> str:
+    lines = [s.strip() for s in str(err).splitlines() if s.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _byte_state(v) -> bool:
+    return isinstance(v, torch.Tensor) and v.dtype == torch.uint8 and v.dim() == 1 and v.numel() > 0
+
+
+#: config entries a run needs to continue, with a test of each value
+_CONFIG_NEEDS = {
+    "model": lambda v: isinstance(v, str) and bool(v),
+    "dataset": lambda v: isinstance(v, str) and bool(v),
+    "epochs": lambda v: _is_int(v) and v >= 1,
+    "batch_size": lambda v: _is_int(v) and v >= 1,
+    "lr": _is_number,
+    "momentum": _is_number,
+    "weight_decay": _is_number,
+    "schedule": lambda v: isinstance(v, str),
+    "milestones": lambda v: isinstance(v, (list, tuple)) and all(_is_number(x) for x in v),
+    "gamma": _is_number,
+    "seed": _is_int,
+    "model_overrides": lambda v: isinstance(v, dict),
+}
+
+
+def validate_checkpoint(ckpt: dict, path, *, resume: bool = False, known_model=None) -> None:
+    """Check a loaded checkpoint's structure before it is used; ValueError (one line naming
+    ``path``) on the first problem.
+
+    Always: a supported ``format`` version, ``epoch`` (an integer >= 1), ``config`` (a dict
+    naming a model that ``known_model(name)`` accepts) and ``model`` (a state dict: names to
+    tensors). With ``resume``: the config entries a run needs, the optimizer state (``state``
+    and ``param_groups`` with their parameter indices), the scheduler state and the RNG states
+    (byte tensors of the sizes torch uses). That the weights fit the network is checked once
+    it is built (:func:`check_model_state`, :func:`check_optimizer_state`).
+    """
+    fmt = ckpt.get("format")
+    if not _is_int(fmt) or fmt not in SUPPORTED_FORMATS:
+        raise ValueError(f"{path}: unsupported checkpoint format {fmt!r} (this sdenet reads "
+                         f"format {', '.join(map(str, SUPPORTED_FORMATS))})")
+    epoch = ckpt.get("epoch")
+    if not _is_int(epoch) or epoch < 1:
+        raise ValueError(f"{path}: the checkpoint's epoch count is missing or not a positive "
+                         f"integer ({epoch!r})")
+    cfg = ckpt.get("config")
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: the checkpoint's config is not a dict")
+    name = cfg.get("model")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{path}: the checkpoint's config names no model")
+    if known_model is not None and not known_model(name):
+        raise ValueError(f"{path}: the checkpoint is of model {name!r}, which this sdenet does not "
+                         f"know (sdenet models lists the known ones)")
+    state = ckpt.get("model")
+    if not isinstance(state, dict) or not state or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise ValueError(f"{path}: the checkpoint's model entry is not a state dict of tensors")
+    if not resume:
+        return
+    for key, ok in _CONFIG_NEEDS.items():
+        if key not in cfg or not ok(cfg[key]):
+            raise ValueError(f"{path}: the checkpoint's config entry {key!r} is missing or "
+                             f"malformed ({cfg.get(key)!r})")
+    if cfg["model_overrides"] and not all(isinstance(k, str) for k in cfg["model_overrides"]):
+        raise ValueError(f"{path}: the checkpoint's config entry 'model_overrides' is malformed")
+    if epoch > cfg["epochs"]:
+        raise ValueError(f"{path}: the checkpoint holds epoch {epoch} of a {cfg['epochs']}-epoch run")
+    opt = ckpt.get("optimizer")
+    groups = opt.get("param_groups") if isinstance(opt, dict) else None
+    if (not isinstance(opt, dict) or not isinstance(opt.get("state"), dict)
+            or not isinstance(groups, list) or not groups
+            or not all(isinstance(g, dict) and isinstance(g.get("params"), list)
+                       and all(_is_int(i) for i in g["params"]) for g in groups)):
+        raise ValueError(f"{path}: the checkpoint's optimizer state is missing or malformed")
+    if not isinstance(ckpt.get("scheduler"), dict):
+        raise ValueError(f"{path}: the checkpoint's scheduler state is missing or malformed")
+    rng = ckpt.get("rng")
+    if not isinstance(rng, dict):
+        raise ValueError(f"{path}: the checkpoint's RNG state is missing")
+    size = torch.get_rng_state().numel()
+    t = rng.get("torch")
+    if not _byte_state(t) or t.numel() != size:
+        raise ValueError(f"{path}: the checkpoint's torch RNG state is malformed (expected "
+                         f"{size} bytes, got {_describe(t)})")
+    for key in ("noise",):
+        v = rng.get(key)
+        if v is not None and not _byte_state(v):
+            raise ValueError(f"{path}: the checkpoint's {key} RNG state is malformed ({_describe(v)})")
+    for key in ("noise_ranks", "cuda"):
+        v = rng.get(key)
+        if v is not None and (not isinstance(v, (list, tuple)) or not all(_byte_state(s) for s in v)):
+            raise ValueError(f"{path}: the checkpoint's {key} RNG states are malformed")
+    for key in ("best_test_error", "elapsed"):
+        if key in ckpt and not _is_number(ckpt[key]):
+            raise ValueError(f"{path}: the checkpoint's {key!r} is not a number ({ckpt[key]!r})")
+    if "best_epoch" in ckpt and not (_is_int(ckpt["best_epoch"]) and 0 <= ckpt["best_epoch"] <= epoch):
+        raise ValueError(f"{path}: the checkpoint's best epoch {ckpt['best_epoch']!r} is not in "
+                         f"0..{epoch}")
+
+
+def _describe(v) -> str:
+    if isinstance(v, torch.Tensor):
+        return f"a {v.dtype} tensor of shape {tuple(v.shape)}"
+    return type(v).__name__ if v is not None else "nothing"
+
+
+def _names(keys, limit=3) -> str:
+    keys = sorted(keys)
+    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def check_model_state(model: torch.nn.Module, state: dict, path, name: str = "the model") -> None:
+    """ValueError (one line naming ``path`` and ``name``) unless ``state`` has exactly the keys of
+    ``model.state_dict()`` with the same shapes."""
+    own = model.state_dict()
+    missing, unexpected = set(own) - set(state), set(state) - set(own)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing ({_names(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected ({_names(unexpected)})")
+        raise ValueError(f"{path}: its weights are not those of {name}: "
+                         f"{'; '.join(parts)} entries; is it a checkpoint of another model?")
+    for k, v in own.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise ValueError(f"{path}: its weights are not those of {name}: {k} has shape "
+                             f"{tuple(state[k].shape)}, the model's {tuple(v.shape)}")
+
+
+def check_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, path) -> None:
+    """ValueError (one line) unless the saved optimizer state has the optimizer's parameter
+    groups and sizes and its per-parameter tensors (momentum buffers) the parameters' shapes."""
+    own = optimizer.param_groups
+    groups = state["param_groups"]
+    if len(groups) != len(own) or any(len(g["params"]) != len(o["params"])
+                                      for g, o in zip(groups, own)):
+        raise ValueError(f"{path}: its optimizer state does not fit the model (parameter groups "
+                         f"of {[len(g['params']) for g in groups]} against "
+                         f"{[len(o['params']) for o in own]} parameters)")
+    params = {}
+    for g, o in zip(groups, own):
+        params.update(zip(g["params"], o["params"]))
+    for idx, entry in state["state"].items():
+        if idx not in params or not isinstance(entry, dict):
+            raise ValueError(f"{path}: its optimizer state names parameter {idx!r}, which the "
+                             f"model does not have")
+        p = params[idx]
+        for key, v in entry.items():
+            if isinstance(v, torch.Tensor) and v.dim() > 0 and tuple(v.shape) != tuple(p.shape):
+                raise ValueError(f"{path}: its optimizer state {key!r} of parameter {idx} has shape "
+                                 f"{tuple(v.shape)}, the parameter {tuple(p.shape)}")
 
 
 def rng_state(noise_generator: torch.Generator | None = None) -> dict:

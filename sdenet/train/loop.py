@@ -43,19 +43,29 @@ import torch.nn.functional as F
 
 from . import checkpoint as ck
 from .hardware import describe
-from .monitor import (DEFAULT_WEAK_K, WeakConditionError, format_table, normalize_report,
-                      parse_weak_K, reduce_report, violations, warning_message)
+from .monitor import (DEFAULT_WEAK_K, WeakConditionError, format_table, model_is_stochastic,
+                      model_weak_report, normalize_report, parse_weak_K, reduce_report,
+                      reset_model_weak_stats, violations, warning_message)
+from .runfolder import RunLock, check_out_dir, make_run_dir, remove_stale_temporaries
 from .presets import default_preset, get_preset, lr_factor, scale_milestones
 
 __all__ = ["TrainConfig", "train", "evaluate", "TrainingDiverged", "WeakConditionError",
-           "resolve_device", "RUN_FILES"]
+           "resolve_device", "RUN_FILES", "MAX_EPOCHS", "MAX_MC_SAMPLES", "DIVERGENCE_FACTOR"]
 
 RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt", "metrics.json")
 
+#: bounds on sizes, refused before any work (a typo like --epochs 1000000000 would otherwise
+#: run for ever)
+MAX_EPOCHS = 10_000
+MAX_MC_SAMPLES = 10_000
+#: a training loss above this multiple of the run's first training loss counts as diverged
+DIVERGENCE_FACTOR = 1e6
+
 
 class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite; the message names the epoch and the last good
-    checkpoint."""
+    """The training or test loss became NaN or infinite, or the training loss exploded past
+    :data:`DIVERGENCE_FACTOR` times its first value; the message names the epoch and the last
+    good checkpoint."""
 
 
 @dataclass
@@ -191,8 +201,78 @@ def _known_models() -> list[str] | None:
     return list(models.names())
 
 
+def is_user_model(name) -> bool:
+    """True for a ``package.module:factory`` spec (a user's network), False for a registry name."""
+    return isinstance(name, str) and ":" in name
+
+
+def _check_user_spec(spec: str) -> tuple[str, str]:
+    module, _, attr = spec.partition(":")
+    if "/" in module or "\\" in module or module.endswith(".py"):
+        raise ValueError(f"--model {spec}: name an importable module (package.module:factory), "
+                         f"not a file; sdenet imports only module paths you name")
+    parts = module.split(".")
+    if not module or not all(p.isidentifier() for p in parts) or not attr or not all(
+            a.isidentifier() for a in attr.split(".")):
+        raise ValueError(f"--model {spec}: expected package.module:factory (a module path, a "
+                         f"colon, the name of a function that returns an nn.Module)")
+    return module, attr
+
+
+def _create_user_model(spec: str, num_classes: int, overrides: dict):
+    """``factory(num_classes=..., **overrides)`` of a ``package.module:factory`` spec.
+
+    The module is imported by its path (the current folder is searched last, after
+    ``sys.path``), never from a file name, and only when the user named it."""
+    import importlib
+
+    module_name, attr = _check_user_spec(spec)
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.append(cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"--model {spec}: cannot import module {module_name!r} "
+                         f"({type(e).__name__}: {_first_line(e)})") from None
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+    factory = module
+    for a in attr.split("."):
+        factory = getattr(factory, a, None)
+    if not callable(factory):
+        raise ValueError(f"--model {spec}: module {module_name!r} has no callable {attr!r}")
+    try:
+        model = factory(num_classes=num_classes, **overrides)
+    except TypeError as e:
+        raise ValueError(f"--model {spec}: {attr}(num_classes={num_classes}"
+                         f"{''.join(f', {k}=...' for k in sorted(overrides))}) failed: "
+                         f"{_first_line(e)}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"--model {spec}: {attr}() returned a {type(model).__name__}, not a "
+                         f"torch.nn.Module")
+    return model
+
+
+def _first_line(err) -> str:
+    lines = [x.strip() for x in str(err).splitlines() if x.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def _model_known(name) -> bool:
+    if is_user_model(name):
+        return True
+    known = _known_models()
+    return known is None or name in known
+
+
 def _create_model(name: str, num_classes: int, overrides: dict):
-    """Build a registered model (indirection so tests can substitute a stand-in)."""
+    """Build a registered model, or a user's ``package.module:factory`` one (indirection so tests
+    can substitute a stand-in)."""
+    if is_user_model(name):
+        return _create_user_model(name, num_classes, overrides)
     try:
         from .. import models
     except ImportError as e:
@@ -266,18 +346,11 @@ def _version() -> str:
 
 
 def _is_stochastic(model) -> bool:
-    flag = getattr(model, "stochastic", None)
-    if isinstance(flag, bool):
-        return flag
-    try:
-        return bool(model.weak_report())
-    except Exception:
-        return False
+    return model_is_stochastic(model)
 
 
 def _weak_report(model) -> list[dict]:
-    fn = getattr(model, "weak_report", None)
-    return normalize_report(fn()) if fn is not None else []
+    return model_weak_report(model)
 
 
 def _lm_coefficients(model) -> dict:
@@ -381,11 +454,15 @@ def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
     if not isinstance(cfg.model, str) or not cfg.model:
         raise ValueError(f"model must be a model name, got {cfg.model!r}")
     known = _known_models()
-    if known is not None and cfg.model not in known:
+    if is_user_model(cfg.model):
+        _check_user_spec(cfg.model)
+    elif known is not None and cfg.model not in known:
         raise ValueError(f"unknown model {cfg.model!r}; choose one of {', '.join(known)} "
-                         f"(sdenet models lists them)")
+                         f"(sdenet models lists them), or package.module:factory for your own")
     preset = get_preset(cfg.preset or default_preset(cfg.model, cfg.dataset))
     epochs = _positive_int("epochs", cfg.epochs) or preset.epochs
+    if epochs > MAX_EPOCHS:
+        raise ValueError(f"epochs={epochs} is above the bound of {MAX_EPOCHS:,} epochs")
     batch_size = _positive_int("batch_size", cfg.batch_size) or preset.batch_size
     lr = _number("lr", cfg.lr, lo=0.0, lo_open=True)
     momentum = _number("momentum", cfg.momentum, lo=0.0, hi=1.0)
@@ -396,6 +473,9 @@ def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
     weak_K = parse_weak_K(cfg.weak_K)
     seed = int(_number("seed", cfg.seed, allow_none=False))
     mc = int(_number("mc_samples", cfg.mc_samples or 0, lo=0.0))
+    if mc > MAX_MC_SAMPLES:
+        raise ValueError(f"mc_samples={mc} is above the bound of {MAX_MC_SAMPLES:,} Monte Carlo "
+                         f"draws (each is a pass over the test set)")
     _positive_int("limit_train", cfg.limit_train)
     _positive_int("limit_test", cfg.limit_test)
     _positive_int("eval_batch_size", cfg.eval_batch_size)
@@ -569,6 +649,51 @@ def _mc_sums(model, loader, device, samples: int, generator, dist: _Dist, amp: b
     return t[0].item() / n, 1.0 - t[1].item() / n
 
 
+def _checkpoint_error(c: dict) -> float:
+    """The test error of the epoch a checkpoint holds."""
+    m = c.get("metrics")
+    if isinstance(m, dict) and isinstance(m.get("test_error"), (int, float)):
+        return float(m["test_error"])
+    return float(c.get("best_test_error", float("inf")))
+
+
+def _check_fits(model, image_shape, num_classes: int, rc: dict, device, noise=None) -> None:
+    """Refuse, before training, a dataset whose images the model cannot take: the channels
+    against the first convolution's, then one forward pass of two blank images (eval mode, no
+    gradient, random states restored) that must give ``(2, num_classes)`` logits."""
+    h, w, c = image_shape
+    what = f"{rc['dataset']}: its images are {c}-channel {h}x{w}"
+    name = rc["model"]
+    for path, m in model.named_modules():
+        if isinstance(m, torch.nn.modules.conv._ConvNd):
+            if m.in_channels != c:
+                raise ValueError(f"{what}, but {name}'s first convolution ({path or 'the model'}) "
+                                 f"takes {m.in_channels}-channel images")
+            break
+    x = torch.zeros(2, c, h, w, device=device)
+    if rc.get("channels_last"):
+        x = x.contiguous(memory_format=torch.channels_last)
+    cpu_state = torch.get_rng_state()
+    noise_state = noise.get_state() if noise is not None else None
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as e:
+        raise ValueError(f"{what}, and {name} cannot take them ({type(e).__name__}: "
+                         f"{_first_line(e)})") from None
+    finally:
+        model.train(was)
+        torch.set_rng_state(cpu_state)
+        if noise is not None:
+            noise.set_state(noise_state)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"{what}, and {name} returns {got} for 2 of them; expected logits of "
+                         f"shape (2, {num_classes}) for its {num_classes} classes")
+
+
 def train(config: TrainConfig | dict | None = None, /, *, callback=None, **kwargs) -> dict:
     """Train a network; return the final metrics (the content of ``metrics.json`` plus
     ``run_dir``).
@@ -605,23 +730,76 @@ class _Trainer:
         self.cfg, self.device, self.dist, self.callback = cfg, device, dist, callback
         self.quiet = bool(cfg.quiet)
         self.main = dist.main
+        self.lock = None
+        self.created_dir = False
+        self.run_dir = None
+        self.loss_ref = None
+        self.image_shape = None
 
     def log(self, msg: str, err: bool = False):
         if self.main:
             print(msg, file=sys.stderr if err else sys.stdout, flush=True)
 
     # -- set-up ---------------------------------------------------------------------------
+    def _lock(self, run_dir: Path, created: bool = False):
+        """Take the run folder's lock (rank 0) and remove stale temporaries under it."""
+        self.created_dir = created
+        if not self.main:
+            return
+        self.lock = RunLock(run_dir).acquire()
+        gone = remove_stale_temporaries(run_dir)
+        if gone:
+            self.log(f"sdenet: removed {len(gone)} temporary file(s) an interrupted write left in "
+                     f"{run_dir}: {', '.join(gone)}", err=True)
+
+    def _resume_source(self, cfg: TrainConfig):
+        """``(run_dir, checkpoint or None, config)`` of ``cfg.resume``, under the folder's lock."""
+        target = Path(cfg.resume)
+        if not target.exists():
+            raise ValueError(f"{target}: no such run folder to resume (it should hold last.pt)")
+        run_dir = target if target.is_dir() else target.parent
+        path = run_dir / "last.pt" if target.is_dir() else target
+        self._lock(run_dir)
+        if path.is_file():
+            ckpt = ck.load_checkpoint(path)
+            ck.validate_checkpoint(ckpt, path, resume=True, known_model=_model_known)
+            return run_dir, ckpt, dict(ckpt["config"])
+        cfg_path = run_dir / "config.json"
+        if target.is_dir() and cfg_path.is_file() and not (run_dir / "best.pt").exists():
+            # stopped before its first checkpoint (killed, diverged or failed in epoch 1)
+            try:
+                rc = json.loads(cfg_path.read_text(encoding="utf-8"))
+                ck.validate_checkpoint({"format": ck.FORMAT, "epoch": 1, "config": rc,
+                                        "model": {"-": torch.zeros(0)}}, cfg_path,
+                                       known_model=_model_known)
+            except (OSError, ValueError) as e:
+                raise ValueError(f"{cfg_path}: cannot continue the run from it: {_first_line(e)}") from None
+            for key, ok in ck._CONFIG_NEEDS.items():
+                if key not in rc or not ok(rc[key]):
+                    raise ValueError(f"{cfg_path}: config entry {key!r} is missing or malformed "
+                                     f"({rc.get(key)!r})")
+            if not isinstance(rc.get("weak_K"), (int, float, str)) or isinstance(rc.get("weak_K"), bool):
+                rc["weak_K"] = "law"
+            self.log(f"sdenet: {run_dir} stopped before its first checkpoint; starting the run "
+                     f"over from epoch 1 with its config.json", err=True)
+            return run_dir, None, rc
+        raise ValueError(f"{path}: checkpoint file is missing")
+
     def _setup(self):
         cfg, device, dist = self.cfg, self.device, self.dist
         self.ckpt = None
         if cfg.resume:
-            run_dir = Path(cfg.resume)
-            if not run_dir.exists():
-                raise ValueError(f"{run_dir}: no such run folder to resume (it should hold last.pt)")
-            self.ckpt = ck.load_checkpoint(run_dir / "last.pt" if run_dir.is_dir() else run_dir)
-            if not run_dir.is_dir():
-                run_dir = run_dir.parent
-            rc = dict(self.ckpt["config"])
+            run_dir, self.ckpt, rc = self._resume_source(cfg)
+            where = run_dir / "last.pt" if self.ckpt is not None else run_dir / "config.json"
+            if is_user_model(rc["model"]) or is_user_model(cfg.model):
+                if cfg.model != rc["model"]:
+                    raise ValueError(f"{where}: the run trains the user model {rc['model']!r}; "
+                                     f"importing it runs its code, so name it yourself with "
+                                     f"--model {rc['model']}" if is_user_model(rc["model"]) else
+                                     f"{where}: the run trains {rc['model']!r}, not "
+                                     f"{cfg.model!r}")
+            elif cfg.model != TrainConfig.model and cfg.model != rc["model"]:
+                raise ValueError(f"{where}: the run trains {rc['model']!r}, not {cfg.model!r}")
             if torch.device(rc.get("device", "cpu")).type != device.type:
                 cuda = device.type == "cuda"  # the defaults of the device it now runs on
                 rc["amp"], rc["channels_last"] = cuda, cuda
@@ -631,16 +809,31 @@ class _Trainer:
                          f"{dist.world_size} process(es): the network noise of the other ranks "
                          f"is reseeded, so the result will not match an uninterrupted run", err=True)
             rc["world_size"] = dist.world_size
+            rc.setdefault("amp", device.type == "cuda")
+            rc.setdefault("channels_last", device.type == "cuda")
+            rc.setdefault("label_smoothing", 0.0)
+            rc.setdefault("nesterov", False)
+            rc.setdefault("warmup", 0)
+            rc.setdefault("strict_weak", False)
+            rc.setdefault("weak_K", "law")
+            rc.setdefault("compile", False)
+            rc.setdefault("mc_samples", 0)
             self.run_dir = run_dir
-            if self.ckpt["epoch"] >= rc["epochs"]:
+            if self.ckpt is not None and self.ckpt["epoch"] >= rc["epochs"]:
                 raise ValueError(f"{run_dir}: the run already finished its {rc['epochs']} epochs; "
                                  f"nothing to resume")
         else:
             rc = _resolve(cfg, device, dist.world_size)
-            self.run_dir = Path(cfg.out) if cfg.out else _default_run_dir(rc["model"], rc["dataset"])
-            if (self.run_dir / "last.pt").exists() or (self.run_dir / "metrics.jsonl").exists():
+            self.run_dir = check_out_dir(Path(cfg.out) if cfg.out else
+                                         _default_run_dir(rc["model"], rc["dataset"]))
+            created = make_run_dir(self.run_dir) if self.main else False
+            self._lock(self.run_dir, created)
+            if (self.run_dir / "last.pt").exists() or (self.run_dir / "best.pt").exists():
                 raise ValueError(f"{self.run_dir}: already holds a run; use --resume {self.run_dir} "
                                  f"to continue it or choose another --out")
+            if (self.run_dir / "config.json").exists() or (self.run_dir / "metrics.jsonl").exists():
+                self.log(f"sdenet: {self.run_dir} holds a run that stopped before its first "
+                         f"checkpoint; this run takes the folder over", err=True)
         rc["run_dir"] = str(self.run_dir)
         self.rc = rc
         amp = rc["amp"]
@@ -670,6 +863,7 @@ class _Trainer:
             num_classes = ds.num_classes
             rc["dataset_source"] = ds.source
             rc["n_train"], rc["n_test"] = len(ds.x_train), len(ds.x_test)
+            self.image_shape = tuple(int(v) for v in ds.x_train.shape[1:])  # H, W, C
             from .data import make_loaders
 
             self.train_loader, self.test_loader = make_loaders(ds, **loader_kw)
@@ -687,6 +881,8 @@ class _Trainer:
         self.params = sum(p.numel() for p in model.parameters())
         self.noise = torch.Generator(device=device)
         self.noise.manual_seed(_seed(rc["seed"], dist.rank, 7))
+        if getattr(self, "image_shape", None) is not None:
+            _check_fits(model, self.image_shape, num_classes, rc, device, self.noise)
         if hasattr(model, "set_generator"):
             model.set_generator(self.noise)
         self.stochastic = _is_stochastic(model)
@@ -714,13 +910,22 @@ class _Trainer:
         self.start_epoch, self.best, self.best_epoch, self.elapsed0 = 0, float("inf"), 0, 0.0
         if self.ckpt is not None:
             c = self.ckpt
-            model.load_state_dict(c["model"])
-            self.optimizer.load_state_dict(c["optimizer"])
-            self.scheduler.load_state_dict(c["scheduler"])
+            path = self.run_dir / "last.pt"
+            ck.check_model_state(model, c["model"], path, repr(rc["model"]))
+            ck.check_optimizer_state(self.optimizer, c["optimizer"], path)
+            try:
+                model.load_state_dict(c["model"])
+                self.optimizer.load_state_dict(c["optimizer"])
+                self.scheduler.load_state_dict(c["scheduler"])
+            except (RuntimeError, ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}: its state does not load into the run "
+                                 f"({type(e).__name__}: {_first_line(e)})") from None
             self.start_epoch = int(c["epoch"])
-            self.best = float(c.get("best_test_error", float("inf")))
-            self.best_epoch = int(c.get("best_epoch", 0))
+            self.best, self.best_epoch = self._best_on_resume(c)
             self.elapsed0 = float(c.get("elapsed", 0.0))
+            ref = c.get("loss_ref")
+            self.loss_ref = float(ref) if isinstance(ref, (int, float)) and math.isfinite(ref) \
+                and ref > 0 else math.log(max(num_classes, 2))
             rng = dict(c["rng"])
             noise_ranks = rng.get("noise_ranks")
             if noise_ranks and len(noise_ranks) == dist.world_size:
@@ -735,7 +940,11 @@ class _Trainer:
                          f"uninterrupted run", err=True)
                 rng["noise"] = None
                 self.noise.manual_seed(_seed(rc["seed"], dist.rank, 7, self.start_epoch))
-            ck.set_rng_state(rng, self.noise)
+            try:
+                ck.set_rng_state(rng, self.noise)
+            except (RuntimeError, ValueError, TypeError) as e:
+                raise ValueError(f"{self.run_dir / 'last.pt'}: its RNG state does not fit "
+                                 f"({_first_line(e)})") from None
 
         # wrappers: DDP for several processes, torch.compile on request
         self.fwd_train = self.fwd_eval = model
@@ -768,6 +977,44 @@ class _Trainer:
 
     # -- the run --------------------------------------------------------------------------
     def run(self) -> dict:
+        try:
+            return self._run()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
+            if self.created_dir and self.run_dir is not None:
+                try:  # a folder this run created and left empty (it failed in set-up)
+                    self.run_dir.rmdir()
+                except OSError:
+                    pass
+
+    def _best_on_resume(self, c: dict) -> tuple[float, int]:
+        """``(best test error, its epoch)`` from ``best.pt`` itself. When a kill fell between the
+        ``last.pt`` and ``best.pt`` writes of an improving epoch, ``best.pt`` is repaired first
+        from ``last.pt`` (which records that it was the best)."""
+        best_path = self.run_dir / "best.pt"
+        epoch = int(c["epoch"])
+        b = None
+        if best_path.is_file():
+            b = ck.load_checkpoint(best_path)
+            ck.validate_checkpoint(b, best_path, known_model=_model_known)
+        if c.get("best_epoch") == epoch and (b is None or b["epoch"] != epoch) and self.main:
+            self.log(f"sdenet: {best_path} did not hold epoch {epoch}, the best so far (a write "
+                     f"was interrupted); writing it from last.pt", err=True)
+            self._save(c, best_path)
+            b = c
+        if b is None:
+            return float("inf"), 0
+        return _checkpoint_error(b), int(b["epoch"])
+
+    def _save(self, state: dict, path: Path) -> None:
+        try:
+            ck.save_atomic(state, path)
+        except OSError as e:
+            raise ValueError(f"{path}: cannot write the checkpoint ({e.strerror or e})") from None
+
+    def _run(self) -> dict:
         self._setup()
         rc, dist, device = self.rc, self.dist, self.device
         warned: set = set()
@@ -805,7 +1052,8 @@ class _Trainer:
         except KeyboardInterrupt:
             done = epoch - 1
             where = (f"{self.run_dir / 'last.pt'} holds epoch {done}; continue with "
-                     f"--resume {self.run_dir}") if done > 0 else "no checkpoint was written"
+                     f"--resume {self.run_dir}") if done > 0 else (
+                f"no checkpoint was written yet; --resume {self.run_dir} starts it over")
             self.log(f"sdenet: interrupted in epoch {epoch}: {where}", err=True)
             raise
         return self._finish(last, t_start)
@@ -814,8 +1062,8 @@ class _Trainer:
         rc, dist, device, model = self.rc, self.dist, self.device, self.model
         t0 = time.perf_counter()
         model.train()
-        if hasattr(model, "reset_weak_stats"):
-            model.reset_weak_stats()
+        if self.stochastic:
+            reset_model_weak_stats(model)
         self.train_loader.set_epoch(epoch - 1)
         lr = self.optimizer.param_groups[0]["lr"]
         fault = _fault()
@@ -843,6 +1091,12 @@ class _Trainer:
                 loss = _loss_fn(out, y, ls)
                 if fault and fault[0] == "nan" and fault[1] == epoch:
                     loss = loss * float("nan")
+                if fault and fault[0] == "kill" and fault[1] == epoch and i == fault[2]:
+                    os.kill(os.getpid(), 9)
+                if self.loss_ref is None:  # the divergence reference: the run's first loss
+                    self.loss_ref = loss.detach().float().item()
+                    if not math.isfinite(self.loss_ref):
+                        self._diverged(epoch, f"the training loss is {self.loss_ref}")
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
@@ -857,7 +1111,7 @@ class _Trainer:
                         running = loss_sum.item() / count
                         bar.set_postfix(loss=f"{running:.4f}")
                         if not math.isfinite(running) and dist.world_size == 1:
-                            self._diverged(epoch)
+                            self._diverged(epoch, f"the training loss is {running}")
         finally:
             if bar is not None:
                 bar.close()
@@ -869,11 +1123,17 @@ class _Trainer:
         n = max(t[2].item(), 1.0)
         train_loss, train_error = t[0].item() / n, 1.0 - t[1].item() / n
         if not math.isfinite(train_loss):
-            self._diverged(epoch)
+            self._diverged(epoch, f"the training loss is {train_loss}")
+        bound = DIVERGENCE_FACTOR * self.loss_ref if self.loss_ref and self.loss_ref > 0 else None
+        if bound is not None and train_loss > bound:
+            self._diverged(epoch, f"the training loss {train_loss:.4g} exploded past "
+                           f"{DIVERGENCE_FACTOR:.0e} x its first value {self.loss_ref:.4g}")
 
         weak = reduce_report(_weak_report(model), dist.world_size, device) if self.stochastic else []
         model.eval()  # drift only: the expected increment, BN running statistics
         test_loss, test_error, _ = _eval_sums(self.fwd_eval, self.test_loader, device, self.amp, dist)
+        if not (math.isfinite(test_loss) and math.isfinite(test_error)):
+            self._diverged(epoch, f"the test loss is {test_loss}")
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         now = time.perf_counter()
@@ -894,10 +1154,14 @@ class _Trainer:
             self.best, self.best_epoch = test_error, epoch
         noise_ranks = dist.all_gather(self.noise.get_state().cpu())
         if self.main:
-            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(_jsonable(metrics)) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            try:
+                with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                    f.write(json.dumps(_jsonable(metrics)) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:
+                raise ValueError(f"{self.run_dir / 'metrics.jsonl'}: cannot write "
+                                 f"({e.strerror or e})") from None
             state = {
                 "format": ck.FORMAT,
                 "epoch": epoch,
@@ -909,13 +1173,14 @@ class _Trainer:
                         "loader": {"seed": rc["seed"], "epoch": epoch}},
                 "best_test_error": self.best,
                 "best_epoch": self.best_epoch,
+                "loss_ref": self.loss_ref,
                 "elapsed": metrics["elapsed"],
                 "metrics": metrics,
                 "config": rc,
             }
-            ck.save_atomic(state, self.run_dir / "last.pt")
-            if improved:
-                ck.save_atomic(state, self.run_dir / "best.pt")
+            self._save(state, self.run_dir / "last.pt")
+            if improved:  # after last.pt: a kill in between is repaired on --resume
+                self._save(state, self.run_dir / "best.pt")
             self.log(f"epoch {epoch}/{rc['epochs']}  train loss {train_loss:.4f} err "
                      f"{100 * train_error:.2f}%  test loss {test_loss:.4f} err "
                      f"{100 * test_error:.2f}%  lr {lr:.4g}  {metrics['epoch_time']:.1f}s")
@@ -926,18 +1191,21 @@ class _Trainer:
                            "run_dir": str(self.run_dir), "rank": dist.rank})
         return metrics
 
-    def _diverged(self, epoch: int):
+    def _diverged(self, epoch: int, reason: str = "the loss became NaN or infinite"):
         good = epoch - 1
         last = self.run_dir / "last.pt"
         where = (f"the last good checkpoint is {last} (epoch {good})" if good > 0
                  else "no checkpoint was written")
-        raise TrainingDiverged(f"training diverged: the loss became NaN or infinite in epoch "
-                               f"{epoch}; {where}. Lower the learning rate (--lr) and try again")
+        raise TrainingDiverged(f"training diverged: {reason} in epoch {epoch}; {where}. Lower "
+                               f"the learning rate (--lr) and try again")
 
     def _finish(self, last: dict | None, t_start: float) -> dict:
         rc, dist, device = self.rc, self.dist, self.device
         if last is None:  # nothing left to run
             raise ValueError(f"{self.run_dir}: no epoch to run")
+        if self.main and (self.run_dir / "best.pt").is_file():  # recorded from the file itself
+            b = ck.load_checkpoint(self.run_dir / "best.pt")
+            self.best, self.best_epoch = _checkpoint_error(b), int(b["epoch"])
         final = {
             "test_error": last["test_error"],
             "best_test_error": self.best,
@@ -985,25 +1253,54 @@ class _Trainer:
 # --------------------------------------------------------------------------------------------
 
 
+def _binomial_se(error: float, n: int) -> float:
+    """Standard error ``sqrt(e(1 - e)/n)`` of an error rate measured on ``n`` independent images."""
+    return math.sqrt(max(error * (1.0 - error), 0.0) / n) if n > 0 else float("nan")
+
+
 def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = None,
              device="auto", batch_size: int | None = None, limit_test: int | None = None,
-             data_root=None, seed: int = 0) -> dict:
+             data_root=None, seed: int = 0, model: str | None = None) -> dict:
     """Test error of a saved network.
 
     The checkpoint's config names the model and dataset (``dataset`` overrides). Returns
     ``test_error``/``test_loss`` of the drift-only (eval-mode) network and, for a stochastic
     network with ``samples > 0`` (default 10), ``test_error_mc``/``test_loss_mc`` of the average
     of the softmax over ``samples`` noisy passes (:func:`sdenet.nn.mc_predict`).
+
+    ``test_error_se`` / ``test_error_mc_se`` are binomial standard errors over the test images,
+    ``sqrt(e(1 - e)/n)``: with the weights fixed, whether an image is misclassified (by the
+    drift, or by the average of ``samples`` noisy passes) is a Bernoulli variable, independent
+    across images and draws, so this is the standard error of the measured error as an estimate
+    of the expected error over images and network noise.
+
+    A checkpoint of a user's network (``package.module:factory``) is evaluated only when
+    ``model`` names the same spec: importing a module runs its code, and a file does not get to
+    choose which module is imported.
     """
     samples = None if samples is None else int(_number("samples", samples, lo=0.0, allow_none=False))
+    if samples is not None and samples > MAX_MC_SAMPLES:
+        raise ValueError(f"samples={samples} is above the bound of {MAX_MC_SAMPLES:,} Monte Carlo "
+                         f"draws (each is a pass over the test set)")
     batch_size = _positive_int("batch_size", batch_size)
     limit_test = _positive_int("limit_test", limit_test)
-    c = ck.load_checkpoint(checkpoint)
-    rc = c["config"]
     dev = resolve_device(device)
+    c = ck.load_checkpoint(checkpoint)
+    path = Path(checkpoint) / "last.pt" if Path(checkpoint).is_dir() else Path(checkpoint)
+    ck.validate_checkpoint(c, path, known_model=_model_known)
+    rc = c["config"]
+    if is_user_model(rc["model"]) and model != rc["model"]:
+        raise ValueError(f"{path}: a checkpoint of the user model {rc['model']!r}; importing it "
+                         f"runs its code, so name it yourself with --model {rc['model']}")
+    if model is not None and model != rc["model"]:
+        raise ValueError(f"{path}: a checkpoint of {rc['model']!r}, not {model!r}")
+    if not isinstance(rc.get("model_overrides", {}), dict):
+        raise ValueError(f"{path}: the checkpoint's config entry 'model_overrides' is malformed")
     from .data import DeviceLoader, load_dataset
 
-    spec = dataset or rc["dataset"]
+    spec = dataset or rc.get("dataset")
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"{path}: the checkpoint's config names no dataset; give --dataset")
     eval_batch = batch_size or rc.get("eval_batch_size") or max(rc.get("batch_size", 128), 256)
     if is_image_folder(spec):
         _, loader = _image_folder_loaders(spec, limit_test=limit_test, batch_size=eval_batch,
@@ -1012,6 +1309,7 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
     else:
         ds = load_dataset(spec, root=data_root or rc.get("data_root"))
         num_classes = ds.num_classes
+        image_shape = tuple(int(v) for v in ds.x_test.shape[1:])
         x_test, y_test = ds.x_test, ds.y_test
         if limit_test is not None:
             x_test, y_test = x_test[:limit_test], y_test[:limit_test]
@@ -1022,9 +1320,18 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
         raise ValueError(f"{spec}: {num_classes} classes, but {checkpoint} was trained on "
                          f"{rc['num_classes']}")
     torch.manual_seed(seed)
-    model = _create_model(rc["model"], num_classes, dict(rc.get("model_overrides") or {}))
-    model.load_state_dict(c["model"])
+    spec_model = rc["model"]
+    model = _create_model(spec_model, num_classes, dict(rc.get("model_overrides") or {}))
+    ck.check_model_state(model, c["model"], path, repr(spec_model))
+    try:
+        model.load_state_dict(c["model"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: its weights do not load into {spec_model!r} "
+                         f"({type(e).__name__}: {_first_line(e)})") from None
     model.to(dev).eval()
+    if not is_image_folder(spec):
+        _check_fits(model, image_shape, num_classes, {**rc, "dataset": spec, "channels_last": False},
+                    dev)
     stochastic = _is_stochastic(model)
     amp = dev.type == "cuda" and bool(rc.get("amp")) and torch.cuda.is_bf16_supported()
     one = _Dist.__new__(_Dist)
@@ -1037,6 +1344,7 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
         "epoch": int(c.get("epoch", 0)),
         "n_test": n,
         "test_error": test_error,
+        "test_error_se": _binomial_se(test_error, n),
         "test_loss": test_loss,
         "stochastic": stochastic,
         "device": str(dev),
@@ -1050,5 +1358,6 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
         if hasattr(model, "set_generator"):
             model.set_generator(g)
         mc_loss, mc_err = _mc_sums(model, loader, dev, samples, g, one, amp)
-        out.update(test_error_mc=mc_err, test_loss_mc=mc_loss, mc_samples=samples)
+        out.update(test_error_mc=mc_err, test_error_mc_se=_binomial_se(mc_err, n),
+                   test_loss_mc=mc_loss, mc_samples=samples)
     return _jsonable(out)

@@ -30,7 +30,8 @@ import math
 import torch
 
 __all__ = ["DEFAULT_WEAK_K", "WeakConditionError", "normalize_report", "reduce_report",
-           "violations", "reference_K", "parse_weak_K", "warning_message", "format_table", "exact_condition"]
+           "violations", "reference_K", "parse_weak_K", "warning_message", "format_table", "exact_condition",
+           "model_weak_report", "model_is_stochastic", "reset_model_weak_stats"]
 
 #: default bound: each stage's law's own K at Δt = 1 (see the module docstring)
 DEFAULT_WEAK_K = "law"
@@ -203,3 +204,116 @@ def format_table(report: list[dict]) -> str:
     lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
     lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Condition (5) of any network: sdenet's own, or a user's nn.Module
+# --------------------------------------------------------------------------------------------
+
+
+def _law_row(where: str, block, law, dt, stats=None) -> dict:
+    from ..laws import DropBernoulli
+
+    dt = float(dt)
+    C = float(law.condition(dt))
+    row = {"stage": where, "block": block, "law": getattr(law, "name", type(law).__name__),
+           "p": float(law.p) if isinstance(law, DropBernoulli) else None, "dt": dt, "C": C,
+           "K": C / (dt * dt)}
+    if stats:
+        row.update(stats)
+    return row
+
+
+def _stats(module, n):
+    fn = getattr(module, "weak_stats", None)
+    if not callable(fn):
+        return None
+    try:
+        return dict(fn(n))
+    except TypeError:
+        return dict(fn())
+
+
+def model_weak_report(model) -> list[dict]:
+    """Condition-(5) rows (the run format of :func:`normalize_report`) of every stochastic part of
+    ``model``, any ``nn.Module``.
+
+    What is asked of the parts, in order:
+
+    1. ``model.weak_report()`` when the model has one (every sdenet network): used as it is.
+    2. Otherwise each submodule, by its path in the model:
+       a module with its own ``weak_report()`` method gives its rows (``stage`` defaults to its
+       path) and is not looked into further;
+       an :class:`sdenet.nn.Stage` gives one row per step whose scheme has a noise ``law``, at the
+       stage's Δt (empirical moments from its field's ``weak_stats(n)`` when it records them);
+       a stochastic :class:`sdenet.Field` that declares its law — a ``law`` attribute (a
+       :class:`sdenet.NoiseLaw`) and its step ``dt`` — gives one row (exact ``C`` and ``K``;
+       empirical moments when it has ``weak_stats()``).
+    """
+    fn = getattr(model, "weak_report", None)
+    if callable(fn):
+        return normalize_report(fn())
+    from ..fields import Field
+    from ..laws import NoiseLaw
+    try:
+        from ..nn.stage import Stage
+    except ImportError:  # pragma: no cover - sdenet.nn is part of the package
+        Stage = ()
+    rows: list[dict] = []
+    covered: list[str] = []
+    for path, m in model.named_modules():
+        if m is model or any(path == c or path.startswith(c + ".") for c in covered):
+            continue
+        own = getattr(m, "weak_report", None)
+        if callable(own):
+            for r in own() or []:
+                r = dict(r)
+                r.setdefault("stage", path)
+                if r["stage"] is None:
+                    r["stage"] = path
+                rows.append(r)
+            covered.append(path)
+        elif Stage and isinstance(m, Stage):
+            name = m.name or path
+            for n, scheme in enumerate(m.schemes):
+                law = getattr(scheme, "law", None)
+                if isinstance(law, NoiseLaw):
+                    rows.append(_law_row(name, n, law, m.dt, _stats(m.field, n)))
+            covered.append(path)
+        elif isinstance(m, Field) and m.stochastic and isinstance(getattr(m, "law", None), NoiseLaw):
+            dt = getattr(m, "dt", None)
+            if isinstance(dt, (int, float)) and not isinstance(dt, bool) and dt > 0:
+                rows.append(_law_row(path, None, m.law, dt, _stats(m, 0)))
+    return normalize_report(rows)
+
+
+def model_is_stochastic(model) -> bool:
+    """True when ``model`` says so (``model.stochastic``) or any part of it draws noise: a
+    stochastic sdenet stage or field, or a part that reports condition (5)."""
+    flag = getattr(model, "stochastic", None)
+    if isinstance(flag, bool):
+        return flag
+    try:
+        if model_weak_report(model):
+            return True
+    except Exception:
+        pass
+    from ..fields import Field
+    for m in model.modules():
+        if isinstance(m, Field) and m.stochastic:
+            return True
+        f = getattr(m, "stochastic", None)
+        if m is not model and isinstance(f, bool) and f:
+            return True
+    return False
+
+
+def reset_model_weak_stats(model) -> None:
+    """Zero the increment statistics the model (or each part that keeps them) records."""
+    fn = getattr(model, "reset_weak_stats", None)
+    if callable(fn):
+        fn()
+        return
+    for m in model.modules():
+        if m is not model and callable(getattr(m, "reset_weak_stats", None)):
+            m.reset_weak_stats()
