@@ -192,13 +192,15 @@ def validate_checkpoint(ckpt: dict, path, *, resume: bool = False, known_model=N
     if not _byte_state(t) or t.numel() != size:
         raise ValueError(f"{path}: the checkpoint's torch RNG state is malformed (expected "
                          f"{size} bytes, got {_describe(t)})")
-    for key in ("noise",):
+    # a network noise generator's state: a CPU generator's (as the global one) or a CUDA one's
+    noise_sizes = (size, _CUDA_GENERATOR_STATE_BYTES)
+    v = rng.get("noise")
+    if v is not None and not (_byte_state(v) and v.numel() in noise_sizes):
+        raise ValueError(f"{path}: the checkpoint's noise RNG state is malformed ({_describe(v)})")
+    for key, sizes in (("noise_ranks", noise_sizes), ("cuda", None)):
         v = rng.get(key)
-        if v is not None and not _byte_state(v):
-            raise ValueError(f"{path}: the checkpoint's {key} RNG state is malformed ({_describe(v)})")
-    for key in ("noise_ranks", "cuda"):
-        v = rng.get(key)
-        if v is not None and (not isinstance(v, (list, tuple)) or not all(_byte_state(s) for s in v)):
+        if v is not None and (not isinstance(v, (list, tuple)) or not all(
+                _byte_state(s) and (sizes is None or s.numel() in sizes) for s in v)):
             raise ValueError(f"{path}: the checkpoint's {key} RNG states are malformed")
     for key in ("best_test_error", "elapsed"):
         if key in ckpt and not _is_number(ckpt[key]):
@@ -206,6 +208,10 @@ def validate_checkpoint(ckpt: dict, path, *, resume: bool = False, known_model=N
     if "best_epoch" in ckpt and not (_is_int(ckpt["best_epoch"]) and 0 <= ckpt["best_epoch"] <= epoch):
         raise ValueError(f"{path}: the checkpoint's best epoch {ckpt['best_epoch']!r} is not in "
                          f"0..{epoch}")
+
+
+#: bytes of a CUDA (Philox) generator's state: seed and offset
+_CUDA_GENERATOR_STATE_BYTES = 16
 
 
 def _describe(v) -> str:
@@ -228,11 +234,11 @@ def check_model_state(model: torch.nn.Module, state: dict, path, name: str = "th
     if missing or unexpected:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} missing ({_names(missing)})")
+            parts.append(f"{len(missing)} entries missing ({_names(missing)})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected ({_names(unexpected)})")
         raise ValueError(f"{path}: its weights are not those of {name}: "
-                         f"{'; '.join(parts)} entries; is it a checkpoint of another model?")
+                         f"{'; '.join(parts)}; is it a checkpoint of another model?")
     for k, v in own.items():
         if tuple(state[k].shape) != tuple(v.shape):
             raise ValueError(f"{path}: its weights are not those of {name}: {k} has shape "

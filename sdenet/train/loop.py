@@ -21,8 +21,18 @@ states, the global torch RNG states, the network noise generator's state (of eve
 the data loader needs only ``(seed, epoch)``.
 
 Test hook: the environment variable ``SDENET_FAULT`` injects faults — ``nan@E`` makes the
-loss NaN throughout epoch E, ``interrupt@E`` / ``interrupt@E:S`` raises KeyboardInterrupt at
-step S (default 0) of epoch E.
+loss NaN throughout epoch E, ``testnan@E`` makes epoch E's test loss NaN, ``interrupt@E`` /
+``interrupt@E:S`` raises KeyboardInterrupt at step S (default 0) of epoch E, ``kill@E:S`` sends
+the process SIGKILL at step S of epoch E, ``killsave@E`` sends it SIGKILL between the
+``last.pt`` and ``best.pt`` writes of epoch E.
+
+Crashes: the run folder is locked (:class:`~sdenet.train.runfolder.RunLock`) while a run uses
+it; a run that stops before its first checkpoint leaves ``config.json``, from which
+``resume`` starts it over (and a new run may take the folder over, saying so); ``best.pt`` is
+written after ``last.pt`` and the best epoch is always read from ``best.pt`` itself (repaired
+from ``last.pt`` on resume when a kill fell between the two writes). A NaN or infinite train or
+test loss, or a training loss above :data:`DIVERGENCE_FACTOR` times the run's first one, stops
+the run (:class:`TrainingDiverged`) before that epoch is written anywhere.
 """
 
 from __future__ import annotations
@@ -251,7 +261,7 @@ def _create_user_model(spec: str, num_classes: int, overrides: dict):
                          f"{''.join(f', {k}=...' for k in sorted(overrides))}) failed: "
                          f"{_first_line(e)}") from None
     if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"--model {spec}: {attr}() returned a {type(model).__name__}, not a "
+        raise ValueError(f"--model {spec}: {attr}() returned {type(model).__name__!r}, not a "
                          f"torch.nn.Module")
     return model
 
@@ -1132,6 +1142,8 @@ class _Trainer:
         weak = reduce_report(_weak_report(model), dist.world_size, device) if self.stochastic else []
         model.eval()  # drift only: the expected increment, BN running statistics
         test_loss, test_error, _ = _eval_sums(self.fwd_eval, self.test_loader, device, self.amp, dist)
+        if fault and fault[0] == "testnan" and fault[1] == epoch:
+            test_loss = float("nan")
         if not (math.isfinite(test_loss) and math.isfinite(test_error)):
             self._diverged(epoch, f"the test loss is {test_loss}")
         if device.type == "cuda":
@@ -1179,6 +1191,8 @@ class _Trainer:
                 "config": rc,
             }
             self._save(state, self.run_dir / "last.pt")
+            if fault and fault[0] == "killsave" and fault[1] == epoch:
+                os.kill(os.getpid(), 9)
             if improved:  # after last.pt: a kill in between is repaired on --resume
                 self._save(state, self.run_dir / "best.pt")
             self.log(f"epoch {epoch}/{rc['epochs']}  train loss {train_loss:.4f} err "
@@ -1195,7 +1209,7 @@ class _Trainer:
         good = epoch - 1
         last = self.run_dir / "last.pt"
         where = (f"the last good checkpoint is {last} (epoch {good})" if good > 0
-                 else "no checkpoint was written")
+                 else "no checkpoint was written (--resume would start the run over)")
         raise TrainingDiverged(f"training diverged: {reason} in epoch {epoch}; {where}. Lower "
                                f"the learning rate (--lr) and try again")
 
