@@ -21,6 +21,11 @@ the paper's remark. A number ``weak_K`` is one fixed bound for every stage inste
 
 A degenerate law (drop at p = 1: nothing is dropped, the stage is deterministic) is reported
 but never warned about.
+
+Any network: :func:`model_weak_report` asks an sdenet network for its ``weak_report()``; for
+any other ``nn.Module`` (a user's, trained with ``--model package.module:factory``) it asks
+each part: a module with its own ``weak_report()``, an :class:`sdenet.nn.Stage` (its schemes'
+laws at its Δt), or a stochastic :class:`sdenet.Field` that declares ``law`` and ``dt``.
 """
 
 from __future__ import annotations
