@@ -240,6 +240,20 @@ def test_kill_9_in_epoch_1_then_resume_completes(tmp_path, capsys):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_run_killed_before_metrics_json_is_finished_by_resume(runs, tmp_path, capsys):
+    out = tmp_path / "f"
+    assert main(["train", "--model", "tiny_resnet", "--dataset", runs["data"], "--epochs", "1",
+                 "--out", str(out), *TINY]) == 0
+    first = json.loads((out / "metrics.json").read_text())
+    (out / "metrics.json").unlink()  # as if killed after the last checkpoint
+    assert main(["train", "--resume", str(out), "--device", "cpu", "--quiet"]) == 0
+    assert "finishing it" in capsys.readouterr().err
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["test_error"] == first["test_error"] and again["best_epoch"] == 1
+    assert "already finished" in _err_line(capsys, main(["train", "--resume", str(out), "--device",
+                                                         "cpu"]))
+
+
 def test_rerun_takes_over_a_folder_that_died_before_its_first_checkpoint(runs, tmp_path, capsys):
     out = tmp_path / "t"
     out.mkdir()
@@ -416,13 +430,21 @@ def usernet(tmp_path, monkeypatch):
         sys.modules.pop(name, None)
 
 
-def test_train_and_eval_a_users_network_with_condition_5(runs, usernet, tmp_path, capsys):
+def test_train_and_eval_a_users_network_with_condition_5(runs, usernet, tmp_path, capsys,
+                                                         monkeypatch):
     out = tmp_path / "u"
     spec = f"{usernet}:build"
+    monkeypatch.setenv("SDENET_FAULT", "interrupt@2")
     assert main(["train", "--model", spec, "--dataset", runs["data"], "--epochs", "2", "--dt",
-                 "0.25", "--out", str(out), *TINY]) == 0
+                 "0.25", "--out", str(out), *TINY]) == 130
+    monkeypatch.delenv("SDENET_FAULT")
+    capsys.readouterr()
+    # eval and resume need the module named again: a checkpoint does not choose what is imported
+    line = _err_line(capsys, main(["train", "--resume", str(out), "--device", "cpu"]))
+    assert f"--model {spec}" in line
+    assert main(["train", "--resume", str(out), "--model", spec, "--device", "cpu"]) == 0
     cap = capsys.readouterr()
-    assert "condition (5)" in cap.out
+    assert "resuming after epoch 1" in cap.out and "condition (5)" in cap.out
     weak = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["weak"]
     rows = {(r["stage"], r["block"]): r for r in weak}
     assert set(rows) == {("mine", 0), ("mine", 1), ("noisy", None)}
@@ -432,10 +454,7 @@ def test_train_and_eval_a_users_network_with_condition_5(runs, usernet, tmp_path
     from sdenet.laws import DropBernoulli
 
     assert drop["K"] == pytest.approx(DropBernoulli(0.8).condition(0.25) / 0.25 ** 2)
-    # eval and resume need the module named again: a checkpoint does not choose what is imported
     line = _err_line(capsys, main(["eval", str(out), "--device", "cpu"]))
-    assert f"--model {spec}" in line
-    line = _err_line(capsys, main(["train", "--resume", str(out / "best.pt"), "--device", "cpu"]))
     assert f"--model {spec}" in line
     assert main(["eval", str(out), "--device", "cpu", "--model", spec, "--samples", "4", "--json",
                  "--threads", "1"]) == 0

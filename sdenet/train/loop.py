@@ -355,6 +355,19 @@ def _version() -> str:
     return __version__
 
 
+def _set_generator(model, generator) -> None:
+    """Hand the network noise generator to the model: its own ``set_generator``, or, for a
+    user's module, to every sdenet stage and stochastic field inside it."""
+    if hasattr(model, "set_generator"):
+        model.set_generator(generator)
+        return
+    try:
+        from ..nn import set_generator
+    except ImportError:  # pragma: no cover
+        return
+    set_generator(model, generator)
+
+
 def _is_stochastic(model) -> bool:
     return model_is_stochastic(model)
 
@@ -830,8 +843,13 @@ class _Trainer:
             rc.setdefault("mc_samples", 0)
             self.run_dir = run_dir
             if self.ckpt is not None and self.ckpt["epoch"] >= rc["epochs"]:
-                raise ValueError(f"{run_dir}: the run already finished its {rc['epochs']} epochs; "
-                                 f"nothing to resume")
+                if (run_dir / "metrics.json").exists() or not isinstance(
+                        self.ckpt.get("metrics"), dict):
+                    raise ValueError(f"{run_dir}: the run already finished its {rc['epochs']} "
+                                     f"epochs; nothing to resume")
+                # stopped after its last checkpoint, before metrics.json: finish it
+                self.log(f"sdenet: {run_dir} trained all {rc['epochs']} epochs but stopped before "
+                         f"writing metrics.json; finishing it", err=True)
         else:
             rc = _resolve(cfg, device, dist.world_size)
             self.run_dir = check_out_dir(Path(cfg.out) if cfg.out else
@@ -893,8 +911,7 @@ class _Trainer:
         self.noise.manual_seed(_seed(rc["seed"], dist.rank, 7))
         if getattr(self, "image_shape", None) is not None:
             _check_fits(model, self.image_shape, num_classes, rc, device, self.noise)
-        if hasattr(model, "set_generator"):
-            model.set_generator(self.noise)
+        _set_generator(model, self.noise)
         self.stochastic = _is_stochastic(model)
         if rc.get("dt") is None:
             mdt = (getattr(model, "config", None) or {}).get("dt", getattr(model, "dt", None)) \
@@ -1056,6 +1073,8 @@ class _Trainer:
         t_start = time.perf_counter()
         epoch = self.start_epoch
         last = None
+        if self.ckpt is not None and self.start_epoch >= rc["epochs"]:
+            last = dict(self.ckpt["metrics"])  # only the final evaluation and metrics.json left
         try:
             for epoch in range(self.start_epoch + 1, rc["epochs"] + 1):
                 last = self._epoch(epoch, t_start, warned)
@@ -1369,8 +1388,7 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
     if stochastic and samples > 0:
         g = torch.Generator(device=dev)
         g.manual_seed(_seed(seed, 0, 11))
-        if hasattr(model, "set_generator"):
-            model.set_generator(g)
+        _set_generator(model, g)
         mc_loss, mc_err = _mc_sums(model, loader, dev, samples, g, one, amp)
         out.update(test_error_mc=mc_err, test_error_mc_se=_binomial_se(mc_err, n),
                    test_loss_mc=mc_loss, mc_samples=samples)

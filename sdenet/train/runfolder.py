@@ -47,7 +47,7 @@ def check_out_dir(path) -> Path:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         raise ValueError(f"--out {path}: {probe} is a file, so no folder can be made below it")
-    for special in ("/proc", "/sys", "/dev"):
+    for special in ("/proc", "/sys"):
         try:
             resolved = path.resolve()
         except OSError:
