@@ -346,12 +346,16 @@ def test_nan_test_loss_stops_the_run_and_best_pt_stays_finite(runs, tmp_path, ca
         assert c["epoch"] == 1 and math.isfinite(c["metrics"]["test_loss"])
 
 
-def test_exploding_training_loss_is_divergence(monkeypatch):
+def test_exploding_training_loss_is_divergence():
     t = loop._Trainer.__new__(loop._Trainer)
     t.run_dir, t.loss_ref = Path("r"), 2.0
-    with pytest.raises(loop.TrainingDiverged, match=r"exploded past 1e\+06 x its first value 2 in epoch 3"):
-        t._diverged(3, f"the training loss {3e6:.4g} exploded past {loop.DIVERGENCE_FACTOR:.0e} x "
-                       f"its first value {t.loss_ref:.4g}")
+    t._check_train_loss(3, 1.9e6)  # below 10^6 x 2: not yet
+    with pytest.raises(loop.TrainingDiverged,
+                       match=r"loss 2\.1e\+06 exploded past 1e\+06 x its first value 2 in epoch 3; "
+                             r"the last good checkpoint is r/last\.pt \(epoch 2\)"):
+        t._check_train_loss(3, 2.1e6)
+    with pytest.raises(loop.TrainingDiverged, match="training loss is inf in epoch 1; no checkpoint"):
+        t._check_train_loss(1, float("inf"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1136,11 +1136,14 @@ class _Trainer:
                 count += b
                 if bar is not None:
                     bar.update(1)
-                    if (i + 1) % every == 0:
-                        running = loss_sum.item() / count
+                if (i + 1) % every == 0 and (bar is not None or dist.world_size == 1):
+                    # one host read every 1/20 epoch: a blown-up run stops without finishing
+                    # the epoch (one process only: the ranks would not agree)
+                    running = loss_sum.item() / count
+                    if bar is not None:
                         bar.set_postfix(loss=f"{running:.4f}")
-                        if not math.isfinite(running) and dist.world_size == 1:
-                            self._diverged(epoch, f"the training loss is {running}")
+                    if dist.world_size == 1:
+                        self._check_train_loss(epoch, running)
         finally:
             if bar is not None:
                 bar.close()
@@ -1151,12 +1154,7 @@ class _Trainer:
         t = dist.all_reduce(t).cpu()
         n = max(t[2].item(), 1.0)
         train_loss, train_error = t[0].item() / n, 1.0 - t[1].item() / n
-        if not math.isfinite(train_loss):
-            self._diverged(epoch, f"the training loss is {train_loss}")
-        bound = DIVERGENCE_FACTOR * self.loss_ref if self.loss_ref and self.loss_ref > 0 else None
-        if bound is not None and train_loss > bound:
-            self._diverged(epoch, f"the training loss {train_loss:.4g} exploded past "
-                           f"{DIVERGENCE_FACTOR:.0e} x its first value {self.loss_ref:.4g}")
+        self._check_train_loss(epoch, train_loss)
 
         weak = reduce_report(_weak_report(model), dist.world_size, device) if self.stochastic else []
         model.eval()  # drift only: the expected increment, BN running statistics
@@ -1223,6 +1221,15 @@ class _Trainer:
             self.callback({"epoch": epoch, "metrics": metrics, "model": model,
                            "run_dir": str(self.run_dir), "rank": dist.rank})
         return metrics
+
+    def _check_train_loss(self, epoch: int, loss: float) -> None:
+        """TrainingDiverged when ``loss`` is not finite or above DIVERGENCE_FACTOR x the first."""
+        if not math.isfinite(loss):
+            self._diverged(epoch, f"the training loss is {loss}")
+        ref = self.loss_ref
+        if ref is not None and ref > 0 and loss > DIVERGENCE_FACTOR * ref:
+            self._diverged(epoch, f"the training loss {loss:.4g} exploded past "
+                           f"{DIVERGENCE_FACTOR:.0e} x its first value {ref:.4g}")
 
     def _diverged(self, epoch: int, reason: str = "the loss became NaN or infinite"):
         good = epoch - 1
