@@ -9,7 +9,6 @@ tiny runs of 8x8 images.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -65,8 +64,8 @@ def _err_line(capsys, code, expected=2):
 
 
 def _proc(args, env_extra=None, cwd=None, timeout=120):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    env.pop("SDENET_FAULT", None) if not env_extra or "SDENET_FAULT" not in env_extra else None
+    env = {k: v for k, v in os.environ.items() if k != "SDENET_FAULT"}
+    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", **(env_extra or {}))
     return subprocess.run([sys.executable, "-m", "sdenet", *args], capture_output=True, text=True,
                           env=env, cwd=cwd, timeout=timeout)
 
