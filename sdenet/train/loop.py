@@ -766,10 +766,10 @@ class _Trainer:
     # -- set-up ---------------------------------------------------------------------------
     def _lock(self, run_dir: Path, created: bool = False):
         """Take the run folder's lock (rank 0) and remove stale temporaries under it."""
-        self.created_dir = created
         if not self.main:
             return
         self.lock = RunLock(run_dir).acquire()
+        self.created_dir = created  # removed again if set-up fails (never another run's folder)
         gone = remove_stale_temporaries(run_dir)
         if gone:
             self.log(f"sdenet: removed {len(gone)} temporary file(s) an interrupted write left in "
