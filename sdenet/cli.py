@@ -42,6 +42,10 @@ class UsageError(Exception):
     """Raised by a command for a user error; printed as one line, exit status 2."""
 
 
+class _ParseError(UsageError):
+    """A command line argparse refused: one line, never a traceback (not even with --debug)."""
+
+
 class _Parser(argparse.ArgumentParser):
     """A parser whose errors are one line, and which accepts ``--debug`` at every level."""
 
@@ -52,7 +56,7 @@ class _Parser(argparse.ArgumentParser):
                           help=f"print the traceback of an error (also: {DEBUG_ENV}=1)")
 
     def error(self, message):  # one line, no usage block
-        raise UsageError(f"{self.prog}: error: {message}")
+        raise _ParseError(f"{self.prog}: error: {message}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     args = None
 
     def report(line: str, code: int) -> int:
-        if debug:
+        if debug and not isinstance(sys.exc_info()[1], _ParseError):
             traceback.print_exc(file=sys.stderr)
         print(line, file=sys.stderr)
         return code
@@ -176,9 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
         if extra:  # named by the sub-command they were given to, not by the top level
-            raise UsageError(f"{_head(_command_name(args, argv))}: error: unrecognized arguments: "
+            raise _ParseError(f"{_head(_command_name(args, argv))}: error: unrecognized arguments: "
                              f"{' '.join(extra)}")
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader that left shows here, inside the handler
+        return code
     except KeyboardInterrupt:
         return report(f"{_head(_command_name(args, argv))}: interrupted", EXIT_INTERRUPTED)
     except BrokenPipeError:  # the reader of stdout left: not an error

@@ -28,6 +28,7 @@ def main(argv=None) -> int:
         if items is not None:
             _select(items)  # unknown items are refused before any folder is made
         out = fresh_out_dir() if args.out is None else args.out
+        writable_dir(out, "--out")
         writable_dir(f"{out}/figures", "--out")
         apply_threads(args)
         path = run_all(out, quick=args.quick, items=items)
