@@ -53,6 +53,10 @@ __all__ = [
     "fit_slope",
     "weak_order",
     "strong_error",
+    "order_work",
+    "CHECK_DT_RANGE",
+    "MAX_CHECK_DRAWS",
+    "MAX_ORDER_PATH_STEPS",
 ]
 
 #: default Δt ladder of ``sdenet weak check``
@@ -68,6 +72,68 @@ def _check_samples(samples, what="samples") -> int:
     if samples < 2:
         raise ValueError(f"{what} must be at least 2 (a standard error needs two draws), got {samples}")
     return samples
+
+
+#: Δt range of :func:`check`: every moment and variance it computes (down to ``Var ΔŴ⁴ ∝ Δt⁴``
+#: and ``K = C/Δt²``) stays a normal float64 number inside it
+CHECK_DT_RANGE = (1e-50, 1e50)
+#: most random draws one :func:`check` call makes (rows × samples), and most path-steps one
+#: :func:`weak_order` call simulates (paths × Σ T/Δt); beyond them the work is refused before
+#: it starts (memory is bounded by the chunks either way: the bound is time)
+MAX_CHECK_DRAWS = 10**11
+MAX_ORDER_PATH_STEPS = 10**12
+#: one-thread CPU rates used for the time estimates of refusals (measured on a 2-core AMD EPYC,
+#: torch 2.13: ~9·10⁶ draws/s with their four moments; ~2·10⁷ weak Euler path-steps/s)
+CPU_DRAWS_PER_S = 1e7
+CPU_PATH_STEPS_PER_S = 2e7
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
+def _check_check_dt(dt) -> float:
+    dt = _check_dt(dt)
+    lo, hi = CHECK_DT_RANGE
+    if not lo <= dt <= hi:
+        raise ValueError(f"dt = {dt:g} is outside the range {lo:g} <= dt <= {hi:g} where condition (5) "
+                         "is computed in float64 (dt^2 and the variance of dW^4 ~ dt^4 must stay normal numbers)")
+    return dt
+
+
+def _check_draws(rows: int, samples: int) -> None:
+    total = rows * samples
+    if total > MAX_CHECK_DRAWS:
+        raise ValueError(
+            f"{rows} (law, dt) rows x {samples:.3g} samples = {total:.3g} draws, about "
+            f"{_duration(total / CPU_DRAWS_PER_S)} on one CPU thread (~{CPU_DRAWS_PER_S:.0e} draws/s); "
+            f"at most {MAX_CHECK_DRAWS:.0e} draws per call, so samples <= {MAX_CHECK_DRAWS // rows:.3g} "
+            f"for {rows} rows (memory stays bounded: the draws come in chunks)"
+        )
+
+
+def order_work(sde, dts=None, paths: int = 1_000_000) -> dict:
+    """The work :func:`weak_order` would do: ``steps`` per Δt (``T/Δt``), ``path_steps``
+    (``paths × Σ steps``) and ``cpu_seconds``, an estimate at one CPU thread's rate."""
+    dts = _as_dts(dts, sde)
+    steps = [_steps(sde.T, dt) for dt in dts]
+    path_steps = int(_check_samples(paths, "paths")) * sum(steps)
+    return {"steps": steps, "path_steps": path_steps, "cpu_seconds": path_steps / CPU_PATH_STEPS_PER_S}
+
+
+def _check_order_work(sde, dts, paths) -> None:
+    w = order_work(sde, dts, paths)
+    if w["path_steps"] > MAX_ORDER_PATH_STEPS:
+        worst = max(w["steps"])
+        raise ValueError(
+            f"{paths:.3g} paths x {sum(w['steps']):.3g} steps (up to {worst:.3g} steps for one dt, "
+            f"T = {sde.T:g}) = {w['path_steps']:.3g} path-steps, about {_duration(w['cpu_seconds'])} on one "
+            f"CPU thread (~{CPU_PATH_STEPS_PER_S:.0e} path-steps/s); at most {MAX_ORDER_PATH_STEPS:.0e} "
+            "path-steps per call: use fewer paths or coarser dt"
+        )
 
 
 def _check_law(law) -> NoiseLaw:
@@ -226,10 +292,11 @@ def check(
     ``(seed, law, Δt)``, so a row does not depend on which other rows are computed.
     """
     laws = default_laws() if laws is None else [_check_law(law) for law in laws]
-    dts = [_check_dt(dt) for dt in dts]
+    dts = [_check_check_dt(dt) for dt in dts]
     if not dts:
         raise ValueError("check: give at least one dt")
     samples = _check_samples(samples)
+    _check_draws(len(laws) * len(dts), samples)
     keys = ("m1", "m2", "m3", "m4")
     rows = []
     for law in laws:
@@ -574,6 +641,7 @@ def weak_order(
     scheme = _check_weak_scheme(scheme, field)
     dts = _as_dts(dts, sde)
     paths = _check_samples(paths, "paths")
+    _check_order_work(sde, dts, paths)  # refuse absurd work before any of it
     phi = _check_power(phi)
     chunk = max(1, int(chunk))
     exact = sde.exact(phi)

@@ -219,15 +219,24 @@ def test_quickstart_with_tiny_overrides(tmp_path, capsys):
         final = json.loads((out / name / "metrics.json").read_text())
         assert f"{100 * final['test_error']:.2f}%" in text
     assert (out / "plots" / "errors.png").is_file() and (out / "plots" / "lm_coefficients.png").is_file()
+    # the stochastic network trained as an SDE discretization, with condition (5) from training
+    sto = json.loads((out / "tiny_lm_sd_resnet" / "metrics.json").read_text())
+    assert sto["stochastic"] and sto["mc_samples"] == 8 and sto["weak"]
+    assert f"{100 * sto['test_error_mc']:.2f}% averaging 8 noisy passes" in text
+    assert "condition (5) of its increments, recorded in training" in text
+    stages = {w["stage"] for w in sto["weak"]}
+    for stage in stages:
+        assert (out / "plots" / f"weak-tiny_lm_sd_resnet-{stage}.png").stat().st_size > 1000
     # a second call reuses the finished runs instead of failing on the occupied folders
     assert main(argv) == 0
-    assert text.count("already trained") == 0 and capsys.readouterr().out.count("already trained") == 2
+    assert text.count("already trained") == 0 and capsys.readouterr().out.count("already trained") == 3
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--epochs", "0"], "--epochs: expected a positive integer"),
     (["--models", "resnet20", "resnet20"], "twice"),
-    (["--samples", "0"], "--samples must be >= 1"),
+    (["--samples", "0"], "--samples: expected a positive integer"),
+    (["--stochastic", "resnet20"], "is deterministic"),
 ])
 def test_quickstart_bad_arguments(argv, message, capsys):
     from sdenet.cli import main

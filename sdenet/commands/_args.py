@@ -1,7 +1,7 @@
 """Argument types and options shared by the sub-commands.
 
 A type raises ``argparse.ArgumentTypeError``, which :mod:`sdenet.cli` turns into one line
-``sdenet: error: ...`` and exit status 2.
+``sdenet <command>: error: ...`` and exit status 2.
 """
 
 from __future__ import annotations
@@ -30,9 +30,26 @@ def positive_int(text: str) -> int:
     return v
 
 
+def max_threads() -> int:
+    """Most ``--threads`` accepted: 4 per CPU core of this machine (torch crashes, rather than
+    refuses, when asked for absurd thread counts)."""
+    import os
+
+    return 4 * (os.cpu_count() or 1)
+
+
+def threads(text: str) -> int:
+    """argparse type of ``--threads``: 1 to :func:`max_threads`."""
+    v = positive_int(text)
+    if v > max_threads():
+        raise argparse.ArgumentTypeError(
+            f"at most {max_threads()} threads (4 per CPU core of this machine), got {text!r}")
+    return v
+
+
 def add_threads_option(parser, default: int | None, help: str) -> None:
     """``--threads N``: torch CPU threads for the command (``None``: torch's own choice)."""
-    parser.add_argument("--threads", type=positive_int, default=default, metavar="N", help=help)
+    parser.add_argument("--threads", type=threads, default=default, metavar="N", help=help)
 
 
 def apply_threads(args) -> None:
@@ -41,3 +58,99 @@ def apply_threads(args) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+
+
+def finite_float(text: str) -> float:
+    """A finite number (``nan`` and ``inf`` refused)."""
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
+
+
+def check_device(spec, allow_auto: bool = True) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` with the device present; returns the spec
+    (lower case). ``ValueError`` naming the problem otherwise (CUDA absent, index out of range,
+    a device type sdenet does not run on)."""
+    s = str(spec).strip().lower()
+    if s == "auto" and allow_auto:
+        return s
+    import torch
+
+    try:
+        dev = torch.device(s)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"unknown device {spec!r}; use {'auto, ' if allow_auto else ''}cpu, cuda or cuda:N") from None
+    if dev.type == "cpu":
+        return s
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {spec!r}: CUDA is not available on this machine (use --device cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {spec!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return s
+    raise ValueError(f"device {spec!r}: sdenet runs on cpu or cuda")
+
+
+def device(text: str) -> str:
+    """argparse type of ``--device``: :func:`check_device`."""
+    try:
+        return check_device(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _reason(err: OSError) -> str:
+    return err.strerror or str(err)
+
+
+def writable_file(path, option: str):
+    """Check, before any work, that ``path`` can be written as a file (creating its folder):
+    not a folder, not under a regular file, not in an unwritable place. Returns the Path;
+    ``ValueError`` naming the option otherwise. Leaves no file behind that was not there."""
+    import os
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{option} {path}: is a folder; give a file name")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{option} {path}: cannot create its folder {str(p.parent)!r} ({_reason(err)})") from None
+    try:
+        if p.exists():
+            with open(p, "ab"):
+                pass
+        else:
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            os.close(fd)
+            os.unlink(p)
+    except OSError as err:
+        raise ValueError(f"{option} {path}: cannot write the file ({_reason(err)})") from None
+    return p
+
+
+def writable_dir(path, option: str):
+    """Check, before any work, that ``path`` is (or can be made) a folder we can write in.
+    Returns the Path (created); ``ValueError`` naming the option otherwise."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{option} {path}: exists and is not a folder")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=p, prefix=".sdenet-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ValueError(f"{option} {path}: cannot write in this folder ({_reason(err)})") from None
+    return p

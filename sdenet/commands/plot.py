@@ -29,9 +29,9 @@ def run(args) -> int:
     from ..train.plots import RunFolderError, plot_runs
 
     if args.labels is not None and len(args.labels) != len(args.runs):
-        raise UsageError(f"plot: --labels got {len(args.labels)} labels for {len(args.runs)} run folders")
+        raise UsageError(f"--labels got {len(args.labels)} labels for {len(args.runs)} run folders")
     try:
         plot_runs(args.runs, out_dir=args.out, labels=args.labels, log=print)
     except RunFolderError as err:
-        raise UsageError(f"plot: {err}") from None
+        raise UsageError(str(err)) from None
     return 0

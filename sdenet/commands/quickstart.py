@@ -1,10 +1,16 @@
-"""``sdenet quickstart``: ResNet-20 against LM-ResNet-20 on the bundled CIFAR-10 sample.
+"""``sdenet quickstart``: ResNet-20 against LM-ResNet-20, and a stochastic network trained as an
+SDE discretization, on the bundled CIFAR-10 sample.
 
-Trains both networks for a few epochs (default 10, batch 64) with the ``quick`` preset
-(one-cycle SGD) on the sample that ships with the package (1,500 training and 500 test
-images; about 40 s in all on 2 idle CPU cores, several minutes on busy ones), prints both test
-errors, the condition-(5) table of the built-in noise laws (``sdenet weak check``, with
-fewer samples) and writes the figures (``sdenet plot``) into ``OUT/plots``.
+Trains both deterministic networks for a few epochs (default 10, batch 64) with the ``quick``
+preset (one-cycle SGD) on the sample that ships with the package (1,500 training and 500 test
+images), then a small LM stochastic-depth network (``tiny_lm_sd_resnet``: the weak scheme
+``X_{n+1} = (2 + g_n) X_n - (1 + g_n) X_{n-1} + η_n f(X_n)`` with Bernoulli ``η_n``, one draw
+per image) whose training records condition (5) of its increments every epoch. Prints the test
+errors, the stochastic network's condition-(5) table from training and that of the built-in
+noise laws (``sdenet weak check``, with fewer samples), and writes the figures (``sdenet
+plot``) into ``OUT/plots``: error curves, learned ``k_n`` / ``g_n`` and, per stochastic stage,
+the empirical ``K = C/Δt²`` per block over the epochs with the moments against their exact
+values (``weak-<model>-<stage>.png``).
 
 The LM network is the two-step scheme ``u_{n+1} = (1 - k_n) u_n + k_n u_{n-1} + Δt f(u_n)``
 over the same blocks as the ResNet's forward Euler ``u_{n+1} = u_n + Δt f(u_n)``; the learned
@@ -21,7 +27,13 @@ import json
 import time
 from pathlib import Path
 
+from ._args import add_threads_option, apply_threads, device, integer, positive_int, writable_dir
+
 DEFAULT_MODELS = ("resnet20", "lm_resnet20")
+#: the stochastic network of the quick start: LM stochastic depth, 0.044M parameters
+DEFAULT_STOCHASTIC = "tiny_lm_sd_resnet"
+#: Monte Carlo draws of its final test error (the prediction of an SDE network is an expectation)
+STOCHASTIC_MC_SAMPLES = 8
 #: measured on 2 CPU cores (AMD EPYC, torch 2.13): 10 epochs of both networks at batch 64 on
 #: the 1,500-image sample take about 40 s in all when the cores are idle (test errors near
 #: 57 %); 5 epochs took 3.5 minutes while another training job shared the cores
@@ -36,40 +48,72 @@ QUICK_SAMPLES = 200_000
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "quickstart",
-        help="train ResNet-20 and LM-ResNet-20 on the bundled sample, print errors and condition (5)",
+        help="train ResNet-20, LM-ResNet-20 and a stochastic network on the bundled sample, "
+        "print errors and condition (5)",
         description="Train ResNet-20 against LM-ResNet-20 for a few epochs on the bundled CIFAR-10 "
-        "sample (quick preset), print both test errors and the condition-(5) table of the built-in "
-        "noise laws, and write the figures.",
+        "sample (quick preset), then a small LM stochastic-depth network as an SDE discretization; "
+        "print the test errors, the stochastic network's condition (5) recorded in training and the "
+        "condition-(5) table of the built-in noise laws, and write the figures.",
     )
-    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
+    p.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS,
                    help=f"epochs per network (default {DEFAULT_EPOCHS})")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="folder for the two runs and plots/ (default runs/quickstart-<time>)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    p.add_argument("--device", type=device, default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
     p.add_argument("--dataset", default="sample", help="dataset (default: the bundled sample)")
     p.add_argument("--models", nargs=2, default=list(DEFAULT_MODELS), metavar=("BASE", "LM"),
                    help="the two networks to compare (default resnet20 lm_resnet20)")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
+    p.add_argument("--stochastic", default=DEFAULT_STOCHASTIC, metavar="MODEL",
+                   help=f"the stochastic network trained as an SDE discretization (default "
+                        f"{DEFAULT_STOCHASTIC}; 'none' to skip it)")
+    p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH,
                    help=f"batch size (default {DEFAULT_BATCH}: twice the steps of the preset's 128)")
-    p.add_argument("--limit-train", type=int, default=None, help="train on the first N images only")
-    p.add_argument("--limit-test", type=int, default=None, help="test on the first N images only")
-    p.add_argument("--samples", type=int, default=QUICK_SAMPLES,
+    p.add_argument("--limit-train", type=positive_int, default=None, help="train on the first N images only")
+    p.add_argument("--limit-test", type=positive_int, default=None, help="test on the first N images only")
+    p.add_argument("--samples", type=positive_int, default=QUICK_SAMPLES,
                    help=f"samples per row of the condition-(5) table (default {QUICK_SAMPLES:,})")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=integer, default=0)
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.add_argument("--no-plots", action="store_true")
+    add_threads_option(p, None, "CPU threads for torch (default: torch's choice, one per core)")
     p.set_defaults(func=run)
 
 
+def _stochastic(args):
+    """The stochastic model's name, or None for ``--stochastic none``."""
+    name = (args.stochastic or "").strip()
+    return None if name.lower() in ("", "none") else name
+
+
 def _check_args(args):
+    """Refuse bad arguments before any training: counts, model names, the condition-(5)
+    table's size."""
     from ..cli import UsageError
 
     for name in ("epochs", "batch_size", "limit_train", "limit_test", "samples"):
         v = getattr(args, name)
         if v is not None and v < 1:
-            raise UsageError(f"quickstart: --{name.replace('_', '-')} must be >= 1, got {v}")
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
     if args.models[0] == args.models[1]:
-        raise UsageError(f"quickstart: --models names {args.models[0]} twice")
+        raise UsageError(f"--models names {args.models[0]} twice")
+    try:
+        from ..models import info, names
+    except ImportError:  # no registry in this build: train() names the problem
+        return
+    known = set(names())
+    for option, name in [("--models", m) for m in args.models] + [("--stochastic", _stochastic(args))]:
+        if name is not None and name not in known:
+            raise UsageError(f"{option}: unknown model {name!r} (sdenet models lists them)")
+    sto = _stochastic(args)
+    if sto is not None:
+        if not info(sto).get("law"):
+            raise UsageError(f"--stochastic: {sto} is deterministic; choose a network with a noise "
+                             "law (sdenet models: the law column)")
+        if sto in args.models:
+            raise UsageError(f"--stochastic {sto} is also one of --models")
+    from .. import weak
+
+    weak._check_draws(len(weak.default_laws()) * len(QUICK_DTS), args.samples)
 
 
 def _finished(folder: Path, want: dict):
@@ -86,26 +130,45 @@ def _finished(folder: Path, want: dict):
     return final
 
 
-def train_pair(args, out: Path, log=print) -> list:
-    """Train (or reuse, when already finished with the same settings) both networks."""
+def _train_one(args, out: Path, model: str, log=print, **extra) -> dict:
+    """Train ``model`` into ``out/model`` (or reuse it, when already finished with the same
+    settings); the final metrics with ``model`` and ``folder``."""
     from ..train import train
 
-    finals = []
-    for model in args.models:
-        folder = out / model
-        want = dict(model=model, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size,
-                    limit_train=args.limit_train,
-                    limit_test=args.limit_test)
-        final = _finished(folder, want)
-        if final is not None:
-            log(f"{model}: already trained in {folder} (delete it to train again)")
-        else:
-            final = train(model=model, dataset=args.dataset, preset="quick", epochs=args.epochs,
-                          seed=args.seed, out=str(folder), device=args.device,
-                          batch_size=args.batch_size, limit_train=args.limit_train,
-                          limit_test=args.limit_test, quiet=args.quiet)
-        finals.append(dict(final, model=model, folder=str(folder)))
-    return finals
+    folder = out / model
+    want = dict(model=model, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size,
+                limit_train=args.limit_train, limit_test=args.limit_test, **extra)
+    final = _finished(folder, want)
+    if final is not None:
+        log(f"{model}: already trained in {folder} (delete it to train again)")
+    else:
+        final = train(model=model, dataset=args.dataset, preset="quick", epochs=args.epochs,
+                      seed=args.seed, out=str(folder), device=args.device,
+                      batch_size=args.batch_size, limit_train=args.limit_train,
+                      limit_test=args.limit_test, quiet=args.quiet, **extra)
+    return dict(final, model=model, folder=str(folder))
+
+
+def train_pair(args, out: Path, log=print) -> list:
+    """Train (or reuse, when already finished with the same settings) both networks."""
+    return [_train_one(args, out, model, log) for model in args.models]
+
+
+def stochastic_summary(final: dict) -> str:
+    """The stochastic network's test errors (drift only, and the Monte Carlo average over
+    noisy passes) and its condition-(5) table recorded in the last training epoch."""
+    from ..train.monitor import format_table
+
+    lines = [f"{final['model']} ({final.get('params', 0):,} parameters): test error "
+             f"{100 * final['test_error']:.2f}% with the drift only (eval mode)"]
+    if "test_error_mc" in final:
+        lines[0] += (f", {100 * final['test_error_mc']:.2f}% averaging {final['mc_samples']} "
+                     "noisy passes")
+    if final.get("weak"):
+        lines += ["", "condition (5) of its increments, recorded in training (last epoch; C and K "
+                  "exact for the block's law, m1, m2-dt, m3 empirical over n draws):",
+                  format_table(final["weak"])]
+    return "\n".join(lines)
 
 
 def error_table(finals: list) -> str:
@@ -146,17 +209,28 @@ def _plain_condition_table(rows) -> str:
 
 def run(args) -> int:
     _check_args(args)
+    apply_threads(args)
     t0 = time.perf_counter()
     out = Path(args.out) if args.out else Path("runs") / (
         "quickstart-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"quickstart: --out {out} exists and is not a folder")
-    print(f"sdenet quickstart: {args.models[0]} against {args.models[1]}, {args.epochs} epochs "
-          f"each on {args.dataset} (quick preset), runs in {out}")
+    writable_dir(out, "--out")
+    sto = _stochastic(args)
+    print(f"sdenet quickstart: {args.models[0]} against {args.models[1]}"
+          + (f", then the stochastic {sto}" if sto else "")
+          + f", {args.epochs} epochs each on {args.dataset} (quick preset), runs in {out}")
     finals = train_pair(args, out)
+    sto_final = None
+    if sto:
+        print()
+        print(f"{sto}: stochastic network trained as an SDE discretization (condition (5) is "
+              "recorded every epoch)")
+        sto_final = _train_one(args, out, sto, mc_samples=STOCHASTIC_MC_SAMPLES)
     print()
     print("Test errors after", args.epochs, "epochs:")
     print(error_table(finals))
+    if sto_final is not None:
+        print()
+        print(stochastic_summary(sto_final))
     print()
     print("Condition (5), |E ΔŴ| + |E ΔŴ³| + |E ΔŴ² − Δt| ≤ K Δt², of the built-in noise laws "
           f"({args.samples:,} samples per row; `sdenet weak check` for the full table):")
@@ -164,9 +238,10 @@ def run(args) -> int:
     if not args.no_plots:
         from ..train.plots import plot_runs
 
+        runs = finals + ([sto_final] if sto_final is not None else [])
         print()
         print("Figures:")
-        plot_runs([f["folder"] for f in finals], out_dir=out / "plots", labels=list(args.models),
+        plot_runs([f["folder"] for f in runs], out_dir=out / "plots", labels=[f["model"] for f in runs],
                   log=lambda s: print("  " + s))
     print()
     print(f"quickstart finished in {time.perf_counter() - t0:.0f} s. Runs this short on a small "

@@ -1,37 +1,58 @@
-"""``sdenet theory [--out DIR] [--quick] [--items a,b]``: run the theory items, write REPORT.md.
+"""``sdenet theory [--out DIR] [--quick] [--items a,b] [--threads N]``: run the theory items.
 
 The same as ``python -m theory``: modified equations, LM stability, Table 1 as networks, weak
 convergence of each law, shake-shake/stochastic-depth families for Δt ≠ 1 and the LM stochastic
-scheme; figures go to ``DIR/figures`` and the report to ``DIR/REPORT.md`` (default: the
-``theory`` package folder). Progress is printed per item.
+scheme; figures go to ``DIR/figures`` and the report to ``DIR/REPORT.md``. Without ``--out`` a
+fresh folder ``theory-<time>/`` in the current directory is used, so the report committed with
+the package (``theory/REPORT.md``) is rewritten only on request (``--out theory`` from a
+checkout). Progress is printed per item.
 """
 
 from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+from ._args import add_threads_option, apply_threads, writable_dir
+
+
+def fresh_out_dir(base=".", prefix: str = "theory") -> Path:
+    """``base/<prefix>-YYYYmmdd-HHMMSS`` (with ``-2``, ``-3``, … when that exists)."""
+    stem = f"{prefix}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    path, n = Path(base) / stem, 1
+    while path.exists():
+        n += 1
+        path = Path(base) / f"{stem}-{n}"
+    return path
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "theory",
-        help="run the paper's numerical-analysis arguments and write theory/REPORT.md",
+        help="run the paper's numerical-analysis arguments and write REPORT.md with its figures",
         description="Run every theory item (modified equations, LM stability, Table 1, weak convergence "
         "of each law, Δt families, LM stochastic scheme) and write REPORT.md with its figures.",
     )
     p.add_argument("--out", default=None, metavar="DIR",
-                   help="folder for REPORT.md and figures/ (default: the theory package folder)")
+                   help="folder for REPORT.md and figures/ (default: a fresh theory-<time>/ in the "
+                        "current directory; --out theory rewrites the report committed in a checkout)")
     p.add_argument("--quick", action="store_true", help="short ladders and few Monte Carlo paths (about a minute)")
     p.add_argument("--items", default=None, metavar="LIST",
                    help="comma-separated subset: modified, stability, table1, weak, dt_families, stochastic_lm")
+    add_threads_option(p, None, "torch CPU threads (default: torch's choice; the report names the count)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    import sys
+
     from ..cli import UsageError
 
     try:
         import theory
     except ImportError as err:
         raise UsageError(
-            "theory: the 'theory' package is not importable "
+            "the 'theory' package is not importable "
             f"({err}); run from a checkout of sdenet (the folder holding theory/) or install sdenet with it"
         ) from None
     items = None
@@ -39,19 +60,16 @@ def run(args) -> int:
         items = [s.strip() for s in args.items.split(",") if s.strip()]
         unknown = [s for s in items if s not in theory.ITEMS]
         if unknown or not items:
-            raise UsageError(f"theory: unknown item(s) {', '.join(unknown) or '(none given)'}; "
+            raise UsageError(f"unknown item(s) {', '.join(unknown) or '(none given)'}; "
                              f"choose from {', '.join(theory.ITEMS)}")
-    if args.out is not None:
-        from pathlib import Path
-
-        try:
-            (Path(args.out) / "figures").mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise UsageError(f"theory: cannot write to --out {args.out!r}: {err.strerror or err}") from None
+    out = Path(args.out) if args.out is not None else fresh_out_dir()
+    writable_dir(out, "--out")
+    writable_dir(out / "figures", "--out")
+    apply_threads(args)
     try:
-        path = theory.run_all(args.out, quick=args.quick, items=items)
-    except RuntimeError as err:
-        print(f"sdenet theory: {err}")
+        path = theory.run_all(out, quick=args.quick, items=items)
+    except RuntimeError as err:  # an item failed; the report (naming it) was written
+        print(f"sdenet theory: error: {err}", file=sys.stderr)
         return 1
     print(f"wrote {path}")
     return 0

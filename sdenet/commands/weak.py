@@ -12,7 +12,7 @@ import math
 import sys
 from pathlib import Path
 
-from ._args import add_threads_option, apply_threads
+from ._args import add_threads_option, apply_threads, device, finite_float, integer, writable_file
 
 DEFAULT_SAMPLES = 1_000_000
 DEFAULT_PATHS = 4_000_000
@@ -44,10 +44,11 @@ def register(subparsers) -> None:
     )
     chk.add_argument("--law", help="gaussian, uniform, rademacher, threepoint or drop (default: all)")
     chk.add_argument(
-        "--dt", type=float, nargs="+", default=list(DEFAULT_CHECK_DTS), metavar="DT",
-        help="step sizes (default: %(default)s)",
+        "--dt", type=finite_float, nargs="+", default=list(DEFAULT_CHECK_DTS), metavar="DT",
+        help="step sizes, each in [1e-50, 1e50] (default: %(default)s)",
     )
-    chk.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="draws per (law, dt) (default 10^6)")
+    chk.add_argument("--samples", type=integer, default=DEFAULT_SAMPLES,
+                     help="draws per (law, dt) (default 10^6; at most 10^11 draws in all)")
     chk.add_argument("--json", action="store_true", help="print a JSON list, one object per (law, dt)")
     chk.add_argument("--plot", metavar="FILE", help="draw C/dt^2 against dt (log-log) into FILE")
     _common_options(chk, "sample")
@@ -73,9 +74,10 @@ def register(subparsers) -> None:
         "--scheme", default="weak_euler",
         help="weak_euler (default) or euler_maruyama (Gaussian increments only)",
     )
-    order.add_argument("--dt", type=float, nargs="+", metavar="DT", help="step sizes (default: T/N for the SDE's ladder)")
-    order.add_argument("--phi", type=int, default=3, help="test function phi(x) = x^K, K in 1..4 (default 3)")
-    order.add_argument("--paths", type=int, default=DEFAULT_PATHS, help="Monte Carlo paths per dt (default 4*10^6)")
+    order.add_argument("--dt", type=finite_float, nargs="+", metavar="DT", help="step sizes (default: T/N for the SDE's ladder)")
+    order.add_argument("--phi", type=integer, default=3, help="test function phi(x) = x^K, K in 1..4 (default 3)")
+    order.add_argument("--paths", type=integer, default=DEFAULT_PATHS,
+                       help="Monte Carlo paths per dt (default 4*10^6; at most 10^12 path-steps in all)")
     order.add_argument("--json", action="store_true", help="print one JSON object")
     order.add_argument("--plot", metavar="FILE", help="draw log error against log dt with the fitted line into FILE")
     _common_options(order, "simulate")
@@ -84,9 +86,9 @@ def register(subparsers) -> None:
 
 def _common_options(parser, verb: str) -> None:
     """Options both ``weak check`` and ``weak order`` take."""
-    parser.add_argument("--p", type=float, help="survival probability of the drop law, in (0, 1] (default 0.5)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--device", default=None, help=f"torch device to {verb} on (default cpu)")
+    parser.add_argument("--p", type=finite_float, help="survival probability of the drop law, in (0, 1] (default 0.5)")
+    parser.add_argument("--seed", type=integer, default=0, help="random seed (default 0)")
+    parser.add_argument("--device", type=device, default=None, help=f"torch device to {verb} on: cpu, cuda, cuda:N (default cpu)")
     add_threads_option(parser, 1, _THREADS_HELP)
 
 
@@ -110,6 +112,8 @@ def _device(name):
         return None
     import torch
 
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         return torch.device(name)
     except (RuntimeError, TypeError) as err:
@@ -120,6 +124,8 @@ def run_check(args) -> int:
     from ..weak import check
 
     apply_threads(args)
+    if args.plot:
+        writable_file(args.plot, "--plot")
     laws = _laws_from(args)
     rows = check(laws, args.dt, samples=args.samples, seed=args.seed, device=_device(args.device))
     out = sys.stderr if args.json else sys.stdout
@@ -235,12 +241,15 @@ def plot_check(rows, file) -> Path:
 def run_order(args) -> int:
     from ..laws import get_law
     from ..schemes import get_scheme
-    from ..weak import get_sde, weak_order
+    from ..weak import _check_order_work, get_sde, weak_order
 
     apply_threads(args)
+    if args.plot:
+        writable_file(args.plot, "--plot")
     law = get_law(args.law, args.p)
     scheme = get_scheme(args.scheme, law=law)
     sde = get_sde(args.sde)
+    _check_order_work(sde, args.dt, args.paths)  # refuses absurd work before any of it
     res = weak_order(
         sde, scheme, dts=args.dt, paths=args.paths, phi=args.phi, seed=args.seed, device=_device(args.device)
     )
