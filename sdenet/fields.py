@@ -349,18 +349,29 @@ class FieldCheck:
             return out
         return self._check("drift", out, x, t)
 
-    def diffusion(self, t, x, noise=None):
-        out = self.field.diffusion(t, x)
+    def _check_diffusion(self, out, x, t, noise=None):
+        m = getattr(self.field, "m", 1)
+        if getattr(self.field, "noise", None) == "general":  # g of shape (*x.shape, m), dW of (B, m)
+            return self._check("diffusion", out, x.new_empty(()).expand(*x.shape, m), t)
         if noise is None:
             noise = tuple(self.field.noise_shape(x))
         return self._check("diffusion", out, x, t, noise)
+
+    def diffusion(self, t, x):
+        return self._check_diffusion(self.field.diffusion(t, x), x, t)
+
+    def coefficients(self, t, x):
+        drift, diffusion = self.field.coefficients(t, x)
+        return self._check("drift", drift, x, t), self._check_diffusion(diffusion, x, t)
 
     def increment(self, t, x, dt, dw):
         if getattr(type(self.field), "increment", None) is Field.increment:
             # the base rule f Δt + g ΔW, with each part checked (the same operations as Field.increment)
             out = self.drift(t, x) * dt
             if dw is not None:
-                out = out + self.diffusion(t, x, tuple(dw.shape)) * dw
+                g = self._check_diffusion(self.field.diffusion(t, x), x, t, tuple(dw.shape))
+                term = getattr(self.field, "noise_term", None)
+                out = out + (term(g, dw) if term is not None else g * dw)
             return out
         return self._check("increment", self.field.increment(t, x, dt, dw), x, t)
 

@@ -985,6 +985,19 @@ class _Trainer:
 # --------------------------------------------------------------------------------------------
 
 
+def _eval_precision(rc: dict, dev: torch.device) -> tuple[bool, bool]:
+    """``(amp, channels_last)`` for evaluating a run on ``dev``: the run's own settings on the
+    device type it trained on (so an explicit CPU bf16 run evaluates under CPU autocast), the
+    defaults of ``dev`` otherwise (CUDA: both; CPU: neither)."""
+    if torch.device(rc.get("device", "cpu")).type == dev.type:
+        amp, channels_last = bool(rc.get("amp")), bool(rc.get("channels_last"))
+    else:
+        amp = channels_last = dev.type == "cuda"
+    if amp and dev.type == "cuda" and not torch.cuda.is_bf16_supported():
+        amp = False
+    return amp, channels_last
+
+
 def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = None,
              device="auto", batch_size: int | None = None, limit_test: int | None = None,
              data_root=None, seed: int = 0) -> dict:
@@ -1017,16 +1030,18 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
             x_test, y_test = x_test[:limit_test], y_test[:limit_test]
         # normalise with the statistics of the training data the network saw
         loader = DeviceLoader(x_test, y_test, batch_size=eval_batch, train=False, mean=ds.mean,
-                              std=ds.std, device=dev, seed=seed)
+                              std=ds.std, device=dev, seed=seed, channels_last=_eval_precision(rc, dev)[1])
     if rc.get("num_classes") not in (None, num_classes):
         raise ValueError(f"{spec}: {num_classes} classes, but {checkpoint} was trained on "
                          f"{rc['num_classes']}")
     torch.manual_seed(seed)
     model = _create_model(rc["model"], num_classes, dict(rc.get("model_overrides") or {}))
     model.load_state_dict(c["model"])
+    amp, channels_last = _eval_precision(rc, dev)
     model.to(dev).eval()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     stochastic = _is_stochastic(model)
-    amp = dev.type == "cuda" and bool(rc.get("amp")) and torch.cuda.is_bf16_supported()
     one = _Dist.__new__(_Dist)
     one.world_size, one.rank, one.local_rank, one.owned = 1, 0, 0, False
     test_loss, test_error, n = _eval_sums(model, loader, dev, amp, one)
