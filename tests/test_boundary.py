@@ -218,6 +218,12 @@ def test_generator_must_be_a_torch_generator(bad):
         sn.Gaussian().sample((3,), 0.1, generator=bad)
     with pytest.raises(ValueError, match="generator must be a torch.Generator"):
         sn.DropBernoulli(0.5).sample_eta((3,), generator=bad)
+    with pytest.raises(ValueError, match="generator must be a torch.Generator"):
+        snn.lm_stage([nn.Identity()], generator=bad)
+    with pytest.raises(ValueError, match="expected a torch.Generator"):
+        snn.set_generator(models.create("tiny_sd_resnet"), bad)
+    with pytest.raises(ValueError, match="expected a torch.Generator"):
+        snn.mc_predict(models.create("tiny_sd_resnet"), torch.randn(2, 3, 32, 32), samples=2, generator=bad)
 
 
 @pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64, torch.uint8, "float32", float])

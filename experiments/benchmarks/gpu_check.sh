@@ -13,7 +13,7 @@
 # Results go to experiments/results/gpu_check-<device>-<UTC time>/ (or --out DIR): one log
 # per step, hardware.txt, the throughput tables, the run's config/metrics and plots (its
 # checkpoints are removed), and summary.md with each step's exit status and wall time.
-# Each step runs under a time limit (110 + 170 + 35 + 35 + 70 + 25 s = 445 s in all), so the
+# Each step runs under a time limit (110 + 165 + 35 + 35 + 70 + 30 s = 445 s in all), so the
 # whole check ends within 8 minutes even when a step hangs.
 # Exit status: 0 when every step passed, 1 when one failed, 2 for a usage error.
 #
@@ -119,7 +119,7 @@ if [ "$QUICK" = 1 ]; then
 else
   step tests-device 110 env SDENET_TEST_DEVICE="$DEVICE" "$PY" -m pytest -q -p no:cacheprovider \
     -m "slow or not slow" tests/test_device.py
-  step tests-suite 170 "$PY" -m pytest -q -p no:cacheprovider -x
+  step tests-suite 165 "$PY" -m pytest -q -p no:cacheprovider -x
   step gpu-throughput-fp32 35 "$PY" experiments/benchmarks/gpu_throughput.py --device "$DEVICE" --dataset "$DATA" \
     --steps 100 --warmup 10 --batch-size 128 --workers 8 --out "$OUT/fp32"
   step gpu-throughput-bf16 35 "$PY" experiments/benchmarks/gpu_throughput.py --device "$DEVICE" --dataset "$DATA" \
@@ -128,7 +128,7 @@ else
     --device "$DEVICE" --quiet --out "$OUT/resnet20-run"
 fi
 if [ -f "$OUT/resnet20-run/metrics.jsonl" ]; then
-  step plot 25 "$PY" -m sdenet plot "$OUT/resnet20-run" --out "$OUT/plots"
+  step plot "$([ "$QUICK" = 1 ] && echo 120 || echo 30)" "$PY" -m sdenet plot "$OUT/resnet20-run" --out "$OUT/plots"
 fi
 rm -f "$OUT"/resnet20-run/*.pt  # checkpoints are not results; config and metrics stay
 

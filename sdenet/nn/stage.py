@@ -291,6 +291,8 @@ def lm_stage(blocks_or_field, *, dt=None, k_init=(-0.1, 0.0), per_channel: bool 
     channel (``channels`` of them) instead of one per block. ``steps`` defaults to the
     number of blocks (or of laws); a time-continuous field needs it.
     """
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"lm_stage: generator must be a torch.Generator or None, got {type(generator).__name__}")
     if isinstance(blocks_or_field, Field):
         field = blocks_or_field
     else:
