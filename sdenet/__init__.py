@@ -6,6 +6,12 @@ convergence toolkit — is importable from the top level::
     import sdenet as sn
     field = sn.SDEField(drift=lambda t, x: mu * x, diffusion=lambda t, x: sigma * x)
     xT = sn.integrate(field, sn.WeakEuler(sn.Rademacher()), x0, t1=1.0, steps=100)
+
+The networks are one attribute away, imported on first use (so ``import sdenet`` stays as
+fast as the numerical core)::
+
+    net = sn.models.create("lm_resnet56")      # sdenet.models: the registry
+    stage = sn.nn.Stage(blocks, sn.Euler())    # sdenet.nn: blocks, fields, stages
 """
 
 from . import weak
@@ -27,6 +33,23 @@ from .schemes import (
 )
 
 __version__ = "0.1.0"
+
+#: subpackages imported on first attribute access (PEP 562): ``sn.models``, ``sn.nn``; they are
+#: not in ``__all__``, so ``from sdenet import *`` does not shadow ``torch.nn`` imported as ``nn``
+_LAZY = ("models", "nn")
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'sdenet' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "weak",

@@ -16,6 +16,19 @@ increments drive it:
 ``diffusion(t, x)`` returns a tensor of ``x``'s shape that multiplies ``dW`` elementwise
 (after broadcasting), so ``g dW`` is always ``diffusion(t, x) * dw``.
 
+Time: :func:`sdenet.integrate` and network stages hand ``drift`` and ``diffusion`` the time
+``t`` as a 0-dim tensor on the state's device and dtype (torchsde's convention), so
+``torch.sqrt(1 + t)`` works. A field that declares ``tensor_time = False`` (the network
+fields of :mod:`sdenet.nn`, which only pick a block by ``t``) gets a Python float instead.
+The callables of :class:`SDEField`, :class:`ODEField` and :class:`CoupledField` always get a
+tensor, even when the field is called directly with a float.
+
+Boundary checks: on the first step :func:`sdenet.integrate` (and a stage, on its first call)
+checks what the field returns — the drift a floating tensor of the state's shape (or one
+that broadcasts to it without changing it), dtype and device; the diffusion one that
+broadcasts against the noise ``dW`` to the state's shape — and raises ``ValueError``
+naming the field and the shapes (:class:`FieldCheck`). Under autocast the dtype may differ.
+
 Schemes call :meth:`Field.increment` for ``f Δt + g ΔW``; a field whose drift and
 diffusion share work (a network block ``f`` with ``drift = p f`` and
 ``diffusion = √(p(1−p)) f``) overrides it to evaluate the block once.
@@ -35,6 +48,8 @@ __all__ = [
     "ODEField",
     "CoupledField",
     "noise_shape",
+    "FieldCheck",
+    "time_points",
 ]
 
 NOISE_TYPES = ("diagonal", "sample", "batch")
@@ -70,6 +85,9 @@ class Field(nn.Module):
 
     noise: str | None = None
     coupled: bool = False
+    #: True: ``integrate`` and stages pass ``t`` as a 0-dim tensor on the state's device and
+    #: dtype; False: as a Python float (network fields, which index their blocks by ``t``)
+    tensor_time: bool = True
 
     @property
     def stochastic(self) -> bool:
@@ -126,10 +144,10 @@ class SDEField(Field):
         self._g = diffusion
 
     def drift(self, t, x):
-        return self._f(t, x)
+        return self._f(t if isinstance(t, torch.Tensor) else _as_time(t, x), x)
 
     def diffusion(self, t, x):
-        return self._g(t, x)
+        return self._g(t if isinstance(t, torch.Tensor) else _as_time(t, x), x)
 
     def extra_repr(self):
         return f"noise={self.noise!r}"
@@ -145,7 +163,7 @@ class ODEField(Field):
         self._f = drift
 
     def drift(self, t, x):
-        return self._f(t, x)
+        return self._f(t if isinstance(t, torch.Tensor) else _as_time(t, x), x)
 
 
 class CoupledField(Field):
@@ -165,14 +183,14 @@ class CoupledField(Field):
         self._f2 = f2
 
     def f1(self, t, y):
-        return self._f1(t, y)
+        return self._f1(t if isinstance(t, torch.Tensor) else _as_time(t, y), y)
 
     def f2(self, t, x):
-        return self._f2(t, x)
+        return self._f2(t if isinstance(t, torch.Tensor) else _as_time(t, x), x)
 
     def drift(self, t, state):
         x, y = state
-        return self._f1(t, y), self._f2(t, x)
+        return self.f1(t, y), self.f2(t, x)
 
 
 class _TorchsdeAdapter(nn.Module):
@@ -216,3 +234,149 @@ class _TorchdiffeqAdapter(nn.Module):
             return self.field.drift(t, y)
         x = y.reshape((y.shape[0],) + self.shape)
         return self.field.drift(t, x).reshape(y.shape)
+
+
+# ---------------------------------------------------------------------- time and boundary checks
+
+
+def _as_time(t, x) -> torch.Tensor:
+    """``t`` as a 0-dim tensor on the device and dtype of the state ``x`` (a tensor or a pair)."""
+    like = x[0] if isinstance(x, (tuple, list)) else x
+    return torch.tensor(float(t), dtype=like.dtype, device=like.device)
+
+
+def time_points(t0: float, dt: float, steps: int, like: torch.Tensor, tensor: bool = True, chunk: int = 4096,
+                first: int = 0):
+    """The grid times ``t_n = t0 + nΔt``, ``n = first … steps−1``, one at a time.
+
+    ``tensor=True`` yields 0-dim tensors on ``like``'s device and dtype (built ``chunk`` at a
+    time: one host-to-device copy per chunk, never one per step); ``tensor=False`` yields
+    Python floats. Both compute ``t0 + nΔt`` in double precision, so they agree exactly
+    before the cast.
+    """
+    if not tensor:
+        for n in range(first, steps):
+            yield t0 + n * dt
+        return
+    for start in range(first, steps, chunk):
+        n = torch.arange(start, min(start + chunk, steps), dtype=torch.float64)
+        yield from (n * dt + t0).to(device=like.device, dtype=like.dtype).unbind(0)
+
+
+def _shape(s) -> str:
+    return "(" + ", ".join(str(int(v)) for v in s) + ("," if len(s) == 1 else "") + ")"
+
+
+class FieldCheck:
+    """A field seen through checks of what it returns, for the first step of a scheme.
+
+    ``FieldCheck(field, state, where)`` behaves like ``field`` (every attribute is the
+    field's) but checks each output against the state ``state`` the step starts from:
+
+    * ``drift`` (and ``f1``/``f2`` of a coupled field): a floating tensor on the state's
+      device, of the state's dtype (any floating dtype under autocast), whose shape
+      broadcasts to the state's without changing it;
+    * ``diffusion``: the same, except that its shape times the noise ``dW`` must broadcast
+      to the state's shape;
+    * ``increment`` of a field that overrides it: the same as the drift.
+
+    A failure is a ``ValueError`` naming ``where``, the field (and its block) and the shapes.
+    The outputs are returned unchanged, so a checked step is bit for bit the plain one.
+    """
+
+    __slots__ = ("field", "state", "where")
+
+    def __init__(self, field, state, where: str):
+        self.field = field
+        self.state = state
+        self.where = where
+
+    def __getattr__(self, name):
+        return getattr(object.__getattribute__(self, "field"), name)
+
+    # -- the checks ----------------------------------------------------------------------
+    def _name(self, what, t):
+        field = self.field
+        inner = getattr(field, "field", None)  # a transition's view of its one-block field
+        shown = inner if isinstance(inner, Field) else field
+        name = type(shown).__name__
+        blocks = getattr(shown, "blocks", None)
+        index = getattr(shown, "index", None)
+        if blocks is not None and callable(index):
+            try:
+                n = index(t)
+                name += f" (block {n}, {type(blocks[n]).__name__})"
+            except Exception:
+                pass
+        return f"{self.where}: the {what} of {name}"
+
+    def _check(self, what, out, x, t, noise=None):
+        if not isinstance(out, torch.Tensor):
+            raise ValueError(f"{self._name(what, t)} returned {type(out).__name__}; it must return a tensor "
+                             f"(for a state of shape {_shape(x.shape)})")
+        if not out.is_floating_point():
+            raise ValueError(f"{self._name(what, t)} returned a tensor of dtype {out.dtype}; it must be "
+                             f"floating point like the state ({x.dtype})")
+        if out.device != x.device:
+            raise ValueError(f"{self._name(what, t)} returned a tensor on {out.device} for a state on "
+                             f"{x.device}")
+        if out.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise ValueError(f"{self._name(what, t)} returned dtype {out.dtype} for a state of dtype "
+                             f"{x.dtype}; return the state's dtype (it would silently change the state's)")
+        shapes = (out.shape,) if noise is None else (out.shape, noise)
+        try:
+            joint = torch.broadcast_shapes(*shapes, x.shape)
+        except RuntimeError:
+            joint = None
+        if joint != x.shape:
+            if noise is None:
+                raise ValueError(f"{self._name(what, t)} returned shape {_shape(out.shape)} for a state of "
+                                 f"shape {_shape(x.shape)}; it must return the state's shape")
+            raise ValueError(f"{self._name(what, t)} returned shape {_shape(out.shape)}, which times the "
+                             f"noise of shape {_shape(noise)} does not broadcast to the state's shape "
+                             f"{_shape(x.shape)}")
+        return out
+
+    # -- the field's methods, checked -----------------------------------------------------
+    def drift(self, t, x):
+        out = self.field.drift(t, x)
+        if isinstance(x, (tuple, list)):  # a coupled state (x, y): the drift is (f1(y), f2(x))
+            if not (isinstance(out, (tuple, list)) and len(out) == 2):
+                raise ValueError(f"{self._name('drift', t)} returned {type(out).__name__}; a coupled "
+                                 f"drift returns a pair")
+            self._check("drift (first component)", out[0], x[0], t)
+            self._check("drift (second component)", out[1], x[1], t)
+            return out
+        return self._check("drift", out, x, t)
+
+    def _check_diffusion(self, out, x, t, noise=None):
+        m = getattr(self.field, "m", 1)
+        if getattr(self.field, "noise", None) == "general":  # g of shape (*x.shape, m), dW of (B, m)
+            return self._check("diffusion", out, x.new_empty(()).expand(*x.shape, m), t)
+        if noise is None:
+            noise = tuple(self.field.noise_shape(x))
+        return self._check("diffusion", out, x, t, noise)
+
+    def diffusion(self, t, x):
+        return self._check_diffusion(self.field.diffusion(t, x), x, t)
+
+    def coefficients(self, t, x):
+        drift, diffusion = self.field.coefficients(t, x)
+        return self._check("drift", drift, x, t), self._check_diffusion(diffusion, x, t)
+
+    def increment(self, t, x, dt, dw):
+        if getattr(type(self.field), "increment", None) is Field.increment:
+            # the base rule f Δt + g ΔW, with each part checked (the same operations as Field.increment)
+            out = self.drift(t, x) * dt
+            if dw is not None:
+                g = self._check_diffusion(self.field.diffusion(t, x), x, t, tuple(dw.shape))
+                term = getattr(self.field, "noise_term", None)
+                out = out + (term(g, dw) if term is not None else g * dw)
+            return out
+        return self._check("increment", self.field.increment(t, x, dt, dw), x, t)
+
+    def f1(self, t, y):
+        return self._check("f1", self.field.f1(t, y), self.state[0], t)
+
+    def f2(self, t, x):
+        return self._check("f2", self.field.f2(t, x), self.state[1], t)

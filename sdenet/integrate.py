@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from .fields import FieldCheck, time_points
 from .schemes import Scheme
 
 __all__ = ["integrate", "make_grid"]
@@ -110,6 +111,12 @@ def integrate(
     ``save="last"`` returns ``X(t1)``; ``save="all"`` returns every grid value stacked
     along a new leading dimension (``steps + 1`` of them; a pair of such stacks for a
     coupled field).
+
+    The field receives ``t`` as a 0-dim tensor on ``x0``'s device and dtype (torchsde's
+    convention; a field with ``tensor_time = False`` gets a float). On the first step what
+    the field returns is checked (:class:`sdenet.fields.FieldCheck`): a drift of another
+    shape, dtype or device than the state, or a diffusion that does not broadcast against
+    the noise to the state's shape, is a ``ValueError`` naming the field and the shapes.
     """
     if not isinstance(scheme, Scheme):
         raise ValueError(f"integrate: scheme must be an sdenet Scheme, got {type(scheme).__name__}")
@@ -119,6 +126,8 @@ def integrate(
     x = _check_state(field, x0)
     t0, dt, steps = make_grid(t0, t1, steps, dt)
     if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise ValueError(f"integrate: generator must be a torch.Generator or None, got {type(generator).__name__}")
         device = (x[0] if field.coupled else x).device
         if generator.device.type != device.type:
             raise ValueError(
@@ -128,8 +137,13 @@ def integrate(
 
     state = scheme.init(field, t0, x, dt)
     path = [x] if save == "all" else None
-    for n in range(steps):
-        x, state = scheme.step(field, t0 + n * dt, x, dt, state, generator)
+    times = time_points(t0, dt, steps, x[0] if field.coupled else x, getattr(field, "tensor_time", True))
+    # the first step sees the field through the boundary checks; the others run it plainly
+    x, state = scheme.step(FieldCheck(field, x, "integrate"), next(times), x, dt, state, generator)
+    if path is not None:
+        path.append(x)
+    for t in times:
+        x, state = scheme.step(field, t, x, dt, state, generator)
         if path is not None:
             path.append(x)
     if path is None:

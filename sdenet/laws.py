@@ -75,6 +75,8 @@ def _device_for(generator, device):
     """The device to sample on: ``device``, else the generator's; they must be of one type."""
     if generator is None:
         return device
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     if device is None:
         return generator.device
     if torch.device(device).type != generator.device.type:
@@ -83,6 +85,16 @@ def _device_for(generator, device):
             f"create the generator with torch.Generator(device={str(device)!r})"
         )
     return device
+
+
+def _check_dtype(dtype):
+    """A floating sample dtype (None: torch's default); integer, bool and complex are refused."""
+    if dtype is None:
+        return torch.get_default_dtype()
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating torch dtype (float32, float64, bfloat16, float16), "
+                         f"got dtype={dtype!r}")
+    return dtype
 
 
 def _check_dt(dt) -> float:
@@ -124,8 +136,7 @@ class NoiseLaw:
         dt = _check_dt(dt)
         shape = _check_shape(shape)
         device = _device_for(generator, device)
-        if dtype is None:
-            dtype = torch.get_default_dtype()
+        dtype = _check_dtype(dtype)
         return self._sample(shape, dt, generator, device, dtype)
 
     def _sample(self, shape, dt, generator, device, dtype) -> torch.Tensor:
@@ -296,8 +307,7 @@ class DropBernoulli(NoiseLaw):
     def sample_eta(self, shape, *, generator=None, device=None, dtype=None) -> torch.Tensor:
         """Draw the Bernoulli(p) survival indicators η themselves."""
         device = _device_for(generator, device)
-        if dtype is None:
-            dtype = torch.get_default_dtype()
+        dtype = _check_dtype(dtype)
         shape = _check_shape(shape)
         if self.p == 1.0:
             return torch.ones(shape, device=device, dtype=dtype)

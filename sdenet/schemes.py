@@ -51,6 +51,35 @@ def _is_field(field) -> Field:
     return field
 
 
+def _coefficient(cls: str, name: str, value):
+    """A scheme coefficient: a finite float, a tensor of finite floating entries, or a callable ``c(n)``.
+
+    A tensor is checked once, when the scheme is built (a trained coefficient that later
+    turns non-finite shows up in the loss, which the training loop watches).
+    """
+    if callable(value) and not isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, torch.Tensor):
+        if not value.is_floating_point():
+            raise ValueError(f"{cls}: a tensor {name} must be floating point, got dtype {value.dtype}")
+        with torch.no_grad():
+            finite = bool(torch.isfinite(value).all())
+        if not finite:
+            bad = int((~torch.isfinite(value.detach())).sum())
+            raise ValueError(f"{cls}: {name} must be finite; the tensor {name} has {bad} NaN or infinite "
+                             f"entr{'y' if bad == 1 else 'ies'}")
+        return value
+    if isinstance(value, (bool, str)):
+        raise ValueError(f"{cls}: {name} must be a float, a tensor or a callable, got {value!r}")
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{cls}: {name} must be a float, a tensor or a callable, got {value!r}") from None
+    if not math.isfinite(out):
+        raise ValueError(f"{cls}: {name} must be finite, got {name}={value!r}")
+    return out
+
+
 class Scheme:
     """Base class; see the module docstring for the protocol."""
 
@@ -164,14 +193,7 @@ class LinearMultistep(Scheme):
     order = 1
 
     def __init__(self, k=0.0):
-        if not callable(k) and not isinstance(k, torch.Tensor):
-            try:
-                k = float(k)
-            except (TypeError, ValueError):
-                raise ValueError(f"LinearMultistep: k must be a float, a tensor or a callable, got {k!r}") from None
-            if not math.isfinite(k):
-                raise ValueError(f"LinearMultistep: k must be finite, got {k!r}")
-        self.k = k
+        self.k = _coefficient("LinearMultistep", "k", k)
 
     def init(self, field, t0, x0, dt):
         return {"prev": None, "n": 0}
@@ -303,12 +325,7 @@ class StochasticLM(WeakEuler):
 
     def __init__(self, g=0.0, law: NoiseLaw | None = None):
         super().__init__(law)
-        if not callable(g) and not isinstance(g, torch.Tensor):
-            try:
-                g = float(g)
-            except (TypeError, ValueError):
-                raise ValueError(f"StochasticLM: g must be a float, a tensor or a callable, got {g!r}") from None
-        self.g = g
+        self.g = _coefficient("StochasticLM", "g", g)
 
     def init(self, field, t0, x0, dt):
         return {"prev": None, "n": 0}

@@ -21,6 +21,7 @@ from .blocks import (
     PostActBottleneck,
     PreActBasic,
     PreActBottleneck,
+    ProjectionShortcut,
     ShakeBranch,
     ShakeShortcut,
 )
@@ -31,7 +32,7 @@ from .transform import to_lm
 
 __all__ = [
     "blocks", "PreActBasic", "PostActBasic", "PreActBottleneck", "PostActBottleneck", "ShakeBranch",
-    "PadShortcut", "ConvShortcut", "ShakeShortcut",
+    "PadShortcut", "ConvShortcut", "ProjectionShortcut", "ShakeShortcut",
     "BlockField", "DropField", "ShakeField", "CoupledBlockField",
     "Stage", "Transition", "lm_stage", "mean_scheme", "noise_on", "set_generator",
     "Layer", "Network", "lm_coefficients", "weak_report", "reset_weak_stats", "mc_predict",

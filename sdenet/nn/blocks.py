@@ -16,7 +16,8 @@ field whose drift at ``t_n = nΔt`` is block ``n`` (:class:`sdenet.nn.BlockField
 
 Shortcuts for transitions (the block that changes width or resolution, which sits outside
 the ODE): :class:`PadShortcut` (option A, zero padding, parameter free), :class:`ConvShortcut`
-(option B, 1×1 projection, optionally with batch norm), :class:`ShakeShortcut` (Gastaldi's
+(option B, 1×1 projection, optionally with batch norm), :class:`ProjectionShortcut` (the
+official LM-ResNet code's bn-relu-1×1 conv), :class:`ShakeShortcut` (Gastaldi's
 two shifted average-pool + 1×1 paths).
 """
 
@@ -36,6 +37,7 @@ __all__ = [
     "ShakeBranch",
     "PadShortcut",
     "ConvShortcut",
+    "ProjectionShortcut",
     "ShakeShortcut",
 ]
 
@@ -161,6 +163,23 @@ class ConvShortcut(nn.Module):
 
     def forward(self, x):
         return self.bn(self.conv(x))
+
+
+class ProjectionShortcut(nn.Module):
+    """The official LM-ResNet code's projection: ``S(x) = conv1×1_stride(relu(bn(x)))``.
+
+    Pre-activation (batch norm and ReLU of the input, then a 1×1 convolution with no bias),
+    as the ``Downsample`` module of Lu et al.'s released code, so that weights trained there
+    map one to one (``bn`` ↔ its ``BatchNorm2d``, ``conv`` ↔ its ``Conv2d``).
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(c_in)
+        self.conv = conv1x1(c_in, c_out, stride)
+
+    def forward(self, x):
+        return self.conv(F.relu(self.bn(x)))
 
 
 class ShakeShortcut(nn.Module):

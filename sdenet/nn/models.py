@@ -30,7 +30,13 @@ blocks not computed); shake-shake: ``forward`` (shake|even), ``backward``
 (shake|even|keep), ``level`` (image|batch); stochastic depth and shake-shake: ``law``
 (another increment law by name — ``uniform``, ``rademacher``, ``gaussian``, ``threepoint`` —
 driving the same field: a different network, same drift and diffusion); ResNeXt:
-``cardinality``, ``base_width``; PolyNet: ``terms``.
+``cardinality``, ``base_width``; PolyNet: ``terms``; every model but shake-shake:
+``shortcut`` at the transitions — ``"pad"`` (option A: subsample and zero-pad, no
+parameters), ``"projection"`` (the official LM-ResNet code's bn-relu-1×1 conv,
+:class:`~sdenet.nn.ProjectionShortcut`), ``"conv"`` (a 1×1 conv), ``"conv_bn"`` (1×1 conv
+then batch norm, option B); the default (None) is the architecture's own: ``pad`` for the
+CIFAR basic-block networks, ``conv`` for the pre-activation bottleneck (ResNet-164),
+``conv_bn`` for ResNeXt and the ImageNet ResNets.
 
 Transitions (the first block of a stage whose width or stride changes) sit outside the
 ODE and run at Δt = 1 whatever ``dt`` is; the stochastic models draw noise in them too
@@ -61,6 +67,7 @@ from .blocks import (
     PostActBottleneck,
     PreActBasic,
     PreActBottleneck,
+    ProjectionShortcut,
     ShakeBranch,
     ShakeShortcut,
     conv3x3,
@@ -146,8 +153,18 @@ def _branch(cfg, c_in, c_out, stride, i):
     raise AssertionError(arch)
 
 
+SHORTCUTS = ("pad", "projection", "conv", "conv_bn")
+
+
 def _shortcut(cfg, c_in, c_out, stride):
     arch = cfg["arch"]
+    kind = cfg.get("shortcut")
+    if kind == "pad":
+        return PadShortcut(c_in, c_out, stride)
+    if kind == "projection":
+        return ProjectionShortcut(c_in, c_out, stride)
+    if kind in ("conv", "conv_bn"):
+        return ConvShortcut(c_in, c_out, stride, bn=kind == "conv_bn")
     if arch in ("preact", "postact", "revnet"):
         return PadShortcut(c_in, c_out, stride)
     if arch == "preact_bottleneck":
@@ -295,7 +312,7 @@ _METHOD_INFO = {
 }
 _DEFAULTS = {
     "dt": 1.0, "k_init": (-0.1, 0.0), "per_channel": False, "p_L": 0.5, "mode": "sample",
-    "forward": "shake", "backward": "shake", "level": "image", "terms": 2, "law": None,
+    "forward": "shake", "backward": "shake", "level": "image", "terms": 2, "law": None, "shortcut": None,
 }
 
 
@@ -305,6 +322,7 @@ def _register(name, *, arch, method, widths, blocks, stem_width, dataset="cifar"
                strides=tuple(strides or ((1,) + (2,) * (len(widths) - 1))))
     cfg.update(extra)
     options = _COMMON + _METHOD_OPTIONS[method] + (("cardinality", "base_width") if arch == "resnext" else ())
+    options += () if arch == "shake" else ("shortcut",)
     scheme, law = _METHOD_INFO[method]
     REGISTRY[name] = {"cfg": cfg, "dataset": dataset, "scheme": scheme, "law": law, "options": options,
                       "params": None}
@@ -429,6 +447,9 @@ def _resolve(name, num_classes, overrides) -> dict:
             get_law(cfg["law"])
         except ValueError as err:
             raise ValueError(f"{name}: {err}") from None
+    if cfg["shortcut"] is not None and cfg["shortcut"] not in SHORTCUTS:
+        raise ValueError(f"{name}: shortcut must be one of {', '.join(SHORTCUTS)} (or None for the "
+                         f"architecture's own), got {cfg['shortcut']!r}")
     if cfg["arch"] == "resnext":
         cfg["cardinality"] = _positive_int(name, "cardinality", cfg["cardinality"])
         cfg["base_width"] = _positive_int(name, "base_width", cfg["base_width"])

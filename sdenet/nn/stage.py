@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..fields import Field
+from ..fields import Field, FieldCheck, time_points
 from ..laws import DropBernoulli
 from ..schemes import Euler, Heun, LinearMultistep, Scheme, StochasticLM, WeakEuler
 from .fields import BlockField, CoupledBlockField, DropField, ShakeField, _check_dt, _NoiseStats
@@ -147,6 +147,7 @@ class Stage(nn.Module):
         self.name = name
         self._noise_on = False
         self._generator = None
+        self._boundary_checked = False  # the first forward pass checks what the field returns
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -180,13 +181,38 @@ class Stage(nn.Module):
         if prev is not None and isinstance(state, dict) and "prev" in state:
             state["prev"] = prev
         post = self.post
-        for n in range(self.steps):
-            x, state = schemes[n].step(field, t0 + n * dt, x, dt, state, gen)
-            if post is not None:
-                x = self._post(x)
+        start = 0
+        if not self._boundary_checked and not torch.compiler.is_compiling():
+            # first call: step 0 sees the field through the boundary checks (same outputs)
+            x, state = self._checked_first_step(field, schemes[0], x, state)
+            start = 1
+        if field.tensor_time:  # a user's time-continuous field: t as a 0-dim tensor
+            like = x[0] if isinstance(x, tuple) else x
+            for n, t in enumerate(time_points(t0, dt, self.steps, like, first=start), start):
+                x, state = schemes[n].step(field, t, x, dt, state, gen)
+                if post is not None:
+                    x = self._post(x)
+        else:
+            for n in range(start, self.steps):
+                x, state = schemes[n].step(field, t0 + n * dt, x, dt, state, gen)
+                if post is not None:
+                    x = self._post(x)
         if split:
             x = torch.cat(x, dim=1)
         return x
+
+    def _where(self) -> str:
+        return f"{type(self).__name__} {self.name!r}" if self.name else type(self).__name__
+
+    def _checked_first_step(self, field, scheme, x, state):
+        t = self.t0
+        if field.tensor_time:
+            t = next(time_points(t, self.dt, 1, x[0] if isinstance(x, tuple) else x))
+        x, state = scheme.step(FieldCheck(field, x, self._where()), t, x, self.dt, state, self._generator)
+        if self.post is not None:
+            x = self._post(x)
+        self._boundary_checked = True
+        return x, state
 
     def extra_repr(self):
         kinds = sorted({repr(s) for s in self.schemes})
@@ -205,6 +231,7 @@ class _AtInput:
 
     noise = property(lambda self: self.field.noise)
     stochastic = property(lambda self: self.field.stochastic)
+    tensor_time = property(lambda self: self.field.tensor_time)
     coupled = False
 
     def noise_shape(self, y):
@@ -238,7 +265,15 @@ class Transition(Stage):
         s = self.shortcut(x)
         scheme = (self.schemes if self._noisy() else self._eval_schemes)[0]
         lifted = _AtInput(self.field, x)
-        out, _ = scheme.step(lifted, self.t0, s, 1.0, scheme.init(lifted, self.t0, s, 1.0), self._generator)
+        t = self.t0
+        if self.field.tensor_time:  # a user's field: t as a 0-dim tensor
+            t = next(time_points(t, 1.0, 1, s))
+        check = not self._boundary_checked and not torch.compiler.is_compiling()
+        if check:
+            lifted = FieldCheck(lifted, s, self._where())  # first call: check against S(x)
+        out, _ = scheme.step(lifted, t, s, 1.0, scheme.init(lifted, self.t0, s, 1.0), self._generator)
+        if check:
+            self._boundary_checked = True
         if self.post is not None:
             out = self._post(out)
         return out, s
@@ -256,6 +291,8 @@ def lm_stage(blocks_or_field, *, dt=None, k_init=(-0.1, 0.0), per_channel: bool 
     channel (``channels`` of them) instead of one per block. ``steps`` defaults to the
     number of blocks (or of laws); a time-continuous field needs it.
     """
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"lm_stage: generator must be a torch.Generator or None, got {type(generator).__name__}")
     if isinstance(blocks_or_field, Field):
         field = blocks_or_field
     else:

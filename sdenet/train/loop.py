@@ -701,7 +701,10 @@ def _check_fits(model, image_shape, num_classes: int, rc: dict, device, noise=No
     was = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        # the same autocast as the training pass, so the probe runs the code training will run
+        amp = bool(rc.get("amp")) and (device.type != "cuda" or torch.cuda.is_bf16_supported())
+        with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                                             enabled=amp):
             out = model(x)
     except Exception as e:
         raise ValueError(f"{what}, and {name} cannot take them ({type(e).__name__}: "
@@ -1298,6 +1301,19 @@ def _binomial_se(error: float, n: int) -> float:
     return math.sqrt(max(error * (1.0 - error), 0.0) / n) if n > 0 else float("nan")
 
 
+def _eval_precision(rc: dict, dev: torch.device) -> tuple[bool, bool]:
+    """``(amp, channels_last)`` for evaluating a run on ``dev``: the run's own settings on the
+    device type it trained on (so an explicit CPU bf16 run evaluates under CPU autocast), the
+    defaults of ``dev`` otherwise (CUDA: both; CPU: neither)."""
+    if torch.device(rc.get("device", "cpu")).type == dev.type:
+        amp, channels_last = bool(rc.get("amp")), bool(rc.get("channels_last"))
+    else:
+        amp = channels_last = dev.type == "cuda"
+    if amp and dev.type == "cuda" and not torch.cuda.is_bf16_supported():
+        amp = False
+    return amp, channels_last
+
+
 def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = None,
              device="auto", batch_size: int | None = None, limit_test: int | None = None,
              data_root=None, seed: int = 0, model: str | None = None) -> dict:
@@ -1355,7 +1371,7 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
             x_test, y_test = x_test[:limit_test], y_test[:limit_test]
         # normalise with the statistics of the training data the network saw
         loader = DeviceLoader(x_test, y_test, batch_size=eval_batch, train=False, mean=ds.mean,
-                              std=ds.std, device=dev, seed=seed)
+                              std=ds.std, device=dev, seed=seed, channels_last=_eval_precision(rc, dev)[1])
     if rc.get("num_classes") not in (None, num_classes):
         raise ValueError(f"{spec}: {num_classes} classes, but {checkpoint} was trained on "
                          f"{rc['num_classes']}")
@@ -1368,12 +1384,14 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{path}: its weights do not load into {spec_model!r} "
                          f"({type(e).__name__}: {_first_line(e)})") from None
+    amp, channels_last = _eval_precision(rc, dev)
     model.to(dev).eval()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     if not is_image_folder(spec):
-        _check_fits(model, image_shape, num_classes, {**rc, "dataset": spec, "channels_last": False},
-                    dev)
+        _check_fits(model, image_shape, num_classes,
+                    {**rc, "dataset": spec, "amp": amp, "channels_last": channels_last}, dev)
     stochastic = _is_stochastic(model)
-    amp = dev.type == "cuda" and bool(rc.get("amp")) and torch.cuda.is_bf16_supported()
     one = _Dist.__new__(_Dist)
     one.world_size, one.rank, one.local_rank, one.owned = 1, 0, 0, False
     test_loss, test_error, n = _eval_sums(model, loader, dev, amp, one)
