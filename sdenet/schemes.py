@@ -510,7 +510,7 @@ class Platen(_Weak2):
             gm = field.diffusion(t1, base - bj * s)[..., j]
             out = out + (gp + gm + 2.0 * bj) * (0.25 * cols[j]) + (gp - gm) * ((cols[j] ** 2 - dt) * (0.25 / s))
         if m > 1:
-            v = _two_point((x.shape[0], m, m), dt, generator, x)
+            v = self._two_point((x.shape[0], m, m), dt, generator, x)
             v = torch.triu(v, diagonal=1)
             v = v - v.transpose(1, 2)  # V_{r,j} = −V_{j,r}
             for r in range(m):
@@ -524,13 +524,23 @@ class Platen(_Weak2):
                     out = out + (hp[..., j] - hm[..., j]) * ((cols[j] * cols[r] + vrj) * (0.25 / s))
         return out, state
 
+    @staticmethod
+    def _two_point(shape, dt, generator, like):
+        return _two_point(shape, dt, generator, like)
+
     def __repr__(self):
         return f"Platen({self.law!r})"
 
 
-def _jvp(fn, x, v):
-    """Directional derivative ``(d/dε) fn(x + εv)`` at ε = 0 (forward-mode autograd)."""
-    return torch.func.jvp(fn, (x,), (v,))[1]
+def _jvp(fn, x, v, graph: bool | None = None):
+    """Directional derivative ``(d/dε) fn(x + εv)`` at ε = 0 by the double-backward trick
+    (``torch.autograd.functional.jvp``; forward-mode AD would be one pass cheaper, but in this
+    torch it imports the compiler stack, seconds of start-up). ``graph`` (default: whether
+    grad mode is on) keeps the result differentiable — for training, and for nesting."""
+    graph = torch.is_grad_enabled() if graph is None else graph
+    with torch.enable_grad():
+        xg = x if x.requires_grad else x.detach().requires_grad_(True)
+        return torch.autograd.functional.jvp(fn, xg, v, create_graph=graph)[1]
 
 
 class WeakTaylor2(_Weak2):
@@ -539,7 +549,7 @@ class WeakTaylor2(_Weak2):
         X_{n+1} = X + aΔ + bΔŴ + ½ L¹b (ΔŴ² − Δ) + ½ (L¹a + L⁰b) ΔŴΔ + ½ L⁰a Δ²,
 
     ``L¹f = (∇f) b``, ``L⁰f = ∂_t f + (∇f) a + ½ ∇²f[b, b]``, every derivative a forward-mode
-    Jacobian–vector product (``torch.func.jvp``; ``∂_t`` only when ``time_dependent``, which
+    Jacobian–vector product (``∂_t`` only when ``time_dependent``, which
     needs drift and diffusion that accept a tensor ``t``). A reference for :class:`Platen`:
     ``sample``/``batch`` noise on any state, ``diagonal`` noise with elementwise drift and
     diffusion (``∇²f[b, b]`` is the full second derivative along b, which is the diagonal
@@ -559,10 +569,10 @@ class WeakTaylor2(_Weak2):
     def _L0(self, fn, t, x, a, b):
         """``L⁰f`` for ``fn(t, x)``."""
         out = _jvp(lambda y: fn(t, y), x, a)
-        out = out + 0.5 * _jvp(lambda y: _jvp(lambda z: fn(t, z), y, b), x, b)
+        out = out + 0.5 * _jvp(lambda y: _jvp(lambda z: fn(t, z), y, b, graph=True), x, b)
         if self.time_dependent:
             tt = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-            out = out + torch.func.jvp(lambda s_: fn(s_, x), (tt,), (torch.ones_like(tt),))[1]
+            out = out + _jvp(lambda s_: fn(s_, x), tt, torch.ones_like(tt))
         return out
 
     def step(self, field, t, x, dt, state, generator=None, dw=None):
