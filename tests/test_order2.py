@@ -447,3 +447,35 @@ def test_platen_network_stage_drop_and_shake():
     assert s2.steps == 2 and s2(x).shape == x.shape
     with pytest.raises(ValueError, match="evaluate 5 blocks"):
         Stage(DropField(blocks[:4], p=0.5, dt=0.25), sn.Platen(), steps=4)
+
+
+# ---------------------------------------------------------------- theory items
+
+
+def test_theory_cos_orders_separate_the_laws():
+    from theory.weak_laws import cos_orders
+
+    ou = weak.OU(theta=1.0, sigma=1.0, x0=1.0)
+    res = cos_orders(ou, laws=[sn.Gaussian(), sn.Uniform(), sn.Rademacher()], steps=(64, 128, 256), paths=50_000)
+    ats = [r["bias_at"] for r in res.values()]
+    assert ats[0] == pytest.approx(-1.68e-2, abs=5e-5) and ats[1] == pytest.approx(-2.03e-2, abs=5e-5)
+    assert ats[2] == pytest.approx(-2.27e-2, abs=5e-5)
+    for r in res.values():
+        assert r["order"] == pytest.approx(1.0, abs=0.05) and abs(r["z"]) < 4
+
+
+def test_theory_network_stage_is_the_scheme():
+    from theory.weak_order2 import network_checks
+
+    for name, same, z, eval_diff in network_checks(torch.tensor([[0.8, -0.5, 0.3]], dtype=F64), n=3, paths=20_000):
+        assert same and abs(z) < 4 and eval_diff < 1e-12, name
+
+
+@pytest.mark.slow
+def test_theory_network_weak_order_two():
+    from theory.weak_order2 import network_orders
+
+    net, _ = network_orders(quick=True)
+    for r in net.values():
+        assert r["platen"]["order"] == pytest.approx(2.0, abs=0.35)
+        assert r["euler"]["order"] == pytest.approx(1.0, abs=0.2)
