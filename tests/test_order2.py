@@ -479,3 +479,16 @@ def test_theory_network_weak_order_two():
     for r in net.values():
         assert r["platen"]["order"] == pytest.approx(2.0, abs=0.35)
         assert r["euler"]["order"] == pytest.approx(1.0, abs=0.2)
+
+
+def test_weak_taylor2_time_dependent_step_by_hand():
+    """dX = t X dt + σ dW: L⁰a = ∂_t a + a a' = X + t² X, L¹a = σ t, L⁰b = L¹b = 0."""
+    sigma, t, dt = 0.7, 0.3, 0.1
+    field = sn.SDEField(lambda t_, x: t_ * x, lambda t_, x: torch.full_like(x, sigma))
+    x = torch.tensor([[1.5], [-0.4]], dtype=F64)
+    dw = torch.tensor([[0.2], [-0.1]], dtype=F64)
+    out, _ = sn.WeakTaylor2(sn.Gaussian(), time_dependent=True).step(field, t, x, dt, None, dw=dw)
+    expect = x + t * x * dt + sigma * dw + 0.5 * sigma * t * dw * dt + 0.5 * (x + t * t * x) * dt * dt
+    assert torch.allclose(out, expect, atol=1e-14)
+    autonomous, _ = sn.WeakTaylor2(sn.Gaussian()).step(field, t, x, dt, None, dw=dw)
+    assert torch.allclose(autonomous, expect - 0.5 * x * dt * dt, atol=1e-14)
