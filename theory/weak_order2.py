@@ -14,7 +14,6 @@ with Euler–Maruyama (``integrate(..., dw=...)``).
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 
