@@ -25,12 +25,17 @@ from .schemes import (
     EulerMaruyama,
     Heun,
     LinearMultistep,
+    Milstein,
     NeumannEuler,
+    Platen,
     Scheme,
     StochasticLM,
     WeakEuler,
+    WeakTaylor2,
     get_scheme,
 )
+from . import linear
+from .extrapolation import extrapolate
 
 __version__ = "0.1.0"
 
@@ -58,4 +63,5 @@ __all__ = [
     "LAW_NAMES", "NoiseLaw", "Gaussian", "Uniform", "Rademacher", "ThreePoint", "DropBernoulli", "get_law",
     "SCHEME_NAMES", "Scheme", "Euler", "Heun", "NeumannEuler", "LinearMultistep", "CoupledEuler",
     "EulerMaruyama", "WeakEuler", "StochasticLM", "get_scheme",
+    "Platen", "WeakTaylor2", "Milstein", "extrapolate", "linear",
 ]

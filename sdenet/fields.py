@@ -11,10 +11,13 @@ increments drive it:
     ``[1_{N×1}, 0]`` structure: one coin per image in stochastic depth, one uniform
     per image in shake-shake); ``dW`` has shape ``(B, 1, ..., 1)``;
 ``"batch"``
-    one increment for the whole batch; ``dW`` has shape ``(1, ..., 1)``.
+    one increment for the whole batch; ``dW`` has shape ``(1, ..., 1)``;
+``"general"``
+    ``m`` Brownian motions per sample (a d×m noise matrix): ``dW`` has shape ``(B, m)`` and
+    ``diffusion(t, x)`` returns ``(*x.shape, m)``; ``g dW`` is ``Σ_j g[..., j] dW_j``.
 
-``diffusion(t, x)`` returns a tensor of ``x``'s shape that multiplies ``dW`` elementwise
-(after broadcasting), so ``g dW`` is always ``diffusion(t, x) * dw``.
+For the first three ``diffusion(t, x)`` returns a tensor of ``x``'s shape that multiplies
+``dW`` elementwise (after broadcasting), so ``g dW`` is ``diffusion(t, x) * dw``.
 
 Time: :func:`sdenet.integrate` and network stages hand ``drift`` and ``diffusion`` the time
 ``t`` as a 0-dim tensor on the state's device and dtype (torchsde's convention), so
@@ -52,17 +55,22 @@ __all__ = [
     "time_points",
 ]
 
-NOISE_TYPES = ("diagonal", "sample", "batch")
+NOISE_TYPES = ("diagonal", "sample", "batch", "general")
 
 
-def noise_shape(noise: str, x: torch.Tensor) -> tuple[int, ...]:
-    """Shape of one increment ``dW`` for state ``x`` under a noise structure."""
+def noise_shape(noise: str, x: torch.Tensor, m: int | None = None) -> tuple[int, ...]:
+    """Shape of one increment ``dW`` for state ``x`` under a noise structure (``m``: the
+    number of Brownian motions of ``general`` noise)."""
     if noise == "diagonal":
         return tuple(x.shape)
     if noise == "sample":
         return (x.shape[0],) + (1,) * (x.dim() - 1)
     if noise == "batch":
         return (1,) * x.dim()
+    if noise == "general":
+        if m is None:
+            raise ValueError("noise_shape: 'general' noise needs m, the number of Brownian motions")
+        return (x.shape[0], int(m))
     raise ValueError(f"unknown noise structure {noise!r}; choose one of {', '.join(NOISE_TYPES)}")
 
 
@@ -88,6 +96,11 @@ class Field(nn.Module):
     #: True: ``integrate`` and stages pass ``t`` as a 0-dim tensor on the state's device and
     #: dtype; False: as a Python float (network fields, which index their blocks by ``t``)
     tensor_time: bool = True
+    #: number of Brownian motions per sample of ``general`` noise (1 for the other structures)
+    m: int = 1
+    #: True when the noise is declared commutative (``L^j g^r = L^r g^j``), which Milstein
+    #: needs for ``general`` noise with m > 1
+    commutative: bool = False
 
     @property
     def stochastic(self) -> bool:
@@ -103,13 +116,25 @@ class Field(nn.Module):
         """``f(t, x) Δt + g(t, x) ΔW`` (just ``f Δt`` when ``dw`` is None)."""
         out = self.drift(t, x) * dt
         if dw is not None:
-            out = out + self.diffusion(t, x) * dw
+            out = out + self.noise_term(self.diffusion(t, x), dw)
         return out
+
+    def noise_term(self, g: torch.Tensor, dw: torch.Tensor) -> torch.Tensor:
+        """``g ΔW`` for a diffusion value ``g``: elementwise, or ``Σ_j g[..., j] ΔW_j`` for
+        ``general`` noise (``dw`` of shape ``(B, m)``)."""
+        if self.noise == "general":
+            return (g * dw.reshape(dw.shape[:1] + (1,) * (g.dim() - 2) + dw.shape[1:])).sum(-1)
+        return g * dw
+
+    def coefficients(self, t, x):
+        """``(drift(t, x), diffusion(t, x))``; network fields override it to evaluate their
+        block once for both."""
+        return self.drift(t, x), self.diffusion(t, x)
 
     def noise_shape(self, x: torch.Tensor) -> tuple[int, ...]:
         if self.noise is None:
             raise ValueError(f"{type(self).__name__} is deterministic: it draws no noise")
-        return noise_shape(self.noise, x)
+        return noise_shape(self.noise, x, self.m)
 
     # ---------------------------------------------------------------- interop
     def to_torchsde(self, shape: tuple[int, ...] | None = None) -> nn.Module:
@@ -117,7 +142,8 @@ class Field(nn.Module):
 
         ``shape`` is the per-sample shape of the state (default: flat). ``diagonal``
         noise maps to torchsde's ``"diagonal"``, ``sample`` noise to ``"scalar"``
-        (one Brownian motion per sample); ``batch`` noise has no torchsde equivalent.
+        (one Brownian motion per sample), ``general`` noise to ``"general"`` (``g`` of shape
+        ``(B, D, m)``); ``batch`` noise has no torchsde equivalent.
         """
         return _TorchsdeAdapter(self, shape)
 
@@ -135,11 +161,19 @@ class SDEField(Field):
     their parameters train and are saved once in the state dict.
     """
 
-    def __init__(self, drift: Callable, diffusion: Callable, noise: str = "diagonal"):
+    def __init__(self, drift: Callable, diffusion: Callable, noise: str = "diagonal", m: int | None = None,
+                 commutative: bool = False):
         super().__init__()
         if not callable(drift) or not callable(diffusion):
             raise ValueError("SDEField: drift and diffusion must be callables (t, x) -> tensor")
         self.noise = _check_noise(noise)
+        if noise == "general":
+            if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+                raise ValueError(f"SDEField: noise='general' needs m, a positive number of Brownian motions, got m={m!r}")
+            self.m = m
+        elif m is not None and m != 1:
+            raise ValueError(f"SDEField: m={m!r} Brownian motions needs noise='general' (got noise={noise!r})")
+        self.commutative = bool(commutative)
         self._f = drift
         self._g = diffusion
 
@@ -150,7 +184,7 @@ class SDEField(Field):
         return self._g(t if isinstance(t, torch.Tensor) else _as_time(t, x), x)
 
     def extra_repr(self):
-        return f"noise={self.noise!r}"
+        return f"noise={self.noise!r}" + (f", m={self.m}" if self.noise == "general" else "")
 
 
 class ODEField(Field):
@@ -209,7 +243,7 @@ class _TorchsdeAdapter(nn.Module):
             )
         self.field = field
         self.shape = None if shape is None else tuple(shape)
-        self.noise_type = "diagonal" if field.noise == "diagonal" else "scalar"
+        self.noise_type = {"diagonal": "diagonal", "general": "general"}.get(field.noise, "scalar")
 
     def _unflat(self, y):
         return y if self.shape is None else y.reshape((y.shape[0],) + self.shape)
@@ -219,6 +253,8 @@ class _TorchsdeAdapter(nn.Module):
 
     def g(self, t, y):
         g = self.field.diffusion(t, self._unflat(y))
+        if self.noise_type == "general":
+            return g.reshape(y.shape[0], -1, g.shape[-1])
         g = g.expand(self._unflat(y).shape).reshape(y.shape[0], -1)
         return g if self.noise_type == "diagonal" else g.unsqueeze(-1)
 

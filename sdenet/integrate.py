@@ -100,6 +100,7 @@ def integrate(
     dt: float | None = None,
     generator: torch.Generator | None = None,
     save: str = "last",
+    dw=None,
 ):
     """Integrate ``field`` with ``scheme`` from ``x0`` at ``t0`` over a uniform grid.
 
@@ -117,6 +118,17 @@ def integrate(
     the field returns is checked (:class:`sdenet.fields.FieldCheck`): a drift of another
     shape, dtype or device than the state, or a diffusion that does not broadcast against
     the noise to the state's shape, is a ``ValueError`` naming the field and the shapes.
+
+    ``dw`` gives the Brownian increments instead of drawing them: a tensor of shape
+    ``(steps, *noise_shape)`` (``noise_shape`` = ``field.noise_shape(x0)``; Gaussian
+    ``N(0, Δt)`` values, e.g. differences of a sampled Brownian path) or a callable
+    ``dw(n, t, dt)`` returning step ``n``'s increment over ``[t, t + dt]`` (e.g.
+    ``lambda n, t, dt: bm(t, t + dt)`` for a ``torchsde.BrownianInterval`` ``bm``). A
+    scheme with a non-Gaussian law derives its increments from them
+    (:meth:`~sdenet.NoiseLaw.from_gaussian`: sign for Rademacher, the 1/6 and 5/6 normal
+    quantiles for three-point…), so one Brownian path drives every law. Randomness a
+    scheme needs beyond ``ΔW`` (Platen's two-point ``V`` for general noise) still comes
+    from ``generator``.
     """
     if not isinstance(scheme, Scheme):
         raise ValueError(f"integrate: scheme must be an sdenet Scheme, got {type(scheme).__name__}")
@@ -135,15 +147,19 @@ def integrate(
                 f"create it with torch.Generator(device={str(device)!r})"
             )
 
+    increments = _check_increments(dw, field, scheme, x, steps) if dw is not None else None
+
     state = scheme.init(field, t0, x, dt)
     path = [x] if save == "all" else None
     times = time_points(t0, dt, steps, x[0] if field.coupled else x, getattr(field, "tensor_time", True))
     # the first step sees the field through the boundary checks; the others run it plainly
-    x, state = scheme.step(FieldCheck(field, x, "integrate"), next(times), x, dt, state, generator)
-    if path is not None:
-        path.append(x)
-    for t in times:
-        x, state = scheme.step(field, t, x, dt, state, generator)
+    checked = FieldCheck(field, x, "integrate")
+    for n, t in enumerate(times):
+        f = checked if n == 0 else field
+        if increments is None:
+            x, state = scheme.step(f, t, x, dt, state, generator)
+        else:
+            x, state = scheme.step(f, t, x, dt, state, generator, dw=increments(n, t0 + n * dt, dt))
         if path is not None:
             path.append(x)
     if path is None:
@@ -151,3 +167,34 @@ def integrate(
     if field.coupled:
         return torch.stack([p[0] for p in path]), torch.stack([p[1] for p in path])
     return torch.stack(path)
+
+
+def _check_increments(dw, field, scheme, x, steps):
+    """``dw`` as a function ``(n, t, dt) -> increment`` whose values are checked against the noise shape."""
+    if not scheme.stochastic or not field.stochastic:
+        raise ValueError(f"integrate: dw= gives Brownian increments, but {type(scheme).__name__} on this field draws none")
+    if field.coupled:
+        raise ValueError("integrate: dw= is not supported for coupled fields")
+    shape = tuple(field.noise_shape(x))
+
+    def checked(value, where):
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"integrate: {where} must be a torch.Tensor, got {type(value).__name__}")
+        if tuple(value.shape) != shape:
+            raise ValueError(f"integrate: {where} has shape {tuple(value.shape)}, expected the noise shape {shape}")
+        if value.dtype != x.dtype or value.device != x.device:
+            value = value.to(device=x.device, dtype=x.dtype)
+        return value
+
+    if isinstance(dw, torch.Tensor):
+        if dw.dim() < 1 or dw.shape[0] != steps or tuple(dw.shape[1:]) != shape:
+            raise ValueError(
+                f"integrate: dw has shape {tuple(dw.shape)}, expected (steps, *noise_shape) = {(steps,) + shape}"
+            )
+        if not dw.is_floating_point():
+            raise ValueError(f"integrate: dw must be a floating-point tensor, got dtype {dw.dtype}")
+        dw = dw.to(device=x.device, dtype=x.dtype)
+        return lambda n, t, dt: dw[n]
+    if callable(dw):
+        return lambda n, t, dt: checked(dw(n, t, dt), f"dw({n}, t, dt)")
+    raise ValueError(f"integrate: dw must be a tensor (steps, *noise_shape) or a callable dw(n, t, dt), got {type(dw).__name__}")

@@ -20,6 +20,7 @@ per element (large Rademacher draws unpack 64 random bits from each 64-bit integ
 
 from __future__ import annotations
 
+import cmath
 import math
 import operator
 from typing import Sequence
@@ -107,6 +108,16 @@ def _check_dt(dt) -> float:
     return value
 
 
+#: the 5/6 quantile of the standard normal (−_Q16 is the 1/6 quantile)
+_Q16 = 0.9674215661017010
+
+
+def _check_k(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ValueError(f"moment order k must be a non-negative integer, got {k!r}")
+    return k
+
+
 class NoiseLaw:
     """An increment law ``ΔŴ`` with ``E ΔŴ = 0`` and ``E ΔŴ² = Δt``.
 
@@ -158,6 +169,25 @@ class NoiseLaw:
         m1, m2, m3, _ = self.moments(dt)
         return abs(m1) + abs(m3) + abs(m2 - dt)
 
+    # ------------------------------------------------------------ exact laws, coupling
+    def moment(self, k: int, dt: float) -> float:
+        """Exact ``E ΔŴ^k`` for any integer ``k ≥ 0`` (``moments`` gives ``k = 1..4``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not know its moments beyond the fourth")
+
+    def characteristic(self, s: float, dt: float) -> complex:
+        """Exact characteristic function ``E exp(i s ΔŴ)`` (a complex number)."""
+        raise NotImplementedError(f"{type(self).__name__} does not know its characteristic function")
+
+    def from_gaussian(self, dw: torch.Tensor, dt: float) -> torch.Tensor:
+        """Increments of this law derived elementwise from Brownian increments ``dw ~ N(0, Δt)``.
+
+        Each law is a nondecreasing function of ``z = dw/√Δt`` applied elementwise, so one
+        Brownian path drives runs with different laws (and strong and weak errors are
+        measured on the same randomness); when ``dw`` is Gaussian the result has exactly
+        this law.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot derive its increments from Gaussian ones")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -185,6 +215,18 @@ class Gaussian(NoiseLaw):
         out = torch.randn(shape, generator=generator, device=device, dtype=dtype)
         return out.mul_(math.sqrt(dt))
 
+    def moment(self, k, dt):
+        k, dt = _check_k(k), _check_dt(dt)
+        return 0.0 if k % 2 else math.prod(range(k - 1, 0, -2)) * dt ** (k // 2)
+
+    def characteristic(self, s, dt):
+        return complex(math.exp(-0.5 * s * s * _check_dt(dt)))
+
+    def from_gaussian(self, dw, dt):
+        """The Brownian increments themselves."""
+        _check_dt(dt)
+        return dw
+
 
 class Uniform(NoiseLaw):
     """``ΔŴ ~ U[−√(3Δt), √(3Δt)]``: shake-shake's increment (variance Δt, E ΔŴ⁴ = 9Δt²/5)."""
@@ -199,6 +241,20 @@ class Uniform(NoiseLaw):
         a = math.sqrt(3.0 * dt)
         out = torch.empty(shape, device=device, dtype=dtype)
         return out.uniform_(-a, a, generator=generator)
+
+    def moment(self, k, dt):
+        k, dt = _check_k(k), _check_dt(dt)
+        return 0.0 if k % 2 else math.sqrt(3.0 * dt) ** k / (k + 1)
+
+    def characteristic(self, s, dt):
+        a = s * math.sqrt(3.0 * _check_dt(dt))
+        return complex(1.0 if a == 0 else math.sin(a) / a)
+
+    def from_gaussian(self, dw, dt):
+        """The probability-integral transform: ``√(3Δt) (2Φ(dw/√Δt) − 1)``."""
+        dt = _check_dt(dt)
+        u = torch.special.ndtr(dw / math.sqrt(dt))
+        return u.mul(2.0).sub_(1.0).mul_(math.sqrt(3.0 * dt))
 
 
 class Rademacher(NoiseLaw):
@@ -223,6 +279,18 @@ class Rademacher(NoiseLaw):
             out = random_bits(n, generator, device).to(dtype).view(shape)
         return out.mul_(2.0 * s).sub_(s)
 
+    def moment(self, k, dt):
+        k, dt = _check_k(k), _check_dt(dt)
+        return 0.0 if k % 2 else dt ** (k // 2)
+
+    def characteristic(self, s, dt):
+        return complex(math.cos(s * math.sqrt(_check_dt(dt))))
+
+    def from_gaussian(self, dw, dt):
+        """``√Δt sign(dw)`` (``+√Δt`` at ``dw = 0``, a null event)."""
+        s = math.sqrt(_check_dt(dt))
+        return torch.where(dw >= 0, s, -s).to(dw.dtype)
+
 
 class ThreePoint(NoiseLaw):
     """``ΔŴ = ±√(3Δt)`` with probability 1/6 each and 0 with probability 2/3.
@@ -246,6 +314,22 @@ class ThreePoint(NoiseLaw):
         # v uniform on {0,..,5}: v == 0 -> -a, v == 5 -> +a, otherwise 0.
         v = torch.empty(shape, device=device, dtype=dtype).random_(0, 6, generator=generator)
         return (v == 5).to(dtype).sub_((v == 0).to(dtype)).mul_(a)
+
+    def moment(self, k, dt):
+        k, dt = _check_k(k), _check_dt(dt)
+        if k == 0:
+            return 1.0
+        return 0.0 if k % 2 else (3.0 * dt) ** (k / 2) / 3.0
+
+    def characteristic(self, s, dt):
+        return complex(2.0 / 3.0 + math.cos(s * math.sqrt(3.0 * _check_dt(dt))) / 3.0)
+
+    def from_gaussian(self, dw, dt):
+        """Thresholds at the 1/6 and 5/6 normal quantiles (as StochasticDiffEq.jl does):
+        ``−√(3Δt)`` below ``√Δt q_{1/6}``, ``+√(3Δt)`` above ``√Δt q_{5/6}``, 0 between."""
+        dt = _check_dt(dt)
+        a, q = math.sqrt(3.0 * dt), _Q16 * math.sqrt(dt)
+        return ((dw > q).to(dw.dtype) - (dw < -q).to(dw.dtype)) * a
 
 
 class DropBernoulli(NoiseLaw):
@@ -319,6 +403,28 @@ class DropBernoulli(NoiseLaw):
         if self.p == 1.0:
             return torch.zeros(shape, device=device, dtype=dtype)
         eta = self.sample_eta(shape, generator=generator, device=device, dtype=dtype)
+        return eta.sub_(self.p).mul_(self.scale(dt))
+
+    def moment(self, k, dt):
+        k, dt = _check_k(k), _check_dt(dt)
+        if k == 0:
+            return 1.0
+        p = self.p
+        return (p * (1.0 - p) ** k + (1.0 - p) * (-p) ** k) * self.scale(dt) ** k
+
+    def characteristic(self, s, dt):
+        c = self.scale(_check_dt(dt))
+        p = self.p
+        return p * cmath.exp(1j * s * c * (1.0 - p)) + (1.0 - p) * cmath.exp(-1j * s * c * p)
+
+    def from_gaussian(self, dw, dt):
+        """The block survives (``η = 1``) when ``Φ(dw/√Δt) > 1 − p``, i.e. on the largest
+        Brownian increments, with probability p; ``ΔŴ = (η − p) √Δt/√(p(1−p))`` is then a
+        nondecreasing function of ``dw``."""
+        dt = _check_dt(dt)
+        if self.p == 1.0:
+            return torch.zeros_like(dw)
+        eta = (torch.special.ndtr(dw / math.sqrt(dt)) > 1.0 - self.p).to(dw.dtype)
         return eta.sub_(self.p).mul_(self.scale(dt))
 
     def __repr__(self):

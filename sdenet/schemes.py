@@ -38,6 +38,9 @@ __all__ = [
     "EulerMaruyama",
     "WeakEuler",
     "StochasticLM",
+    "Platen",
+    "WeakTaylor2",
+    "Milstein",
     "get_scheme",
     "SCHEME_NAMES",
 ]
@@ -137,6 +140,8 @@ class Heun(Scheme):
     """
 
     order = 2
+    #: the second stage evaluates the field at ``t_{n+1}`` (block ``n + 1`` of a network)
+    lookahead = 1
 
     def step(self, field, t, x, dt, state, generator=None):
         k1 = field.drift(t, x)
@@ -270,11 +275,15 @@ class WeakEuler(Scheme):
     def weak_order(self):
         return min(1.0, self.law.weak_order)
 
-    def draw(self, field, x, dt, generator=None):
+    def draw(self, field, x, dt, generator=None, dw=None):
+        """Increments of the law: drawn from ``generator``, or derived from given Brownian
+        increments ``dw`` by :meth:`~sdenet.NoiseLaw.from_gaussian`."""
+        if dw is not None:
+            return self.law.from_gaussian(dw, dt)
         return self.law.sample(field.noise_shape(x), dt, generator=generator, device=x.device, dtype=x.dtype)
 
-    def step(self, field, t, x, dt, state, generator=None):
-        dw = self.draw(field, x, dt, generator)
+    def step(self, field, t, x, dt, state, generator=None, dw=None):
+        dw = self.draw(field, x, dt, generator, dw)
         return x + field.increment(t, x, dt, dw), state
 
     def __repr__(self):
@@ -333,9 +342,9 @@ class StochasticLM(WeakEuler):
     def coefficient(self, n: int):
         return self.g(n) if callable(self.g) else self.g
 
-    def step(self, field, t, x, dt, state, generator=None):
+    def step(self, field, t, x, dt, state, generator=None, dw=None):
         prev, n = state["prev"], state["n"]
-        dw = self.draw(field, x, dt, generator)
+        dw = self.draw(field, x, dt, generator, dw)
         kick = field.increment(t, x, dt, dw)
         if dt != 1.0:
             kick = kick * dt
@@ -350,7 +359,8 @@ class StochasticLM(WeakEuler):
         return f"StochasticLM(g={g}, law={self.law!r})"
 
 
-SCHEME_NAMES = ("euler", "heun", "neumann", "lm", "coupled", "euler_maruyama", "weak_euler", "stochastic_lm")
+SCHEME_NAMES = ("euler", "heun", "neumann", "lm", "coupled", "euler_maruyama", "weak_euler", "stochastic_lm",
+                "platen", "weak_taylor2", "milstein")
 
 
 def get_scheme(name: str, law: NoiseLaw | None = None, **kwargs) -> Scheme:
@@ -386,4 +396,267 @@ def get_scheme(name: str, law: NoiseLaw | None = None, **kwargs) -> Scheme:
         return build(WeakEuler, (), law=law)
     if key in ("stochastic_lm", "lm_sd"):
         return build(StochasticLM, ("g",), law=law)
+    if key == "platen":
+        return build(Platen, (), law=law)
+    if key in ("weak_taylor2", "taylor2"):
+        return build(WeakTaylor2, ("time_dependent",), law=law)
+    if key == "milstein":
+        if law is not None and not isinstance(law, Gaussian):
+            raise ValueError("milstein uses Gaussian increments (it is a strong scheme); use platen for another law")
+        return build(Milstein, ("derivative",))
     raise ValueError(f"unknown scheme {name!r}; choose one of {', '.join(SCHEME_NAMES)}")
+
+
+# --------------------------------------------------------------------------- weak order 2, Milstein
+#
+# Notation (Kloeden & Platen 1992): a = drift, b = diffusion, Δ = Δt, ΔŴ the increment,
+# L^0 = ∂_t + a·∇ + ½ Σ b^i b^j ∂_ij and L^j = b^j·∇. "Elementwise" diagonal noise means the
+# k-th diffusion element depends on x only through x_k (GBM, OU, any elementwise diffusion):
+# then L^l b^k = 0 for l ≠ k and the diagonal schemes below are the scalar schemes applied
+# element by element. A diagonal diffusion with cross-dependence gets the scalar formulas
+# applied to the whole vector (the cross terms L^l b^k, l ≠ k, which would cost 2d more field
+# evaluations per step, are not computed): consistent, but without the higher order.
+
+
+def _noise_kind(field):
+    return "general" if field.noise == "general" else "scalar"
+
+
+def _column(dw, j, like):
+    """Increment ``j`` of ``general`` noise, ``(B,) → (B, 1, …, 1)`` to broadcast against ``like``."""
+    return dw[:, j].reshape((dw.shape[0],) + (1,) * (like.dim() - 1))
+
+
+def _two_point(shape, dt, generator, like):
+    """Two-point ``±Δt`` variables ``V`` with probability ½ each (K&P 14.2.8)."""
+    from .laws import Rademacher
+
+    return Rademacher().sample(shape, dt, generator=generator, device=like.device, dtype=like.dtype) * math.sqrt(dt)
+
+
+class _LawScheme(Scheme):
+    """A stochastic scheme driven by a law (not a weak Euler scheme: ``isinstance(…, WeakEuler)``
+    is False, so code that knows weak Euler's closed forms does not apply them)."""
+
+    stochastic = True
+    order = 1
+
+    __init__ = WeakEuler.__init__
+    draw = WeakEuler.draw
+
+    def mean_scheme(self) -> Scheme:
+        """The deterministic scheme this one reduces to without noise (eval mode of a stage)."""
+        return Euler()
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.law!r})"
+
+
+class _Weak2(_LawScheme):
+    """Shared parts of the weak order-2 schemes: the law decides the declared order."""
+
+    order = 2
+
+    def mean_scheme(self) -> Scheme:
+        return Heun()
+
+    @property
+    def weak_order(self):
+        # weak order 2 needs E ΔŴ^k to match the Gaussian's for k ≤ 5 (K&P 14.2.3): Gaussian and
+        # three-point laws; a law that only meets condition (5) (Rademacher, uniform) gives 1,
+        # stochastic depth at p ≠ ½ gives ½.
+        return 2.0 if self.law.weak_order >= 2 else min(1.0, self.law.weak_order)
+
+
+class Platen(_Weak2):
+    r"""Platen's explicit (derivative-free) weak order-2 scheme (Kloeden & Platen §15.1).
+
+    One Brownian motion (``sample``/``batch`` noise, or elementwise ``diagonal`` noise),
+    eq. (15.1.1), with supporting values
+
+        Ῡ = X + aΔ + bΔŴ,    Ῡ± = X + aΔ ± b√Δ,
+
+        X_{n+1} = X + ½(a(t_{n+1}, Ῡ) + a)Δ + ¼(b(t_{n+1}, Ῡ⁺) + b(t_{n+1}, Ῡ⁻) + 2b)ΔŴ
+                    + ¼(b(t_{n+1}, Ῡ⁺) − b(t_{n+1}, Ῡ⁻))(ΔŴ² − Δ)/√Δ.
+
+    ``general`` noise (m Brownian motions, b^j the j-th column), eq. (15.1.3)–(15.1.5): with
+    ``Ῡ = X + aΔ + Σ_j b^j ΔŴ^j``, ``R^±_j = X + aΔ ± b^j√Δ``, ``U^±_r = X ± b^r√Δ``,
+
+        X_{n+1} = X + ½(a(Ῡ) + a)Δ
+          + ¼ Σ_j [(b^j(R⁺_j) + b^j(R⁻_j) + 2b^j)ΔŴ^j + (b^j(R⁺_j) − b^j(R⁻_j))((ΔŴ^j)² − Δ)/√Δ]
+          + ¼ Σ_j Σ_{r≠j} [(b^j(U⁺_r) + b^j(U⁻_r) − 2b^j)ΔŴ^j + (b^j(U⁺_r) − b^j(U⁻_r))(ΔŴ^jΔŴ^r + V_{r,j})/√Δ]
+
+    with two-point ``V_{r,j} = ±Δ`` (r < j, drawn from ``generator``), ``V_{j,r} = −V_{r,j}``.
+    No derivative of the field is needed. Without noise the scheme is :class:`Heun`
+    (deterministic order 2); it evaluates the field at ``t_n`` and ``t_{n+1}``
+    (``lookahead = 1``: a network stage needs one block more than it takes steps, as Heun).
+    Field evaluations per step: ``coefficients`` at ``X`` (one block for network fields), the
+    drift at ``Ῡ`` and the diffusion at ``Ῡ±`` (``2 + 2`` block evaluations for network
+    fields; ``2 + 4m`` for general noise).
+
+    Weak order 2 with increments whose moments match the Gaussian's up to the fifth
+    (:class:`~sdenet.Gaussian`, :class:`~sdenet.ThreePoint`); with a law that only meets
+    condition (5) (Rademacher: E ΔŴ⁴ = Δ² ≠ 3Δ²) the scheme is still consistent but of weak
+    order 1, and ``weak_order`` says so. Anchor: StochasticDiffEq.jl's ``PL1WM``.
+    """
+
+    lookahead = 1
+
+    def __init__(self, law: NoiseLaw | None = None):
+        from .laws import ThreePoint
+
+        super().__init__(ThreePoint() if law is None else law)
+
+    def step(self, field, t, x, dt, state, generator=None, dw=None):
+        dw = self.draw(field, x, dt, generator, dw)
+        a, b = field.coefficients(t, x)
+        s = math.sqrt(dt)
+        t1 = t + dt
+        base = x + a * dt
+        a2 = field.drift(t1, base + field.noise_term(b, dw))
+        out = x + (a + a2) * (0.5 * dt)
+        if field.noise != "general":
+            bp = field.diffusion(t1, base + b * s)
+            bm = field.diffusion(t1, base - b * s)
+            return out + (bp + bm + 2.0 * b) * (0.25 * dw) + (bp - bm) * ((dw * dw - dt) * (0.25 / s)), state
+        m = b.shape[-1]
+        cols = [_column(dw, j, x) for j in range(m)]
+        for j in range(m):
+            bj = b[..., j]
+            gp = field.diffusion(t1, base + bj * s)[..., j]
+            gm = field.diffusion(t1, base - bj * s)[..., j]
+            out = out + (gp + gm + 2.0 * bj) * (0.25 * cols[j]) + (gp - gm) * ((cols[j] ** 2 - dt) * (0.25 / s))
+        if m > 1:
+            v = self._two_point((x.shape[0], m, m), dt, generator, x)
+            v = torch.triu(v, diagonal=1)
+            v = v - v.transpose(1, 2)  # V_{r,j} = −V_{j,r}
+            for r in range(m):
+                hp = field.diffusion(t, x + b[..., r] * s)
+                hm = field.diffusion(t, x - b[..., r] * s)
+                for j in range(m):
+                    if j == r:
+                        continue
+                    vrj = v[:, r, j].reshape(cols[j].shape)
+                    out = out + (hp[..., j] + hm[..., j] - 2.0 * b[..., j]) * (0.25 * cols[j])
+                    out = out + (hp[..., j] - hm[..., j]) * ((cols[j] * cols[r] + vrj) * (0.25 / s))
+        return out, state
+
+    @staticmethod
+    def _two_point(shape, dt, generator, like):
+        return _two_point(shape, dt, generator, like)
+
+    def __repr__(self):
+        return f"Platen({self.law!r})"
+
+
+def _jvp(fn, x, v, graph: bool | None = None):
+    """Directional derivative ``(d/dε) fn(x + εv)`` at ε = 0 by the double-backward trick
+    (``torch.autograd.functional.jvp``; forward-mode AD would be one pass cheaper, but in this
+    torch it imports the compiler stack, seconds of start-up). ``graph`` (default: whether
+    grad mode is on) keeps the result differentiable — for training, and for nesting."""
+    graph = torch.is_grad_enabled() if graph is None else graph
+    with torch.enable_grad():
+        xg = x if x.requires_grad else x.detach().requires_grad_(True)
+        return torch.autograd.functional.jvp(fn, xg, v, create_graph=graph)[1]
+
+
+class WeakTaylor2(_Weak2):
+    r"""The simplified weak order-2 Taylor scheme (Kloeden & Platen 14.2.1), derivatives by autograd:
+
+        X_{n+1} = X + aΔ + bΔŴ + ½ L¹b (ΔŴ² − Δ) + ½ (L¹a + L⁰b) ΔŴΔ + ½ L⁰a Δ²,
+
+    ``L¹f = (∇f) b``, ``L⁰f = ∂_t f + (∇f) a + ½ ∇²f[b, b]``, every derivative a forward-mode
+    Jacobian–vector product (``∂_t`` only when ``time_dependent``, which
+    needs drift and diffusion that accept a tensor ``t``). A reference for :class:`Platen`:
+    ``sample``/``batch`` noise on any state, ``diagonal`` noise with elementwise drift and
+    diffusion (``∇²f[b, b]`` is the full second derivative along b, which is the diagonal
+    sum K&P need only when f has no cross-dependence). Weak order 2 with Gaussian or
+    three-point increments.
+    """
+
+    def __init__(self, law: NoiseLaw | None = None, time_dependent: bool = False):
+        super().__init__(law)
+        self.time_dependent = bool(time_dependent)
+
+    def check(self, field):
+        super().check(field)
+        if field.noise == "general":
+            raise ValueError("WeakTaylor2 supports sample, batch and diagonal noise; use Platen for noise='general'")
+
+    def _L0(self, fn, t, x, a, b):
+        """``L⁰f`` for ``fn(t, x)``."""
+        out = _jvp(lambda y: fn(t, y), x, a)
+        out = out + 0.5 * _jvp(lambda y: _jvp(lambda z: fn(t, z), y, b, graph=True), x, b)
+        if self.time_dependent:
+            tt = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+            out = out + _jvp(lambda s_: fn(s_, x), tt, torch.ones_like(tt))
+        return out
+
+    def step(self, field, t, x, dt, state, generator=None, dw=None):
+        dw = self.draw(field, x, dt, generator, dw)
+        a, b = field.drift(t, x), field.diffusion(t, x)
+        L1b = _jvp(lambda y: field.diffusion(t, y), x, b)
+        L1a = _jvp(lambda y: field.drift(t, y), x, b)
+        L0a = self._L0(field.drift, t, x, a, b)
+        L0b = self._L0(field.diffusion, t, x, a, b)
+        out = x + a * dt + b * dw + 0.5 * L1b * (dw * dw - dt) + (0.5 * dt) * (L1a + L0b) * dw
+        return out + (0.5 * dt * dt) * L0a, state
+
+    def __repr__(self):
+        return f"WeakTaylor2({self.law!r}" + (", time_dependent=True)" if self.time_dependent else ")")
+
+
+class Milstein(_LawScheme):
+    r"""Milstein's scheme (strong order 1, weak order 1), Gaussian increments:
+
+        X_{n+1} = X + aΔ + bΔW + ½ L¹b (ΔW² − Δ),     L¹b = (∇b) b,
+
+    for one Brownian motion (``sample``/``batch`` noise) and elementwise ``diagonal`` noise
+    (where ``L¹b`` is ``b_k ∂_k b_k``). For ``general`` noise with m Brownian motions it is
+    the commutative-noise Milstein scheme ``X + aΔ + Σ_j b^j ΔW^j + ½ Σ_{j,r} L^j b^r
+    (ΔW^j ΔW^r − δ_{jr} Δ)``, which needs ``L^j b^r = L^r b^j``: a general field with m > 1
+    must declare ``commutative=True`` (``check`` refuses it otherwise).
+
+    ``derivative="autograd"`` computes ``L^j b`` exactly by a forward-mode Jacobian–vector
+    product; ``derivative="difference"`` is the derivative-free Runge–Kutta form (K&P 11.1.3),
+    ``L^j b ≈ (b(X + aΔ + b^j√Δ) − b(X))/√Δ``, of the same strong order.
+    """
+
+    strong_order = 1.0
+    weak_order = 1.0
+
+    def __init__(self, derivative: str = "autograd"):
+        super().__init__(Gaussian())
+        if derivative not in ("autograd", "difference"):
+            raise ValueError(f"Milstein: derivative must be 'autograd' or 'difference', got {derivative!r}")
+        self.derivative = derivative
+
+    def check(self, field):
+        super().check(field)
+        if field.noise == "general" and field.m > 1 and not getattr(field, "commutative", False):
+            raise ValueError(
+                "Milstein supports general noise only when it is commutative (L^j g^r = L^r g^j); "
+                "declare it with SDEField(..., noise='general', m=..., commutative=True), or use Platen "
+                "(weak order 2) or EulerMaruyama"
+            )
+
+    def _L(self, field, t, x, a, b, direction, dt):
+        if self.derivative == "autograd":
+            return _jvp(lambda y: field.diffusion(t, y), x, direction)
+        s = math.sqrt(dt)
+        return (field.diffusion(t, x + a * dt + direction * s) - b) / s
+
+    def step(self, field, t, x, dt, state, generator=None, dw=None):
+        dw = self.draw(field, x, dt, generator, dw)
+        a, b = field.coefficients(t, x)
+        out = x + a * dt + field.noise_term(b, dw)
+        if field.noise != "general":
+            return out + 0.5 * self._L(field, t, x, a, b, b, dt) * (dw * dw - dt), state
+        for j in range(b.shape[-1]):
+            Lj = self._L(field, t, x, a, b, b[..., j], dt)  # (…, m): L^j b^r for every r
+            cj = _column(dw, j, x)
+            out = out + 0.5 * (field.noise_term(Lj, dw) * cj - Lj[..., j] * dt)
+        return out, state
+
+    def __repr__(self):
+        return f"Milstein(derivative={self.derivative!r})"

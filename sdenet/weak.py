@@ -763,3 +763,9 @@ def strong_error(
         "slope": slope,
         "slope_ci": [ci[0], ci[1]],
     }
+
+
+# Talay–Tubaro extrapolation lives in its own module; it is part of this toolkit's API.
+from .extrapolation import extrapolate, monte_carlo  # noqa: E402
+
+__all__ += ["extrapolate", "monte_carlo"]

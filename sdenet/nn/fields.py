@@ -178,6 +178,12 @@ class DropField(_NoiseStats, BlockField):
         n = self.index(t)
         return self.blocks[n](x) * self._sigma[n]
 
+    def coefficients(self, t, x):
+        """``(p_n f_n(x), √(p_n(1−p_n)) f_n(x))`` from one block evaluation."""
+        n = self.index(t)
+        fx = self.blocks[n](x)
+        return fx * self.p[n], fx * self._sigma[n]
+
     def increment(self, t, x, dt, dw):
         n = self.index(t)
         p = self.p[n]
@@ -279,6 +285,12 @@ class ShakeField(_NoiseStats, Field):
     def diffusion(self, t, x):
         n = self.index(t)
         return (self.blocks1[n](x) - self.blocks2[n](x)) * (1.0 / _SQRT12)
+
+    def coefficients(self, t, x):
+        """``(½(f1 + f2), (f1 − f2)/√12)`` from one evaluation of each branch."""
+        n = self.index(t)
+        f1, f2 = self.blocks1[n](x), self.blocks2[n](x)
+        return self._combine(f1, f2, 0.5, x, self.dt), (f1 - f2) * (1.0 / _SQRT12)
 
     def increment(self, t, x, dt, dw):
         if dw is None:

@@ -49,6 +49,9 @@ def mean_scheme(scheme: Scheme) -> Scheme:
     ``StochasticLM(g, DropBernoulli(1))`` (increments identically 0). Deterministic
     schemes, and stochastic schemes this function does not know, are returned as they are.
     """
+    declared = getattr(scheme, "mean_scheme", None)
+    if callable(declared):  # the scheme says what it reduces to without noise (Platen: Heun)
+        return declared()
     if isinstance(scheme, StochasticLM):
         return StochasticLM(g=scheme.g, law=DropBernoulli(1.0))
     if isinstance(scheme, WeakEuler):
@@ -58,7 +61,7 @@ def mean_scheme(scheme: Scheme) -> Scheme:
 
 def _lookahead(scheme) -> int:
     """How many blocks past ``t_n`` one step evaluates (Heun's second stage uses ``t_{n+1}``)."""
-    return 1 if isinstance(scheme, Heun) else 0
+    return int(getattr(scheme, "lookahead", 1 if isinstance(scheme, Heun) else 0))
 
 
 class Stage(nn.Module):
@@ -245,6 +248,12 @@ class _AtInput:
 
     def increment(self, t, y, dt, dw):
         return self.field.increment(t, self.x, dt, dw)
+
+    def coefficients(self, t, y):
+        return self.field.coefficients(t, self.x)
+
+    def noise_term(self, g, dw):
+        return self.field.noise_term(g, dw)
 
 
 class Transition(Stage):
