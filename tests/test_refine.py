@@ -222,9 +222,9 @@ def test_refine_and_coarsen_errors():
 
 
 def test_coarsen_average_and_create_with_a_fraction():
-    net = _model("preact_resnet20")  # stages of 3 blocks: transition + 2 steps
-    half = M.create("preact_resnet20", refine=0.5)
-    assert [l.stage.steps for l in half.layers] == [1, 1, 1] and half.layers[0].stage.dt == 2.0
+    net = _model("preact_resnet20", blocks=(4, 3, 3))  # 4 steps, then transition + 2 steps
+    half = M.create("preact_resnet20", blocks=(4, 3, 3), refine=0.5)
+    assert [l.stage.steps for l in half.layers] == [2, 1, 1] and half.layers[0].stage.dt == 2.0
     avg = coarsen(net, 2, mode="average").layers[0].stage.field.blocks[0].conv1.weight
     ws = [b.conv1.weight for b in net.layers[0].stage.field.blocks]
     assert torch.allclose(avg, 0.5 * (ws[0] + ws[1]))
