@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("weak", "models", "train", "eval", "plot", "theory", "quickstart")
+COMMANDS = ("weak", "models", "train", "eval", "plot", "theory", "quickstart", "refine")
 
 
 class UsageError(Exception):
