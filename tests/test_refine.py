@@ -270,3 +270,16 @@ def test_sqrt_schedule_keeps_K_bounded_as_dt_shrinks():
     k1 = max(r["K"] for r in snn.weak_report(M.create("tiny_sd_resnet")))  # the Δt = 1 network
     assert max(sqrt) <= k1 + 1e-9 and max(sqrt) / min(sqrt) < 1.5
     assert fixed[-1] > 10 * k1
+
+
+# ------------------------------------------------------------------ theory item 7
+
+
+def test_theory_refinement_toy_tells_the_rules_apart():
+    from theory.refinement import toy_lm_sd
+
+    r = toy_lm_sd(levels=6)
+    assert r["old"][0] == pytest.approx(r["fixed"][0])  # the same network at Δt = 1
+    d_fixed = [abs(a - b) for a, b in zip(r["fixed"], r["fixed"][1:])]
+    assert d_fixed[-1] < 0.7 * d_fixed[-2]  # converges (order ~1)
+    assert r["old"][-1] > 4 * r["old"][0]  # grows like 1/Δt

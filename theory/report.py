@@ -22,6 +22,7 @@ ITEMS = {
     "weak": "theory.weak_laws",
     "dt_families": "theory.dt_families",
     "stochastic_lm": "theory.stochastic_lm",
+    "refinement": "theory.refinement",
 }
 
 #: the report and figures committed with the package
