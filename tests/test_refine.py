@@ -283,3 +283,39 @@ def test_theory_refinement_toy_tells_the_rules_apart():
     d_fixed = [abs(a - b) for a, b in zip(r["fixed"], r["fixed"][1:])]
     assert d_fixed[-1] < 0.7 * d_fixed[-2]  # converges (order ~1)
     assert r["old"][-1] > 4 * r["old"][0]  # grows like 1/Δt
+
+
+class _LinearBlock(torch.nn.Module):
+    def __init__(self, a):
+        super().__init__()
+        self.a = torch.nn.Parameter(a)
+
+    def forward(self, x):
+        return x @ self.a.T
+
+
+def test_monte_carlo_means_of_refined_stochastic_stages_converge_in_training_mode():
+    # stochastic depth with linear blocks f_n(x) = A_n x: E X_{n+1} = (I + p_n Δt A_n) E X_n exactly
+    g = torch.Generator().manual_seed(0)
+    a = [torch.randn(3, 3, generator=g, dtype=torch.float64) * 0.5 for _ in range(2)]
+    field = snn.DropField([_LinearBlock(m) for m in a], [0.8, 0.6], 1.0)
+    laws = [sn.DropBernoulli(p) for p in field.p]
+    stage = Stage(field, [sn.WeakEuler(law) for law in laws]).train()
+    x0 = torch.tensor([[1.0, -0.5, 0.25]], dtype=torch.float64)
+    paths = 40_000
+    exact, z = [], []
+    for j in range(5):
+        st = refine(stage, 2**j)
+        snn.set_generator(st, torch.Generator().manual_seed(10 + j))
+        with torch.no_grad():
+            xs = st(x0.expand(paths, 3).clone())
+        mean = x0[0]
+        for n in range(st.steps):
+            mean = mean + st.dt * st.field.p[n] * (st.field.blocks[n].a @ mean)
+        exact.append(mean)
+        se = xs.std(0) / paths**0.5
+        z.append(float(((xs.mean(0) - mean) / se).abs().max()))
+    assert max(z) < 4.5, z  # the Monte Carlo mean is the scheme's exact mean, within 4.5 s.e.
+    d = [float((u - v).norm()) for u, v in zip(exact, exact[1:])]
+    order, _ = fit_slope([2.0**-j for j in range(4)], d)
+    assert 0.85 < order < 1.15, (order, d)  # and the means converge at fixed T with order 1
