@@ -159,9 +159,10 @@ def _resample_stage(stage: Stage, new_steps: int, block_plan, step_plan, ratio: 
     n_old = len(field)
     extra = n_old - stage.steps  # blocks evaluated past the last step (Heun's look-ahead)
     n_new = new_steps + extra
-    new = copy.deepcopy(stage)
+    names = _time_lists(field, n_old)
+    # copy the stage but not its blocks (they are rebuilt below from the originals)
+    new = copy.deepcopy(stage, {id(getattr(field, name)): nn.ModuleList() for name in names})
     nf = new.field
-    names = _time_lists(nf, n_old)
     if not names:
         raise ValueError(f"refine: stage {stage.name!r} has a {type(field).__name__} with no list of blocks in "
                          f"time (an nn.ModuleList of its {n_old} blocks) to prolong")
