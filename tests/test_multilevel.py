@@ -14,7 +14,7 @@ from sdenet.train import checkpoint as ck
 from sdenet.train.multilevel import prolong_momentum, resume_multilevel, train_multilevel
 from test_train import clean  # noqa: F401 (fixture)
 
-SMALL = dict(dataset="sample", limit_train=64, limit_test=32, batch_size=32, device="cpu", quiet=True, seed=3)
+SMALL = dict(dataset="sample", limit_train=32, limit_test=16, batch_size=32, device="cpu", quiet=True, seed=3)
 SMALL_CLI = ["--dataset", "sample", "--limit-train", "64", "--limit-test", "32", "--batch-size", "32",
              "--device", "cpu", "--quiet", "--threads", "1"]
 
@@ -35,37 +35,49 @@ def _one_line_error(capsys, code):
     return lines[0]
 
 
-def test_multilevel_two_cycles_writes_every_output_and_resumes_exactly(clean, tmp_path):
-    kw = dict(model="tiny_lm_resnet", epochs=3, overrides={"refine": 2}, **SMALL)
-    full = train_multilevel(1, out=tmp_path / "full", **kw)
+KW = dict(model="tiny_lm_resnet", epochs=3, overrides={"refine": 2}, **SMALL)
 
-    def stop(info):
-        if info["cycle"] == 1 and info["epoch"] == 1:
-            raise KeyboardInterrupt
 
+def _stop_in_cycle_1(info):
+    if info["cycle"] == 1 and info["epoch"] == 1:
+        raise KeyboardInterrupt
+
+
+def _interrupted_then_resumed(path):
     with pytest.raises(KeyboardInterrupt):
-        train_multilevel(1, out=tmp_path / "cut", callback=stop, **kw)
-    assert not (tmp_path / "cut" / "metrics.json").exists()
-    resumed = resume_multilevel(tmp_path / "cut")
-    for run in ("full", "cut"):
-        d = tmp_path / run
-        for name in ("config.json", "metrics.jsonl", "last.pt", "best.pt", "metrics.json", "multilevel.json",
-                     "cycle0/last.pt", "cycle1/init.pt", "cycle1/last.pt"):
-            assert (d / name).is_file(), (run, name)
-    lines = [json.loads(s) for s in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+        train_multilevel(1, out=path, callback=_stop_in_cycle_1, **KW)
+    assert not (path / "metrics.json").exists() and (path / "cycle1" / "last.pt").exists()
+    return resume_multilevel(path)
+
+
+def test_multilevel_two_cycles_writes_every_output_and_resumes(clean, tmp_path):
+    d = tmp_path / "cut"
+    resumed = _interrupted_then_resumed(d)
+    for name in ("config.json", "metrics.jsonl", "last.pt", "best.pt", "metrics.json", "multilevel.json",
+                 "cycle0/last.pt", "cycle1/init.pt", "cycle1/last.pt"):
+        assert (d / name).is_file(), name
+    lines = [json.loads(s) for s in (d / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in lines] == [1, 2, 3] and [m["cycle"] for m in lines] == [0, 1, 1]
     assert [m["steps"] for m in lines] == [[2, 1, 1], [4, 2, 2], [4, 2, 2]]
     assert [m["dt"][0] for m in lines] == [1.0, 0.5, 0.5]
-    # the interrupted and resumed run ends with the weights of the uninterrupted one
+    assert len(resumed["cycles"]) == 2 and resumed["epochs"] == 3
+    assert json.loads((d / "config.json").read_text())["multilevel"]["levels"] == 1
+    # the final network is the requested architecture: sdenet eval reads the top folder
+    final = M.create("tiny_lm_resnet", num_classes=10, refine=2)
+    final.load_state_dict(ck.load_checkpoint(d / "last.pt")["model"])
+    assert main(["eval", str(d), "--samples", "0", "--limit-test", "16"]) == 0
+    with pytest.raises(ValueError, match="nothing to resume"):
+        resume_multilevel(d)
+
+
+@pytest.mark.slow
+def test_multilevel_resume_is_exact(clean, tmp_path):
+    full = train_multilevel(1, out=tmp_path / "full", **KW)
+    resumed = _interrupted_then_resumed(tmp_path / "cut")
     a = ck.load_checkpoint(tmp_path / "full" / "last.pt")["model"]
     b = ck.load_checkpoint(tmp_path / "cut" / "last.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert resumed["test_error"] == full["test_error"] and len(resumed["cycles"]) == 2
-    # the final network is the requested architecture: sdenet eval reads the top folder
-    final = M.create("tiny_lm_resnet", num_classes=10, refine=2)
-    final.load_state_dict(a)
-    with pytest.raises(ValueError, match="nothing to resume"):
-        resume_multilevel(tmp_path / "full")
+    assert resumed["test_error"] == full["test_error"]
 
 
 def test_multilevel_errors(clean, tmp_path, capsys):
