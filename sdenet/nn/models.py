@@ -42,8 +42,9 @@ ODE and run at Δt = 1 whatever ``dt`` is; the stochastic models draw noise in t
 (Huang et al. drop transition branches as well).
 
 LM models carry one coefficient per block of each ODE stage (transitions excluded), the
-paper's ``k_n ~ U[k_init]``; after a transition the LM stage takes the shortcut ``S(x)`` as
-``u_{−1}``, so every ``k_n`` acts. A stage with no transition before it (CIFAR stage 1)
+paper's ``k_n ~ U[k_init]``; after a transition the LM stage takes its history from the
+shortcut ``S(x)`` (``u_{−1} = S(x)`` at Δt = 1, ``u_0 + Δt (S(x) − u_0)`` in general:
+:meth:`sdenet.Scheme.start`), so every ``k_n`` acts. A stage with no transition before it (CIFAR stage 1)
 starts from rest, so its ``k_0`` multiplies ``u_0 − u_{−1} = 0`` and stays untrained. LM
 stochastic depth stores ``g_n = −(1 + k_n)`` (the paper's ``(2 + g_n, −(1 + g_n))`` form),
 and ``lm_coefficients()`` reports ``g_n`` for it.
@@ -476,7 +477,12 @@ def _resolve(name, num_classes, overrides) -> dict:
 
 
 def create(name: str, num_classes: int | None = None, **overrides) -> Network:
-    """Build the registered model ``name`` (``num_classes`` defaults to 10 on CIFAR, 1000 on ImageNet)."""
+    """Build the registered model ``name`` (``num_classes`` defaults to 10 on CIFAR, 1000 on ImageNet).
+
+    ``refine=F`` builds the fixed-T refinement directly: every ODE stage takes F× the steps at
+    Δt/F (the architecture :func:`sdenet.nn.refine` makes of the ``refine=1`` network, with
+    fresh weights); ``dt`` keeps the blocks and changes T.
+    """
     cfg = _resolve(name, num_classes, overrides)
     net = _build(cfg)
     net.name = name
