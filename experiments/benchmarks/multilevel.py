@@ -51,6 +51,50 @@ def _mean_std(v):
     return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
 
 
+def render(result: dict) -> str:
+    """The markdown report of a result (``--render JSON`` rewrites it from the recorded JSON)."""
+    a = argparse.Namespace(**result["settings"])
+    rows, summary, hw = result["rows"], result["summary"], result["hardware"]
+    hw_text = f"{hw.get('cpu')} ({hw.get('cpu_cores')} cores), torch {hw.get('torch')}, Python {hw.get('python')}"
+    lines = [
+        "# Multilevel against direct training (issue 9, item 5)",
+        "",
+        f"`python experiments/benchmarks/multilevel.py` — {a.epochs} epochs, L = {a.levels} "
+        f"({a.levels + 1} cycles: {a.epochs // (a.levels + 1)} epoch(s) each, the remainder to the last), "
+        f"CIFAR-10 subset, first {a.limit_train} training / {a.limit_test} test images, batch {a.batch_size}, "
+        f"preset cifar10_lm, stem width 8 (every stage: transition + 8 steps), seeds {a.seeds}, "
+        f"{a.threads} thread(s). Hardware: {hw_text}. Load average (1 min) {result['load_average_start']:.1f} at "
+        f"the start, {result['load_average_end']:.1f} at the end (the machine is shared with other jobs: wall "
+        "times are noisy; the two methods are interleaved, and the ratio is taken seed by seed).",
+        "",
+        "| model | direct wall (s) | multilevel wall (s) | ratio (median over seeds) | direct error | "
+        "multilevel error | time target ≤ 0.6× | error target ≤ direct + 1 std |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summary:
+        lines.append(
+            f"| {s['model']} | {s['direct_wall_s']:.1f} ± {s['direct_wall_std']:.1f} | "
+            f"{s['multilevel_wall_s']:.1f} ± {s['multilevel_wall_std']:.1f} | {s['wall_ratio_median']:.2f} "
+            f"({', '.join(f'{r:.2f}' for r in s['wall_ratios'])}) | "
+            f"{100 * s['direct_error']:.1f} ± {100 * s['direct_error_std']:.1f}% | "
+            f"{100 * s['multilevel_error']:.1f} ± {100 * s['multilevel_error_std']:.1f}% | "
+            f"{'met' if s['time_target_met'] else '**missed**'} | {'met' if s['error_target_met'] else '**missed**'} |")
+    chance = all(s["direct_error"] > 0.8 and s["multilevel_error"] > 0.8 for s in summary)
+    lines += ["", "**Reading.** The time ratio is what the depth schedule predicts for L = 3 with equal epochs per "
+              "cycle (stage work (1/8 + 1/4 + 1/2 + 1)/4 = 0.47 of direct, plus the stem, head, transitions, "
+              "evaluation and set-up, which do not shrink)."
+              + (" At this budget (a few hundred images, a few epochs, forced by a 2-core machine shared with "
+                 "other jobs) both methods are close to chance (90% error on 10 classes): the error target is met "
+                 "only in the sense that the difference is within the seed-to-seed spread, and the run says "
+                 "nothing about accuracy at equal training on a real schedule." if chance else "")]
+    lines += ["", "Per run:", "", "| model | method | seed | wall (s) | test error | load before |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        load = "–" if r["load_before"] is None else f"{r['load_before']:.1f}"
+        lines.append(f"| {r['model']} | {r['method']} | {r['seed']} | {r['wall_s']:.1f} | "
+                     f"{100 * r['test_error']:.2f}% | {load} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default="../shared/data/cifar10-subset.npz",
@@ -65,7 +109,13 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="experiments/results", help="results folder (relative to the repository root)")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (one seed, 64 images)")
+    ap.add_argument("--render", metavar="JSON", help="only rewrite the markdown next to a recorded JSON")
     a = ap.parse_args(argv)
+    if a.render:
+        path = Path(a.render)
+        path.with_suffix(".md").write_text(render(json.loads(path.read_text())))
+        print(path.with_suffix(".md").read_text())
+        return 0
     if a.quick:
         a.seeds, a.limit_train, a.limit_test, a.models = a.seeds[:1], 64, 64, a.models[:1]
     torch.set_num_threads(a.threads)
@@ -117,32 +167,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     tag = "multilevel-quick" if a.quick else "multilevel"
     (out / f"{tag}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    lines = [
-        "# Multilevel against direct training (issue 9, item 5)",
-        "",
-        f"`python experiments/benchmarks/multilevel.py` — {a.epochs} epochs, L = {a.levels} "
-        f"({a.levels + 1} cycles: {a.epochs // (a.levels + 1)} epoch(s) each, the remainder to the last), "
-        f"CIFAR-10 subset, first {a.limit_train} training / {a.limit_test} test images, batch {a.batch_size}, "
-        f"preset cifar10_lm, stem width 8 (every stage: transition + 8 steps), seeds {a.seeds}, "
-        f"{a.threads} thread(s). Hardware: {hw}. Load average (1 min) {load0} at the start, {load1} at the "
-        "end (the machine is shared with other jobs: wall times are noisy; the two methods are interleaved).",
-        "",
-        "| model | direct wall (s) | multilevel wall (s) | ratio (median over seeds) | direct error | "
-        "multilevel error | time target ≤ 0.6× | error target ≤ direct + 1 std |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for s in summary:
-        lines.append(
-            f"| {s['model']} | {s['direct_wall_s']:.1f} ± {s['direct_wall_std']:.1f} | "
-            f"{s['multilevel_wall_s']:.1f} ± {s['multilevel_wall_std']:.1f} | {s['wall_ratio_median']:.2f} | "
-            f"{100 * s['direct_error']:.1f} ± {100 * s['direct_error_std']:.1f}% | "
-            f"{100 * s['multilevel_error']:.1f} ± {100 * s['multilevel_error_std']:.1f}% | "
-            f"{'met' if s['time_target_met'] else '**missed**'} | {'met' if s['error_target_met'] else '**missed**'} |")
-    lines += ["", "Per run:", "", "| model | method | seed | wall (s) | test error | load before |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['model']} | {r['method']} | {r['seed']} | {r['wall_s']:.1f} | "
-                     f"{100 * r['test_error']:.2f}% | {r['load_before']} |")
-    (out / f"{tag}.md").write_text("\n".join(lines) + "\n")
+    (out / f"{tag}.md").write_text(render(result))
     try:
         import matplotlib
 
