@@ -17,7 +17,7 @@ fast as the numerical core)::
 from . import weak
 from .fields import NOISE_TYPES, CoupledField, Field, ODEField, SDEField
 from .integrate import integrate, make_grid
-from .laws import LAW_NAMES, DropBernoulli, Gaussian, NoiseLaw, Rademacher, ThreePoint, Uniform, get_law
+from .laws import LAW_NAMES, DropBernoulli, Gaussian, NoiseLaw, Rademacher, ThreePoint, Uniform, get_law, survival_at
 from .schemes import (
     SCHEME_NAMES,
     CoupledEuler,
@@ -60,7 +60,7 @@ __all__ = [
     "weak",
     "NOISE_TYPES", "Field", "SDEField", "ODEField", "CoupledField",
     "integrate", "make_grid",
-    "LAW_NAMES", "NoiseLaw", "Gaussian", "Uniform", "Rademacher", "ThreePoint", "DropBernoulli", "get_law",
+    "LAW_NAMES", "NoiseLaw", "Gaussian", "Uniform", "Rademacher", "ThreePoint", "DropBernoulli", "get_law", "survival_at",
     "SCHEME_NAMES", "Scheme", "Euler", "Heun", "NeumannEuler", "LinearMultistep", "CoupledEuler",
     "EulerMaruyama", "WeakEuler", "StochasticLM", "get_scheme",
     "Platen", "WeakTaylor2", "Milstein", "extrapolate", "linear",

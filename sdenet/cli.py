@@ -25,7 +25,7 @@ import os
 import sys
 import traceback
 
-COMMANDS = ("weak", "models", "train", "eval", "plot", "theory", "quickstart")
+COMMANDS = ("weak", "models", "train", "eval", "plot", "theory", "quickstart", "refine")
 
 #: environment variable that turns on tracebacks (any value but "", 0, false, no, off)
 DEBUG_ENV = "SDENET_DEBUG"

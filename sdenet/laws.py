@@ -37,6 +37,8 @@ __all__ = [
     "get_law",
     "LAW_NAMES",
     "random_bits",
+    "survival_at",
+    "P_SCHEDULES",
 ]
 
 
@@ -455,3 +457,34 @@ def get_law(name: str, p: float | None = None) -> NoiseLaw:
     if p is not None:
         raise ValueError(f"--p applies only to the 'drop' law, not to {name!r}")
     return cls()
+
+
+#: how a stochastic-depth survival probability ``p`` (given at Δt = 1) changes with the step
+P_SCHEDULES = ("fixed", "sqrt")
+
+
+def survival_at(p: float, dt: float, schedule: str = "fixed") -> float:
+    r"""The survival probability at step ``dt`` of a block whose survival at Δt = 1 is ``p``.
+
+    ``"fixed"``: ``p`` at every Δt (the original rule). The increment
+    ``ΔŴ = √Δt (η − p)/√(p(1−p))`` then has ``E ΔŴ³ = Δt^{3/2} (1 − 2p)/√(p(1−p))``, so
+    condition (5)'s ``K = C/Δt²`` grows like ``Δt^{−1/2}`` and the weak order drops to ½.
+
+    ``"sqrt"``: ``p(Δt) = ½ + (p − ½)√Δt``, i.e. ``1 − 2p(Δt) = (1 − 2p)√Δt``: then
+    ``K = |1 − 2p| / √(p(Δt)(1 − p(Δt)))`` stays bounded (→ 2|1 − 2p| as Δt → 0), condition
+    (5) holds, and Δt = 1 gives ``p`` back. The schedule keeps ``p(Δt)`` in ``(0, 1]`` for
+    Δt ≤ 1; above 1 it may leave the interval, which is a ``ValueError``.
+    """
+    if schedule not in P_SCHEDULES:
+        raise ValueError(f"p_schedule must be one of {', '.join(P_SCHEDULES)}, got {schedule!r}")
+    p = float(p)
+    if not 0.0 < p <= 1.0:
+        raise ValueError(f"survival probability must lie in (0, 1], got {p!r}")
+    dt = _check_dt(dt)
+    if schedule == "fixed" or dt == 1.0:
+        return p
+    q = 0.5 + (p - 0.5) * math.sqrt(dt)
+    if not 0.0 < q <= 1.0:
+        raise ValueError(f"p_schedule='sqrt': survival {p:g} at dt=1 gives p={q:g} at dt={dt:g}, "
+                         f"outside (0, 1]; use dt <= 1 or p_schedule='fixed'")
+    return q

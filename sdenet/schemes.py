@@ -5,6 +5,11 @@ Every scheme has
 * ``init(field, t0, x0, dt) -> state``: whatever history the method carries (``None``
   for one-step methods; the previous state for multistep ones), never stored on the
   scheme itself, so one scheme object may drive many stages at once;
+* ``start(field, t0, x0, dt, before=None) -> state``: how it starts — ``history`` (0 for
+  one-step methods, 1 for the two-step LM schemes) says how many earlier states it needs;
+  ``before`` is a state handed over from one unit of time before ``x0`` (a transition's
+  shortcut ``S(x)``), which :meth:`Scheme.start` turns into the history at step ``Δt``
+  (see :meth:`Scheme.start` for the rule and why it has a limit as Δt → 0);
 * ``step(field, t, x, dt, state, generator=None) -> (x_next, state)``;
 * ``check(field)``: raises ``ValueError`` when the scheme cannot integrate that field
   (a deterministic scheme given an SDE, a stochastic one given an ODE, a coupled
@@ -93,6 +98,8 @@ class Scheme:
     stochastic: bool = False
     #: True when the state is a pair (coupled systems)
     coupled: bool = False
+    #: how many earlier states a step needs (0: one-step; 1: two-step, the state's ``"prev"``)
+    history: int = 0
 
     def check(self, field) -> None:
         field = _is_field(field)
@@ -111,6 +118,32 @@ class Scheme:
 
     def init(self, field, t0, x0, dt):
         return None
+
+    def start(self, field, t0, x0, dt, before=None):
+        r"""The state the first step needs: :meth:`init`, with the history set from ``before``.
+
+        ``before`` is ``None`` (start from rest: a two-step scheme takes ``X_{−1} = X_0``, so
+        its first step is the one-step Euler step) or a state one *unit* of time before
+        ``x0`` — what a transition hands over: its shortcut ``S(x)``, with ``X_0 = S(x) + r``
+        and ``r`` the transition's residual, a displacement over its own step Δt = 1. A
+        two-step scheme reads ``(X_0 − X_{−1})/Δt`` as the velocity ``X'(0)``. Taking
+        ``X_{−1} = S(x)`` at every Δt (the old rule) makes that velocity ``r/Δt``, which
+        blows up as Δt → 0 (LM stochastic depth then has no limit at fixed T). The
+        consistent history keeps the velocity the transition actually produced,
+        ``X'(0) = r/1 = X_0 − S(x)``, and steps back by Δt along it:
+
+            X_{−1} = X_0 − Δt (X_0 − S(x)) = X_0 + Δt (S(x) − X_0),
+
+        which is ``S(x)`` at Δt = 1 (handed over as it is there, so networks at Δt = 1 are
+        unchanged bit for bit) and tends to ``X_0`` with
+        velocity ``r`` as Δt → 0. One-step schemes (``history = 0``) ignore ``before``.
+        """
+        state = self.init(field, t0, x0, dt)
+        if before is None or self.history == 0 or not isinstance(state, dict) or "prev" not in state:
+            return state
+        dt = float(dt)
+        state["prev"] = before if dt == 1.0 else torch.lerp(x0, before.to(x0.dtype), dt)
+        return state
 
     def step(self, field, t, x, dt, state, generator=None):
         raise NotImplementedError
@@ -190,12 +223,14 @@ class LinearMultistep(Scheme):
     characteristic roots of ``z² − (1 − k) z − k = 0`` are ``1`` and ``−k``, so zero
     stability needs ``−1 < k ≤ 1``.
 
-    The state carries ``u_{n−1}`` (``None`` before the first step). ``k`` may also be a
+    The state carries ``u_{n−1}`` (``None`` before the first step; a transition's history
+    enters through :meth:`Scheme.start`). ``k`` may also be a
     callable ``k(n)`` returning the coefficient of step ``n`` (one trained ``k_n`` per
     block in LM-ResNet).
     """
 
     order = 1
+    history = 1
 
     def __init__(self, k=0.0):
         self.k = _coefficient("LinearMultistep", "k", k)
@@ -324,13 +359,16 @@ class StochasticLM(WeakEuler):
     At Δt = 1 with ``DropBernoulli(p)`` increments ``p f + √(p(1−p)) f ΔŴ = η f``, which
     is the paper's ``X_{n+1} = (2 + g_n) X_n − (1 + g_n) X_{n−1} + η_n f(X_n)``. The
     first step starts from rest (``Y_{−1} = 0``, i.e. ``X_{−1} = X_0``), which at Δt = 1
-    is the plain stochastic-depth step ``X_1 = X_0 + η_0 f(X_0)``.
+    is the plain stochastic-depth step ``X_1 = X_0 + η_0 f(X_0)``; after a transition
+    :meth:`Scheme.start` sets ``Δt Y_{−1} = Δt (X_0 − S(x))`` (the transition's velocity),
+    not ``X_0 − S(x)``, so the system has a limit as Δt → 0 at fixed T.
 
     ``g`` is a float, a tensor, or a callable ``g(n)``. Order 1 in Δt for the
     deterministic part and weak order ``min(1, law.weak_order)`` for the system.
     """
 
     order = 1
+    history = 1
 
     def __init__(self, g=0.0, law: NoiseLaw | None = None):
         super().__init__(law)

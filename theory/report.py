@@ -23,6 +23,7 @@ ITEMS = {
     "dt_families": "theory.dt_families",
     "stochastic_lm": "theory.stochastic_lm",
     "weak2": "theory.weak_order2",
+    "refinement": "theory.refinement",
 }
 
 #: the report and figures committed with the package

@@ -39,8 +39,9 @@ def test_sdes():
 
 
 def scheduled_p(dt: float, p1: float = 0.8) -> float:
-    """Survival probability with ``1 − 2p = (1 − 2 p1) √Δt``: ``p1`` at Δt = 1, → ½ as Δt → 0."""
-    return 0.5 * (1.0 - (1.0 - 2.0 * p1) * math.sqrt(dt))
+    """Survival probability with ``1 − 2p = (1 − 2 p1) √Δt``: ``p1`` at Δt = 1, → ½ as Δt → 0
+    (the library's ``p_schedule="sqrt"``, :func:`sdenet.laws.survival_at`)."""
+    return sdenet.laws.survival_at(p1, dt, "sqrt")
 
 
 def _label(law):

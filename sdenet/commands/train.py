@@ -86,7 +86,18 @@ def register(subparsers) -> None:
     p.add_argument("--momentum", type=_nonneg_float, default=None)
     p.add_argument("--weight-decay", type=_nonneg_float, default=None)
     p.add_argument("--dt", type=_positive_float, default=None,
-                   help="step size of the network's stages (default: the model's)")
+                   help="step size of the network's stages, keeping their blocks: T = N*dt "
+                        "changes with it (default: the model's, 1)")
+    p.add_argument("--refine", type=positive_int, default=None, metavar="F",
+                   help="F times the steps per stage at dt/F over the same T (fixed-T refinement "
+                        "of the model's architecture, freshly initialised)")
+    p.add_argument("--multilevel", type=positive_int, default=None, metavar="L",
+                   help="multilevel training: train at 1/2^L of the steps per stage (same T), then "
+                        "refine x2 and continue, L times; the epochs are split evenly over the "
+                        "L+1 cycles, each restarting the schedule")
+    p.add_argument("--p-schedule", dest="p_schedule", choices=("fixed", "sqrt"), default=None,
+                   help="stochastic depth: survival p at every dt (fixed) or 1/2 + (p - 1/2) "
+                        "sqrt(dt) (sqrt: keeps condition (5) as dt -> 0)")
     p.add_argument("--p-L", dest="p_L", type=_probability, default=None,
                    help="survival probability of the last block (stochastic depth)")
     p.add_argument("--mode", choices=("sample", "batch"), default=None,
@@ -132,7 +143,8 @@ def run(args) -> int:
     command = " ".join(shlex.quote(a) for a in ["sdenet", *sys.argv[1:]])
     if args.resume:
         given = [k for k in ("epochs", "batch_size", "lr", "dt", "p_L", "mode", "preset",
-                             "out", "momentum", "weight_decay", "limit_train", "limit_test")
+                             "out", "momentum", "weight_decay", "limit_train", "limit_test",
+                             "refine", "multilevel", "p_schedule")
                  if getattr(args, k) is not None]
         if given:
             raise UsageError(f"train: --resume continues a run with its own settings; drop "
@@ -152,8 +164,25 @@ def run(args) -> int:
                   mc_samples=args.mc_samples, limit_train=args.limit_train,
                   limit_test=args.limit_test, data_root=args.data_root,
                   download=args.download, quiet=args.quiet, command=command)
+        overrides = {}
+        if args.refine is not None:  # fixed T: the model's dt goes in before refinement
+            overrides["refine"] = args.refine
+            if args.dt is not None:
+                overrides["dt"], kw["dt"] = args.dt, None
+        if args.p_schedule is not None:
+            overrides["p_schedule"] = args.p_schedule
+        if overrides:
+            kw["overrides"] = overrides
+    from ..train.multilevel import is_multilevel, resume_multilevel, train_multilevel
+
     try:
-        train(**kw)
+        if args.resume and is_multilevel(args.resume):
+            resume_multilevel(args.resume, device=args.device, quiet=args.quiet)
+        elif args.multilevel:
+            out = kw.pop("out", None)
+            train_multilevel(args.multilevel, out=out, **kw)
+        else:
+            train(**kw)
     except TrainingDiverged as err:
         print(f"sdenet train: error: {err}", file=sys.stderr)
         return 1

@@ -147,7 +147,10 @@ def _check_noise(noise, cls):
 class DropField(_NoiseStats, BlockField):
     """Stochastic depth: ``dX = p_n f_n(X) dt + √(p_n(1−p_n)) f_n(X) dB`` (Huang et al. 2016).
 
-    ``p`` is the survival probability of each block (a float or one per block, in (0, 1]).
+    ``p`` is the survival probability of each block at Δt = 1 (a float or one per block, in
+    (0, 1]); the field uses ``survival_at(p, Δt, p_schedule)`` at its own Δt: the same ``p``
+    with ``p_schedule="fixed"`` (the default), ``½ + (p − ½)√Δt`` with ``"sqrt"``, which keeps
+    condition (5) as Δt → 0 (``p_base`` holds the Δt = 1 values, ``p`` the ones in use).
     :meth:`increment` evaluates ``f_n`` once: ``f_n(x)·(p_n Δt + √(p_n(1−p_n)) ΔW)``; with
     ``DropBernoulli(p_n)`` increments at Δt = 1 the coefficient is the survival indicator
     ``η`` (up to float rounding). ``noise="sample"`` draws one increment per image,
@@ -156,7 +159,8 @@ class DropField(_NoiseStats, BlockField):
     coefficient costs one host read of a single number per block.
     """
 
-    def __init__(self, blocks, p, dt: float = 1.0, t0: float = 0.0, noise: str = "sample"):
+    def __init__(self, blocks, p, dt: float = 1.0, t0: float = 0.0, noise: str = "sample",
+                 p_schedule: str = "fixed"):
         BlockField.__init__(self, blocks, dt, t0)
         n = len(self.blocks)
         ps = [p] * n if isinstance(p, (int, float)) else list(p)
@@ -165,10 +169,19 @@ class DropField(_NoiseStats, BlockField):
         for v in ps:
             if not (isinstance(v, (int, float)) and 0.0 < float(v) <= 1.0):
                 raise ValueError(f"DropField: survival probabilities must lie in (0, 1], got {v!r}")
-        self.p = [float(v) for v in ps]
-        self._sigma = [math.sqrt(v * (1.0 - v)) for v in self.p]
+        self.p_schedule = p_schedule
+        self.set_survival([float(v) for v in ps])
         self.noise = _check_noise(noise, "DropField")
         self._init_stats(n)
+
+    def set_survival(self, p_base) -> None:
+        """Set the survival probabilities at Δt = 1 (``p_base``, one per block); the ones used
+        at this field's Δt are ``survival_at(p, Δt, p_schedule)`` (:func:`sdenet.laws.survival_at`)."""
+        from ..laws import survival_at
+
+        self.p_base = [float(v) for v in p_base]
+        self.p = [survival_at(v, self.dt, self.p_schedule) for v in self.p_base]
+        self._sigma = [math.sqrt(v * (1.0 - v)) for v in self.p]
 
     def drift(self, t, x):
         n = self.index(t)
@@ -198,7 +211,8 @@ class DropField(_NoiseStats, BlockField):
         return self.blocks[n](x) * (dw * self._sigma[n] + p * dt)
 
     def extra_repr(self):
-        return f"p={[round(v, 4) for v in self.p]}, noise={self.noise!r}, dt={self.dt:g}"
+        sched = "" if self.p_schedule == "fixed" else f", p_schedule={self.p_schedule!r}"
+        return f"p={[round(v, 4) for v in self.p]}, noise={self.noise!r}, dt={self.dt:g}{sched}"
 
 
 class _ShakeFn(torch.autograd.Function):

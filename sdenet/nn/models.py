@@ -22,11 +22,16 @@ revnet                 ``CoupledEuler``            —
 =====================  ==========================  ===================================
 
 Overrides (each model accepts those that apply to it; others are refused by name):
-``dt`` (step size, default 1: the original architecture), ``widths``, ``blocks`` (per
+``dt`` (step size, default 1: the original architecture — it keeps the blocks, so it changes
+T = NΔt), ``refine`` (``F``: every ODE stage takes F× the steps at Δt/F over the same T,
+the architecture :func:`sdenet.nn.refine` produces, freshly initialised; a fraction such as
+¼ builds the coarser network multilevel training starts from), ``widths``, ``blocks`` (per
 stage; counted with the transition), ``stem_width``; LM: ``k_init`` (range, default
 (−0.1, 0)), ``per_channel``; stochastic depth: ``p_L`` (final survival probability,
 default 0.5), ``mode`` (``"sample"``: one coin per image; ``"batch"``: one per batch, dropped
-blocks not computed); shake-shake: ``forward`` (shake|even), ``backward``
+blocks not computed), ``p_schedule`` (``"fixed"``: the survival probabilities are those of
+Δt = 1 at every Δt; ``"sqrt"``: ``½ + (p − ½)√Δt``, which keeps condition (5) as Δt → 0,
+see :func:`sdenet.laws.survival_at`); shake-shake: ``forward`` (shake|even), ``backward``
 (shake|even|keep), ``level`` (image|batch); stochastic depth and shake-shake: ``law``
 (another increment law by name — ``uniform``, ``rademacher``, ``gaussian``, ``threepoint`` —
 driving the same field: a different network, same drift and diffusion); ResNeXt:
@@ -43,8 +48,9 @@ ODE and run at Δt = 1 whatever ``dt`` is; the stochastic models draw noise in t
 (Huang et al. drop transition branches as well).
 
 LM models carry one coefficient per block of each ODE stage (transitions excluded), the
-paper's ``k_n ~ U[k_init]``; after a transition the LM stage takes the shortcut ``S(x)`` as
-``u_{−1}``, so every ``k_n`` acts. A stage with no transition before it (CIFAR stage 1)
+paper's ``k_n ~ U[k_init]``; after a transition the LM stage takes its history from the
+shortcut ``S(x)`` (``u_{−1} = S(x)`` at Δt = 1, ``u_0 + Δt (S(x) − u_0)`` in general:
+:meth:`sdenet.Scheme.start`), so every ``k_n`` acts. A stage with no transition before it (CIFAR stage 1)
 starts from rest, so its ``k_0`` multiplies ``u_0 − u_{−1} = 0`` and stays untrained. LM
 stochastic depth stores ``g_n = −(1 + k_n)`` (the paper's ``(2 + g_n, −(1 + g_n))`` form),
 and ``lm_coefficients()`` reports ``g_n`` for it.
@@ -58,7 +64,7 @@ import math
 import torch
 from torch import nn
 
-from ..laws import LAW_NAMES, DropBernoulli, Uniform, get_law
+from ..laws import LAW_NAMES, P_SCHEDULES, DropBernoulli, Uniform, get_law
 from ..schemes import CoupledEuler, Euler, Heun, NeumannEuler, WeakEuler
 from .blocks import (
     ConvShortcut,
@@ -74,6 +80,7 @@ from .blocks import (
 )
 from .fields import BlockField, CoupledBlockField, DropField, ShakeField, _check_dt
 from .network import Layer, Network
+from .refine import resample_values
 from .stage import Stage, Transition, lm_stage
 
 __all__ = ["create", "names", "info", "REGISTRY"]
@@ -196,10 +203,23 @@ def _law(cfg, p=None):
     return law
 
 
+def _refined_count(cfg, name, count, lookahead):
+    """Blocks of an ODE stage of ``count`` blocks after refinement by ``cfg["refine"]`` at fixed T:
+    its ``count − lookahead`` steps times the factor (an integer), plus the look-ahead blocks."""
+    factor = cfg.get("refine", 1)
+    if factor == 1:
+        return count
+    steps = (count - lookahead) * factor
+    if abs(steps - round(steps)) > 1e-9 or round(steps) < 1:
+        raise ValueError(f"refine={factor:g}: {name} takes {count - lookahead} steps, and "
+                         f"{count - lookahead} x {factor:g} is not a positive whole number of steps")
+    return int(round(steps)) + lookahead
+
+
 def _build(cfg) -> Network:
     arch, method = cfg["arch"], cfg["method"]
     stem_kind, head_act, post = _ARCH[arch]
-    dt = cfg["dt"]
+    dt = cfg["dt"] / cfg.get("refine", 1)
     stem_width = cfg["stem_width"]
     n_stages = len(cfg["widths"])
     strides = cfg["strides"]
@@ -230,7 +250,9 @@ def _build(cfg) -> Network:
             l += 1
             count -= 1
         stage = None
+        coarse_count = count
         if count > 0:
+            count = _refined_count(cfg, name, count, 1 if method == "heun" else 0)
             if method == "coupled":
                 half = c_out // 2
                 f1 = [_branch(cfg, half, half, 1, i) for _ in range(count)]
@@ -256,9 +278,11 @@ def _build(cfg) -> Network:
                     stage = lm_stage(blocks, dt=dt, k_init=cfg["k_init"], per_channel=cfg["per_channel"],
                                      channels=c_out, post=post, name=name)
                 elif method in ("sd", "lm_sd"):
-                    p_blocks = ps[l:l + count]
-                    field = DropField(blocks, p_blocks, dt, noise=noise)
-                    laws = [_law(cfg, p) for p in p_blocks]
+                    p_blocks = ps[l:l + coarse_count]
+                    if count != coarse_count:  # survival interpolated in t (sdenet.nn.refine)
+                        p_blocks = resample_values(p_blocks, count, count / coarse_count)
+                    field = DropField(blocks, p_blocks, dt, noise=noise, p_schedule=cfg["p_schedule"])
+                    laws = [_law(cfg, p) for p in field.p]
                     if method == "sd":
                         stage = Stage(field, [WeakEuler(law) for law in laws], name=name, post=post)
                     else:
@@ -266,7 +290,7 @@ def _build(cfg) -> Network:
                                          channels=c_out, post=post, name=name, stochastic_laws=laws)
                 else:
                     raise AssertionError(method)
-            l += count
+            l += coarse_count
         layers.append(Layer(transition, stage, name))
         c_in = c_out
     net = Network(_stem(stem_kind, stem_width), layers, _Head(c_in, cfg["num_classes"], head_act))
@@ -289,15 +313,15 @@ def _init(net):
 #: name -> {"cfg": defaults, "dataset", "scheme", "law", "options": allowed overrides}
 REGISTRY: dict[str, dict] = {}
 
-_COMMON = ("dt", "widths", "blocks", "stem_width")
+_COMMON = ("dt", "widths", "blocks", "stem_width", "refine")
 _METHOD_OPTIONS = {
     "euler": (),
     "heun": (),
     "neumann": ("terms",),
     "coupled": (),
     "lm": ("k_init", "per_channel"),
-    "sd": ("p_L", "mode", "law"),
-    "lm_sd": ("p_L", "mode", "k_init", "per_channel", "law"),
+    "sd": ("p_L", "mode", "law", "p_schedule"),
+    "lm_sd": ("p_L", "mode", "k_init", "per_channel", "law", "p_schedule"),
     "shake": ("forward", "backward", "level", "law"),
 }
 _METHOD_INFO = {
@@ -313,6 +337,7 @@ _METHOD_INFO = {
 _DEFAULTS = {
     "dt": 1.0, "k_init": (-0.1, 0.0), "per_channel": False, "p_L": 0.5, "mode": "sample",
     "forward": "shake", "backward": "shake", "level": "image", "terms": 2, "law": None, "shortcut": None,
+    "p_schedule": "fixed", "refine": 1,
 }
 
 
@@ -413,6 +438,10 @@ def _resolve(name, num_classes, overrides) -> dict:
     cfg["widths"] = _int_tuple(name, "widths", cfg["widths"], n)
     cfg["blocks"] = _int_tuple(name, "blocks", cfg["blocks"], n)
     cfg["stem_width"] = _positive_int(name, "stem_width", cfg["stem_width"])
+    r = cfg["refine"]
+    if isinstance(r, bool) or not isinstance(r, (int, float)) or not (r > 0 and math.isfinite(r)):
+        raise ValueError(f"{name}: refine must be a positive factor (blocks x F, dt / F at fixed T), got {r!r}")
+    cfg["refine"] = int(r) if float(r).is_integer() else float(r)
     try:
         cfg["dt"] = _check_dt(cfg["dt"])
     except ValueError as err:
@@ -421,6 +450,11 @@ def _resolve(name, num_classes, overrides) -> dict:
     if isinstance(p_L, bool) or not isinstance(p_L, (int, float)) or not 0.0 < float(p_L) <= 1.0:
         raise ValueError(f"{name}: p_L (final survival probability) must lie in (0, 1], got {p_L!r}")
     cfg["p_L"] = float(p_L)
+    if cfg["p_schedule"] not in P_SCHEDULES:
+        raise ValueError(f"{name}: p_schedule must be one of {', '.join(P_SCHEDULES)}, got {cfg['p_schedule']!r}")
+    if cfg["p_schedule"] == "sqrt" and cfg["dt"] / cfg["refine"] > 1:
+        raise ValueError(f"{name}: p_schedule='sqrt' needs dt <= 1 (survival 1/2 + (p - 1/2) sqrt(dt)), "
+                         f"got dt={cfg['dt']:g}")
     if cfg["mode"] not in ("sample", "batch"):
         raise ValueError(f"{name}: mode must be 'sample' (per image) or 'batch' (per batch), got {cfg['mode']!r}")
     try:
@@ -464,7 +498,12 @@ def _resolve(name, num_classes, overrides) -> dict:
 
 
 def create(name: str, num_classes: int | None = None, **overrides) -> Network:
-    """Build the registered model ``name`` (``num_classes`` defaults to 10 on CIFAR, 1000 on ImageNet)."""
+    """Build the registered model ``name`` (``num_classes`` defaults to 10 on CIFAR, 1000 on ImageNet).
+
+    ``refine=F`` builds the fixed-T refinement directly: every ODE stage takes F× the steps at
+    Δt/F (the architecture :func:`sdenet.nn.refine` makes of the ``refine=1`` network, with
+    fresh weights); ``dt`` keeps the blocks and changes T.
+    """
     cfg = _resolve(name, num_classes, overrides)
     net = _build(cfg)
     net.name = name

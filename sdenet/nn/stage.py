@@ -180,9 +180,8 @@ class Stage(nn.Module):
         if split:
             x = tuple(x.chunk(2, dim=1))
         t0, dt, gen = self.t0, self.dt, self._generator
-        state = schemes[0].init(field, t0, x, dt)
-        if prev is not None and isinstance(state, dict) and "prev" in state:
-            state["prev"] = prev
+        # the scheme decides how it starts from the transition's S(x) (Scheme.start)
+        state = schemes[0].start(field, t0, x, dt, before=prev)
         post = self.post
         start = 0
         if not self._boundary_checked and not torch.compiler.is_compiling():

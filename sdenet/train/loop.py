@@ -98,6 +98,9 @@ class TrainConfig:
     mc_samples:       Monte Carlo draws for the final test error of a stochastic network (0: none).
     resume:           a run folder to continue from its ``last.pt`` (the rest of the config
                       comes from the checkpoint; ``device``, ``quiet`` apply).
+    init:             a checkpoint-format file whose ``model`` state (and optional
+                      ``momentum``: parameter name -> SGD momentum buffer) starts a new run
+                      instead of a random initialisation (multilevel training's cycles).
     """
 
     model: str = "tiny_resnet"
@@ -130,6 +133,7 @@ class TrainConfig:
     download: bool = False
     resume: str | None = None
     command: str | None = None
+    init: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -553,6 +557,7 @@ def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
         "command": cfg.command if cfg.command is not None else " ".join(
             shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]),
         "run_dir": None,
+        "init": None if cfg.init is None else str(cfg.init),
     }
 
 
@@ -919,8 +924,8 @@ class _Trainer:
         if rc.get("dt") is None:
             mdt = (getattr(model, "config", None) or {}).get("dt", getattr(model, "dt", None)) \
                 if isinstance(getattr(model, "config", None), dict) else getattr(model, "dt", None)
-            if isinstance(mdt, (int, float)):
-                rc["dt"] = float(mdt)
+            if isinstance(mdt, (int, float)):  # the stages' step: the model's dt over its refine factor
+                rc["dt"] = float(mdt) / float((getattr(model, "config", None) or {}).get("refine", 1) or 1)
             else:
                 dts = sorted({d["dt"] for d in _weak_report(model) if d.get("dt") is not None})
                 rc["dt"] = dts[0] if len(dts) == 1 else (dts or None)
@@ -938,6 +943,8 @@ class _Trainer:
             self.optimizer, lambda k: lr_factor((k + shift) / spe, **sched))
 
         self.start_epoch, self.best, self.best_epoch, self.elapsed0 = 0, float("inf"), 0, 0.0
+        if self.ckpt is None and rc.get("init"):
+            self._init_from(rc["init"])
         if self.ckpt is not None:
             c = self.ckpt
             path = self.run_dir / "last.pt"
@@ -991,6 +998,21 @@ class _Trainer:
         if rc["compile"]:
             self.fwd_train = torch.compile(self.fwd_train)
             self.fwd_eval = self.fwd_train if dist.world_size == 1 else model
+
+    def _init_from(self, path):
+        """Weights (and SGD momentum by parameter name) from a checkpoint-format file."""
+        init = ck.load_checkpoint(path)
+        try:
+            self.model.load_state_dict(init["model"])
+        except RuntimeError as e:
+            raise ValueError(f"{path}: its weights do not fit {self.rc['model']} with "
+                             f"{self.rc['model_overrides']}: {e}") from None
+        momentum = init.get("momentum") or {}
+        if momentum and self.rc["momentum"] > 0:
+            for name, p in self.model.named_parameters():
+                buf = momentum.get(name)
+                if buf is not None:
+                    self.optimizer.state[p]["momentum_buffer"] = buf.to(p.device, p.dtype).clone()
 
     # -- condition (5) --------------------------------------------------------------------
     def _check_weak(self, report, warned: set):

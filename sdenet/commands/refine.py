@@ -1,0 +1,122 @@
+"""``sdenet refine CHECKPOINT --factor F --out NEW.pt``: a trained network at Δt/F, same T.
+
+Prolongs the checkpoint's network with :func:`sdenet.nn.refine` (or restricts it with
+:func:`sdenet.nn.coarsen` under ``--coarsen``), writes a checkpoint in the trainer's format
+whose config rebuilds the new architecture (``refine`` in the model overrides; the SGD momentum
+prolonged with the weights), and evaluates both networks on the test split.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ._args import add_threads_option, apply_threads, nonneg_int, positive_int
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "refine",
+        help="take a trained checkpoint to a finer (or coarser) step at fixed T, and evaluate it",
+        description="Refine every stage of a trained network to F times the steps at dt/F over the "
+        "same T (no retraining), write NEW.pt in the trainer's checkpoint format (sdenet eval "
+        "reads it) and print the test error before and after.",
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt file or a run folder (last.pt)")
+    p.add_argument("--factor", type=positive_int, default=2, metavar="F", help="refinement factor (default 2)")
+    p.add_argument("--mode", default=None, choices=("constant", "linear", "inject", "average"),
+                   help="prolongation: constant (default) or linear; with --coarsen: inject (default) "
+                        "or average")
+    p.add_argument("--coarsen", action="store_true", help="restrict instead: dt*F, steps/F")
+    p.add_argument("--out", required=True, metavar="NEW.pt", help="where to write the new checkpoint")
+    p.add_argument("--no-eval", dest="evaluate", action="store_false", help="do not evaluate")
+    p.add_argument("--samples", type=nonneg_int, default=0, metavar="N",
+                   help="Monte Carlo draws for a stochastic network's test error (default 0)")
+    p.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
+                   help="evaluate on the first N test images")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--data-root", default=None, metavar="DIR")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    add_threads_option(p, None, "CPU threads for torch")
+    p.set_defaults(func=run)
+
+
+def refine_checkpoint(checkpoint, out, factor: int = 2, mode: str | None = None, coarsen: bool = False) -> dict:
+    """Write the refined (or coarsened) checkpoint ``out``; return a summary of the change."""
+    from ..nn import coarsen as coarsen_fn
+    from ..nn import models
+    from ..nn import refine as refine_fn
+    from ..train import checkpoint as ck
+    from ..train.multilevel import _momentum_by_name, _shape, prolong_momentum
+
+    out = Path(out)
+    src = Path(checkpoint)
+    if out.resolve() == (src / "last.pt" if src.is_dir() else src).resolve():
+        raise ValueError(f"{out}: --out must not overwrite the checkpoint it refines")
+    c = ck.load_checkpoint(checkpoint)
+    rc = dict(c["config"])
+    overrides = dict(rc.get("model_overrides") or {})
+    net = models.create(rc["model"], num_classes=rc.get("num_classes"), **overrides)
+    try:
+        net.load_state_dict(c["model"])
+    except RuntimeError as e:
+        raise ValueError(f"{checkpoint}: its weights do not fit {rc['model']} with {overrides}: {e}") from None
+    before = _shape(net)
+    if coarsen:
+        new = coarsen_fn(net, factor, mode or "inject")
+        ratio = 1.0 / factor
+    else:
+        new = refine_fn(net, factor, mode or "constant")
+        ratio = float(factor)
+    r = float(overrides.get("refine", 1)) * ratio
+    overrides["refine"] = int(r) if r.is_integer() else r
+    # the checkpoint must rebuild: create(name, **overrides) has the new architecture
+    check = models.create(rc["model"], num_classes=rc.get("num_classes"), **overrides)
+    if {k: v.shape for k, v in check.state_dict().items()} != {k: v.shape for k, v in new.state_dict().items()}:
+        raise ValueError(f"{rc['model']}: the {'coarsened' if coarsen else 'refined'} network does not match "
+                         f"create({rc['model']!r}, **{overrides}); cannot write a loadable checkpoint")
+    rc["model_overrides"] = overrides
+    if isinstance(rc.get("dt"), (int, float)):
+        rc["dt"] = rc["dt"] / ratio
+    rc["refined_from"] = str(checkpoint)
+    momentum = _momentum_by_name(net, c.get("optimizer"))
+    saved = {k: v for k, v in c.items() if k not in ("optimizer", "scheduler", "scaler")}
+    saved.update(model=new.state_dict(), config=rc)
+    if momentum and not coarsen:
+        saved["momentum"] = prolong_momentum(net, momentum, factor, mode or "constant")
+    ck.save_atomic(saved, out)
+    return {"checkpoint": str(checkpoint), "out": str(out), "factor": factor, "coarsen": coarsen,
+            "mode": mode or ("inject" if coarsen else "constant"), "before": before, "after": _shape(new),
+            "refine": overrides["refine"]}
+
+
+def run(args) -> int:
+    from ..cli import UsageError
+    from ..train import evaluate
+
+    apply_threads(args)
+    if args.mode is not None:
+        allowed = ("inject", "average") if args.coarsen else ("constant", "linear")
+        if args.mode not in allowed:
+            raise UsageError(f"refine: --mode {args.mode} needs {'no ' if args.coarsen else ''}--coarsen; "
+                             f"choose {' or '.join(allowed)}")
+    info = refine_checkpoint(args.checkpoint, args.out, args.factor, args.mode, args.coarsen)
+    if args.evaluate:
+        kw = dict(samples=args.samples, device=args.device, limit_test=args.limit_test, data_root=args.data_root)
+        info["eval_before"] = evaluate(args.checkpoint, **kw)
+        info["eval_after"] = evaluate(args.out, **kw)
+    if args.json:
+        print(json.dumps(info, default=str))
+        return 0
+    b, a = info["before"], info["after"]
+    print(f"{'coarsened' if args.coarsen else 'refined'} x{args.factor} ({info['mode']}): steps per stage "
+          f"{b['steps']} -> {a['steps']}, dt {[round(d, 4) for d in b['dt']]} -> {[round(d, 4) for d in a['dt']]}; "
+          f"wrote {args.out}")
+    if args.evaluate:
+        for key, label in (("eval_before", "before"), ("eval_after", "after")):
+            r = info[key]
+            line = f"  test error {label}: {100 * r['test_error']:.2f}% (loss {r['test_loss']:.4f}, {r['n_test']} images)"
+            if "test_error_mc" in r:
+                line += f"; {r['mc_samples']}-sample MC {100 * r['test_error_mc']:.2f}%"
+            print(line)
+    return 0
