@@ -219,5 +219,5 @@ On `tiny_lm_sd_resnet` (max |logits| of `refine(m, 2^j)`):
 **Verdict.** {'Every family converges with order close to 1.' if ok else 'Not every family shows order 1 at these levels (see the table).'}
 The old start has no limit (its |X_T| grows as Δt shrinks); the fixed one converges, like the start from rest.
 """
-    return ItemResult("refinement", "7. Depth is a step size: refinement at fixed T", findings, body, [fig_path],
+    return ItemResult("refinement", "8. Depth is a step size: refinement at fixed T", findings, body, [fig_path],
                       {"families": fam, "toy": toy, "network": net}, time.perf_counter() - t0)
