@@ -36,7 +36,10 @@ DEFAULT_STOCHASTIC = "tiny_lm_sd_resnet"
 STOCHASTIC_MC_SAMPLES = 8
 #: measured on 2 CPU cores (AMD EPYC, torch 2.13): 10 epochs of both networks at batch 64 on
 #: the 1,500-image sample take about 40 s in all when the cores are idle (test errors near
-#: 57 %); 5 epochs took 3.5 minutes while another training job shared the cores
+#: 57 %); 5 epochs took 3.5 minutes while another training job shared the cores. The
+#: stochastic tiny_lm_sd_resnet adds about 27 s (10 epochs, 2 threads, nearly idle cores; test
+#: error near 71 %). The whole quick start took 22 min of wall time (285 s CPU, 1 thread) with
+#: the cores shared at load average 7-16.
 DEFAULT_EPOCHS = 10
 DEFAULT_BATCH = 64
 #: Δt ladder and sample count of the condition-(5) table in the quick start (the full
@@ -164,6 +167,8 @@ def stochastic_summary(final: dict) -> str:
     if "test_error_mc" in final:
         lines[0] += (f", {100 * final['test_error_mc']:.2f}% averaging {final['mc_samples']} "
                      "noisy passes")
+    if final.get("wall_time") is not None:
+        lines[0] += f"; trained in {final['wall_time']:.1f} s"
     if final.get("weak"):
         lines += ["", "condition (5) of its increments, recorded in training (last epoch; C and K "
                   "exact for the block's law, m1, m2-dt, m3 empirical over n draws):",
