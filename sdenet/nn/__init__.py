@@ -10,7 +10,9 @@
   :func:`weak_report`, :func:`reset_weak_stats`, :func:`mc_predict`, :func:`noise_on`,
   :func:`set_generator`;
 * the registry (:mod:`sdenet.nn.models`, public as :mod:`sdenet.models`) and
-  :func:`to_lm` (:mod:`sdenet.nn.transform`).
+  :func:`to_lm` (:mod:`sdenet.nn.transform`);
+* :func:`rescale` (:mod:`sdenet.nn.rescale`): carry a network's kernels to another image
+  resolution (Haber et al.).
 """
 
 from . import blocks
@@ -28,6 +30,7 @@ from .fields import BlockField, CoupledBlockField, DropField, ShakeField
 from .network import Layer, Network, lm_coefficients, mc_predict, reset_weak_stats, weak_report
 from .stage import Stage, Transition, lm_stage, mean_scheme, noise_on, set_generator
 from .transform import to_lm
+from .rescale import rescale
 
 __all__ = [
     "blocks", "PreActBasic", "PostActBasic", "PreActBottleneck", "PostActBottleneck", "ShakeBranch",
@@ -36,4 +39,5 @@ __all__ = [
     "Stage", "Transition", "lm_stage", "mean_scheme", "noise_on", "set_generator",
     "Layer", "Network", "lm_coefficients", "weak_report", "reset_weak_stats", "mc_predict",
     "to_lm",
+    "rescale",
 ]
