@@ -99,21 +99,55 @@ def moment_transform(k: int, factor: float, dtype=torch.float64) -> torch.Tensor
     return T.to(dtype)
 
 
-def rescale_kernel(weight: torch.Tensor, factor: float) -> torch.Tensor:
+def _moment_matrix(k: int) -> torch.Tensor:
+    j = torch.arange(k, dtype=torch.float64) - (k - 1) / 2
+    q = torch.arange(k, dtype=torch.float64)
+    V = j[None, :] ** q[:, None] / torch.exp(torch.lgamma(q + 1))[:, None]
+    V[0, :] = 1.0  # 0**0
+    return V
+
+
+def _check_order(order, where: str):
+    if order is None:
+        return None
+    if isinstance(order, bool) or not isinstance(order, numbers.Integral) or order < 0:
+        raise ValueError(f"{where}: order must be None (every moment) or an integer >= 0, got "
+                         f"{order!r}")
+    return int(order)
+
+
+def rescale_kernel(weight: torch.Tensor, factor: float, order: int | None = None) -> torch.Tensor:
     """The kernel ``weight`` (``(C_out, C_in/groups, k_1, …, k_d)``, cross-correlation as in
-    ``torch.nn.Conv{d}d``) re-weighted for a grid ``factor`` times finer: every spatial axis is
-    multiplied by :func:`moment_transform` (computed in float64, returned in ``weight``'s dtype)."""
+    ``torch.nn.Conv{d}d``) re-weighted for a grid ``factor`` times finer: the moment of orders
+    ``(q_1, …, q_d)`` is multiplied by ``factor^{q_1+…+q_d}`` (computed in float64, returned
+    in ``weight``'s dtype). ``order``: moments of total order above it are kept as they are
+    (read as tied to the grid, see :func:`rescale`); None scales every moment."""
     f = _check_factor(factor, "rescale_kernel")
+    cap = _check_order(order, "rescale_kernel")
     if not isinstance(weight, torch.Tensor) or weight.dim() < 3:
         raise ValueError(f"rescale_kernel: expected a convolution weight (C_out, C_in, k...), "
                          f"got {getattr(weight, 'shape', type(weight).__name__)}")
     w = weight.detach().to(torch.float64)
-    for axis in range(2, w.dim()):
-        k = w.shape[axis]
-        if k == 1:
-            continue
-        T = moment_transform(k, f).to(w.device)
-        w = torch.movedim(torch.tensordot(w, T, dims=([axis], [1])), -1, axis)
+    axes = [a for a in range(2, w.dim()) if w.shape[a] > 1]
+    if cap is None:  # separable: T = V^-1 diag(f^q) V along each axis
+        for axis in axes:
+            T = moment_transform(w.shape[axis], f).to(w.device)
+            w = torch.movedim(torch.tensordot(w, T, dims=([axis], [1])), -1, axis)
+        return w.to(weight.dtype)
+    # moments M = V w along every axis, scaled by f^(total order) up to the cap, mapped back
+    total = torch.zeros([w.shape[a] if a in axes else 1 for a in range(2, w.dim())],
+                        dtype=torch.float64)
+    for i, axis in enumerate(axes):
+        V = _moment_matrix(w.shape[axis]).to(w.device)
+        w = torch.movedim(torch.tensordot(w, V, dims=([axis], [1])), -1, axis)
+        shape = [1] * total.dim()
+        shape[axis - 2] = w.shape[axis]
+        total = total + torch.arange(w.shape[axis], dtype=torch.float64).reshape(shape)
+    scale = torch.where(total <= cap, f ** total, torch.ones_like(total)).to(w.device)
+    w = w * scale
+    for axis in axes:
+        Vinv = torch.linalg.inv(_moment_matrix(w.shape[axis])).to(w.device)
+        w = torch.movedim(torch.tensordot(w, Vinv, dims=([axis], [1])), -1, axis)
     return w.to(weight.dtype)
 
 
@@ -123,7 +157,7 @@ def _convs(model: nn.Module):
             yield name, m
 
 
-def rescale(model: nn.Module, factor: float) -> nn.Module:
+def rescale(model: nn.Module, factor: float, order: int | None = None) -> nn.Module:
     """A copy of ``model`` for images ``factor`` times the resolution it was trained on
     (``factor = 2``: 16×16 → 32×32, a prolongation; ``factor = 0.5``: 32×32 → 16×16, a
     restriction; any positive factor works, 1 is a plain copy).
@@ -139,6 +173,7 @@ def rescale(model: nn.Module, factor: float) -> nn.Module:
     convolution, or a transposed convolution (not a stencil on its input grid).
     """
     f = _check_factor(factor, "rescale")
+    cap = _check_order(order, "rescale")
     if not isinstance(model, nn.Module):
         raise ValueError(f"rescale: expected a torch.nn.Module, got {type(model).__name__}")
     convs = list(_convs(model))
@@ -152,5 +187,5 @@ def rescale(model: nn.Module, factor: float) -> nn.Module:
     out = copy.deepcopy(model)
     with torch.no_grad():
         for _, m in _convs(out):
-            m.weight.copy_(rescale_kernel(m.weight, f))
+            m.weight.copy_(rescale_kernel(m.weight, f, cap))
     return out

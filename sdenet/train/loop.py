@@ -78,6 +78,12 @@ class TrainConfig:
     mc_samples:       Monte Carlo draws for the final test error of a stochastic network (0: none).
     resume:           a run folder to continue from its ``last.pt`` (the rest of the config
                       comes from the checkpoint; ``device``, ``quiet`` apply).
+    resolution:       train and test on images area-downsampled to this height, on the device
+                      (:func:`sdenet.train.data.downsample`; crop padding scaled with it).
+    init, init_rescale: start from the weights of a checkpoint (a warm start: fresh optimizer
+                      and schedule); ``init_rescale`` carries its kernels from the resolution it
+                      was trained at to this run's with :func:`sdenet.nn.rescale`
+                      (:mod:`sdenet.train.multiscale`).
     """
 
     model: str = "tiny_resnet"
@@ -110,6 +116,9 @@ class TrainConfig:
     download: bool = False
     resume: str | None = None
     command: str | None = None
+    resolution: int | None = None
+    init: str | None = None
+    init_rescale: bool = False
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -399,6 +408,9 @@ def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
     _positive_int("limit_train", cfg.limit_train)
     _positive_int("limit_test", cfg.limit_test)
     _positive_int("eval_batch_size", cfg.eval_batch_size)
+    _positive_int("resolution", cfg.resolution)
+    if cfg.init_rescale and not cfg.init:
+        raise ValueError("init_rescale rescales the weights of init; give init (a checkpoint)")
     if cfg.mode is not None and cfg.mode not in ("sample", "batch"):
         raise ValueError(f"mode must be 'sample' or 'batch', got {cfg.mode!r}")
     overrides = dict(cfg.overrides or {})
@@ -450,6 +462,9 @@ def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
         "command": cfg.command if cfg.command is not None else " ".join(
             shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]),
         "run_dir": None,
+        "resolution": cfg.resolution,
+        "init": None if cfg.init is None else str(cfg.init),
+        "init_rescale": bool(cfg.init_rescale),
     }
 
 
@@ -655,7 +670,11 @@ class _Trainer:
         loader_kw = dict(batch_size=rc["batch_size"] // dist.world_size, device=device, seed=rc["seed"],
                          channels_last=rc["channels_last"], rank=dist.rank, world_size=dist.world_size,
                          eval_batch_size=rc.get("eval_batch_size"))
+        native = None  # the data's image height (arrays only)
         if is_image_folder(rc["dataset"]):
+            if rc.get("resolution") is not None:
+                raise ValueError(f"{rc['dataset']}: resolution applies to CIFAR-style arrays, "
+                                 f"not to image folders")
             self.train_loader, self.test_loader = _image_folder_loaders(
                 rc["dataset"], limit_train=rc.get("limit_train"), limit_test=rc.get("limit_test"),
                 **loader_kw)
@@ -672,7 +691,11 @@ class _Trainer:
             rc["n_train"], rc["n_test"] = len(ds.x_train), len(ds.x_test)
             from .data import make_loaders
 
-            self.train_loader, self.test_loader = make_loaders(ds, **loader_kw)
+            self.train_loader, self.test_loader = make_loaders(
+                ds, resolution=rc.get("resolution"), **loader_kw)
+            native = ds.image_shape[1]
+            if rc.get("resolution") is None:
+                rc["resolution"] = native
         if rc.get("num_classes") not in (None, num_classes):
             raise ValueError(f"{rc['dataset']}: {num_classes} classes, but the checkpoint was "
                              f"trained on {rc['num_classes']}")
@@ -680,6 +703,11 @@ class _Trainer:
 
         torch.manual_seed(rc["seed"])
         model = _create_model(rc["model"], num_classes, dict(rc["model_overrides"]))
+        if self.ckpt is None and rc.get("init"):  # warm start (sdenet.train.multiscale)
+            from .multiscale import init_weights
+
+            rc.update(init_weights(model, rc["init"], resolution=rc["resolution"], native=native,
+                                   rescale=bool(rc.get("init_rescale"))))
         model = model.to(device)
         if rc["channels_last"]:
             model = model.to(memory_format=torch.channels_last)
@@ -987,13 +1015,18 @@ class _Trainer:
 
 def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = None,
              device="auto", batch_size: int | None = None, limit_test: int | None = None,
-             data_root=None, seed: int = 0) -> dict:
+             data_root=None, seed: int = 0, resolution: int | None = None,
+             rescale: bool = False) -> dict:
     """Test error of a saved network.
 
     The checkpoint's config names the model and dataset (``dataset`` overrides). Returns
     ``test_error``/``test_loss`` of the drift-only (eval-mode) network and, for a stochastic
     network with ``samples > 0`` (default 10), ``test_error_mc``/``test_loss_mc`` of the average
     of the softmax over ``samples`` noisy passes (:func:`sdenet.nn.mc_predict`).
+
+    ``resolution``: the test images' height (area-downsampled; default: the resolution the
+    network was trained at); ``rescale``: carry the kernels from that resolution to
+    ``resolution`` first (:func:`sdenet.nn.rescale`), else they are applied as they are.
     """
     samples = None if samples is None else int(_number("samples", samples, lo=0.0, allow_none=False))
     batch_size = _positive_int("batch_size", batch_size)
@@ -1004,8 +1037,13 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
     from .data import DeviceLoader, load_dataset
 
     spec = dataset or rc["dataset"]
+    _positive_int("resolution", resolution)
+    r0 = res = None
     eval_batch = batch_size or rc.get("eval_batch_size") or max(rc.get("batch_size", 128), 256)
     if is_image_folder(spec):
+        if resolution is not None or rescale:
+            raise ValueError(f"{spec}: resolution and rescale apply to CIFAR-style arrays, not "
+                             f"to image folders")
         _, loader = _image_folder_loaders(spec, limit_test=limit_test, batch_size=eval_batch,
                                           device=dev, seed=seed)
         num_classes = loader.num_classes
@@ -1015,15 +1053,23 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
         x_test, y_test = ds.x_test, ds.y_test
         if limit_test is not None:
             x_test, y_test = x_test[:limit_test], y_test[:limit_test]
+        from .multiscale import checkpoint_resolution
+
+        r0 = checkpoint_resolution(c, ds.image_shape[1])
+        res = r0 if resolution is None else resolution
         # normalise with the statistics of the training data the network saw
         loader = DeviceLoader(x_test, y_test, batch_size=eval_batch, train=False, mean=ds.mean,
-                              std=ds.std, device=dev, seed=seed)
+                              std=ds.std, device=dev, seed=seed, resolution=res)
     if rc.get("num_classes") not in (None, num_classes):
         raise ValueError(f"{spec}: {num_classes} classes, but {checkpoint} was trained on "
                          f"{rc['num_classes']}")
     torch.manual_seed(seed)
     model = _create_model(rc["model"], num_classes, dict(rc.get("model_overrides") or {}))
     model.load_state_dict(c["model"])
+    if rescale and res != r0:
+        from ..nn import rescale as rescale_model
+
+        model = rescale_model(model, res / r0)
     model.to(dev).eval()
     stochastic = _is_stochastic(model)
     amp = dev.type == "cuda" and bool(rc.get("amp")) and torch.cuda.is_bf16_supported()
@@ -1041,6 +1087,9 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
         "stochastic": stochastic,
         "device": str(dev),
         "hardware": describe(dev),
+        "resolution": res,
+        "trained_resolution": r0,
+        "rescaled": bool(rescale and res != r0),
     }
     if samples is None:
         samples = 10 if stochastic else 0
