@@ -141,12 +141,19 @@ def main(argv=None) -> int:
                                   init=str(Path(r16["dir"]) / "last.pt"), init_rescale=True,
                                   **common),
         }
+        # the other way (restriction): the cold 32×32 network on 16×16 images
+        mc = models.create(args.model, num_classes=ds.num_classes)
+        mc.load_state_dict(load_checkpoint(Path(runs["cold"]["dir"]) / "last.pt")["model"])
+        restricted = rescale(mc, 1 / factor)
+        at_lo = {"as_is": _error(mc, ds, args.low), "rescaled": _error(restricted, ds, args.low),
+                 "as_is+bn": _error(_recalibrated(mc, ds, args.low), ds, args.low),
+                 "rescaled+bn": _error(_recalibrated(restricted, ds, args.low), ds, args.low)}
         target = runs["cold"]["test_error"]
         to = {k: {"cold_final": _epochs_to(r["curve"], target),
                   **{f"{t:.2f}": _epochs_to(r["curve"], t) for t in args.targets}}
               for k, r in runs.items()}
         seeds.append({"seed": seed, "r16": r16, "error_at_low": _error(m, ds, args.low),
-                      "error_at_high": at_hi, "runs": runs, "cold_final_error": target,
+                      "error_at_high": at_hi, "cold_at_low": at_lo, "runs": runs, "cold_final_error": target,
                       "epochs_to": to})
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
@@ -219,6 +226,18 @@ def _report(r) -> str:
                  f"{_pct(*_mean_sd([s['runs']['cold']['test_error'] for s in S]))} | – |")
     lines += [
         "",
+        f"The other way: the `cold` network ({hi}×{hi}, {r['epochs32']} epochs) on {lo}×{lo} "
+        "images (restriction, `rescale(m, 0.5)`):",
+        "",
+        f"| network | test error at {lo}×{lo} % | with batch-norm statistics recomputed % |",
+        "|---|---|---|",
+    ]
+    for k, label in (("as_is", "applied as it is"), ("rescaled", "`rescale(m, 0.5)`")):
+        a = _mean_sd([s["cold_at_low"][k] for s in S])
+        b = _mean_sd([s["cold_at_low"][k + "+bn"] for s in S])
+        lines.append(f"| {label} | {_pct(*a)} | {_pct(*b)} |")
+    lines += [
+        "",
         f"## Training at {hi}×{hi}: cold against warm starts ({r['epochs32']} epochs each)",
         "",
         "| run | final test error % | epochs to the cold run's final error | "
@@ -266,14 +285,18 @@ def _plot(r, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.8))
     colors = {"cold": "tab:gray", "warm": "tab:blue", "warm_rescaled": "tab:red"}
     for s in r["seeds"]:
         for k, c in colors.items():
             curve = s["runs"][k]["curve"]
-            a.plot(range(1, len(curve) + 1), [100 * e for e in curve], "-o", color=c, ms=3,
+            start = {"warm": "as_is", "warm_rescaled": "rescaled"}.get(k)
+            xs = list(range(1, len(curve) + 1))
+            if start:  # epoch 0: the 16×16 network at 32×32 before any training there
+                xs, curve = [0] + xs, [s["error_at_high"][start]] + curve
+            a.plot(xs, [100 * e for e in curve], "-o", color=c, ms=3,
                    label=k if s is r["seeds"][0] else None)
-    a.set_xlabel(f"epoch at {r['high']}×{r['high']}")
+    a.set_xlabel(f"epoch at {r['high']}×{r['high']} (0: the warm start before training)")
     a.set_ylabel("test error %")
     a.set_title(f"{r['model']}: training at {r['high']}×{r['high']}")
     a.legend()
@@ -295,7 +318,7 @@ def _plot(r, path):
     b.set_xticklabels(labels)
     b.set_ylabel(f"test error % at {r['high']}×{r['high']}")
     b.set_title(f"{r['low']}×{r['low']}-trained network at {r['high']}×{r['high']}")
-    b.legend(fontsize=8, loc="lower right")
+    b.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3)
     b.set_ylim(0, 100)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
