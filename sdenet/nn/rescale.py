@@ -29,11 +29,12 @@ stencils ``[0, 1, 0]`` (order 0, kept), ``[−1, 0, 1]/2`` (order 1, ×factor) a
   rounding); ``T_1 = I``;
 * 1×1 convolutions (order 0 only), biases, batch norm, linear layers are untouched.
 
-Haber et al. restrict with the Galerkin product ``R K_h P`` (bilinear prolongation ``P``,
-full-weighting restriction ``R``) and prolong by inverting it; to leading order that scales the
-first- and second-difference parts of a 3×3 stencil by the same ``factor``, ``factor²`` as
-here. The moment form chosen here is exactly invertible (round trip is the identity, which
-the Galerkin pair is not: ``R P ≠ I``) and works for any kernel size and any positive factor.
+Haber et al. build the coarse-grid operator as the Galerkin product ``R K_h P`` (linear
+interpolation ``P``, full weighting ``R = ½Pᵀ`` per axis). Per axis that product maps
+``[−1, 0, 1]/2 → ½·[−1, 0, 1]/2`` and ``[1, −2, 1] → ¼·[1, −2, 1]``, exactly the moment map
+at factor ½, but ``[0, 1, 0] → [⅛, ¾, ⅛]``: it also smooths the order-0 part (``R P ≠ I``),
+so it has no exact inverse on 3×3 stencils. The moment form chosen here is exactly invertible
+(the round trip is the identity) and works for any kernel size and any positive factor.
 
 What else in a network depends on the resolution, and what :func:`rescale` does to it:
 
