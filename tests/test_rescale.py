@@ -86,6 +86,32 @@ def test_exact_on_quadratics():
     assert not torch.allclose(F.conv2d(u(23, h / 2), w)[..., 1::2, 1::2], coarse, atol=1e-3)
 
 
+def test_galerkin_restriction_agrees_on_differences_and_smooths_the_identity():
+    """Haber et al.'s coarse operator R A P (1-D, linear interpolation P, full weighting
+    R = ½Pᵀ, periodic) against rescale_kernel(·, ½): equal on the first and second differences;
+    on the identity the Galerkin product adds ⅛ of a second difference (R P ≠ I)."""
+    n = 16
+    P = torch.zeros(n, n // 2, dtype=torch.float64)
+    for j in range(n // 2):
+        P[2 * j, j] = 1.0
+        P[2 * j + 1, j] += 0.5
+        P[(2 * j - 1) % n, j] += 0.5
+    R = 0.5 * P.T
+
+    def galerkin(w):
+        A = sum(w[k] * torch.roll(torch.eye(n, dtype=torch.float64), k - 1, dims=1)
+                for k in range(3))
+        return (R @ A @ P)[4, 3:6]
+
+    for w in ([-0.5, 0.0, 0.5], [1.0, -2.0, 1.0]):
+        w = torch.tensor(w, dtype=torch.float64)
+        ours = rescale_kernel(w.reshape(1, 1, 3), 0.5).reshape(3)
+        assert torch.allclose(galerkin(w), ours, atol=1e-14)
+    ident = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
+    assert torch.allclose(rescale_kernel(ident.reshape(1, 1, 3), 0.5).reshape(3), ident)
+    assert torch.allclose(galerkin(ident), ident + torch.tensor([1.0, -2.0, 1.0]) / 8)
+
+
 def _smooth_errors(transform, sizes=(16, 32, 64, 128)):
     """max |avgpool(K_h ⋆ u) − K'_{2h} ⋆ avgpool(u)| / max |K_h ⋆ u| for the stencil K_h of a
     fixed operator with all nine terms, a smooth periodic u and K' = transform(K_h)."""
