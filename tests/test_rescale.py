@@ -318,3 +318,30 @@ def test_init_from_another_architecture_is_one_line(clean, tmp_path, capsys):
     line = _one_line(capsys, main(["train", "--model", "tiny_shake_shake", "--init", str(a),
                                    "--out", str(tmp_path / "b"), *SHORT]))
     assert "does not fit" in line
+
+
+@pytest.mark.slow
+def test_multiscale_experiment_script_writes_its_results(tmp_path):
+    """experiments/multiscale.py end to end on a slice of the bundled sample (1 + 1 epochs)."""
+    import importlib.util
+    from pathlib import Path
+
+    import numpy as np
+
+    ds = load_dataset("sample")
+    npz = tmp_path / "small.npz"
+    np.savez(npz, x_train=ds.x_train[:256], y_train=ds.y_train[:256], x_test=ds.x_test[:64],
+             y_test=ds.y_test[:64])
+    path = Path(__file__).resolve().parents[1] / "experiments" / "multiscale.py"
+    spec = importlib.util.spec_from_file_location("multiscale_experiment", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "res"
+    assert mod.main(["--dataset", str(npz), "--epochs16", "1", "--epochs32", "1",
+                     "--runs", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    r = json.loads((out / "multiscale.json").read_text())
+    s = r["seeds"][0]
+    assert set(s["runs"]) == {"cold", "warm", "warm_rescaled"}
+    assert 0 <= s["error_at_high"]["rescaled"] <= 1 and "as_is+bn" in s["cold_at_low"]
+    assert (out / "multiscale.png").stat().st_size > 0
+    assert "How little this shows" in (out / "multiscale.md").read_text()
