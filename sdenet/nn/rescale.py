@@ -173,8 +173,8 @@ def rescale(model: nn.Module, factor: float, order: int | None = None) -> nn.Mod
     ``order`` (default None: every moment): only moments of total order ``≤ order`` are
     rescaled; higher ones are kept as they are, i.e. read as tied to the grid (like a
     numerical dissipation ``c h^n ∂^n``) rather than as part of the operator. ``order=0`` is
-    the network used as it is; ``order=2`` keeps every operator of order ≤ 2 (still O(h²) on
-    smooth images when the kernel's higher parts are grid-tied). The round trip
+    the network used as it is; ``order=2`` keeps the part of order ≤ 2 (identity, gradient,
+    Hessian) as an operator and the rest at the grid's scale. The round trip
     ``rescale(rescale(m, f, order), 1/f, order)`` is the identity for every ``order``.
 
     Prolongation by large factors of large kernels is ill-conditioned: ``T`` has condition
