@@ -35,6 +35,12 @@ def register(subparsers) -> None:
                    help="use only the first N test images")
     p.add_argument("--data-root", default=None, metavar="DIR")
     p.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo draws")
+    p.add_argument("--resolution", type=positive_int, default=None, metavar="R",
+                   help="test on images area-downsampled to height R (default: the resolution "
+                        "the network was trained at)")
+    p.add_argument("--rescale", action="store_true",
+                   help="carry the network's kernels from its training resolution to R first "
+                        "(sdenet.nn.rescale); without it they are applied as they are")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     add_threads_option(p, None, "CPU threads for torch (torch.set_num_threads)")
     p.set_defaults(func=run)
@@ -46,11 +52,15 @@ def run(args) -> int:
     apply_threads(args)
     r = evaluate(args.checkpoint, dataset=args.dataset, samples=args.samples, device=args.device,
                  batch_size=args.batch_size, limit_test=args.limit_test,
-                 data_root=args.data_root, seed=args.seed, model=args.model)
+                 data_root=args.data_root, seed=args.seed, model=args.model,
+                 resolution=args.resolution, rescale=args.rescale)
     if args.json:
         print(json.dumps(r))
         return 0
     print(f"{r['model']} (epoch {r['epoch']}) on {r['dataset']}: {r['n_test']} test images")
+    if r.get("resolution") is not None and r["resolution"] != r.get("trained_resolution"):
+        how = "kernels rescaled" if r.get("rescaled") else "kernels as they are"
+        print(f"  at resolution {r['resolution']} (trained at {r['trained_resolution']}; {how})")
     print(f"  test error (drift only): {100 * r['test_error']:.2f}% +- "
           f"{100 * r['test_error_se']:.2f}%   loss {r['test_loss']:.4f}")
     if "test_error_mc" in r:

@@ -106,6 +106,15 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=None, metavar="DIR",
                    help="run folder (default: runs/<model>-<dataset>-<timestamp>)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--resolution", type=positive_int, default=None, metavar="R",
+                   help="train and test on images area-downsampled to height R on the device "
+                        "(R must divide the image size; crop padding scaled by R/size)")
+    p.add_argument("--init", default=None, metavar="CHECKPOINT",
+                   help="warm start: begin with the weights of CHECKPOINT (a .pt file or a run "
+                        "folder; same architecture), with a fresh optimizer and schedule")
+    p.add_argument("--rescale", action="store_true",
+                   help="with --init: carry the kernels from the resolution CHECKPOINT was "
+                        "trained at to this run's (sdenet.nn.rescale, Haber et al.)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its last.pt, exactly")
     p.add_argument("--compile", action="store_true", help="run the model through torch.compile")
@@ -144,11 +153,13 @@ def run(args) -> int:
     if args.resume:
         given = [k for k in ("epochs", "batch_size", "lr", "dt", "p_L", "mode", "preset",
                              "out", "momentum", "weight_decay", "limit_train", "limit_test",
-                             "refine", "multilevel", "p_schedule")
+                             "refine", "multilevel", "p_schedule", "resolution", "init")
                  if getattr(args, k) is not None]
         if given:
             raise UsageError(f"train: --resume continues a run with its own settings; drop "
                              f"{', '.join('--' + g.replace('_', '-') for g in given)}")
+        if args.rescale:
+            raise UsageError("train: --resume continues a run with its own settings; drop --rescale")
         kw = dict(resume=args.resume, device=args.device, quiet=args.quiet,
                   data_root=args.data_root)
         if args.model:
@@ -156,6 +167,8 @@ def run(args) -> int:
     else:
         if not args.model:
             raise UsageError("train: --model is required (see: sdenet models)")
+        if args.rescale and not args.init:
+            raise UsageError("train: --rescale rescales the weights of --init; give --init CHECKPOINT")
         kw = dict(model=args.model, dataset=args.dataset, preset=args.preset, epochs=args.epochs,
                   batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                   weight_decay=args.weight_decay, dt=args.dt, p_L=args.p_L, mode=args.mode,
@@ -163,7 +176,8 @@ def run(args) -> int:
                   compile=args.compile, weak_K=args.weak_K, strict_weak=args.strict_weak,
                   mc_samples=args.mc_samples, limit_train=args.limit_train,
                   limit_test=args.limit_test, data_root=args.data_root,
-                  download=args.download, quiet=args.quiet, command=command)
+                  download=args.download, quiet=args.quiet, command=command,
+                  resolution=args.resolution, init=args.init, init_rescale=args.rescale)
         overrides = {}
         if args.refine is not None:  # fixed T: the model's dt goes in before refinement
             overrides["refine"] = args.refine

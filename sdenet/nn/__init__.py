@@ -12,6 +12,8 @@
 * the registry (:mod:`sdenet.nn.models`, public as :mod:`sdenet.models`) and
   :func:`to_lm` (:mod:`sdenet.nn.transform`);
 * depth as a step size (:mod:`sdenet.nn.refine`): :func:`refine` and :func:`coarsen` at fixed T.
+* :func:`rescale` (:mod:`sdenet.nn.rescale`): carry a network's kernels to another image
+  resolution (Haber et al.).
 """
 
 from . import blocks
@@ -31,6 +33,7 @@ from .network import Layer, Network, lm_coefficients, mc_predict, reset_weak_sta
 from .stage import Stage, Transition, lm_stage, mean_scheme, noise_on, set_generator
 from .transform import to_lm
 from .refine import coarsen, refine
+from .rescale import rescale
 
 __all__ = [
     "blocks", "PreActBasic", "PostActBasic", "PreActBottleneck", "PostActBottleneck", "ShakeBranch",
@@ -39,4 +42,5 @@ __all__ = [
     "Stage", "Transition", "lm_stage", "mean_scheme", "noise_on", "set_generator",
     "Layer", "Network", "lm_coefficients", "weak_report", "reset_weak_stats", "mc_predict",
     "to_lm", "refine", "coarsen",
+    "rescale",
 ]

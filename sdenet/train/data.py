@@ -64,6 +64,9 @@ __all__ = [
     "load_dataset",
     "make_loaders",
     "imagefolder_loaders",
+    "check_resolution",
+    "downsample",
+    "scaled_pad",
     "SAMPLE_PATH",
     "CIFAR10_CLASSES",
     "IMAGENET_MEAN",
@@ -661,6 +664,56 @@ def augment_batch(x_uint8_nchw: Tensor, generator: torch.Generator, pad: int = 4
 
 
 # --------------------------------------------------------------------------------------------
+# Resolution (Haber et al.: train on coarser images, move the network across resolutions)
+# --------------------------------------------------------------------------------------------
+
+
+def check_resolution(resolution, height: int, width: int) -> int:
+    """The integer area-downsampling factor ``s = height / resolution`` for images of
+    ``height × width``; ValueError unless ``resolution`` is a positive integer that divides
+    ``height`` with ``s`` dividing ``width`` too (``resolution`` is the new height)."""
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 1:
+        raise ValueError(f"resolution must be a positive integer (the new image height), got "
+                         f"{resolution!r}")
+    r = int(resolution)
+    if r > height:
+        raise ValueError(f"resolution {r} is larger than the images ({height}x{width}); area "
+                         f"downsampling only goes down")
+    if height % r or width % (height // r):
+        ok = [d for d in range(1, height + 1) if height % d == 0 and width % (height // d) == 0]
+        raise ValueError(f"resolution {r} does not divide the images' {height}x{width} into whole "
+                         f"pixels; choose one of {', '.join(map(str, ok))}")
+    return height // r
+
+
+def downsample(x_uint8_nchw: Tensor, resolution: int) -> Tensor:
+    """Area downsampling of a uint8 ``(N, C, H, W)`` batch to height ``resolution`` on its own
+    device: each new pixel is the mean of an ``s × s`` block (``s = H / resolution``), rounded
+    back to uint8 (an error of at most 1/510 of the range). ``resolution == H`` returns ``x``."""
+    if not isinstance(x_uint8_nchw, Tensor) or x_uint8_nchw.ndim != 4:
+        raise ValueError(f"downsample: expected a (N, C, H, W) tensor, got "
+                         f"{tuple(getattr(x_uint8_nchw, 'shape', ()))}")
+    s = check_resolution(resolution, x_uint8_nchw.shape[2], x_uint8_nchw.shape[3])
+    if s == 1:
+        return x_uint8_nchw
+    out = torch.empty((*x_uint8_nchw.shape[:2], x_uint8_nchw.shape[2] // s,
+                       x_uint8_nchw.shape[3] // s), dtype=torch.uint8, device=x_uint8_nchw.device)
+    step = 4096  # in chunks: the float copy of a whole CIFAR split would be 600 MB
+    for i in range(0, len(x_uint8_nchw), step):
+        xb = x_uint8_nchw[i:i + step].to(torch.float32)
+        out[i:i + step] = torch.nn.functional.avg_pool2d(xb, s).round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def scaled_pad(pad: int, height: int, resolution: int | None) -> int:
+    """The crop padding for images downsampled from ``height`` to ``resolution``: ``pad`` scaled
+    by ``resolution / height`` and rounded half up (4 pixels at 32 → 2 at 16, 1 at 8)."""
+    if resolution is None:
+        return int(pad)
+    return int(math.floor(pad * resolution / height + 0.5))
+
+
+# --------------------------------------------------------------------------------------------
 # Loaders
 # --------------------------------------------------------------------------------------------
 
@@ -691,7 +744,7 @@ class DeviceLoader:
                  dtype: torch.dtype = torch.float32, seed: int = 0, drop_last: bool | None = None,
                  channels_last: bool = False, rank: int = 0, world_size: int = 1,
                  augment: bool | None = None, shuffle: bool | None = None, pad: int = 4,
-                 flip: bool = True):
+                 flip: bool = True, resolution: int | None = None):
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if int(world_size) < 1 or not 0 <= int(rank) < int(world_size):
@@ -728,6 +781,8 @@ class DeviceLoader:
                              f"{list(mean)}, {list(std)}")
         # the split, once, on the device; channels first for the gather in crop_flip
         self.images = x.to(self.device).permute(0, 3, 1, 2).contiguous()
+        if resolution is not None:  # area-downsampled once, on the device (see downsample)
+            self.images = downsample(self.images, resolution)
         self.labels = y.to(self.device)
         self._work = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
         self._scale = (1.0 / (255.0 * std_t)).reshape(1, c, 1, 1).to(self.device, self._work)
@@ -807,13 +862,23 @@ class DeviceLoader:
 
 def make_loaders(ds: ArrayDataset, *, batch_size: int, device, seed: int,
                  dtype: torch.dtype = torch.float32, channels_last: bool = False, rank: int = 0,
-                 world_size: int = 1, eval_batch_size: int | None = None
-                 ) -> tuple[DeviceLoader, DeviceLoader]:
+                 world_size: int = 1, eval_batch_size: int | None = None,
+                 resolution: int | None = None) -> tuple[DeviceLoader, DeviceLoader]:
     """(train, test) loaders for ``ds``: training shuffles, augments and drops the last partial
-    batch; testing does none of these and covers every test image once across the ranks."""
+    batch; testing does none of these and covers every test image once across the ranks.
+
+    ``resolution``: both splits area-downsampled to that height once on the device
+    (:func:`downsample`), the crop padding scaled with it (:func:`scaled_pad`); the
+    normalisation keeps the full-resolution statistics (area averaging keeps the mean), so a
+    network sees the same input scale at every resolution."""
+    _, h, w = ds.image_shape
+    if resolution is not None:
+        check_resolution(resolution, h, w)
     common = dict(mean=ds.mean, std=ds.std, device=device, dtype=dtype, seed=seed,
-                  channels_last=channels_last, rank=rank, world_size=world_size)
-    train = DeviceLoader(ds.x_train, ds.y_train, batch_size=batch_size, train=True, **common)
+                  channels_last=channels_last, rank=rank, world_size=world_size,
+                  resolution=resolution)
+    train = DeviceLoader(ds.x_train, ds.y_train, batch_size=batch_size, train=True,
+                         pad=scaled_pad(4, h, resolution), **common)
     test = DeviceLoader(ds.x_test, ds.y_test, batch_size=eval_batch_size or batch_size,
                         train=False, **common)
     return train, test

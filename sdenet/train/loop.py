@@ -98,9 +98,13 @@ class TrainConfig:
     mc_samples:       Monte Carlo draws for the final test error of a stochastic network (0: none).
     resume:           a run folder to continue from its ``last.pt`` (the rest of the config
                       comes from the checkpoint; ``device``, ``quiet`` apply).
-    init:             a checkpoint-format file whose ``model`` state (and optional
-                      ``momentum``: parameter name -> SGD momentum buffer) starts a new run
-                      instead of a random initialisation (multilevel training's cycles).
+    resolution:       train and test on images area-downsampled to this height, on the device
+                      (:func:`sdenet.train.data.downsample`; crop padding scaled with it).
+    init, init_rescale: start from the weights of a checkpoint (a warm start: fresh optimizer
+                      and schedule; a file from multilevel training may also carry
+                      ``momentum``: parameter name -> SGD momentum buffer); ``init_rescale`` carries its kernels from the resolution it
+                      was trained at to this run's with :func:`sdenet.nn.rescale`
+                      (:mod:`sdenet.train.multiscale`).
     """
 
     model: str = "tiny_resnet"
@@ -133,7 +137,9 @@ class TrainConfig:
     download: bool = False
     resume: str | None = None
     command: str | None = None
+    resolution: int | None = None
     init: str | None = None
+    init_rescale: bool = False
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -506,6 +512,9 @@ def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
     _positive_int("limit_train", cfg.limit_train)
     _positive_int("limit_test", cfg.limit_test)
     _positive_int("eval_batch_size", cfg.eval_batch_size)
+    _positive_int("resolution", cfg.resolution)
+    if cfg.init_rescale and not cfg.init:
+        raise ValueError("init_rescale rescales the weights of init; give init (a checkpoint)")
     if cfg.mode is not None and cfg.mode not in ("sample", "batch"):
         raise ValueError(f"mode must be 'sample' or 'batch', got {cfg.mode!r}")
     overrides = dict(cfg.overrides or {})
@@ -557,7 +566,9 @@ def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
         "command": cfg.command if cfg.command is not None else " ".join(
             shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]),
         "run_dir": None,
+        "resolution": cfg.resolution,
         "init": None if cfg.init is None else str(cfg.init),
+        "init_rescale": bool(cfg.init_rescale),
     }
 
 
@@ -884,7 +895,11 @@ class _Trainer:
         loader_kw = dict(batch_size=rc["batch_size"] // dist.world_size, device=device, seed=rc["seed"],
                          channels_last=rc["channels_last"], rank=dist.rank, world_size=dist.world_size,
                          eval_batch_size=rc.get("eval_batch_size"))
+        native = None  # the data's image height (arrays only)
         if is_image_folder(rc["dataset"]):
+            if rc.get("resolution") is not None:
+                raise ValueError(f"{rc['dataset']}: resolution applies to CIFAR-style arrays, "
+                                 f"not to image folders")
             self.train_loader, self.test_loader = _image_folder_loaders(
                 rc["dataset"], limit_train=rc.get("limit_train"), limit_test=rc.get("limit_test"),
                 **loader_kw)
@@ -902,7 +917,11 @@ class _Trainer:
             self.image_shape = tuple(int(v) for v in ds.x_train.shape[1:])  # H, W, C
             from .data import make_loaders
 
-            self.train_loader, self.test_loader = make_loaders(ds, **loader_kw)
+            self.train_loader, self.test_loader = make_loaders(
+                ds, resolution=rc.get("resolution"), **loader_kw)
+            native = ds.image_shape[1]
+            if rc.get("resolution") is None:
+                rc["resolution"] = native
         if rc.get("num_classes") not in (None, num_classes):
             raise ValueError(f"{rc['dataset']}: {num_classes} classes, but the checkpoint was "
                              f"trained on {rc['num_classes']}")
@@ -910,6 +929,11 @@ class _Trainer:
 
         torch.manual_seed(rc["seed"])
         model = _create_model(rc["model"], num_classes, dict(rc["model_overrides"]))
+        if self.ckpt is None and rc.get("init"):  # warm start (sdenet.train.multiscale)
+            from .multiscale import init_weights
+
+            rc.update(init_weights(model, rc["init"], resolution=rc["resolution"], native=native,
+                                   rescale=bool(rc.get("init_rescale"))))
         model = model.to(device)
         if rc["channels_last"]:
             model = model.to(memory_format=torch.channels_last)
@@ -1000,19 +1024,21 @@ class _Trainer:
             self.fwd_eval = self.fwd_train if dist.world_size == 1 else model
 
     def _init_from(self, path):
-        """Weights (and SGD momentum by parameter name) from a checkpoint-format file."""
+        """SGD momentum by parameter name from a warm-start file (multilevel training's cycles
+        carry it). The weights themselves were loaded, and rescaled if asked, by
+        :func:`sdenet.train.multiscale.init_weights` when the model was built."""
         init = ck.load_checkpoint(path)
-        try:
-            self.model.load_state_dict(init["model"])
-        except RuntimeError as e:
-            raise ValueError(f"{path}: its weights do not fit {self.rc['model']} with "
-                             f"{self.rc['model_overrides']}: {e}") from None
         momentum = init.get("momentum") or {}
+        if not isinstance(momentum, dict):
+            raise ValueError(f"{path}: its 'momentum' entry is not a dict of tensors")
         if momentum and self.rc["momentum"] > 0:
             for name, p in self.model.named_parameters():
                 buf = momentum.get(name)
-                if buf is not None:
-                    self.optimizer.state[p]["momentum_buffer"] = buf.to(p.device, p.dtype).clone()
+                if buf is None:
+                    continue
+                if not isinstance(buf, torch.Tensor) or tuple(buf.shape) != tuple(p.shape):
+                    raise ValueError(f"{path}: its momentum of {name} does not fit the model")
+                self.optimizer.state[p]["momentum_buffer"] = buf.to(p.device, p.dtype).clone()
 
     # -- condition (5) --------------------------------------------------------------------
     def _check_weak(self, report, warned: set):
@@ -1338,7 +1364,8 @@ def _eval_precision(rc: dict, dev: torch.device) -> tuple[bool, bool]:
 
 def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = None,
              device="auto", batch_size: int | None = None, limit_test: int | None = None,
-             data_root=None, seed: int = 0, model: str | None = None) -> dict:
+             data_root=None, seed: int = 0, model: str | None = None,
+             resolution: int | None = None, rescale: bool = False) -> dict:
     """Test error of a saved network.
 
     The checkpoint's config names the model and dataset (``dataset`` overrides). Returns
@@ -1355,6 +1382,10 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
     A checkpoint of a user's network (``package.module:factory``) is evaluated only when
     ``model`` names the same spec: importing a module runs its code, and a file does not get to
     choose which module is imported.
+
+    ``resolution``: the test images' height (area-downsampled; default: the resolution the
+    network was trained at); ``rescale``: carry the kernels from that resolution to
+    ``resolution`` first (:func:`sdenet.nn.rescale`), else they are applied as they are.
     """
     samples = None if samples is None else int(_number("samples", samples, lo=0.0, allow_none=False))
     if samples is not None and samples > MAX_MC_SAMPLES:
@@ -1379,8 +1410,13 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
     spec = dataset or rc.get("dataset")
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"{path}: the checkpoint's config names no dataset; give --dataset")
+    _positive_int("resolution", resolution)
+    r0 = res = None
     eval_batch = batch_size or rc.get("eval_batch_size") or max(rc.get("batch_size", 128), 256)
     if is_image_folder(spec):
+        if resolution is not None or rescale:
+            raise ValueError(f"{spec}: resolution and rescale apply to CIFAR-style arrays, not "
+                             f"to image folders")
         _, loader = _image_folder_loaders(spec, limit_test=limit_test, batch_size=eval_batch,
                                           device=dev, seed=seed)
         num_classes = loader.num_classes
@@ -1391,9 +1427,14 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
         x_test, y_test = ds.x_test, ds.y_test
         if limit_test is not None:
             x_test, y_test = x_test[:limit_test], y_test[:limit_test]
+        from .multiscale import checkpoint_resolution
+
+        r0 = checkpoint_resolution(c, ds.image_shape[1])
+        res = r0 if resolution is None else resolution
         # normalise with the statistics of the training data the network saw
         loader = DeviceLoader(x_test, y_test, batch_size=eval_batch, train=False, mean=ds.mean,
-                              std=ds.std, device=dev, seed=seed, channels_last=_eval_precision(rc, dev)[1])
+                              std=ds.std, device=dev, seed=seed, resolution=res,
+                              channels_last=_eval_precision(rc, dev)[1])
     if rc.get("num_classes") not in (None, num_classes):
         raise ValueError(f"{spec}: {num_classes} classes, but {checkpoint} was trained on "
                          f"{rc['num_classes']}")
@@ -1407,6 +1448,10 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
         raise ValueError(f"{path}: its weights do not load into {spec_model!r} "
                          f"({type(e).__name__}: {_first_line(e)})") from None
     amp, channels_last = _eval_precision(rc, dev)
+    if rescale and res != r0:
+        from ..nn import rescale as rescale_model
+
+        model = rescale_model(model, res / r0)
     model.to(dev).eval()
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -1429,6 +1474,9 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
         "stochastic": stochastic,
         "device": str(dev),
         "hardware": describe(dev),
+        "resolution": res,
+        "trained_resolution": r0,
+        "rescaled": bool(rescale and res != r0),
     }
     if samples is None:
         samples = 10 if stochastic else 0

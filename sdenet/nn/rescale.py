@@ -1,0 +1,203 @@
+"""Move a trained network between image resolutions (Haber, Ruthotto, Holtham, *Learning across
+scales — multiscale methods for convolution neural networks*, AAAI 2018, arXiv:1703.02009).
+
+A convolution is read as a discretised differential operator. A kernel ``w`` of ``k`` taps
+(offsets ``j = −r … r``, ``r = (k − 1)/2``), applied by cross-correlation on a grid of spacing
+``h``, acts on a smooth image ``u`` as (Taylor expansion of ``u(x + j h)``)::
+
+    Σ_j w_j u(x + j h) = Σ_{q=0}^{k−1} m_q h^q ∂^q u(x) + O(h^k),    m_q = Σ_j w_j j^q / q!
+
+so the kernel is the operator ``L = Σ_q m_q h^q ∂^q``: its moment ``m_0`` is the order-0 part
+(mean/identity), ``m_1`` the first-difference part, ``m_2`` the second-difference part, and
+so on. The ``k`` moments determine the ``k`` taps (a Vandermonde system), so this is a change
+of basis, not an approximation. To keep the *same operator* ``L`` on the grid of spacing
+``h' = h / factor`` (``factor = 2``: twice the resolution, a prolongation; ``factor = ½``: half,
+a restriction) the moments are re-weighted::
+
+    m'_q = factor^q · m_q,        i.e.   w' = T_factor w,   T_factor = V⁻¹ diag(factor^q) V,
+
+with ``V_{qj} = j^q / q!``. A 2-D kernel ``W`` (``k_h × k_w``) is transformed along each axis,
+``W' = T W Tᵀ``: the moment of order ``(p, q)`` (the ``h^{p+q} ∂x^p ∂y^q`` part) is scaled by
+``factor^{p+q}``. For the 3×3 kernels of a CIFAR ResNet this is the decomposition in the
+stencils ``[0, 1, 0]`` (order 0, kept), ``[−1, 0, 1]/2`` (order 1, ×factor) and ``[1, −2, 1]``
+(order 2, ×factor²) along each axis. Properties:
+
+* exact on polynomials: for ``u`` of degree ``< k`` per axis the rescaled kernel on the new
+  grid gives the same ``L u`` as the original on the old grid;
+* for a smooth image the outputs agree to ``O(h²)`` (central stencils are second order);
+* ``T_{1/f} T_f = I``: ``rescale(rescale(m, f), 1/f)`` gives ``m``'s weights back (to
+  rounding); ``T_1 = I``;
+* 1×1 convolutions (order 0 only), biases, batch norm, linear layers are untouched.
+
+Haber et al. build the coarse-grid operator as the Galerkin product ``R K_h P`` (linear
+interpolation ``P``, full weighting ``R = ½Pᵀ`` per axis). Per axis that product maps
+``[−1, 0, 1]/2 → ½·[−1, 0, 1]/2`` and ``[1, −2, 1] → ¼·[1, −2, 1]``, exactly the moment map
+at factor ½, but ``[0, 1, 0] → [⅛, ¾, ⅛]``: it also smooths the order-0 part (``R P ≠ I``),
+so it has no exact inverse on 3×3 stencils. The moment form chosen here is exactly invertible
+(the round trip is the identity) and works for any kernel size and any positive factor.
+
+What else in a network depends on the resolution, and what :func:`rescale` does to it:
+
+* strides and dilation: a strided convolution is still a stencil on its *input* grid, so it
+  is rescaled the same way (its output grid scales with its input); the dilation cancels out
+  of ``T``. Zero padding: the operator reading holds in the interior; the boundary layer is
+  one pixel at either resolution.
+* the head: sdenet networks (and torchvision ResNets) end with a global average over the
+  feature map, which accepts any size and averages the same continuous feature at any
+  resolution — left as is. A head that flattens a fixed-size map into a linear layer would be
+  resolution dependent; :func:`rescale` changes no linear layer, so such a model accepts only
+  its own size.
+* batch norm: the running mean and variance are statistics of feature maps that, once the
+  kernels keep their operators, are samples of the same continuous features, so they are
+  kept (they agree up to the discretisation error and the image content at the new scale).
+* parameter-free pooling (max/average pools) and the PadShortcut's subsampling are kept.
+* the smallest usable resolution is the product of the strides (each feature map must keep
+  at least one pixel).
+
+Prolongation amplifies the high-order moments (``factor^{p+q}``, up to ×16 for the ``∂x²∂y²``
+part of a 3×3 kernel at factor 2): a kernel that is not operator-like (a pixel-scale detector)
+is mapped to the operator it discretises, which is what this reading asks for, not
+necessarily what classifies best; ``experiments/multiscale.py`` measures it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+
+import torch
+from torch import nn
+
+__all__ = ["rescale", "rescale_kernel", "moment_transform"]
+
+
+def _check_factor(factor, where: str) -> float:
+    if isinstance(factor, bool) or not isinstance(factor, numbers.Real):
+        raise ValueError(f"{where}: factor must be a positive number (2 prolongs to twice the "
+                         f"resolution, 0.5 restricts to half), got {factor!r}")
+    f = float(factor)
+    if not math.isfinite(f) or f <= 0:
+        raise ValueError(f"{where}: factor must be a positive finite number (2 prolongs to "
+                         f"twice the resolution, 0.5 restricts to half), got {factor!r}")
+    return f
+
+
+def moment_transform(k: int, factor: float, dtype=torch.float64) -> torch.Tensor:
+    """``T = V⁻¹ diag(factor^q) V`` (``k × k``) with ``V_{qj} = j^q / q!`` for the centred
+    offsets ``j = i − (k − 1)/2``: the map of a ``k``-tap stencil at spacing ``h`` to the stencil
+    of the same operator at spacing ``h / factor``."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"moment_transform: k must be a positive integer, got {k!r}")
+    f = _check_factor(factor, "moment_transform")
+    j = torch.arange(k, dtype=torch.float64) - (k - 1) / 2
+    q = torch.arange(k, dtype=torch.float64)
+    fact = torch.exp(torch.lgamma(q + 1))
+    V = j[None, :] ** q[:, None] / fact[:, None]
+    V[0, :] = 1.0  # 0**0
+    D = torch.diag(f ** q)
+    T = torch.linalg.solve(V, D @ V)
+    return T.to(dtype)
+
+
+def _moment_matrix(k: int) -> torch.Tensor:
+    j = torch.arange(k, dtype=torch.float64) - (k - 1) / 2
+    q = torch.arange(k, dtype=torch.float64)
+    V = j[None, :] ** q[:, None] / torch.exp(torch.lgamma(q + 1))[:, None]
+    V[0, :] = 1.0  # 0**0
+    return V
+
+
+def _check_order(order, where: str):
+    if order is None:
+        return None
+    if isinstance(order, bool) or not isinstance(order, numbers.Integral) or order < 0:
+        raise ValueError(f"{where}: order must be None (every moment) or an integer >= 0, got "
+                         f"{order!r}")
+    return int(order)
+
+
+def rescale_kernel(weight: torch.Tensor, factor: float, order: int | None = None) -> torch.Tensor:
+    """The kernel ``weight`` (``(C_out, C_in/groups, k_1, …, k_d)``, cross-correlation as in
+    ``torch.nn.Conv{d}d``) re-weighted for a grid ``factor`` times finer: the moment of orders
+    ``(q_1, …, q_d)`` is multiplied by ``factor^{q_1+…+q_d}`` (computed in float64, returned
+    in ``weight``'s dtype). ``order``: moments of total order above it are kept as they are
+    (read as tied to the grid, see :func:`rescale`); None scales every moment."""
+    f = _check_factor(factor, "rescale_kernel")
+    cap = _check_order(order, "rescale_kernel")
+    if not isinstance(weight, torch.Tensor) or weight.dim() < 3:
+        raise ValueError(f"rescale_kernel: expected a convolution weight (C_out, C_in, k...), "
+                         f"got {getattr(weight, 'shape', type(weight).__name__)}")
+    w = weight.detach().to(torch.float64)
+    axes = [a for a in range(2, w.dim()) if w.shape[a] > 1]
+    if cap is None:  # separable: T = V^-1 diag(f^q) V along each axis
+        for axis in axes:
+            T = moment_transform(w.shape[axis], f).to(w.device)
+            w = torch.movedim(torch.tensordot(w, T, dims=([axis], [1])), -1, axis)
+        return w.to(weight.dtype)
+    # moments M = V w along every axis, scaled by f^(total order) up to the cap, mapped back
+    total = torch.zeros([w.shape[a] if a in axes else 1 for a in range(2, w.dim())],
+                        dtype=torch.float64)
+    for i, axis in enumerate(axes):
+        V = _moment_matrix(w.shape[axis]).to(w.device)
+        w = torch.movedim(torch.tensordot(w, V, dims=([axis], [1])), -1, axis)
+        shape = [1] * total.dim()
+        shape[axis - 2] = w.shape[axis]
+        total = total + torch.arange(w.shape[axis], dtype=torch.float64).reshape(shape)
+    scale = torch.where(total <= cap, f ** total, torch.ones_like(total)).to(w.device)
+    w = w * scale
+    for axis in axes:
+        Vinv = torch.linalg.inv(_moment_matrix(w.shape[axis])).to(w.device)
+        w = torch.movedim(torch.tensordot(w, Vinv, dims=([axis], [1])), -1, axis)
+    return w.to(weight.dtype)
+
+
+def _convs(model: nn.Module):
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.conv._ConvNd):
+            yield name, m
+
+
+def rescale(model: nn.Module, factor: float, order: int | None = None) -> nn.Module:
+    """A copy of ``model`` for images ``factor`` times the resolution it was trained on
+    (``factor = 2``: 16×16 → 32×32, a prolongation; ``factor = 0.5``: 32×32 → 16×16, a
+    restriction; any positive factor works, 1 is a plain copy).
+
+    Every convolution kernel ``W`` (``nn.Conv1d/2d/3d``, any size, stride, dilation, groups)
+    becomes ``W' = T W Tᵀ`` per spatial axis with ``T = V⁻¹ diag(factor^q) V``: the moment of
+    order ``q`` of the stencil (the ``h^q ∂^q`` part of the operator it discretises) is
+    multiplied by ``factor^q`` so that the operator stays the same on the grid of spacing
+    ``h / factor`` (module docstring: the derivation, and what happens to heads, strides and
+    batch norm). Everything else is copied unchanged. ``model`` itself is not modified.
+
+    ``order`` (default None: every moment): only moments of total order ``≤ order`` are
+    rescaled; higher ones are kept as they are, i.e. read as tied to the grid (like a
+    numerical dissipation ``c h^n ∂^n``) rather than as part of the operator. ``order=0`` is
+    the network used as it is; ``order=2`` keeps the part of order ≤ 2 (identity, gradient,
+    Hessian) as an operator and the rest at the grid's scale. The round trip
+    ``rescale(rescale(m, f, order), 1/f, order)`` is the identity for every ``order``.
+
+    Prolongation by large factors of large kernels is ill-conditioned: ``T`` has condition
+    number of order ``factor^(k−1)`` per axis (4⁶ for a 7×7 kernel at factor 4), so a round
+    trip in float32 keeps fewer digits there.
+
+    Raises ValueError for a factor that is not a positive finite number, a model with no
+    convolution, or a transposed convolution (not a stencil on its input grid).
+    """
+    f = _check_factor(factor, "rescale")
+    cap = _check_order(order, "rescale")
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"rescale: expected a torch.nn.Module, got {type(model).__name__}")
+    convs = list(_convs(model))
+    if not convs:
+        raise ValueError(f"rescale: {type(model).__name__} has no convolution, so there is "
+                         f"nothing to carry to another resolution")
+    bad = [name or type(m).__name__ for name, m in convs if m.transposed]
+    if bad:
+        raise ValueError(f"rescale: transposed convolution(s) {', '.join(bad[:4])} are not "
+                         f"supported (only stencils on their input grid: nn.Conv1d/2d/3d)")
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        for _, m in _convs(out):
+            m.weight.copy_(rescale_kernel(m.weight, f, cap))
+    return out
