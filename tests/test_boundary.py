@@ -177,12 +177,13 @@ def test_transition_refuses_a_branch_that_does_not_fit_its_shortcut():
         tr(torch.randn(2, 4, 6, 6))
 
 
-@pytest.mark.parametrize("name", ["tiny_resnet", "tiny_lm_resnet", "tiny_sd_resnet", "tiny_lm_sd_resnet",
-                                  "tiny_shake_shake", "revnet"])
-def test_network_forward_is_bit_for_bit_the_unchecked_one(name):
+@pytest.mark.parametrize("name,kw", [("tiny_resnet", {}), ("tiny_lm_resnet", {}), ("tiny_sd_resnet", {}),
+                                     ("tiny_sd_resnet", {"mode": "batch"}), ("tiny_lm_sd_resnet", {}),
+                                     ("tiny_shake_shake", {}), ("revnet", {}), ("polynet", {}), ("fractalnet", {})])
+def test_network_forward_is_bit_for_bit_the_unchecked_one(name, kw):
     """The first (checked) call and a later (unchecked) call give the same bits, noise included."""
     torch.manual_seed(0)
-    net = models.create(name, num_classes=10)
+    net = models.create(name, num_classes=10, **kw)
     x = torch.randn(4, 3, 32, 32, generator=gen(3))
     stages = [m for m in net.modules() if isinstance(m, snn.Stage)]
     assert stages and not any(s._boundary_checked for s in stages)

@@ -1,38 +1,42 @@
 """Cost of the API boundary (first-step checks, ``t`` as a tensor) against a reference tree.
 
-The same worker runs under two source trees, in separate processes, interleaved (the order
-alternates every round): ``--base DIR`` (a copy of the package before the change, e.g.
-``git archive <commit> sdenet | tar -x -C DIR``) and this checkout. Each worker times
+``--base DIR`` is a folder holding the package as it was before the change (e.g.
+``mkdir DIR && git archive <commit> sdenet | tar -x -C DIR``). The script copies it under the
+name ``sdenet_base`` (the package imports itself only relatively) and imports it next to
+this checkout's ``sdenet``, in one process, so both run on the same interpreter, allocator
+and caches. Cases:
 
 * ``integrate`` of the OU equation ``dX = −X dt + 0.5 dW`` (an ``SDEField`` whose callables
   ignore ``t``), weak Euler with Rademacher increments, 100 steps, float32, at 1 and 10⁵
   paths;
 * the same with a drift that uses ``t`` the torchsde way, ``torch.sqrt(1 + t)`` (this tree
-  only: the reference tree passes a float, which ``torch.sqrt`` refuses);
-* one eval-mode forward pass of ResNet-20 and LM-ResNet-20 (Δt = 1), batch 32;
+  only: the reference hands ``t`` as a float, which ``torch.sqrt`` refuses);
+* one eval-mode forward pass of ResNet-20 and LM-ResNet-20 (Δt = 1), batch 32.
 
-and writes its outputs, so the script also checks that every result is bit for bit the
-reference's. Reported: the median over rounds of each worker's median time, and the median
-of the per-round ratios (this tree / reference).
+Each round times both trees on every case (median of ``--repeats`` calls, fewer for the big
+cases), the order alternating from round to round; reported are the median times over the
+rounds and the median of the per-round ratios (this tree / reference). Outputs of the two
+trees are compared bit for bit (same generator seeds, same weights).
 
-Usage::
-
-    python experiments/benchmarks/api_overhead.py --base /tmp/sdenet-base --rounds 5
+    python experiments/benchmarks/api_overhead.py --base /tmp/sdenet-base --rounds 7
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
+import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 
 def _median_time(fn, repeats):
@@ -45,98 +49,103 @@ def _median_time(fn, repeats):
     return statistics.median(times)
 
 
-def worker(out_path: str, repeats: int):
-    import torch
-
-    import sdenet as sn
-    import sdenet.models as models
-
-    torch.set_num_threads(1)
-    res, outs = {}, {}
+def cases(sn, models, torch, repeats):
+    """{name: (callable, repeats)} for one tree; the callables return their outputs."""
+    out = {}
     field = sn.SDEField(lambda t, x: -x, lambda t, x: torch.full_like(x, 0.5), noise="diagonal")
+    tfield = sn.SDEField(lambda t, x: -torch.sqrt(1 + t) * x, lambda t, x: torch.full_like(x, 0.5))
     scheme = sn.WeakEuler(sn.Rademacher())
     for paths in (1, 100_000):
         x0 = torch.ones(paths, 1)
+        r = repeats if paths == 1 else max(3, repeats // 20)
 
-        def run(field=field, x0=x0):
-            return sn.integrate(field, scheme, x0, dt=2.0**-7, steps=100, generator=torch.Generator().manual_seed(0))
+        def run(f=field, x0=x0):
+            return sn.integrate(f, scheme, x0, dt=2.0**-7, steps=100, generator=torch.Generator().manual_seed(0))
 
-        res[f"integrate, {paths} path(s)"] = _median_time(run, repeats if paths == 1 else max(3, repeats // 10))
-        outs[f"integrate {paths}"] = run()
+        out[f"integrate, {paths} path(s)"] = (run, r)
         try:
-            tfield = sn.SDEField(lambda t, x: -torch.sqrt(1 + t) * x, lambda t, x: torch.full_like(x, 0.5))
             run(tfield)
-            res[f"integrate, drift sqrt(1+t), {paths} path(s)"] = _median_time(
-                lambda: run(tfield), repeats if paths == 1 else max(3, repeats // 10))
+            out[f"integrate, drift sqrt(1+t), {paths} path(s)"] = (lambda run=run: run(tfield), r)
         except TypeError:
-            pass  # the reference tree hands t as a float
+            pass  # the reference hands t as a float
     x = torch.randn(32, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     for name in ("resnet20", "lm_resnet20"):
         torch.manual_seed(0)
         net = models.create(name, num_classes=10).eval()
-        with torch.no_grad():
-            res[f"{name} eval forward, batch 32"] = _median_time(lambda: net(x), max(3, repeats // 20))
-            outs[name] = net(x)
-    torch.save(outs, out_path + ".pt")
-    Path(out_path).write_text(json.dumps(res))
+
+        def fwd(net=net):
+            with torch.no_grad():
+                return net(x)
+
+        out[f"{name} eval forward, batch 32"] = (fwd, max(3, repeats // 20))
+    return out
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", required=True, help="folder holding the reference 'sdenet' package")
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--repeats", type=int, default=200, help="timed calls at 1 path (fewer for larger work)")
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--repeats", type=int, default=100, help="timed calls per case at 1 path (fewer for larger work)")
     p.add_argument("--out", default=str(ROOT / "experiments" / "results" / "api_overhead"))
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.worker:
-        return worker(args.worker, args.repeats)
 
     import torch
 
-    trees = {"reference": str(Path(args.base).resolve()), "this tree": str(ROOT)}
-    times = {k: [] for k in trees}
+    torch.set_num_threads(1)
+    src = Path(args.base) / "sdenet"
+    if not (src / "__init__.py").exists():
+        p.error(f"{src} is not a package folder")
     tmp = tempfile.mkdtemp()
-    files = {}
+    shutil.copytree(src, Path(tmp) / "sdenet_base", ignore=shutil.ignore_patterns("data", "__pycache__"))
+    sys.path.insert(0, tmp)
+    trees = {}
+    for label, pkg in (("reference", "sdenet_base"), ("this tree", "sdenet")):
+        sn = importlib.import_module(pkg)
+        models = importlib.import_module(f"{pkg}.models")
+        trees[label] = cases(sn, models, torch, args.repeats)
+    ref_cases, new_cases = trees["reference"], trees["this tree"]
+    identical = {k: bool(torch.equal(ref_cases[k][0](), new_cases[k][0]())) for k in ref_cases}
+
+    times = {label: {k: [] for k in c} for label, c in trees.items()}
     for r in range(args.rounds):
         order = list(trees) if r % 2 == 0 else list(trees)[::-1]
-        for k in order:
-            f = os.path.join(tmp, f"{k.replace(' ', '_')}-{r}.json")
-            env = dict(os.environ, PYTHONPATH=trees[k], OMP_NUM_THREADS="1")
-            subprocess.run([sys.executable, __file__, "--base", args.base, "--worker", f,
-                            "--repeats", str(args.repeats)], env=env, check=True, cwd=tmp)
-            times[k].append(json.loads(Path(f).read_text()))
-            files[k] = f
+        for key in new_cases:
+            for label in order:
+                if key in trees[label]:
+                    fn, reps = trees[label][key]
+                    times[label][key].append(_median_time(fn, reps))
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
-    ref, new = torch.load(files["reference"] + ".pt"), torch.load(files["this tree"] + ".pt")
-    identical = {k: bool(torch.equal(ref[k], new[k])) for k in ref}
+
     rows = []
-    for key in times["this tree"][0]:
-        mine = [t[key] for t in times["this tree"]]
-        base = [t.get(key) for t in times["reference"]]
+    for key in new_cases:
+        mine = times["this tree"][key]
         row = {"case": key, "this tree s": statistics.median(mine)}
-        if None not in base:
+        if key in ref_cases:
+            base = times["reference"][key]
             row["reference s"] = statistics.median(base)
             row["ratio (paired median)"] = statistics.median(m / b for m, b in zip(mine, base))
+            row["ratio range"] = [min(m / b for m, b in zip(mine, base)), max(m / b for m, b in zip(mine, base))]
         rows.append(row)
-    try:
-        sys.path.insert(0, str(ROOT))
-        from sdenet.train.hardware import info as hardware
+    from sdenet.train.hardware import info as hardware
 
-        hw = hardware()
-    except Exception as e:  # pragma: no cover
-        hw = {"error": str(e)}
+    hw = hardware()
+    load = os.getloadavg()
     result = {"rows": rows, "bit_identical": identical, "rounds": args.rounds, "repeats": args.repeats,
-              "hardware": hw, "load_average": os.getloadavg(), "threads": 1}
-    Path(args.out + ".json").write_text(json.dumps(result, indent=1, default=str))
+              "hardware": hw, "load_average": load, "threads": 1}
+    Path(args.out + ".json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     lines = ["# API boundary overhead (first-step checks, t as a tensor)", "",
-             f"{args.rounds} interleaved rounds, one thread, each worker's median of up to {args.repeats} calls; "
-             f"load average at the end {', '.join(f'{v:.2f}' for v in os.getloadavg())}.", "",
-             "| case | reference | this tree | ratio (paired median) |", "|---|---|---|---|"]
+             "`python experiments/benchmarks/api_overhead.py --base <the package before the change>`: both trees "
+             f"in one process, {args.rounds} interleaved rounds, one thread, each timing the median of up to "
+             f"{args.repeats} calls. Load average at the end: {', '.join(f'{v:.2f}' for v in load)} "
+             "(a machine shared with other jobs: absolute times are inflated, ratios are paired per round).", "",
+             "| case | reference | this tree | ratio (paired median) | ratio range |", "|---|---|---|---|---|"]
     for row in rows:
-        ref_s = f"{row['reference s'] * 1e3:.3f} ms" if "reference s" in row else "— (t is a float there)"
-        ratio = f"{row['ratio (paired median)']:.3f}" if "reference s" in row else "—"
-        lines.append(f"| {row['case']} | {ref_s} | {row['this tree s'] * 1e3:.3f} ms | {ratio} |")
+        if "reference s" in row:
+            lo, hi = row["ratio range"]
+            lines.append(f"| {row['case']} | {row['reference s'] * 1e3:.3f} ms | {row['this tree s'] * 1e3:.3f} ms "
+                         f"| {row['ratio (paired median)']:.3f} | {lo:.2f}–{hi:.2f} |")
+        else:
+            lines.append(f"| {row['case']} | — (t is a float there) | {row['this tree s'] * 1e3:.3f} ms | — | — |")
     lines += ["", "Bit-for-bit identical outputs: " + ", ".join(f"{k}: {v}" for k, v in identical.items()), "",
               f"Hardware: {json.dumps(hw, default=str)}"]
     Path(args.out + ".md").write_text("\n".join(lines) + "\n")

@@ -184,7 +184,7 @@ class Stage(nn.Module):
         state = schemes[0].start(field, t0, x, dt, before=prev)
         post = self.post
         start = 0
-        if not self._boundary_checked and not torch.compiler.is_compiling():
+        if not torch.compiler.is_compiling() and not self._boundary_checked:
             # first call: step 0 sees the field through the boundary checks (same outputs)
             x, state = self._checked_first_step(field, schemes[0], x, state)
             start = 1
@@ -276,7 +276,7 @@ class Transition(Stage):
         t = self.t0
         if self.field.tensor_time:  # a user's field: t as a 0-dim tensor
             t = next(time_points(t, 1.0, 1, s))
-        check = not self._boundary_checked and not torch.compiler.is_compiling()
+        check = not torch.compiler.is_compiling() and not self._boundary_checked
         if check:
             lifted = FieldCheck(lifted, s, self._where())  # first call: check against S(x)
         out, _ = scheme.step(lifted, t, s, 1.0, scheme.init(lifted, self.t0, s, 1.0), self._generator)
