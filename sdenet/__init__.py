@@ -25,6 +25,7 @@ from .schemes import (
     WeakEuler,
     get_scheme,
 )
+from .schemes import Hamiltonian, Leapfrog, Midpoint
 
 __version__ = "0.1.0"
 
@@ -35,4 +36,5 @@ __all__ = [
     "LAW_NAMES", "NoiseLaw", "Gaussian", "Uniform", "Rademacher", "ThreePoint", "DropBernoulli", "get_law",
     "SCHEME_NAMES", "Scheme", "Euler", "Heun", "NeumannEuler", "LinearMultistep", "CoupledEuler",
     "EulerMaruyama", "WeakEuler", "StochasticLM", "get_scheme",
+    "Hamiltonian", "Midpoint", "Leapfrog",
 ]
