@@ -28,6 +28,7 @@ from .fields import BlockField, CoupledBlockField, DropField, ShakeField
 from .network import Layer, Network, lm_coefficients, mc_predict, reset_weak_stats, weak_report
 from .stage import Stage, Transition, lm_stage, mean_scheme, noise_on, set_generator
 from .transform import to_lm
+from .memory import MEMORY_MODES, memory_problem, saved_tensor_bytes, set_memory
 
 __all__ = [
     "blocks", "PreActBasic", "PostActBasic", "PreActBottleneck", "PostActBottleneck", "ShakeBranch",
@@ -36,4 +37,5 @@ __all__ = [
     "Stage", "Transition", "lm_stage", "mean_scheme", "noise_on", "set_generator",
     "Layer", "Network", "lm_coefficients", "weak_report", "reset_weak_stats", "mc_predict",
     "to_lm",
+    "MEMORY_MODES", "set_memory", "memory_problem", "saved_tensor_bytes",
 ]

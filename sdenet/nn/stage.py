@@ -87,7 +87,13 @@ class Stage(nn.Module):
 
     For a coupled field (RevNet) the input may be a pair ``(x, y)`` (a pair comes back) or a
     tensor, which is split in two along the channels and concatenated again at the end.
+
+    ``memory`` (attribute, default ``"store"``; set it with :func:`sdenet.nn.set_memory`):
+    ``"reversible"`` or ``"checkpoint"`` trade recomputation for saved activations in
+    training (:mod:`sdenet.nn.memory`).
     """
+
+    memory = "store"
 
     def __init__(self, blocks_or_field, scheme, *, dt: float | None = None, steps: int | None = None,
                  t0: float = 0.0, post=None, name: str | None = None):
@@ -180,6 +186,11 @@ class Stage(nn.Module):
         if prev is not None and isinstance(state, dict) and "prev" in state:
             state["prev"] = prev
         post = self.post
+        if self.memory != "store" and torch.is_grad_enabled():
+            from .memory import run as _run_memory  # reversible / checkpoint (sdenet.nn.memory)
+
+            x = _run_memory(self, schemes, x, state)
+            return torch.cat(x, dim=1) if split else x
         for n in range(self.steps):
             x, state = schemes[n].step(field, t0 + n * dt, x, dt, state, gen)
             if post is not None:

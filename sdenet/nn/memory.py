@@ -1,0 +1,310 @@
+"""Memory modes of a stage: what its backward pass keeps of the forward one.
+
+A :class:`~sdenet.nn.Stage` runs ``N`` steps ``(x_{n+1}, s_{n+1}) = scheme_n.step(field, t_n, x_n, Δt, s_n)``;
+the *carry* of step ``n`` is ``x_n`` (a tensor, or a pair for a coupled field) and the tensor
+history in ``s_n`` (``s_n["prev"] = x_{n−1}`` for two-step schemes). Three modes:
+
+``"store"``
+    plain autograd: every intermediate activation of every block is saved; memory ``O(N)``.
+``"reversible"``
+    for stages whose schemes declare ``invertible`` (RevNet's :class:`~sdenet.CoupledEuler`,
+    :class:`~sdenet.Hamiltonian`, :class:`~sdenet.Midpoint`, :class:`~sdenet.Leapfrog`), no
+    stochastic field and no ``post``: the forward pass runs without a graph and saves only the
+    last carry; the backward pass walks back, reconstructing carry ``n`` from carry ``n+1`` with
+    ``scheme.invert_step``, re-running that one step under autograd and back-propagating
+    through it. Saved activations are ``O(1)`` in ``N`` (the last carry, plus one step's graph
+    alive at a time). The reconstruction is exact in exact arithmetic; in floating point it
+    drifts (see the README's measurement at depth 1202): the gradients are those of the
+    network evaluated on the reconstructed states.
+``"checkpoint"``
+    for any stage and scheme: the forward pass saves every ``k``-th carry, ``k = ⌈√N⌉``, and
+    the random-generator state at each of them; the backward pass re-runs each segment of
+    ``k`` steps under autograd from its saved carry, with the generator reset to the saved
+    state, so a stochastic stage replays exactly the increments of the forward pass (and the
+    generator is put back afterwards). Saved activations ``O(√N)``.
+
+Recomputation must not count twice what a forward pass records as a side effect: the batch
+norm running statistics and the weak-condition running sums (``_NoiseStats``) of the stage are
+saved before a backward recomputation and restored after it. Under CUDA autocast the
+recomputation runs under the autocast state of the forward pass.
+
+:func:`set_memory` sets a mode on every stage of a model (transitions, single steps outside
+the ODE, keep storing) and refuses, with the reason, a stage that the mode cannot work for.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["MEMORY_MODES", "set_memory", "memory_problem", "saved_tensor_bytes"]
+
+MEMORY_MODES = ("store", "reversible", "checkpoint")
+
+
+def _stage_types():
+    from .stage import Stage, Transition
+
+    return Stage, Transition
+
+
+def memory_problem(stage, mode: str) -> str | None:
+    """Why ``mode`` cannot work for ``stage`` (``None`` when it can); ``ValueError`` for an unknown mode."""
+    if mode not in MEMORY_MODES:
+        raise ValueError(f"memory must be one of {', '.join(MEMORY_MODES)}, got {mode!r}")
+    if mode != "reversible":
+        return None
+    bad = sorted({type(s).__name__ for s in stage.schemes if not getattr(s, "invertible", False)})
+    if bad:
+        return f"its scheme {', '.join(bad)} is not invertible (use memory='checkpoint')"
+    if stage.field.stochastic:
+        return "it is stochastic: its increments cannot be recovered backward (use memory='checkpoint')"
+    if stage.post is not None:
+        return f"its post-activation {stage.post!r} after every step is not invertible (use memory='checkpoint')"
+    return None
+
+
+def set_memory(module: nn.Module, mode: str) -> nn.Module:
+    """Set memory mode ``mode`` (one of :data:`MEMORY_MODES`) on every stage of ``module``.
+
+    Transitions are single steps outside the ODE and keep storing. Raises ``ValueError``
+    naming the stage and the reason when the mode cannot work for one of them (nothing is
+    changed then).
+    """
+    Stage, Transition = _stage_types()
+    stages = [(path, m) for path, m in module.named_modules()
+              if isinstance(m, Stage) and not isinstance(m, Transition)]
+    if mode not in MEMORY_MODES:
+        raise ValueError(f"memory must be one of {', '.join(MEMORY_MODES)}, got {mode!r}")
+    for path, stage in stages:
+        why = memory_problem(stage, mode)
+        if why:
+            raise ValueError(f"memory={mode!r} cannot work for stage {stage.name or path or 'stage'}: {why}")
+    for _, stage in stages:
+        stage.memory = mode
+    return module
+
+
+def saved_tensor_bytes(fn) -> tuple:
+    """``(bytes, result)``: the bytes of the distinct tensors autograd saves for backward while
+    ``fn()`` runs (``torch.autograd.graph.saved_tensors_hooks``; a tensor saved twice counts once)."""
+    seen = {}
+
+    def pack(t):
+        try:
+            key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.dtype)
+            seen[key] = t.untyped_storage().nbytes() if t.numel() else 0
+        except (RuntimeError, NotImplementedError):
+            pass
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    # count storages once
+    storages = {}
+    for (ptr, *_), nbytes in seen.items():
+        storages[ptr] = max(storages.get(ptr, 0), nbytes)
+    return sum(storages.values()), out
+
+
+# ---------------------------------------------------------------------- carries
+
+
+def _split(x, state):
+    """The tensors of a carry: the parts of ``x`` and the tensor history ``state["prev"]``."""
+    xs = list(x) if isinstance(x, tuple) else [x]
+    hist = isinstance(state, dict) and isinstance(state.get("prev"), torch.Tensor)
+    return xs + ([state["prev"]] if hist else []), (isinstance(x, tuple), len(xs), hist)
+
+
+def _join(tensors, layout, state):
+    pair, nx, hist = layout
+    x = tuple(tensors[:nx]) if pair else tensors[0]
+    if hist:
+        state = dict(state)
+        state["prev"] = tensors[nx]
+    return x, state
+
+
+class _FrozenSideEffects:
+    """Save the stage's buffers (batch-norm running statistics, noise sums) and the
+    ``_counts`` of its noise statistics; restore them on exit."""
+
+    def __init__(self, stage):
+        self.stage = stage
+
+    def __enter__(self):
+        self.buffers = [(b, b.detach().clone()) for b in self.stage.buffers()]
+        self.counts = [(m, list(m._counts)) for m in self.stage.modules() if hasattr(m, "_counts")]
+        return self
+
+    def __exit__(self, *exc):
+        with torch.no_grad():
+            for b, saved in self.buffers:
+                b.copy_(saved)
+        for m, c in self.counts:
+            m._counts = c
+        return False
+
+
+def _generator(stage, device):
+    gen = stage._generator
+    if gen is not None:
+        return gen
+    if device.type == "cuda":
+        return torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+    if device.type == "cpu":
+        return torch.default_generator
+    return None
+
+
+class _Plan:
+    """What the autograd function needs besides tensors."""
+
+    def __init__(self, stage, schemes, x, state, mode):
+        self.stage, self.schemes, self.mode = stage, schemes, mode
+        tensors, self.layout = _split(x, state)
+        self.state0 = state
+        self.device = tensors[0].device
+        dev = self.device.type
+        self.autocast = (dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev)) \
+            if dev in ("cuda", "cpu") else None
+
+    def autocast_ctx(self):
+        if self.autocast is None or not self.autocast[1]:
+            return torch.autocast(self.device.type, enabled=False) if self.autocast else _null()
+        return torch.autocast(self.autocast[0], dtype=self.autocast[2])
+
+    def step(self, n, x, state):
+        st = self.stage
+        out, state = self.schemes[n].step(st.field, st.t0 + n * st.dt, x, st.dt, state, st._generator)
+        return out, state
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _grad(outputs, grads, inputs, params):
+    outs, gs = [], []
+    for o, g in zip(outputs, grads):
+        if g is not None and o.requires_grad:
+            outs.append(o)
+            gs.append(g)
+    targets = list(inputs) + list(params)
+    if not outs:
+        return [None] * len(targets)
+    return list(torch.autograd.grad(outs, targets, gs, allow_unused=True))
+
+
+def _add(acc, new):
+    for i, g in enumerate(new):
+        if g is not None:
+            acc[i] = g if acc[i] is None else acc[i] + g
+
+
+class _StageFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, plan, n_carry, *tensors):
+        carry, params = tensors[:n_carry], tensors[n_carry:]
+        x, state = _join(list(carry), plan.layout, plan.state0)
+        n_steps = plan.stage.steps
+        segments = []
+        k = max(1, math.ceil(math.sqrt(n_steps)))
+        gen = _generator(plan.stage, plan.device) if plan.mode == "checkpoint" else None
+        with torch.no_grad():
+            for n in range(n_steps):
+                if plan.mode == "checkpoint" and n % k == 0:
+                    t, layout = _split(x, state)
+                    segments.append((n, len(t), layout, _strip(state),
+                                     gen.get_state() if gen is not None else None, t))
+                x, state = plan.step(n, x, state)
+        final, layout = _split(x, state)
+        ctx.plan, ctx.n_carry, ctx.n_params = plan, n_carry, len(params)
+        ctx.final_layout, ctx.final_state = layout, _strip(state)
+        ctx.param_mask = [p.requires_grad for p in params]
+        ctx.params = params
+        if plan.mode == "checkpoint":
+            flat = [t for seg in segments for t in seg[5]]
+            ctx.segments = [seg[:5] for seg in segments]
+            ctx.save_for_backward(*flat)
+        else:
+            ctx.save_for_backward(*final)
+        return tuple(final[:layout[1]])
+
+    @staticmethod
+    def backward(ctx, *grad_out):
+        plan = ctx.plan
+        stage = plan.stage
+        params = [p for p, m in zip(ctx.params, ctx.param_mask) if m]
+        saved = list(ctx.saved_tensors)
+        p_acc = [None] * len(params)
+        with _FrozenSideEffects(stage), plan.autocast_ctx():
+            if plan.mode == "reversible":
+                x, state = _join(saved, ctx.final_layout, ctx.final_state)
+                g = list(grad_out) + [None] * (len(saved) - len(grad_out))
+                for n in reversed(range(stage.steps)):
+                    with torch.no_grad():
+                        xp, sp = plan.schemes[n].invert_step(stage.field, stage.t0 + n * stage.dt, x, stage.dt, state)
+                    inputs, layout = _split(xp, sp)
+                    inputs = [t.detach().requires_grad_() for t in inputs]
+                    with torch.enable_grad():
+                        xi, si = _join(inputs, layout, sp)
+                        xo, so = plan.step(n, xi, si)
+                        outs, _ = _split(xo, so)
+                        grads = _grad(outs, g, inputs, params)
+                    g = grads[:len(inputs)]
+                    _add(p_acc, grads[len(inputs):])
+                    x, state = _join([t.detach() for t in inputs], layout, sp)
+            else:
+                gen = _generator(stage, plan.device)
+                here = gen.get_state() if gen is not None else None
+                ends = [seg[0] for seg in ctx.segments[1:]] + [stage.steps]
+                pos = sum(seg[1] for seg in ctx.segments)
+                g = list(grad_out)
+                try:
+                    for seg, end in zip(reversed(ctx.segments), reversed(ends)):
+                        start, count, layout, st_strip, rng = seg
+                        pos -= count
+                        inputs = [t.detach().requires_grad_() for t in saved[pos:pos + count]]
+                        if rng is not None:
+                            gen.set_state(rng)
+                        with torch.enable_grad():
+                            x, state = _join(inputs, layout, st_strip)
+                            for n in range(start, end):
+                                x, state = plan.step(n, x, state)
+                            outs, _ = _split(x, state)
+                            g = g + [None] * (len(outs) - len(g))
+                            grads = _grad(outs, g, inputs, params)
+                        g = grads[:len(inputs)]
+                        _add(p_acc, grads[len(inputs):])
+                finally:
+                    if here is not None:
+                        gen.set_state(here)
+        it = iter(p_acc)
+        p_grads = [next(it) if m else None for m in ctx.param_mask]
+        g = list(g) + [None] * (ctx.n_carry - len(g))
+        return (None, None, *g[:ctx.n_carry], *p_grads)
+
+
+def _strip(state):
+    """``state`` without its tensor history (kept as the carry) — the rest is small Python data."""
+    if isinstance(state, dict) and isinstance(state.get("prev"), torch.Tensor):
+        state = dict(state)
+        state["prev"] = None
+    return state
+
+
+def run(stage, schemes, x, state):
+    """Run ``stage``'s steps from ``(x, state)`` in its memory mode (called by ``Stage.forward``)."""
+    plan = _Plan(stage, schemes, x, state, stage.memory)
+    carry, _ = _split(x, state)
+    params = [p for p in stage.parameters()]
+    outs = _StageFunction.apply(plan, len(carry), *carry, *params)
+    return tuple(outs) if plan.layout[0] else outs[0]
