@@ -88,6 +88,11 @@ def register(subparsers) -> None:
                    help="survival probability of the last block (stochastic depth)")
     p.add_argument("--mode", choices=("sample", "batch"), default=None,
                    help="noise structure: one increment per sample or one per batch")
+    p.add_argument("--memory", choices=("store", "reversible", "checkpoint"), default=None,
+                   help="what the backward pass keeps: store (every activation, the default), "
+                        "reversible (reconstruct each state from the next: invertible schemes "
+                        "only -- revnet, hamiltonian*, midpoint*, leapfrog*) or checkpoint (every "
+                        "ceil(sqrt(N))-th state of a stage, recompute the rest; any model)")
     p.add_argument("--seed", type=integer, default=0)
     p.add_argument("--out", default=None, metavar="DIR",
                    help="run folder (default: runs/<model>-<dataset>-<timestamp>)")
@@ -128,7 +133,7 @@ def run(args) -> int:
     command = " ".join(shlex.quote(a) for a in ["sdenet", *sys.argv[1:]])
     if args.resume:
         given = [k for k in ("epochs", "batch_size", "lr", "dt", "p_L", "mode", "preset",
-                             "out", "momentum", "weight_decay", "limit_train", "limit_test")
+                             "out", "momentum", "weight_decay", "limit_train", "limit_test", "memory")
                  if getattr(args, k) is not None]
         if given:
             raise UsageError(f"train: --resume continues a run with its own settings; drop "
@@ -146,6 +151,8 @@ def run(args) -> int:
                   mc_samples=args.mc_samples, limit_train=args.limit_train,
                   limit_test=args.limit_test, data_root=args.data_root,
                   download=args.download, quiet=args.quiet, command=command)
+        if args.memory is not None:
+            kw["overrides"] = {**kw.get("overrides", {}), "memory": args.memory}
     try:
         train(**kw)
     except TrainingDiverged as err:

@@ -28,6 +28,7 @@ from .fields import BlockField, CoupledBlockField, DropField, ShakeField
 from .network import Layer, Network, lm_coefficients, mc_predict, reset_weak_stats, weak_report
 from .stage import Stage, Transition, lm_stage, mean_scheme, noise_on, set_generator
 from .transform import to_lm
+from .reversible import AntisymmetricPair, HalfPadPool, HamiltonianBlockField, TiedBlock
 from .memory import MEMORY_MODES, memory_problem, saved_tensor_bytes, set_memory
 
 __all__ = [
@@ -37,5 +38,6 @@ __all__ = [
     "Stage", "Transition", "lm_stage", "mean_scheme", "noise_on", "set_generator",
     "Layer", "Network", "lm_coefficients", "weak_report", "reset_weak_stats", "mc_predict",
     "to_lm",
+    "TiedBlock", "AntisymmetricPair", "HamiltonianBlockField", "HalfPadPool",
     "MEMORY_MODES", "set_memory", "memory_problem", "saved_tensor_bytes",
 ]

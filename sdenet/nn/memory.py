@@ -180,6 +180,8 @@ class _Plan:
     def step(self, n, x, state):
         st = self.stage
         out, state = self.schemes[n].step(st.field, st.t0 + n * st.dt, x, st.dt, state, st._generator)
+        if st.post is not None:  # refused for "reversible" (not invertible)
+            out = st._post(out)
         return out, state
 
 
