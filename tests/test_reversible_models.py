@@ -63,6 +63,6 @@ def test_train_cli_reversible_and_refusal(clean, tmp_path, capsys):
     assert "reversible" in json.dumps(cfg)
     capsys.readouterr()
     code = main(["train", "--model", "tiny_resnet", "--memory", "reversible", "--dataset", data, "--epochs", "1",
-                 "--device", "cpu", "--quiet", "--out", str(tmp_path / "bad")])
+                 "--batch-size", "16", "--device", "cpu", "--quiet", "--out", str(tmp_path / "bad")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "Euler is not invertible" in err[0] and err[0].startswith("sdenet")
