@@ -22,6 +22,7 @@ ITEMS = {
     "weak": "theory.weak_laws",
     "dt_families": "theory.dt_families",
     "stochastic_lm": "theory.stochastic_lm",
+    "reversible": "theory.reversible_stability",
 }
 
 #: the report and figures committed with the package
