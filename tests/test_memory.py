@@ -171,3 +171,22 @@ def test_memory_mode_is_not_used_without_grad():
     set_memory(stage, "reversible")
     with torch.no_grad():
         assert torch.equal(stage(x), ref)
+
+
+def test_reconstruction_drift_is_rounding_in_float64_and_refused_when_not_invertible():
+    from sdenet.nn.memory import reconstruction_drift
+
+    for kind in ("hamiltonian", "midpoint", "leapfrog"):
+        stage = _stage(kind, 16).double()
+        r = reconstruction_drift(stage, torch.randn(2, 8, 6, 6, dtype=torch.float64))
+        assert r["steps"] == 16 and r["rel_error"] < 1e-12
+        r32 = reconstruction_drift(stage.float(), torch.randn(2, 8, 6, 6))
+        assert 0 < r32["rel_error"] < 1e-3  # float32 rounding shows, and stays small at this depth
+    with pytest.raises(ValueError, match="not invertible"):
+        reconstruction_drift(Stage([torch.nn.Conv2d(2, 2, 1)], sn.Euler()), torch.randn(1, 2, 3, 3))
+
+
+def test_memory_mode_survives_a_checkpoint_round_trip_of_the_config():
+    net = M.create("tiny_midpoint", memory="checkpoint")
+    again = M.create(net.name, memory=net.config["memory"])
+    assert {s.memory for s in again.modules() if isinstance(s, Stage)} == {"checkpoint"}
