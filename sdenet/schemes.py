@@ -236,6 +236,24 @@ class CoupledEuler(Scheme):
     def invert_step(self, field, t, x_next, dt, state_next):
         return self.inverse(field, t, x_next, dt), state_next
 
+    def reverse_step(self, field, t, x_next, dt, state_next, grads, vjp):
+        """Undo one step and pull its gradients back, evaluating each field once.
+
+        ``grads`` are the gradients of the loss with respect to ``(X_{n+1}, Y_{n+1})``;
+        ``vjp(fn, u, g)`` returns ``(fn(u), (∂fn/∂u)ᵀ g)`` and accumulates the parameter
+        gradients (memory="reversible" in :mod:`sdenet.nn.memory` provides it). Returns
+        ``((X_n, Y_n), state_n, (g_X_n, g_Y_n))``.
+        """
+        x1, y1 = x_next
+        gx, gy = grads
+        f2, back = vjp(lambda u: field.f2(t, u), x1, None if gy is None else gy * dt)
+        y0 = y1 - f2 * dt
+        gx = back if gx is None else (gx if back is None else gx + back)
+        f1, back = vjp(lambda u: field.f1(t, u), y0, None if gx is None else gx * dt)
+        x0 = x1 - f1 * dt
+        gy = back if gy is None else (gy if back is None else gy + back)
+        return (x0, y0), state_next, (gx, gy)
+
 
 # --------------------------------------------------------------------------- SDE
 
@@ -536,3 +554,51 @@ class Leapfrog(Scheme):
     def __repr__(self):
         v = f", velocity={self.velocity:g}" if self.velocity else ""
         return f"Leapfrog(start={self.start!r}{v})"
+
+
+def _add_grads(*gs):
+    out = None
+    for g in gs:
+        if g is not None:
+            out = g if out is None else out + g
+    return out
+
+
+def _two_step_reverse(scheme, field, t, x_next, dt, state_next, grads, vjp, a, b, c):
+    """Reverse of ``x_{n+1} = a·x_{n−1} + b·x_n + c·f(x_n)`` (after a start, if step 0 had no history);
+    ``grads = (g_{x_{n+1}}, g_{x_n})`` (the second for the history slot of the state)."""
+    x, n, given = state_next["prev"], state_next["n"] - 1, state_next.get("given", True)
+    g_next, g_hist = grads
+    if n == 0 and not given:  # the scheme's own start x_1 = x_0 + c0 f(x_0)
+        c0 = scheme._start_coefficient(dt)
+        _, back = vjp(lambda u: field.drift(t, u), x, None if g_next is None else g_next * c0)
+        return x, {"prev": None, "n": 0}, (_add_grads(g_next, g_hist, back),)
+    fx, back = vjp(lambda u: field.drift(t, u), x, None if g_next is None else g_next * c)
+    prev = (x_next - b * x - c * fx) / a if a != 1.0 else x_next - b * x - c * fx if b else x_next - c * fx
+    g_x = _add_grads(g_hist, back, None if (g_next is None or not b) else g_next * b)
+    g_prev = None if g_next is None else (g_next if a == 1.0 else g_next * a)
+    return x, {"prev": prev, "n": n, "given": given}, (g_x, g_prev)
+
+
+def _midpoint_start(self, dt):
+    return dt if self.start == "euler" else 2.0 * dt
+
+
+def _midpoint_reverse(self, field, t, x_next, dt, state_next, grads, vjp):
+    """Undo one step and pull gradients back with one field evaluation (see ``CoupledEuler.reverse_step``)."""
+    return _two_step_reverse(self, field, t, x_next, dt, state_next, grads, vjp, 1.0, 0.0, 2.0 * dt)
+
+
+def _leapfrog_start(self, dt):  # x_1 = x_0 + c0 f(x_0) (+ Δt v_0, a constant: no gradient)
+    return 0.5 * dt * dt if self.start == "taylor" else dt * dt
+
+
+def _leapfrog_reverse(self, field, t, x_next, dt, state_next, grads, vjp):
+    """Undo one step and pull gradients back with one field evaluation (see ``CoupledEuler.reverse_step``)."""
+    return _two_step_reverse(self, field, t, x_next, dt, state_next, grads, vjp, -1.0, 2.0, dt * dt)
+
+
+Midpoint._start_coefficient = _midpoint_start
+Midpoint.reverse_step = _midpoint_reverse
+Leapfrog._start_coefficient = _leapfrog_start
+Leapfrog.reverse_step = _leapfrog_reverse
