@@ -8,7 +8,15 @@ import torch
 
 import sdenet as sn
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    """float64 inside this module's tests only (restored afterwards: other modules expect float32)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 def _slope(hs, errs):
