@@ -19,6 +19,8 @@ shake_shake*           ``WeakEuler``               ``Uniform``
 polynet                ``NeumannEuler(2)``         —
 fractalnet             ``Heun``                    —
 revnet                 ``CoupledEuler``            —
+hamiltonian*           ``Hamiltonian``             — (sdenet/nn/reversible.py)
+midpoint*, leapfrog*   ``Midpoint``, ``Leapfrog``  — (sdenet/nn/reversible.py)
 =====================  ==========================  ===================================
 
 Overrides (each model accepts those that apply to it; others are refused by name):
