@@ -196,20 +196,10 @@ class _null:
         return False
 
 
-def _grad(outputs, grads, inputs, params):
-    outs, gs = [], []
-    for o, g in zip(outputs, grads):
-        if g is not None and o.requires_grad:
-            outs.append(o)
-            gs.append(g)
-    targets = list(inputs) + list(params)
-    if not outs:
-        return [None] * len(targets)
-    return list(torch.autograd.grad(outs, targets, gs, allow_unused=True))
-
-
-def _vjp(params, p_acc):
-    """``vjp(fn, u, g) -> (fn(u), (∂fn/∂u)ᵀ g)``, adding ``(∂fn/∂θ)ᵀ g`` into ``p_acc`` (one evaluation of ``fn``)."""
+def _vjp():
+    """``vjp(fn, u, g) -> (fn(u), (∂fn/∂u)ᵀ g)``, one evaluation of ``fn``; the parameter gradients
+    ``(∂fn/∂θ)ᵀ g`` are accumulated into ``θ.grad`` directly (as reentrant checkpointing does), so the
+    cost of a step does not grow with the number of parameters of the stage."""
 
     def vjp(fn, u, g):
         u = u.detach().requires_grad_()
@@ -217,17 +207,23 @@ def _vjp(params, p_acc):
             out = fn(u)
         if g is None or not out.requires_grad:
             return out.detach(), None
-        grads = torch.autograd.grad(out, [u] + list(params), g, allow_unused=True)
-        _add(p_acc, grads[1:])
-        return out.detach(), grads[0]
+        torch.autograd.backward(out, g)
+        return out.detach(), u.grad
 
     return vjp
 
 
-def _add(acc, new):
-    for i, g in enumerate(new):
-        if g is not None:
-            acc[i] = g if acc[i] is None else acc[i] + g
+def _pull(outputs, grads, inputs):
+    """Back-propagate ``grads`` from ``outputs`` (parameter gradients accumulate into ``.grad``);
+    return the gradients of the leaf ``inputs``."""
+    outs, gs = [], []
+    for o, g in zip(outputs, grads):
+        if g is not None and o.requires_grad:
+            outs.append(o)
+            gs.append(g)
+    if outs:
+        torch.autograd.backward(outs, gs)
+    return [t.grad for t in inputs]
 
 
 class _StageFunction(torch.autograd.Function):
@@ -249,8 +245,6 @@ class _StageFunction(torch.autograd.Function):
         final, layout = _split(x, state)
         ctx.plan, ctx.n_carry, ctx.n_params = plan, n_carry, len(params)
         ctx.final_layout, ctx.final_state = layout, _strip(state)
-        ctx.param_mask = [p.requires_grad for p in params]
-        ctx.params = params
         if plan.mode == "checkpoint":
             flat = [t for seg in segments for t in seg[5]]
             ctx.segments = [seg[:5] for seg in segments]
@@ -263,14 +257,12 @@ class _StageFunction(torch.autograd.Function):
     def backward(ctx, *grad_out):
         plan = ctx.plan
         stage = plan.stage
-        params = [p for p, m in zip(ctx.params, ctx.param_mask) if m]
         saved = list(ctx.saved_tensors)
-        p_acc = [None] * len(params)
         with _FrozenSideEffects(stage), plan.autocast_ctx():
             if plan.mode == "reversible":
                 x, state = _join(saved, ctx.final_layout, ctx.final_state)
                 g = [None if t is None else t for t in grad_out] + [None] * (len(saved) - len(grad_out))
-                vjp = _vjp(params, p_acc)
+                vjp = _vjp()
                 for n in reversed(range(stage.steps)):
                     scheme = plan.schemes[n]
                     if hasattr(scheme, "reverse_step"):  # one field evaluation per sub-step: rebuild and pull back
@@ -287,9 +279,7 @@ class _StageFunction(torch.autograd.Function):
                         xi, si = _join(inputs, layout, sp)
                         xo, so = plan.step(n, xi, si)
                         outs, _ = _split(xo, so)
-                        grads = _grad(outs, g, inputs, params)
-                    g = grads[:len(inputs)]
-                    _add(p_acc, grads[len(inputs):])
+                        g = _pull(outs, g, inputs)
                     x, state = _join([t.detach() for t in inputs], layout, sp)
             else:
                 gen = _generator(stage, plan.device)
@@ -310,16 +300,14 @@ class _StageFunction(torch.autograd.Function):
                                 x, state = plan.step(n, x, state)
                             outs, _ = _split(x, state)
                             g = g + [None] * (len(outs) - len(g))
-                            grads = _grad(outs, g, inputs, params)
-                        g = grads[:len(inputs)]
-                        _add(p_acc, grads[len(inputs):])
+                            g = _pull(outs, g, inputs)
                 finally:
                     if here is not None:
                         gen.set_state(here)
-        it = iter(p_acc)
-        p_grads = [next(it) if m else None for m in ctx.param_mask]
+        # parameter gradients were accumulated into .grad during the recomputation (the
+        # parameters are inputs of the function only so that its output requires grad)
         g = list(g) + [None] * (ctx.n_carry - len(g))
-        return (None, None, *g[:ctx.n_carry], *p_grads)
+        return (None, None, *g[:ctx.n_carry], *([None] * ctx.n_params))
 
 
 def _strip(state):
