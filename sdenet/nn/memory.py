@@ -26,6 +26,10 @@ history in ``s_n`` (``s_n["prev"] = x_{n−1}`` for two-step schemes). Three mod
     state, so a stochastic stage replays exactly the increments of the forward pass (and the
     generator is put back afterwards). Saved activations ``O(√N)``.
 
+Parameter gradients are accumulated into ``.grad`` during the recomputation (as reentrant
+``torch.utils.checkpoint`` does), so train with ``loss.backward()``: ``torch.autograd.grad(loss,
+params)`` does not see the parameters of a stage in these modes (use ``"store"`` for that).
+
 Recomputation must not count twice what a forward pass records as a side effect: the batch
 norm running statistics and the weak-condition running sums (``_NoiseStats``) of the stage are
 saved before a backward recomputation and restored after it. Under CUDA autocast the
