@@ -492,6 +492,14 @@ class Midpoint(Scheme):
         prev = torch.add(x_next, field.drift(t, x), alpha=-2.0 * dt)
         return x, {"prev": prev, "n": n, "given": given}
 
+    def _start_coefficient(self, dt):  # x_1 = x_0 + c0 f(x_0)
+        return dt if self.start == "euler" else 2.0 * dt
+
+    def reverse_step(self, field, t, x_next, dt, state_next, grads, vjp):
+        """Undo one step and pull gradients back with one field evaluation (see ``CoupledEuler.reverse_step``);
+        ``grads = (g_{Y_{n+1}}, g_{Y_n})``."""
+        return _two_step_reverse(self, field, t, x_next, dt, state_next, grads, vjp, 1.0, 0.0, 2.0 * dt)
+
     def __repr__(self):
         return f"Midpoint(start={self.start!r})"
 
@@ -551,6 +559,14 @@ class Leapfrog(Scheme):
         prev = torch.add(2.0 * x - x_next, field.drift(t, x), alpha=dt * dt)
         return x, {"prev": prev, "n": n, "given": given}
 
+    def _start_coefficient(self, dt):  # x_1 = x_0 + c0 f(x_0) (+ Δt v_0, a constant: no gradient)
+        return 0.5 * dt * dt if self.start == "taylor" else dt * dt
+
+    def reverse_step(self, field, t, x_next, dt, state_next, grads, vjp):
+        """Undo one step and pull gradients back with one field evaluation (see ``CoupledEuler.reverse_step``);
+        ``grads = (g_{Y_{n+1}}, g_{Y_n})``."""
+        return _two_step_reverse(self, field, t, x_next, dt, state_next, grads, vjp, -1.0, 2.0, dt * dt)
+
     def __repr__(self):
         v = f", velocity={self.velocity:g}" if self.velocity else ""
         return f"Leapfrog(start={self.start!r}{v})"
@@ -578,27 +594,3 @@ def _two_step_reverse(scheme, field, t, x_next, dt, state_next, grads, vjp, a, b
     g_x = _add_grads(g_hist, back, None if (g_next is None or not b) else g_next * b)
     g_prev = None if g_next is None else (g_next if a == 1.0 else g_next * a)
     return x, {"prev": prev, "n": n, "given": given}, (g_x, g_prev)
-
-
-def _midpoint_start(self, dt):
-    return dt if self.start == "euler" else 2.0 * dt
-
-
-def _midpoint_reverse(self, field, t, x_next, dt, state_next, grads, vjp):
-    """Undo one step and pull gradients back with one field evaluation (see ``CoupledEuler.reverse_step``)."""
-    return _two_step_reverse(self, field, t, x_next, dt, state_next, grads, vjp, 1.0, 0.0, 2.0 * dt)
-
-
-def _leapfrog_start(self, dt):  # x_1 = x_0 + c0 f(x_0) (+ Δt v_0, a constant: no gradient)
-    return 0.5 * dt * dt if self.start == "taylor" else dt * dt
-
-
-def _leapfrog_reverse(self, field, t, x_next, dt, state_next, grads, vjp):
-    """Undo one step and pull gradients back with one field evaluation (see ``CoupledEuler.reverse_step``)."""
-    return _two_step_reverse(self, field, t, x_next, dt, state_next, grads, vjp, -1.0, 2.0, dt * dt)
-
-
-Midpoint._start_coefficient = _midpoint_start
-Midpoint.reverse_step = _midpoint_reverse
-Leapfrog._start_coefficient = _leapfrog_start
-Leapfrog.reverse_step = _leapfrog_reverse
