@@ -36,6 +36,7 @@ from .schemes import (
 )
 from . import linear
 from .extrapolation import extrapolate
+from .schemes import Hamiltonian, Leapfrog, Midpoint
 
 __version__ = "0.1.0"
 
@@ -64,4 +65,5 @@ __all__ = [
     "SCHEME_NAMES", "Scheme", "Euler", "Heun", "NeumannEuler", "LinearMultistep", "CoupledEuler",
     "EulerMaruyama", "WeakEuler", "StochasticLM", "get_scheme",
     "Platen", "WeakTaylor2", "Milstein", "extrapolate", "linear",
+    "Hamiltonian", "Midpoint", "Leapfrog",
 ]

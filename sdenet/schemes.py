@@ -46,6 +46,9 @@ __all__ = [
     "Platen",
     "WeakTaylor2",
     "Milstein",
+    "Hamiltonian",
+    "Midpoint",
+    "Leapfrog",
     "get_scheme",
     "SCHEME_NAMES",
 ]
@@ -100,6 +103,9 @@ class Scheme:
     coupled: bool = False
     #: how many earlier states a step needs (0: one-step; 1: two-step, the state's ``"prev"``)
     history: int = 0
+    #: True when a step can be undone exactly: ``invert_step`` recovers ``(x_n, state_n)`` from
+    #: ``(x_{n+1}, state_{n+1})`` (memory="reversible" in a network stage asks this)
+    invertible: bool = False
 
     def check(self, field) -> None:
         field = _is_field(field)
@@ -147,6 +153,10 @@ class Scheme:
 
     def step(self, field, t, x, dt, state, generator=None):
         raise NotImplementedError
+
+    def invert_step(self, field, t, x_next, dt, state_next):
+        """``(x_n, state_n)`` from the result ``(x_{n+1}, state_{n+1})`` of ``step`` at time ``t = t_n``."""
+        raise ValueError(f"{type(self).__name__} is not invertible")
 
     def __repr__(self):
         return f"{type(self).__name__}()"
@@ -269,6 +279,7 @@ class CoupledEuler(Scheme):
 
     order = 1
     coupled = True
+    invertible = True
 
     def step(self, field, t, state_xy, dt, state, generator=None):
         x, y = state_xy
@@ -283,6 +294,27 @@ class CoupledEuler(Scheme):
         y = y - field.f2(t, x) * dt
         x = x - field.f1(t, y) * dt
         return x, y
+
+    def invert_step(self, field, t, x_next, dt, state_next):
+        return self.inverse(field, t, x_next, dt), state_next
+
+    def reverse_step(self, field, t, x_next, dt, state_next, grads, vjp):
+        """Undo one step and pull its gradients back, evaluating each field once.
+
+        ``grads`` are the gradients of the loss with respect to ``(X_{n+1}, Y_{n+1})``;
+        ``vjp(fn, u, g)`` returns ``(fn(u), (∂fn/∂u)ᵀ g)`` and accumulates the parameter
+        gradients (memory="reversible" in :mod:`sdenet.nn.memory` provides it). Returns
+        ``((X_n, Y_n), state_n, (g_X_n, g_Y_n))``.
+        """
+        x1, y1 = x_next
+        gx, gy = grads
+        f2, back = vjp(lambda u: field.f2(t, u), x1, None if gy is None else gy * dt)
+        y0 = y1 - f2 * dt
+        gx = back if gx is None else (gx if back is None else gx + back)
+        f1, back = vjp(lambda u: field.f1(t, u), y0, None if gx is None else gx * dt)
+        x0 = x1 - f1 * dt
+        gy = back if gy is None else (gy if back is None else gy + back)
+        return (x0, y0), state_next, (gx, gy)
 
 
 # --------------------------------------------------------------------------- SDE
@@ -398,7 +430,7 @@ class StochasticLM(WeakEuler):
 
 
 SCHEME_NAMES = ("euler", "heun", "neumann", "lm", "coupled", "euler_maruyama", "weak_euler", "stochastic_lm",
-                "platen", "weak_taylor2", "milstein")
+                "platen", "weak_taylor2", "milstein", "hamiltonian", "midpoint", "leapfrog")
 
 
 def get_scheme(name: str, law: NoiseLaw | None = None, **kwargs) -> Scheme:
@@ -442,6 +474,12 @@ def get_scheme(name: str, law: NoiseLaw | None = None, **kwargs) -> Scheme:
         if law is not None and not isinstance(law, Gaussian):
             raise ValueError("milstein uses Gaussian increments (it is a strong scheme); use platen for another law")
         return build(Milstein, ("derivative",))
+    if key in ("hamiltonian", "verlet"):
+        return build(Hamiltonian)
+    if key == "midpoint":
+        return build(Midpoint, ("start",))
+    if key == "leapfrog":
+        return build(Leapfrog, ("start", "velocity"))
     raise ValueError(f"unknown scheme {name!r}; choose one of {', '.join(SCHEME_NAMES)}")
 
 
@@ -698,3 +736,194 @@ class Milstein(_LawScheme):
 
     def __repr__(self):
         return f"Milstein(derivative={self.derivative!r})"
+
+
+# --------------------------------------------------------------------------- reversible (Chang et al. 2018)
+
+
+class Hamiltonian(CoupledEuler):
+    """Chang et al.'s Hamiltonian step (AAAI 2018) on a coupled field ``Y' = f1(t, Z)``, ``Z' = f2(t, Y)``:
+
+    ``Y_{n+1} = Y_n + Δt f1(t_n, Z_n)``,  ``Z_{n+1} = Z_n + Δt f2(t_n, Y_{n+1})``.
+
+    With the field of a Hamiltonian network, ``f1(Z) = σ(K Z + b)`` and ``f2(Y) = −σ(Kᵀ Y + b)``
+    (or the tied ``±Kᵀσ(K·)`` of their eq. (8), :mod:`sdenet.nn.reversible`), this is the
+    paper's update. The arithmetic is the symplectic-Euler step of :class:`CoupledEuler`
+    (RevNet's); what makes the network Hamiltonian is the field. Read on collocated states
+    ``(Y_n, Z_n)`` the step has order 1 (``order``); read on the staggered grid, ``Z_n`` standing
+    for ``Z(t_{n+1/2})`` (started with ``Z(t_{1/2}) = Z_0 + Δt/2 f2(Y_0)``, ended with
+    ``Z(T) = Z_N − Δt/2 f2(Y_N)``), it is the Störmer–Verlet leapfrog, order 2 (``staggered_order``). Each step inverts exactly:
+    ``Z_n = Z_{n+1} − Δt f2(Y_{n+1})``, ``Y_n = Y_{n+1} − Δt f1(Z_n)`` (up to rounding).
+    """
+
+    order = 1
+    staggered_order = 2
+    invertible = True
+
+    def __repr__(self):
+        return "Hamiltonian()"
+
+
+def _two_step_state(state):
+    return (None, 0) if state is None else (state["prev"], state["n"])
+
+
+def _next_state(state, x, n, prev):
+    """The two-step state after step ``n``; ``given`` remembers whether step 0 had a history
+    ``Y_{−1}`` handed in (else it was the scheme's own start, which ``invert_step`` undoes)."""
+    given = (prev is not None) if n == 0 else (state or {}).get("given", True)
+    return {"prev": x, "n": n + 1, "given": given}
+
+
+class Midpoint(Scheme):
+    """The explicit midpoint (leapfrog-in-time) two-step scheme ``Y_{n+1} = Y_{n−1} + 2Δt f(t_n, Y_n)``.
+
+    How it starts: ``start="euler"`` (default) takes one forward-Euler step ``Y_1 = Y_0 + Δt f(t_0, Y_0)``,
+    whose local error ``O(Δt²)`` keeps the global order 2; ``start="rest"`` sets ``Y_{−1} = Y_0``
+    (``Y_1 = Y_0 + 2Δt f``), which costs one order (``order`` is then 1). A history handed in
+    (a stage's ``prev``, e.g. a transition's shortcut) is used as ``Y_{−1}`` instead.
+
+    Exactly invertible: ``Y_{n−1} = Y_{n+1} − 2Δt f(t_n, Y_n)``; the state carries ``Y_{n−1}``. Its
+    characteristic roots on ``u' = λu`` are ``λΔt ± √(1 + λ²Δt²)``: on the imaginary axis
+    (``|λΔt| ≤ 1``) both have modulus 1 — stable and non-dissipative, the point of Chang et al.'s
+    construction — while for real ``λ < 0`` the parasitic root has modulus > 1 (weak instability).
+    """
+
+    invertible = True
+
+    def __init__(self, start: str = "euler"):
+        if start not in ("euler", "rest"):
+            raise ValueError(f"Midpoint: start must be 'euler' or 'rest', got {start!r}")
+        self.first_step = start
+
+    @property
+    def order(self):
+        return 2 if self.first_step == "euler" else 1
+
+    #: two-step: a history handed in (Scheme.start) becomes Y_{-1}
+    history = 1
+
+    def init(self, field, t0, x0, dt):
+        return {"prev": None, "n": 0}
+
+    def step(self, field, t, x, dt, state, generator=None):
+        prev, n = _two_step_state(state)
+        fx = field.drift(t, x)
+        if prev is None:
+            x_next = torch.add(x, fx, alpha=dt if self.first_step == "euler" else 2.0 * dt)
+        else:
+            x_next = torch.add(prev, fx, alpha=2.0 * dt)
+        return x_next, _next_state(state, x, n, prev)
+
+    def invert_step(self, field, t, x_next, dt, state_next):
+        x, n, given = state_next["prev"], state_next["n"] - 1, state_next.get("given", True)
+        if n == 0 and not given:
+            return x, {"prev": None, "n": 0}
+        prev = torch.add(x_next, field.drift(t, x), alpha=-2.0 * dt)
+        return x, {"prev": prev, "n": n, "given": given}
+
+    def _start_coefficient(self, dt):  # x_1 = x_0 + c0 f(x_0)
+        return dt if self.first_step == "euler" else 2.0 * dt
+
+    def reverse_step(self, field, t, x_next, dt, state_next, grads, vjp):
+        """Undo one step and pull gradients back with one field evaluation (see ``CoupledEuler.reverse_step``);
+        ``grads = (g_{Y_{n+1}}, g_{Y_n})``."""
+        return _two_step_reverse(self, field, t, x_next, dt, state_next, grads, vjp, 1.0, 0.0, 2.0 * dt)
+
+    def __repr__(self):
+        return f"Midpoint(start={self.first_step!r})"
+
+
+class Leapfrog(Scheme):
+    """The two-step scheme ``Y_{n+1} = 2Y_n − Y_{n−1} + Δt² f(t_n, Y_n)`` for the second-order ODE ``Y'' = f(t, Y)``
+    (Störmer's method; Chang et al.'s leapfrog network with ``f = −Kᵀσ(K Y + b)``).
+
+    ``order`` is the order on ``Y'' = f`` (2 with the default start). How it starts:
+    ``start="taylor"`` (default) takes ``Y_1 = Y_0 + Δt v_0 + Δt²/2 f(t_0, Y_0)`` with the initial
+    velocity ``v_0 = velocity`` (default 0: from rest), order 2; ``start="rest"`` sets
+    ``Y_{−1} = Y_0`` (``Y_1 = Y_0 + Δt² f``), whose ``O(Δt)`` velocity error makes the scheme
+    order 1. A history handed in (a stage's ``prev``) is used as ``Y_{−1}``.
+
+    Exactly invertible: ``Y_{n−1} = 2Y_n − Y_{n+1} + Δt² f(t_n, Y_n)``.
+    """
+
+    invertible = True
+
+    def __init__(self, start: str = "taylor", velocity: float = 0.0):
+        if start not in ("taylor", "rest"):
+            raise ValueError(f"Leapfrog: start must be 'taylor' or 'rest', got {start!r}")
+        try:
+            velocity = float(velocity)
+        except (TypeError, ValueError):
+            raise ValueError(f"Leapfrog: velocity must be a number, got {velocity!r}") from None
+        if not math.isfinite(velocity):
+            raise ValueError(f"Leapfrog: velocity must be finite, got {velocity!r}")
+        self.first_step = start
+        self.velocity = velocity
+
+    @property
+    def order(self):
+        return 2 if self.first_step == "taylor" else 1
+
+    #: two-step: a history handed in (Scheme.start) becomes Y_{-1}
+    history = 1
+
+    def init(self, field, t0, x0, dt):
+        return {"prev": None, "n": 0}
+
+    def step(self, field, t, x, dt, state, generator=None):
+        prev, n = _two_step_state(state)
+        fx = field.drift(t, x)
+        if prev is None:
+            if self.first_step == "taylor":
+                x_next = torch.add(x, fx, alpha=0.5 * dt * dt)
+                if self.velocity:
+                    x_next = x_next + self.velocity * dt
+            else:
+                x_next = torch.add(x, fx, alpha=dt * dt)
+        else:
+            x_next = torch.add(2.0 * x - prev, fx, alpha=dt * dt)
+        return x_next, _next_state(state, x, n, prev)
+
+    def invert_step(self, field, t, x_next, dt, state_next):
+        x, n, given = state_next["prev"], state_next["n"] - 1, state_next.get("given", True)
+        if n == 0 and not given:
+            return x, {"prev": None, "n": 0}
+        prev = torch.add(2.0 * x - x_next, field.drift(t, x), alpha=dt * dt)
+        return x, {"prev": prev, "n": n, "given": given}
+
+    def _start_coefficient(self, dt):  # x_1 = x_0 + c0 f(x_0) (+ Δt v_0, a constant: no gradient)
+        return 0.5 * dt * dt if self.first_step == "taylor" else dt * dt
+
+    def reverse_step(self, field, t, x_next, dt, state_next, grads, vjp):
+        """Undo one step and pull gradients back with one field evaluation (see ``CoupledEuler.reverse_step``);
+        ``grads = (g_{Y_{n+1}}, g_{Y_n})``."""
+        return _two_step_reverse(self, field, t, x_next, dt, state_next, grads, vjp, -1.0, 2.0, dt * dt)
+
+    def __repr__(self):
+        v = f", velocity={self.velocity:g}" if self.velocity else ""
+        return f"Leapfrog(start={self.first_step!r}{v})"
+
+
+def _add_grads(*gs):
+    out = None
+    for g in gs:
+        if g is not None:
+            out = g if out is None else out + g
+    return out
+
+
+def _two_step_reverse(scheme, field, t, x_next, dt, state_next, grads, vjp, a, b, c):
+    """Reverse of ``x_{n+1} = a·x_{n−1} + b·x_n + c·f(x_n)`` (after a start, if step 0 had no history);
+    ``grads = (g_{x_{n+1}}, g_{x_n})`` (the second for the history slot of the state)."""
+    x, n, given = state_next["prev"], state_next["n"] - 1, state_next.get("given", True)
+    g_next, g_hist = grads
+    if n == 0 and not given:  # the scheme's own start x_1 = x_0 + c0 f(x_0)
+        c0 = scheme._start_coefficient(dt)
+        _, back = vjp(lambda u: field.drift(t, u), x, None if g_next is None else g_next * c0)
+        return x, {"prev": None, "n": 0}, (_add_grads(g_next, g_hist, back),)
+    fx, back = vjp(lambda u: field.drift(t, u), x, None if g_next is None else g_next * c)
+    prev = (x_next - b * x - c * fx) / a if a != 1.0 else x_next - b * x - c * fx if b else x_next - c * fx
+    g_x = _add_grads(g_hist, back, None if (g_next is None or not b) else g_next * b)
+    g_prev = None if g_next is None else (g_next if a == 1.0 else g_next * a)
+    return x, {"prev": prev, "n": n, "given": given}, (g_x, g_prev)

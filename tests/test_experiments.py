@@ -354,3 +354,19 @@ def test_runner_resumes_an_interrupted_real_run(tmp_path, tiny_npz):
                          batch_size=16, device="cpu", log=None, plots=False)
     assert res["trained"] == [str(folder)] and not res["failed"]
     assert runner.run_state(folder) == "done"
+
+
+@pytest.mark.slow
+def test_memory_benchmark_quick_smoke(tmp_path):
+    import subprocess
+
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments/benchmarks/memory.py"), "--depths", "26", "50",
+                           "--rounds", "1", "--batch", "2", "--size", "16", "--families", "hamiltonian",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads((tmp_path / "memory.json").read_text())
+    rows = res["rows"]
+    assert [r["depth"] for r in rows] == [26, 50]
+    assert (tmp_path / "memory.md").exists() and (tmp_path / "memory.png").exists()
+    for r in rows:
+        assert r["modes"]["reversible"]["saved_bytes"] < r["modes"]["store"]["saved_bytes"]

@@ -271,3 +271,27 @@ def test_python_m_theory_rejects_unknown_items(capsys):
 
     assert main(["--items", "stability,nope"]) == 2
     assert "unknown theory item" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- reversible (Chang et al.)
+
+
+def test_reversible_step_eigenvalues_match_closed_forms():
+    from theory import reversible_stability as R
+
+    rng = np.random.default_rng(1)
+    K = rng.standard_normal((6, 6)) / 3
+    s = float(np.linalg.svd(K, compute_uv=False).max())
+    for scheme in R.SCHEMES:
+        for h in (0.3 / s, 0.9 / s, 1.5 / s, 2.5 / s):
+            assert abs(R.spectral_radius(scheme, K, h) - R.closed_form_radius(scheme, s, h)) < 1e-6
+    # the Hamiltonian step is symplectic: det 1
+    assert abs(np.linalg.det(R.step_matrix("hamiltonian", K, 0.7)) - 1) < 1e-10
+    assert R.closed_form_radius("euler", s, 0.1) > 1
+
+
+def test_reversible_layer_norms_match_a_direct_backward():
+    from theory import reversible_stability as R
+
+    f, g = R.layer_norms("hamiltonian", layers=20, d=4, batch=2)
+    assert f[0] == 1 and g[-1] == 1 and len(f) == 21 and np.isfinite(g).all()

@@ -24,6 +24,7 @@ ITEMS = {
     "stochastic_lm": "theory.stochastic_lm",
     "weak2": "theory.weak_order2",
     "refinement": "theory.refinement",
+    "reversible": "theory.reversible_stability",
 }
 
 #: the report and figures committed with the package

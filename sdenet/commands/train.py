@@ -102,6 +102,11 @@ def register(subparsers) -> None:
                    help="survival probability of the last block (stochastic depth)")
     p.add_argument("--mode", choices=("sample", "batch"), default=None,
                    help="noise structure: one increment per sample or one per batch")
+    p.add_argument("--memory", choices=("store", "reversible", "checkpoint"), default=None,
+                   help="what the backward pass keeps: store (every activation, the default), "
+                        "reversible (reconstruct each state from the next: invertible schemes "
+                        "only -- revnet, hamiltonian*, midpoint*, leapfrog*) or checkpoint (every "
+                        "ceil(sqrt(N))-th state of a stage, recompute the rest; any model)")
     p.add_argument("--seed", type=integer, default=0)
     p.add_argument("--out", default=None, metavar="DIR",
                    help="run folder (default: runs/<model>-<dataset>-<timestamp>)")
@@ -153,7 +158,7 @@ def run(args) -> int:
     if args.resume:
         given = [k for k in ("epochs", "batch_size", "lr", "dt", "p_L", "mode", "preset",
                              "out", "momentum", "weight_decay", "limit_train", "limit_test",
-                             "refine", "multilevel", "p_schedule", "resolution", "init")
+                             "refine", "multilevel", "p_schedule", "resolution", "init", "memory")
                  if getattr(args, k) is not None]
         if given:
             raise UsageError(f"train: --resume continues a run with its own settings; drop "
@@ -185,6 +190,8 @@ def run(args) -> int:
                 overrides["dt"], kw["dt"] = args.dt, None
         if args.p_schedule is not None:
             overrides["p_schedule"] = args.p_schedule
+        if args.memory is not None:
+            overrides["memory"] = args.memory
         if overrides:
             kw["overrides"] = overrides
     from ..train.multilevel import is_multilevel, resume_multilevel, train_multilevel

@@ -34,6 +34,8 @@ from .stage import Stage, Transition, lm_stage, mean_scheme, noise_on, set_gener
 from .transform import to_lm
 from .refine import coarsen, refine
 from .rescale import rescale
+from .reversible import AntisymmetricPair, HalfPadPool, HamiltonianBlockField, TiedBlock
+from .memory import MEMORY_MODES, memory_problem, saved_tensor_bytes, set_memory
 
 __all__ = [
     "blocks", "PreActBasic", "PostActBasic", "PreActBottleneck", "PostActBottleneck", "ShakeBranch",
@@ -43,4 +45,7 @@ __all__ = [
     "Layer", "Network", "lm_coefficients", "weak_report", "reset_weak_stats", "mc_predict",
     "to_lm", "refine", "coarsen",
     "rescale",
+    "to_lm",
+    "TiedBlock", "AntisymmetricPair", "HamiltonianBlockField", "HalfPadPool",
+    "MEMORY_MODES", "set_memory", "memory_problem", "saved_tensor_bytes",
 ]

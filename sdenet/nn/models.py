@@ -19,6 +19,8 @@ shake_shake*           ``WeakEuler``               ``Uniform``
 polynet                ``NeumannEuler(2)``         —
 fractalnet             ``Heun``                    —
 revnet                 ``CoupledEuler``            —
+hamiltonian*           ``Hamiltonian``             — (sdenet/nn/reversible.py)
+midpoint*, leapfrog*   ``Midpoint``, ``Leapfrog``  — (sdenet/nn/reversible.py)
 =====================  ==========================  ===================================
 
 Overrides (each model accepts those that apply to it; others are refused by name):
@@ -82,6 +84,7 @@ from .fields import BlockField, CoupledBlockField, DropField, ShakeField, _check
 from .network import Layer, Network
 from .refine import resample_values
 from .stage import Stage, Transition, lm_stage
+from .memory import MEMORY_MODES, set_memory
 
 __all__ = ["create", "names", "info", "REGISTRY"]
 
@@ -218,6 +221,12 @@ def _refined_count(cfg, name, count, lookahead):
 
 def _build(cfg) -> Network:
     arch, method = cfg["arch"], cfg["method"]
+    if method in _REVERSIBLE:  # Chang et al.'s families (sdenet/nn/reversible.py)
+        stem_kind, head_act, _ = _ARCH[arch]
+        net = _REVERSIBLE[method](cfg, _stem(stem_kind, cfg["stem_width"]),
+                                  _Head(cfg["widths"][-1], cfg["num_classes"], head_act))
+        net.config = {k: v for k, v in cfg.items() if k != "level_noise"}
+        return net
     stem_kind, head_act, post = _ARCH[arch]
     dt = cfg["dt"] / cfg.get("refine", 1)
     stem_width = cfg["stem_width"]
@@ -388,6 +397,25 @@ for _name, _m, _arch in (("tiny_resnet", "euler", "preact"), ("tiny_lm_resnet", 
                          ("tiny_sd_resnet", "sd", "preact"), ("tiny_lm_sd_resnet", "lm_sd", "preact"),
                          ("tiny_shake_shake", "shake", "shake")):
     _register(_name, arch=_arch, method=_m, widths=(8, 16, 32), blocks=(2, 2, 2), stem_width=8)
+# Chang et al. (AAAI 2018): Hamiltonian, midpoint and leapfrog networks (sdenet/nn/reversible.py)
+from .reversible import FAMILIES as _REV_FAMILIES, build_reversible as _build_reversible  # noqa: E402
+
+_ARCH["reversible"] = ("conv_bn_relu", "bn_relu", None)
+_REVERSIBLE = {m: _build_reversible for m in _REV_FAMILIES}
+for _m, _scheme in _REV_FAMILIES.items():
+    _METHOD_OPTIONS[_m] = ()
+    _METHOD_INFO[_m] = (_scheme, None)
+for _name, _m, _w, _u in (("hamiltonian74", "hamiltonian", (32, 64, 112), 6),
+                          ("hamiltonian218", "hamiltonian", (32, 64, 128), 18),
+                          ("hamiltonian1202", "hamiltonian", (32, 64, 128), 100),
+                          ("midpoint62", "midpoint", (32, 64, 112), 5),
+                          ("midpoint200", "midpoint", (32, 64, 128), 16),
+                          ("leapfrog62", "leapfrog", (32, 64, 112), 5),
+                          ("leapfrog200", "leapfrog", (32, 64, 128), 16),
+                          ("tiny_hamiltonian", "hamiltonian", (8, 16, 32), 2),
+                          ("tiny_midpoint", "midpoint", (8, 16, 32), 2),
+                          ("tiny_leapfrog", "leapfrog", (8, 16, 32), 2)):
+    _register(_name, arch="reversible", method=_m, widths=_w, blocks=(_u,) * 3, stem_width=_w[0])
 for _d, _b in ((50, (3, 4, 6, 3)), (101, (3, 4, 23, 3))):
     for _m in ("euler", "lm"):
         _register(f"{'lm_' if _m == 'lm' else ''}resnet{_d}", arch="imagenet", method=_m, widths=(64, 128, 256, 512),
@@ -497,16 +525,27 @@ def _resolve(name, num_classes, overrides) -> dict:
     return cfg
 
 
-def create(name: str, num_classes: int | None = None, **overrides) -> Network:
+def create(name: str, num_classes: int | None = None, memory: str = "store", **overrides) -> Network:
     """Build the registered model ``name`` (``num_classes`` defaults to 10 on CIFAR, 1000 on ImageNet).
 
     ``refine=F`` builds the fixed-T refinement directly: every ODE stage takes F× the steps at
     Δt/F (the architecture :func:`sdenet.nn.refine` makes of the ``refine=1`` network, with
     fresh weights); ``dt`` keeps the blocks and changes T.
+
+    ``memory``: ``"store"``, ``"reversible"`` or ``"checkpoint"`` on every stage
+    (:func:`sdenet.nn.set_memory`); a mode the model cannot use is a ``ValueError`` with the reason.
     """
+    if memory not in MEMORY_MODES:
+        raise ValueError(f"{name}: memory must be one of {', '.join(MEMORY_MODES)}, got {memory!r}")
     cfg = _resolve(name, num_classes, overrides)
     net = _build(cfg)
     net.name = name
+    if memory != "store":
+        try:
+            set_memory(net, memory)
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}") from None
+        net.config["memory"] = memory
     return net
 
 

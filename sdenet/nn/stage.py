@@ -90,7 +90,13 @@ class Stage(nn.Module):
 
     For a coupled field (RevNet) the input may be a pair ``(x, y)`` (a pair comes back) or a
     tensor, which is split in two along the channels and concatenated again at the end.
+
+    ``memory`` (attribute, default ``"store"``; set it with :func:`sdenet.nn.set_memory`):
+    ``"reversible"`` or ``"checkpoint"`` trade recomputation for saved activations in
+    training (:mod:`sdenet.nn.memory`).
     """
+
+    memory = "store"
 
     def __init__(self, blocks_or_field, scheme, *, dt: float | None = None, steps: int | None = None,
                  t0: float = 0.0, post=None, name: str | None = None):
@@ -183,6 +189,12 @@ class Stage(nn.Module):
         # the scheme decides how it starts from the transition's S(x) (Scheme.start)
         state = schemes[0].start(field, t0, x, dt, before=prev)
         post = self.post
+        if self.memory != "store" and torch.is_grad_enabled():
+            # reversible / checkpoint (sdenet.nn.memory); its steps are not boundary-checked
+            from .memory import run as _run_memory
+
+            x = _run_memory(self, schemes, x, state)
+            return torch.cat(x, dim=1) if split else x
         start = 0
         if not torch.compiler.is_compiling() and not self._boundary_checked:
             # first call: step 0 sees the field through the boundary checks (same outputs)

@@ -1,0 +1,369 @@
+"""Memory and time of a training step by memory mode, depth 20 to 1202.
+
+For each family and depth one worker process builds the network once and switches its stages'
+memory mode (``sdenet.nn.set_memory``) between the contenders:
+
+* pre-activation ResNet (``preact_resnet*``, 6n + 2 layers): ``store`` vs ``checkpoint``;
+* RevNet (``revnet``, widths 32-64-128, n units per stage, about 12n + 2 layers): ``store`` vs ``reversible``;
+* Hamiltonian (``hamiltonian*``, widths 32-64-128, 12n + 2 layers): ``store`` vs ``reversible``.
+
+Per (network, mode) it measures
+
+* **saved bytes**: the distinct tensors autograd saves for backward during the forward pass
+  (``torch.autograd.graph.saved_tensors_hooks``, :func:`sdenet.nn.saved_tensor_bytes`);
+* **peak process memory** of one training step above the memory before it (Linux: peak RSS
+  reset through ``/proc/self/clear_refs`` and read from ``VmHWM``; the C heap is trimmed
+  before each step) and the peak CUDA memory on a GPU;
+* **step time** (forward + cross-entropy + backward + SGD with momentum): rounds interleave the
+  two modes (order alternating), the reported ratio is the median over rounds of the paired
+  ratios (mode / store);
+* for the reversible modes, the max relative gradient error against ``store`` on the same batch
+  (float32) and the reconstruction drift of the stages (:func:`sdenet.nn.memory.reconstruction_drift`).
+
+Targets (issue 10): reversible saved bytes at depth 1202 <= 1.3x those at depth 20 (store grows
+about 60x); checkpoint grows like sqrt(N); reversible step time <= 1.5x stored, checkpoint <= 1.4x.
+
+    python experiments/benchmarks/memory.py                      # CPU, batch 8, 1 thread
+    python experiments/benchmarks/memory.py --quick              # smoke test (depths 20, 56)
+Writes ``memory.json``, ``memory.md`` and ``memory.png`` to ``--out`` (default experiments/results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+FAMILIES = {
+    "preact_resnet": ("store", "checkpoint"),
+    "revnet": ("store", "reversible"),
+    "hamiltonian": ("store", "reversible"),
+}
+TARGETS = {"reversible": 1.5, "checkpoint": 1.4}
+
+
+def units(family, depth):
+    if family == "preact_resnet":
+        n = max(1, round((depth - 2) / 6))
+        return n, 6 * n + 2
+    n = max(2, round((depth - 2) / 12))
+    return n, 12 * n + 2
+
+
+def build(family, n):
+    import sdenet.models as M
+
+    if family == "preact_resnet":
+        return M.create("preact_resnet20", blocks=(n,) * 3)
+    if family == "revnet":
+        return M.create("revnet", blocks=(n,) * 3)
+    return M.create("hamiltonian1202", blocks=(n,) * 3)
+
+
+# ---------------------------------------------------------------------- worker (one family, one depth)
+
+
+def _rss():
+    vals = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                vals[line.split(":")[0]] = int(line.split()[1]) * 1024
+    return vals
+
+
+def _trim():
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
+def _reset_peak():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def worker(spec):
+    import torch
+    import torch.nn.functional as F
+
+    from sdenet.nn import Stage, saved_tensor_bytes, set_memory
+    from sdenet.nn.memory import reconstruction_drift
+
+    torch.set_num_threads(spec["threads"])
+    torch.manual_seed(0)
+    device = torch.device(spec["device"])
+    family, n = spec["family"], spec["units"]
+    model = build(family, n).to(device).train()
+    x = torch.randn(spec["batch"], 3, spec["size"], spec["size"], device=device)
+    y = torch.randint(0, 10, (spec["batch"],), device=device)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    modes = FAMILIES[family]
+    lean = modes[1]
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    out = {"family": family, "units": n, "depth": spec["depth"], "params": sum(p.numel() for p in model.parameters()),
+           "modes": {}}
+    set_memory(model, "store")
+    step()  # warm-up
+    # memory: the lean mode first, then store, trimming the heap before each
+    for mode in (lean, "store"):
+        set_memory(model, mode)
+        opt.zero_grad(set_to_none=True)
+        _trim()
+        nbytes, logits = saved_tensor_bytes(lambda: model(x))
+        F.cross_entropy(logits, y).backward()
+        del logits
+        opt.zero_grad(set_to_none=True)
+        _trim()
+        before = _rss()["VmRSS"]
+        ok = _reset_peak()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            cuda0 = torch.cuda.memory_allocated(device)
+        step()
+        sync()
+        peak = _rss()["VmHWM"] if ok else None
+        rec = {"saved_bytes": nbytes, "rss_before": before, "rss_peak": peak,
+               "rss_step": (peak - before) if peak is not None else None}
+        if device.type == "cuda":
+            rec["cuda_peak_step"] = torch.cuda.max_memory_allocated(device) - cuda0
+        out["modes"][mode] = rec
+    # gradients against store, same batch, no optimizer step
+    if lean == "reversible":
+        bufs = {k: v.clone() for k, v in model.state_dict().items()}
+        grads = {}
+        for mode in ("store", lean):
+            model.load_state_dict(bufs)
+            set_memory(model, mode)
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            grads[mode] = [p.grad.detach().clone() for p in model.parameters()]
+        model.load_state_dict(bufs)
+        out["grad_rel_error"] = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+                                    for a, b in zip(grads[lean], grads["store"]))
+        drift = []
+        with torch.no_grad():
+            h = model.stem(x)
+            for layer in model.layers:
+                if layer.transition is not None:
+                    h, _ = layer.transition(h)
+                drift.append(reconstruction_drift(layer.stage, h)["rel_error"])
+                h = layer.stage(h)
+        out["reconstruction_drift"] = drift
+    # time, interleaved
+    ratios, times = [], {m: [] for m in modes}
+    for r in range(spec["rounds"]):
+        order = modes if r % 2 == 0 else modes[::-1]
+        got = {}
+        for mode in order:
+            set_memory(model, mode)
+            sync()
+            t0 = time.perf_counter()
+            step()
+            sync()
+            got[mode] = time.perf_counter() - t0
+            times[mode].append(got[mode])
+        ratios.append(got[lean] / got["store"])
+    for mode in modes:
+        out["modes"][mode]["step_s"] = statistics.median(times[mode])
+    out["time_ratio"] = statistics.median(ratios)
+    out["time_ratio_range"] = [min(ratios), max(ratios)]
+    set_memory(model, "store")
+    assert all(s.memory == "store" for s in model.modules() if isinstance(s, Stage))
+    return out
+
+
+# ---------------------------------------------------------------------- driver
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--depths", type=int, nargs="+", default=[20, 56, 110, 302, 1202])
+    p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default=str(ROOT / "experiments" / "results"))
+    p.add_argument("--quick", action="store_true", help="depths 20 and 56, one round (smoke test)")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+    if args.quick:
+        args.depths, args.rounds = [20, 56], 1
+    from sdenet.train.hardware import info as hardware
+
+    load0 = os.getloadavg()
+    rows = []
+    t_start = time.time()
+    for depth in args.depths:
+        for family in args.families:
+            n, actual = units(family, depth)
+            spec = {"family": family, "units": n, "depth": actual, "batch": args.batch, "size": args.size,
+                    "rounds": args.rounds, "threads": args.threads, "device": args.device}
+            t0 = time.time()
+            env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(args.threads))
+            proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True,
+                                  text=True, env=env)
+            if proc.returncode != 0:
+                print(proc.stderr, file=sys.stderr)
+                raise SystemExit(f"memory benchmark: worker {family} depth {actual} failed")
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            lean = FAMILIES[family][1]
+            print(f"[{time.time() - t_start:6.0f}s] {family:<13} depth {actual:>5}: saved "
+                  f"{row['modes']['store']['saved_bytes'] / 2**20:8.1f} MiB store, "
+                  f"{row['modes'][lean]['saved_bytes'] / 2**20:7.2f} MiB {lean}; time ratio {row['time_ratio']:.2f} "
+                  f"({time.time() - t0:.0f} s)", flush=True)
+    result = {"hardware": hardware(args.device), "load_before": load0, "load_after": os.getloadavg(),
+              "batch": args.batch, "size": args.size, "rounds": args.rounds, "threads": args.threads,
+              "device": args.device, "rows": rows, "seconds": time.time() - t_start,
+              "command": " ".join(["python", "experiments/benchmarks/memory.py", *(argv or sys.argv[1:])])}
+    result["verdicts"] = verdicts(rows)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "memory.json").write_text(json.dumps(result, indent=1))
+    plot(rows, out / "memory.png")
+    (out / "memory.md").write_text(markdown(result))
+    print(f"wrote {out / 'memory.md'}")
+    return 0
+
+
+def _by(rows, family):
+    return sorted((r for r in rows if r["family"] == family), key=lambda r: r["depth"])
+
+
+def verdicts(rows):
+    out = []
+    for family, modes in FAMILIES.items():
+        rs = _by(rows, family)
+        if len(rs) < 2:
+            continue
+        lean = modes[1]
+        lo, hi = rs[0], rs[-1]
+        growth = {m: hi["modes"][m]["saved_bytes"] / lo["modes"][m]["saved_bytes"] for m in modes}
+        depth_ratio = (hi["units"] / lo["units"])
+        if lean == "reversible":
+            out.append({"family": family, "target": f"reversible saved bytes at depth {hi['depth']} <= 1.3x depth "
+                        f"{lo['depth']}", "value": growth[lean], "met": growth[lean] <= 1.3,
+                        "note": f"store grows {growth['store']:.1f}x over the same range"})
+        else:
+            out.append({"family": family, "target": f"checkpoint saved bytes grow like sqrt(N): "
+                        f"sqrt({hi['units']}/{lo['units']}) = {math.sqrt(depth_ratio):.1f}x",
+                        "value": growth[lean], "met": growth[lean] <= 1.5 * math.sqrt(depth_ratio),
+                        "note": f"store grows {growth['store']:.1f}x (N ratio {depth_ratio:.1f}); "
+                                f"met when within 1.5x of sqrt(N ratio)"})
+        worst = max(r["time_ratio"] for r in rs)
+        out.append({"family": family, "target": f"{lean} step time <= {TARGETS[lean]}x store (every depth)",
+                    "value": worst, "met": worst <= TARGETS[lean],
+                    "note": "median paired ratio per depth: " + ", ".join(f"{r['depth']}: {r['time_ratio']:.2f}"
+                                                                            for r in rs)})
+    return out
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for family, modes in FAMILIES.items():
+        rs = _by(rows, family)
+        if not rs:
+            continue
+        d = [r["depth"] for r in rs]
+        for m in modes:
+            style = "-o" if m == "store" else "--s"
+            axes[0].loglog(d, [r["modes"][m]["saved_bytes"] / 2**20 for r in rs], style, label=f"{family} {m}")
+            peaks = [r["modes"][m]["rss_step"] for r in rs]
+            if all(v is not None for v in peaks):
+                axes[1].loglog(d, [max(v, 1) / 2**20 for v in peaks], style, label=f"{family} {m}")
+        axes[2].semilogx(d, [r["time_ratio"] for r in rs], "-o", label=f"{family}: {modes[1]} / store")
+    axes[0].set_title("activations saved for backward (MiB)")
+    axes[1].set_title("peak process memory of a step above its start (MiB)")
+    axes[2].set_title("step time ratio (median of interleaved pairs)")
+    axes[2].axhline(1.5, color="r", ls=":", lw=1, label="reversible target 1.5")
+    axes[2].axhline(1.4, color="m", ls=":", lw=1, label="checkpoint target 1.4")
+    for ax in axes:
+        ax.set_xlabel("depth (layers)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(res):
+    hw = res["hardware"]
+    hw_s = ", ".join(f"{k} {v}" for k, v in hw.items()) if isinstance(hw, dict) else str(hw)
+    lines = [
+        "# Memory modes: saved activations, peak memory and step time by depth", "",
+        f"Produced by `{res['command']}` in {res['seconds']:.0f} s.", "",
+        f"- hardware: {hw_s}",
+        f"- load average (1/5/15 min) before {[round(v, 2) for v in res['load_before']]}, after "
+        f"{[round(v, 2) for v in res['load_after']]} (2 cores shared with other jobs: times are noisy; ratios "
+        "are of interleaved pairs)",
+        f"- batch {res['batch']} of {res['size']}x{res['size']} random images, float32, {res['threads']} thread(s), "
+        f"device {res['device']}; {res['rounds']} timing rounds per depth; one worker process per (family, depth)",
+        "", "![memory](memory.png)", "",
+        "| family | depth | params | mode | saved for backward (MiB) | step peak RSS above start (MiB) | step (s) |"
+        " ratio to store | grad rel. error vs store | reconstruction drift per stage |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in sorted(res["rows"], key=lambda r: (list(FAMILIES).index(r["family"]), r["depth"])):
+        for m in FAMILIES[r["family"]]:
+            rec = r["modes"][m]
+            lean = m != "store"
+            lines.append(
+                f"| {r['family']} | {r['depth']} | {r['params'] / 1e6:.2f}M | {m} | {rec['saved_bytes'] / 2**20:.2f} | "
+                f"{(rec['rss_step'] or 0) / 2**20:.1f} | {rec['step_s']:.3f} | "
+                f"{r['time_ratio']:.2f} ({r['time_ratio_range'][0]:.2f}–{r['time_ratio_range'][1]:.2f})" if lean else
+                f"| {r['family']} | {r['depth']} | {r['params'] / 1e6:.2f}M | {m} | {rec['saved_bytes'] / 2**20:.2f} | "
+                f"{(rec['rss_step'] or 0) / 2**20:.1f} | {rec['step_s']:.3f} | 1")
+            if lean:
+                ge = r.get("grad_rel_error")
+                dr = r.get("reconstruction_drift")
+                lines[-1] += (f" | {ge:.2e}" if ge is not None else " | –") + (
+                    " | " + ", ".join(f"{v:.1e}" for v in dr) if dr else " | –") + " |"
+            else:
+                lines[-1] += " | | |"
+    lines += ["", "## Targets", "", "| family | target | measured | met |", "|---|---|---:|---|"]
+    for v in res["verdicts"]:
+        lines.append(f"| {v['family']} | {v['target']} | {v['value']:.2f} ({v['note']}) | "
+                     f"{'yes' if v['met'] else '**no**'} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

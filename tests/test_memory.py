@@ -1,0 +1,193 @@
+"""Memory modes of stages: gradients equal stored backprop, replayed noise, flat saved bytes, refusals."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import sdenet as sn
+import sdenet.models as M
+from sdenet.nn import HamiltonianBlockField, Stage, TiedBlock, saved_tensor_bytes, set_memory
+from sdenet.nn.reversible import AntisymmetricPair
+
+# (model, overrides) small enough for a quick float64 check; every family of the registry
+FAMILIES = {
+    "tiny_resnet": {}, "resnet20": {"widths": (4, 8, 8), "blocks": (2, 2, 2), "stem_width": 4},
+    "tiny_lm_resnet": {}, "tiny_sd_resnet": {}, "tiny_lm_sd_resnet": {}, "tiny_shake_shake": {},
+    "polynet": {"widths": (4, 8, 8), "blocks": (2, 2, 2), "stem_width": 4},
+    "fractalnet": {"widths": (4, 8, 8), "blocks": (3, 3, 3), "stem_width": 4},
+    "revnet": {"widths": (8, 16, 16), "blocks": (2, 2, 3), "stem_width": 8},
+    "tiny_hamiltonian": {}, "tiny_midpoint": {}, "tiny_leapfrog": {},
+}
+INVERTIBLE = {"revnet", "tiny_hamiltonian", "tiny_midpoint", "tiny_leapfrog"}
+
+
+def _grads(net, x, y, seed):
+    net.zero_grad()
+    x = x.clone().requires_grad_()
+    torch.manual_seed(seed)
+    F.cross_entropy(net(x), y).backward()
+    return [x.grad] + [p.grad if p.grad is not None else torch.zeros_like(p) for p in net.parameters()]
+
+
+def _rel(gs, refs):
+    return max(float((g - r).abs().max() / r.abs().max().clamp_min(1e-300)) for g, r in zip(gs, refs))
+
+
+def _compare(name, mode, dtype):
+    torch.manual_seed(0)
+    net = M.create(name, **FAMILIES[name]).to(dtype)
+    x = torch.randn(4, 3, 8, 8, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 2, 3])
+    state = copy.deepcopy(net.state_dict())
+    ref = _grads(net, x, y, seed=5)
+    after_ref = copy.deepcopy(net.state_dict())
+    rng_ref = torch.get_rng_state()
+    net.load_state_dict(state)
+    set_memory(net, mode)
+    got = _grads(net, x, y, seed=5)
+    # recomputation leaves no trace: batch-norm statistics and the RNG stream as with store
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, after_ref[k]) or float((v - after_ref[k]).abs().max()) < 1e-12, k
+    assert torch.equal(torch.get_rng_state(), rng_ref)
+    return _rel(got, ref)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_checkpoint_gradients_equal_store_float64(name):
+    assert _compare(name, "checkpoint", torch.float64) <= 1e-10
+
+
+@pytest.mark.parametrize("name", sorted(INVERTIBLE))
+def test_reversible_gradients_equal_store_float64(name):
+    assert _compare(name, "reversible", torch.float64) <= 1e-10
+
+
+@pytest.mark.parametrize("name, mode", [("tiny_hamiltonian", "reversible"), ("tiny_midpoint", "reversible"),
+                                        ("revnet", "reversible"), ("tiny_sd_resnet", "checkpoint"),
+                                        ("tiny_lm_resnet", "checkpoint"), ("tiny_leapfrog", "checkpoint")])
+def test_gradients_equal_store_float32(name, mode):
+    assert _compare(name, mode, torch.float32) <= 1e-4
+
+
+@pytest.mark.parametrize("name", sorted(set(FAMILIES) - INVERTIBLE))
+def test_reversible_refused_with_reason(name):
+    with pytest.raises(ValueError, match="cannot work for stage .*(not invertible|stochastic)"):
+        M.create(name, memory="reversible", **FAMILIES[name])
+
+
+def test_unknown_mode_refused():
+    with pytest.raises(ValueError, match="memory must be one of"):
+        M.create("tiny_resnet", memory="recompute")
+    net = M.create("tiny_resnet")
+    with pytest.raises(ValueError, match="memory must be one of"):
+        set_memory(net, "fast")
+    assert all(getattr(s, "memory", "store") == "store" for s in net.modules() if isinstance(s, Stage))
+
+
+def test_reversible_stage_refuses_post_and_noise():
+    blocks = [torch.nn.Conv2d(4, 4, 3, padding=1) for _ in range(2)]
+    with pytest.raises(ValueError, match="post-activation"):
+        set_memory(Stage(sn.nn.BlockField(blocks), sn.Midpoint(), post="relu"), "reversible")
+
+
+def test_checkpoint_replays_the_forward_increments():
+    torch.manual_seed(0)
+    from sdenet.nn import DropField
+
+    blocks = [torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.Tanh()) for _ in range(9)]
+    field = DropField(blocks, 0.5, noise="sample")
+    stage = Stage(field, sn.WeakEuler(sn.DropBernoulli(0.5))).double()
+    seen = []
+    orig = field.increment
+
+    def spy(t, x, dt, dw):
+        seen.append((field.index(t), dw.detach().clone()))
+        return orig(t, x, dt, dw)
+
+    field.increment = spy
+    x = torch.randn(6, 4, 5, 5, dtype=torch.float64, requires_grad=True)
+    gen = torch.Generator().manual_seed(3)
+    stage._generator = gen
+    ref_out = stage(x)
+    ref_out.square().sum().backward()
+    ref = [x.grad.clone()] + [p.grad.clone() for p in stage.parameters()]
+    forward_draws = dict(seen)
+    x.grad = None
+    stage.zero_grad()
+    seen.clear()
+    gen.manual_seed(3)
+    set_memory(stage, "checkpoint")
+    out = stage(x)
+    after_forward = gen.get_state()
+    assert torch.equal(out, ref_out)
+    n_forward = len(seen)
+    out.square().sum().backward()
+    assert torch.equal(gen.get_state(), after_forward)  # the generator is put back
+    replayed = seen[n_forward:]
+    assert len(replayed) == 9 and n_forward == 9
+    for n, dw in replayed:
+        assert torch.equal(dw, forward_draws[n])
+    # the draws differ between blocks (the test can tell a replay from a fresh draw)
+    assert any(not torch.equal(forward_draws[0], forward_draws[n]) for n in range(1, 9))
+    got = [x.grad] + [p.grad for p in stage.parameters()]
+    assert _rel(got, ref) <= 1e-12
+
+
+def _stage(kind, n, c=8):
+    torch.manual_seed(0)
+    if kind == "hamiltonian":
+        field = HamiltonianBlockField([TiedBlock(c // 2) for _ in range(n)], [TiedBlock(c // 2) for _ in range(n)])
+        return Stage(field, sn.Hamiltonian())
+    scheme = sn.Midpoint() if kind == "midpoint" else sn.Leapfrog()
+    return Stage(sn.nn.BlockField([AntisymmetricPair(c) for _ in range(n)], 0.1), scheme)
+
+
+def _bytes(stage, mode):
+    set_memory(stage, mode)
+    x = torch.randn(4, 8, 8, 8, requires_grad=True)
+    nbytes, out = saved_tensor_bytes(lambda: stage(x))
+    out.sum().backward()  # the graph works
+    return nbytes
+
+
+@pytest.mark.parametrize("kind", ["hamiltonian", "midpoint", "leapfrog"])
+def test_saved_bytes_flat_in_depth_for_reversible(kind):
+    depths = (2, 8, 32, 64)
+    rev = [_bytes(_stage(kind, n), "reversible") for n in depths]
+    store = [_bytes(_stage(kind, n), "store") for n in depths]
+    assert max(rev) == min(rev) > 0
+    assert store[-1] > 20 * store[0] and store[-1] > 50 * rev[-1]
+    ck = [_bytes(_stage(kind, n), "checkpoint") for n in (16, 64)]
+    # ceil(sqrt(N)) carries: 4 at N = 16, 8 at N = 64 (a two-step carry holds x_{n-1} too, except at n = 0)
+    assert 1.9 <= ck[1] / ck[0] <= 2.2
+
+
+def test_memory_mode_is_not_used_without_grad():
+    stage = _stage("midpoint", 4)
+    x = torch.randn(2, 8, 4, 4)
+    ref = stage(x)
+    set_memory(stage, "reversible")
+    with torch.no_grad():
+        assert torch.equal(stage(x), ref)
+
+
+def test_reconstruction_drift_is_rounding_in_float64_and_refused_when_not_invertible():
+    from sdenet.nn.memory import reconstruction_drift
+
+    for kind in ("hamiltonian", "midpoint", "leapfrog"):
+        stage = _stage(kind, 16).double()
+        torch.manual_seed(1)
+        r = reconstruction_drift(stage, torch.randn(2, 8, 6, 6, dtype=torch.float64))
+        assert r["steps"] == 16 and r["rel_error"] < 1e-12
+        r32 = reconstruction_drift(stage.float(), torch.randn(2, 8, 6, 6))
+        assert 0 < r32["rel_error"] < 1e-3  # float32 rounding shows, and stays small at this depth
+    with pytest.raises(ValueError, match="not invertible"):
+        reconstruction_drift(Stage([torch.nn.Conv2d(2, 2, 1)], sn.Euler()), torch.randn(1, 2, 3, 3))
+
+
+def test_memory_mode_survives_a_checkpoint_round_trip_of_the_config():
+    net = M.create("tiny_midpoint", memory="checkpoint")
+    again = M.create(net.name, memory=net.config["memory"])
+    assert {s.memory for s in again.modules() if isinstance(s, Stage)} == {"checkpoint"}
