@@ -10,6 +10,7 @@ convergence toolkit — is importable from the top level::
 
 from . import weak
 from .fields import NOISE_TYPES, CoupledField, Field, ODEField, SDEField
+from .fast import LinearSDEField
 from .integrate import integrate, make_grid
 from .laws import LAW_NAMES, DropBernoulli, Gaussian, NoiseLaw, Rademacher, ThreePoint, Uniform, get_law
 from .schemes import (
@@ -30,7 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "weak",
-    "NOISE_TYPES", "Field", "SDEField", "ODEField", "CoupledField",
+    "NOISE_TYPES", "Field", "SDEField", "ODEField", "CoupledField", "LinearSDEField",
     "integrate", "make_grid",
     "LAW_NAMES", "NoiseLaw", "Gaussian", "Uniform", "Rademacher", "ThreePoint", "DropBernoulli", "get_law",
     "SCHEME_NAMES", "Scheme", "Euler", "Heun", "NeumannEuler", "LinearMultistep", "CoupledEuler",
