@@ -152,36 +152,65 @@ def fast_integrate(field, scheme, x0, t0, dt, steps, generator, save):
     """Weak Euler in place on a :class:`LinearSDEField`; ``None`` when the fast path does not apply.
 
     ``x0`` is never modified (the loop runs on a copy). Arguments are those
-    :func:`~sdenet.integrate.integrate` has already checked.
+    :func:`~sdenet.integrate.integrate` has already checked. The step is specialised once
+    per call (a closure per law), so each step is two or three tensor ops and no Python
+    branching.
     """
     if not _applicable(field, scheme, x0):
         return None
     a, b, c, d = field.affine()
     law = scheme.law
+    kind = type(law)
     grow = 1.0 + a * dt
     shift = b * dt
+    s = math.sqrt(dt)
     with torch.no_grad():
         x = x0.detach().clone()
         draw = _Draw(law, field.noise_shape(x), dt, generator, x)
-        bits_fast = draw.bits is not None and c == 0.0
-        tmp = torch.empty_like(x) if c != 0.0 else None
-        path = [x0.detach().clone()] if save == "all" else None
-        s = math.sqrt(dt)
-        for _ in range(steps):
-            if bits_fast:  # X ← (1 + aΔt) X + 2d√Δt·bit − d√Δt (+ bΔt)
-                bits = draw.rademacher_bits()
-                x.mul_(grow).add_(bits, alpha=2.0 * d * s).add_(shift - d * s)
-            else:
+        buf, shape, gen = draw.buf, draw.shape, generator
+        if c != 0.0:  # multiplicative noise: (c X + d) ΔŴ from the old X, then (1 + aΔt) X + bΔt
+            tmp = torch.empty_like(x)
+
+            def step():
                 dw = draw()
-                if c == 0.0:
-                    x.mul_(grow).add_(dw, alpha=d)
-                else:  # (c X + d) ΔŴ from the old X, then (1 + aΔt) X
-                    torch.mul(x, c, out=tmp).add_(d).mul_(dw)
-                    x.mul_(grow).add_(tmp)
+                torch.mul(x, c, out=tmp).add_(d).mul_(dw)
+                x.mul_(grow).add_(tmp)
                 if shift != 0.0:
                     x.add_(shift)
-            if path is not None:
+        elif kind is Rademacher and draw.bits is not None:
+            hi, lo = 2.0 * d * s, shift - d * s
+
+            def step():  # X ← (1 + aΔt) X + 2d√Δt·bit + (bΔt − d√Δt)
+                x.mul_(grow).add_(draw.rademacher_bits(), alpha=hi).add_(lo)
+        elif kind is Gaussian:
+            alpha = d * s
+
+            def step():  # ΔŴ = √Δt z with z from randn: √Δt folded into the update
+                torch.randn(shape, generator=gen, out=buf)
+                x.mul_(grow).add_(buf, alpha=alpha)
+                if shift != 0.0:
+                    x.add_(shift)
+        elif kind is Uniform:
+            u = math.sqrt(3.0 * dt)
+
+            def step():
+                buf.uniform_(-u, u, generator=gen)
+                x.mul_(grow).add_(buf, alpha=d)
+                if shift != 0.0:
+                    x.add_(shift)
+        else:
+
+            def step():
+                x.mul_(grow).add_(draw(), alpha=d)
+                if shift != 0.0:
+                    x.add_(shift)
+
+        if save == "all":
+            path = [x0.detach().clone()]
+            for _ in range(steps):
+                step()
                 path.append(x.clone())
-    if path is not None:
-        return torch.stack(path)
+            return torch.stack(path)
+        for _ in range(steps):
+            step()
     return x

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from .fast import fast_integrate
 from .schemes import Scheme
 
 __all__ = ["integrate", "make_grid"]
@@ -127,8 +128,6 @@ def integrate(
             )
 
     if not field.coupled:  # in-place fast path for fields that declare an affine form (sdenet.fast)
-        from .fast import fast_integrate
-
         out = fast_integrate(field, scheme, x, t0, dt, steps, generator, save)
         if out is not None:
             return out
