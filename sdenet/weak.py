@@ -47,7 +47,8 @@ from typing import Iterable, Sequence
 
 import torch
 
-from .fields import Field, SDEField
+from .fast import LinearSDEField
+from .fields import Field
 from .integrate import make_grid
 from .laws import DropBernoulli, Gaussian, NoiseLaw, Rademacher, ThreePoint, Uniform, _check_dt
 from .schemes import EulerMaruyama, Scheme, StochasticLM, WeakEuler
@@ -604,10 +605,10 @@ class GBM(WeakProblem):
     def params(self) -> dict:
         return {"mu": self.mu, "sigma": self.sigma, "x0": self.x0, "T": self.T}
 
-    def field(self) -> SDEField:
-        """``drift = μ x``, ``diffusion = σ x``, diagonal noise."""
-        mu, sigma = self.mu, self.sigma
-        return SDEField(lambda t, x: mu * x, lambda t, x: sigma * x, noise="diagonal")
+    def field(self) -> Field:
+        """``drift = μ x``, ``diffusion = σ x``, diagonal noise: a
+        :class:`~sdenet.fast.LinearSDEField`, so weak Euler runs in place without gradients."""
+        return LinearSDEField(a=self.mu, c=self.sigma, noise="diagonal")
 
     def exact(self, phi=3) -> float:
         """``E X(T)^k = x0^k exp(k μ T + k(k−1) σ² T/2)`` for ``φ = x^k``, k = 1..4.
@@ -690,10 +691,10 @@ class OU(WeakProblem):
     def params(self) -> dict:
         return {"theta": self.theta, "sigma": self.sigma, "x0": self.x0, "T": self.T}
 
-    def field(self) -> SDEField:
-        """``drift = −θ x``, ``diffusion = σ`` (additive), diagonal noise."""
-        theta, sigma = self.theta, self.sigma
-        return SDEField(lambda t, x: -theta * x, lambda t, x: torch.full_like(x, sigma), noise="diagonal")
+    def field(self) -> Field:
+        """``drift = −θ x``, ``diffusion = σ`` (additive), diagonal noise (a
+        :class:`~sdenet.fast.LinearSDEField`)."""
+        return LinearSDEField(a=-self.theta, d=self.sigma, noise="diagonal")
 
     def mean(self) -> float:
         return self.x0 * math.exp(-self.theta * self.T)
