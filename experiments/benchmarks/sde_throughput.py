@@ -341,6 +341,16 @@ def main(argv=None):
             result = run_once(args, argv, device, with_torchsde, log)
             result["round"] = rnd + 1
             runs.append(result)
+            md = _write(args, runs)  # after every run: a stopped benchmark keeps what it measured
+            log(f"wrote {args.out}.json/.md after {len(runs)} run(s)")
+    md = _write(args, runs)
+    print()
+    print(md)
+    log(f"wrote {args.out}.json and {args.out}.md")
+    return 0
+
+
+def _write(args, runs):
     data = runs[0] if len(runs) == 1 else {"benchmark": "sde_throughput", "runs": runs}
     if args.note:
         data["notes"] = args.note
@@ -349,10 +359,7 @@ def main(argv=None):
     out.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
     md = render_all(data)
     out.with_suffix(".md").write_text(md)
-    print()
-    print(md)
-    log(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
-    return 0
+    return md
 
 
 def render_all(data):
