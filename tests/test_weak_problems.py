@@ -308,3 +308,16 @@ def test_platen_through_get_scheme_when_it_exists(capsys):
     assert code == 0, err
     res = json.loads(out)
     assert res["scheme"] == "platen" and res["declared_weak_order"] == 2
+
+
+def test_lm_limit_moments_agree_with_the_theory_oscillator():
+    """An independent derivation (tensor-power moment ODE in theory/stochastic_lm.py) of the same
+    limit with multiplicative noise: dY = −pω²X dt − √(p(1−p)) ω² X dB + g Y dt."""
+    pytest.importorskip("scipy")
+    from theory.stochastic_lm import Oscillator
+
+    osc = Oscillator(omega=2.0, g=-0.5, p=0.7, x0=1.2, T=1.5)
+    w2, s = osc.omega**2, osc.s
+    for k in (1, 2, 3, 4):
+        ours = weak._linear_moments(-osc.p * w2, 0.0, -s * w2, 0.0, osc.g, osc.x0, osc.T, k)[(k, 0)]
+        assert ours == pytest.approx(osc.exact(k), rel=1e-9, abs=1e-12), k
