@@ -893,6 +893,15 @@ def _problem_name(problem) -> str:
     return str(getattr(problem, "name", type(problem).__name__))
 
 
+def _problem_key(problem) -> str:
+    """What seeds a problem's generators: its repr, unless that is the default one with a
+    memory address (then its name and parameters), so seeds repeat from run to run."""
+    r = repr(problem)
+    if " at 0x" in r:
+        r = f"{_problem_name(problem)}|{sorted(_problem_params(problem).items())}"
+    return r
+
+
 def _problem_params(problem) -> dict:
     params = getattr(problem, "params", None)
     out = params() if callable(params) else {"T": float(problem.T)}
@@ -1008,7 +1017,7 @@ def weak_order(
     estimates, errors, stderr = [], [], []
     name = _problem_name(sde)
     for dt in dts:
-        g = _generator(_row_seed(seed, "weak_order", repr(sde), repr(scheme), dt), device)
+        g = _generator(_row_seed(seed, "weak_order", _problem_key(sde), repr(scheme), dt), device)
         acc = _Welford(1)
         done = 0
         with torch.no_grad():

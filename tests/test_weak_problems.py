@@ -321,3 +321,18 @@ def test_lm_limit_moments_agree_with_the_theory_oscillator():
     for k in (1, 2, 3, 4):
         ours = weak._linear_moments(-osc.p * w2, 0.0, -s * w2, 0.0, osc.g, osc.x0, osc.T, k)[(k, 0)]
         assert ours == pytest.approx(osc.exact(k), rel=1e-9, abs=1e-12), k
+
+
+def test_user_problem_seeds_do_not_depend_on_its_memory_address():
+    class Bare:
+        x0, T = 1.0, 1.0
+
+        def field(self):
+            return OU().field()
+
+        def exact(self, phi):
+            return OU().exact(phi)
+
+    a = weak.weak_order(Bare(), WeakEuler(), dts=[0.5, 0.25], paths=1000, seed=3)
+    b = weak.weak_order(Bare(), WeakEuler(), dts=[0.5, 0.25], paths=1000, seed=3)
+    assert a["estimates"] == b["estimates"]
