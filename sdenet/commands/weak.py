@@ -256,7 +256,7 @@ _BUILTIN_PARAMS = {"gbm": ("mu", "sigma", "x0", "T"), "ou": ("theta", "sigma", "
 
 def _problem_from(args):
     """The problem of ``--sde`` with the built-ins' parameters, or a user object from its module."""
-    from ..weak import SDE_NAMES, get_sde, import_object
+    from ..weak import SDE_NAMES, _check_problem, get_sde, import_object
 
     given = {k: getattr(args, k) for k in ("mu", "sigma", "theta", "x0", "T") if getattr(args, k) is not None}
     key = args.sde.lower()
@@ -278,7 +278,7 @@ def _problem_from(args):
         except Exception as err:
             raise ValueError(f"--sde {args.sde}: calling it without arguments failed: {type(err).__name__}: {err}") \
                 from None
-    return obj
+    return _check_problem(obj)  # the protocol, before anything reads problem.T
 
 
 def _phi_from(args):
