@@ -16,6 +16,7 @@ fast as the numerical core)::
 
 from . import weak
 from .fields import NOISE_TYPES, CoupledField, Field, ODEField, SDEField
+from .fast import LinearSDEField
 from .integrate import integrate, make_grid
 from .laws import LAW_NAMES, DropBernoulli, Gaussian, NoiseLaw, Rademacher, ThreePoint, Uniform, get_law, survival_at
 from .schemes import (
@@ -59,7 +60,7 @@ def __dir__():
 
 __all__ = [
     "weak",
-    "NOISE_TYPES", "Field", "SDEField", "ODEField", "CoupledField",
+    "NOISE_TYPES", "Field", "SDEField", "ODEField", "CoupledField", "LinearSDEField",
     "integrate", "make_grid",
     "LAW_NAMES", "NoiseLaw", "Gaussian", "Uniform", "Rademacher", "ThreePoint", "DropBernoulli", "get_law", "survival_at",
     "SCHEME_NAMES", "Scheme", "Euler", "Heun", "NeumannEuler", "LinearMultistep", "CoupledEuler",

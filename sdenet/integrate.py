@@ -7,6 +7,7 @@ import math
 import torch
 
 from .fields import FieldCheck, time_points
+from .fast import fast_integrate
 from .schemes import Scheme
 
 __all__ = ["integrate", "make_grid"]
@@ -149,6 +150,11 @@ def integrate(
 
     increments = _check_increments(dw, field, scheme, x, steps) if dw is not None else None
 
+    if increments is None and not field.coupled:
+        # in-place fast path for fields that declare an affine form (sdenet.fast)
+        out = fast_integrate(field, scheme, x, t0, dt, steps, generator, save)
+        if out is not None:
+            return out
     state = scheme.init(field, t0, x, dt)
     path = [x] if save == "all" else None
     times = time_points(t0, dt, steps, x[0] if field.coupled else x, getattr(field, "tensor_time", True))

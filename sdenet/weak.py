@@ -23,6 +23,20 @@ With ``φ(x) = x³`` the weak Euler expectation depends on ``E ΔŴ``, ``E ΔŴ�
 stochastic-depth increment with ``p ≠ ½`` (``E ΔŴ³ ∝ Δt^{3/2}``) gives weak order ½.
 :func:`strong_error` measures the strong error of Euler–Maruyama on GBM against the
 exact solution driven by the same Brownian path (strong order ½).
+
+Any problem: :func:`weak_order` takes any object that follows the :class:`WeakProblem`
+protocol (a field, an initial state of any shape, a horizon ``T`` and ``exact(phi)``, the
+exact ``E φ(X(T))``), and any test function from :data:`PHI_NAMES` or a callable with an
+exact value given by hand::
+
+    import torch, sdenet as sn
+    from sdenet.weak import WeakProblem, weak_order
+
+    # dX = -X dt + 0.5 dW elementwise on (B, 3, 4) states, X(0) = 1: E X(1) = e^{-1}
+    field = sn.SDEField(lambda t, x: -x, lambda t, x: torch.full_like(x, 0.5))
+    problem = WeakProblem(field, x0=torch.ones(3, 4), T=1.0, exact={"x": math.exp(-1)})
+    res = weak_order(problem, sn.WeakEuler(sn.Rademacher()), dts=[1/2, 1/4, 1/8], paths=10**5, phi="x")
+    res["slope"], res["slope_ci"], res["declared_inside_ci"]
 """
 
 from __future__ import annotations
@@ -33,7 +47,8 @@ from typing import Iterable, Sequence
 
 import torch
 
-from .fields import SDEField
+from .fast import LinearSDEField
+from .fields import Field
 from .integrate import make_grid
 from .laws import DropBernoulli, Gaussian, NoiseLaw, Rademacher, ThreePoint, Uniform, _check_dt
 from .schemes import EulerMaruyama, Scheme, StochasticLM, WeakEuler
@@ -57,6 +72,13 @@ __all__ = [
     "CHECK_DT_RANGE",
     "MAX_CHECK_DRAWS",
     "MAX_ORDER_PATH_STEPS",
+    "PHI_NAMES",
+    "TestFunction",
+    "get_phi",
+    "NoClosedForm",
+    "WeakProblem",
+    "import_object",
+    "verdict",
 ]
 
 #: default Δt ladder of ``sdenet weak check``
@@ -374,7 +396,258 @@ def _law_moments(law: NoiseLaw, dt: float) -> tuple[float, ...]:
     return (1.0,) + tuple(float(v) for v in _check_law(law).moments(dt))
 
 
-class GBM:
+# =========================================================================== test functions
+
+
+class NoClosedForm(ValueError):
+    """Raised by a problem's ``exact(phi)`` when it has no exact ``E φ(X(T))`` for that φ."""
+
+
+class TestFunction:
+    """A test function φ for the weak error ``|E φ(X_N) − E φ(X(T))|``.
+
+    ``fn`` maps a batch of states ``(B, *S)`` to a tensor of shape ``(B,)`` or ``(B, *S)``;
+    calling the test function always returns shape ``(B,)``: values with more dimensions
+    are averaged over the non-batch dimensions. The named functions act elementwise, so on
+    a state of several elements ``φ(X) = mean_i φ(X_i)`` and ``E φ(X) = mean_i E φ(X_i)``.
+    """
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, name: str, fn, label: str | None = None, power: int | None = None):
+        if not callable(fn):
+            raise ValueError(f"test function {name!r} must be callable, got {fn!r}")
+        self.name = str(name)
+        self.fn = fn
+        self.label = label or self.name
+        #: k for φ(x) = x^k, else None
+        self.power = power
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        v = self.fn(x)
+        if not isinstance(v, torch.Tensor):
+            raise ValueError(f"test function {self.name!r} must return a tensor, got {type(v).__name__}")
+        if v.dim() == 0 or v.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"test function {self.name!r} must return one value per path (shape ({x.shape[0]},) or "
+                f"({x.shape[0]}, ...)), got shape {tuple(v.shape)} for states of shape {tuple(x.shape)}"
+            )
+        return v.reshape(v.shape[0], -1).mean(dim=1) if v.dim() > 1 else v
+
+    def __repr__(self):
+        return f"TestFunction({self.name!r})"
+
+
+def _power(k):
+    return lambda x: x**k
+
+
+_PHIS = {
+    "x": TestFunction("x", _power(1), "x", 1),
+    "x2": TestFunction("x2", _power(2), "x^2", 2),
+    "x3": TestFunction("x3", _power(3), "x^3", 3),
+    "x4": TestFunction("x4", _power(4), "x^4", 4),
+    "cos": TestFunction("cos", torch.cos, "cos x"),
+    "exp": TestFunction("exp", torch.exp, "exp x"),
+}
+#: the named test functions (elementwise): powers x..x⁴, cos and exp
+PHI_NAMES = tuple(_PHIS)
+
+
+def get_phi(phi) -> TestFunction:
+    """A :class:`TestFunction` from a name in :data:`PHI_NAMES` (``"x^3"`` is ``"x3"``), a power
+    ``k`` in 1..4, a :class:`TestFunction`, or a callable ``(B, *S) -> (B,)`` (named after it)."""
+    if isinstance(phi, TestFunction):
+        return phi
+    if isinstance(phi, bool):
+        raise ValueError(f"phi must be a name ({', '.join(PHI_NAMES)}), a power 1..4 or a callable, got {phi!r}")
+    if isinstance(phi, int):
+        if not 1 <= phi <= 4:
+            raise ValueError(f"phi must be a power k in 1..4 (φ(x) = x^k), got {phi!r}")
+        return _PHIS["x" if phi == 1 else f"x{phi}"]
+    if isinstance(phi, str):
+        key = phi.strip().lower().replace("^", "").replace("**", "")
+        key = {"x1": "x", "cosx": "cos", "expx": "exp"}.get(key, key)
+        if key not in _PHIS:
+            raise ValueError(f"unknown test function {phi!r}; choose one of {', '.join(PHI_NAMES)}")
+        return _PHIS[key]
+    if callable(phi):
+        return TestFunction(getattr(phi, "__name__", "phi"), phi)
+    raise ValueError(f"phi must be a name ({', '.join(PHI_NAMES)}), a power 1..4 or a callable, got {phi!r}")
+
+
+def import_object(spec: str, what: str = "object"):
+    """The object ``Name`` of ``package.module:Name``, imported with :func:`importlib.import_module`.
+
+    Only the module the spec names is imported, from ``sys.path`` (put its folder on
+    ``PYTHONPATH``); nothing is read from a file path or evaluated from text. Errors are
+    ``ValueError`` s naming the spec.
+    """
+    import importlib
+
+    if not isinstance(spec, str) or spec.count(":") != 1:
+        raise ValueError(f"{what} must be given as package.module:Name, got {spec!r}")
+    modname, attr = spec.split(":")
+    if not modname or not attr or not all(p.isidentifier() for p in modname.split(".")) or not all(
+        p.isidentifier() for p in attr.split(".")
+    ):
+        raise ValueError(f"{what} must be given as package.module:Name with Python identifiers, got {spec!r}")
+    try:
+        module = importlib.import_module(modname)
+    except ModuleNotFoundError as err:
+        raise ValueError(
+            f"cannot import module {modname!r} for {what} {spec!r} ({err}); is its folder on PYTHONPATH?"
+        ) from None
+    except Exception as err:  # the user's module failed while importing
+        raise ValueError(f"importing {modname!r} for {what} {spec!r} failed: {type(err).__name__}: {err}") from None
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"module {modname!r} has no attribute {attr!r} (from {what} {spec!r})")
+        obj = getattr(obj, part)
+    return obj
+
+
+# =========================================================================== problems
+
+
+class WeakProblem:
+    """A weak-order problem: ``dX = f dt + g dW`` from ``x0`` on ``[0, T]`` with known ``E φ(X(T))``.
+
+    The protocol :func:`weak_order` reads (any object with these members works; this class
+    is a convenient implementation and the base of :class:`GBM` and :class:`OU`):
+
+    ``field()``
+        the :class:`~sdenet.fields.Field` to integrate (a ``field`` attribute holding a
+        Field also works);
+    ``x0``
+        the initial state of one path: a float (state shape ``(1,)``) or a tensor of any
+        shape ``S`` (states of the batch have shape ``(paths, *S)``);
+    ``T``
+        the horizon (positive);
+    ``exact(phi)``
+        ``E φ(X(T))`` for a :class:`TestFunction` ``phi``; raise :class:`NoClosedForm`
+        (a ``ValueError``) when it is not known;
+    optional: ``name``, ``params()``, ``default_steps`` (the ladder ``Δt = T/N``),
+    ``lm_exact(phi, g)`` (``E φ(X(T))`` of the second-order limit that
+    :class:`~sdenet.schemes.StochasticLM` discretizes, see :func:`weak_order`).
+
+    ``exact`` given to the constructor is a mapping ``{phi name: value}`` or a callable
+    ``exact(phi) -> float`` (``None`` for no value).
+    """
+
+    name = "problem"
+    default_steps = (4, 6, 8, 12, 16)
+
+    def __init__(self, field, x0, T: float, exact=None, name: str | None = None,
+                 default_steps: Sequence[int] | None = None, lm_exact=None):
+        if not isinstance(field, Field):
+            raise ValueError(f"WeakProblem: field must be an sdenet Field, got {type(field).__name__}")
+        if not isinstance(x0, torch.Tensor):
+            x0 = _finite("WeakProblem: x0", x0)
+        elif not x0.is_floating_point():
+            raise ValueError(f"WeakProblem: x0 must be a floating-point tensor, got dtype {x0.dtype}")
+        if exact is not None and not callable(exact) and not hasattr(exact, "get"):
+            raise ValueError("WeakProblem: exact must be a mapping {phi name: value} or a callable exact(phi)")
+        self._field = field
+        self.x0 = x0
+        self.T = _positive("WeakProblem: T", T)
+        self._exact = exact
+        self._lm_exact = lm_exact
+        if name is not None:
+            self.name = str(name)
+        if default_steps is not None:
+            self.default_steps = tuple(int(n) for n in default_steps)
+
+    def field(self) -> Field:
+        return self._field
+
+    def params(self) -> dict:
+        return {"T": self.T}
+
+    def exact(self, phi) -> float:
+        phi = get_phi(phi)
+        value = None
+        if callable(self._exact):
+            value = self._exact(phi)
+        elif self._exact is not None:
+            value = self._exact.get(phi.name)
+        if value is None:
+            raise NoClosedForm(f"{self.name}: no exact E phi(X(T)) for phi = {phi.label}")
+        return float(value)
+
+    def lm_exact(self, phi, g: float) -> float:
+        if self._lm_exact is None:
+            raise NoClosedForm(f"{self.name}: no exact expectation of the stochastic_lm limit is known")
+        value = self._lm_exact(get_phi(phi), g)
+        if value is None:
+            raise NoClosedForm(f"{self.name}: no exact expectation of the stochastic_lm limit for {get_phi(phi).label}")
+        return float(value)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(name={self.name!r}, T={self.T})"
+
+
+def _linear_moments(alpha, beta, gamma, delta, g, x0, T, k) -> dict:
+    """Exact moments ``E X^a Y^b`` (``a + b ≤ k``) at ``T`` of the linear second-order system
+
+        dX = Y dt,   dY = (α X + β + g Y) dt + (γ X + δ) dW,   X(0) = x0, Y(0) = 0,
+
+    from the closed linear ODE the generator ``L`` gives on monomials of degree ≤ k:
+    ``L(X^a Y^b) = a X^{a−1} Y^{b+1} + b X^a Y^{b−1}(αX + β + gY) + ½ b(b−1) X^a Y^{b−2}(γX + δ)²``
+    (degrees never rise), solved by a matrix exponential in float64.
+    """
+    monos = [(a, d - a) for d in range(k + 1) for a in range(d, -1, -1)]
+    index = {m: i for i, m in enumerate(monos)}
+    L = torch.zeros(len(monos), len(monos), dtype=_F64)
+
+    def add(row, a, b, c):
+        if c != 0 and a >= 0 and b >= 0:
+            L[row, index[(a, b)]] += c
+
+    for row, (a, b) in enumerate(monos):
+        add(row, a - 1, b + 1, a)
+        add(row, a + 1, b - 1, b * alpha)
+        add(row, a, b - 1, b * beta)
+        add(row, a, b, b * g)
+        h = 0.5 * b * (b - 1)
+        add(row, a + 2, b - 2, h * gamma**2)
+        add(row, a + 1, b - 2, h * 2 * gamma * delta)
+        add(row, a, b - 2, h * delta**2)
+    m0 = torch.tensor([x0**a if b == 0 else 0.0 for a, b in monos], dtype=_F64)
+    m = torch.linalg.matrix_exp(L * T) @ m0
+    return {mono: float(m[i]) for mono, i in index.items()}
+
+
+def _lm_exact_linear(problem, phi, g) -> float:
+    """``E φ(X(T))`` of the stochastic_lm limit of a scalar linear SDE (see :func:`_linear_moments`)."""
+    alpha, beta, gamma, delta = problem.linear_coefficients()
+    g = _finite("stochastic_lm: g", g)
+    if phi.power is not None:
+        return _linear_moments(alpha, beta, gamma, delta, g, problem.x0, problem.T, phi.power)[(phi.power, 0)]
+    if gamma != 0:
+        raise NoClosedForm(
+            f"{problem.name}: the stochastic_lm limit has multiplicative noise, X(T) is not Gaussian and "
+            f"E {phi.label} has no closed form; give --exact VALUE (exact=...)"
+        )
+    m = _linear_moments(alpha, beta, gamma, delta, g, problem.x0, problem.T, 2)
+    mean, var = m[(1, 0)], m[(2, 0)] - m[(1, 0)] ** 2
+    return _gaussian_expectation(phi, mean, var, problem.name)
+
+
+def _gaussian_expectation(phi, mean, var, name) -> float:
+    """``E φ(Y)``, ``Y ~ N(mean, var)``: moments, ``E cos Y = cos(m) e^{−v/2}`` (characteristic
+    function), ``E e^Y = e^{m + v/2}`` (moment generating function)."""
+    if phi.power is not None:
+        return _gaussian_moment(mean, var, phi.power)
+    if phi.name == "cos":
+        return math.cos(mean) * math.exp(-var / 2)
+    if phi.name == "exp":
+        return math.exp(mean + var / 2)
+    raise NoClosedForm(f"{name}: no exact E phi(X(T)) for phi = {phi.label}; give --exact VALUE (exact=...)")
+
+
+class GBM(WeakProblem):
     """Geometric Brownian motion ``dX = μ X dt + σ X dW``, ``X(0) = x0``, on ``[0, T]``.
 
     ``X(T) = x0 exp((μ − σ²/2) T + σ W(T))``, so ``E X(T)^k = x0^k exp(k μ T + k(k−1) σ² T/2)``.
@@ -399,15 +672,39 @@ class GBM:
     def params(self) -> dict:
         return {"mu": self.mu, "sigma": self.sigma, "x0": self.x0, "T": self.T}
 
-    def field(self) -> SDEField:
-        """``drift = μ x``, ``diffusion = σ x``, diagonal noise."""
-        mu, sigma = self.mu, self.sigma
-        return SDEField(lambda t, x: mu * x, lambda t, x: sigma * x, noise="diagonal")
+    def field(self) -> Field:
+        """``drift = μ x``, ``diffusion = σ x``, diagonal noise: a
+        :class:`~sdenet.fast.LinearSDEField`, so weak Euler runs in place without gradients."""
+        return LinearSDEField(a=self.mu, c=self.sigma, noise="diagonal")
 
-    def exact(self, k: int = 3) -> float:
-        """``E X(T)^k = x0^k exp(k μ T + k(k−1) σ² T/2)``."""
-        k = _check_power(k)
+    def exact(self, phi=3) -> float:
+        """``E X(T)^k = x0^k exp(k μ T + k(k−1) σ² T/2)`` for ``φ = x^k``, k = 1..4.
+
+        ``cos`` and ``exp`` have no closed form (the log-normal law has no closed-form
+        characteristic function; ``E exp(X(T))`` is infinite when ``x0 > 0``):
+        :class:`NoClosedForm`.
+        """
+        phi = get_phi(phi)
+        if phi.power is None:
+            if phi.name == "exp" and self.x0 > 0:
+                raise NoClosedForm(
+                    "gbm: E exp(X(T)) is infinite (X(T) is log-normal with x0 > 0), so phi = exp has no weak error"
+                )
+            raise NoClosedForm(
+                f"gbm: E {phi.label} of the log-normal X(T) has no closed form; give --exact VALUE (exact=...) "
+                "or use a power x..x4"
+            )
+        k = phi.power
         return self.x0**k * math.exp(k * self.mu * self.T + k * (k - 1) * self.sigma**2 * self.T / 2)
+
+    def linear_coefficients(self):
+        """``(α, β, γ, δ)`` with drift ``αx + β`` and diffusion ``γx + δ``."""
+        return (self.mu, 0.0, self.sigma, 0.0)
+
+    def lm_exact(self, phi, g: float = 0.0) -> float:
+        """``E φ(X(T))`` of the limit ``dX = Y dt, dY = (μX + gY) dt + σX dW``, ``Y(0) = 0``
+        (powers only; see :func:`weak_order`)."""
+        return _lm_exact_linear(self, get_phi(phi), g)
 
     def scheme_expectation(self, law: NoiseLaw, dt: float, k: int = 3) -> float:
         """Exact ``E X_N^k`` of the weak Euler scheme with increments from ``law``:
@@ -436,7 +733,7 @@ def _gaussian_moment(mean: float, var: float, k: int) -> float:
     return total
 
 
-class OU:
+class OU(WeakProblem):
     """Ornstein–Uhlenbeck ``dX = −θ X dt + σ dW``, ``X(0) = x0``, on ``[0, T]``.
 
     ``X(T)`` is Gaussian with mean ``x0 e^{−θT}`` and variance ``σ²(1 − e^{−2θT})/(2θ)``.
@@ -461,10 +758,10 @@ class OU:
     def params(self) -> dict:
         return {"theta": self.theta, "sigma": self.sigma, "x0": self.x0, "T": self.T}
 
-    def field(self) -> SDEField:
-        """``drift = −θ x``, ``diffusion = σ`` (additive), diagonal noise."""
-        theta, sigma = self.theta, self.sigma
-        return SDEField(lambda t, x: -theta * x, lambda t, x: torch.full_like(x, sigma), noise="diagonal")
+    def field(self) -> Field:
+        """``drift = −θ x``, ``diffusion = σ`` (additive), diagonal noise (a
+        :class:`~sdenet.fast.LinearSDEField`)."""
+        return LinearSDEField(a=-self.theta, d=self.sigma, noise="diagonal")
 
     def mean(self) -> float:
         return self.x0 * math.exp(-self.theta * self.T)
@@ -472,9 +769,19 @@ class OU:
     def variance(self) -> float:
         return self.sigma**2 * (1.0 - math.exp(-2.0 * self.theta * self.T)) / (2.0 * self.theta)
 
-    def exact(self, k: int = 3) -> float:
-        """``E X(T)^k`` of the Gaussian ``X(T)``."""
-        return _gaussian_moment(self.mean(), self.variance(), _check_power(k))
+    def exact(self, phi=3) -> float:
+        """``E φ(X(T))`` of the Gaussian ``X(T)``: every named φ (powers from the Gaussian
+        moments, ``E cos X = cos(m) e^{−v/2}``, ``E e^X = e^{m + v/2}``)."""
+        return _gaussian_expectation(get_phi(phi), self.mean(), self.variance(), self.name)
+
+    def linear_coefficients(self):
+        """``(α, β, γ, δ)`` with drift ``αx + β`` and diffusion ``γx + δ``."""
+        return (-self.theta, 0.0, 0.0, self.sigma)
+
+    def lm_exact(self, phi, g: float = 0.0) -> float:
+        """``E φ(X(T))`` of the limit ``dX = Y dt, dY = (−θX + gY) dt + σ dW``, ``Y(0) = 0``:
+        ``(X, Y)`` is Gaussian, so every named φ has an exact value (see :func:`weak_order`)."""
+        return _lm_exact_linear(self, get_phi(phi), g)
 
     def scheme_expectation(self, law: NoiseLaw, dt: float, k: int = 3) -> float:
         """Exact ``E X_N^k`` of the weak Euler scheme by the moment recursion."""
@@ -587,31 +894,119 @@ def _check_weak_scheme(scheme, field) -> Scheme:
         return WeakEuler(Gaussian())
     if not isinstance(scheme, Scheme):
         raise ValueError(f"weak_order: scheme must be an sdenet Scheme, got {type(scheme).__name__}")
-    if isinstance(scheme, StochasticLM):
-        raise ValueError(
-            "weak_order: stochastic_lm discretizes the second-order system dX = Y dt, dY = ..., not "
-            "dX = f dt + g dW, so its X_N has no closed-form limit to compare with; use weak_euler or euler_maruyama"
-        )
     if not scheme.stochastic:
         raise ValueError(
             f"weak_order: {type(scheme).__name__} is deterministic and cannot simulate an SDE; "
             "use weak_euler or euler_maruyama"
         )
-    scheme.check(field)  # anything else a scheme refuses (coupled states, …)
+    if getattr(scheme, "coupled", False):
+        raise ValueError(f"weak_order: {type(scheme).__name__} integrates coupled (x, y) states")
+    scheme.check(field)  # anything else a scheme refuses (coupled states, noise structures, …)
     return scheme
 
 
+def _is_lm(scheme) -> bool:
+    return isinstance(scheme, StochasticLM)
+
+
+def _lm_g(scheme) -> float:
+    g = scheme.g
+    if callable(g) or isinstance(g, torch.Tensor):
+        raise ValueError(
+            "weak_order: stochastic_lm needs a constant float g (its limit dY = (... + g Y) dt must be one SDE); "
+            f"got {g!r}"
+        )
+    return float(g)
+
+
+def _field_of(problem) -> Field:
+    f = getattr(problem, "field", None)
+    if f is None:
+        raise ValueError(f"weak_order: the problem {problem!r} has no field (see sdenet.weak.WeakProblem)")
+    if not isinstance(f, Field):
+        f = f()
+    if not isinstance(f, Field):
+        raise ValueError(f"weak_order: problem.field() must return an sdenet Field, got {type(f).__name__}")
+    return f
+
+
+def _check_problem(problem):
+    missing = [m for m in ("field", "x0", "T", "exact") if not hasattr(problem, m)]
+    if missing:
+        raise ValueError(
+            f"weak_order: {problem!r} is not a weak-order problem: it lacks {', '.join(missing)} "
+            "(see sdenet.weak.WeakProblem for the protocol)"
+        )
+    _positive("weak_order: problem.T", problem.T)
+    x0 = problem.x0
+    if isinstance(x0, torch.Tensor):
+        if not x0.is_floating_point():
+            raise ValueError(f"weak_order: problem.x0 must be floating point, got dtype {x0.dtype}")
+    else:
+        _finite("weak_order: problem.x0", x0)
+    return problem
+
+
+def _initial(problem, n, device) -> torch.Tensor:
+    """``n`` copies of the problem's initial state, shape ``(n, *S)`` (``S = (1,)`` for a float)."""
+    x0 = problem.x0
+    if isinstance(x0, torch.Tensor):
+        x0 = x0.to(dtype=_F64, device=device)
+        return x0.unsqueeze(0).expand((n,) + tuple(x0.shape)).clone()
+    return torch.full((n, 1), float(x0), dtype=_F64, device=device)
+
+
+def _problem_name(problem) -> str:
+    return str(getattr(problem, "name", type(problem).__name__))
+
+
+def _problem_key(problem) -> str:
+    """What seeds a problem's generators: its repr, unless that is the default one with a
+    memory address (then its name and parameters), so seeds repeat from run to run."""
+    r = repr(problem)
+    if " at 0x" in r:
+        r = f"{_problem_name(problem)}|{sorted(_problem_params(problem).items())}"
+    return r
+
+
+def _problem_params(problem) -> dict:
+    params = getattr(problem, "params", None)
+    out = params() if callable(params) else {"T": float(problem.T)}
+    return {k: float(v) if isinstance(v, (int, float)) else v for k, v in out.items()}
+
+
 def _default_dts(sde) -> list[float]:
-    return [sde.T / n for n in sde.default_steps]
+    steps = getattr(sde, "default_steps", None) or WeakProblem.default_steps
+    return [sde.T / n for n in steps]
 
 
 def _as_dts(dts, sde) -> list[float]:
     dts = _default_dts(sde) if dts is None else [_check_dt(dt) for dt in dts]
     if len(dts) < 2:
         raise ValueError("weak_order: give at least two dts to fit a slope")
+    if len(set(dts)) < 2:
+        raise ValueError("weak_order: the dts must not all be equal")
     for dt in dts:
         _steps(sde.T, dt)  # T/dt must be a whole number of steps
     return dts
+
+
+def verdict(declared, ci) -> dict:
+    """Whether the declared order lies in the slope's 95 % confidence interval.
+
+    ``{"declared": d, "inside": bool | None, "text": ...}``; ``inside`` is None when the
+    scheme declares no weak order.
+    """
+    lo, hi = ci
+    if declared is None:
+        return {"declared": None, "inside": None, "text": "the scheme declares no weak order"}
+    inside = bool(lo <= declared <= hi)
+    where = "inside" if inside else "OUTSIDE"
+    text = f"declared weak order {declared:g} lies {where} the 95% CI [{lo:.3f}, {hi:.3f}] of the fitted slope"
+    if not inside:
+        text += (" (over this dt ladder the error does not decay at the declared rate: the ladder is not in the "
+                 "asymptotic regime, the Monte Carlo error is too large, or the declaration is wrong)")
+    return {"declared": float(declared), "inside": inside, "text": text}
 
 
 def weak_order(
@@ -619,61 +1014,114 @@ def weak_order(
     scheme: Scheme | None = None,
     dts: Sequence[float] | None = None,
     paths: int = 1_000_000,
-    phi: int = 3,
+    phi=3,
     seed: int = 0,
     chunk: int = 1 << 18,
     device=None,
+    exact: float | None = None,
+    scheme_name: str | None = None,
 ) -> dict:
-    """Estimate the weak order of ``scheme`` on a test SDE (:class:`GBM`, :class:`OU`).
+    """Estimate the weak order of ``scheme`` on any problem (:class:`GBM`, :class:`OU`, a
+    :class:`WeakProblem` or any object with its protocol) whose states may have any shape.
 
-    For each ``Δt`` in ``dts`` (default ``sde.default_steps``), ``paths`` paths of
-    :func:`sdenet.integrate` over ``[0, T]`` (float64, in chunks of ``chunk``, one
-    generator per Δt seeded from ``(seed, Δt)``) give ``ê = mean φ(X_N)`` with
-    ``φ(x) = x^phi``; the weak error is ``e = |ê − E φ(X(T))|`` with standard error
-    ``sd(φ(X_N))/√paths``. :func:`fit_slope` regresses ``log e`` on ``log Δt``.
+    For each ``Δt`` in ``dts`` (default ``T/N`` for ``N`` in ``sde.default_steps``),
+    ``paths`` paths of :func:`sdenet.integrate` over ``[0, T]`` (float64, in chunks of
+    ``chunk``, one generator per Δt seeded from ``(seed, problem, scheme, Δt)``) give
+    ``ê = mean φ(X_N)``; the weak error is ``e = |ê − E φ(X(T))|`` with standard error
+    ``se = sd(φ(X_N))/√paths``. :func:`fit_slope` regresses ``log e`` on ``log Δt``, and
+    its 95 % interval carries the Monte Carlo error: the delta method gives
+    ``Var log ê_i ≈ (se_i/e_i)²``, propagated through the least-squares weights
+    (``Σ (x_i − x̄)² v_i / Sxx²``) and added to the residual variance of the fit.
 
-    For :class:`~sdenet.schemes.WeakEuler` (and Euler–Maruyama) the exact scheme bias
-    ``E φ(X_N) − E φ(X(T))`` is known from the law's moments and reported as ``bias``
-    with its own slope ``bias_slope`` (the order the Monte Carlo estimate should find),
-    and ``snr = e/se`` says how many standard errors each error is.
+    ``phi`` is a name of :data:`PHI_NAMES`, a power 1..4, or a callable on ``(B, *S)``
+    states (then ``exact`` is required). ``E φ(X(T))`` is ``exact`` when given, else
+    ``sde.exact(phi)``, which raises :class:`NoClosedForm` for pairs without a closed form
+    (GBM with cos or exp).
+
+    Schemes: any stochastic scheme (weak Euler, Euler–Maruyama, Platen, …, resolved by
+    the caller, e.g. through :func:`sdenet.schemes.get_scheme`). :class:`StochasticLM` is
+    not a discretization of ``dX = f dt + g dW``: its ``X_N`` converges to ``X(T)`` of the
+    second-order system ``dX = Y dt, dY = f(X) dt + g_lm Y dt + σ(X) dW`` started at rest
+    (``Y(0) = 0``; ``f``, ``σ`` the problem's drift and diffusion, ``g_lm`` the scheme's
+    constant ``g``), so for it ``E φ(X(T))`` is ``sde.lm_exact(phi, g)``: exact for GBM
+    (powers) and OU (every named φ) from the closed moment equations of that linear
+    system; a problem without ``lm_exact`` needs ``exact``.
+
+    The result has the fitted ``slope``, ``slope_ci``, the scheme's
+    ``declared_weak_order``, ``declared_inside_ci`` and a ``verdict`` text
+    (:func:`verdict`). For plain weak Euler / Euler–Maruyama on GBM or OU with a power φ
+    the exact scheme bias ``E φ(X_N) − E φ(X(T))`` is known from the law's moments and
+    reported as ``bias`` with its own slope ``bias_slope``; ``snr = e/se`` says how many
+    standard errors each error is.
     """
-    field = sde.field()
+    sde = _check_problem(sde)
+    field = _field_of(sde)
     scheme = _check_weak_scheme(scheme, field)
     dts = _as_dts(dts, sde)
     paths = _check_samples(paths, "paths")
     _check_order_work(sde, dts, paths)  # refuse absurd work before any of it
-    phi = _check_power(phi)
+    phi = get_phi(phi)
     chunk = max(1, int(chunk))
-    exact = sde.exact(phi)
+    lm = _is_lm(scheme)
+    if exact is not None:
+        exact = _finite("weak_order: exact", exact)
+        target = "given"
+    elif lm:
+        g = _lm_g(scheme)
+        if not hasattr(sde, "lm_exact"):
+            raise NoClosedForm(
+                f"weak_order: stochastic_lm converges to the second-order system dX = Y dt, dY = f dt + g Y dt + "
+                f"sigma dW, not to {_problem_name(sde)}; the problem has no lm_exact(phi, g), so give exact="
+            )
+        exact = float(sde.lm_exact(phi, g))
+        target = f"second-order limit dX = Y dt, dY = f dt + {g:g} Y dt + sigma dW, Y(0) = 0"
+    else:
+        if _PHIS.get(phi.name) is not phi:
+            raise ValueError(f"weak_order: phi {phi.name!r} is a user function; give its exact E phi(X(T)) as exact=")
+        exact = float(sde.exact(phi))
+        target = "closed form"
     from .integrate import integrate
 
     estimates, errors, stderr = [], [], []
+    name = _problem_name(sde)
     for dt in dts:
-        g = _generator(_row_seed(seed, "weak_order", repr(sde), repr(scheme), dt), device)
+        g = _generator(_row_seed(seed, "weak_order", _problem_key(sde), repr(scheme), dt), device)
         acc = _Welford(1)
         done = 0
         with torch.no_grad():
             while done < paths:
                 n = min(chunk, paths - done)
-                x0 = torch.full((n, 1), sde.x0, dtype=_F64, device=g.device)
+                x0 = _initial(sde, n, g.device)
                 xN = integrate(field, scheme, x0, t1=sde.T, dt=dt, generator=g)
-                acc.add(xN.reshape(1, -1) ** phi)
+                acc.add(phi(xN).to(_F64).reshape(1, -1))
                 done += n
         est = float(acc.mean[0])
+        if not math.isfinite(est):
+            raise ValueError(
+                f"weak_order: mean phi(X_N) is not finite at dt={dt:g} ({est}); the scheme blows up on this "
+                "problem at that step or phi overflows"
+            )
         estimates.append(est)
         errors.append(abs(est - exact))
         stderr.append(float(acc.stderr()[0]))
+    if any(e == 0 for e in errors):
+        raise ValueError("weak_order: an error is exactly 0 (a deterministic X_N equal to the exact value); "
+                         "nothing to fit")
     slope, ci = fit_slope(dts, errors, stderr)
+    declared = getattr(scheme, "weak_order", None)
+    v = verdict(declared, ci)
     out = {
-        "sde": sde.name,
-        "params": sde.params(),
-        "T": sde.T,
+        "sde": name,
+        "params": _problem_params(sde),
+        "T": float(sde.T),
+        "state_shape": list(_initial(sde, 1, None).shape[1:]),
         "law": scheme.law.name if hasattr(scheme, "law") else None,
         "p": _law_p(scheme.law) if hasattr(scheme, "law") else None,
-        "scheme": _scheme_name(scheme),
-        "declared_weak_order": scheme.weak_order,
-        "phi": f"x^{phi}",
+        "scheme": scheme_name or _scheme_name(scheme),
+        "declared_weak_order": declared,
+        "phi": phi.label,
         "exact": exact,
+        "exact_from": target,
         "paths": paths,
         "seed": seed,
         "dts": dts,
@@ -684,9 +1132,12 @@ def weak_order(
         "snr": [e / s if s > 0 else None for e, s in zip(errors, stderr)],
         "slope": slope,
         "slope_ci": [ci[0], ci[1]],
+        "declared_inside_ci": v["inside"],
+        "verdict": v["text"],
     }
-    if isinstance(scheme, WeakEuler) and hasattr(sde, "scheme_expectation"):
-        bias = [sde.scheme_expectation(scheme.law, dt, phi) - exact for dt in dts]
+    if (type(scheme) in (WeakEuler, EulerMaruyama) and hasattr(sde, "scheme_expectation") and phi.power is not None
+            and target == "closed form"):
+        bias = [sde.scheme_expectation(scheme.law, dt, phi.power) - exact for dt in dts]
         out["bias"] = bias
         out["bias_slope"] = fit_slope(dts, [abs(b) for b in bias])[0] if all(b != 0 for b in bias) else None
     return out
@@ -695,9 +1146,11 @@ def weak_order(
 def _scheme_name(scheme) -> str:
     if isinstance(scheme, EulerMaruyama):
         return "euler_maruyama"
-    if isinstance(scheme, WeakEuler):
+    if type(scheme) is WeakEuler:
         return "weak_euler"
-    return type(scheme).__name__
+    if isinstance(scheme, StochasticLM):
+        return "stochastic_lm"
+    return str(getattr(scheme, "name", type(scheme).__name__))
 
 
 def strong_error(

@@ -153,7 +153,7 @@ BAD = [
     ["order", "--law", "cauchy"],
     ["order", "--scheme", "nope"],
     ["order", "--scheme", "euler"],
-    ["order", "--scheme", "stochastic_lm"],
+    ["order", "--scheme", "stochastic_lm", "--g", "inf"],
     ["order", "--law", "uniform", "--scheme", "euler_maruyama"],
     ["order", "--dt", "0.3", "0.1"],
     ["order", "--dt", "0"],

@@ -15,6 +15,15 @@ per-repeat ratios ("paired"):
 
 ``sdenet``
     ``integrate(SDEField(drift, diffusion), WeakEuler(law), x0, dt=Δt, steps=100, generator=g)``;
+``sdenet fast``
+    the same call on ``LinearSDEField(a=−θ, d=σ)``, a field that declares its affine form, so
+    ``integrate`` takes the in-place fast path of :mod:`sdenet.fast` (same draws; no
+    gradient needed here);
+``inplace``
+    the in-place loop a user writes by hand for speed, same law, no sdenet code: one state
+    buffer updated with ``x.mul_(1 − θΔt).add_(ΔŴ, alpha=σ)``, Gaussian and uniform draws into
+    a reused buffer (``randn(out=)``, ``uniform_``), Rademacher as 64 bit-unpacked signs per
+    64-bit ``randint`` added as ``x.mul_(1 − θΔt).add_(bits, alpha=2σ√Δt).sub_(σ√Δt)``;
 ``plain``
     the loop a user writes by hand with the same law and no sdenet code:
     ``x = x + (−θ x) Δt + σ ΔŴ`` with ``ΔŴ`` from ``torch.randn``, ``uniform_`` or
@@ -33,6 +42,10 @@ Usage::
     python experiments/benchmarks/sde_throughput.py                      # full run (minutes)
     python experiments/benchmarks/sde_throughput.py --paths 1 1000 --repeats 3 --out /tmp/quick
     python experiments/benchmarks/sde_throughput.py --device cuda
+    python experiments/benchmarks/sde_throughput.py --threads 1 2 --rounds 3   # interleaved rounds
+
+With ``--threads 1 2 --rounds R`` the whole benchmark runs once per thread count, alternating
+1 and 2 threads, R times; the summary gives every round's ratios and path-steps/s.
 
 Writes ``<out>.json`` and ``<out>.md`` (default ``experiments/results/sde_throughput``).
 """
@@ -67,10 +80,13 @@ LAWS = ("gaussian", "uniform", "rademacher")
 # --------------------------------------------------------------------------- contenders
 
 
-def make_sdenet(law_name, x0, steps, seed, device):
+def make_sdenet(law_name, x0, steps, seed, device, linear=False):
     theta = THETA
     g = torch.tensor(SIGMA, dtype=x0.dtype, device=device)  # additive noise: σ broadcast over x
-    field = sn.SDEField(drift=lambda t, x: -theta * x, diffusion=lambda t, x: g, noise="diagonal")
+    if linear:  # declares its affine form: the in-place fast path of sdenet.fast
+        field = sn.LinearSDEField(a=-theta, d=SIGMA, noise="diagonal")
+    else:
+        field = sn.SDEField(drift=lambda t, x: -theta * x, diffusion=lambda t, x: g, noise="diagonal")
     scheme = sn.WeakEuler(sn.get_law(law_name))
     gen = torch.Generator(device=device).manual_seed(seed)
 
@@ -107,6 +123,46 @@ def make_plain(law_name, x0, steps, seed, device):
             for _ in range(steps):
                 signs = torch.randint(0, 2, x.shape, generator=gen, device=device, dtype=x.dtype) * 2 - 1
                 x = x + (-theta * x) * dt + sigma * (signs * sq)
+            return x
+    else:  # pragma: no cover
+        raise ValueError(law_name)
+    return run
+
+
+def make_inplace(law_name, x0, steps, seed, device):
+    """The in-place hand-written loop: one state buffer, reused draw buffers, same law."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    grow, sigma, dt = 1.0 - THETA * DT, SIGMA, DT
+    sq = math.sqrt(dt)
+    a = math.sqrt(3 * dt)
+    buf = torch.empty_like(x0)
+    n = x0.numel()
+    words = (n + 63) // 64
+    bits = torch.empty((words, 8, 8), dtype=torch.uint8, device=device)
+    shifts = torch.arange(8, dtype=torch.uint8, device=device)
+
+    if law_name == "gaussian":
+        def run():
+            x = x0.clone()
+            for _ in range(steps):
+                torch.randn(x.shape, generator=gen, out=buf)
+                x.mul_(grow).add_(buf, alpha=sigma * sq)
+            return x
+    elif law_name == "uniform":
+        def run():
+            x = x0.clone()
+            for _ in range(steps):
+                buf.uniform_(-a, a, generator=gen)
+                x.mul_(grow).add_(buf, alpha=sigma)
+            return x
+    elif law_name == "rademacher":
+        def run():
+            x = x0.clone()
+            for _ in range(steps):
+                w = torch.randint(-(2**63), 2**63 - 1, (words,), dtype=torch.int64, generator=gen, device=device)
+                torch.bitwise_right_shift(w.view(torch.uint8).view(words, 8, 1), shifts, out=bits)
+                bits.bitwise_and_(1)
+                x.mul_(grow).add_(bits.view(-1)[:n].view(x.shape), alpha=2 * sigma * sq).sub_(sigma * sq)
             return x
     else:  # pragma: no cover
         raise ValueError(law_name)
@@ -186,6 +242,8 @@ def bench_size(paths, steps, repeats, device, laws, with_torchsde, log):
     contenders = {}
     for i, law in enumerate(laws):
         contenders[("sdenet", law)] = make_sdenet(law, x0, steps, 100 + i, device)
+        contenders[("fast", law)] = make_sdenet(law, x0, steps, 500 + i, device, linear=True)
+        contenders[("inplace", law)] = make_inplace(law, x0, steps, 600 + i, device)
         contenders[("plain", law)] = make_plain(law, x0, steps, 200 + i, device)
     if with_torchsde:
         contenders[("torchsde", "gaussian")] = make_torchsde(x0, steps, 300, device)
@@ -229,6 +287,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, nargs="+", default=None,
                         help="torch.set_num_threads; several values run the whole benchmark once per value "
                              "(default: torch's choice)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the whole benchmark this many times, alternating the --threads values")
     parser.add_argument("--no-torchsde", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "experiments" / "results" / "sde_throughput"),
                         help="output path without extension; writes .json and .md")
@@ -255,8 +315,9 @@ def main(argv=None):
         out.with_suffix(".md").write_text(render_all(data))
         print(f"rewrote {out.with_suffix('.md')}")
         return 0
-    if args.steps < 1 or args.repeats < 1 or args.repeats_small < 1 or any(p < 1 for p in args.paths):
-        parser.error("--paths, --steps, --repeats and --repeats-small must be positive")
+    if (args.steps < 1 or args.repeats < 1 or args.repeats_small < 1 or args.rounds < 1
+            or any(p < 1 for p in args.paths)):
+        parser.error("--paths, --steps, --repeats, --repeats-small and --rounds must be positive")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda given but CUDA is not available")
@@ -273,9 +334,23 @@ def main(argv=None):
             with_torchsde = False
 
     runs = []
-    for threads in args.threads or [torch.get_num_threads()]:
-        torch.set_num_threads(threads)
-        runs.append(run_once(args, argv, device, with_torchsde, log))
+    for rnd in range(args.rounds):
+        for threads in args.threads or [torch.get_num_threads()]:
+            torch.set_num_threads(threads)
+            log(f"round {rnd + 1}/{args.rounds}, torch threads {threads}")
+            result = run_once(args, argv, device, with_torchsde, log)
+            result["round"] = rnd + 1
+            runs.append(result)
+            md = _write(args, runs)  # after every run: a stopped benchmark keeps what it measured
+            log(f"wrote {args.out}.json/.md after {len(runs)} run(s)")
+    md = _write(args, runs)
+    print()
+    print(md)
+    log(f"wrote {args.out}.json and {args.out}.md")
+    return 0
+
+
+def _write(args, runs):
     data = runs[0] if len(runs) == 1 else {"benchmark": "sde_throughput", "runs": runs}
     if args.note:
         data["notes"] = args.note
@@ -284,10 +359,7 @@ def main(argv=None):
     out.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
     md = render_all(data)
     out.with_suffix(".md").write_text(md)
-    print()
-    print(md)
-    log(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
-    return 0
+    return md
 
 
 def render_all(data):
@@ -297,7 +369,40 @@ def render_all(data):
         head = "# SDE throughput — reading the numbers\n\n" + "\n\n".join(notes) + "\n\n"
     if "runs" not in data:
         return head + render_markdown(data)
-    return head + "\n".join(render_markdown(r) for r in data["runs"])
+    return head + render_summary(data["runs"]) + "\n".join(render_markdown(r) for r in data["runs"])
+
+
+def render_summary(runs):
+    """One line per run (round × threads) at 10⁶ paths and at 1 path: the targets' numbers."""
+    big = [(r, {x["law"]: x for x in r["rows"] if x["paths"] == 1_000_000}) for r in runs]
+    big = [(r, rows) for r, rows in big if rows and all("fast_s" in x for x in rows.values())]
+    if not big:
+        return ""
+    laws = list(big[0][1])
+    lines = [
+        "# Summary over rounds (10⁶ paths × 100 steps)",
+        "",
+        "Each row is one full run of the benchmark; runs alternate torch threads 1 and 2. Ratios are medians of "
+        "the paired (back-to-back) per-repeat ratios. Load is the 1-minute load average before the run.",
+        "",
+        "| round | threads | load | " + " | ".join(f"fast / in-place {law}" for law in laws) + " | "
+        + " | ".join(f"generic / in-place {law}" for law in laws)
+        + " | Rademacher path-steps/s: fast | in-place | generic | 1 path fast / generic (worst law) |",
+        "|---:|---:|---:|" + "---:|" * (2 * len(laws) + 4),
+    ]
+    for r, rows in big:
+        ones = [x for x in r["rows"] if x["paths"] == 1 and "paired_fast_over_sdenet" in x]
+        one = f"{max(x['paired_fast_over_sdenet'] for x in ones):.2f}×" if ones else "—"
+        rad = rows.get("rademacher")
+        lines.append(
+            f"| {r.get('round', 1)} | {r['hardware']['torch_threads']} | {r['load_average_before'][0]:.1f} | "
+            + " | ".join(f"{rows[law]['paired_fast_over_inplace']:.2f}×" for law in laws) + " | "
+            + " | ".join(f"{rows[law]['sdenet_over_inplace']:.2f}×" for law in laws) + " | "
+            + (f"{_rate(rad['fast_steps_per_s'])} | {_rate(rad['inplace_steps_per_s'])} | "
+               f"{_rate(rad['sdenet_steps_per_s'])}" if rad else "— | — | —")
+            + f" | {one} |"
+        )
+    return "\n".join(lines) + "\n\n"
 
 
 def run_once(args, argv, device, with_torchsde, log):
@@ -341,10 +446,28 @@ def run_once(args, argv, device, with_torchsde, log):
                     a / b for a, b in zip(times[("torchsde", "gaussian")], times[("sdenet", law)])),
                 "paired_sdenet_over_plain": statistics.median(
                     a / b for a, b in zip(times[("sdenet", law)], times[("plain", law)])),
+                # the in-place hand loop and sdenet's fast path (LinearSDEField)
+                "fast_s": med[("fast", law)],
+                "inplace_s": med[("inplace", law)],
+                "min_fast_s": best[("fast", law)],
+                "min_inplace_s": best[("inplace", law)],
+                "fast_over_inplace": med[("fast", law)] / med[("inplace", law)],
+                "sdenet_over_inplace": s / med[("inplace", law)],
+                "fast_over_sdenet": med[("fast", law)] / s,
+                "paired_fast_over_inplace": statistics.median(
+                    a / b for a, b in zip(times[("fast", law)], times[("inplace", law)])),
+                "paired_fast_over_sdenet": statistics.median(
+                    a / b for a, b in zip(times[("fast", law)], times[("sdenet", law)])),
+                "fast_steps_per_s": paths * args.steps / med[("fast", law)],
+                "inplace_steps_per_s": paths * args.steps / med[("inplace", law)],
+                "plain_steps_per_s": paths * args.steps / p,
+                "torchsde_gaussian_steps_per_s": None if ts is None else paths * args.steps / ts,
+                "best_fast_steps_per_s": paths * args.steps / best[("fast", law)],
             })
             r = rows[-1]
-            log(f"  {law:>10}: sdenet {_fmt_t(s)}  plain {_fmt_t(p)}  torchsde {_fmt_t(ts)}  "
-                f"torchsde/sdenet {r['torchsde_over_sdenet'] or float('nan'):.1f}x  sdenet/plain {s / p:.2f}x")
+            log(f"  {law:>10}: sdenet {_fmt_t(s)}  fast {_fmt_t(r['fast_s'])}  in-place {_fmt_t(r['inplace_s'])}  "
+                f"plain {_fmt_t(p)}  torchsde {_fmt_t(ts)}  fast/in-place {r['fast_over_inplace']:.2f}x  "
+                f"sdenet/plain {s / p:.2f}x")
 
     naive = None
     if with_torchsde and 1 in args.paths:
@@ -413,7 +536,36 @@ def evaluate_targets(rows, paired=False):
         targets.append({"target": "1e6 paths: every law within 1.3x of the plain loop with the same law",
                         "measured": ", ".join(f"{r['law']} {r['sdenet_over_plain']:.2f}x" for r in big),
                         "met": worst["sdenet_over_plain"] <= 1.3})
+        if all("fast_over_inplace" in r for r in big):
+            key = "paired_fast_over_inplace" if paired else "fast_over_inplace"
+            targets.append({"target": "1e6 paths: sdenet <= 1.2x the in-place hand loop, every law "
+                                      "(LinearSDEField: the in-place fast path)",
+                            "measured": ", ".join(f"{r['law']} {r[key]:.2f}x" for r in big),
+                            "met": max(r[key] for r in big) <= 1.2})
+            targets.append({"target": "1e6 paths: sdenet <= 1.2x the in-place hand loop, every law "
+                                      "(generic SDEField with lambdas: the generic, differentiable path)",
+                            "measured": ", ".join(f"{r['law']} {r['sdenet_over_inplace']:.2f}x" for r in big),
+                            "met": max(r["sdenet_over_inplace"] for r in big) <= 1.2})
+            rad = [r for r in big if r["law"] == "rademacher"]
+            if rad:
+                r = rad[0]
+                targets.append({"target": "1e6 paths: Rademacher weak Euler >= 1e9 path-steps/s (fast path)",
+                                "measured": f"{r['fast_steps_per_s']:.2e} (best repeat "
+                                            f"{r['best_fast_steps_per_s']:.2e}; in-place loop "
+                                            f"{r['inplace_steps_per_s']:.2e}, generic "
+                                            f"{r['sdenet_steps_per_s']:.2e})",
+                                "met": r["fast_steps_per_s"] >= 1e9})
+    ones = [r for r in rows if r["paths"] == 1 and "fast_over_sdenet" in r]
+    if ones:
+        key = "paired_fast_over_sdenet" if paired else "fast_over_sdenet"
+        targets.append({"target": "1 path: no slower than today (fast path / generic path, today's code path)",
+                        "measured": ", ".join(f"{r['law']} {r[key]:.2f}x" for r in ones),
+                        "met": max(r[key] for r in ones) <= 1.0})
     return targets
+
+
+def _rate(v):
+    return "—" if v is None else f"{v:.2e}"
 
 
 def _fmt_t(s):
@@ -461,6 +613,25 @@ def render_markdown(res):
         "",
     ]
     lines += _time_table(res["rows"], "")
+    if all("fast_s" in r for r in res["rows"]):
+        lines += [
+            "",
+            "Against the in-place hand loop (medians; \"fast\" is `integrate` on `LinearSDEField`, which takes "
+            "the in-place path of `sdenet.fast`; \"generic\" is `integrate` on an `SDEField` of lambdas). "
+            "Path-steps/s = paths × steps / time:",
+            "",
+            "| paths | law | generic | fast | in-place loop | fast / in-place | generic / in-place | "
+            "path-steps/s: fast | in-place | generic | plain | torchsde (Gaussian) |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in res["rows"]:
+            tsd = r.get("torchsde_gaussian_steps_per_s")
+            lines.append(
+                f"| {r['paths']:,} | {r['law']} | {_fmt_t(r['sdenet_s'])} | {_fmt_t(r['fast_s'])} | "
+                f"{_fmt_t(r['inplace_s'])} | {r['fast_over_inplace']:.2f}× | {r['sdenet_over_inplace']:.2f}× | "
+                f"{_rate(r['fast_steps_per_s'])} | {_rate(r['inplace_steps_per_s'])} | "
+                f"{_rate(r['sdenet_steps_per_s'])} | {_rate(r['plain_steps_per_s'])} | {_rate(tsd)} |"
+            )
     lines += [
         "",
         "Best-of-repeats (minimum) times, less sensitive to other jobs on the machine:",

@@ -2,7 +2,8 @@
 
 ``sdenet weak check``  tabulates ``C(Δt) = |E ΔŴ| + |E ΔŴ³| + |E ΔŴ² − Δt|`` exactly and
 from samples, with ``K = C/Δt²``; ``sdenet weak order`` fits the weak order of a scheme on
-GBM or Ornstein–Uhlenbeck.
+GBM, Ornstein–Uhlenbeck or a user problem (``--sde package.module:Name``) and says whether
+the declared order lies in the slope's confidence interval (``--strict``: exit 1 when not).
 """
 
 from __future__ import annotations
@@ -56,28 +57,46 @@ def register(subparsers) -> None:
 
     order = sub.add_parser(
         "order",
-        help="fit the weak order of a scheme on GBM or Ornstein-Uhlenbeck",
+        help="fit the weak order of a scheme on GBM, Ornstein-Uhlenbeck or your own problem",
         description=(
-            "Weak order: simulate dX = f dt + g dW with a closed-form E phi(X(T)) (gbm: geometric Brownian "
-            "motion, ou: Ornstein-Uhlenbeck) over a ladder of dt, regress log |mean phi(X_N) - E phi(X(T))| "
-            "on log dt and report the slope with a 95% confidence interval. phi(x) = x^3 sees E dW^3: every "
-            "law satisfying condition (5) gives order 1, drop with p != 0.5 gives order 1/2 (the default "
-            "ou parameters resolve it; on gbm its O(dt) term dominates over the default ladder). The exact "
-            "bias of the weak Euler scheme and its slope are printed alongside. Defaults: ou dX = -theta X dt "
-            "+ sigma dW with theta=0.25, sigma=1, x0=1, T=1, dt = 1/2, 1/3, 1/4, 1/6, 1/8; gbm dX = mu X dt + "
-            "sigma X dW with mu=-1, sigma=0.3, x0=1, T=1, dt = 1/4, 1/6, 1/8, 1/12, 1/16."
+            "Weak order: simulate dX = f dt + g dW with a known E phi(X(T)) over a ladder of dt, regress "
+            "log |mean phi(X_N) - E phi(X(T))| on log dt and report the slope with a 95%% confidence interval "
+            "(the Monte Carlo standard errors enter it by the delta method), then a verdict: is the scheme's "
+            "declared weak order inside the interval? Built-in problems: gbm dX = mu X dt + sigma X dW "
+            "(defaults mu=-1, sigma=0.3, x0=1, T=1, dt = T/4, T/6, T/8, T/12, T/16) and ou dX = -theta X dt + "
+            "sigma dW (defaults theta=0.25, sigma=1, x0=1, T=1, dt = T/2, T/3, T/4, T/6, T/8); "
+            "--sde package.module:Name takes your own problem (see sdenet.weak.WeakProblem). phi = x^3 sees "
+            "E dW^3: every law satisfying condition (5) gives order 1, drop with p != 0.5 gives order 1/2 (the "
+            "default ou parameters resolve it; on gbm its O(dt) term dominates the default ladder). Exact values: "
+            "gbm has x..x4 (cos: no closed form, exp: infinite for x0 > 0); ou has all of x..x4, cos, exp. Any "
+            "other (problem, phi) pair needs --exact VALUE. stochastic_lm is compared with its own continuous "
+            "limit, the second-order system dX = Y dt, dY = f dt + g Y dt + sigma dW from rest."
         ),
     )
-    order.add_argument("--sde", choices=("gbm", "ou"), default="ou", help="test SDE (default ou)")
+    order.add_argument("--sde", default="ou", metavar="gbm|ou|package.module:Name",
+                       help="problem: gbm, ou, or a user problem object/class/factory imported from the named "
+                            "module (default ou)")
+    for name, what in (("mu", "gbm drift rate"), ("sigma", "noise scale (gbm, ou)"),
+                       ("theta", "ou mean-reversion rate"), ("x0", "initial value (gbm, ou)"),
+                       ("T", "horizon (gbm, ou)")):
+        order.add_argument(f"--{name}", type=float, default=None, help=f"{what}; default: the problem's")
     order.add_argument("--law", default="gaussian", help="increment law (default gaussian)")
     order.add_argument(
         "--scheme", default="weak_euler",
-        help="weak_euler (default) or euler_maruyama (Gaussian increments only)",
+        help="any stochastic scheme of sdenet.schemes.get_scheme: weak_euler (default), euler_maruyama "
+             "(Gaussian increments only), stochastic_lm (against its second-order limit), platen, ...",
     )
+    order.add_argument("--g", type=float, default=None, help="stochastic_lm's constant g (default 0)")
     order.add_argument("--dt", type=finite_float, nargs="+", metavar="DT", help="step sizes (default: T/N for the SDE's ladder)")
-    order.add_argument("--phi", type=integer, default=3, help="test function phi(x) = x^K, K in 1..4 (default 3)")
+    order.add_argument("--phi", default="x3", metavar="NAME|package.module:function",
+                       help="test function: x, x2, x3, x4, cos, exp, a power 1..4, or a function of the (B, ...) "
+                            "states imported from the named module (then --exact is required) (default x3)")
+    order.add_argument("--exact", type=float, default=None, metavar="VALUE",
+                       help="E phi(X(T)) to compare with, for pairs without a built-in exact value")
     order.add_argument("--paths", type=integer, default=DEFAULT_PATHS,
                        help="Monte Carlo paths per dt (default 4*10^6; at most 10^12 path-steps in all)")
+    order.add_argument("--strict", action="store_true",
+                       help="exit with status 1 when the declared weak order lies outside the confidence interval")
     order.add_argument("--json", action="store_true", help="print one JSON object")
     order.add_argument("--plot", metavar="FILE", help="draw log error against log dt with the fitted line into FILE")
     _common_options(order, "simulate")
@@ -238,20 +257,72 @@ def plot_check(rows, file) -> Path:
 # ---------------------------------------------------------------------------- order
 
 
+_BUILTIN_PARAMS = {"gbm": ("mu", "sigma", "x0", "T"), "ou": ("theta", "sigma", "x0", "T")}
+
+
+def _problem_from(args):
+    """The problem of ``--sde`` with the built-ins' parameters, or a user object from its module."""
+    from ..weak import SDE_NAMES, _check_problem, get_sde, import_object
+
+    given = {k: getattr(args, k) for k in ("mu", "sigma", "theta", "x0", "T") if getattr(args, k) is not None}
+    key = args.sde.lower()
+    if key in SDE_NAMES:
+        extra = sorted(set(given) - set(_BUILTIN_PARAMS[key]))
+        if extra:
+            raise ValueError(f"--sde {key} takes {', '.join('--' + k for k in _BUILTIN_PARAMS[key])}, "
+                             f"not {', '.join('--' + k for k in extra)}")
+        return get_sde(key, **given)
+    if ":" not in args.sde:
+        raise ValueError(f"unknown --sde {args.sde!r}; choose gbm, ou or give package.module:Name")
+    if given:
+        raise ValueError(f"{', '.join('--' + k for k in sorted(given))} apply to the built-in problems only; "
+                         "a user problem sets its own parameters")
+    obj = import_object(args.sde, "--sde")
+    if isinstance(obj, type) or (callable(obj) and not hasattr(obj, "exact")):
+        try:
+            obj = obj()  # a class or a factory without arguments
+        except Exception as err:
+            raise ValueError(f"--sde {args.sde}: calling it without arguments failed: {type(err).__name__}: {err}") \
+                from None
+    return _check_problem(obj)  # the protocol, before anything reads problem.T
+
+
+def _phi_from(args):
+    from ..weak import get_phi, import_object
+
+    if ":" in args.phi:
+        if args.exact is None:
+            raise ValueError(f"--phi {args.phi} is a user function: give its exact E phi(X(T)) with --exact VALUE")
+        fn = import_object(args.phi, "--phi")
+        if not callable(fn):
+            raise ValueError(f"--phi {args.phi} is not callable")
+        from ..weak import TestFunction
+
+        return TestFunction(args.phi, fn)
+    text = args.phi
+    return get_phi(int(text) if text.isdigit() else text)
+
+
 def run_order(args) -> int:
     from ..laws import get_law
     from ..schemes import get_scheme
-    from ..weak import _check_order_work, get_sde, weak_order
+    from ..weak import _check_order_work, weak_order
 
     apply_threads(args)
     if args.plot:
         writable_file(args.plot, "--plot")
     law = get_law(args.law, args.p)
-    scheme = get_scheme(args.scheme, law=law)
-    sde = get_sde(args.sde)
+    options = {} if args.g is None else {"g": args.g}
+    scheme = get_scheme(args.scheme, law=law, **options)
+    if not getattr(scheme, "stochastic", False):
+        raise ValueError(f"--scheme {args.scheme} is deterministic and cannot simulate an SDE; "
+                         "use weak_euler, euler_maruyama, stochastic_lm, ...")
+    sde = _problem_from(args)
     _check_order_work(sde, args.dt, args.paths)  # refuses absurd work before any of it
+    phi = _phi_from(args)
     res = weak_order(
-        sde, scheme, dts=args.dt, paths=args.paths, phi=args.phi, seed=args.seed, device=_device(args.device)
+        sde, scheme, dts=args.dt, paths=args.paths, phi=phi, seed=args.seed, device=_device(args.device),
+        exact=args.exact, scheme_name=args.scheme.lower().replace("-", "_"),
     )
     out = sys.stderr if args.json else sys.stdout
     if args.json:
@@ -261,15 +332,19 @@ def run_order(args) -> int:
     if args.plot:
         path = plot_order(res, args.plot)
         print(f"wrote {path}", file=out)
+    if args.strict and res["declared_inside_ci"] is False:
+        print(f"sdenet weak order: strict: {res['verdict']}", file=sys.stderr)
+        return 1
     return 0
 
 
 def format_order(res) -> str:
-    params = ", ".join(f"{k}={v:g}" for k, v in res["params"].items())
+    params = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in res["params"].items())
     law = _label(res["law"], res["p"])
     lines = [
         f"weak order of {res['scheme']} with {law} increments on {res['sde']} ({params}), phi = {res['phi']}",
-        f"E phi(X(T)) = {res['exact']:.6g}; {res['paths']} paths per dt, seed {res['seed']}",
+        f"E phi(X(T)) = {res['exact']:.6g} ({res['exact_from']}); {res['paths']} paths per dt, seed {res['seed']}, "
+        f"state shape {tuple(res['state_shape'])}",
         "",
         f"{'dt':>8} {'mean phi(X_N)':>14} {'error':>10} {'stderr':>9} {'error/se':>8}"
         + (f" {'exact bias':>11}" if "bias" in res else ""),
@@ -286,13 +361,18 @@ def format_order(res) -> str:
     lines.append("")
     lines.append(
         f"fitted slope {res['slope']:.3f}  (95% CI [{lo:.3f}, {hi:.3f}]); declared weak order "
-        f"{res['declared_weak_order']:g}"
+        f"{_declared(res['declared_weak_order'])}"
     )
     if res.get("bias_slope") is not None:
         lines.append(f"slope of the exact scheme bias over the same dts: {res['bias_slope']:.3f}")
+    lines.append(f"verdict: {res['verdict']}")
     if any(v is not None and v < 3 for v in res["snr"]):
         lines.append("warning: some errors are within 3 standard errors of 0; use more --paths or coarser --dt")
     return "\n".join(lines)
+
+
+def _declared(v) -> str:
+    return "none" if v is None else f"{v:g}"
 
 
 def _snr(v) -> str:
@@ -328,7 +408,7 @@ def plot_order(res, file) -> Path:
     ax.set_xlabel("dt")
     ax.set_ylabel(f"|mean phi(X_N) - E phi(X(T))|, phi(x) = {res['phi']}")
     ax.set_title(f"{res['scheme']}, {_label(res['law'], res['p'])}, {res['sde']}: "
-                 f"declared weak order {res['declared_weak_order']:g}", fontsize=9)
+                 f"declared weak order {_declared(res['declared_weak_order'])}", fontsize=9)
     ax.legend(fontsize=8)
     path = _savefig(fig, file)
     plt.close(fig)
