@@ -327,3 +327,24 @@ def test_monte_carlo_means_of_refined_stochastic_stages_converge_in_training_mod
     d = [float((u - v).norm()) for u, v in zip(exact, exact[1:])]
     order, _ = fit_slope([2.0**-j for j in range(4)], d)
     assert 0.85 < order < 1.15, (order, d)  # and the means converge at fixed T with order 1
+
+
+# ------------------------------------------------------------------ the reversible families (issue 10)
+
+REVERSIBLE = ["tiny_hamiltonian", "tiny_midpoint", "tiny_leapfrog"]
+
+
+@pytest.mark.parametrize("name", REVERSIBLE)
+def test_reversible_families_refine_converge_and_coarsen_back(name):
+    """refine asks the stages, not the class: Chang et al.'s families refine at fixed T like the
+    others (order about 1 under constant prolongation) and coarsen(refine(m)) gives m back."""
+    order, d = _order(name, 5)
+    assert 0.7 < order < 1.6, (name, order, d)
+    net = _model(name)
+    back = coarsen(refine(net, 2), 2)
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), back.state_dict().values()))
+    r = refine(net, 4)
+    for (_, a), (_, b) in zip(_stages(net), _stages(r)):
+        assert b.steps == 4 * a.steps and math.isclose(b.steps * b.dt, a.steps * a.dt)
+    c = M.create(name, refine=4)
+    assert {k: v.shape for k, v in c.state_dict().items()} == {k: v.shape for k, v in r.state_dict().items()}

@@ -109,8 +109,17 @@ FAMILIES = {"hamiltonian": "hamiltonian", "midpoint": "midpoint", "leapfrog": "l
 
 def build_reversible(cfg, stem, head) -> Network:
     """Build a Hamiltonian / midpoint / leapfrog network from a resolved registry config."""
-    method, dt = cfg["method"], cfg["dt"]
-    widths, units, strides = cfg["widths"], cfg["blocks"], cfg["strides"]
+    method = cfg["method"]
+    factor = cfg.get("refine", 1)  # fixed T: factor x the units at dt / factor (create(refine=F))
+    dt = cfg["dt"] / factor
+    widths, strides = cfg["widths"], cfg["strides"]
+    units = []
+    for i, n in enumerate(cfg["blocks"]):
+        steps = n * factor
+        if abs(steps - round(steps)) > 1e-9 or round(steps) < 1:
+            raise ValueError(f"refine={factor:g}: stage{i + 1} of {method} takes {n} steps, and {n} x "
+                             f"{factor:g} is not a positive whole number of steps")
+        units.append(int(round(steps)))
     if any(w % 2 for w in (cfg["stem_width"], *widths)):
         raise ValueError(f"{method} networks need even widths (two channel halves), got {widths}")
     layers = []
