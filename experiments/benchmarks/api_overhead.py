@@ -18,7 +18,7 @@ cases), the order alternating from round to round; reported are the median times
 rounds and the median of the per-round ratios (this tree / reference). Outputs of the two
 trees are compared bit for bit (same generator seeds, same weights).
 
-    python experiments/benchmarks/api_overhead.py --base /tmp/sdenet-base --rounds 7
+    python experiments/benchmarks/api_overhead.py --base ../sdenet-base --rounds 7
 """
 
 from __future__ import annotations

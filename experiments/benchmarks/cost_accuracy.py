@@ -29,7 +29,7 @@ At ε = ``--target`` (default 1e-3) each scheme is then run for real with its op
 Usage::
 
     python experiments/benchmarks/cost_accuracy.py                 # writes experiments/results/cost_accuracy.*
-    python experiments/benchmarks/cost_accuracy.py --quick --out /tmp/ca
+    python experiments/benchmarks/cost_accuracy.py --quick --out runs/cost_accuracy-quick
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ per-repeat ratios ("paired"):
 Usage::
 
     python experiments/benchmarks/sde_throughput.py                      # full run (minutes)
-    python experiments/benchmarks/sde_throughput.py --paths 1 1000 --repeats 3 --out /tmp/quick
+    python experiments/benchmarks/sde_throughput.py --paths 1 1000 --repeats 3 --out runs/sde_throughput-quick
     python experiments/benchmarks/sde_throughput.py --device cuda
     python experiments/benchmarks/sde_throughput.py --threads 1 2 --rounds 3   # interleaved rounds
 
