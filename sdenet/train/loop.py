@@ -276,9 +276,7 @@ def _create_user_model(spec: str, num_classes: int, overrides: dict):
     return model
 
 
-def _first_line(err) -> str:
-    lines = [x.strip() for x in str(err).splitlines() if x.strip()]
-    return lines[0] if lines else type(err).__name__
+_first_line = ck._first_line
 
 
 def _model_known(name) -> bool:
@@ -932,8 +930,9 @@ class _Trainer:
         if self.ckpt is None and rc.get("init"):  # warm start (sdenet.train.multiscale)
             from .multiscale import init_weights
 
-            rc.update(init_weights(model, rc["init"], resolution=rc["resolution"], native=native,
-                                   rescale=bool(rc.get("init_rescale"))))
+            self.init_ckpt = ck.load_checkpoint(rc["init"])  # read once: weights here, momentum below
+            rc.update(init_weights(model, self.init_ckpt, rc["init"], resolution=rc["resolution"],
+                                   native=native, rescale=bool(rc.get("init_rescale"))))
         model = model.to(device)
         if rc["channels_last"]:
             model = model.to(memory_format=torch.channels_last)
@@ -968,7 +967,7 @@ class _Trainer:
 
         self.start_epoch, self.best, self.best_epoch, self.elapsed0 = 0, float("inf"), 0, 0.0
         if self.ckpt is None and rc.get("init"):
-            self._init_from(rc["init"])
+            self._init_from(self.init_ckpt, rc["init"])
         if self.ckpt is not None:
             c = self.ckpt
             path = self.run_dir / "last.pt"
@@ -1023,11 +1022,11 @@ class _Trainer:
             self.fwd_train = torch.compile(self.fwd_train)
             self.fwd_eval = self.fwd_train if dist.world_size == 1 else model
 
-    def _init_from(self, path):
-        """SGD momentum by parameter name from a warm-start file (multilevel training's cycles
-        carry it). The weights themselves were loaded, and rescaled if asked, by
-        :func:`sdenet.train.multiscale.init_weights` when the model was built."""
-        init = ck.load_checkpoint(path)
+    def _init_from(self, init: dict, path):
+        """SGD momentum by parameter name from the warm-start checkpoint ``init`` read from
+        ``path`` (multilevel training's cycles carry it). The weights themselves were loaded,
+        and rescaled if asked, by :func:`sdenet.train.multiscale.init_weights` when the model
+        was built."""
         momentum = init.get("momentum") or {}
         if not isinstance(momentum, dict):
             raise ValueError(f"{path}: its 'momentum' entry is not a dict of tensors")
