@@ -12,6 +12,7 @@ from sdenet.laws import survival_at
 from sdenet.nn import coarsen, refine
 from sdenet.nn.stage import Stage, Transition
 from sdenet.weak import fit_slope
+from theory.refinement import old_rule_forward
 
 FAMILIES = ["tiny_resnet", "tiny_lm_resnet", "tiny_sd_resnet", "tiny_lm_sd_resnet", "tiny_shake_shake",
             "polynet", "fractalnet", "revnet"]
@@ -34,25 +35,8 @@ def _model(name, seed=0, **kw):
     return M.create(name, **kw).eval()
 
 
-def _old_rule_forward(net, x):
-    """The network with the pre-fix history rule: X_{-1} = S(x) at every Δt."""
-    x = net.stem(x)
-    for layer in net.layers:
-        s = None
-        if layer.transition is not None:
-            x, s = layer.transition(x)
-        st = layer.stage
-        if st is None:
-            continue
-        schemes = st.schemes if st._noisy() else st._eval_schemes
-        state = schemes[0].init(st.field, st.t0, x, st.dt)
-        if s is not None and isinstance(state, dict):
-            state["prev"] = s
-        for n in range(st.steps):
-            x, state = schemes[n].step(st.field, st.t0 + n * st.dt, x, st.dt, state, st._generator)
-            if st.post is not None:
-                x = st._post(x)
-    return net.head(x)
+# the network with the pre-fix history rule X_{-1} = S(x) at every Δt (theory item 8 draws it)
+_old_rule_forward = old_rule_forward
 
 
 # ------------------------------------------------------------------ item 1: the LM start
