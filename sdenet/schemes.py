@@ -775,7 +775,19 @@ def _next_state(state, x, n, prev):
     return {"prev": x, "n": n + 1, "given": given}
 
 
-class Midpoint(Scheme):
+class _TwoStepInvertible(Scheme):
+    """Shared declarations of the invertible two-step schemes: the state carries ``Y_{n−1}``
+    (``None`` before the first step), and a history handed in (:meth:`Scheme.start`) becomes
+    ``Y_{−1}``."""
+
+    invertible = True
+    history = 1
+
+    def init(self, field, t0, x0, dt):
+        return {"prev": None, "n": 0}
+
+
+class Midpoint(_TwoStepInvertible):
     """The explicit midpoint (leapfrog-in-time) two-step scheme ``Y_{n+1} = Y_{n−1} + 2Δt f(t_n, Y_n)``.
 
     How it starts: ``start="euler"`` (default) takes one forward-Euler step ``Y_1 = Y_0 + Δt f(t_0, Y_0)``,
@@ -789,7 +801,6 @@ class Midpoint(Scheme):
     construction — while for real ``λ < 0`` the parasitic root has modulus > 1 (weak instability).
     """
 
-    invertible = True
 
     def __init__(self, start: str = "euler"):
         if start not in ("euler", "rest"):
@@ -799,12 +810,6 @@ class Midpoint(Scheme):
     @property
     def order(self):
         return 2 if self.first_step == "euler" else 1
-
-    #: two-step: a history handed in (Scheme.start) becomes Y_{-1}
-    history = 1
-
-    def init(self, field, t0, x0, dt):
-        return {"prev": None, "n": 0}
 
     def step(self, field, t, x, dt, state, generator=None):
         prev, n = _two_step_state(state)
@@ -834,7 +839,7 @@ class Midpoint(Scheme):
         return f"Midpoint(start={self.first_step!r})"
 
 
-class Leapfrog(Scheme):
+class Leapfrog(_TwoStepInvertible):
     """The two-step scheme ``Y_{n+1} = 2Y_n − Y_{n−1} + Δt² f(t_n, Y_n)`` for the second-order ODE ``Y'' = f(t, Y)``
     (Störmer's method; Chang et al.'s leapfrog network with ``f = −Kᵀσ(K Y + b)``).
 
@@ -847,7 +852,6 @@ class Leapfrog(Scheme):
     Exactly invertible: ``Y_{n−1} = 2Y_n − Y_{n+1} + Δt² f(t_n, Y_n)``.
     """
 
-    invertible = True
 
     def __init__(self, start: str = "taylor", velocity: float = 0.0):
         if start not in ("taylor", "rest"):
@@ -864,12 +868,6 @@ class Leapfrog(Scheme):
     @property
     def order(self):
         return 2 if self.first_step == "taylor" else 1
-
-    #: two-step: a history handed in (Scheme.start) becomes Y_{-1}
-    history = 1
-
-    def init(self, field, t0, x0, dt):
-        return {"prev": None, "n": 0}
 
     def step(self, field, t, x, dt, state, generator=None):
         prev, n = _two_step_state(state)
