@@ -18,7 +18,13 @@ and the fields here are
 
 Between stages a parameter-free transition halves the resolution (2×2 average pooling) and
 zero-pads each channel half to the new width; it hands no history to the next stage, so each
-midpoint/leapfrog stage starts with its scheme's own start (forward Euler / from rest).
+midpoint/leapfrog stage starts with its scheme's own start (forward Euler / from rest). As in the
+authors' released code (github.com/changebo/revnet-public, ``hamiltonian_model.py``), the first
+unit of each later stage still runs at the previous stage's width and resolution, the pooling and
+padding following it: with ``blocks = (n1, n2, n3)`` the three ODE stages take ``n1 + 1``, ``n2``
+and ``n3 − 1`` steps (Hamiltonian-74: 7, 6, 5 at widths 32, 64, 112). Parameter counts then agree
+with the authors' code to 0.3–0.5 % (``experiments/chang_params.py``; the rest is their extra
+pre-activation batch norm in each branch).
 
 Registered families (units per stage and widths from the authors' configurations: 6-6-6 at
 32-64-112 for Hamiltonian-74, 18-18-18 at 32-64-128 for Hamiltonian-218, 100-100-100 at
@@ -113,11 +119,19 @@ def build_reversible(cfg, stem, head) -> Network:
     factor = cfg.get("refine", 1)  # fixed T: factor x the units at dt / factor (create(refine=F))
     dt = cfg["dt"] / factor
     widths, strides = cfg["widths"], cfg["strides"]
+    blocks = list(cfg["blocks"])
+    last = len(blocks) - 1
     units = []
-    for i, n in enumerate(cfg["blocks"]):
-        steps = n * factor
+    for i, n in enumerate(blocks):
+        # the authors' layout: the first unit of stage i > 0 still runs at stage i−1's width and
+        # resolution (their pooling and padding follow it), so that stage keeps one unit more
+        n_here = n - (1 if i > 0 else 0) + (1 if i < last else 0)
+        if n_here < 1:
+            raise ValueError(f"{method}: stage{i + 1} needs at least {2 if i == last else 1} units "
+                             f"(its first unit runs at the previous stage's width), got blocks={tuple(blocks)}")
+        steps = n_here * factor
         if abs(steps - round(steps)) > 1e-9 or round(steps) < 1:
-            raise ValueError(f"refine={factor:g}: stage{i + 1} of {method} takes {n} steps, and {n} x "
+            raise ValueError(f"refine={factor:g}: stage{i + 1} of {method} takes {n_here} steps, and {n_here} x "
                              f"{factor:g} is not a positive whole number of steps")
         units.append(int(round(steps)))
     if any(w % 2 for w in (cfg["stem_width"], *widths)):
