@@ -106,6 +106,10 @@ class Scheme:
     #: True when a step can be undone exactly: ``invert_step`` recovers ``(x_n, state_n)`` from
     #: ``(x_{n+1}, state_{n+1})`` (memory="reversible" in a network stage asks this)
     invertible: bool = False
+    #: True when ``step``, ``invert_step`` and ``reverse_step`` take ``fp=`` (a fixed-point
+    #: arithmetic, :class:`sdenet.nn.memory.FixedPoint`): states held on a grid, every increment
+    #: rounded to it before it is added, so that the inverse undoes a step bit for bit
+    exact_arithmetic: bool = False
 
     def check(self, field) -> None:
         field = _is_field(field)
@@ -280,25 +284,34 @@ class CoupledEuler(Scheme):
     order = 1
     coupled = True
     invertible = True
+    exact_arithmetic = True
 
-    def step(self, field, t, state_xy, dt, state, generator=None):
+    def step(self, field, t, state_xy, dt, state, generator=None, fp=None):
         x, y = state_xy
-        x = x + field.f1(t, y) * dt
-        y = y + field.f2(t, x) * dt
+        if fp is None:
+            x = x + field.f1(t, y) * dt
+            y = y + field.f2(t, x) * dt
+        else:  # exact: grid states, each increment rounded to the grid
+            x = x + fp.grid(field.f1(t, fp.value(y)) * dt)
+            y = y + fp.grid(field.f2(t, fp.value(x)) * dt)
         return (x, y), state
 
     @staticmethod
-    def inverse(field, t, state_xy, dt):
+    def inverse(field, t, state_xy, dt, fp=None):
         """Recover ``(X_n, Y_n)`` from ``(X_{n+1}, Y_{n+1})``."""
         x, y = state_xy
-        y = y - field.f2(t, x) * dt
-        x = x - field.f1(t, y) * dt
+        if fp is None:
+            y = y - field.f2(t, x) * dt
+            x = x - field.f1(t, y) * dt
+        else:
+            y = y - fp.grid(field.f2(t, fp.value(x)) * dt)
+            x = x - fp.grid(field.f1(t, fp.value(y)) * dt)
         return x, y
 
-    def invert_step(self, field, t, x_next, dt, state_next):
-        return self.inverse(field, t, x_next, dt), state_next
+    def invert_step(self, field, t, x_next, dt, state_next, fp=None):
+        return self.inverse(field, t, x_next, dt, fp), state_next
 
-    def reverse_step(self, field, t, x_next, dt, state_next, grads, vjp):
+    def reverse_step(self, field, t, x_next, dt, state_next, grads, vjp, fp=None):
         """Undo one step and pull its gradients back, evaluating each field once.
 
         ``grads`` are the gradients of the loss with respect to ``(X_{n+1}, Y_{n+1})``;
@@ -308,11 +321,13 @@ class CoupledEuler(Scheme):
         """
         x1, y1 = x_next
         gx, gy = grads
-        f2, back = vjp(lambda u: field.f2(t, u), x1, None if gy is None else gy * dt)
-        y0 = y1 - f2 * dt
+        inc = (lambda v: v * dt) if fp is None else (lambda v: fp.grid(v * dt))
+        val = (lambda v: v) if fp is None else fp.value
+        f2, back = vjp(lambda u: field.f2(t, u), val(x1), None if gy is None else gy * dt)
+        y0 = y1 - inc(f2)
         gx = back if gx is None else (gx if back is None else gx + back)
-        f1, back = vjp(lambda u: field.f1(t, u), y0, None if gx is None else gx * dt)
-        x0 = x1 - f1 * dt
+        f1, back = vjp(lambda u: field.f1(t, u), val(y0), None if gx is None else gx * dt)
+        x0 = x1 - inc(f1)
         gy = back if gy is None else (gy if back is None else gy + back)
         return (x0, y0), state_next, (gx, gy)
 
@@ -781,6 +796,7 @@ class _TwoStepInvertible(Scheme):
     ``Y_{−1}``."""
 
     invertible = True
+    exact_arithmetic = True
     history = 1
 
     def init(self, field, t0, x0, dt):
@@ -811,29 +827,32 @@ class Midpoint(_TwoStepInvertible):
     def order(self):
         return 2 if self.first_step == "euler" else 1
 
-    def step(self, field, t, x, dt, state, generator=None):
+    def step(self, field, t, x, dt, state, generator=None, fp=None):
         prev, n = _two_step_state(state)
-        fx = field.drift(t, x)
-        if prev is None:
-            x_next = torch.add(x, fx, alpha=dt if self.first_step == "euler" else 2.0 * dt)
+        c = 2.0 * dt if prev is not None else self._start_coefficient(dt)
+        if fp is None:
+            x_next = torch.add(x if prev is None else prev, field.drift(t, x), alpha=c)
         else:
-            x_next = torch.add(prev, fx, alpha=2.0 * dt)
+            x_next = (x if prev is None else prev) + fp.grid(field.drift(t, fp.value(x)) * c)
         return x_next, _next_state(state, x, n, prev)
 
-    def invert_step(self, field, t, x_next, dt, state_next):
+    def invert_step(self, field, t, x_next, dt, state_next, fp=None):
         x, n, given = state_next["prev"], state_next["n"] - 1, state_next.get("given", True)
         if n == 0 and not given:
             return x, {"prev": None, "n": 0}
-        prev = torch.add(x_next, field.drift(t, x), alpha=-2.0 * dt)
+        if fp is None:
+            prev = torch.add(x_next, field.drift(t, x), alpha=-2.0 * dt)
+        else:
+            prev = x_next - fp.grid(field.drift(t, fp.value(x)) * (2.0 * dt))
         return x, {"prev": prev, "n": n, "given": given}
 
     def _start_coefficient(self, dt):  # x_1 = x_0 + c0 f(x_0)
         return dt if self.first_step == "euler" else 2.0 * dt
 
-    def reverse_step(self, field, t, x_next, dt, state_next, grads, vjp):
+    def reverse_step(self, field, t, x_next, dt, state_next, grads, vjp, fp=None):
         """Undo one step and pull gradients back with one field evaluation (see ``CoupledEuler.reverse_step``);
         ``grads = (g_{Y_{n+1}}, g_{Y_n})``."""
-        return _two_step_reverse(self, field, t, x_next, dt, state_next, grads, vjp, 1.0, 0.0, 2.0 * dt)
+        return _two_step_reverse(self, field, t, x_next, dt, state_next, grads, vjp, 1.0, 0.0, 2.0 * dt, fp)
 
     def __repr__(self):
         return f"Midpoint(start={self.first_step!r})"
@@ -869,8 +888,16 @@ class Leapfrog(_TwoStepInvertible):
     def order(self):
         return 2 if self.first_step == "taylor" else 1
 
-    def step(self, field, t, x, dt, state, generator=None):
+    def step(self, field, t, x, dt, state, generator=None, fp=None):
         prev, n = _two_step_state(state)
+        if fp is not None:
+            fx = field.drift(t, fp.value(x))
+            if prev is None:
+                inc = fx * self._start_coefficient(dt)
+                if self.velocity:
+                    inc = inc + self.velocity * dt
+                return x + fp.grid(inc), _next_state(state, x, n, prev)
+            return 2.0 * x - prev + fp.grid(fx * (dt * dt)), _next_state(state, x, n, prev)
         fx = field.drift(t, x)
         if prev is None:
             if self.first_step == "taylor":
@@ -883,20 +910,23 @@ class Leapfrog(_TwoStepInvertible):
             x_next = torch.add(2.0 * x - prev, fx, alpha=dt * dt)
         return x_next, _next_state(state, x, n, prev)
 
-    def invert_step(self, field, t, x_next, dt, state_next):
+    def invert_step(self, field, t, x_next, dt, state_next, fp=None):
         x, n, given = state_next["prev"], state_next["n"] - 1, state_next.get("given", True)
         if n == 0 and not given:
             return x, {"prev": None, "n": 0}
-        prev = torch.add(2.0 * x - x_next, field.drift(t, x), alpha=dt * dt)
+        if fp is None:
+            prev = torch.add(2.0 * x - x_next, field.drift(t, x), alpha=dt * dt)
+        else:
+            prev = 2.0 * x - x_next + fp.grid(field.drift(t, fp.value(x)) * (dt * dt))
         return x, {"prev": prev, "n": n, "given": given}
 
     def _start_coefficient(self, dt):  # x_1 = x_0 + c0 f(x_0) (+ Δt v_0, a constant: no gradient)
         return 0.5 * dt * dt if self.first_step == "taylor" else dt * dt
 
-    def reverse_step(self, field, t, x_next, dt, state_next, grads, vjp):
+    def reverse_step(self, field, t, x_next, dt, state_next, grads, vjp, fp=None):
         """Undo one step and pull gradients back with one field evaluation (see ``CoupledEuler.reverse_step``);
         ``grads = (g_{Y_{n+1}}, g_{Y_n})``."""
-        return _two_step_reverse(self, field, t, x_next, dt, state_next, grads, vjp, -1.0, 2.0, dt * dt)
+        return _two_step_reverse(self, field, t, x_next, dt, state_next, grads, vjp, -1.0, 2.0, dt * dt, fp)
 
     def __repr__(self):
         v = f", velocity={self.velocity:g}" if self.velocity else ""
@@ -911,17 +941,21 @@ def _add_grads(*gs):
     return out
 
 
-def _two_step_reverse(scheme, field, t, x_next, dt, state_next, grads, vjp, a, b, c):
+def _two_step_reverse(scheme, field, t, x_next, dt, state_next, grads, vjp, a, b, c, fp=None):
     """Reverse of ``x_{n+1} = a·x_{n−1} + b·x_n + c·f(x_n)`` (after a start, if step 0 had no history);
-    ``grads = (g_{x_{n+1}}, g_{x_n})`` (the second for the history slot of the state)."""
+    ``grads = (g_{x_{n+1}}, g_{x_n})`` (the second for the history slot of the state). With ``fp``
+    the increment ``c·f`` is rounded to the grid exactly as ``step`` rounds it (``a = ±1``, ``b``
+    ∈ {0, 2}: the rest is exact on the grid)."""
     x, n, given = state_next["prev"], state_next["n"] - 1, state_next.get("given", True)
     g_next, g_hist = grads
+    u = x if fp is None else fp.value(x)
     if n == 0 and not given:  # the scheme's own start x_1 = x_0 + c0 f(x_0)
         c0 = scheme._start_coefficient(dt)
-        _, back = vjp(lambda u: field.drift(t, u), x, None if g_next is None else g_next * c0)
+        _, back = vjp(lambda v: field.drift(t, v), u, None if g_next is None else g_next * c0)
         return x, {"prev": None, "n": 0}, (_add_grads(g_next, g_hist, back),)
-    fx, back = vjp(lambda u: field.drift(t, u), x, None if g_next is None else g_next * c)
-    prev = (x_next - b * x - c * fx) / a if a != 1.0 else x_next - b * x - c * fx if b else x_next - c * fx
+    fx, back = vjp(lambda v: field.drift(t, v), u, None if g_next is None else g_next * c)
+    inc = c * fx if fp is None else fp.grid(fx * c)
+    prev = (x_next - b * x - inc) / a if a != 1.0 else x_next - b * x - inc if b else x_next - inc
     g_x = _add_grads(g_hist, back, None if (g_next is None or not b) else g_next * b)
     g_prev = None if g_next is None else (g_next if a == 1.0 else g_next * a)
     return x, {"prev": prev, "n": n, "given": given}, (g_x, g_prev)

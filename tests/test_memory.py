@@ -47,9 +47,12 @@ def _compare(name, mode, dtype):
     net.load_state_dict(state)
     set_memory(net, mode)
     got = _grads(net, x, y, seed=5)
-    # recomputation leaves no trace: batch-norm statistics and the RNG stream as with store
+    # recomputation leaves no trace: batch-norm statistics and the RNG stream as with store (in
+    # float32 the exact reversible forward runs on states rounded to a 2^-32 grid, so its statistics
+    # agree to rounding; counting a batch twice would move them by ~1e-2)
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
     for k, v in net.state_dict().items():
-        assert torch.equal(v, after_ref[k]) or float((v - after_ref[k]).abs().max()) < 1e-12, k
+        assert torch.equal(v, after_ref[k]) or float((v - after_ref[k]).abs().max()) < tol, k
     assert torch.equal(torch.get_rng_state(), rng_ref)
     return _rel(got, ref)
 
@@ -181,8 +184,11 @@ def test_reconstruction_drift_is_rounding_in_float64_and_refused_when_not_invert
         torch.manual_seed(1)
         r = reconstruction_drift(stage, torch.randn(2, 8, 6, 6, dtype=torch.float64))
         assert r["steps"] == 16 and r["rel_error"] < 1e-12
-        r32 = reconstruction_drift(stage.float(), torch.randn(2, 8, 6, 6))
+        x32 = torch.randn(2, 8, 6, 6)
+        r32 = reconstruction_drift(stage.float(), x32, exact=False)
         assert 0 < r32["rel_error"] < 1e-3  # float32 rounding shows, and stays small at this depth
+        exact = reconstruction_drift(stage, x32)  # what memory="reversible" does in float32
+        assert exact["exact"] and exact["max_abs_error"] == 0.0
     with pytest.raises(ValueError, match="not invertible"):
         reconstruction_drift(Stage([torch.nn.Conv2d(2, 2, 1)], sn.Euler()), torch.randn(1, 2, 3, 3))
 
@@ -191,3 +197,57 @@ def test_memory_mode_survives_a_checkpoint_round_trip_of_the_config():
     net = M.create("tiny_midpoint", memory="checkpoint")
     again = M.create(net.name, memory=net.config["memory"])
     assert {s.memory for s in again.modules() if isinstance(s, Stage)} == {"checkpoint"}
+
+
+@pytest.mark.parametrize("kind", ["hamiltonian", "midpoint", "leapfrog"])
+def test_float32_reversible_reconstruction_is_exact_at_depth(kind):
+    """FixedPoint carries: 64 float32 steps rebuilt bit for bit (plain float32 inversion drifts)."""
+    from sdenet.nn.memory import reconstruction_drift
+
+    torch.manual_seed(3)
+    stage = _stage(kind, 64)
+    x = 3 * torch.randn(2, 8, 6, 6)
+    plain = reconstruction_drift(stage, x, exact=False)
+    exact = reconstruction_drift(stage, x)
+    assert plain["max_abs_error"] > 0 and exact["max_abs_error"] == 0.0 and exact["exact"]
+    with pytest.raises(ValueError, match="exact=True needs float32"):
+        reconstruction_drift(stage.double(), x.double(), exact=True)
+
+
+def _deep_hamiltonian(dtype):
+    torch.manual_seed(0)
+    net = M.create("tiny_hamiltonian", blocks=(24, 24, 24)).to(dtype)
+    x = torch.randn(8, 3, 8, 8, generator=torch.Generator().manual_seed(1)).to(dtype)
+    y = torch.arange(8) % 10
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(3):  # a few steps, so the batch norms are not at their initial identity
+        opt.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+    return net, x, y
+
+
+def test_deep_float32_reversible_gradients_match_store():
+    """72 Hamiltonian steps in float32 after a few SGD steps: reversible (exact reconstruction)
+    against stored backprop, and against float64 as the inherent float32 level."""
+    net, x, y = _deep_hamiltonian(torch.float32)
+    state = copy.deepcopy(net.state_dict())
+    ref = _grads(net, x, y, seed=5)
+    net.load_state_dict(state)
+    set_memory(net, "reversible")
+    got = _grads(net, x, y, seed=5)
+    net64 = copy.deepcopy(net).double()
+    net64.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in state.items()})
+    set_memory(net64, "store")
+    ref64 = _grads(net64, x.double(), y, seed=5)
+    err, level = _rel(got, ref), _rel([r.double() for r in ref], ref64)
+    # measured: err 6.2e-6, level (store float32 vs float64) 8.6e-6; plain float32 inversion
+    # (exact_arithmetic off) gives 3.5e-5, above 2x the level, so this bound tells them apart
+    assert err <= 1e-4 and err <= 2 * level, (err, level)
+
+
+def test_exact_reversible_refuses_states_beyond_its_grid():
+    stage = set_memory(_stage("midpoint", 4), "reversible")
+    x = (1e7 * torch.randn(2, 8, 4, 4)).requires_grad_()
+    with pytest.raises(ValueError, match="exact fixed-point reconstruction holds"):
+        stage(x)

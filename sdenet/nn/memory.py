@@ -16,9 +16,16 @@ history in ``s_n`` (``s_n["prev"] = x_{n−1}`` for two-step schemes). Three mod
     backward of the step, as a stored step costs, plus the graph-free forward pass: about 4/3
     of stored backprop); otherwise ``invert_step`` rebuilds it and the step is re-run under
     autograd and back-propagated. Saved activations are ``O(1)`` in ``N`` (the last carry, plus one step's graph
-    alive at a time). The reconstruction is exact in exact arithmetic; in floating point it
-    drifts (see the README's measurement at depth 1202): the gradients are those of the
-    network evaluated on the reconstructed states.
+    alive at a time). Drift: in float32/16 the states are carried on a fixed-point grid
+    (:class:`FixedPoint`: float64 values on the grid 2^-32, every increment rounded to the grid
+    before it is added), so each step is undone bit for bit, at any depth — the reconstruction
+    has no floating-point drift and the gradients are exactly those of the forward pass that ran
+    (the field sees the grid states cast to the network's dtype; the rounding, 2.3e-10, is
+    finer than float32's own for states above 4e-3; straight-through for the gradient). The
+    carried last state costs twice its float32 bytes (still O(1) in depth); a state beyond
+    2^20 in magnitude is refused (exactness would be lost). Schemes declare this with
+    ``exact_arithmetic`` (all four invertible ones). float64 stages reconstruct in plain
+    float64 (drift ~1e-15).
 ``"checkpoint"``
     for any stage and scheme: the forward pass saves every ``k``-th carry, ``k = ⌈√N⌉``, and
     the random-generator state at each of them; the backward pass re-runs each segment of
@@ -46,9 +53,45 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["MEMORY_MODES", "set_memory", "memory_problem", "saved_tensor_bytes", "reconstruction_drift"]
+__all__ = ["MEMORY_MODES", "FixedPoint", "set_memory", "memory_problem", "saved_tensor_bytes",
+           "reconstruction_drift"]
 
 MEMORY_MODES = ("store", "reversible", "checkpoint")
+
+
+class FixedPoint:
+    """Exact arithmetic for ``memory="reversible"``: states held in float64 on the grid ``2^-bits``.
+
+    ``grid(v)`` rounds ``v`` to the grid (``round(v·2^bits)·2^-bits``, exact: power-of-two scaling);
+    sums and differences of grid values are exact in float64 while they stay below
+    ``limit = 2^(52−bits)`` in magnitude, so a step ``x + grid(Δt·f(value(x')))`` is undone by
+    subtracting the identical rounded increment, bit for bit (momentumnet's idea, with the
+    integers kept in float64). ``value(x)`` is what the field sees: ``x`` in the network's dtype.
+    With ``bits = 32`` the grid is 2.3e-10 (finer than float32 rounding of any state above 4e-3)
+    and ``limit`` 2^20 ≈ 1.0e6.
+    """
+
+    bits = 32
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self.scale = 2.0 ** self.bits
+        self.limit = 2.0 ** (52 - self.bits)
+
+    def grid(self, v):
+        return torch.round(v.double() * self.scale) / self.scale
+
+    def value(self, x):
+        return x.to(self.dtype)
+
+    def __repr__(self):
+        return f"FixedPoint(bits={self.bits}, dtype={self.dtype})"
+
+
+def exact_arithmetic(stage, dtype) -> bool:
+    """Whether ``memory="reversible"`` runs ``stage`` on :class:`FixedPoint` carries: every scheme
+    declares ``exact_arithmetic`` and the states are not float64 (float64 reconstructs in float64)."""
+    return dtype != torch.float64 and all(getattr(s, "exact_arithmetic", False) for s in stage.schemes)
 
 
 def _stage_types():
@@ -184,9 +227,12 @@ class _Plan:
             return torch.autocast(self.device.type, enabled=False) if self.autocast else _null()
         return torch.autocast(self.autocast[0], dtype=self.autocast[2])
 
-    def step(self, n, x, state):
+    def step(self, n, x, state, fp=None):
         st = self.stage
-        out, state = self.schemes[n].step(st.field, st.t0 + n * st.dt, x, st.dt, state, st._generator)
+        if fp is None:
+            out, state = self.schemes[n].step(st.field, st.t0 + n * st.dt, x, st.dt, state, st._generator)
+        else:
+            out, state = self.schemes[n].step(st.field, st.t0 + n * st.dt, x, st.dt, state, st._generator, fp=fp)
         if st.post is not None:  # refused for "reversible" (not invertible)
             out = st._post(out)
         return out, state
@@ -234,6 +280,11 @@ class _StageFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, plan, n_carry, *tensors):
         carry, params = tensors[:n_carry], tensors[n_carry:]
+        dtype = carry[0].dtype
+        fp = FixedPoint(dtype) if plan.mode == "reversible" and exact_arithmetic(plan.stage, dtype) else None
+        if fp is not None:
+            carry = [fp.grid(t) for t in carry]
+            peak = torch.zeros((), dtype=torch.float64, device=plan.device)
         x, state = _join(list(carry), plan.layout, plan.state0)
         n_steps = plan.stage.steps
         segments = []
@@ -245,9 +296,19 @@ class _StageFunction(torch.autograd.Function):
                     t, layout = _split(x, state)
                     segments.append((n, len(t), layout, _strip(state),
                                      gen.get_state() if gen is not None else None, t))
-                x, state = plan.step(n, x, state)
+                x, state = plan.step(n, x, state, fp)
+                if fp is not None:
+                    for t in _split(x, state)[0]:
+                        peak = torch.maximum(peak, t.abs().amax())
         final, layout = _split(x, state)
-        ctx.plan, ctx.n_carry, ctx.n_params = plan, n_carry, len(params)
+        if fp is not None:
+            top = float(peak)
+            if math.isfinite(top) and top >= fp.limit:  # (non-finite states go on: the loss check sees them)
+                raise ValueError(
+                    f"memory='reversible': stage {plan.stage.name or 'stage'} reached |state| = {top:.3g}, "
+                    f"beyond {fp.limit:.3g} where its exact fixed-point reconstruction holds "
+                    f"(use memory='checkpoint', or float64)")
+        ctx.plan, ctx.n_carry, ctx.n_params, ctx.fp = plan, n_carry, len(params), fp
         ctx.final_layout, ctx.final_state = layout, _strip(state)
         if plan.mode == "checkpoint":
             flat = [t for seg in segments for t in seg[5]]
@@ -255,6 +316,8 @@ class _StageFunction(torch.autograd.Function):
             ctx.save_for_backward(*flat)
         else:
             ctx.save_for_backward(*final)
+        if fp is not None:
+            return tuple(t.to(dtype) for t in final[:layout[1]])
         return tuple(final[:layout[1]])
 
     @staticmethod
@@ -269,6 +332,12 @@ class _StageFunction(torch.autograd.Function):
                 vjp = _vjp()
                 for n in reversed(range(stage.steps)):
                     scheme = plan.schemes[n]
+                    if ctx.fp is not None:  # exact: grid carries, bit-for-bit reconstruction
+                        with torch.no_grad():
+                            x, state, g = scheme.reverse_step(stage.field, stage.t0 + n * stage.dt, x, stage.dt,
+                                                              state, tuple(g), vjp, fp=ctx.fp)
+                        g = list(g)
+                        continue
                     if hasattr(scheme, "reverse_step"):  # one field evaluation per sub-step: rebuild and pull back
                         with torch.no_grad():
                             x, state, g = scheme.reverse_step(stage.field, stage.t0 + n * stage.dt, x, stage.dt,
@@ -331,13 +400,16 @@ def run(stage, schemes, x, state):
     return tuple(outs) if plan.layout[0] else outs[0]
 
 
-def reconstruction_drift(stage, x, prev=None) -> dict:
+def reconstruction_drift(stage, x, prev=None, exact=None) -> dict:
     """How far ``memory="reversible"`` drifts in floating point on ``stage`` from input ``x``.
 
     Runs the stage forward (no graph), then inverts every step back to the start and returns
-    ``{"steps", "rel_error", "max_abs_error", "state_norm"}``: the relative and absolute error of
-    the reconstructed input against ``x`` (and of the history, if given), and the norm of the
-    final state. Batch-norm statistics and noise sums are left as they were.
+    ``{"steps", "rel_error", "max_abs_error", "state_norm", "exact"}``: the relative and absolute
+    error of the reconstructed input against ``x`` (and of the history, if given), and the norm of
+    the final state. ``exact=None`` uses the arithmetic the stage's reversible mode uses
+    (:class:`FixedPoint` carries for float32/16 states: the errors are then 0, measured against
+    the input rounded to the grid); ``exact=False`` measures plain floating-point inversion.
+    Batch-norm statistics and noise sums are left as they were.
     """
     why = memory_problem(stage, "reversible")
     if why:
@@ -345,18 +417,29 @@ def reconstruction_drift(stage, x, prev=None) -> dict:
     field = stage.field
     split = field.coupled and isinstance(x, torch.Tensor)
     x0 = tuple(x.chunk(2, dim=1)) if split else x
+    dtype = (x0[0] if isinstance(x0, tuple) else x0).dtype
+    if exact is None:
+        exact = exact_arithmetic(stage, dtype)
+    elif exact and not exact_arithmetic(stage, dtype):
+        raise ValueError("reconstruction_drift: exact=True needs float32/16 states and schemes that declare "
+                         "exact_arithmetic")
+    fp = FixedPoint(dtype) if exact else None
+    kw = {} if fp is None else {"fp": fp}
     with torch.no_grad(), _FrozenSideEffects(stage):
         state = stage.schemes[0].start(field, stage.t0, x0, stage.dt, before=prev)
-        start, _ = _split(x0, state)
+        start, layout = _split(x0, state)
+        if fp is not None:
+            start = [fp.grid(t) for t in start]
+            x0, state = _join(start, layout, state)
         xs, st = x0, state
         for n in range(stage.steps):
-            xs, st = stage.schemes[n].step(field, stage.t0 + n * stage.dt, xs, stage.dt, st, stage._generator)
+            xs, st = stage.schemes[n].step(field, stage.t0 + n * stage.dt, xs, stage.dt, st, stage._generator, **kw)
         final, _ = _split(xs, st)
         for n in reversed(range(stage.steps)):
-            xs, st = stage.schemes[n].invert_step(field, stage.t0 + n * stage.dt, xs, stage.dt, st)
+            xs, st = stage.schemes[n].invert_step(field, stage.t0 + n * stage.dt, xs, stage.dt, st, **kw)
         back, _ = _split(xs, st)
     num = math.sqrt(sum(float((a.double() - b.double()).square().sum()) for a, b in zip(back, start)))
     den = math.sqrt(sum(float(b.double().square().sum()) for b in start))
-    return {"steps": stage.steps, "rel_error": num / max(den, 1e-300),
+    return {"steps": stage.steps, "rel_error": num / max(den, 1e-300), "exact": bool(exact),
             "max_abs_error": max(float((a.double() - b.double()).abs().max()) for a, b in zip(back, start)),
             "state_norm": math.sqrt(sum(float(f.double().square().sum()) for f in final))}
