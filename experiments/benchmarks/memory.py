@@ -18,7 +18,10 @@ Per (network, mode) it measures
   two modes (order alternating), the reported ratio is the median over rounds of the paired
   ratios (mode / store);
 * for the reversible modes, the max relative gradient error against ``store`` on the same batch
-  (float32) and the reconstruction drift of the stages (:func:`sdenet.nn.memory.reconstruction_drift`).
+  (float32); the same comparison of ``store`` in float32 against ``store`` in float64 (the
+  network's inherent float32 level); and the reconstruction drift of the stages
+  (:func:`sdenet.nn.memory.reconstruction_drift`) with the exact fixed-point arithmetic that
+  ``reversible`` uses, and with plain float32 inversion for comparison.
 
 Targets (issue 10): reversible saved bytes at depth 1202 <= 1.3x those at depth 20 (store grows
 about 60x); checkpoint grows like sqrt(N); reversible step time <= 1.5x stored, checkpoint <= 1.4x.
@@ -164,18 +167,31 @@ def worker(spec):
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(model(x), y).backward()
             grads[mode] = [p.grad.detach().clone() for p in model.parameters()]
+        def rel(gs, refs):
+            return max(float((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-30))
+                       for a, b in zip(gs, refs))
+
+        out["grad_rel_error"] = rel(grads[lean], grads["store"])
+        # the inherent float32 level: store in float32 against store in float64, same weights and batch
+        import copy
+
+        model64 = copy.deepcopy(model).double()
+        set_memory(model64, "store")
+        F.cross_entropy(model64(x.double()), y).backward()
+        out["grad_store32_vs_64"] = rel(grads["store"], [p.grad for p in model64.parameters()])
+        del model64
         model.load_state_dict(bufs)
-        out["grad_rel_error"] = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
-                                    for a, b in zip(grads[lean], grads["store"]))
-        drift = []
+        drift, plain = [], []
         with torch.no_grad():
             h = model.stem(x)
             for layer in model.layers:
                 if layer.transition is not None:
                     h, _ = layer.transition(h)
-                drift.append(reconstruction_drift(layer.stage, h)["rel_error"])
+                drift.append(reconstruction_drift(layer.stage, h)["rel_error"])  # what reversible does
+                plain.append(reconstruction_drift(layer.stage, h, exact=False)["rel_error"])  # plain float32
                 h = layer.stage(h)
         out["reconstruction_drift"] = drift
+        out["reconstruction_drift_plain"] = plain
     # time, interleaved
     ratios, times = [], {m: [] for m in modes}
     for r in range(spec["rounds"]):
@@ -337,8 +353,9 @@ def markdown(res):
         f"device {res['device']}; {res['rounds']} timing rounds per depth; one worker process per (family, depth)",
         "", "![memory](memory.png)", "",
         "| family | depth | params | mode | saved for backward (MiB) | step peak RSS above start (MiB) | step (s) |"
-        " ratio to store | grad rel. error vs store | reconstruction drift per stage |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---|",
+        " ratio to store | grad rel. error vs store | store float32 vs float64 | reconstruction drift per stage"
+        " (plain float32 inversion) |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in sorted(res["rows"], key=lambda r: (list(FAMILIES).index(r["family"]), r["depth"])):
         for m in FAMILIES[r["family"]]:
@@ -351,12 +368,14 @@ def markdown(res):
                 f"| {r['family']} | {r['depth']} | {r['params'] / 1e6:.2f}M | {m} | {rec['saved_bytes'] / 2**20:.2f} | "
                 f"{(rec['rss_step'] or 0) / 2**20:.1f} | {rec['step_s']:.3f} | 1")
             if lean:
-                ge = r.get("grad_rel_error")
-                dr = r.get("reconstruction_drift")
+                ge, lv = r.get("grad_rel_error"), r.get("grad_store32_vs_64")
+                dr, dp = r.get("reconstruction_drift"), r.get("reconstruction_drift_plain")
                 lines[-1] += (f" | {ge:.2e}" if ge is not None else " | –") + (
-                    " | " + ", ".join(f"{v:.1e}" for v in dr) if dr else " | –") + " |"
+                    f" | {lv:.2e}" if lv is not None else " | –") + (
+                    " | " + ", ".join(f"{v:.1e}" for v in dr) + (
+                        " (" + ", ".join(f"{v:.1e}" for v in dp) + ")" if dp else "") if dr else " | –") + " |"
             else:
-                lines[-1] += " | | |"
+                lines[-1] += " | | | |"
     lines += ["", "## Targets", "", "| family | target | measured | met |", "|---|---|---:|---|"]
     for v in res["verdicts"]:
         lines.append(f"| {v['family']} | {v['target']} | {v['value']:.2f} ({v['note']}) | "
