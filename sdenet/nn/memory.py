@@ -79,7 +79,12 @@ class FixedPoint:
         self.limit = 2.0 ** (52 - self.bits)
 
     def grid(self, v):
-        return torch.round(v.double() * self.scale) / self.scale
+        # v·2^bits is exact in v's own dtype (a power-of-two scaling), and its rounding to an
+        # integer is too (above 2^24 a float32 is already an integer), so rounding before the
+        # cast gives the float64 result with one float64 operation fewer
+        if v.dtype != torch.float64:
+            return torch.round(v * self.scale).double().div_(self.scale)
+        return torch.round(v * self.scale).div_(self.scale)
 
     def value(self, x):
         return x.to(self.dtype)
@@ -285,6 +290,8 @@ class _StageFunction(torch.autograd.Function):
         if fp is not None:
             carry = [fp.grid(t) for t in carry]
             peak = torch.zeros((), dtype=torch.float64, device=plan.device)
+            for t in carry:
+                peak = torch.maximum(peak, t.abs().amax())
         x, state = _join(list(carry), plan.layout, plan.state0)
         n_steps = plan.stage.steps
         segments = []
@@ -297,8 +304,8 @@ class _StageFunction(torch.autograd.Function):
                     segments.append((n, len(t), layout, _strip(state),
                                      gen.get_state() if gen is not None else None, t))
                 x, state = plan.step(n, x, state, fp)
-                if fp is not None:
-                    for t in _split(x, state)[0]:
+                if fp is not None:  # the new state(s); a two-step history was checked as the last state
+                    for t in (x if isinstance(x, tuple) else (x,)):
                         peak = torch.maximum(peak, t.abs().amax())
         final, layout = _split(x, state)
         if fp is not None:
