@@ -260,3 +260,16 @@ def test_exact_reversible_refuses_states_beyond_its_grid():
     x = (1e7 * torch.randn(2, 8, 4, 4)).requires_grad_()
     with pytest.raises(ValueError, match="exact fixed-point reconstruction holds"):
         stage(x)
+
+
+def test_reconstruction_drift_refuses_states_beyond_its_grid():
+    """Past 2^20 the exact arithmetic no longer holds: reconstruction_drift says so (as the stage
+    does) instead of reporting a huge error."""
+    from sdenet.nn.memory import reconstruction_drift
+
+    torch.manual_seed(0)
+    stage = _stage("midpoint", 4)
+    x = 1e7 * torch.randn(2, 8, 4, 4)
+    with pytest.raises(ValueError, match="exact fixed-point reconstruction holds"):
+        reconstruction_drift(stage, x)
+    assert reconstruction_drift(stage, x, exact=False)["exact"] is False

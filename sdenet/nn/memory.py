@@ -415,7 +415,8 @@ def reconstruction_drift(stage, x, prev=None, exact=None) -> dict:
     error of the reconstructed input against ``x`` (and of the history, if given), and the norm of
     the final state. ``exact=None`` uses the arithmetic the stage's reversible mode uses
     (:class:`FixedPoint` carries for float32/16 states: the errors are then 0, measured against
-    the input rounded to the grid); ``exact=False`` measures plain floating-point inversion.
+    the input rounded to the grid; a state beyond ``FixedPoint.limit`` raises ``ValueError``, as
+    the stage does); ``exact=False`` measures plain floating-point inversion.
     Batch-norm statistics and noise sums are left as they were.
     """
     why = memory_problem(stage, "reversible")
@@ -439,9 +440,17 @@ def reconstruction_drift(stage, x, prev=None, exact=None) -> dict:
             start = [fp.grid(t) for t in start]
             x0, state = _join(start, layout, state)
         xs, st = x0, state
+        peak = torch.zeros((), dtype=torch.float64)
         for n in range(stage.steps):
             xs, st = stage.schemes[n].step(field, stage.t0 + n * stage.dt, xs, stage.dt, st, stage._generator, **kw)
+            if fp is not None:
+                for t in _split(xs, st)[0]:
+                    peak = torch.maximum(peak, t.abs().amax().cpu())
         final, _ = _split(xs, st)
+        if fp is not None and math.isfinite(float(peak)) and float(peak) >= fp.limit:
+            # as memory="reversible" refuses such a stage, report it rather than a meaningless error
+            raise ValueError(f"reconstruction_drift: |state| reached {float(peak):.3g}, beyond {fp.limit:.3g} "
+                             f"where the exact fixed-point reconstruction holds (exact=False measures plain inversion)")
         for n in reversed(range(stage.steps)):
             xs, st = stage.schemes[n].invert_step(field, stage.t0 + n * stage.dt, xs, stage.dt, st, **kw)
         back, _ = _split(xs, st)
