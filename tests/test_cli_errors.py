@@ -416,8 +416,8 @@ def test_sdenet_debug_0_is_off(isolated, monkeypatch, capsys):
     (ValueError("models: bad thing"), "sdenet models: error: bad thing"),
     (ValueError("sdenet models: error: already formatted"), "sdenet models: error: already formatted"),
     (FileNotFoundError(2, "No such file or directory", "/x/y"), "sdenet models: error: No such file or directory: /x/y"),
-    (PermissionError(13, "Permission denied", "/root/z"), "sdenet models: error: Permission denied: /root/z"),
-    (IsADirectoryError(21, "Is a directory", "/tmp"), "sdenet models: error: Is a directory: /tmp"),
+    (PermissionError(13, "Permission denied", "runs/locked/z"), "sdenet models: error: Permission denied: runs/locked/z"),
+    (IsADirectoryError(21, "Is a directory", "runs"), "sdenet models: error: Is a directory: runs"),
     (MemoryError(), "sdenet models: error: out of memory"),
 ])
 def test_user_errors_exit_2_named_once(exc, message, isolated, monkeypatch, capsys):
