@@ -89,6 +89,14 @@ class FixedPoint:
     def value(self, x):
         return x.to(self.dtype)
 
+    def check(self, peak, where):
+        """Refuse a run whose largest |state| ``peak`` (a tensor) reached :attr:`limit`, where the
+        grid arithmetic stops being exact (non-finite states go on: the loss check sees them)."""
+        top = float(peak)
+        if math.isfinite(top) and top >= self.limit:
+            raise ValueError(f"{where} reached |state| = {top:.3g}, beyond {self.limit:.3g} where the exact "
+                             f"fixed-point reconstruction holds")
+
     def __repr__(self):
         return f"FixedPoint(bits={self.bits}, dtype={self.dtype})"
 
@@ -234,10 +242,8 @@ class _Plan:
 
     def step(self, n, x, state, fp=None):
         st = self.stage
-        if fp is None:
-            out, state = self.schemes[n].step(st.field, st.t0 + n * st.dt, x, st.dt, state, st._generator)
-        else:
-            out, state = self.schemes[n].step(st.field, st.t0 + n * st.dt, x, st.dt, state, st._generator, fp=fp)
+        kw = {} if fp is None else {"fp": fp}
+        out, state = self.schemes[n].step(st.field, st.t0 + n * st.dt, x, st.dt, state, st._generator, **kw)
         if st.post is not None:  # refused for "reversible" (not invertible)
             out = st._post(out)
         return out, state
@@ -309,12 +315,8 @@ class _StageFunction(torch.autograd.Function):
                         peak = torch.maximum(peak, t.abs().amax())
         final, layout = _split(x, state)
         if fp is not None:
-            top = float(peak)
-            if math.isfinite(top) and top >= fp.limit:  # (non-finite states go on: the loss check sees them)
-                raise ValueError(
-                    f"memory='reversible': stage {plan.stage.name or 'stage'} reached |state| = {top:.3g}, "
-                    f"beyond {fp.limit:.3g} where its exact fixed-point reconstruction holds "
-                    f"(use memory='checkpoint', or float64)")
+            fp.check(peak, f"memory='reversible' (use memory='checkpoint', or float64): stage "
+                           f"{plan.stage.name or 'stage'}")
         ctx.plan, ctx.n_carry, ctx.n_params, ctx.fp = plan, n_carry, len(params), fp
         ctx.final_layout, ctx.final_state = layout, _strip(state)
         if plan.mode == "checkpoint":
@@ -339,16 +341,11 @@ class _StageFunction(torch.autograd.Function):
                 vjp = _vjp()
                 for n in reversed(range(stage.steps)):
                     scheme = plan.schemes[n]
-                    if ctx.fp is not None:  # exact: grid carries, bit-for-bit reconstruction
-                        with torch.no_grad():
-                            x, state, g = scheme.reverse_step(stage.field, stage.t0 + n * stage.dt, x, stage.dt,
-                                                              state, tuple(g), vjp, fp=ctx.fp)
-                        g = list(g)
-                        continue
                     if hasattr(scheme, "reverse_step"):  # one field evaluation per sub-step: rebuild and pull back
+                        kw = {} if ctx.fp is None else {"fp": ctx.fp}  # exact: bit-for-bit on grid carries
                         with torch.no_grad():
                             x, state, g = scheme.reverse_step(stage.field, stage.t0 + n * stage.dt, x, stage.dt,
-                                                              state, tuple(g), vjp)
+                                                              state, tuple(g), vjp, **kw)
                         g = list(g)
                         continue
                     with torch.no_grad():
@@ -447,10 +444,8 @@ def reconstruction_drift(stage, x, prev=None, exact=None) -> dict:
                 for t in _split(xs, st)[0]:
                     peak = torch.maximum(peak, t.abs().amax().cpu())
         final, _ = _split(xs, st)
-        if fp is not None and math.isfinite(float(peak)) and float(peak) >= fp.limit:
-            # as memory="reversible" refuses such a stage, report it rather than a meaningless error
-            raise ValueError(f"reconstruction_drift: |state| reached {float(peak):.3g}, beyond {fp.limit:.3g} "
-                             f"where the exact fixed-point reconstruction holds (exact=False measures plain inversion)")
+        if fp is not None:  # as memory="reversible" refuses such a stage, rather than a meaningless error
+            fp.check(peak, "reconstruction_drift (exact=False measures plain inversion): the stage")
         for n in reversed(range(stage.steps)):
             xs, st = stage.schemes[n].invert_step(field, stage.t0 + n * stage.dt, xs, stage.dt, st, **kw)
         back, _ = _split(xs, st)

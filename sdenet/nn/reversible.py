@@ -23,7 +23,7 @@ authors' released code (github.com/changebo/revnet-public, ``hamiltonian_model.p
 unit of each later stage still runs at the previous stage's width and resolution, the pooling and
 padding following it: with ``blocks = (n1, n2, n3)`` the three ODE stages take ``n1 + 1``, ``n2``
 and ``n3 − 1`` steps (Hamiltonian-74: 7, 6, 5 at widths 32, 64, 112). Parameter counts then agree
-with the authors' code to 0.3–0.5 % (``experiments/chang_params.py``; the rest is their extra
+with the authors' code to about 0.5 % (``experiments/chang_params.py``; the rest is their extra
 pre-activation batch norm in each branch).
 
 Registered families (units per stage and widths from the authors' configurations: 6-6-6 at
