@@ -50,6 +50,7 @@ __all__ = [
     "Midpoint",
     "Leapfrog",
     "get_scheme",
+    "register_scheme",
     "SCHEME_NAMES",
 ]
 
@@ -445,7 +446,18 @@ class StochasticLM(WeakEuler):
 
 
 SCHEME_NAMES = ("euler", "heun", "neumann", "lm", "coupled", "euler_maruyama", "weak_euler", "stochastic_lm",
-                "platen", "weak_taylor2", "milstein", "hamiltonian", "midpoint", "leapfrog")
+                "platen", "weak_taylor2", "milstein", "hamiltonian", "midpoint", "leapfrog", "srk")
+
+#: schemes defined in their own modules, which register themselves on import (``sdenet.srk``):
+#: name -> (class, options it takes, whether it takes only Gaussian increments)
+_REGISTERED: dict = {}
+
+
+def register_scheme(names, cls, options=(), gaussian_only: bool = False) -> None:
+    """Make ``cls`` buildable by :func:`get_scheme` (and ``--scheme`` on the command line) under
+    each of ``names``; ``options`` are the constructor's keyword arguments a caller may give."""
+    for name in names:
+        _REGISTERED[str(name).lower().replace("-", "_")] = (cls, tuple(options), bool(gaussian_only))
 
 
 def get_scheme(name: str, law: NoiseLaw | None = None, **kwargs) -> Scheme:
@@ -495,6 +507,11 @@ def get_scheme(name: str, law: NoiseLaw | None = None, **kwargs) -> Scheme:
         return build(Midpoint, ("start",))
     if key == "leapfrog":
         return build(Leapfrog, ("start", "velocity"))
+    if key in _REGISTERED:
+        cls, options, gaussian_only = _REGISTERED[key]
+        if gaussian_only and law is not None and not isinstance(law, Gaussian):
+            raise ValueError(f"{key} uses Gaussian increments (it is a strong scheme); use platen for another law")
+        return build(cls, options)
     raise ValueError(f"unknown scheme {name!r}; choose one of {', '.join(SCHEME_NAMES)}")
 
 
