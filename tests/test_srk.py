@@ -395,3 +395,24 @@ def test_cli_weak_order_runs_srk(capsys):
     code = main(["weak", "order", "--scheme", "srk", "--law", "rademacher", "--paths", "1000"])
     out, err = capsys.readouterr()
     assert code == 2 and "Gaussian" in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_network_stage_trains_with_srk_and_evaluates_its_mean_scheme():
+    """A stochastic-depth stage stepped by SRK (sample noise, stages at t + c h: one look-ahead
+    block); in eval mode it runs the SRI tableau's drift Runge–Kutta scheme."""
+    from sdenet.nn import DropField, Stage
+
+    torch.manual_seed(0)
+    blocks = [torch.nn.Linear(4, 4) for _ in range(5)]
+    stage = Stage(DropField(blocks, p=0.5, dt=0.25), sn.SRK())
+    assert stage.steps == 4
+    x = torch.randn(3, 4)
+    y = stage(x)
+    y.sum().backward()
+    assert torch.isfinite(y).all() and all(torch.isfinite(b.weight.grad).all() for b in blocks[:4])
+    stage.eval()
+    rk, field, ref = sn.SRK().mean_scheme(), stage.field, x
+    with torch.no_grad():
+        for n in range(4):
+            ref, _ = rk.step(field, n * 0.25, ref, 0.25, None)
+        assert torch.allclose(stage(x), ref, atol=1e-6) and torch.equal(stage(x), stage(x))
