@@ -121,7 +121,8 @@ def main(argv=None):
     torch.set_num_threads(1)
     results = [run_case(B, d, m, args.rounds, args.repeats) for B, d, m in CASES]
     meta = {
-        "command": "OMP_NUM_THREADS=1 python experiments/benchmarks/milstein_general.py " + " ".join(argv or sys.argv[1:]),
+        "command": "OMP_NUM_THREADS=1 python experiments/benchmarks/milstein_general.py "
+                   + " ".join(argv or sys.argv[1:]),
         "commit": _sh("git rev-parse --short HEAD"),
         "threads": torch.get_num_threads(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
