@@ -38,6 +38,8 @@ from .schemes import (
 from . import linear
 from .extrapolation import extrapolate
 from .schemes import Hamiltonian, Leapfrog, Midpoint
+from .additive import AdditiveField
+from .srk import SRK
 
 __version__ = "0.1.0"
 
@@ -67,4 +69,5 @@ __all__ = [
     "EulerMaruyama", "WeakEuler", "StochasticLM", "get_scheme",
     "Platen", "WeakTaylor2", "Milstein", "extrapolate", "linear",
     "Hamiltonian", "Midpoint", "Leapfrog",
+    "AdditiveField", "SRK",
 ]

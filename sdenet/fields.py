@@ -101,6 +101,9 @@ class Field(nn.Module):
     #: True when the noise is declared commutative (``L^j g^r = L^r g^j``), which Milstein
     #: needs for ``general`` noise with m > 1
     commutative: bool = False
+    #: True when the diffusion does not depend on the state (``g(t)``: additive noise,
+    #: :class:`sdenet.additive.AdditiveField`); schemes may then skip every ``L^j g`` term
+    additive: bool = False
 
     @property
     def stochastic(self) -> bool:

@@ -125,6 +125,9 @@ def integrate(
     ``N(0, Δt)`` values, e.g. differences of a sampled Brownian path) or a callable
     ``dw(n, t, dt)`` returning step ``n``'s increment over ``[t, t + dt]`` (e.g.
     ``lambda n, t, dt: bm(t, t + dt)`` for a ``torchsde.BrownianInterval`` ``bm``). A
+    scheme that declares ``space_time`` (:class:`~sdenet.srk.SRK`) also takes the pair
+    ``dw=(ΔW, ΔZ)`` — two such tensors, or a callable returning a pair — with ``ΔZ`` the
+    integral ``∫ (W(s) − W(t)) ds`` over each step. A
     scheme with a non-Gaussian law derives its increments from them
     (:meth:`~sdenet.NoiseLaw.from_gaussian`: sign for Rademacher, the 1/6 and 5/6 normal
     quantiles for three-point…), so one Brownian path drives every law. Randomness a
@@ -184,6 +187,8 @@ def _check_increments(dw, field, scheme, x, steps):
     shape = tuple(field.noise_shape(x))
 
     def checked(value, where):
+        if isinstance(value, (tuple, list)) and len(value) == 2 and getattr(scheme, "space_time", False):
+            return tuple(checked(v, f"{where}[{i}]") for i, v in enumerate(value))
         if not isinstance(value, torch.Tensor):
             raise ValueError(f"integrate: {where} must be a torch.Tensor, got {type(value).__name__}")
         if tuple(value.shape) != shape:
@@ -192,6 +197,10 @@ def _check_increments(dw, field, scheme, x, steps):
             value = value.to(device=x.device, dtype=x.dtype)
         return value
 
+    if isinstance(dw, (tuple, list)) and len(dw) == 2 and getattr(scheme, "space_time", False):
+        # (ΔW, ΔZ): the increments with their space-time integrals, for schemes that take them (SRK)
+        pair = [_check_increments(v, field, scheme, x, steps) for v in dw]
+        return lambda n, t, dt: (pair[0](n, t, dt), pair[1](n, t, dt))
     if isinstance(dw, torch.Tensor):
         if dw.dim() < 1 or dw.shape[0] != steps or tuple(dw.shape[1:]) != shape:
             raise ValueError(

@@ -50,6 +50,7 @@ __all__ = [
     "Midpoint",
     "Leapfrog",
     "get_scheme",
+    "register_scheme",
     "SCHEME_NAMES",
 ]
 
@@ -445,7 +446,18 @@ class StochasticLM(WeakEuler):
 
 
 SCHEME_NAMES = ("euler", "heun", "neumann", "lm", "coupled", "euler_maruyama", "weak_euler", "stochastic_lm",
-                "platen", "weak_taylor2", "milstein", "hamiltonian", "midpoint", "leapfrog")
+                "platen", "weak_taylor2", "milstein", "hamiltonian", "midpoint", "leapfrog", "srk")
+
+#: schemes defined in their own modules, which register themselves on import (``sdenet.srk``):
+#: name -> (class, options it takes, whether it takes only Gaussian increments)
+_REGISTERED: dict = {}
+
+
+def register_scheme(names, cls, options=(), gaussian_only: bool = False) -> None:
+    """Make ``cls`` buildable by :func:`get_scheme` (and ``--scheme`` on the command line) under
+    each of ``names``; ``options`` are the constructor's keyword arguments a caller may give."""
+    for name in names:
+        _REGISTERED[str(name).lower().replace("-", "_")] = (cls, tuple(options), bool(gaussian_only))
 
 
 def get_scheme(name: str, law: NoiseLaw | None = None, **kwargs) -> Scheme:
@@ -495,6 +507,11 @@ def get_scheme(name: str, law: NoiseLaw | None = None, **kwargs) -> Scheme:
         return build(Midpoint, ("start",))
     if key == "leapfrog":
         return build(Leapfrog, ("start", "velocity"))
+    if key in _REGISTERED:
+        cls, options, gaussian_only = _REGISTERED[key]
+        if gaussian_only and law is not None and not isinstance(law, Gaussian):
+            raise ValueError(f"{key} uses Gaussian increments (it is a strong scheme); use platen for another law")
+        return build(cls, options)
     raise ValueError(f"unknown scheme {name!r}; choose one of {', '.join(SCHEME_NAMES)}")
 
 
@@ -706,7 +723,9 @@ class Milstein(_LawScheme):
     (where ``L¹b`` is ``b_k ∂_k b_k``). For ``general`` noise with m Brownian motions it is
     the commutative-noise Milstein scheme ``X + aΔ + Σ_j b^j ΔW^j + ½ Σ_{j,r} L^j b^r
     (ΔW^j ΔW^r − δ_{jr} Δ)``, which needs ``L^j b^r = L^r b^j``: a general field with m > 1
-    must declare ``commutative=True`` (``check`` refuses it otherwise).
+    must declare ``commutative=True`` (``check`` refuses it otherwise). Additive noise
+    (``field.additive``: every ``L^j b`` vanishes) is commutative, and the step is then
+    Euler–Maruyama's, with no derivative taken.
 
     ``derivative="autograd"`` computes ``L^j b`` exactly by a forward-mode Jacobian–vector
     product; ``derivative="difference"`` is the derivative-free Runge–Kutta form (K&P 11.1.3),
@@ -724,7 +743,7 @@ class Milstein(_LawScheme):
 
     def check(self, field):
         super().check(field)
-        if field.noise == "general" and field.m > 1 and not getattr(field, "commutative", False):
+        if field.noise == "general" and field.m > 1 and not (field.commutative or field.additive):
             raise ValueError(
                 "Milstein supports general noise only when it is commutative (L^j g^r = L^r g^j); "
                 "declare it with SDEField(..., noise='general', m=..., commutative=True), or use Platen "
@@ -739,15 +758,53 @@ class Milstein(_LawScheme):
 
     def step(self, field, t, x, dt, state, generator=None, dw=None):
         dw = self.draw(field, x, dt, generator, dw)
+        if field.additive:  # the diffusion ignores the state: every L^j b vanishes (Euler–Maruyama)
+            return x + field.increment(t, x, dt, dw), state
+        if field.noise == "general" and self.derivative == "autograd":
+            return self._general_autograd(field, t, x, dt, dw), state
         a, b = field.coefficients(t, x)
         out = x + a * dt + field.noise_term(b, dw)
         if field.noise != "general":
             return out + 0.5 * self._L(field, t, x, a, b, b, dt) * (dw * dw - dt), state
-        for j in range(b.shape[-1]):
-            Lj = self._L(field, t, x, a, b, b[..., j], dt)  # (…, m): L^j b^r for every r
+        for j in range(b.shape[-1]):  # difference quotients: one diffusion evaluation per column
+            Lj = self._L(field, t, x, a, b, b[..., j].contiguous(), dt)  # (…, m): L^j b^r for every r
             cj = _column(dw, j, x)
             out = out + 0.5 * (field.noise_term(Lj, dw) * cj - Lj[..., j] * dt)
         return out, state
+
+    @staticmethod
+    def _general_autograd(field, t, x, dt, dw):
+        r"""The general-noise step with every ``L^j b^r`` from one evaluation of the diffusion.
+
+        Double-backward trick, batched over the m directions: ``h(u) = (∂g/∂x)ᵀ u`` is linear in
+        ``u`` (one backward pass through ``g``), and the gradient of ``⟨h(u), b^j⟩`` with respect
+        to ``u`` is ``(∂g/∂x) b^j = L^j g``; ``is_grads_batched`` takes all m contiguous
+        directions ``b^j`` in one vectorized backward pass, instead of m passes along strided
+        column views. Then ``½ Σ_{j,r} L^j b^r (ΔW^j ΔW^r − δ_{jr} Δ)`` is one contraction.
+        """
+        graph = torch.is_grad_enabled()
+        a = field.drift(t, x)
+        m = dw.shape[-1]
+        with torch.enable_grad():
+            xg = x if x.requires_grad else x.detach().requires_grad_(True)
+            g = field.diffusion(t, xg)  # (*x.shape, m)
+            directions = g.movedim(-1, 0)  # (m, *x.shape): b^j
+            directions = (directions if graph else directions.detach()).contiguous()
+            L = None
+            if g.requires_grad:
+                u = torch.zeros_like(g, requires_grad=True)
+                (h,) = torch.autograd.grad(g, xg, u, create_graph=True, allow_unused=True)
+                if h is not None and h.requires_grad:
+                    (L,) = torch.autograd.grad(h, u, directions, create_graph=graph, is_grads_batched=True,
+                                               allow_unused=True)
+        b = g if graph else g.detach()
+        out = x + a * dt + field.noise_term(b, dw)
+        if L is None:  # g does not depend on the state
+            return out
+        # L[j, …, r] = L^j b^r; c[:, j, r] = ΔW^j ΔW^r − δ_{jr} Δ
+        c = dw.unsqueeze(-1) * dw.unsqueeze(-2) - dt * torch.eye(m, dtype=dw.dtype, device=dw.device)
+        c = c.reshape((c.shape[0],) + (1,) * (x.dim() - 1) + (m, m))
+        return out + 0.5 * (L.movedim(0, -2) * c).sum((-2, -1))
 
     def __repr__(self):
         return f"Milstein(derivative={self.derivative!r})"

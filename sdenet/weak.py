@@ -818,20 +818,42 @@ def get_sde(name: str, **params):
 # =========================================================================== slopes
 
 
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
-         10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+def _t_cdf_two_sided(t: float, dof: int) -> float:
+    """``P(|T| ≤ t)`` for Student's t with an integer ``dof`` (Abramowitz & Stegun 26.7.3–4,
+    finite sums in ``θ = arctan(t/√ν)``)."""
+    theta = math.atan(t / math.sqrt(dof))
+    s, c = math.sin(theta), math.cos(theta)
+    if dof % 2:  # odd: (2/π)(θ + sin θ (cos θ + 2/3 cos³θ + … + (2·4…(ν−3))/(1·3…(ν−2)) cos^{ν−2}θ))
+        if dof == 1:
+            return 2.0 * theta / math.pi
+        term, total = c, c
+        for k in range(3, dof - 1, 2):
+            term *= c * c * (k - 1) / k
+            total += term
+        return 2.0 / math.pi * (theta + s * total)
+    term, total = 1.0, 1.0  # even: sin θ (1 + ½cos²θ + (1·3)/(2·4) cos⁴θ + … )
+    for k in range(2, dof - 1, 2):
+        term *= c * c * (k - 1) / k
+        total += term
+    return s * total
 
 
 def _t975(dof: int) -> float:
-    """0.975 quantile of Student's t with ``dof`` degrees of freedom."""
-    try:
-        from scipy.stats import t as student_t
-
-        return float(student_t.ppf(0.975, dof))
-    except Exception:  # scipy is optional: a table, rounded to the next smaller dof listed
-        if dof > 30:
-            return 1.96
-        return _T975[max(k for k in _T975 if k <= dof)]
+    """0.975 quantile of Student's t with ``dof`` degrees of freedom (bisection on the exact
+    distribution function; no scipy needed)."""
+    dof = max(1, int(dof))
+    lo, hi = 0.0, 1.0
+    while _t_cdf_two_sided(hi, dof) < 0.95:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if _t_cdf_two_sided(mid, dof) < 0.95:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-13 * hi:
+            break
+    return 0.5 * (lo + hi)
 
 
 def fit_slope(dts: Sequence[float], errors: Sequence[float], stderr: Sequence[float] | None = None):

@@ -42,8 +42,8 @@ def _worker(rank: int, world_size: int, port: int, data: str, out: str, tmp: str
 
 
 def test_two_gloo_processes_agree_and_rank0_writes(tmp_path):
-    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
-        pytest.skip("torch.distributed with gloo is not available")
+    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():  # environmental
+        pytest.skip("this torch build has no torch.distributed with gloo")
     data = tiny_npz(tmp_path / "tiny.npz")
     out = tmp_path / "run"
     mp.spawn(_worker, args=(2, _free_port(), data, str(out), str(tmp_path)), nprocs=2, join=True)

@@ -75,7 +75,11 @@ def test_forward_backward(name):
 @pytest.mark.parametrize("name", ["tiny_resnet", "preact_resnet20", "resnet20", "sd_resnet56", "polynet", "revnet"])
 def test_registered_default_model_runs(name):
     model = M.create(name)
-    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    out = model(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+    out.sum().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
 # paper (Table 2) / original papers; ResNeXt on CIFAR-100, ResNet-50/101 on ImageNet

@@ -1,5 +1,6 @@
 """Stages, network fields and the model-wide reports of sdenet.nn."""
 
+import importlib.util
 import math
 
 import pytest
@@ -500,8 +501,12 @@ def test_to_lm_on_torchvision_style_resnet():
     assert lm.layer2.stage.coefficients.grad.abs().sum() > 0
 
 
+# torchvision is the [vision] extra, not [dev]: installing it can replace the torch build in place
+@pytest.mark.skipif(importlib.util.find_spec("torchvision") is None,
+                    reason="needs the [vision] extra: pip install 'sdenet[vision]'")
 def test_to_lm_on_torchvision_resnet18():
-    tv = pytest.importorskip("torchvision")
+    import torchvision as tv
+
     torch.manual_seed(0)
     net = tv.models.resnet18(num_classes=10).eval()
     x = torch.randn(2, 3, 32, 32)

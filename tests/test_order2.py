@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torchsde
 
 import sdenet as sn
 from sdenet import linear, weak
@@ -284,7 +285,6 @@ def test_integrate_dw_tensor_callable_and_errors():
 
 @pytest.mark.parametrize("noise", ["diagonal", "sample", "general"])
 def test_euler_maruyama_equals_torchsde_on_one_brownian_path(noise):
-    torchsde = pytest.importorskip("torchsde")
     B, D = 6, 3
     w = torch.tensor([[0.2, -0.1, 0.3], [0.0, 0.4, -0.2], [0.1, 0.1, 0.1]], dtype=F64)
     m = 2 if noise == "general" else 1

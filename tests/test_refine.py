@@ -1,5 +1,6 @@
 """Depth as a step size: the LM start at general Δt, refine/coarsen at fixed T, p_schedule."""
 
+import importlib.util
 import math
 
 import pytest
@@ -214,8 +215,12 @@ def test_coarsen_average_and_create_with_a_fraction():
     assert torch.allclose(avg, 0.5 * (ws[0] + ws[1]))
 
 
+# torchvision is the [vision] extra, not [dev]: installing it can replace the torch build in place
+@pytest.mark.skipif(importlib.util.find_spec("torchvision") is None,
+                    reason="needs the [vision] extra: pip install 'sdenet[vision]'")
 def test_torchvision_resnet_after_to_lm_refines():
-    tv = pytest.importorskip("torchvision")
+    import torchvision as tv
+
     torch.manual_seed(0)
     m = snn.to_lm(tv.models.resnet18(num_classes=10)).eval()
     x = torch.randn(1, 3, 32, 32)

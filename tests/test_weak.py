@@ -5,6 +5,8 @@ import math
 
 import pytest
 import torch
+import torchdiffeq
+import torchsde
 
 from sdenet import (
     DropBernoulli,
@@ -345,7 +347,6 @@ def test_strong_error_needs_nested_grids():
 
 
 def test_torchsde_sdeint_of_the_gbm_field_agrees_with_euler_maruyama():
-    torchsde = pytest.importorskip("torchsde")
     sde = GBM(mu=0.8, sigma=0.5, x0=1.0, T=1.0)
     field, dt, paths = sde.field(), 0.05, 20_000
     y0 = torch.full((paths, 1), sde.x0, dtype=torch.float64)
@@ -364,7 +365,6 @@ def test_torchsde_sdeint_of_the_gbm_field_agrees_with_euler_maruyama():
 
 
 def test_torchdiffeq_odeint_of_an_ode_field_agrees_with_heun():
-    torchdiffeq = pytest.importorskip("torchdiffeq")
     field = ODEField(lambda t, x: x * (1 - x) + 0.3 * torch.sin(3 * torch.as_tensor(t, dtype=x.dtype)) * x)
     x0 = torch.tensor([[0.2], [0.5], [1.7]], dtype=torch.float64)
     ts = torch.tensor([0.0, 1.0], dtype=torch.float64)

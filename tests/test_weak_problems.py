@@ -297,12 +297,9 @@ def test_user_module_errors_are_one_line(user_module, capsys):
     assert code == 2 and "only x2" in err
 
 
-def test_platen_through_get_scheme_when_it_exists(capsys):
-    """Platen comes from another branch; the command resolves it by name through get_scheme."""
-    try:
-        sn.get_scheme("platen", law=sn.ThreePoint())
-    except ValueError:
-        pytest.skip("sdenet.schemes.get_scheme has no 'platen' on this branch")
+def test_platen_through_get_scheme(capsys):
+    """The command resolves Platen by name through get_scheme."""
+    assert type(sn.get_scheme("platen", law=sn.ThreePoint())) is sn.Platen
     code, out, err = run(capsys, "--sde", "ou", "--law", "threepoint", "--scheme", "platen", "--phi", "cos",
                          "--dt", "0.5", "0.25", "--paths", "20000", "--json")
     assert code == 0, err
@@ -313,7 +310,6 @@ def test_platen_through_get_scheme_when_it_exists(capsys):
 def test_lm_limit_moments_agree_with_the_theory_oscillator():
     """An independent derivation (tensor-power moment ODE in theory/stochastic_lm.py) of the same
     limit with multiplicative noise: dY = −pω²X dt − √(p(1−p)) ω² X dB + g Y dt."""
-    pytest.importorskip("scipy")
     from theory.stochastic_lm import Oscillator
 
     osc = Oscillator(omega=2.0, g=-0.5, p=0.7, x0=1.2, T=1.5)

@@ -28,12 +28,14 @@ import math
 import time
 
 import numpy as np
-import sympy as sp
 import torch
 
 import sdenet
+from sdenet._optional import require
 
 from ._common import Finding, ItemResult, fmt, loglog_axes, md_table, plt, progress, save_figure, slope
+
+sp = require("sympy", "theory")
 
 __all__ = [
     "SCHEMES",
@@ -196,7 +198,7 @@ def _concrete(expr, k):
 
 
 def _solve(expr_fn, u0, t1):
-    from torchdiffeq import odeint
+    odeint = require("torchdiffeq", "theory").odeint
 
     y0 = torch.tensor([u0], dtype=torch.float64)
     ts = torch.tensor([0.0, t1], dtype=torch.float64)

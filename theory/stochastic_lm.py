@@ -24,11 +24,13 @@ from functools import reduce
 
 import numpy as np
 import torch
-from scipy.linalg import expm
 
 import sdenet
+from sdenet._optional import require
 
 from ._common import Finding, ItemResult, fmt, loglog_axes, md_table, plt, progress, save_figure, slope
+
+expm = require("scipy.linalg", "theory").expm
 
 __all__ = ["Oscillator", "paper_recursion_gap", "order_study", "run"]
 

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 import sdenet
+from sdenet._optional import require
 
 from ._common import Finding, ItemResult, fmt, loglog_axes, md_table, plt, progress, save_figure, slope
 
@@ -96,7 +97,7 @@ def build_stage(arch: str, fields, steps: int, T: float = _T):
 
 
 def _reference(arch, fields, x0, T=_T):
-    from torchdiffeq import odeint
+    odeint = require("torchdiffeq", "theory").odeint
 
     f, f2 = fields
     ts = torch.tensor([0.0, T], dtype=_F64)

@@ -170,7 +170,9 @@ def make_inplace(law_name, x0, steps, seed, device):
 
 
 def make_torchsde(x0, steps, seed, device, float32_ts=False, t1=None, dt=None):
-    import torchsde
+    from sdenet._optional import require
+
+    torchsde = require("torchsde", "interop")
 
     class OU(torch.nn.Module):
         noise_type = "diagonal"
@@ -330,7 +332,7 @@ def main(argv=None):
         try:
             import torchsde  # noqa: F401
         except Exception as err:  # pragma: no cover
-            log(f"torchsde not importable ({err}); skipping it")
+            log(f"torchsde not importable ({err}); skipping it (pip install 'sdenet[interop]')")
             with_torchsde = False
 
     runs = []

@@ -1,0 +1,109 @@
+"""Additive noise: ``dX = f(t, X) dt + g(t) dW``, a diffusion that does not depend on the state.
+
+torchsde calls this noise type ``"additive"``; diffrax reads it off a control term whose
+vector field ignores ``y``. Here it is a field that declares ``additive = True``: its
+``diffusion(t, x)`` is ``g(t)``, whatever ``x``. The *increment structure* stays one of
+:data:`sdenet.fields.NOISE_TYPES`:
+
+``"diagonal"`` (default)
+    one Brownian motion per element; ``g(t)`` broadcasts to the state's shape
+    (a number, a per-feature tensor of shape ``(D,)``, ...);
+``"sample"`` / ``"batch"``
+    one Brownian motion per sample / for the whole batch, ``g(t)`` as for diagonal;
+``"general"``
+    ``m`` Brownian motions per sample, ``dW`` of shape ``(B, m)``; ``g(t)`` broadcasts to
+    ``(*x.shape, m)`` (e.g. a ``(D, m)`` matrix), and ``g dW = Σ_j g[..., j] dW_j``.
+
+What the declaration buys: every iterated integral ``L^j g`` vanishes, so Milstein is
+Euler–Maruyama (no derivative is taken), and the stochastic Runge–Kutta scheme
+:class:`sdenet.srk.SRK` takes Rößler's SRA tableaux — strong order 1.5 with two drift
+evaluations per step, for diagonal *and* general (non-commutative, ``m > 1``) additive noise.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .fields import Field, _as_time, _check_noise
+
+__all__ = ["AdditiveField"]
+
+
+class AdditiveField(Field):
+    """``dX = drift(t, X) dt + g(t) dW`` with ``g`` independent of ``X``.
+
+    Parameters
+    ----------
+    drift:
+        a callable ``(t, x) -> tensor`` of ``x``'s shape (an ``nn.Module`` is registered).
+    diffusion:
+        ``g``: a callable ``t -> tensor`` (``t`` a 0-dim tensor on the state's device and
+        dtype), a tensor (a buffer: it moves with ``.to()``), or a number.
+    noise:
+        the increment structure, ``"diagonal"`` (default), ``"sample"``, ``"batch"`` or
+        ``"general"``.
+    m:
+        the number of Brownian motions of ``general`` noise.
+    """
+
+    additive = True
+
+    def __init__(self, drift: Callable, diffusion, noise: str = "diagonal", m: int | None = None):
+        super().__init__()
+        if not callable(drift):
+            raise ValueError("AdditiveField: drift must be a callable (t, x) -> tensor")
+        self.noise = _check_noise(noise)
+        if noise == "general":
+            if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+                raise ValueError(f"AdditiveField: noise='general' needs m, a positive number of Brownian motions, "
+                                 f"got m={m!r}")
+            self.m = m
+        elif m is not None and m != 1:
+            raise ValueError(f"AdditiveField: m={m!r} Brownian motions needs noise='general' (got noise={noise!r})")
+        self._f = drift
+        self._g_fn = None
+        if isinstance(diffusion, torch.Tensor):
+            if not diffusion.is_floating_point():
+                raise ValueError(f"AdditiveField: a tensor diffusion must be floating point, got {diffusion.dtype}")
+            self.register_buffer("_g_value", diffusion)
+        elif callable(diffusion):
+            self._g_fn = diffusion
+        else:
+            try:
+                value = float(diffusion)
+            except (TypeError, ValueError):
+                raise ValueError(f"AdditiveField: diffusion must be a callable g(t), a tensor or a number, "
+                                 f"got {diffusion!r}") from None
+            self.register_buffer("_g_value", torch.tensor(value, dtype=torch.float64))
+
+    def drift(self, t, x):
+        return self._f(t if isinstance(t, torch.Tensor) else _as_time(t, x), x)
+
+    def diffusion(self, t, x=None):
+        """``g(t)``; ``x`` (ignored but for its device, dtype and shape) is accepted so that the
+        field reads like any other. For ``general`` noise the value is expanded (a view, no
+        copy) to ``(*x.shape, m)``, the shape every scheme's ``g dW`` expects."""
+        if self._g_fn is None:
+            g = self._g_value
+            if x is None:
+                return g
+            g = g.to(device=x.device, dtype=x.dtype)
+        else:
+            if x is not None and not isinstance(t, torch.Tensor):
+                t = _as_time(t, x)
+            g = self._g_fn(t)
+        if x is None or self.noise != "general" or not isinstance(g, torch.Tensor):
+            return g
+        try:
+            return g.expand(*x.shape, self.m)
+        except RuntimeError:
+            raise ValueError(f"AdditiveField: the diffusion g(t) has shape {tuple(g.shape)}, which does not broadcast "
+                             f"to (*x.shape, m) = {tuple(x.shape) + (self.m,)} for general noise") from None
+
+    def coefficients(self, t, x):
+        return self.drift(t, x), self.diffusion(t, x)
+
+    def extra_repr(self):
+        return f"noise={self.noise!r}, additive=True" + (f", m={self.m}" if self.noise == "general" else "")
