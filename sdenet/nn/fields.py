@@ -71,6 +71,8 @@ def _as_blocks(blocks, what="blocks") -> nn.ModuleList:
 class BlockField(Field):
     """``u' = f(t, u)`` with ``f(t_n, ·) = blocks[n]`` on the grid ``t_n = t0 + nΔt``."""
 
+    owns_dt = True
+
     tensor_time = False  # t only picks the block: a Python float, no tensor per step
 
     def __init__(self, blocks: Iterable[nn.Module], dt: float = 1.0, t0: float = 0.0):
@@ -244,6 +246,8 @@ class ShakeField(_NoiseStats, Field):
     ``"batch"``.
     """
 
+    owns_dt = True
+
     tensor_time = False
 
     def __init__(self, branches1, branches2, dt: float = 1.0, t0: float = 0.0, noise: str = "sample",
@@ -322,6 +326,8 @@ class ShakeField(_NoiseStats, Field):
 
 class CoupledBlockField(Field):
     """RevNet's ``X' = f1(t, Y)``, ``Y' = f2(t, X)`` with ``f1(t_n) = blocks1[n]``, ``f2(t_n) = blocks2[n]``."""
+
+    owns_dt = True
 
     coupled = True
     tensor_time = False

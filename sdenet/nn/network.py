@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..laws import DropBernoulli
 from .fields import _NoiseStats
 from .stage import Stage, Transition, noise_on, set_generator
 
@@ -114,7 +113,7 @@ def weak_report(model: nn.Module) -> list:
                 "stage": name,
                 "block": n,
                 "law": law.name,
-                "p": law.p if isinstance(law, DropBernoulli) else None,
+                "p": law.survival,
                 "dt": dt,
                 "C": C,
                 "K": C / (dt * dt),

@@ -62,7 +62,6 @@ import math
 import torch
 from torch import nn
 
-from ..laws import DropBernoulli
 from .fields import _NoiseStats
 from .stage import Stage, Transition, mean_scheme
 
@@ -188,9 +187,9 @@ def _resample_stage(stage: Stage, new_steps: int, block_plan, step_plan, ratio: 
         # the deep copy's scheme (bound to the copy's coefficients), re-lawed for the new block
         s = new.schemes[pairs[0][0]]
         law = getattr(s, "law", None)
-        if isinstance(law, DropBernoulli) and getattr(nf, "p", None) is not None:
+        if law is not None and law.drops and getattr(nf, "p", None) is not None:
             s = copy.copy(s)
-            s.law = DropBernoulli(nf.p[m])
+            s.law = law.with_survival(nf.p[m])
         schemes.append(s)
     coeffs = getattr(new, "coefficients", None)
     if isinstance(coeffs, torch.Tensor):
