@@ -206,7 +206,7 @@ class NoiseLaw:
         """A drawer of increments of ``shape`` at step ``dt`` into reused buffers (the stepping loop's
         in-place path, :mod:`sdenet.loop`): see :class:`Draws`. It makes the generator calls
         :meth:`sample` makes, so both give the same numbers."""
-        return Draws(self, shape, dt, generator, like)
+        return Draws(self, *_draw_args(shape, dt, generator, like))
 
     # ------------------------------------------------------------ exact laws, coupling
     def moment(self, k: int, dt: float) -> float:
@@ -237,6 +237,11 @@ class NoiseLaw:
         return hash((type(self).__name__, tuple(sorted(self.__dict__.items()))))
 
 
+def _draw_args(shape, dt, generator, like):
+    _device_for(generator, like.device)
+    return _check_shape(shape), _check_dt(dt), generator, like
+
+
 def is_law(obj) -> bool:
     """True when ``obj`` is an sdenet noise law (the check callers make instead of testing a class)."""
     return isinstance(obj, NoiseLaw)
@@ -259,8 +264,8 @@ class Draws:
         self.device, self.dtype = like.device, like.dtype
 
     def draw(self):
-        return self.law.sample(self.shape, self.dt, generator=self.generator, device=self.device,
-                               dtype=self.dtype), 1.0, 0.0
+        # the arguments were checked once, by NoiseLaw.draws
+        return self.law._sample(self.shape, self.dt, self.generator, self.device, self.dtype), 1.0, 0.0
 
     def dw(self) -> torch.Tensor:
         u, scale, shift = self.draw()
@@ -310,6 +315,19 @@ class _BitDraws(Draws):
         return self.bits.view(-1)[: self.n].view(self.shape), self.scale, self.shift
 
 
+class _SmallBitDraws(Draws):
+    """Rademacher below ``small`` elements: ``randint(0, 2)`` per element, as :meth:`Rademacher.sample`."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.buf = torch.empty(self.shape, device=self.device, dtype=self.dtype)
+        s = math.sqrt(self.dt)
+        self.scale, self.shift = 2.0 * s, -s
+
+    def draw(self):
+        return torch.randint(0, 2, self.shape, generator=self.generator, out=self.buf), self.scale, self.shift
+
+
 class Gaussian(NoiseLaw):
     """``ΔŴ ~ N(0, Δt)``: the Brownian increment itself (Euler–Maruyama)."""
 
@@ -335,7 +353,7 @@ class Gaussian(NoiseLaw):
         return complex(math.exp(-0.5 * s * s * _check_dt(dt)))
 
     def draws(self, shape, dt, generator, like):
-        return _GaussianDraws(self, shape, dt, generator, like)
+        return _GaussianDraws(self, *_draw_args(shape, dt, generator, like))
 
     def from_gaussian(self, dw, dt):
         """The Brownian increments themselves."""
@@ -362,7 +380,7 @@ class Uniform(NoiseLaw):
         return 0.0 if k % 2 else math.sqrt(3.0 * dt) ** k / (k + 1)
 
     def draws(self, shape, dt, generator, like):
-        return _UniformDraws(self, shape, dt, generator, like)
+        return _UniformDraws(self, *_draw_args(shape, dt, generator, like))
 
     def characteristic(self, s, dt):
         a = s * math.sqrt(3.0 * _check_dt(dt))
@@ -406,9 +424,10 @@ class Rademacher(NoiseLaw):
         return [-s, s], [0.5, 0.5]
 
     def draws(self, shape, dt, generator, like):
-        if math.prod(tuple(shape)) > self.small:
-            return _BitDraws(self, shape, dt, generator, like)
-        return Draws(self, shape, dt, generator, like)
+        args = _draw_args(shape, dt, generator, like)
+        if math.prod(args[0]) > self.small:
+            return _BitDraws(self, *args)
+        return _SmallBitDraws(self, *args)
 
     def characteristic(self, s, dt):
         return complex(math.cos(s * math.sqrt(_check_dt(dt))))

@@ -85,15 +85,16 @@ def _fits(v, x) -> bool:
     """True when ``v`` can be added into ``x`` in place: a tensor of x's dtype and device that
     broadcasts to x's shape and shares no memory with it (a drift may return ``x`` itself only
     where noted)."""
-    if not isinstance(v, torch.Tensor) or v.dim() > x.dim():
+    if not isinstance(v, torch.Tensor):
         return False
     if v.dim() == 0:  # a number as a tensor: broadcast, no aliasing
         return v.device == x.device or v.device.type == "cpu"
-    if v.dtype != x.dtype or v.device != x.device:
+    if v.dtype != x.dtype or v.device != x.device or v.dim() > x.dim():
         return False
-    if any(a != b and a != 1 for a, b in zip(reversed(v.shape), reversed(x.shape))):
+    if v.shape != x.shape and any(a != b and a != 1 for a, b in zip(reversed(v.shape), reversed(x.shape))):
         return False
-    return v.numel() == 0 or v.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+    # the same first element: x itself or a view of it (a partial overlap elsewhere is refused by torch)
+    return v.data_ptr() != x.data_ptr()
 
 
 def _is_field(field):
@@ -540,15 +541,22 @@ class WeakEuler(Scheme):
 
             return kernel
 
+        grad_mode = torch.is_grad_enabled
+        Tensor = torch.Tensor
+
         def kernel(t, x, take):
             f, g = field.drift(t, x), field.diffusion(t, x)
-            if _recording(f) or _recording(g) or not (f is x or _fits(f, x)):
+            tensor_g = isinstance(g, Tensor)
+            if grad_mode() and (getattr(f, "requires_grad", False) or (tensor_g and g.requires_grad)):
+                return False  # autograd records the field: the generic step
+            if not (f is x or (isinstance(f, Tensor) and f.shape == x.shape and f.dtype == x.dtype
+                               and f.device == x.device and f.data_ptr() != x.data_ptr()) or _fits(f, x)):
                 return False
-            if isinstance(g, torch.Tensor):
-                if not _fits(g, x):
+            if tensor_g:
+                if g.dim() != 0 and not _fits(g, x):
                     if g is not x and not (g.dtype == x.dtype and g.shape == x.shape):
                         return False
-                    g = g.clone()  # the diffusion is x itself: keep X_n's value
+                    g = g.clone()  # the diffusion is x itself (or a view of it): keep X_n's value
                 u, scale, shift = take()
                 x.add_(f, alpha=dt)
                 x.addcmul_(g, u, value=scale)
