@@ -105,6 +105,9 @@ class BlockField(Field):
 class _NoiseStats:
     """Running sums of ``ΔŴ, ΔŴ², ΔŴ³`` per block, on the device (no host sync when recording)."""
 
+    #: the field records its increments' statistics (``weak_stats``) and draws from ``_generator``
+    records_noise = True
+
     def _init_stats(self, n: int):
         self.register_buffer("_sums", torch.zeros(n, 3, dtype=torch.float64), persistent=False)
         self.register_buffer("_powers", torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64), persistent=False)

@@ -62,7 +62,6 @@ import math
 import torch
 from torch import nn
 
-from .fields import _NoiseStats
 from .stage import Stage, Transition, mean_scheme
 
 __all__ = ["refine", "coarsen", "resample_values", "REFINE_MODES", "COARSEN_MODES"]
@@ -175,7 +174,7 @@ def _resample_stage(stage: Stage, new_steps: int, block_plan, step_plan, ratio: 
     new.steps = new_steps
     if hasattr(nf, "set_survival") and hasattr(nf, "p_base"):
         nf.set_survival(resample_values(nf.p_base, n_new, ratio))
-    if isinstance(nf, _NoiseStats):
+    if getattr(nf, "records_noise", False):
         device = field._sums.device
         nf._init_stats(n_new)
         nf._sums = nf._sums.to(device)

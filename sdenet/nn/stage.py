@@ -35,7 +35,7 @@ from torch import nn
 from ..fields import FieldCheck, is_field
 from ..loop import run_steps
 from ..schemes import Euler, LinearMultistep, Scheme, StochasticLM, WeakEuler, is_scheme
-from .fields import BlockField, _check_dt, _NoiseStats
+from .fields import BlockField, _check_dt
 
 __all__ = ["Stage", "Transition", "noise_on", "set_generator", "mean_scheme", "lm_stage"]
 
@@ -360,6 +360,6 @@ def set_generator(model: nn.Module, generator: torch.Generator | None) -> nn.Mod
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"set_generator: expected a torch.Generator or None, got {type(generator).__name__}")
     for m in model.modules():
-        if isinstance(m, (Stage, _NoiseStats)):
+        if isinstance(m, Stage) or getattr(m, "records_noise", False):
             m._generator = generator
     return model
