@@ -113,6 +113,18 @@ def _run_inplace(field, schemes, per_step, x, state, times, n, steps, dt, genera
     with torch.no_grad():
         y = x.detach().clone()
     pending = None
+    if not per_step and dw is None:  # one scheme, drawn increments: the tight loop
+        kern, drawer, s = first
+        take = _NOTHING if drawer is None else drawer.draw
+        for t in times:
+            if not kern(t, y, take):  # declined before drawing: the generic step takes it
+                pending = t
+                break
+            if save is not None:
+                save.append(y.clone())
+            n += 1
+        rest = times if pending is None else _chain(pending, times)
+        return y, state, n, rest
     for t in times:
         s = schemes[n] if per_step else schemes
         kern, drawer, _ = kernel_of(s)

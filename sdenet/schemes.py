@@ -549,8 +549,9 @@ class WeakEuler(Scheme):
             tensor_g = isinstance(g, Tensor)
             if grad_mode() and (getattr(f, "requires_grad", False) or (tensor_g and g.requires_grad)):
                 return False  # autograd records the field: the generic step
+            # (a drift on another device than x fails in add_ below, as it would out of place)
             if not (f is x or (isinstance(f, Tensor) and f.shape == x.shape and f.dtype == x.dtype
-                               and f.device == x.device and f.data_ptr() != x.data_ptr()) or _fits(f, x)):
+                               and f.data_ptr() != x.data_ptr()) or _fits(f, x)):
                 return False
             if tensor_g:
                 if g.dim() != 0 and not _fits(g, x):
