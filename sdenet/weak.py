@@ -197,8 +197,7 @@ def condition_K(law: NoiseLaw, dt: float) -> float:
     0 for the symmetric laws; ``Δt^{-1/2} |1 − 2p|/√(p(1−p))`` for stochastic depth
     (unbounded unless p = ½); ``1/Δt`` for the degenerate ``DropBernoulli(1)``.
     """
-    dt = _check_dt(dt)
-    return condition(law, dt) / (dt * dt)
+    return float(_check_law(law).condition_constant(dt))  # the law answers for itself
 
 
 class _Welford:
