@@ -543,6 +543,7 @@ class WeakEuler(Scheme):
 
         grad_mode = torch.is_grad_enabled
         Tensor = torch.Tensor
+        held = [None]
 
         def kernel(t, x, take):
             f, g = field.drift(t, x), field.diffusion(t, x)
@@ -563,6 +564,7 @@ class WeakEuler(Scheme):
                 x.addcmul_(g, u, value=scale)
                 if shift != 0.0:
                     x.add_(g, alpha=shift)
+                held[0] = f
             else:  # a number
                 g = float(g)
                 u, scale, shift = take()
