@@ -46,6 +46,7 @@ from torch import nn
 
 __all__ = [
     "NOISE_TYPES",
+    "is_field",
     "Field",
     "SDEField",
     "ODEField",
@@ -72,6 +73,11 @@ def noise_shape(noise: str, x: torch.Tensor, m: int | None = None) -> tuple[int,
             raise ValueError("noise_shape: 'general' noise needs m, the number of Brownian motions")
         return (x.shape[0], int(m))
     raise ValueError(f"unknown noise structure {noise!r}; choose one of {', '.join(NOISE_TYPES)}")
+
+
+def is_field(obj) -> bool:
+    """True when ``obj`` is an sdenet field (the check callers make instead of testing a class)."""
+    return isinstance(obj, Field)
 
 
 def _check_noise(noise) -> str:
@@ -105,9 +111,18 @@ class Field(nn.Module):
     #: :class:`sdenet.additive.AdditiveField`); schemes may then skip every ``L^j g`` term
     additive: bool = False
 
+    #: True for a network field that carries its own grid step ``dt`` (a stage takes it from the field)
+    owns_dt: bool = False
+
     @property
     def stochastic(self) -> bool:
         return self.noise is not None
+
+    @property
+    def plain_increment(self) -> bool:
+        """True when :meth:`increment` is ``drift·Δt + noise_term(diffusion, ΔW)`` as defined here (not
+        overridden), so a scheme may evaluate drift and diffusion separately (the in-place path)."""
+        return type(self).increment is Field.increment
 
     def drift(self, t, x):
         raise NotImplementedError(f"{type(self).__name__} defines no drift")
@@ -404,7 +419,7 @@ class FieldCheck:
         return self._check("drift", drift, x, t), self._check_diffusion(diffusion, x, t)
 
     def increment(self, t, x, dt, dw):
-        if getattr(type(self.field), "increment", None) is Field.increment:
+        if getattr(self.field, "plain_increment", False):
             # the base rule f Δt + g ΔW, with each part checked (the same operations as Field.increment)
             out = self.drift(t, x) * dt
             if dw is not None:

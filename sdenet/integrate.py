@@ -6,9 +6,9 @@ import math
 
 import torch
 
-from .fields import FieldCheck, time_points
-from .fast import fast_integrate
-from .schemes import Scheme
+from .fields import FieldCheck
+from .loop import run_steps
+from .schemes import Scheme, is_scheme
 
 __all__ = ["integrate", "make_grid"]
 
@@ -134,7 +134,7 @@ def integrate(
     scheme needs beyond ``ΔW`` (Platen's two-point ``V`` for general noise) still comes
     from ``generator``.
     """
-    if not isinstance(scheme, Scheme):
+    if not is_scheme(scheme):
         raise ValueError(f"integrate: scheme must be an sdenet Scheme, got {type(scheme).__name__}")
     scheme.check(field)
     if save not in ("last", "all"):
@@ -153,24 +153,13 @@ def integrate(
 
     increments = _check_increments(dw, field, scheme, x, steps) if dw is not None else None
 
-    if increments is None and not field.coupled:
-        # in-place fast path for fields that declare an affine form (sdenet.fast)
-        out = fast_integrate(field, scheme, x, t0, dt, steps, generator, save)
-        if out is not None:
-            return out
+    # the one loop (sdenet.loop): the first step sees the field through the boundary checks, the
+    # others run it plainly — in place, on reused buffers, where autograd does not record
     state = scheme.init(field, t0, x, dt)
     path = [x] if save == "all" else None
-    times = time_points(t0, dt, steps, x[0] if field.coupled else x, getattr(field, "tensor_time", True))
-    # the first step sees the field through the boundary checks; the others run it plainly
-    checked = FieldCheck(field, x, "integrate")
-    for n, t in enumerate(times):
-        f = checked if n == 0 else field
-        if increments is None:
-            x, state = scheme.step(f, t, x, dt, state, generator)
-        else:
-            x, state = scheme.step(f, t, x, dt, state, generator, dw=increments(n, t0 + n * dt, dt))
-        if path is not None:
-            path.append(x)
+    x, state = run_steps(field, scheme, x, state, t0=t0, dt=dt, steps=steps, generator=generator, dw=increments,
+                         save=path, check_field=FieldCheck(field, x, "integrate"),
+                         tensor_time=getattr(field, "tensor_time", True))
     if path is None:
         return x
     if field.coupled:

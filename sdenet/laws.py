@@ -29,6 +29,8 @@ import torch
 
 __all__ = [
     "NoiseLaw",
+    "Draws",
+    "is_law",
     "Gaussian",
     "Uniform",
     "Rademacher",
@@ -171,6 +173,41 @@ class NoiseLaw:
         m1, m2, m3, _ = self.moments(dt)
         return abs(m1) + abs(m3) + abs(m2 - dt)
 
+    def condition_constant(self, dt: float) -> float:
+        """Condition (5)'s constant ``K = C(Δt)/Δt²`` at step ``dt`` (bounded as Δt → 0 iff (5) holds)."""
+        dt = _check_dt(dt)
+        return self.condition(dt) / (dt * dt)
+
+    # ------------------------------------------------------------ what a law declares
+    #: True for a law that drops blocks (stochastic depth): ``survival`` is then its parameter
+    drops: bool = False
+
+    @property
+    def survival(self) -> float | None:
+        """The probability that a block driven by this law survives a step (``None``: it drops nothing)."""
+        return None
+
+    def with_survival(self, p: float | None) -> "NoiseLaw":
+        """This law with survival probability ``p`` (a law that drops nothing, or ``p=None``, returns itself)."""
+        return self
+
+    def rescheduled(self, dt: float, schedule: str = "fixed") -> "NoiseLaw":
+        """The law a block given this law at Δt = 1 has at step ``dt`` under ``schedule``
+        (:data:`P_SCHEDULES`; only a dropping law's survival changes, by :func:`survival_at`)."""
+        if schedule not in P_SCHEDULES:
+            raise ValueError(f"p_schedule must be one of {', '.join(P_SCHEDULES)}, got {schedule!r}")
+        return self
+
+    def support(self, dt: float) -> tuple[list[float], list[float]] | None:
+        """``(values, probabilities)`` of a discrete law at step ``dt``; ``None`` for a continuous one."""
+        return None
+
+    def draws(self, shape, dt: float, generator: torch.Generator | None, like: torch.Tensor) -> "Draws":
+        """A drawer of increments of ``shape`` at step ``dt`` into reused buffers (the stepping loop's
+        in-place path, :mod:`sdenet.loop`): see :class:`Draws`. It makes the generator calls
+        :meth:`sample` makes, so both give the same numbers."""
+        return Draws(self, *_draw_args(shape, dt, generator, like))
+
     # ------------------------------------------------------------ exact laws, coupling
     def moment(self, k: int, dt: float) -> float:
         """Exact ``E ΔŴ^k`` for any integer ``k ≥ 0`` (``moments`` gives ``k = 1..4``)."""
@@ -200,6 +237,97 @@ class NoiseLaw:
         return hash((type(self).__name__, tuple(sorted(self.__dict__.items()))))
 
 
+def _draw_args(shape, dt, generator, like):
+    _device_for(generator, like.device)
+    return _check_shape(shape), _check_dt(dt), generator, like
+
+
+def is_law(obj) -> bool:
+    """True when ``obj`` is an sdenet noise law (the check callers make instead of testing a class)."""
+    return isinstance(obj, NoiseLaw)
+
+
+class Draws:
+    """Increments ``ΔŴ = scale · u + shift`` of one shape and step, drawn again on every call.
+
+    ``draw()`` returns ``(u, scale, shift)`` with ``u`` a tensor in a buffer reused from call
+    to call (overwritten by the next call): the law's own sample (``scale = 1, shift = 0``) in
+    general, ``N(0, 1)`` draws with ``scale = √Δt`` for the Gaussian, 0/1 bits (uint8) with
+    ``scale = 2√Δt, shift = −√Δt`` for a large Rademacher draw — so an in-place update can fold
+    the scale into its own arithmetic (``x.addcmul_(g, u, value=scale)``) instead of spending a
+    pass over the increments. ``dw()`` returns ``ΔŴ`` itself (a float tensor).
+    """
+
+    def __init__(self, law: "NoiseLaw", shape, dt: float, generator, like: torch.Tensor):
+        self.law, self.shape, self.dt, self.generator = law, tuple(shape), float(dt), generator
+        self.n = math.prod(self.shape)
+        self.device, self.dtype = like.device, like.dtype
+
+    def draw(self):
+        # the arguments were checked once, by NoiseLaw.draws
+        return self.law._sample(self.shape, self.dt, self.generator, self.device, self.dtype), 1.0, 0.0
+
+    def dw(self) -> torch.Tensor:
+        u, scale, shift = self.draw()
+        if scale == 1.0 and shift == 0.0:
+            return u
+        out = u.to(self.dtype) if u.dtype != self.dtype else u.clone()
+        out.mul_(scale)
+        return out.add_(shift) if shift != 0.0 else out
+
+
+class _GaussianDraws(Draws):
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.buf = torch.empty(self.shape, device=self.device, dtype=self.dtype)
+        self.scale = math.sqrt(self.dt)
+
+    def draw(self):
+        return torch.randn(self.shape, generator=self.generator, out=self.buf), self.scale, 0.0
+
+
+class _UniformDraws(Draws):
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.buf = torch.empty(self.shape, device=self.device, dtype=self.dtype)
+        self.a = math.sqrt(3.0 * self.dt)
+
+    def draw(self):
+        return self.buf.uniform_(-self.a, self.a, generator=self.generator), 1.0, 0.0
+
+
+class _BitDraws(Draws):
+    """Rademacher as 0/1 bits unpacked from 64-bit words, the draws of :func:`random_bits`."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.words = (self.n + 63) // 64
+        self.bits = torch.empty((self.words, 8, 8), device=self.device, dtype=torch.uint8)
+        self.shifts = torch.arange(8, dtype=torch.uint8, device=self.device)
+        s = math.sqrt(self.dt)
+        self.scale, self.shift = 2.0 * s, -s
+
+    def draw(self):
+        w = torch.randint(-(2**63), 2**63 - 1, (self.words,), dtype=torch.int64, generator=self.generator,
+                          device=self.device)
+        torch.bitwise_right_shift(w.view(torch.uint8).view(self.words, 8, 1), self.shifts, out=self.bits)
+        self.bits.bitwise_and_(1)
+        return self.bits.view(-1)[: self.n].view(self.shape), self.scale, self.shift
+
+
+class _SmallBitDraws(Draws):
+    """Rademacher below ``small`` elements: ``randint(0, 2)`` per element, as :meth:`Rademacher.sample`."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.buf = torch.empty(self.shape, device=self.device, dtype=self.dtype)
+        s = math.sqrt(self.dt)
+        self.scale, self.shift = 2.0 * s, -s
+
+    def draw(self):
+        return torch.randint(0, 2, self.shape, generator=self.generator, out=self.buf), self.scale, self.shift
+
+
 class Gaussian(NoiseLaw):
     """``ΔŴ ~ N(0, Δt)``: the Brownian increment itself (Euler–Maruyama)."""
 
@@ -224,6 +352,9 @@ class Gaussian(NoiseLaw):
     def characteristic(self, s, dt):
         return complex(math.exp(-0.5 * s * s * _check_dt(dt)))
 
+    def draws(self, shape, dt, generator, like):
+        return _GaussianDraws(self, *_draw_args(shape, dt, generator, like))
+
     def from_gaussian(self, dw, dt):
         """The Brownian increments themselves."""
         _check_dt(dt)
@@ -247,6 +378,9 @@ class Uniform(NoiseLaw):
     def moment(self, k, dt):
         k, dt = _check_k(k), _check_dt(dt)
         return 0.0 if k % 2 else math.sqrt(3.0 * dt) ** k / (k + 1)
+
+    def draws(self, shape, dt, generator, like):
+        return _UniformDraws(self, *_draw_args(shape, dt, generator, like))
 
     def characteristic(self, s, dt):
         a = s * math.sqrt(3.0 * _check_dt(dt))
@@ -284,6 +418,16 @@ class Rademacher(NoiseLaw):
     def moment(self, k, dt):
         k, dt = _check_k(k), _check_dt(dt)
         return 0.0 if k % 2 else dt ** (k // 2)
+
+    def support(self, dt):
+        s = math.sqrt(_check_dt(dt))
+        return [-s, s], [0.5, 0.5]
+
+    def draws(self, shape, dt, generator, like):
+        args = _draw_args(shape, dt, generator, like)
+        if math.prod(args[0]) > self.small:
+            return _BitDraws(self, *args)
+        return _SmallBitDraws(self, *args)
 
     def characteristic(self, s, dt):
         return complex(math.cos(s * math.sqrt(_check_dt(dt))))
@@ -323,6 +467,10 @@ class ThreePoint(NoiseLaw):
             return 1.0
         return 0.0 if k % 2 else (3.0 * dt) ** (k / 2) / 3.0
 
+    def support(self, dt):
+        a = math.sqrt(3.0 * _check_dt(dt))
+        return [-a, 0.0, a], [1 / 6, 2 / 3, 1 / 6]
+
     def characteristic(self, s, dt):
         return complex(2.0 / 3.0 + math.cos(s * math.sqrt(3.0 * _check_dt(dt))) / 3.0)
 
@@ -348,6 +496,7 @@ class DropBernoulli(NoiseLaw):
     """
 
     name = "drop"
+    drops = True
 
     def __init__(self, p: float = 0.5):
         try:
@@ -361,6 +510,22 @@ class DropBernoulli(NoiseLaw):
     @property
     def symmetric(self):
         return self.p == 0.5
+
+    @property
+    def survival(self) -> float:
+        return self.p
+
+    def with_survival(self, p):
+        return self if p is None else DropBernoulli(p)
+
+    def rescheduled(self, dt, schedule="fixed"):
+        return DropBernoulli(survival_at(self.p, dt, schedule))
+
+    def support(self, dt):
+        if self.p == 1.0:
+            return None
+        c = self.scale(_check_dt(dt))
+        return [-self.p * c, (1.0 - self.p) * c], [1.0 - self.p, self.p]
 
     @property
     def degenerate(self) -> bool:

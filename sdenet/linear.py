@@ -163,18 +163,11 @@ class Arctan:
 
 
 def _support(law: NoiseLaw, dt: float):
-    """``(values, probabilities)`` of a discrete law at step ``dt``."""
-    from .laws import DropBernoulli, Rademacher, ThreePoint
-
-    s = math.sqrt(dt)
-    if isinstance(law, Rademacher):
-        return [-s, s], [0.5, 0.5]
-    if isinstance(law, ThreePoint):
-        a = math.sqrt(3.0 * dt)
-        return [-a, 0.0, a], [1 / 6, 2 / 3, 1 / 6]
-    if isinstance(law, DropBernoulli) and law.p < 1.0:
-        c = law.scale(dt)
-        return [-law.p * c, (1.0 - law.p) * c], [1.0 - law.p, law.p]
+    """``(values, probabilities)`` of a discrete law at step ``dt`` (the law declares it)."""
+    support = getattr(law, "support", None)
+    out = support(dt) if callable(support) else None
+    if out is not None:
+        return out
     raise ValueError(f"enumerate_expectation: needs a discrete law (Rademacher, ThreePoint, DropBernoulli), got {law!r}")
 
 

@@ -10,13 +10,29 @@ Every scheme has
   ``before`` is a state handed over from one unit of time before ``x0`` (a transition's
   shortcut ``S(x)``), which :meth:`Scheme.start` turns into the history at step ``Δt``
   (see :meth:`Scheme.start` for the rule and why it has a limit as Δt → 0);
-* ``step(field, t, x, dt, state, generator=None) -> (x_next, state)``;
+* ``step(field, t, x, dt, state, generator=None, *, dw=None, **extras) -> (x_next, state)``:
+  one signature for every scheme. ``dw`` gives the step's Brownian increments (a scheme with
+  a ``law`` derives its own from them, :meth:`~sdenet.NoiseLaw.from_gaussian`; without ``dw``
+  it draws them from ``generator``); ``extras`` are what a scheme declares beyond that
+  (``fp=`` of the exactly invertible schemes, ``exact_arithmetic``). Deterministic schemes
+  take no increments and refuse a given ``dw``;
 * ``check(field)``: raises ``ValueError`` when the scheme cannot integrate that field
   (a deterministic scheme given an SDE, a stochastic one given an ODE, a coupled
   field given to a scheme for single states…); ``integrate`` and the network stages
   call it when they are built;
 * metadata ``order`` (deterministic order on ``u' = f(u)``), ``weak_order`` and
   ``strong_order`` (``None`` where they do not apply), checked by the test-suite.
+
+What else a scheme declares (the rest of the library asks these instead of testing classes;
+``docs/protocol.md`` has the table): ``law`` (the increment law, ``None`` for a
+deterministic scheme), ``increments`` (ΔŴ draws per step), ``accepts_dw``, ``evaluations``
+(the times of its field evaluations in units of Δt from ``t_n``; ``lookahead`` the largest),
+``history``, ``noise_types`` (the noise structures it integrates: ``check`` refuses the
+others), ``mean_scheme()`` (what it reduces to in eval mode), ``euler_law`` (the law when a
+step is exactly the one-step weak Euler step ``X + fΔt + gΔŴ``, whose closed forms
+:mod:`sdenet.weak` and :mod:`sdenet.nn.transform` use), ``name``, ``invertible`` /
+``invert_step`` / ``reverse_step`` and ``exact_arithmetic`` (memory="reversible"), and
+optionally a fused in-place kernel ``inplace(field, x, dt)`` (:mod:`sdenet.loop`).
 
 Networks read as schemes (Lu et al., ICML 2018, Table 1): ResNet is :class:`Euler`,
 FractalNet :class:`Heun`, PolyNet :class:`NeumannEuler`, RevNet :class:`CoupledEuler`,
@@ -30,8 +46,8 @@ import math
 
 import torch
 
-from .fields import Field
-from .laws import Gaussian, NoiseLaw
+from .fields import NOISE_TYPES, is_field
+from .laws import DropBernoulli, Gaussian, NoiseLaw, is_law
 
 __all__ = [
     "Scheme",
@@ -52,11 +68,38 @@ __all__ = [
     "get_scheme",
     "register_scheme",
     "SCHEME_NAMES",
+    "is_scheme",
 ]
 
 
-def _is_field(field) -> Field:
-    if not isinstance(field, Field):
+def is_scheme(obj) -> bool:
+    """True when ``obj`` is an sdenet scheme (the check callers make instead of testing a class)."""
+    return isinstance(obj, Scheme)
+
+
+def _recording(v) -> bool:
+    """True when autograd records ``v`` (a gradient is needed: the in-place path must not run)."""
+    return isinstance(v, torch.Tensor) and v.requires_grad and torch.is_grad_enabled()
+
+
+def _fits(v, x) -> bool:
+    """True when ``v`` can be added into ``x`` in place: a tensor of x's dtype and device that
+    broadcasts to x's shape and shares no memory with it (a drift may return ``x`` itself only
+    where noted)."""
+    if not isinstance(v, torch.Tensor):
+        return False
+    if v.dim() == 0:  # a number as a tensor: broadcast, no aliasing
+        return v.device == x.device or v.device.type == "cpu"
+    if v.dtype != x.dtype or v.device != x.device or v.dim() > x.dim():
+        return False
+    if v.shape != x.shape and any(a != b and a != 1 for a, b in zip(reversed(v.shape), reversed(x.shape))):
+        return False
+    # the same first element: x itself or a view of it (a partial overlap elsewhere is refused by torch)
+    return v.data_ptr() != x.data_ptr()
+
+
+def _is_field(field):
+    if not is_field(field):
         raise ValueError(
             f"expected an sdenet Field (SDEField, ODEField, CoupledField, …), got {type(field).__name__}"
         )
@@ -111,6 +154,66 @@ class Scheme:
     #: arithmetic, :class:`sdenet.nn.memory.FixedPoint`): states held on a grid, every increment
     #: rounded to it before it is added, so that the inverse undoes a step bit for bit
     exact_arithmetic: bool = False
+    #: the law of the increments a step consumes (``None``: a deterministic scheme draws none)
+    law: NoiseLaw | None = None
+    #: field evaluations of one step, each at ``t_n + c Δt`` for ``c`` in this tuple
+    evaluations: tuple = (0.0,)
+    #: how many blocks past ``t_n`` a step evaluates (Heun's second stage uses ``t_{n+1}``: 1)
+    lookahead: int = 0
+    #: the noise structures (``field.noise``) a stochastic scheme integrates; ``check`` refuses the rest
+    noise_types: tuple = NOISE_TYPES
+    #: the scheme's command-line name where it has one (reports use it)
+    name: str | None = None
+
+    @property
+    def increments(self) -> int:
+        """How many increments ``ΔŴ`` (each of the field's ``noise_shape``) a step draws: 0 or 1."""
+        return 0 if self.law is None else 1
+
+    @property
+    def accepts_dw(self) -> bool:
+        """Whether ``step`` takes given Brownian increments ``dw=`` (schemes with a law derive theirs from them)."""
+        return self.law is not None
+
+    #: the equation the scheme converges to: ``"sde"`` (the field's own) or ``"second_order"``
+    #: (:class:`StochasticLM`: ``dX = Y dt, dY = f dt + g Y dt + σ dW``)
+    limit: str = "sde"
+
+    @property
+    def euler_step(self) -> bool:
+        """True when a step is exactly forward Euler ``X + fΔt`` (with a ``law``: the simplified weak
+        Euler step ``X + fΔt + gΔŴ``); False for any other step, a subclass's own included."""
+        return False
+
+    @property
+    def euler_law(self) -> NoiseLaw | None:
+        """The law when a step is exactly the simplified weak Euler step ``X + fΔt + gΔŴ`` (whose
+        closed forms :mod:`sdenet.weak` uses), else ``None``."""
+        return self.law if self.euler_step else None
+
+    def mean_scheme(self) -> "Scheme":
+        """The scheme this one reduces to without noise (a stage in eval mode); itself when deterministic."""
+        return self
+
+    def draws(self, field, x, dt, generator=None):
+        """A drawer of this scheme's increments into reused buffers (:meth:`sdenet.NoiseLaw.draws`);
+        ``None`` for a deterministic scheme."""
+        if self.law is None:
+            return None
+        return self.law.draws(field.noise_shape(x), dt, generator, x)
+
+    def inplace(self, field, x, dt):
+        """An optional fused in-place step: ``None``, or ``kernel(t, x, take) -> bool`` that writes
+        ``x_{n+1}`` into ``x`` and returns True, or returns False *before* calling ``take`` and
+        without touching ``x`` when it cannot (autograd records the field's output) — the loop
+        then runs :meth:`step`. ``take()`` returns the step's increment as ``(u, scale, shift)``,
+        ``ΔŴ = scale·u + shift`` (:class:`sdenet.laws.Draws`; ``None`` for a deterministic scheme).
+        Only one-step schemes whose state stays as it is may declare one."""
+        return None
+
+    def _refuse_dw(self, dw):
+        if dw is not None:
+            raise ValueError(f"{type(self).__name__} is deterministic: it takes no increments (got dw=)")
 
     def check(self, field) -> None:
         field = _is_field(field)
@@ -126,6 +229,9 @@ class Scheme:
             )
         if self.stochastic and not field.stochastic:
             raise ValueError(f"{name} needs a stochastic field (with a diffusion); this field is an ODE")
+        if self.stochastic and field.noise not in self.noise_types:
+            raise ValueError(f"{name} supports {', '.join(self.noise_types)} noise; this field has "
+                             f"noise={field.noise!r}")
 
     def init(self, field, t0, x0, dt):
         return None
@@ -156,7 +262,7 @@ class Scheme:
         state["prev"] = before if dt == 1.0 else torch.lerp(x0, before.to(x0.dtype), dt)
         return state
 
-    def step(self, field, t, x, dt, state, generator=None):
+    def step(self, field, t, x, dt, state, generator=None, *, dw=None, **extras):
         raise NotImplementedError
 
     def invert_step(self, field, t, x_next, dt, state_next):
@@ -174,10 +280,29 @@ class Euler(Scheme):
     """Forward Euler ``u_{n+1} = u_n + Δt f(t_n, u_n)`` (ResNet). Order 1."""
 
     order = 1
+    name = "euler"
 
-    def step(self, field, t, x, dt, state, generator=None):
+    def step(self, field, t, x, dt, state, generator=None, *, dw=None):
+        self._refuse_dw(dw)
         # one fused kernel: x + dt·f (no separate f·dt pass, even at Δt = 1)
         return torch.add(x, field.drift(t, x), alpha=dt), state
+
+    @property
+    def euler_step(self):
+        return type(self).step is Euler.step
+
+    def inplace(self, field, x, dt):
+        if not self.euler_step:  # a subclass with its own step
+            return None
+
+        def kernel(t, x, take):  # the same arithmetic as step, into x
+            f = field.drift(t, x)
+            if _recording(f) or not (f is x or _fits(f, x)):
+                return False
+            x.add_(f, alpha=dt)
+            return True
+
+        return kernel
 
 
 class Heun(Scheme):
@@ -188,10 +313,13 @@ class Heun(Scheme):
     """
 
     order = 2
+    name = "heun"
     #: the second stage evaluates the field at ``t_{n+1}`` (block ``n + 1`` of a network)
     lookahead = 1
+    evaluations = (0.0, 1.0)
 
-    def step(self, field, t, x, dt, state, generator=None):
+    def step(self, field, t, x, dt, state, generator=None, *, dw=None):
+        self._refuse_dw(dw)
         k1 = field.drift(t, x)
         k2 = field.drift(t + dt, x + k1 * dt)
         return x + (k1 + k2) * (0.5 * dt), state
@@ -214,7 +342,14 @@ class NeumannEuler(Scheme):
             raise ValueError(f"NeumannEuler: terms must be an integer >= 1, got {terms!r}")
         self.terms = terms
 
-    def step(self, field, t, x, dt, state, generator=None):
+    name = "neumann"
+
+    @property
+    def evaluations(self):
+        return (0.0,) * self.terms
+
+    def step(self, field, t, x, dt, state, generator=None, *, dw=None):
+        self._refuse_dw(dw)
         out = x
         power = x
         scale = 1.0
@@ -256,7 +391,10 @@ class LinearMultistep(Scheme):
     def coefficient(self, n: int):
         return self.k(n) if callable(self.k) else self.k
 
-    def step(self, field, t, x, dt, state, generator=None):
+    name = "lm"
+
+    def step(self, field, t, x, dt, state, generator=None, *, dw=None):
+        self._refuse_dw(dw)
         prev, n = state["prev"], state["n"]
         fx = field.drift(t, x)
         if prev is None:
@@ -347,10 +485,11 @@ class WeakEuler(Scheme):
 
     order = 1
     stochastic = True
+    name = "weak_euler"
 
     def __init__(self, law: NoiseLaw | None = None):
         law = Gaussian() if law is None else law
-        if not isinstance(law, NoiseLaw):
+        if not is_law(law):
             raise ValueError(f"{type(self).__name__}: law must be an sdenet NoiseLaw, got {law!r}")
         self.law = law
 
@@ -365,9 +504,78 @@ class WeakEuler(Scheme):
             return self.law.from_gaussian(dw, dt)
         return self.law.sample(field.noise_shape(x), dt, generator=generator, device=x.device, dtype=x.dtype)
 
-    def step(self, field, t, x, dt, state, generator=None, dw=None):
+    def step(self, field, t, x, dt, state, generator=None, *, dw=None):
         dw = self.draw(field, x, dt, generator, dw)
         return x + field.increment(t, x, dt, dw), state
+
+    @property
+    def euler_step(self):
+        return type(self).step is WeakEuler.step
+
+    def mean_scheme(self) -> Scheme:
+        """Forward Euler on the drift (``X + p f(X)`` for stochastic depth at Δt = 1)."""
+        return Euler()
+
+    def inplace(self, field, x, dt):
+        """``X ← X + fΔt + g·(scale·u + shift)`` in place; a field that declares a fused update of its
+        own (``field.inplace_weak_euler(dt)``, e.g. :class:`~sdenet.LinearSDEField`) uses it."""
+        if not self.euler_step:  # a subclass with its own step
+            return None
+        own = getattr(field, "inplace_weak_euler", None)
+        if callable(own):
+            kernel = own(dt)
+            if kernel is not None:
+                return kernel
+        if field.noise == "general":
+            return None
+        if not getattr(field, "plain_increment", False):  # the field computes its increment itself
+            if not callable(getattr(field, "parameters", None)):
+                return None
+
+            def kernel(t, x, take):
+                if any(p.requires_grad for p in field.parameters()) and torch.is_grad_enabled():
+                    return False
+                u, scale, shift = take()
+                dw = u if (scale == 1.0 and shift == 0.0) else u.to(x.dtype) * scale + shift
+                x.add_(field.increment(t, x, dt, dw))
+                return True
+
+            return kernel
+
+        grad_mode = torch.is_grad_enabled
+        Tensor = torch.Tensor
+        held = [None]
+
+        def kernel(t, x, take):
+            f, g = field.drift(t, x), field.diffusion(t, x)
+            tensor_g = isinstance(g, Tensor)
+            if grad_mode() and (getattr(f, "requires_grad", False) or (tensor_g and g.requires_grad)):
+                return False  # autograd records the field: the generic step
+            # (a drift on another device than x fails in add_ below, as it would out of place)
+            if not (f is x or (isinstance(f, Tensor) and f.shape == x.shape and f.dtype == x.dtype
+                               and f.data_ptr() != x.data_ptr()) or _fits(f, x)):
+                return False
+            if tensor_g:
+                if g.dim() != 0 and not _fits(g, x):
+                    if g is not x and not (g.dtype == x.dtype and g.shape == x.shape):
+                        return False
+                    g = g.clone()  # the diffusion is x itself (or a view of it): keep X_n's value
+                u, scale, shift = take()
+                x.add_(f, alpha=dt)
+                x.addcmul_(g, u, value=scale)
+                if shift != 0.0:
+                    x.add_(g, alpha=shift)
+                held[0] = f
+            else:  # a number
+                g = float(g)
+                u, scale, shift = take()
+                x.add_(f, alpha=dt)
+                x.add_(u, alpha=g * scale)
+                if shift != 0.0:
+                    x.add_(g * shift)
+            return True
+
+        return kernel
 
     def __repr__(self):
         return f"{type(self).__name__}({self.law!r})"
@@ -377,6 +585,7 @@ class EulerMaruyama(WeakEuler):
     """Euler–Maruyama: :class:`WeakEuler` with Gaussian increments. Strong order ½, weak order 1."""
 
     strong_order = 0.5
+    name = "euler_maruyama"
 
     def __init__(self):
         super().__init__(Gaussian())
@@ -417,6 +626,7 @@ class StochasticLM(WeakEuler):
 
     order = 1
     history = 1
+    name = "stochastic_lm"
 
     def __init__(self, g=0.0, law: NoiseLaw | None = None):
         super().__init__(law)
@@ -428,7 +638,16 @@ class StochasticLM(WeakEuler):
     def coefficient(self, n: int):
         return self.g(n) if callable(self.g) else self.g
 
-    def step(self, field, t, x, dt, state, generator=None, dw=None):
+    limit = "second_order"
+
+    def mean_scheme(self) -> Scheme:
+        """Itself with zero increments (``DropBernoulli(1)``): the second-order system without noise."""
+        return StochasticLM(g=self.g, law=DropBernoulli(1.0))
+
+    def inplace(self, field, x, dt):
+        return None
+
+    def step(self, field, t, x, dt, state, generator=None, *, dw=None):
         prev, n = state["prev"], state["n"]
         dw = self.draw(field, x, dt, generator, dw)
         kick = field.increment(t, x, dt, dw)
@@ -486,7 +705,7 @@ def get_scheme(name: str, law: NoiseLaw | None = None, **kwargs) -> Scheme:
     if key in ("coupled", "coupled_euler", "revnet"):
         return build(CoupledEuler)
     if key in ("euler_maruyama", "em"):
-        if law is not None and not isinstance(law, Gaussian):
+        if law is not None and law != Gaussian():
             raise ValueError("euler_maruyama uses Gaussian increments; use weak_euler for another law")
         return build(EulerMaruyama)
     if key in ("weak_euler", "weak"):
@@ -498,7 +717,7 @@ def get_scheme(name: str, law: NoiseLaw | None = None, **kwargs) -> Scheme:
     if key in ("weak_taylor2", "taylor2"):
         return build(WeakTaylor2, ("time_dependent",), law=law)
     if key == "milstein":
-        if law is not None and not isinstance(law, Gaussian):
+        if law is not None and law != Gaussian():
             raise ValueError("milstein uses Gaussian increments (it is a strong scheme); use platen for another law")
         return build(Milstein, ("derivative",))
     if key in ("hamiltonian", "verlet"):
@@ -609,13 +828,16 @@ class Platen(_Weak2):
     """
 
     lookahead = 1
+    name = "platen"
+    #: coefficients at t_n, the drift at Ῡ and the diffusion at Ῡ± at t_{n+1} (``2 + 4m`` for general noise)
+    evaluations = (0.0, 0.0, 1.0, 1.0, 1.0)
 
     def __init__(self, law: NoiseLaw | None = None):
         from .laws import ThreePoint
 
         super().__init__(ThreePoint() if law is None else law)
 
-    def step(self, field, t, x, dt, state, generator=None, dw=None):
+    def step(self, field, t, x, dt, state, generator=None, *, dw=None):
         dw = self.draw(field, x, dt, generator, dw)
         a, b = field.coefficients(t, x)
         s = math.sqrt(dt)
@@ -682,14 +904,18 @@ class WeakTaylor2(_Weak2):
     three-point increments.
     """
 
+    name = "weak_taylor2"
+    noise_types = ("sample", "batch", "diagonal")
+
     def __init__(self, law: NoiseLaw | None = None, time_dependent: bool = False):
         super().__init__(law)
         self.time_dependent = bool(time_dependent)
 
     def check(self, field):
-        super().check(field)
-        if field.noise == "general":
+        if getattr(field, "noise", None) == "general":
+            _is_field(field)
             raise ValueError("WeakTaylor2 supports sample, batch and diagonal noise; use Platen for noise='general'")
+        super().check(field)
 
     def _L0(self, fn, t, x, a, b):
         """``L⁰f`` for ``fn(t, x)``."""
@@ -700,7 +926,7 @@ class WeakTaylor2(_Weak2):
             out = out + _jvp(lambda s_: fn(s_, x), tt, torch.ones_like(tt))
         return out
 
-    def step(self, field, t, x, dt, state, generator=None, dw=None):
+    def step(self, field, t, x, dt, state, generator=None, *, dw=None):
         dw = self.draw(field, x, dt, generator, dw)
         a, b = field.drift(t, x), field.diffusion(t, x)
         L1b = _jvp(lambda y: field.diffusion(t, y), x, b)

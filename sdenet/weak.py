@@ -48,10 +48,10 @@ from typing import Iterable, Sequence
 import torch
 
 from .fast import LinearSDEField
-from .fields import Field
+from .fields import Field, is_field
 from .integrate import make_grid
-from .laws import DropBernoulli, Gaussian, NoiseLaw, Rademacher, ThreePoint, Uniform, _check_dt
-from .schemes import EulerMaruyama, Scheme, StochasticLM, WeakEuler
+from .laws import DropBernoulli, Gaussian, NoiseLaw, Rademacher, ThreePoint, Uniform, _check_dt, is_law
+from .schemes import EulerMaruyama, Scheme, WeakEuler, is_scheme
 
 __all__ = [
     "condition",
@@ -159,7 +159,7 @@ def _check_order_work(sde, dts, paths) -> None:
 
 
 def _check_law(law) -> NoiseLaw:
-    if not isinstance(law, NoiseLaw):
+    if not is_law(law):
         raise ValueError(f"expected an sdenet NoiseLaw (e.g. sdenet.get_law('uniform')), got {law!r}")
     return law
 
@@ -197,8 +197,7 @@ def condition_K(law: NoiseLaw, dt: float) -> float:
     0 for the symmetric laws; ``Δt^{-1/2} |1 − 2p|/√(p(1−p))`` for stochastic depth
     (unbounded unless p = ½); ``1/Δt`` for the degenerate ``DropBernoulli(1)``.
     """
-    dt = _check_dt(dt)
-    return condition(law, dt) / (dt * dt)
+    return float(_check_law(law).condition_constant(dt))  # the law answers for itself
 
 
 class _Welford:
@@ -541,7 +540,7 @@ class WeakProblem:
 
     def __init__(self, field, x0, T: float, exact=None, name: str | None = None,
                  default_steps: Sequence[int] | None = None, lm_exact=None):
-        if not isinstance(field, Field):
+        if not is_field(field):
             raise ValueError(f"WeakProblem: field must be an sdenet Field, got {type(field).__name__}")
         if not isinstance(x0, torch.Tensor):
             x0 = _finite("WeakProblem: x0", x0)
@@ -914,7 +913,7 @@ def fit_slope(dts: Sequence[float], errors: Sequence[float], stderr: Sequence[fl
 def _check_weak_scheme(scheme, field) -> Scheme:
     if scheme is None:
         return WeakEuler(Gaussian())
-    if not isinstance(scheme, Scheme):
+    if not is_scheme(scheme):
         raise ValueError(f"weak_order: scheme must be an sdenet Scheme, got {type(scheme).__name__}")
     if not scheme.stochastic:
         raise ValueError(
@@ -928,7 +927,8 @@ def _check_weak_scheme(scheme, field) -> Scheme:
 
 
 def _is_lm(scheme) -> bool:
-    return isinstance(scheme, StochasticLM)
+    """The scheme converges to the second-order system of LM stochastic depth (it declares ``limit``)."""
+    return getattr(scheme, "limit", "sde") == "second_order"
 
 
 def _lm_g(scheme) -> float:
@@ -945,9 +945,9 @@ def _field_of(problem) -> Field:
     f = getattr(problem, "field", None)
     if f is None:
         raise ValueError(f"weak_order: the problem {problem!r} has no field (see sdenet.weak.WeakProblem)")
-    if not isinstance(f, Field):
+    if not is_field(f):
         f = f()
-    if not isinstance(f, Field):
+    if not is_field(f):
         raise ValueError(f"weak_order: problem.field() must return an sdenet Field, got {type(f).__name__}")
     return f
 
@@ -1157,7 +1157,7 @@ def weak_order(
         "declared_inside_ci": v["inside"],
         "verdict": v["text"],
     }
-    if (type(scheme) in (WeakEuler, EulerMaruyama) and hasattr(sde, "scheme_expectation") and phi.power is not None
+    if (scheme.euler_law is not None and hasattr(sde, "scheme_expectation") and phi.power is not None
             and target == "closed form"):
         bias = [sde.scheme_expectation(scheme.law, dt, phi.power) - exact for dt in dts]
         out["bias"] = bias
@@ -1166,13 +1166,7 @@ def weak_order(
 
 
 def _scheme_name(scheme) -> str:
-    if isinstance(scheme, EulerMaruyama):
-        return "euler_maruyama"
-    if type(scheme) is WeakEuler:
-        return "weak_euler"
-    if isinstance(scheme, StochasticLM):
-        return "stochastic_lm"
-    return str(getattr(scheme, "name", type(scheme).__name__))
+    return str(getattr(scheme, "name", None) or type(scheme).__name__)  # the scheme's declared name
 
 
 def strong_error(

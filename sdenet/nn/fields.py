@@ -71,6 +71,8 @@ def _as_blocks(blocks, what="blocks") -> nn.ModuleList:
 class BlockField(Field):
     """``u' = f(t, u)`` with ``f(t_n, ·) = blocks[n]`` on the grid ``t_n = t0 + nΔt``."""
 
+    owns_dt = True
+
     tensor_time = False  # t only picks the block: a Python float, no tensor per step
 
     def __init__(self, blocks: Iterable[nn.Module], dt: float = 1.0, t0: float = 0.0):
@@ -102,6 +104,9 @@ class BlockField(Field):
 
 class _NoiseStats:
     """Running sums of ``ΔŴ, ΔŴ², ΔŴ³`` per block, on the device (no host sync when recording)."""
+
+    #: the field records its increments' statistics (``weak_stats``) and draws from ``_generator``
+    records_noise = True
 
     def _init_stats(self, n: int):
         self.register_buffer("_sums", torch.zeros(n, 3, dtype=torch.float64), persistent=False)
@@ -244,6 +249,8 @@ class ShakeField(_NoiseStats, Field):
     ``"batch"``.
     """
 
+    owns_dt = True
+
     tensor_time = False
 
     def __init__(self, branches1, branches2, dt: float = 1.0, t0: float = 0.0, noise: str = "sample",
@@ -322,6 +329,8 @@ class ShakeField(_NoiseStats, Field):
 
 class CoupledBlockField(Field):
     """RevNet's ``X' = f1(t, Y)``, ``Y' = f2(t, X)`` with ``f1(t_n) = blocks1[n]``, ``f2(t_n) = blocks2[n]``."""
+
+    owns_dt = True
 
     coupled = True
     tensor_time = False

@@ -200,10 +200,7 @@ def _law(cfg, p=None):
     name = cfg.get("law")
     if name is None:
         return DropBernoulli(p) if p is not None else Uniform()
-    law = get_law(name)
-    if isinstance(law, DropBernoulli) and p is not None:
-        return DropBernoulli(p)
-    return law
+    return get_law(name).with_survival(p)  # a drop law takes the block's survival p
 
 
 def _refined_count(cfg, name, count, lookahead):

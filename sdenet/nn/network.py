@@ -16,8 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..laws import DropBernoulli
-from .fields import _NoiseStats
 from .stage import Stage, Transition, noise_on, set_generator
 
 __all__ = ["Network", "Layer", "lm_coefficients", "weak_report", "reset_weak_stats", "mc_predict"]
@@ -102,7 +100,7 @@ def weak_report(model: nn.Module) -> list:
     rows = []
     for name, stage in _named_stages(model):
         field = stage.field
-        if not isinstance(field, _NoiseStats):
+        if not getattr(field, "records_noise", False):
             continue
         for n, scheme in enumerate(stage.schemes):
             law = getattr(scheme, "law", None)
@@ -114,7 +112,7 @@ def weak_report(model: nn.Module) -> list:
                 "stage": name,
                 "block": n,
                 "law": law.name,
-                "p": law.p if isinstance(law, DropBernoulli) else None,
+                "p": law.survival,
                 "dt": dt,
                 "C": C,
                 "K": C / (dt * dt),
@@ -127,7 +125,7 @@ def weak_report(model: nn.Module) -> list:
 def reset_weak_stats(model: nn.Module) -> None:
     """Zero the increment statistics of every stochastic field in ``model``."""
     for m in model.modules():
-        if isinstance(m, _NoiseStats):
+        if getattr(m, "records_noise", False):
             m.reset_weak_stats()
 
 
@@ -143,7 +141,7 @@ def mc_predict(model: nn.Module, x: torch.Tensor, samples: int = 16, generator: 
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"mc_predict: x must be a tensor, got {type(x).__name__}")
     modes = [(m, m.training) for m in model.modules()]
-    gens = [(m, m._generator) for m in model.modules() if isinstance(m, (Stage, _NoiseStats))]
+    gens = [(m, m._generator) for m in model.modules() if isinstance(m, Stage) or getattr(m, "records_noise", False)]
     try:
         model.eval()
         if generator is not None:

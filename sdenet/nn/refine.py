@@ -62,8 +62,6 @@ import math
 import torch
 from torch import nn
 
-from ..laws import DropBernoulli
-from .fields import _NoiseStats
 from .stage import Stage, Transition, mean_scheme
 
 __all__ = ["refine", "coarsen", "resample_values", "REFINE_MODES", "COARSEN_MODES"]
@@ -176,7 +174,7 @@ def _resample_stage(stage: Stage, new_steps: int, block_plan, step_plan, ratio: 
     new.steps = new_steps
     if hasattr(nf, "set_survival") and hasattr(nf, "p_base"):
         nf.set_survival(resample_values(nf.p_base, n_new, ratio))
-    if isinstance(nf, _NoiseStats):
+    if getattr(nf, "records_noise", False):
         device = field._sums.device
         nf._init_stats(n_new)
         nf._sums = nf._sums.to(device)
@@ -188,9 +186,9 @@ def _resample_stage(stage: Stage, new_steps: int, block_plan, step_plan, ratio: 
         # the deep copy's scheme (bound to the copy's coefficients), re-lawed for the new block
         s = new.schemes[pairs[0][0]]
         law = getattr(s, "law", None)
-        if isinstance(law, DropBernoulli) and getattr(nf, "p", None) is not None:
+        if law is not None and law.drops and getattr(nf, "p", None) is not None:
             s = copy.copy(s)
-            s.law = DropBernoulli(nf.p[m])
+            s.law = law.with_survival(nf.p[m])
         schemes.append(s)
     coeffs = getattr(new, "coefficients", None)
     if isinstance(coeffs, torch.Tensor):

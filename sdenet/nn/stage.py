@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..fields import Field, FieldCheck, time_points
-from ..laws import DropBernoulli
-from ..schemes import Euler, Heun, LinearMultistep, Scheme, StochasticLM, WeakEuler
-from .fields import BlockField, CoupledBlockField, DropField, ShakeField, _check_dt, _NoiseStats
+from ..fields import FieldCheck, is_field
+from ..loop import run_steps
+from ..schemes import Euler, LinearMultistep, Scheme, StochasticLM, WeakEuler, is_scheme
+from .fields import BlockField, _check_dt
 
 __all__ = ["Stage", "Transition", "noise_on", "set_generator", "mean_scheme", "lm_stage"]
 
@@ -45,23 +45,17 @@ _POSTS = {"relu": F.relu}
 def mean_scheme(scheme: Scheme) -> Scheme:
     """The deterministic scheme a stochastic one reduces to in eval mode.
 
-    ``WeakEuler(law)`` → ``Euler()`` on the drift; ``StochasticLM(g, law)`` →
-    ``StochasticLM(g, DropBernoulli(1))`` (increments identically 0). Deterministic
-    schemes, and stochastic schemes this function does not know, are returned as they are.
+    The scheme declares it (:meth:`sdenet.Scheme.mean_scheme`): ``WeakEuler(law)`` → ``Euler()``
+    on the drift; ``StochasticLM(g, law)`` → ``StochasticLM(g, DropBernoulli(1))`` (increments
+    identically 0); Platen → Heun. Deterministic schemes return themselves.
     """
     declared = getattr(scheme, "mean_scheme", None)
-    if callable(declared):  # the scheme says what it reduces to without noise (Platen: Heun)
-        return declared()
-    if isinstance(scheme, StochasticLM):
-        return StochasticLM(g=scheme.g, law=DropBernoulli(1.0))
-    if isinstance(scheme, WeakEuler):
-        return Euler()
-    return scheme
+    return declared() if callable(declared) else scheme
 
 
 def _lookahead(scheme) -> int:
     """How many blocks past ``t_n`` one step evaluates (Heun's second stage uses ``t_{n+1}``)."""
-    return int(getattr(scheme, "lookahead", 1 if isinstance(scheme, Heun) else 0))
+    return int(getattr(scheme, "lookahead", 0))
 
 
 class Stage(nn.Module):
@@ -101,10 +95,9 @@ class Stage(nn.Module):
     def __init__(self, blocks_or_field, scheme, *, dt: float | None = None, steps: int | None = None,
                  t0: float = 0.0, post=None, name: str | None = None):
         super().__init__()
-        if isinstance(blocks_or_field, Field):
+        if is_field(blocks_or_field):
             field = blocks_or_field
-            own_dt = getattr(field, "dt", None) if isinstance(
-                field, (BlockField, ShakeField, CoupledBlockField)) else None
+            own_dt = getattr(field, "dt", None) if getattr(field, "owns_dt", False) else None
             if own_dt is not None:
                 if dt is not None and not math.isclose(_check_dt(dt), own_dt):
                     raise ValueError(f"Stage: dt={dt} disagrees with the block field's own dt={own_dt}")
@@ -135,7 +128,7 @@ class Stage(nn.Module):
         if len(schemes) != steps:
             raise ValueError(f"Stage: {len(schemes)} schemes for {steps} steps")
         for s in schemes:
-            if not isinstance(s, Scheme):
+            if not is_scheme(s):
                 raise ValueError(f"Stage: scheme must be an sdenet Scheme, got {type(s).__name__}")
             s.check(field)
         if n_blocks is not None:
@@ -195,38 +188,22 @@ class Stage(nn.Module):
 
             x = _run_memory(self, schemes, x, state)
             return torch.cat(x, dim=1) if split else x
-        start = 0
+        check = None
         if not torch.compiler.is_compiling() and not self._boundary_checked:
             # first call: step 0 sees the field through the boundary checks (same outputs)
-            x, state = self._checked_first_step(field, schemes[0], x, state)
-            start = 1
-        if field.tensor_time:  # a user's time-continuous field: t as a 0-dim tensor
-            like = x[0] if isinstance(x, tuple) else x
-            for n, t in enumerate(time_points(t0, dt, self.steps, like, first=start), start):
-                x, state = schemes[n].step(field, t, x, dt, state, gen)
-                if post is not None:
-                    x = self._post(x)
-        else:
-            for n in range(start, self.steps):
-                x, state = schemes[n].step(field, t0 + n * dt, x, dt, state, gen)
-                if post is not None:
-                    x = self._post(x)
+            check = FieldCheck(field, x, self._where())
+        # the one loop (sdenet.loop); a user's time-continuous field gets t as a 0-dim tensor
+        x, state = run_steps(field, schemes, x, state, t0=t0, dt=dt, steps=self.steps, generator=gen,
+                             post=None if post is None else self._post, check_field=check,
+                             tensor_time=field.tensor_time)
+        if check is not None:
+            self._boundary_checked = True
         if split:
             x = torch.cat(x, dim=1)
         return x
 
     def _where(self) -> str:
         return f"{type(self).__name__} {self.name!r}" if self.name else type(self).__name__
-
-    def _checked_first_step(self, field, scheme, x, state):
-        t = self.t0
-        if field.tensor_time:
-            t = next(time_points(t, self.dt, 1, x[0] if isinstance(x, tuple) else x))
-        x, state = scheme.step(FieldCheck(field, x, self._where()), t, x, self.dt, state, self._generator)
-        if self.post is not None:
-            x = self._post(x)
-        self._boundary_checked = True
-        return x, state
 
     def extra_repr(self):
         kinds = sorted({repr(s) for s in self.schemes})
@@ -276,7 +253,7 @@ class Transition(Stage):
     """
 
     def __init__(self, shortcut: nn.Module, field_or_block, scheme, *, post=None, name=None):
-        if not isinstance(field_or_block, Field):
+        if not is_field(field_or_block):
             field_or_block = BlockField([field_or_block], 1.0)
         super().__init__(field_or_block, scheme, dt=1.0, steps=1, post=post, name=name)
         self.shortcut = shortcut if shortcut is not None else nn.Identity()
@@ -285,13 +262,11 @@ class Transition(Stage):
         s = self.shortcut(x)
         scheme = (self.schemes if self._noisy() else self._eval_schemes)[0]
         lifted = _AtInput(self.field, x)
-        t = self.t0
-        if self.field.tensor_time:  # a user's field: t as a 0-dim tensor
-            t = next(time_points(t, 1.0, 1, s))
         check = not torch.compiler.is_compiling() and not self._boundary_checked
-        if check:
-            lifted = FieldCheck(lifted, s, self._where())  # first call: check against S(x)
-        out, _ = scheme.step(lifted, t, s, 1.0, scheme.init(lifted, self.t0, s, 1.0), self._generator)
+        # one step of the one loop, from S(x) (first call: checked against S(x))
+        out, _ = run_steps(lifted, scheme, s, scheme.init(lifted, self.t0, s, 1.0), t0=self.t0, dt=1.0, steps=1,
+                           generator=self._generator, check_field=FieldCheck(lifted, s, self._where()) if check
+                           else None, tensor_time=self.field.tensor_time)
         if check:
             self._boundary_checked = True
         if self.post is not None:
@@ -313,7 +288,7 @@ def lm_stage(blocks_or_field, *, dt=None, k_init=(-0.1, 0.0), per_channel: bool 
     """
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"lm_stage: generator must be a torch.Generator or None, got {type(generator).__name__}")
-    if isinstance(blocks_or_field, Field):
+    if is_field(blocks_or_field):
         field = blocks_or_field
     else:
         field = BlockField(blocks_or_field, 1.0 if dt is None else dt)
@@ -385,6 +360,6 @@ def set_generator(model: nn.Module, generator: torch.Generator | None) -> nn.Mod
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"set_generator: expected a torch.Generator or None, got {type(generator).__name__}")
     for m in model.modules():
-        if isinstance(m, (Stage, _NoiseStats)):
+        if isinstance(m, Stage) or getattr(m, "records_noise", False):
             m._generator = generator
     return model

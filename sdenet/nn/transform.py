@@ -19,8 +19,7 @@ import copy
 
 from torch import nn
 
-from ..laws import DropBernoulli
-from ..schemes import Euler, WeakEuler
+from ..schemes import Euler
 from .network import Layer
 from .stage import Stage, Transition, lm_stage
 
@@ -40,9 +39,10 @@ def _channels(module: nn.Module):
 def _convertible(stage: Stage) -> str | None:
     if isinstance(stage, Transition) or getattr(stage, "coefficients", None) is not None:
         return None
-    if all(type(s) is Euler for s in stage.schemes):
+    # the schemes say whether a step is exactly (weak) forward Euler, and the laws whether they drop blocks
+    if all(s.euler_step and s.law is None for s in stage.schemes):
         return "euler"
-    if all(type(s) is WeakEuler and isinstance(s.law, DropBernoulli) for s in stage.schemes):
+    if all(s.euler_step and s.law is not None and s.law.drops for s in stage.schemes):
         return "drop"
     return None
 

@@ -62,11 +62,11 @@ def _float(v):
 
 def exact_condition(law: str, p, dt: float) -> tuple[float, float]:
     """``(C, K)`` of the law named ``law`` (with ``p`` for drop) at ``dt``, from exact moments."""
-    from ..laws import DropBernoulli, get_law
+    from ..laws import get_law
 
     key = str(law).lower()
     obj = get_law(key, p) if key.startswith(("drop", "bernoulli")) else get_law(key)
-    if isinstance(obj, DropBernoulli) and p is None:
+    if obj.drops and p is None:
         raise ValueError("exact_condition: the drop law needs p")
     c = obj.condition(dt)
     return c, c / (float(dt) ** 2)
@@ -217,12 +217,11 @@ def format_table(report: list[dict]) -> str:
 
 
 def _law_row(where: str, block, law, dt, stats=None) -> dict:
-    from ..laws import DropBernoulli
-
     dt = float(dt)
     C = float(law.condition(dt))
+    p = getattr(law, "survival", None)
     row = {"stage": where, "block": block, "law": getattr(law, "name", type(law).__name__),
-           "p": float(law.p) if isinstance(law, DropBernoulli) else None, "dt": dt, "C": C,
+           "p": float(p) if p is not None else None, "dt": dt, "C": C,
            "K": C / (dt * dt)}
     if stats:
         row.update(stats)
@@ -258,8 +257,8 @@ def model_weak_report(model) -> list[dict]:
     fn = getattr(model, "weak_report", None)
     if callable(fn):
         return normalize_report(fn())
-    from ..fields import Field
-    from ..laws import NoiseLaw
+    from ..fields import is_field
+    from ..laws import is_law
     try:
         from ..nn.stage import Stage
     except ImportError:  # pragma: no cover - sdenet.nn is part of the package
@@ -282,10 +281,10 @@ def model_weak_report(model) -> list[dict]:
             name = m.name or path
             for n, scheme in enumerate(m.schemes):
                 law = getattr(scheme, "law", None)
-                if isinstance(law, NoiseLaw):
+                if is_law(law):
                     rows.append(_law_row(name, n, law, m.dt, _stats(m.field, n)))
             covered.append(path)
-        elif isinstance(m, Field) and m.stochastic and isinstance(getattr(m, "law", None), NoiseLaw):
+        elif is_field(m) and m.stochastic and is_law(getattr(m, "law", None)):
             dt = getattr(m, "dt", None)
             if isinstance(dt, (int, float)) and not isinstance(dt, bool) and dt > 0:
                 rows.append(_law_row(path, None, m.law, dt, _stats(m, 0)))
@@ -303,9 +302,9 @@ def model_is_stochastic(model) -> bool:
             return True
     except Exception:
         pass
-    from ..fields import Field
+    from ..fields import is_field
     for m in model.modules():
-        if isinstance(m, Field) and m.stochastic:
+        if is_field(m) and m.stochastic:
             return True
         f = getattr(m, "stochastic", None)
         if m is not model and isinstance(f, bool) and f:

@@ -276,12 +276,12 @@ def plot_lm_coefficients(runs: Sequence[Run], out_dir, filename: str = "lm_coeff
 def _exact_moments(entry: dict):
     """Exact (m1, m2 - Δt, m3) of the entry's law at its Δt, or None if unknown."""
     try:
-        from ..laws import DropBernoulli, get_law
+        from ..laws import get_law
 
         name = re.match(r"\s*([A-Za-z_-]+)", str(entry.get("law"))).group(1)
         law = get_law(name)
-        if isinstance(law, DropBernoulli) and entry.get("p") is not None:
-            law = DropBernoulli(float(entry["p"]))
+        if entry.get("p") is not None:
+            law = law.with_survival(float(entry["p"]))  # a drop law takes the entry's p
         dt = float(entry["dt"])
         m1, m2, m3, _ = law.moments(dt)
         return m1, m2 - dt, m3

@@ -1,0 +1,160 @@
+"""The one stepping loop: every way the library steps a scheme runs :func:`run_steps`.
+
+    state = scheme.init(...)                  (the caller: ``scheme.start`` for a stage)
+    for n in first … steps − 1:
+        dw = the given increment n, if any
+        x, state = schemes[n].step(field, t_n, x, Δt, state, generator, dw=dw)
+
+:func:`sdenet.integrate` and :class:`sdenet.nn.Stage` (store mode) call it; so can the memory
+modes of :mod:`sdenet.nn.memory` (a reversible stage runs it graph-free and then its own
+reverse sweep; a checkpointed one runs it segment by segment with ``first`` and ``steps``).
+
+Where autograd does not record (grad mode off, or nothing in the step needs a gradient) and a
+scheme declares a fused in-place kernel (:meth:`sdenet.Scheme.inplace`), the loop works in
+place instead: one copy of ``x`` is updated step after step and the increments are drawn into
+reused buffers (:meth:`sdenet.NoiseLaw.draws`, the same generator calls as ``law.sample``), so
+a user's own field gets the speed a hand-written in-place loop has (minus the drift's own
+allocation). A kernel that finds the field's output recorded by autograd (a parameter that
+needs a gradient, a tensor captured by a lambda) declines before touching ``x``, and the loop
+runs ``step`` from there on. The in-place arithmetic may group the sum differently from
+``step`` (``(x + fΔt) + gΔŴ`` against ``x + (fΔt + gΔŴ)``): results agree to rounding, and
+``ENABLED = False`` in :mod:`sdenet.fast` switches the in-place path off everywhere.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import fast as _fast
+from .fields import time_points
+
+__all__ = ["run_steps", "inplace_allowed"]
+
+
+def inplace_allowed(x, post=None) -> bool:
+    """Whether the loop may work in place on ``x``: a single tensor, no per-step ``post``, the
+    in-place path enabled, and autograd not recording through ``x`` (grad mode off, or ``x``
+    needs no gradient); never while ``torch.compile`` traces."""
+    if not _fast.ENABLED or post is not None or not isinstance(x, torch.Tensor):
+        return False
+    if torch.compiler.is_compiling():
+        return False
+    return not (torch.is_grad_enabled() and x.requires_grad)
+
+
+def run_steps(field, schemes, x, state, *, t0: float, dt: float, steps: int, generator=None, dw=None,
+              first: int = 0, save: list | None = None, post=None, check_field=None, tensor_time=None,
+              inplace: bool | None = None):
+    """Run steps ``first … steps − 1`` of ``schemes`` on ``field`` from ``(x, state)``; return ``(x, state)``.
+
+    ``schemes`` is one scheme or a sequence with one per step (indexed by the step number).
+    ``dw`` is ``None`` (each scheme draws its own increments from ``generator``) or a callable
+    ``dw(n, t, dt)`` returning step ``n``'s Brownian increment (``integrate`` checks it).
+    ``save``, a list, receives every new state (``x_{n+1}``; copies on the in-place path).
+    ``post`` is applied after every step (a stage's post-activation). ``check_field`` is the
+    field step ``first`` sees instead of ``field`` (``FieldCheck``: the boundary checks on the
+    first step). ``tensor_time`` (default ``field.tensor_time``) passes ``t`` as a 0-dim tensor.
+    ``inplace``: ``None`` decides by :func:`inplace_allowed`, ``False`` never. ``x`` itself is never
+    modified: the in-place path works on a copy.
+    """
+    per_step = isinstance(schemes, (list, tuple))
+    like = x[0] if isinstance(x, tuple) else x
+    if tensor_time is None:
+        tensor_time = getattr(field, "tensor_time", True)
+    times = time_points(t0, dt, steps, like, tensor_time, first=first)
+    n = first
+    if check_field is not None and n < steps:  # the first step through the boundary checks
+        t = next(times)
+        s = schemes[n] if per_step else schemes
+        x, state = _step(s, check_field, t, x, dt, state, generator, dw, n, t0)
+        if post is not None:
+            x = post(x)
+        if save is not None:
+            save.append(x)
+        n += 1
+    if n < steps and (inplace is None or inplace) and inplace_allowed(x, post):
+        x, state, n, times = _run_inplace(field, schemes, per_step, x, state, times, n, steps, dt, generator, dw,
+                                          t0, save)
+    for t in times:
+        s = schemes[n] if per_step else schemes
+        x, state = _step(s, field, t, x, dt, state, generator, dw, n, t0)
+        if post is not None:
+            x = post(x)
+        if save is not None:
+            save.append(x)
+        n += 1
+    return x, state
+
+
+def _step(scheme, field, t, x, dt, state, generator, dw, n, t0):
+    if dw is None:
+        return scheme.step(field, t, x, dt, state, generator)
+    return scheme.step(field, t, x, dt, state, generator, dw=dw(n, t0 + n * dt, dt))
+
+
+def _run_inplace(field, schemes, per_step, x, state, times, n, steps, dt, generator, dw, t0, save):
+    """Steps on one copy of ``x`` while every scheme has a kernel that accepts the step; returns where it
+    stopped (``x`` again a tensor the generic steps may continue from) and the remaining times."""
+    kernels = {}  # per scheme object: (kernel, drawer) — a stage may switch schemes from step to step
+
+    def kernel_of(s):
+        k = kernels.get(id(s))
+        if k is None:
+            kern = s.inplace(field, x, dt)
+            drawer = None
+            if kern is not None and dw is None and s.law is not None:
+                drawer = s.draws(field, x, dt, generator)
+            k = kernels[id(s)] = (kern, drawer, s)
+        return k
+
+    first = kernel_of(schemes[n] if per_step else schemes)
+    if first[0] is None:
+        return x, state, n, times
+    with torch.no_grad():
+        y = x.detach().clone()
+    pending = None
+    if not per_step and dw is None:  # one scheme, drawn increments: the tight loop
+        kern, drawer, s = first
+        take = _NOTHING if drawer is None else drawer.draw
+        for t in times:
+            if not kern(t, y, take):  # declined before drawing: the generic step takes it
+                pending = t
+                break
+            if save is not None:
+                save.append(y.clone())
+            n += 1
+        rest = times if pending is None else _chain(pending, times)
+        return y, state, n, rest
+    for t in times:
+        s = schemes[n] if per_step else schemes
+        kern, drawer, _ = kernel_of(s)
+        if kern is None:
+            pending = t
+            break
+        if s.law is None:
+            take = _NOTHING
+        elif dw is not None:
+            take = _given(s.law, dw, n, t0 + n * dt, dt)
+        else:
+            take = drawer.draw
+        if not kern(t, y, take):  # declined before drawing: the generic step takes it
+            pending = t
+            break
+        if save is not None:
+            save.append(y.clone())
+        n += 1
+    rest = times if pending is None else _chain(pending, times)
+    return y, state, n, rest
+
+
+def _NOTHING():
+    return None
+
+
+def _given(law, dw, n, t, dt):
+    return lambda: (law.from_gaussian(dw(n, t, dt), dt), 1.0, 0.0)
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
