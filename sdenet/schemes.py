@@ -728,7 +728,7 @@ def get_scheme(name: str, law: NoiseLaw | None = None, **kwargs) -> Scheme:
         return build(Leapfrog, ("start", "velocity"))
     if key in _REGISTERED:
         cls, options, gaussian_only = _REGISTERED[key]
-        if gaussian_only and law is not None and not isinstance(law, Gaussian):
+        if gaussian_only and law is not None and law != Gaussian():
             raise ValueError(f"{key} uses Gaussian increments (it is a strong scheme); use platen for another law")
         return build(cls, options)
     raise ValueError(f"unknown scheme {name!r}; choose one of {', '.join(SCHEME_NAMES)}")

@@ -276,9 +276,12 @@ class ExplicitRK(Scheme):
         self.order = int(order)
         self.name = name
         self.lookahead = int(math.ceil(max(self.c)))
+        #: the drift's evaluation times of one step, in units of Δt from t_n
+        self.evaluations = tuple(sorted(set(self.c)))
         self._needed = [self.b[i] != 0 or _used_later((self.a,), i) for i in range(s)]
 
-    def step(self, field, t, x, dt, state, generator=None):
+    def step(self, field, t, x, dt, state, generator=None, *, dw=None):
+        self._refuse_dw(dw)
         ks = []
         out = x
         for i, need in enumerate(self._needed):
@@ -347,6 +350,15 @@ class SRK(Scheme):
                 "(commutative noise), Platen or EulerMaruyama"
             )
 
+    @property
+    def evaluations(self):
+        """The times ``t_n + c Δt`` of the drift and diffusion evaluations of both tableaux (the
+        SRA one serves additive fields, the SRI one the others)."""
+        times = set()
+        for tab in (self.sra, self.sri):
+            times |= set(tab.c0) | set(tab.c1)
+        return tuple(sorted(times))
+
     def mean_scheme(self) -> Scheme:
         t = self.sri
         return ExplicitRK(t.a0, t.alpha, t.c0, t.order, name=t.name)
@@ -362,7 +374,7 @@ class SRK(Scheme):
         du = torch.randn(dw.shape, generator=generator, device=dw.device, dtype=dw.dtype) * math.sqrt(dt)
         return dw, space_time_integral(dw, du, dt)
 
-    def step(self, field, t, x, dt, state, generator=None, dw=None):
+    def step(self, field, t, x, dt, state, generator=None, *, dw=None):
         dw, dz = self.draw(field, x, dt, generator, dw)
         if field.additive:
             return self._additive_step(field, t, x, dt, dw, dz), state
