@@ -92,7 +92,8 @@ def _coefficient(cls: str, name: str, value):
 
 
 class Scheme:
-    """Base class; see the module docstring for the protocol."""
+    """Base class of the one-step protocol ``(x_{n+1}, state_{n+1}) = step(field, t_n, x_n, Δt, state_n)``
+    (a multistep history travels in ``state``); see the module docstring for the protocol."""
 
     order: int = 1
     weak_order: float | None = None
