@@ -15,7 +15,7 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
 else
     echo "[sdenet setup] keeping installed torch $("$PY" -c 'import torch; print(torch.__version__)')"
 fi
-"$PY" -m pip install --quiet -e ".[dev]"
+"$PY" -m pip install --quiet -e ".[dev,docs,theory]"
 # pyenv installs console scripts behind shims that exist only after a rehash
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash >/dev/null 2>&1 || true; fi
 echo "[sdenet setup] done: $("$PY" -c 'import sdenet, torch; print("sdenet", sdenet.__version__, "| torch", torch.__version__)')"

@@ -87,7 +87,8 @@ def _check_noise(noise) -> str:
 
 
 class Field(nn.Module):
-    """Base class. Subclasses define :meth:`drift` and, when stochastic, :meth:`diffusion`.
+    """Base class of ``dX = drift(t, X) dt + diffusion(t, X) dW`` (``dX = drift(t, X) dt`` for an ODE).
+    Subclasses define :meth:`drift` and, when stochastic, :meth:`diffusion`.
 
     Attributes
     ----------

@@ -103,7 +103,11 @@ def integrate(
     save: str = "last",
     dw=None,
 ):
-    """Integrate ``field`` with ``scheme`` from ``x0`` at ``t0`` over a uniform grid.
+    """Integrate ``field`` with ``scheme`` from ``x0`` at ``t0`` over a uniform grid:
+
+        X_{n+1} = Φ_Δt(t_n, X_n, ΔŴ_n),   t_n = t0 + nΔt,   n = 0 … N−1,   X_0 = x0,
+
+    ``Φ`` the scheme's step, ``ΔŴ_n`` drawn from its law (or given as ``dw``).
 
     Give two of ``t1``, ``steps``, ``dt``. Stochastic schemes draw their increments
     from ``generator`` (on ``x0``'s device) or torch's global generator. The whole

@@ -136,7 +136,8 @@ def _coefficient(cls: str, name: str, value):
 
 
 class Scheme:
-    """Base class; see the module docstring for the protocol."""
+    """Base class of the one-step protocol ``(x_{n+1}, state_{n+1}) = step(field, t_n, x_n, Δt, state_n)``
+    (a multistep history travels in ``state``); see the module docstring for the protocol."""
 
     order: int = 1
     weak_order: float | None = None
@@ -824,7 +825,12 @@ class Platen(_Weak2):
     Weak order 2 with increments whose moments match the Gaussian's up to the fifth
     (:class:`~sdenet.Gaussian`, :class:`~sdenet.ThreePoint`); with a law that only meets
     condition (5) (Rademacher: E ΔŴ⁴ = Δ² ≠ 3Δ²) the scheme is still consistent but of weak
-    order 1, and ``weak_order`` says so. Anchor: StochasticDiffEq.jl's ``PL1WM``.
+    order 1, and ``weak_order`` says so. Anchor: StochasticDiffEq.jl's ``PL1WM``, which gives the
+    same paths on scalar autonomous problems; sdenet departs from it where PL1WM loses weak order 2:
+    the supporting values are evaluated at ``t_{n+1}`` (PL1WM: ``t_n``, order 1 with time-dependent
+    coefficients), ``Ῡ±`` shift only the component of their own noise for diagonal noise (PL1WM
+    shifts every component), and ``V = ±Δ`` (PL1WM's ``Î₂ = ±√Δ``) for general noise
+    (``tests/test_platen_pl1wm.py``).
     """
 
     lookahead = 1

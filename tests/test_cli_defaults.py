@@ -38,7 +38,7 @@ def test_theory_writes_a_fresh_folder_by_default(entry, tmp_path, monkeypatch, c
     if entry == "sdenet":
         code = main(["theory", *argv])
     else:
-        from theory.__main__ import main as theory_main
+        from sdenet.theory.__main__ import main as theory_main
 
         code = theory_main(argv)
     assert code == 0

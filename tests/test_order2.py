@@ -453,7 +453,7 @@ def test_platen_network_stage_drop_and_shake():
 
 
 def test_theory_cos_orders_separate_the_laws():
-    from theory.weak_laws import cos_orders
+    from sdenet.theory.weak_laws import cos_orders
 
     ou = weak.OU(theta=1.0, sigma=1.0, x0=1.0)
     res = cos_orders(ou, laws=[sn.Gaussian(), sn.Uniform(), sn.Rademacher()], steps=(64, 128, 256), paths=50_000)
@@ -465,7 +465,7 @@ def test_theory_cos_orders_separate_the_laws():
 
 
 def test_theory_network_stage_is_the_scheme():
-    from theory.weak_order2 import network_checks
+    from sdenet.theory.weak_order2 import network_checks
 
     for name, same, z, eval_diff in network_checks(torch.tensor([[0.8, -0.5, 0.3]], dtype=F64), n=3, paths=20_000):
         assert same and abs(z) < 4 and eval_diff < 1e-12, name
@@ -473,7 +473,7 @@ def test_theory_network_stage_is_the_scheme():
 
 @pytest.mark.slow
 def test_theory_network_weak_order_two():
-    from theory.weak_order2 import network_orders
+    from sdenet.theory.weak_order2 import network_orders
 
     net, _ = network_orders(quick=True)
     for r in net.values():

@@ -13,7 +13,7 @@ from sdenet.laws import survival_at
 from sdenet.nn import coarsen, refine
 from sdenet.nn.stage import Stage, Transition
 from sdenet.weak import fit_slope
-from theory.refinement import old_rule_forward
+from sdenet.theory.refinement import old_rule_forward
 
 FAMILIES = ["tiny_resnet", "tiny_lm_resnet", "tiny_sd_resnet", "tiny_lm_sd_resnet", "tiny_shake_shake",
             "polynet", "fractalnet", "revnet"]
@@ -273,7 +273,7 @@ def test_sqrt_schedule_keeps_K_bounded_as_dt_shrinks():
 
 
 def test_theory_refinement_toy_tells_the_rules_apart():
-    from theory.refinement import toy_lm_sd
+    from sdenet.theory.refinement import toy_lm_sd
 
     r = toy_lm_sd(levels=6)
     assert r["old"][0] == pytest.approx(r["fixed"][0])  # the same network at Δt = 1

@@ -10,8 +10,8 @@ import sympy as sp
 import torch
 
 import sdenet
-from theory import lm_stability, modified_equations, stochastic_lm, table1, weak_laws, dt_families
-from theory.report import ITEMS, run_all
+from sdenet.theory import lm_stability, modified_equations, stochastic_lm, table1, weak_laws, dt_families
+from sdenet.theory.report import ITEMS, run_all
 
 ORDER_TOL = 0.2
 
@@ -260,14 +260,14 @@ def test_cli_theory_without_the_theory_package(monkeypatch, capsys):
 
     from sdenet.cli import main
 
-    monkeypatch.setitem(sys.modules, "theory", None)  # import theory -> ImportError
+    monkeypatch.setitem(sys.modules, "sdenet.theory", None)  # import sdenet.theory -> ImportError
     assert main(["theory", "--quick"]) == 2
     err = capsys.readouterr().err
     assert "not importable" in err and "Traceback" not in err
 
 
 def test_python_m_theory_rejects_unknown_items(capsys):
-    from theory.__main__ import main
+    from sdenet.theory.__main__ import main
 
     assert main(["--items", "stability,nope"]) == 2
     assert "unknown theory item" in capsys.readouterr().err
@@ -277,7 +277,7 @@ def test_python_m_theory_rejects_unknown_items(capsys):
 
 
 def test_reversible_step_eigenvalues_match_closed_forms():
-    from theory import reversible_stability as R
+    from sdenet.theory import reversible_stability as R
 
     rng = np.random.default_rng(1)
     K = rng.standard_normal((6, 6)) / 3
@@ -291,7 +291,7 @@ def test_reversible_step_eigenvalues_match_closed_forms():
 
 
 def test_reversible_layer_norms_match_a_direct_backward():
-    from theory import reversible_stability as R
+    from sdenet.theory import reversible_stability as R
 
     f, g = R.layer_norms("hamiltonian", layers=20, d=4, batch=2)
     assert f[0] == 1 and g[-1] == 1 and len(f) == 21 and np.isfinite(g).all()

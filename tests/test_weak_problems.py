@@ -308,9 +308,9 @@ def test_platen_through_get_scheme(capsys):
 
 
 def test_lm_limit_moments_agree_with_the_theory_oscillator():
-    """An independent derivation (tensor-power moment ODE in theory/stochastic_lm.py) of the same
+    """An independent derivation (tensor-power moment ODE in sdenet/theory/stochastic_lm.py) of the same
     limit with multiplicative noise: dY = −pω²X dt − √(p(1−p)) ω² X dB + g Y dt."""
-    from theory.stochastic_lm import Oscillator
+    from sdenet.theory.stochastic_lm import Oscillator
 
     osc = Oscillator(omega=2.0, g=-0.5, p=0.7, x0=1.2, T=1.5)
     w2, s = osc.omega**2, osc.s

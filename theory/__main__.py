@@ -1,46 +1,10 @@
-"""``python -m theory [--out DIR] [--quick] [--items a,b] [--threads N]``: run every item and write
-REPORT.md (the same as ``sdenet theory``). Without ``--out`` the report goes to a fresh
-``theory-<time>/`` folder in the current directory; ``--out theory`` (from a checkout) rewrites
-the committed ``theory/REPORT.md``."""
+"""``python -m theory`` from a checkout: the same as ``sdenet theory`` (the code lives in
+``sdenet/theory/``; this folder keeps the committed REPORT.md and its figures). Not installed
+with the package: installed, run ``sdenet theory`` or ``python -m sdenet.theory``."""
 
-from __future__ import annotations
-
-import argparse
 import sys
 
-from .report import ITEMS, _select, run_all
-
-
-def main(argv=None) -> int:
-    from sdenet.commands._args import apply_threads, threads, writable_dir
-    from sdenet.commands.theory import fresh_out_dir
-
-    parser = argparse.ArgumentParser(prog="python -m theory", description=__doc__)
-    parser.add_argument("--out", default=None,
-                        help="output folder (default: a fresh theory-<time>/ in the current directory)")
-    parser.add_argument("--quick", action="store_true", help="smaller ladders and fewer paths (for tests)")
-    parser.add_argument("--items", default=None, help=f"comma-separated subset of: {', '.join(ITEMS)}")
-    parser.add_argument("--threads", type=threads, default=None, metavar="N",
-                        help="torch CPU threads (default: torch's choice)")
-    args = parser.parse_args(argv)
-    items = None if args.items is None else [s.strip() for s in args.items.split(",") if s.strip()]
-    try:
-        if items is not None:
-            _select(items)  # unknown items are refused before any folder is made
-        out = fresh_out_dir() if args.out is None else args.out
-        writable_dir(out, "--out")
-        writable_dir(f"{out}/figures", "--out")
-        apply_threads(args)
-        path = run_all(out, quick=args.quick, items=items)
-    except ValueError as err:
-        print(f"python -m theory: error: {err}", file=sys.stderr)
-        return 2
-    except RuntimeError as err:
-        print(f"python -m theory: error: {err}", file=sys.stderr)
-        return 1
-    print(f"wrote {path}")
-    return 0
-
+from sdenet.theory.__main__ import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m theory"))

@@ -1,10 +1,10 @@
 """``sdenet theory [--out DIR] [--quick] [--items a,b] [--threads N]``: run the theory items.
 
-The same as ``python -m theory``: modified equations, LM stability, Table 1 as networks, weak
+The same as ``python -m sdenet.theory`` (``python -m theory`` from a checkout): modified equations, LM stability, Table 1 as networks, weak
 convergence of each law, shake-shake/stochastic-depth families for Δt ≠ 1 and the LM stochastic
 scheme; figures go to ``DIR/figures`` and the report to ``DIR/REPORT.md``. Without ``--out`` a
 fresh folder ``theory-<time>/`` in the current directory is used, so the report committed with
-the package (``theory/REPORT.md``) is rewritten only on request (``--out theory`` from a
+the repository (``theory/REPORT.md``) is rewritten only on request (``--out theory`` from a
 checkout). Progress is printed per item.
 """
 
@@ -44,16 +44,16 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    import importlib
     import sys
 
     from ..cli import UsageError
 
     try:
-        import theory
+        theory = importlib.import_module("sdenet.theory")
     except ImportError as err:
         raise UsageError(
-            "the 'theory' package is not importable "
-            f"({err}); run from a checkout of sdenet (the folder holding theory/) or install sdenet with it"
+            f"the theory items are not importable ({err}); install them with pip install 'sdenet[theory]'"
         ) from None
     items = None
     if args.items is not None:

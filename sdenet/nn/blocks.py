@@ -132,7 +132,8 @@ class ShakeBranch(PostActBasic):
 
 
 class PadShortcut(nn.Module):
-    """Option A of He et al. 2015: subsample by ``stride`` and zero-pad the new channels."""
+    """Option A of He et al. 2015: ``S(x) = pad(x[:, :, ::stride, ::stride])``, subsample by ``stride``
+    and zero-pad the new channels (no parameters)."""
 
     def __init__(self, c_in: int, c_out: int, stride: int = 1):
         super().__init__()

@@ -42,7 +42,8 @@ class Layer(nn.Module):
 
 
 class Network(nn.Module):
-    """``head(layers(stem(x)))`` with the sdenet reports as methods."""
+    """``logits = head(layers(stem(x)))``, each layer ``x ↦ stage(transition(x))`` (a stage being
+    ``N`` steps of a scheme on the field of its blocks), with the sdenet reports as methods."""
 
     def __init__(self, stem: nn.Module, layers, head: nn.Module):
         super().__init__()

@@ -59,7 +59,11 @@ def _lookahead(scheme) -> int:
 
 
 class Stage(nn.Module):
-    """Integrate ``blocks_or_field`` with ``scheme`` over ``steps`` steps of size ``dt``.
+    """Integrate ``blocks_or_field`` with ``scheme`` over ``steps`` steps of size ``dt``:
+
+        (x_{n+1}, state) = scheme.step(field, t_n, x_n, Δt, state),   t_n = nΔt,   n = 0 … N−1,
+
+    block ``n`` being the field at ``t_n`` (Euler: ``x_{n+1} = x_n + Δt f_n(x_n)``, a ResNet stage).
 
     Parameters
     ----------

@@ -337,7 +337,7 @@ def run(out, quick: bool = False) -> ItemResult:
 the LM scheme solves `(1+k) u' + (1−k) Δt/2 u'' = f(u)` (eq. 3); the paper compares the two architectures
 through these equations (the trained k changes the weight of the second-order term relative to `u'`).
 
-**Derivation (sympy, `theory.modified_equations`).** Substituting `u_{{n+j}} = u(t + jΔt)`, expanding in
+**Derivation (sympy, `sdenet.theory.modified_equations`).** Substituting `u_{{n+j}} = u(t + jΔt)`, expanding in
 Δt and dividing by Δt (difference form), and solving order by order for the field `f̃ = a₀ + Δt a₁ + Δt² a₂`
 whose exact flow reproduces one step (first-order form, with `f' = df/du`):
 
