@@ -166,7 +166,7 @@ def run(args) -> int:
         if args.rescale:
             raise UsageError("train: --resume continues a run with its own settings; drop --rescale")
         kw = dict(resume=args.resume, device=args.device, quiet=args.quiet,
-                  data_root=args.data_root)
+                  data_root=args.data_root, download=args.download)
         if args.model:
             kw["model"] = args.model
     else:
@@ -198,7 +198,8 @@ def run(args) -> int:
 
     try:
         if args.resume and is_multilevel(args.resume):
-            resume_multilevel(args.resume, device=args.device, quiet=args.quiet)
+            resume_multilevel(args.resume, device=args.device, quiet=args.quiet, model=args.model,
+                              data_root=args.data_root, download=args.download)
         elif args.multilevel:
             out = kw.pop("out", None)
             train_multilevel(args.multilevel, out=out, **kw)

@@ -199,10 +199,12 @@ def _label(law, p):
 
 
 def _savefig(fig, file) -> Path:
+    from ..train.safe_io import save_figure
+
     path = Path(file)
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    save_figure(fig, path, dpi=120, bbox_inches="tight")  # no symbolic link followed
     return path
 
 
