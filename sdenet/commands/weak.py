@@ -143,7 +143,7 @@ def run_check(args) -> int:
     from ..weak import check
 
     apply_threads(args)
-    if args.plot:
+    if args.plot is not None:
         writable_file(args.plot, "--plot")
     laws = _laws_from(args)
     rows = check(laws, args.dt, samples=args.samples, seed=args.seed, device=_device(args.device))
@@ -311,7 +311,7 @@ def run_order(args) -> int:
     from ..weak import _check_order_work, weak_order
 
     apply_threads(args)
-    if args.plot:
+    if args.plot is not None:
         writable_file(args.plot, "--plot")
     law = get_law(args.law, args.p)
     options = {} if args.g is None else {"g": args.g}

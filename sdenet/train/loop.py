@@ -302,6 +302,14 @@ def _model_known(name) -> bool:
     return known is None or name in known
 
 
+def _create_model_check(name, num_classes, overrides, where: str) -> None:
+    """The checks :func:`_create_model` makes before building, for a config that is only read
+    (a warm start's): its options are the registry's and its sizes fit."""
+    from .safe_io import check_model_size
+
+    check_model_size(name, num_classes, overrides, where=where, train=False)
+
+
 def _create_model(name: str, num_classes: int, overrides: dict, *, where: str = "model",
                   batch: int = 0, image: int | None = None, train: bool = True, device=None):
     """Build a registered model, or a user's ``package.module:factory`` one (indirection so tests
@@ -852,15 +860,12 @@ class _Trainer:
 
     # -- set-up ---------------------------------------------------------------------------
     def _lock(self, run_dir: Path, created: bool = False):
-        """Take the run folder's lock (rank 0) and remove stale temporaries under it."""
+        """Take the run folder's lock (rank 0). Stale temporaries are removed only once set-up
+        has succeeded (:meth:`_run`): a refused command removes nothing."""
         if not self.main:
             return
         self.lock = RunLock(run_dir).acquire()
         self.created_dir = created  # removed again if set-up fails (never another run's folder)
-        gone = remove_stale_temporaries(run_dir)
-        if gone:
-            self.log(f"sdenet: removed {len(gone)} temporary file(s) an interrupted write left in "
-                     f"{run_dir}: {', '.join(gone)}", err=True)
 
     def _resume_source(self, cfg: TrainConfig):
         """``(run_dir, checkpoint or None, config)`` of ``cfg.resume``, under the folder's lock."""
@@ -941,7 +946,7 @@ class _Trainer:
                          f"writing metrics.json; finishing it", err=True)
         else:
             rc = _resolve(cfg, device, dist.world_size)
-            self.run_dir = check_out_dir(Path(cfg.out) if cfg.out else
+            self.run_dir = check_out_dir(cfg.out if cfg.out is not None else
                                          _default_run_dir(rc["model"], rc["dataset"]))
             created = make_run_dir(self.run_dir) if self.main else False
             self._lock(self.run_dir, created)
@@ -1009,6 +1014,9 @@ class _Trainer:
 
             self.init_ckpt = ck.load_checkpoint(rc["init"])  # read once: weights here, momentum below
             ck.validate_checkpoint(self.init_ckpt, rc["init"], known_model=_model_known, min_epoch=0)
+            ic = self.init_ckpt["config"]  # its stored config, checked as data
+            _create_model_check(ic["model"], ic.get("num_classes"), ic.get("model_overrides") or {},
+                                str(rc["init"]))
             rc.update(init_weights(model, self.init_ckpt, rc["init"], resolution=rc["resolution"],
                                    native=native, rescale=bool(rc.get("init_rescale"))))
         model = model.to(device)
@@ -1179,6 +1187,10 @@ class _Trainer:
 
         metrics_path = self.run_dir / "metrics.jsonl"
         if self.main:
+            gone = remove_stale_temporaries(self.run_dir)
+            if gone:
+                self.log(f"sdenet: removed {len(gone)} temporary file(s) an interrupted write left "
+                         f"in {self.run_dir}: {', '.join(gone)}", err=True)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             from .safe_io import write_text_atomic
 

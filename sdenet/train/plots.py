@@ -422,7 +422,8 @@ def plot_runs(run_dirs: Iterable, out_dir=None, labels: Sequence[str] | None = N
         raise ValueError(f"plot: --out {out} exists and is not a folder")
     from .safe_io import check_output_path, lock_output
 
-    out = check_output_path(out, "--out", folder=True, make_parents=True)
+    out = check_output_path(out_dir if out_dir is not None else out, "--out", folder=True,
+                            make_parents=True)
     say = log or (lambda s: None)
     with lock_output(out, "--out", folder=True):  # a run folder: its run lock, for the writes
         paths = [plot_errors(runs, out)]

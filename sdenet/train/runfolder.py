@@ -21,7 +21,8 @@ __all__ = ["check_out_dir", "RunLock", "RunLocked", "remove_stale_temporaries", 
 
 LOCK_NAME = ".lock"
 
-_TEMP_PATTERNS = (".last.pt.*.tmp", ".best.pt.*.tmp", ".config.json.tmp", ".metrics.json.tmp")
+_TEMP_PATTERNS = (".last.pt.*.tmp", ".best.pt.*.tmp", ".config.json.*tmp", ".metrics.json.*tmp",
+                  ".metrics.jsonl.*tmp")
 
 
 class RunLocked(ValueError):

@@ -218,6 +218,9 @@ def check_output_path(path, option: str, *, folder: bool = False, make_parents: 
     if path is None or str(path).strip() == "":
         raise ValueError(f"{option}: an empty path; give a {'folder' if folder else 'file'} name")
     p = Path(path).expanduser()
+    if p.parent.is_symlink():
+        raise ValueError(f"{option} {path}: its folder {p.parent} is a symbolic link; give the "
+                         f"real folder (sdenet writes through no link)")
     try:
         st = os.lstat(p)
     except (FileNotFoundError, NotADirectoryError):
@@ -456,7 +459,8 @@ def estimate_model_bytes(name: str, num_classes, overrides: dict, *, batch: int 
     """A lower estimate of the bytes a registered model needs: its parameters (with gradient and
     momentum when ``train``) and, for ``batch`` images of height ``image``, its activations.
     Computed from the configuration alone (nothing is built): at least ``w²`` weights per block of
-    width ``w``, one ``w × H × W`` state per block stored for the backward pass. ValueError for
+    width ``w``, two ``w × H × W`` states per block stored for the backward pass (measured peak
+    memory of training on CPU is 2 to 4 times the estimate). ValueError for
     a configuration the registry refuses."""
     from ..nn import models as registry
 
@@ -483,7 +487,9 @@ def estimate_model_bytes(name: str, num_classes, overrides: dict, *, batch: int 
         peak = max(peak, state)
     store = train and cfg.get("memory", "store") == "store"
     total = 4.0 * params * (3 if train else 1)
-    total += 4.0 * max(int(batch or 0), 0) * (acts if store else 2 * peak)
+    # a block keeps at least its input and one inner state for the backward pass (measured on
+    # CPU: training takes 2 to 4 times this estimate, which therefore only refuses what cannot fit)
+    total += 4.0 * max(int(batch or 0), 0) * (2 * acts if store else 2 * peak)
     return total
 
 
@@ -504,8 +510,11 @@ def check_model_size(name: str, num_classes, overrides: dict, *, where: str, bat
     try:
         need = estimate_model_bytes(name, num_classes, overrides, batch=batch, image=image,
                                     train=train)
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"{where}: cannot size model {name!r} with {overrides} ({e})") from None
+    except (KeyError, TypeError, ValueError) as e:
+        msg = _first_line(e)
+        if msg.startswith(f"{where}:"):
+            raise
+        raise ValueError(f"{where}: {msg}") from None
     sizes = ", ".join(f"{k}={v}" for k, v in sorted((overrides or {}).items())
                       if k in ("refine", "widths", "blocks", "stem_width", "terms"))
     what = (f"{where}: {name} with {num_classes} classes" + (f" and {sizes}" if sizes else "")
