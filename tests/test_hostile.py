@@ -555,3 +555,43 @@ def test_a_step_below_working_precision_warns_and_strict_weak_refuses(root, caps
     assert main([*args, "--out", str(root / "warn")]) == 0
     err = capsys.readouterr().err
     assert "warning" in err and "identity at working precision" in err
+
+
+# ------------------------------------------------------------------------------------------
+# The same rules through the Python API
+# ------------------------------------------------------------------------------------------
+
+
+def test_the_python_api_refuses_what_the_command_refuses(root):
+    from sdenet.commands.refine import refine_checkpoint
+    from sdenet.train import evaluate, train
+    from sdenet.train.checkpoint import load_checkpoint
+    from sdenet.train.multilevel import resume_multilevel, train_multilevel
+    from sdenet.train.plots import plot_runs
+
+    edit_json(root / "ml" / "multilevel.json", lambda d: d["cycles"][1].update(dir="../outside"))
+    (root / "done" / "errors.png").symlink_to(root / "outside" / "precious.txt")
+    copy_run(root / "run", root / "rooted")
+    set_config(root / "rooted", data_root=str(root / "outside"))
+    copy_run(root / "run", root / "linked")
+    (root / "linked" / "metrics.jsonl").unlink()
+    (root / "linked" / "metrics.jsonl").symlink_to(root / "outside" / "precious.txt")
+    grown = root / "outside" / "grown.pt"
+    grown.write_bytes((root / "done" / "last.pt").read_bytes())
+    rewrite_zip(grown, lambda n, d: (d + b"\0" * 64 if "/data/0" in n else d, zipfile.ZIP_STORED))
+    before = snapshot(root)
+    cases = [
+        (lambda: evaluate(root / "rooted"), "--data-root"),
+        (lambda: train(resume=str(root / "linked"), device="cpu", quiet=True), "symbolic link"),
+        (lambda: resume_multilevel(root / "ml"), "leaves the run folder"),
+        (lambda: refine_checkpoint(root / "run", os.devnull), "device"),
+        (lambda: plot_runs([root / "done"], log=None), "symbolic link"),
+        (lambda: load_checkpoint(grown), "record"),
+        (lambda: train_multilevel(10 ** 6, model="tiny_resnet", out=root / "new"), "bound"),
+        (lambda: train(model="tiny_resnet", dataset="sample", overrides={"refine": 10 ** 9},
+                       out=str(root / "new"), device="cpu", quiet=True), "memory"),
+    ]
+    for call, needle in cases:
+        with pytest.raises(ValueError, match=needle):
+            call()
+    assert not diff(before, snapshot(root)), diff(before, snapshot(root))

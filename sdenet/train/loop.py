@@ -947,7 +947,7 @@ class _Trainer:
         else:
             rc = _resolve(cfg, device, dist.world_size)
             self.run_dir = check_out_dir(cfg.out if cfg.out is not None else
-                                         _default_run_dir(rc["model"], rc["dataset"]))
+                                         _default_run_dir(rc["model"], rc["dataset"]), live=self.main)
             created = make_run_dir(self.run_dir) if self.main else False
             self._lock(self.run_dir, created)
             if (self.run_dir / "last.pt").exists() or (self.run_dir / "best.pt").exists():

@@ -123,6 +123,16 @@ def _copy_atomic(src: Path, dst: Path) -> None:
         write_atomic(dst, lambda out: shutil.copyfileobj(f, out))
 
 
+def _main_rank() -> bool:
+    """True in the process that writes the run folder (rank 0 of torchrun, or the only one)."""
+    return int(os.environ.get("RANK", "0") or 0) == 0
+
+
+class _NoLock:
+    def release(self):
+        pass
+
+
 #: most levels of a multilevel run (2^30 times the steps of the coarsest network)
 MAX_LEVELS = 30
 #: entries of a plan's "train" that are passed on to each cycle's training
@@ -263,10 +273,10 @@ def train_multilevel(levels: int, *, out=None, prolong: str = "constant", callba
         plan.append({"cycle": c, "refine": r, "epochs": ep, "dir": f"cycle{c}", **shape})
     from .runfolder import RunLock, check_out_dir, make_run_dir
 
-    run_dir = check_out_dir(Path(out) if out else _default_run_dir(model, dataset))
+    run_dir = check_out_dir(Path(out) if out else _default_run_dir(model, dataset), live=_main_rank())
     created = make_run_dir(run_dir)
     try:
-        lock = RunLock(run_dir).acquire()  # of two simultaneous starts, exactly one proceeds
+        lock = _NoLock() if not _main_rank() else RunLock(run_dir).acquire()  # one of two starts
     except BaseException:
         if created:
             try:
@@ -275,7 +285,7 @@ def train_multilevel(levels: int, *, out=None, prolong: str = "constant", callba
                 pass
         raise
     try:
-        if any(os.path.lexists(run_dir / n) for n in (PLAN_FILE, "last.pt", "config.json")):
+        if _main_rank() and any(os.path.lexists(run_dir / n) for n in (PLAN_FILE, "last.pt", "config.json")):
             raise ValueError(f"{run_dir}: already holds a run; use --resume {run_dir} to continue "
                              f"it or choose another --out")
         kwargs = {k: v for k, v in train_kwargs.items() if k not in ("epochs", "overrides")}
@@ -283,7 +293,8 @@ def train_multilevel(levels: int, *, out=None, prolong: str = "constant", callba
                  "overrides": overrides, "train": kwargs, "cycles": plan,
                  "schedule": "the preset's schedule restarted in every cycle over its own epochs",
                  "momentum": "prolonged with the weights; stage buffers divided by the factor"}
-        _write_json(run_dir / PLAN_FILE, state)
+        if _main_rank():
+            _write_json(run_dir / PLAN_FILE, state)
         return _run(run_dir, state, callback=callback)
     finally:
         lock.release()
@@ -302,7 +313,7 @@ def resume_multilevel(run_dir, *, device=None, quiet=None, callback=None, model=
     run_dir = Path(run_dir)
     if not is_multilevel(run_dir):
         raise ValueError(f"{run_dir}: not a multilevel run folder (no {PLAN_FILE})")
-    lock = RunLock(run_dir).acquire()
+    lock = RunLock(run_dir).acquire() if _main_rank() else _NoLock()
     try:
         state = _check_plan(run_dir, read_json(run_dir / PLAN_FILE), model=model,
                             data_root=data_root, download=download)

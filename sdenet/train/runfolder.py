@@ -33,19 +33,20 @@ def _reason(err: OSError) -> str:
     return err.strerror or type(err).__name__
 
 
-def check_out_dir(path) -> Path:
+def check_out_dir(path, live: bool = True) -> Path:
     """``path`` as a :class:`~pathlib.Path` if a run folder can live there (it exists as a folder
     or can be created); ValueError (one line naming the path and the reason) otherwise: an empty
     path, a symbolic link, an existing file or device, a path below a file, a kernel file system
     or a place where nothing can be written (:func:`sdenet.train.safe_io.check_output_path`).
 
-    Nothing is created here: the first existing ancestor must be a writable folder."""
+    Nothing is created here: the first existing ancestor must be a writable folder. ``live``:
+    refuse a folder a live run holds (off on the ranks of a run other than the one that locks)."""
     from .safe_io import check_output_path
 
     if path is not None and str(path).strip() and Path(path).expanduser().exists() \
             and not Path(path).expanduser().is_symlink() and not Path(path).expanduser().is_dir():
         raise ValueError(f"--out {path}: exists and is not a folder")
-    path = check_output_path(path, "--out", folder=True, make_parents=True)
+    path = check_output_path(path, "--out", folder=True, make_parents=True, live=live)
     probe = path
     while not probe.exists():
         if probe.parent == probe:

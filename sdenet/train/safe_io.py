@@ -210,7 +210,8 @@ def safe_subfolder(run_dir, name, where) -> Path:
     return full
 
 
-def check_output_path(path, option: str, *, folder: bool = False, make_parents: bool = False) -> Path:
+def check_output_path(path, option: str, *, folder: bool = False, make_parents: bool = False,
+                      live: bool = True) -> Path:
     """A user-given output path, checked before any work: not empty, not a symbolic link, not a
     device or other special file; a file must be new or regular, a folder new or a folder; its
     parent must exist (``make_parents``: its nearest existing ancestor must be a writable folder).
@@ -257,7 +258,7 @@ def check_output_path(path, option: str, *, folder: bool = False, make_parents: 
             raise ValueError(f"{option} {path}: {special} is a kernel file system; refused")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"{option} {path}: {parent} is not writable")
-    for run in _run_dirs_above(p if folder else p.parent):
+    for run in _run_dirs_above(p if folder else p.parent) if live else ():
         pid = live_holder(run)
         if pid is not None:
             raise ValueError(f"{option} {path}: another sdenet run is using the run folder {run} "
