@@ -68,6 +68,7 @@ RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt", "metrics.json
 #: run for ever)
 MAX_EPOCHS = 10_000
 MAX_MC_SAMPLES = 10_000
+from .safe_io import MAX_DT  # noqa: E402 - the largest step of a stage
 #: a training loss above this multiple of the run's first training loss counts as diverged
 DIVERGENCE_FACTOR = 1e6
 
@@ -530,7 +531,7 @@ def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
     momentum = _number("momentum", cfg.momentum, lo=0.0, hi=1.0)
     wd = _number("weight_decay", cfg.weight_decay, lo=0.0, hi=ck.MAX_LR)
     ls = _number("label_smoothing", cfg.label_smoothing, lo=0.0, hi=1.0)
-    dt = _number("dt", cfg.dt, lo=0.0, lo_open=True)
+    dt = _number("dt", cfg.dt, lo=0.0, lo_open=True, hi=MAX_DT)
     p_L = _number("p_L", cfg.p_L, lo=0.0, lo_open=True, hi=1.0)
     weak_K = parse_weak_K(cfg.weak_K)
     seed = int(_number("seed", cfg.seed, allow_none=False))

@@ -453,6 +453,11 @@ def check_memory(needed: float, what: str, device=None) -> None:
 
 #: sizes above these are refused outright, before any estimate (no machine holds them)
 _MAX_COUNT = 1 << 40
+#: largest step of a stage: its update dt * f(x) beyond it overflows float32 within a few blocks
+MAX_DT = 1e6
+#: the entries of a model configuration that count something allocated
+_COUNT_KEYS = ("num_classes", "refine", "widths", "blocks", "stem_width", "terms", "cardinality",
+               "base_width")
 
 
 def estimate_model_bytes(name: str, num_classes, overrides: dict, *, batch: int = 0,
@@ -503,11 +508,17 @@ def check_model_size(name: str, num_classes, overrides: dict, *, where: str, bat
     if not isinstance(name, str) or ":" in name:
         return
     for key, v in [("num_classes", num_classes), *sorted((overrides or {}).items())]:
+        if key not in _COUNT_KEYS:
+            continue
         vals = v if isinstance(v, (list, tuple)) else [v]
         for x in vals:
             if isinstance(x, (int, float)) and not isinstance(x, bool) and (
                     not math.isfinite(x) or abs(x) > _MAX_COUNT):
                 raise ValueError(f"{where}: {key}={v!r} is beyond any machine's memory; refused")
+    dt = (overrides or {}).get("dt")
+    if isinstance(dt, (int, float)) and not isinstance(dt, bool) and not abs(dt) <= MAX_DT:
+        raise ValueError(f"{where}: dt={dt!r} is above the bound of {MAX_DT:g} (a stage's update "
+                         f"dt * f(x) would overflow float32)")
     try:
         need = estimate_model_bytes(name, num_classes, overrides, batch=batch, image=image,
                                     train=train)
@@ -518,7 +529,7 @@ def check_model_size(name: str, num_classes, overrides: dict, *, where: str, bat
         raise ValueError(f"{where}: {msg}") from None
     sizes = ", ".join(f"{k}={v}" for k, v in sorted((overrides or {}).items())
                       if k in ("refine", "widths", "blocks", "stem_width", "terms"))
-    what = (f"{where}: {name} with {num_classes} classes" + (f" and {sizes}" if sizes else "")
+    what = (f"{where}: {name} with {num_classes or 'its default number of'} classes" + (f" and {sizes}" if sizes else "")
             + (f" at batch {batch}" if batch else ""))
     check_memory(need, what, device)
 
