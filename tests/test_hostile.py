@@ -595,3 +595,15 @@ def test_the_python_api_refuses_what_the_command_refuses(root):
         with pytest.raises(ValueError, match=needle):
             call()
     assert not diff(before, snapshot(root)), diff(before, snapshot(root))
+
+
+def test_links_above_a_user_given_folder_are_the_users_choice(root, capsys):
+    """A link in the path the user typed (a runs/ folder linked to a bigger disk) is honoured; a
+    link at the output itself or inside a run folder is not."""
+    (root / "disk").mkdir()
+    (root / "runs").symlink_to(root / "disk", target_is_directory=True)
+    assert main(["train", "--model", "tiny_resnet", "--epochs", "1", "--out", str(root / "runs" / "a"),
+                 *TINY]) == 0
+    assert (root / "disk" / "a" / "last.pt").is_file()
+    assert main(["plot", str(root / "done"), "--out", str(root / "runs" / "figs")]) == 0
+    assert (root / "disk" / "figs" / "errors.png").is_file()

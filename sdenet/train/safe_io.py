@@ -219,7 +219,7 @@ def check_output_path(path, option: str, *, folder: bool = False, make_parents: 
     if path is None or str(path).strip() == "":
         raise ValueError(f"{option}: an empty path; give a {'folder' if folder else 'file'} name")
     p = Path(path).expanduser()
-    if p.parent.is_symlink():
+    if not folder and p.parent.is_symlink():  # a file is written next to its folder's entries
         raise ValueError(f"{option} {path}: its folder {p.parent} is a symbolic link; give the "
                          f"real folder (sdenet writes through no link)")
     try:
@@ -355,7 +355,8 @@ def lock_output(path, option: str, *, folder: bool = False) -> _Locks:
     """Take the run lock of every run folder that would receive ``path`` (the folder itself when
     ``folder``, else the file's folder, and the run above a cycle folder): a folder that a live
     run holds is refused (:class:`~sdenet.train.runfolder.RunLocked`), and a run folder holding a
-    symbolic link is refused. Use as a context manager around the write."""
+    symbolic link is refused (elsewhere each file written refuses a link in its own place). Use
+    as a context manager around the write."""
     from .runfolder import RunLock
 
     p = Path(path)
@@ -374,8 +375,6 @@ def lock_output(path, option: str, *, folder: bool = False) -> _Locks:
         for lock in reversed(locks):
             lock.release()
         raise
-    if folder and p.is_dir():
-        check_folder_links(p, 0)
     return _Locks(locks)
 
 
