@@ -57,6 +57,7 @@ from .monitor import (DEFAULT_WEAK_K, WeakConditionError, format_table, model_is
                       model_weak_report, normalize_report, parse_weak_K, reduce_report,
                       reset_model_weak_stats, violations, warning_message)
 from .runfolder import RunLock, check_out_dir, make_run_dir, remove_stale_temporaries
+from .safe_io import MAX_DT
 from .presets import default_preset, get_preset, lr_factor, scale_milestones
 
 __all__ = ["TrainConfig", "train", "evaluate", "TrainingDiverged", "WeakConditionError",
@@ -68,7 +69,6 @@ RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt", "metrics.json
 #: run for ever)
 MAX_EPOCHS = 10_000
 MAX_MC_SAMPLES = 10_000
-from .safe_io import MAX_DT  # noqa: E402 - the largest step of a stage
 #: a training loss above this multiple of the run's first training loss counts as diverged
 DIVERGENCE_FACTOR = 1e6
 
@@ -632,8 +632,8 @@ _ROUNDOFF = 2.0 ** -24
 
 def _check_step_precision(model, rc: dict, log) -> None:
     """Warn (refuse under ``strict_weak``) when a stage's step is so small that ``x + dt f(x)``
-    rounds to ``x`` at working precision (float32's unit roundoff, for ``|f| ~ |x|``): the stage is then the
-    identity and its blocks learn nothing."""
+    rounds to ``x`` at working precision (float32's unit roundoff, for ``|f| ~ |x|``): the stage
+    is then the identity and its blocks learn nothing."""
     dts = []
     for m in model.modules():
         dt = getattr(m, "dt", None)
