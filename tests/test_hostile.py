@@ -396,9 +396,12 @@ def test_every_writer_is_refused_by_a_live_run_and_changes_nothing(root, capsys)
 
 
 def test_a_stale_lock_is_taken_over(root, capsys):
-    dead = child(["--version"], root)  # a process that has ended: its pid is free
+    import subprocess
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])  # a process that has ended
+    dead.wait()
     for run in (root / "run", root / "ml"):
-        (run / ".lock").write_text(f"{os.getpid() + 10 ** 6 if dead.returncode else 1}\n")
+        (run / ".lock").write_text(f"{dead.pid}\n")
     assert main(["train", "--resume", str(root / "run")]) == 0
     assert main(["train", "--resume", str(root / "ml")]) == 0
     assert (root / "ml" / "metrics.json").is_file() and not (root / "ml" / ".lock").exists()
