@@ -492,7 +492,7 @@ def test_malformed_stored_configs_through_init_and_refine(root, capsys, mutate, 
 
 
 @pytest.mark.parametrize("how, needle", [("nan", "nan or infinite"), ("inf", "nan or infinite"),
-                                         ("huge", "test loss")])
+                                         ("huge", "absurd")])
 def test_eval_says_so_instead_of_printing_a_number_for_broken_weights(root, capsys, how, needle):
     path = root / "outside" / "ck.pt"
     path.write_bytes((root / "done" / "last.pt").read_bytes())
@@ -610,3 +610,25 @@ def test_links_above_a_user_given_folder_are_the_users_choice(root, capsys):
     assert (root / "disk" / "a" / "last.pt").is_file()
     assert main(["plot", str(root / "done"), "--out", str(root / "runs" / "figs")]) == 0
     assert (root / "disk" / "figs" / "errors.png").is_file()
+
+
+def test_eval_warns_in_one_line_when_the_loss_is_absurd(root, capsys):
+    """Weights below the absurd-weight bound whose logits are still huge (the last layer scaled by
+    1e8 / its largest weight): the number is printed with a one-line warning that says so."""
+    path = root / "outside" / "ck.pt"
+    path.write_bytes((root / "done" / "last.pt").read_bytes())
+
+    def mutate(c):
+        head = [k for k in c["model"] if k.endswith("weight") and c["model"][k].dim() == 2][-1]
+        f = 0.5e8 / float(c["model"][head].abs().max())
+        c["model"][head] = c["model"][head] * f
+        c["model"][head.replace("weight", "bias")] = c["model"][head.replace("weight", "bias")] * f
+
+    edit_checkpoint(path, mutate)
+    capsys.readouterr()
+    assert main(["eval", str(path), "--json"]) == 0
+    cap = capsys.readouterr()
+    r = json.loads(cap.out)
+    warnings = [s for s in cap.err.splitlines() if s.strip()]
+    assert r["test_loss"] > 1e6 * 2.31  # the case is what it claims to be
+    assert len(warnings) == 1 and "absurd" in warnings[0] and r["warning"]

@@ -1438,23 +1438,36 @@ class _Trainer:
 # --------------------------------------------------------------------------------------------
 
 
+#: a weight of a trained float network beyond this magnitude is broken, not learned
+ABSURD_WEIGHT = 1e8
+
+
 def _check_finite_weights(state: dict, path) -> None:
-    """ValueError when a checkpoint's weights hold NaN or infinite values: no test error of such
-    a network means anything."""
+    """ValueError when a checkpoint's weights hold NaN or infinite values, or values beyond
+    :data:`ABSURD_WEIGHT`: no test error of such a network means anything."""
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise ValueError(f"{path}: its weights hold NaN or infinite values ({len(bad)} tensors, "
                          f"e.g. {bad[0]}); the network is broken, nothing to evaluate")
+    big = [(k, float(v.abs().max())) for k, v in state.items()
+           if v.is_floating_point() and v.numel() and float(v.abs().max()) > ABSURD_WEIGHT]
+    if big:
+        raise ValueError(f"{path}: its weights are absurd ({big[0][0]} reaches {big[0][1]:.3g}, "
+                         f"beyond {ABSURD_WEIGHT:.0e}); the network is broken, nothing to evaluate")
 
 
-def _check_sane_loss(loss: float, num_classes: int, path) -> None:
-    """ValueError instead of a number when the test loss is NaN, infinite, or absurd: above
-    :data:`DIVERGENCE_FACTOR` times the loss of a uniform guess, ``log(classes)``."""
+def _check_sane_loss(loss: float, num_classes: int, path) -> str | None:
+    """ValueError instead of a number when the test loss is NaN or infinite; a warning (returned)
+    when it is absurd: above :data:`DIVERGENCE_FACTOR` times the loss of a uniform guess,
+    ``log(classes)`` (a network applied to images it does not suit can do that)."""
     ref = math.log(max(int(num_classes), 2))
-    if not math.isfinite(loss) or loss > DIVERGENCE_FACTOR * ref:
-        raise ValueError(f"{path}: its test loss is {loss:.4g}, against {ref:.3g} for a uniform "
-                         f"guess: the weights are broken (absurd or overflowing), so no test error "
-                         f"is reported")
+    if not math.isfinite(loss):
+        raise ValueError(f"{path}: its test loss is {loss}: the network overflows on these "
+                         f"images, so no test error is reported")
+    if loss > DIVERGENCE_FACTOR * ref:
+        return (f"{path}: its test loss {loss:.4g} is absurd against {ref:.3g} for a uniform guess: "
+                f"the weights are broken or do not suit these images; read the error with care")
+    return None
 
 
 def _binomial_se(error: float, n: int) -> float:
@@ -1581,7 +1594,7 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
     one = _Dist.__new__(_Dist)
     one.world_size, one.rank, one.local_rank, one.owned = 1, 0, 0, False
     test_loss, test_error, n = _eval_sums(model, loader, dev, amp, one)
-    _check_sane_loss(test_loss, num_classes, path)
+    warning = _check_sane_loss(test_loss, num_classes, path)
     out = {
         "checkpoint": str(checkpoint),
         "model": rc["model"],
@@ -1598,6 +1611,8 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
         "trained_resolution": r0,
         "rescaled": bool(rescale and res != r0),
     }
+    if warning:
+        out["warning"] = warning
     if samples is None:
         samples = 10 if stochastic else 0
     if stochastic and samples > 0:
