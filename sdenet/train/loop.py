@@ -527,9 +527,9 @@ def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
     if epochs > MAX_EPOCHS:
         raise ValueError(f"epochs={epochs} is above the bound of {MAX_EPOCHS:,} epochs")
     batch_size = _positive_int("batch_size", cfg.batch_size) or preset.batch_size
-    lr = _number("lr", cfg.lr, lo=0.0, lo_open=True, hi=ck.MAX_LR)
+    lr = _number("lr", cfg.lr, lo=0.0, lo_open=True)
     momentum = _number("momentum", cfg.momentum, lo=0.0, hi=1.0)
-    wd = _number("weight_decay", cfg.weight_decay, lo=0.0, hi=ck.MAX_LR)
+    wd = _number("weight_decay", cfg.weight_decay, lo=0.0)
     ls = _number("label_smoothing", cfg.label_smoothing, lo=0.0, hi=1.0)
     dt = _number("dt", cfg.dt, lo=0.0, lo_open=True, hi=MAX_DT)
     p_L = _number("p_L", cfg.p_L, lo=0.0, lo_open=True, hi=1.0)

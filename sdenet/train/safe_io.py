@@ -469,7 +469,9 @@ def estimate_model_bytes(name: str, num_classes, overrides: dict, *, batch: int 
     a configuration the registry refuses."""
     from ..nn import models as registry
 
-    cfg = registry._resolve(name, num_classes, dict(overrides or {}))
+    overrides = dict(overrides or {})
+    memory = overrides.pop("memory", "store")  # create()'s own argument, not an override
+    cfg = registry._resolve(name, num_classes, overrides)
     refine = float(cfg.get("refine", 1) or 1)
     widths = [int(w) for w in cfg["widths"]]
     blocks = [int(b) for b in cfg["blocks"]]
@@ -490,7 +492,7 @@ def estimate_model_bytes(name: str, num_classes, overrides: dict, *, batch: int 
         state = float(w) * h * h
         acts += n * state
         peak = max(peak, state)
-    store = train and cfg.get("memory", "store") == "store"
+    store = train and memory == "store"
     total = 4.0 * params * (3 if train else 1)
     # a block keeps at least its input and one inner state for the backward pass (measured on
     # CPU: training takes 2 to 4 times this estimate, which therefore only refuses what cannot fit)
