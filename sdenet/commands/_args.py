@@ -116,9 +116,12 @@ def writable_file(path, option: str):
     import os
     from pathlib import Path
 
+    from ..train.safe_io import check_output_path
+
     p = Path(path)
-    if p.is_dir():
+    if p.is_dir() and not p.is_symlink():
         raise ValueError(f"{option} {path}: is a folder; give a file name")
+    check_output_path(path, option, make_parents=True)  # no link, device or live run folder
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -143,9 +146,12 @@ def writable_dir(path, option: str):
     import tempfile
     from pathlib import Path
 
+    from ..train.safe_io import check_output_path
+
     p = Path(path)
-    if p.exists() and not p.is_dir():
+    if p.exists() and not p.is_symlink() and not p.is_dir():
         raise ValueError(f"{option} {path}: exists and is not a folder")
+    check_output_path(path, option, folder=True, make_parents=True)
     try:
         p.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=p, prefix=".sdenet-probe-")

@@ -54,6 +54,10 @@ def run(args) -> int:
                  batch_size=args.batch_size, limit_test=args.limit_test,
                  data_root=args.data_root, seed=args.seed, model=args.model,
                  resolution=args.resolution, rescale=args.rescale)
+    if r.get("warning"):  # an absurd test loss: said on stderr, one line
+        import sys
+
+        print(f"sdenet eval: warning: {r['warning']}", file=sys.stderr)
     if args.json:
         print(json.dumps(r))
         return 0

@@ -49,13 +49,25 @@ def refine_checkpoint(checkpoint, out, factor: int = 2, mode: str | None = None,
     from ..train import checkpoint as ck
     from ..train.multilevel import _momentum_by_name, _shape, prolong_momentum
 
-    out = Path(out)
+    from ..train.loop import _model_known
+    from ..train.safe_io import check_model_size, check_refine_out, lock_output
+
+    out = check_refine_out(out, "--out")
     src = Path(checkpoint)
     if out.resolve() == (src / "last.pt" if src.is_dir() else src).resolve():
         raise ValueError(f"{out}: --out must not overwrite the checkpoint it refines")
     c = ck.load_checkpoint(checkpoint)
+    where = src / "last.pt" if src.is_dir() else src
+    ck.validate_checkpoint(c, where, known_model=_model_known, min_epoch=0)
     rc = dict(c["config"])
+    if ":" in rc["model"]:
+        raise ValueError(f"{where}: a checkpoint of the user model {rc['model']!r}; refine works on "
+                         f"registered models (sdenet.nn.refine your network in Python)")
     overrides = dict(rc.get("model_overrides") or {})
+    check_model_size(rc["model"], rc.get("num_classes"), overrides, where=str(where), train=False)
+    new_refine = float(overrides.get("refine", 1)) * (1.0 / factor if coarsen else float(factor))
+    check_model_size(rc["model"], rc.get("num_classes"), {**overrides, "refine": max(new_refine, 1.0)},
+                     where=f"--factor {factor}", train=False)
     net = models.create(rc["model"], num_classes=rc.get("num_classes"), **overrides)
     try:
         net.load_state_dict(c["model"])
@@ -84,7 +96,8 @@ def refine_checkpoint(checkpoint, out, factor: int = 2, mode: str | None = None,
     saved.update(model=new.state_dict(), config=rc)
     if momentum and not coarsen:
         saved["momentum"] = prolong_momentum(net, momentum, factor, mode or "constant")
-    ck.save_atomic(saved, out)
+    with lock_output(out, "--out"):  # a folder a live run holds is refused
+        ck.save_atomic(saved, out)
     return {"checkpoint": str(checkpoint), "out": str(out), "factor": factor, "coarsen": coarsen,
             "mode": mode or ("inject" if coarsen else "constant"), "before": before, "after": _shape(new),
             "refine": overrides["refine"]}

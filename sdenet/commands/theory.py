@@ -63,7 +63,7 @@ def run(args) -> int:
             raise UsageError(f"unknown item(s) {', '.join(unknown) or '(none given)'}; "
                              f"choose from {', '.join(theory.ITEMS)}")
     out = Path(args.out) if args.out is not None else fresh_out_dir()
-    writable_dir(out, "--out")
+    writable_dir(args.out if args.out is not None else out, "--out")
     writable_dir(out / "figures", "--out")
     apply_threads(args)
     try:

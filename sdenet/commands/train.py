@@ -15,6 +15,25 @@ import sys
 from ._args import add_threads_option, apply_threads, integer, nonneg_int, positive_int
 
 
+#: most --lr and --weight-decay accepted: 1e300 overflows the first update (the API accepts any
+#: finite value and stops a run that diverges)
+MAX_RATE = 1e4
+
+
+def _rate(text: str) -> float:
+    """A learning rate or weight decay: finite, at most MAX_RATE."""
+    v = _nonneg_float(text)
+    if v > MAX_RATE:
+        raise argparse.ArgumentTypeError(f"at most {MAX_RATE:g}, got {text!r} (a rate that "
+                                         f"large overflows the first update)")
+    return v
+
+
+def _positive_rate(text: str) -> float:
+    v = _positive_float(text)
+    return _rate(text) if v else v
+
+
 def _positive_float(text: str) -> float:
     try:
         v = float(text)
@@ -32,6 +51,13 @@ def _nonneg_float(text: str, allow_inf: bool = False) -> float:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
     if math.isnan(v) or v < 0 or (math.isinf(v) and not allow_inf):
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return v
+
+
+def _momentum(text: str) -> float:
+    v = _nonneg_float(text)
+    if v > 1:
+        raise argparse.ArgumentTypeError(f"expected a momentum in [0, 1], got {text!r}")
     return v
 
 
@@ -82,9 +108,9 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="images per optimizer step, summed over all processes (default: the "
                         "preset's)")
-    p.add_argument("--lr", type=_positive_float, default=None, help="base learning rate")
-    p.add_argument("--momentum", type=_nonneg_float, default=None)
-    p.add_argument("--weight-decay", type=_nonneg_float, default=None)
+    p.add_argument("--lr", type=_positive_rate, default=None, help="base learning rate")
+    p.add_argument("--momentum", type=_momentum, default=None)
+    p.add_argument("--weight-decay", type=_rate, default=None)
     p.add_argument("--dt", type=_positive_float, default=None,
                    help="step size of the network's stages, keeping their blocks: T = N*dt "
                         "changes with it (default: the model's, 1)")
@@ -166,7 +192,7 @@ def run(args) -> int:
         if args.rescale:
             raise UsageError("train: --resume continues a run with its own settings; drop --rescale")
         kw = dict(resume=args.resume, device=args.device, quiet=args.quiet,
-                  data_root=args.data_root)
+                  data_root=args.data_root, download=args.download)
         if args.model:
             kw["model"] = args.model
     else:
@@ -198,7 +224,8 @@ def run(args) -> int:
 
     try:
         if args.resume and is_multilevel(args.resume):
-            resume_multilevel(args.resume, device=args.device, quiet=args.quiet)
+            resume_multilevel(args.resume, device=args.device, quiet=args.quiet, model=args.model,
+                              data_root=args.data_root, download=args.download)
         elif args.multilevel:
             out = kw.pop("out", None)
             train_multilevel(args.multilevel, out=out, **kw)

@@ -143,7 +143,7 @@ def run_check(args) -> int:
     from ..weak import check
 
     apply_threads(args)
-    if args.plot:
+    if args.plot is not None:
         writable_file(args.plot, "--plot")
     laws = _laws_from(args)
     rows = check(laws, args.dt, samples=args.samples, seed=args.seed, device=_device(args.device))
@@ -199,10 +199,12 @@ def _label(law, p):
 
 
 def _savefig(fig, file) -> Path:
+    from ..train.safe_io import save_figure
+
     path = Path(file)
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    save_figure(fig, path, dpi=120, bbox_inches="tight")  # no symbolic link followed
     return path
 
 
@@ -309,7 +311,7 @@ def run_order(args) -> int:
     from ..weak import _check_order_work, weak_order
 
     apply_threads(args)
-    if args.plot:
+    if args.plot is not None:
         writable_file(args.plot, "--plot")
     law = get_law(args.law, args.p)
     options = {} if args.g is None else {"g": args.g}

@@ -51,9 +51,11 @@ def figure_path(out, name: str) -> Path:
 
 def save_figure(fig, out, name: str) -> str:
     """Save ``fig`` as ``out/figures/name`` (PNG) and return the path relative to ``out``."""
+    from sdenet.train.safe_io import save_figure as _save_safely
+
     path = figure_path(out, name)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save_safely(fig, path, dpi=110)  # no symbolic link followed
     plt.close(fig)
     return f"figures/{name}"
 

@@ -76,7 +76,9 @@ def write_report(results: list[ItemResult], out, quick: bool = False, seconds: f
     for r in results:
         lines += [f"## {r.title}", "", r.body.strip(), "", f"*({r.seconds:.1f} s)*", ""]
     path = out / "REPORT.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
+    from sdenet.train.safe_io import write_text_atomic
+
+    write_text_atomic(path, "\n".join(lines))  # no symbolic link followed
     return path
 
 

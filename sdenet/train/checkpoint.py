@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 
 import torch
@@ -42,32 +41,20 @@ SUPPORTED_FORMATS = (1,)
 
 def save_atomic(obj, path) -> Path:
     """``torch.save(obj, path)`` through a temporary file in the same folder, fsync'd and
-    renamed over ``path`` with ``os.replace``: a reader sees the old file or the new one, never
-    a half-written one (an interrupted save leaves the old checkpoint intact)."""
+    renamed over ``path`` with ``os.replace`` (:func:`sdenet.train.safe_io.write_atomic`): a
+    reader sees the old file or the new one, never a half-written one (an interrupted save or a
+    full disk leaves the old checkpoint intact), and a symbolic link at ``path`` or as its folder
+    is refused, never followed."""
+    from .safe_io import write_atomic
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-    return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        from .safe_io import os_error
+
+        raise os_error(e, path) from None
+    return write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
@@ -84,6 +71,9 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         path = path / "last.pt"
     if not path.is_file():
         raise ValueError(f"{path}: checkpoint file is missing")
+    from .safe_io import check_archive
+
+    check_archive(path)  # record sizes against the storages they hold, before inflating any
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -96,7 +86,41 @@ def load_checkpoint(path, map_location="cpu") -> dict:
                          f"{_first_line(e)})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise ValueError(f"{path}: not an sdenet training checkpoint (no model state or config)")
+    check_run_agreement(ckpt, path)
     return ckpt
+
+
+#: what a run folder's config.json and its checkpoints must agree on
+AGREE_KEYS = ("model", "model_overrides", "num_classes", "dataset", "resolution", "dt", "p_L",
+              "mode", "seed", "preset", "batch_size")
+
+
+def _norm(v):
+    import json
+
+    try:
+        return json.loads(json.dumps(v, default=str))
+    except (TypeError, ValueError):
+        return repr(v)
+
+
+def check_run_agreement(ckpt: dict, path) -> None:
+    """ValueError naming the first difference when ``path`` is a run folder's ``last.pt`` or
+    ``best.pt`` and the folder's ``config.json`` disagrees with the checkpoint's config on the
+    model, its options, shapes or data (:data:`AGREE_KEYS`): one of them was altered."""
+    path = Path(path)
+    cfg = ckpt.get("config")
+    cfg_path = path.parent / "config.json"
+    if path.name not in ("last.pt", "best.pt") or not isinstance(cfg, dict) or not os.path.lexists(cfg_path):
+        return
+    from .safe_io import read_json
+
+    stored = read_json(cfg_path)
+    for key in AGREE_KEYS:
+        if key in stored and key in cfg and _norm(stored[key]) != _norm(cfg[key]):
+            raise ValueError(f"{path.parent}: config.json and {path.name} disagree on {key} "
+                             f"({_short(stored[key], 40)} against {_short(cfg[key], 40)}); the run "
+                             f"folder was altered, refused")
 
 
 def _first_line(err) -> str:
@@ -116,28 +140,49 @@ def _byte_state(v) -> bool:
     return isinstance(v, torch.Tensor) and v.dtype == torch.uint8 and v.dim() == 1 and v.numel() > 0
 
 
+def _finite(v) -> bool:
+    import math
+
+    return _is_number(v) and math.isfinite(v)
+
+
 #: config entries a run needs to continue, with a test of each value
 _CONFIG_NEEDS = {
     "model": lambda v: isinstance(v, str) and bool(v),
     "dataset": lambda v: isinstance(v, str) and bool(v),
-    "epochs": lambda v: _is_int(v) and v >= 1,
-    "batch_size": lambda v: _is_int(v) and v >= 1,
-    "lr": _is_number,
-    "momentum": _is_number,
-    "weight_decay": _is_number,
+    "epochs": lambda v: _is_int(v) and 1 <= v <= 10_000,
+    "batch_size": lambda v: _is_int(v) and 1 <= v <= 1 << 24,
+    "lr": lambda v: _finite(v) and v > 0,
+    "momentum": lambda v: _finite(v) and 0 <= v <= 1,
+    "weight_decay": lambda v: _finite(v) and v >= 0,
     "schedule": lambda v: isinstance(v, str),
-    "milestones": lambda v: isinstance(v, (list, tuple)) and all(_is_number(x) for x in v),
-    "gamma": _is_number,
-    "seed": _is_int,
+    "milestones": lambda v: isinstance(v, (list, tuple)) and len(v) <= 10_000 and all(
+        _finite(x) for x in v),
+    "gamma": lambda v: _finite(v) and v > 0,
+    "seed": lambda v: _is_int(v) and 0 <= v < 2 ** 63,
     "model_overrides": lambda v: isinstance(v, dict),
 }
 
+#: entries of a stored config that any use of a checkpoint reads, with a test of each value
+_CONFIG_SHAPE = {
+    "model_overrides": lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v),
+    "num_classes": lambda v: v is None or (_is_int(v) and v >= 1),
+    "resolution": lambda v: v is None or (_is_int(v) and v >= 1),
+    "dataset": lambda v: v is None or (isinstance(v, str) and bool(v)),
+    "data_root": lambda v: v is None or isinstance(v, str),
+    "device": lambda v: v is None or isinstance(v, str),
+    "eval_batch_size": lambda v: v is None or (_is_int(v) and 1 <= v <= 1 << 24),
+    "batch_size": lambda v: v is None or (_is_int(v) and 1 <= v <= 1 << 24),
+}
 
-def validate_checkpoint(ckpt: dict, path, *, resume: bool = False, known_model=None) -> None:
+
+def validate_checkpoint(ckpt: dict, path, *, resume: bool = False, known_model=None,
+                        min_epoch: int = 1) -> None:
     """Check a loaded checkpoint's structure before it is used; ValueError (one line naming
     ``path``) on the first problem.
 
-    Always: a supported ``format`` version, ``epoch`` (an integer >= 1), ``config`` (a dict
+    Always: a supported ``format`` version, ``epoch`` (an integer >= ``min_epoch``; 0 for a
+    warm start's ``init.pt``), ``config`` (a dict
     naming a model that ``known_model(name)`` accepts) and ``model`` (a state dict: names to
     tensors). With ``resume``: the config entries a run needs, the optimizer state (``state``
     and ``param_groups`` with their parameter indices), the scheduler state and the RNG states
@@ -149,7 +194,7 @@ def validate_checkpoint(ckpt: dict, path, *, resume: bool = False, known_model=N
         raise ValueError(f"{path}: unsupported checkpoint format {fmt!r} (this sdenet reads "
                          f"format {', '.join(map(str, SUPPORTED_FORMATS))})")
     epoch = ckpt.get("epoch")
-    if not _is_int(epoch) or epoch < 1:
+    if not _is_int(epoch) or epoch < min_epoch:
         raise ValueError(f"{path}: the checkpoint's epoch count is missing or not a positive "
                          f"integer ({epoch!r})")
     cfg = ckpt.get("config")
@@ -158,6 +203,10 @@ def validate_checkpoint(ckpt: dict, path, *, resume: bool = False, known_model=N
     name = cfg.get("model")
     if not isinstance(name, str) or not name:
         raise ValueError(f"{path}: the checkpoint's config names no model")
+    for key, ok in _CONFIG_SHAPE.items():
+        if key in cfg and not ok(cfg[key]):
+            raise ValueError(f"{path}: the checkpoint's config entry {key!r} is malformed "
+                             f"({_short(cfg[key])})")
     if known_model is not None and not known_model(name):
         raise ValueError(f"{path}: the checkpoint is of model {name!r}, which this sdenet does not "
                          f"know (sdenet models lists the known ones)")
@@ -170,7 +219,7 @@ def validate_checkpoint(ckpt: dict, path, *, resume: bool = False, known_model=N
     for key, ok in _CONFIG_NEEDS.items():
         if key not in cfg or not ok(cfg[key]):
             raise ValueError(f"{path}: the checkpoint's config entry {key!r} is missing or "
-                             f"malformed ({cfg.get(key)!r})")
+                             f"malformed ({_short(cfg.get(key))})")
     if cfg["model_overrides"] and not all(isinstance(k, str) for k in cfg["model_overrides"]):
         raise ValueError(f"{path}: the checkpoint's config entry 'model_overrides' is malformed")
     if epoch > cfg["epochs"]:
@@ -212,6 +261,11 @@ def validate_checkpoint(ckpt: dict, path, *, resume: bool = False, known_model=N
 
 #: bytes of a CUDA (Philox) generator's state: seed and offset
 _CUDA_GENERATOR_STATE_BYTES = 16
+
+
+def _short(v, n: int = 60) -> str:
+    text = repr(v)
+    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 def _describe(v) -> str:

@@ -57,6 +57,7 @@ from .monitor import (DEFAULT_WEAK_K, WeakConditionError, format_table, model_is
                       model_weak_report, normalize_report, parse_weak_K, reduce_report,
                       reset_model_weak_stats, violations, warning_message)
 from .runfolder import RunLock, check_out_dir, make_run_dir, remove_stale_temporaries
+from .safe_io import MAX_DT
 from .presets import default_preset, get_preset, lr_factor, scale_milestones
 
 __all__ = ["TrainConfig", "train", "evaluate", "TrainingDiverged", "WeakConditionError",
@@ -256,6 +257,9 @@ def _create_user_model(spec: str, num_classes: int, overrides: dict):
     except ImportError as e:
         raise ValueError(f"--model {spec}: cannot import module {module_name!r} "
                          f"({type(e).__name__}: {_first_line(e)})") from None
+    except Exception as e:  # noqa: BLE001 - the user's module failed while importing
+        raise ValueError(f"--model {spec}: module {module_name!r} fails to import: "
+                         f"{_where_failed(e)}") from None
     finally:
         if added and cwd in sys.path:
             sys.path.remove(cwd)
@@ -279,6 +283,19 @@ def _create_user_model(spec: str, num_classes: int, overrides: dict):
 _first_line = ck._first_line
 
 
+def _where_failed(err: BaseException) -> str:
+    """``file:line: SyntaxError: ...`` (or the last frame of the traceback) of an exception raised
+    while importing a user's module."""
+    import traceback
+
+    if isinstance(err, SyntaxError) and err.filename:
+        return f"{err.filename}:{err.lineno}: {type(err).__name__}: {err.msg}"
+    frames = [f for f in traceback.extract_tb(err.__traceback__)
+              if "importlib" not in f.filename and not f.filename.startswith("<frozen")]
+    where = f"{frames[-1].filename}:{frames[-1].lineno}: " if frames else ""
+    return f"{where}{type(err).__name__}: {_first_line(err)}"
+
+
 def _model_known(name) -> bool:
     if is_user_model(name):
         return True
@@ -286,9 +303,24 @@ def _model_known(name) -> bool:
     return known is None or name in known
 
 
-def _create_model(name: str, num_classes: int, overrides: dict):
+def _create_model_check(name, num_classes, overrides, where: str) -> None:
+    """The checks :func:`_create_model` makes before building, for a config that is only read
+    (a warm start's): its options are the registry's and its sizes fit."""
+    from .safe_io import check_model_size
+
+    check_model_size(name, num_classes, overrides, where=where, train=False)
+
+
+def _create_model(name: str, num_classes: int, overrides: dict, *, where: str = "model",
+                  batch: int = 0, image: int | None = None, train: bool = True, device=None):
     """Build a registered model, or a user's ``package.module:factory`` one (indirection so tests
-    can substitute a stand-in)."""
+    can substitute a stand-in). A registered model's size is checked first against this
+    machine's memory (:func:`sdenet.train.safe_io.check_model_size`): its sizes may come from a
+    stored config."""
+    from .safe_io import check_model_size
+
+    check_model_size(name, num_classes, overrides, where=where, batch=batch, image=image,
+                     train=train, device=device)
     if is_user_model(name):
         return _create_user_model(name, num_classes, overrides)
     try:
@@ -499,10 +531,12 @@ def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
     momentum = _number("momentum", cfg.momentum, lo=0.0, hi=1.0)
     wd = _number("weight_decay", cfg.weight_decay, lo=0.0)
     ls = _number("label_smoothing", cfg.label_smoothing, lo=0.0, hi=1.0)
-    dt = _number("dt", cfg.dt, lo=0.0, lo_open=True)
+    dt = _number("dt", cfg.dt, lo=0.0, lo_open=True, hi=MAX_DT)
     p_L = _number("p_L", cfg.p_L, lo=0.0, lo_open=True, hi=1.0)
     weak_K = parse_weak_K(cfg.weak_K)
     seed = int(_number("seed", cfg.seed, allow_none=False))
+    if not 0 <= seed < 2 ** 63:
+        raise ValueError(f"seed must lie in 0 .. 2^63 - 1, got {cfg.seed!r}")
     mc = int(_number("mc_samples", cfg.mc_samples or 0, lo=0.0))
     if mc > MAX_MC_SAMPLES:
         raise ValueError(f"mc_samples={mc} is above the bound of {MAX_MC_SAMPLES:,} Monte Carlo "
@@ -570,6 +604,55 @@ def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
     }
 
 
+def _agreed_data_root(rc: dict, given, run_dir) -> str | None:
+    """The data root of a resumed run: the one the command line gives. A root the run folder
+    records is used only when the command line passes the same one (a file does not choose
+    where data are read from); otherwise one line saying what to pass."""
+    recorded = rc.get("data_root")
+    if recorded is None:
+        return given
+    if given is None or Path(str(given)).expanduser().resolve() != Path(str(recorded)).expanduser().resolve():
+        raise ValueError(f"{run_dir}: the run records the data root {recorded!r}; a run folder "
+                         f"does not choose where data are read from, so pass --data-root "
+                         f"{recorded} yourself (or move the run)")
+    return given
+
+
+def _read_lines(path: Path, limit: int = 1 << 28) -> list[str]:
+    """The lines of a text file in a run folder (at most ``limit`` bytes; undecodable bytes
+    replaced)."""
+    with open(path, "rb") as f:
+        data = f.read(limit)
+    return data.decode("utf-8", "replace").splitlines()
+
+
+#: float32's unit roundoff: a step whose update dt * f is below it relative to the state is lost
+_ROUNDOFF = 2.0 ** -24
+
+
+def _check_step_precision(model, rc: dict, log) -> None:
+    """Warn (refuse under ``strict_weak``) when a stage's step is so small that ``x + dt f(x)``
+    rounds to ``x`` at working precision (float32's unit roundoff, for ``|f| ~ |x|``): the stage
+    is then the identity and its blocks learn nothing."""
+    dts = []
+    for m in model.modules():
+        dt = getattr(m, "dt", None)
+        if isinstance(dt, (int, float)) and not isinstance(dt, bool) and dt > 0 and hasattr(m, "steps"):
+            dts.append(float(dt))
+    if not dts:
+        return
+    eps = _ROUNDOFF
+    small = min(dts)
+    if small >= eps:
+        return
+    msg = (f"a stage steps with dt = {small:.3g}, below float32's resolution {eps:.3g}: x + dt f(x) "
+           f"rounds to x, so the stage is the identity at working precision; use a larger dt or "
+           f"fewer refinements")
+    if rc.get("strict_weak"):
+        raise ValueError(msg + " (--strict-weak)")
+    log(f"sdenet: warning: {msg}", err=True)
+
+
 def _default_run_dir(model: str, dataset: str) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     base = Path("runs") / f"{model}-{_dataset_tag(dataset)}-{stamp}"
@@ -595,13 +678,9 @@ def _jsonable(x):
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(_jsonable(obj), f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    from .safe_io import write_text_atomic
+
+    write_text_atomic(path, json.dumps(_jsonable(obj), indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------------------------
@@ -782,15 +861,12 @@ class _Trainer:
 
     # -- set-up ---------------------------------------------------------------------------
     def _lock(self, run_dir: Path, created: bool = False):
-        """Take the run folder's lock (rank 0) and remove stale temporaries under it."""
+        """Take the run folder's lock (rank 0). Stale temporaries are removed only once set-up
+        has succeeded (:meth:`_run`): a refused command removes nothing."""
         if not self.main:
             return
         self.lock = RunLock(run_dir).acquire()
         self.created_dir = created  # removed again if set-up fails (never another run's folder)
-        gone = remove_stale_temporaries(run_dir)
-        if gone:
-            self.log(f"sdenet: removed {len(gone)} temporary file(s) an interrupted write left in "
-                     f"{run_dir}: {', '.join(gone)}", err=True)
 
     def _resume_source(self, cfg: TrainConfig):
         """``(run_dir, checkpoint or None, config)`` of ``cfg.resume``, under the folder's lock."""
@@ -808,7 +884,9 @@ class _Trainer:
         if target.is_dir() and cfg_path.is_file() and not (run_dir / "best.pt").exists():
             # stopped before its first checkpoint (killed, diverged or failed in epoch 1)
             try:
-                rc = json.loads(cfg_path.read_text(encoding="utf-8"))
+                from .safe_io import read_json
+
+                rc = read_json(cfg_path)
                 ck.validate_checkpoint({"format": ck.FORMAT, "epoch": 1, "config": rc,
                                         "model": {"-": torch.zeros(0)}}, cfg_path,
                                        known_model=_model_known)
@@ -869,8 +947,8 @@ class _Trainer:
                          f"writing metrics.json; finishing it", err=True)
         else:
             rc = _resolve(cfg, device, dist.world_size)
-            self.run_dir = check_out_dir(Path(cfg.out) if cfg.out else
-                                         _default_run_dir(rc["model"], rc["dataset"]))
+            self.run_dir = check_out_dir(cfg.out if cfg.out is not None else
+                                         _default_run_dir(rc["model"], rc["dataset"]), live=self.main)
             created = make_run_dir(self.run_dir) if self.main else False
             self._lock(self.run_dir, created)
             if (self.run_dir / "last.pt").exists() or (self.run_dir / "best.pt").exists():
@@ -906,7 +984,8 @@ class _Trainer:
             rc["n_train"] = len(self.train_loader.dataset)
             rc["n_test"] = len(self.test_loader.dataset)
         else:
-            ds = _load_data(rc["dataset"], root=rc.get("data_root") or cfg.data_root,
+            root = _agreed_data_root(rc, cfg.data_root, self.run_dir) if cfg.resume else cfg.data_root
+            ds = _load_data(rc["dataset"], root=root,
                             download=cfg.download, limit_train=rc.get("limit_train"),
                             limit_test=rc.get("limit_test"))
             num_classes = ds.num_classes
@@ -926,11 +1005,19 @@ class _Trainer:
         rc["num_classes"] = num_classes
 
         torch.manual_seed(rc["seed"])
-        model = _create_model(rc["model"], num_classes, dict(rc["model_overrides"]))
+        n_train = rc.get("n_train") or rc["batch_size"]
+        model = _create_model(rc["model"], num_classes, dict(rc["model_overrides"]),
+                              where=str(self.run_dir / "config.json") if cfg.resume else "train",
+                              batch=min(rc["batch_size"], n_train) // dist.world_size,
+                              image=rc.get("resolution"), device=device)
         if self.ckpt is None and rc.get("init"):  # warm start (sdenet.train.multiscale)
             from .multiscale import init_weights
 
             self.init_ckpt = ck.load_checkpoint(rc["init"])  # read once: weights here, momentum below
+            ck.validate_checkpoint(self.init_ckpt, rc["init"], known_model=_model_known, min_epoch=0)
+            ic = self.init_ckpt["config"]  # its stored config, checked as data
+            _create_model_check(ic["model"], ic.get("num_classes"), ic.get("model_overrides") or {},
+                                str(rc["init"]))
             rc.update(init_weights(model, self.init_ckpt, rc["init"], resolution=rc["resolution"],
                                    native=native, rescale=bool(rc.get("init_rescale"))))
         model = model.to(device)
@@ -944,6 +1031,7 @@ class _Trainer:
             _check_fits(model, self.image_shape, num_classes, rc, device, self.noise)
         _set_generator(model, self.noise)
         self.stochastic = _is_stochastic(model)
+        _check_step_precision(model, rc, self.log)
         if rc.get("dt") is None:
             mdt = (getattr(model, "config", None) or {}).get("dt", getattr(model, "dt", None)) \
                 if isinstance(getattr(model, "config", None), dict) else getattr(model, "dt", None)
@@ -1100,20 +1188,26 @@ class _Trainer:
 
         metrics_path = self.run_dir / "metrics.jsonl"
         if self.main:
+            gone = remove_stale_temporaries(self.run_dir)
+            if gone:
+                self.log(f"sdenet: removed {len(gone)} temporary file(s) an interrupted write left "
+                         f"in {self.run_dir}: {', '.join(gone)}", err=True)
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            from .safe_io import write_text_atomic
+
             if self.ckpt is None:
                 _write_json(self.run_dir / "config.json", rc)
-                metrics_path.write_text("")
+                write_text_atomic(metrics_path, "")
             else:  # drop lines of epochs the checkpoint does not hold
                 keep = []
-                if metrics_path.exists():
-                    for line in metrics_path.read_text().splitlines():
+                if metrics_path.is_file() and not metrics_path.is_symlink():
+                    for line in _read_lines(metrics_path):
                         try:
                             if json.loads(line)["epoch"] <= self.start_epoch:
                                 keep.append(line)
                         except (ValueError, KeyError, TypeError):
                             continue
-                metrics_path.write_text("".join(k + "\n" for k in keep))
+                write_text_atomic(metrics_path, "".join(k + "\n" for k in keep))
         self.log(f"run {self.run_dir}: {rc['model']} ({self.params:,} parameters) on "
                  f"{rc['dataset']} ({rc['n_train']} train / {rc['n_test']} test), "
                  f"{rc['epochs']} epochs, preset {rc['preset']}, device {device}"
@@ -1233,14 +1327,15 @@ class _Trainer:
             self.best, self.best_epoch = test_error, epoch
         noise_ranks = dist.all_gather(self.noise.get_state().cpu())
         if self.main:
+            from .safe_io import open_append, os_error
+
             try:
-                with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                with open_append(self.run_dir / "metrics.jsonl") as f:
                     f.write(json.dumps(_jsonable(metrics)) + "\n")
                     f.flush()
                     os.fsync(f.fileno())
             except OSError as e:
-                raise ValueError(f"{self.run_dir / 'metrics.jsonl'}: cannot write "
-                                 f"({e.strerror or e})") from None
+                raise os_error(e, self.run_dir / "metrics.jsonl") from None
             state = {
                 "format": ck.FORMAT,
                 "epoch": epoch,
@@ -1343,6 +1438,38 @@ class _Trainer:
 # --------------------------------------------------------------------------------------------
 
 
+#: a weight of a trained float network beyond this magnitude is broken, not learned
+ABSURD_WEIGHT = 1e8
+
+
+def _check_finite_weights(state: dict, path) -> None:
+    """ValueError when a checkpoint's weights hold NaN or infinite values, or values beyond
+    :data:`ABSURD_WEIGHT`: no test error of such a network means anything."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"{path}: its weights hold NaN or infinite values ({len(bad)} tensors, "
+                         f"e.g. {bad[0]}); the network is broken, nothing to evaluate")
+    big = [(k, float(v.abs().max())) for k, v in state.items()
+           if v.is_floating_point() and v.numel() and float(v.abs().max()) > ABSURD_WEIGHT]
+    if big:
+        raise ValueError(f"{path}: its weights are absurd ({big[0][0]} reaches {big[0][1]:.3g}, "
+                         f"beyond {ABSURD_WEIGHT:.0e}); the network is broken, nothing to evaluate")
+
+
+def _check_sane_loss(loss: float, num_classes: int, path) -> str | None:
+    """ValueError instead of a number when the test loss is NaN or infinite; a warning (returned)
+    when it is absurd: above :data:`DIVERGENCE_FACTOR` times the loss of a uniform guess,
+    ``log(classes)`` (a network applied to images it does not suit can do that)."""
+    ref = math.log(max(int(num_classes), 2))
+    if not math.isfinite(loss):
+        raise ValueError(f"{path}: its test loss is {loss}: the network overflows on these "
+                         f"images, so no test error is reported")
+    if loss > DIVERGENCE_FACTOR * ref:
+        return (f"{path}: its test loss {loss:.4g} is absurd against {ref:.3g} for a uniform guess: "
+                f"the weights are broken or do not suit these images; read the error with care")
+    return None
+
+
 def _binomial_se(error: float, n: int) -> float:
     """Standard error ``sqrt(e(1 - e)/n)`` of an error rate measured on ``n`` independent images."""
     return math.sqrt(max(error * (1.0 - error), 0.0) / n) if n > 0 else float("nan")
@@ -1419,13 +1546,16 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
         _, loader = _image_folder_loaders(spec, limit_test=limit_test, batch_size=eval_batch,
                                           device=dev, seed=seed)
         num_classes = loader.num_classes
+        n_images = eval_batch
     else:
-        ds = load_dataset(spec, root=data_root or rc.get("data_root"))
+        ds = load_dataset(spec, root=_agreed_data_root(rc, data_root, path) if dataset is None
+                          else data_root)
         num_classes = ds.num_classes
         image_shape = tuple(int(v) for v in ds.x_test.shape[1:])
         x_test, y_test = ds.x_test, ds.y_test
         if limit_test is not None:
             x_test, y_test = x_test[:limit_test], y_test[:limit_test]
+        n_images = len(x_test)
         from .multiscale import checkpoint_resolution
 
         r0 = checkpoint_resolution(c, ds.image_shape[1])
@@ -1439,8 +1569,11 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
                          f"{rc['num_classes']}")
     torch.manual_seed(seed)
     spec_model = rc["model"]
-    model = _create_model(spec_model, num_classes, dict(rc.get("model_overrides") or {}))
+    model = _create_model(spec_model, num_classes, dict(rc.get("model_overrides") or {}),
+                          where=str(path), batch=min(eval_batch, n_images), image=res,
+                          train=False, device=dev)
     ck.check_model_state(model, c["model"], path, repr(spec_model))
+    _check_finite_weights(c["model"], path)
     try:
         model.load_state_dict(c["model"])
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
@@ -1461,6 +1594,7 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
     one = _Dist.__new__(_Dist)
     one.world_size, one.rank, one.local_rank, one.owned = 1, 0, 0, False
     test_loss, test_error, n = _eval_sums(model, loader, dev, amp, one)
+    warning = _check_sane_loss(test_loss, num_classes, path)
     out = {
         "checkpoint": str(checkpoint),
         "model": rc["model"],
@@ -1477,6 +1611,8 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
         "trained_resolution": r0,
         "rescaled": bool(rescale and res != r0),
     }
+    if warning:
+        out["warning"] = warning
     if samples is None:
         samples = 10 if stochastic else 0
     if stochastic and samples > 0:

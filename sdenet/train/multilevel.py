@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ck
+from .safe_io import read_json, refuse_link, write_atomic, write_text_atomic
 
 __all__ = ["train_multilevel", "resume_multilevel", "is_multilevel", "prolong_momentum", "PLAN_FILE"]
 
@@ -113,15 +114,94 @@ def _shape(model) -> dict:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    refuse_link(src, "read through")
+    with open(src, "rb") as f:
+        write_atomic(dst, lambda out: shutil.copyfileobj(f, out))
+
+
+def _main_rank() -> bool:
+    """True in the process that writes the run folder (rank 0 of torchrun, or the only one)."""
+    return int(os.environ.get("RANK", "0") or 0) == 0
+
+
+class _NoLock:
+    def release(self):
+        pass
+
+
+#: most levels of a multilevel run (2^30 times the steps of the coarsest network)
+MAX_LEVELS = 30
+#: entries of a plan's "train" that are passed on to each cycle's training
+_TRAIN_KEYS = ("model", "dataset", "preset", "batch_size", "lr", "momentum", "weight_decay",
+               "label_smoothing", "seed", "device", "dt", "p_L", "mode", "amp", "channels_last",
+               "compile", "weak_K", "strict_weak", "quiet", "limit_train", "limit_test",
+               "mc_samples", "eval_batch_size", "data_root", "download", "command", "resolution",
+               "init_rescale")
+
+
+def _check_plan(run_dir: Path, state, *, model=None, data_root=None, download=False) -> dict:
+    """The plan read from ``multilevel.json``, checked as data: its shape, numbers and cycle
+    folders (relative, inside the run folder), and the code and data it names agreeing with the
+    command line (``model``, ``data_root``; downloads only when ``download``)."""
+    from ..nn.refine import REFINE_MODES
+    from .loop import is_user_model
+    from .safe_io import safe_subfolder
+
+    where = run_dir / PLAN_FILE
+
+    def bad(what):
+        return ValueError(f"{where}: {what}; not a plan sdenet wrote, refused")
+
+    if not isinstance(state, dict) or state.get("format") != 1:
+        raise bad("unsupported plan format")
+    levels = state.get("levels")
+    if isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= MAX_LEVELS:
+        raise bad(f"levels is {levels!r}, not an integer in 1..{MAX_LEVELS}")
+    if state.get("prolong") not in REFINE_MODES:
+        raise bad(f"prolong is {state.get('prolong')!r}")
+    cycles = state.get("cycles")
+    if not isinstance(cycles, list) or len(cycles) != levels + 1:
+        raise bad(f"it lists {len(cycles) if isinstance(cycles, list) else 'no'} cycles for "
+                  f"{levels} levels")
+    dirs = set()
+    for i, c in enumerate(cycles):
+        if not isinstance(c, dict) or c.get("cycle") != i:
+            raise bad(f"cycle {i} is malformed")
+        r, ep = c.get("refine"), c.get("epochs")
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not (0 < r < 1 << 20):
+            raise bad(f"cycle {i} has refine {r!r}")
+        if isinstance(ep, bool) or not isinstance(ep, int) or not 1 <= ep <= 10_000:
+            raise bad(f"cycle {i} has epochs {ep!r}")
+        safe_subfolder(run_dir, c.get("dir"), where)
+        if c["dir"] in dirs:
+            raise bad(f"two cycles share the folder {c['dir']!r}")
+        dirs.add(c["dir"])
+    overrides, train = state.get("overrides"), state.get("train")
+    if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
+        raise bad("its overrides are not a dict")
+    if not isinstance(train, dict) or set(train) - set(_TRAIN_KEYS):
+        extra = sorted(set(train) - set(_TRAIN_KEYS)) if isinstance(train, dict) else "?"
+        raise bad(f"its training options are malformed (unknown: {extra})")
+    recorded = train.get("model")
+    if not isinstance(recorded, str) or recorded != state.get("model"):
+        raise bad("its model entries disagree")
+    if is_user_model(recorded) and model != recorded:
+        raise ValueError(f"{where}: the run trains the user model {recorded!r}; importing it runs "
+                         f"its code, so name it yourself with --model {recorded}")
+    if model is not None and model != recorded:
+        raise ValueError(f"{where}: the run trains {recorded!r}, not {model!r}")
+    root = train.get("data_root")
+    if root is not None and (data_root is None or Path(str(data_root)).expanduser().resolve()
+                             != Path(str(root)).expanduser().resolve()):
+        raise ValueError(f"{where}: the run records the data root {root!r}; a run folder does "
+                         f"not choose where data are read from, so pass --data-root {root} "
+                         f"yourself")
+    train["download"] = bool(download)  # the command line alone decides on downloads
+    return state
 
 
 def _split_epochs(epochs: int, cycles: int) -> list[int]:
@@ -146,6 +226,9 @@ def train_multilevel(levels: int, *, out=None, prolong: str = "constant", callba
 
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
         raise ValueError(f"multilevel: levels must be a positive integer, got {levels!r}")
+    if levels > MAX_LEVELS:
+        raise ValueError(f"multilevel: {levels} levels is above the bound of {MAX_LEVELS} "
+                         f"(2^{MAX_LEVELS} times the steps of the coarsest network)")
     if prolong not in REFINE_MODES:
         raise ValueError(f"multilevel: prolong must be one of {', '.join(REFINE_MODES)}, got {prolong!r}")
     for key in ("resume", "init", "out"):
@@ -171,6 +254,9 @@ def train_multilevel(levels: int, *, out=None, prolong: str = "constant", callba
         overrides["dt"] = train_kwargs.pop("dt")
     train_kwargs.pop("dt", None)
     final_refine = overrides.get("refine", 1)
+    from .safe_io import check_model_size
+
+    check_model_size(model, None, overrides, where="multilevel")  # the deepest network fits
     # check every level's architecture now (a stage with too few steps fails here, not mid-run)
     from ..nn import models
 
@@ -185,38 +271,63 @@ def train_multilevel(levels: int, *, out=None, prolong: str = "constant", callba
             raise ValueError(f"multilevel: level {c} ({levels - c} halvings of the final network) is "
                              f"impossible: {err}") from None
         plan.append({"cycle": c, "refine": r, "epochs": ep, "dir": f"cycle{c}", **shape})
-    run_dir = Path(out) if out else _default_run_dir(model, dataset)
-    if (run_dir / PLAN_FILE).exists() or (run_dir / "last.pt").exists():
-        raise ValueError(f"{run_dir}: already holds a run; use --resume {run_dir} to continue it "
-                         f"or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    kwargs = {k: v for k, v in train_kwargs.items() if k not in ("epochs", "overrides")}
-    state = {"format": 1, "levels": levels, "prolong": prolong, "epochs": epochs, "model": model,
-             "overrides": overrides, "train": kwargs, "cycles": plan,
-             "schedule": "the preset's schedule restarted in every cycle over its own epochs",
-             "momentum": "prolonged with the weights; stage buffers divided by the factor"}
-    _write_json(run_dir / PLAN_FILE, state)
-    return _run(run_dir, state, callback=callback)
+    from .runfolder import RunLock, check_out_dir, make_run_dir
+
+    run_dir = check_out_dir(Path(out) if out else _default_run_dir(model, dataset), live=_main_rank())
+    created = make_run_dir(run_dir)
+    try:
+        lock = _NoLock() if not _main_rank() else RunLock(run_dir).acquire()  # one of two starts
+    except BaseException:
+        if created:
+            try:
+                run_dir.rmdir()
+            except OSError:
+                pass
+        raise
+    try:
+        if _main_rank() and any(os.path.lexists(run_dir / n) for n in (PLAN_FILE, "last.pt", "config.json")):
+            raise ValueError(f"{run_dir}: already holds a run; use --resume {run_dir} to continue "
+                             f"it or choose another --out")
+        kwargs = {k: v for k, v in train_kwargs.items() if k not in ("epochs", "overrides")}
+        state = {"format": 1, "levels": levels, "prolong": prolong, "epochs": epochs, "model": model,
+                 "overrides": overrides, "train": kwargs, "cycles": plan,
+                 "schedule": "the preset's schedule restarted in every cycle over its own epochs",
+                 "momentum": "prolonged with the weights; stage buffers divided by the factor"}
+        if _main_rank():
+            _write_json(run_dir / PLAN_FILE, state)
+        return _run(run_dir, state, callback=callback)
+    finally:
+        lock.release()
 
 
-def resume_multilevel(run_dir, *, device=None, quiet=None, callback=None) -> dict:
-    """Continue the multilevel run in ``run_dir`` where it stopped (finished cycles are skipped)."""
+def resume_multilevel(run_dir, *, device=None, quiet=None, callback=None, model=None,
+                      data_root=None, download=False) -> dict:
+    """Continue the multilevel run in ``run_dir`` where it stopped (finished cycles are skipped).
+
+    The run folder is locked first (a live run's folder is refused and nothing in it changes).
+    ``multilevel.json`` is data: its cycle folders must lie inside ``run_dir``, a user model it
+    names is imported only when ``model`` names the same one, a data root it records is used only
+    when ``data_root`` agrees, and data are downloaded only when ``download``."""
+    from .runfolder import RunLock
+
     run_dir = Path(run_dir)
     if not is_multilevel(run_dir):
         raise ValueError(f"{run_dir}: not a multilevel run folder (no {PLAN_FILE})")
+    lock = RunLock(run_dir).acquire() if _main_rank() else _NoLock()
     try:
-        state = json.loads((run_dir / PLAN_FILE).read_text())
-    except ValueError as e:
-        raise ValueError(f"{run_dir / PLAN_FILE}: not valid JSON ({e})") from None
-    if (run_dir / "metrics.json").exists() and all(
-            (run_dir / c["dir"] / "metrics.json").exists() for c in state["cycles"]):
-        raise ValueError(f"{run_dir}: the multilevel run already finished its {len(state['cycles'])} "
-                         f"cycles; nothing to resume")
-    if device is not None:
-        state["train"]["device"] = device
-    if quiet is not None:
-        state["train"]["quiet"] = quiet
-    return _run(run_dir, state, callback=callback)
+        state = _check_plan(run_dir, read_json(run_dir / PLAN_FILE), model=model,
+                            data_root=data_root, download=download)
+        if (run_dir / "metrics.json").exists() and all(
+                (run_dir / c["dir"] / "metrics.json").exists() for c in state["cycles"]):
+            raise ValueError(f"{run_dir}: the multilevel run already finished its "
+                             f"{len(state['cycles'])} cycles; nothing to resume")
+        if device is not None:
+            state["train"]["device"] = device
+        if quiet is not None:
+            state["train"]["quiet"] = quiet
+        return _run(run_dir, state, callback=callback)
+    finally:
+        lock.release()
 
 
 def _prolong(prev_ckpt: Path, target: Path, state: dict, cycle: dict) -> float:
@@ -225,15 +336,22 @@ def _prolong(prev_ckpt: Path, target: Path, state: dict, cycle: dict) -> float:
     from ..nn.refine import refine
 
     t0 = time.perf_counter()
+    from .loop import _model_known
+    from .safe_io import check_model_size
+
     c = ck.load_checkpoint(prev_ckpt)
+    ck.validate_checkpoint(c, prev_ckpt, known_model=_model_known)
     rc = c["config"]
-    net = models.create(rc["model"], num_classes=rc["num_classes"], **dict(rc["model_overrides"]))
+    overrides = dict(rc.get("model_overrides") or {})
+    check_model_size(rc["model"], rc.get("num_classes"), {**overrides, "refine": cycle["refine"]},
+                     where=str(prev_ckpt))
+    net = models.create(rc["model"], num_classes=rc.get("num_classes"), **overrides)
     net.load_state_dict(c["model"])
     momentum = _momentum_by_name(net, c.get("optimizer"))
     fine = refine(net, 2, state["prolong"])
     mom = prolong_momentum(net, momentum, 2, state["prolong"]) if momentum else {}
     config = dict(rc)
-    config["model_overrides"] = {**rc["model_overrides"], "refine": cycle["refine"]}
+    config["model_overrides"] = {**overrides, "refine": cycle["refine"]}
     ck.save_atomic({"format": ck.FORMAT, "epoch": 0, "model": fine.state_dict(), "momentum": mom,
                     "config": config, "refined_from": str(prev_ckpt)}, target)
     return time.perf_counter() - t0
@@ -244,8 +362,10 @@ def _collect(run_dir: Path, state: dict) -> list[dict]:
     lines, before = [], 0
     for cyc in state["cycles"]:
         path = run_dir / cyc["dir"] / "metrics.jsonl"
-        if path.exists():
-            for raw in path.read_text().splitlines():
+        if path.is_file() and not path.is_symlink():
+            from .loop import _read_lines
+
+            for raw in _read_lines(path):
                 try:
                     m = json.loads(raw)
                 except ValueError:
@@ -260,9 +380,7 @@ def _collect(run_dir: Path, state: dict) -> list[dict]:
 
 def _write_metrics(run_dir: Path, state: dict) -> None:
     lines = _collect(run_dir, state)
-    tmp = run_dir / ".metrics.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(m, default=str) + "\n" for m in lines))
-    os.replace(tmp, run_dir / "metrics.jsonl")
+    write_text_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(m, default=str) + "\n" for m in lines))
 
 
 def _run(run_dir: Path, state: dict, callback=None) -> dict:
@@ -279,14 +397,21 @@ def _run(run_dir: Path, state: dict, callback=None) -> dict:
             callback({**info, "cycle": current[0]})
 
     current = [0]
+    from .safe_io import safe_subfolder
+
+    user_model = state["train"].get("model")
+    user_model = user_model if isinstance(user_model, str) and ":" in user_model else None
     for cyc in state["cycles"]:
         current[0] = cyc["cycle"]
-        sub = run_dir / cyc["dir"]
+        sub = safe_subfolder(run_dir, cyc["dir"], run_dir / PLAN_FILE)
         if (sub / "metrics.json").exists():
             pass
         elif (sub / "last.pt").exists():
+            kw = {"model": user_model} if user_model else {}
             train(resume=str(sub), device=state["train"].get("device", "auto"),
-                  quiet=bool(state["train"].get("quiet", False)), callback=on_epoch)
+                  quiet=bool(state["train"].get("quiet", False)), callback=on_epoch,
+                  data_root=state["train"].get("data_root"),
+                  download=bool(state["train"].get("download")), **kw)
         else:
             kw = dict(state["train"])
             kw.update(out=str(sub), epochs=cyc["epochs"], overrides={**overrides, "refine": cyc["refine"]})
@@ -301,14 +426,14 @@ def _run(run_dir: Path, state: dict, callback=None) -> dict:
                 if (sub / stale).exists() and not (sub / "last.pt").exists():
                     (sub / stale).unlink()
             train(**kw, callback=on_epoch)
-        summaries.append(json.loads((sub / "metrics.json").read_text()))
+        summaries.append(read_json(sub / "metrics.json"))
     _write_metrics(run_dir, state)
     last = state["cycles"][-1]
     sub = run_dir / last["dir"]
     for name in ("last.pt", "best.pt"):
         if (sub / name).exists():
             _copy_atomic(sub / name, run_dir / name)
-    config = json.loads((sub / "config.json").read_text())
+    config = read_json(sub / "config.json")
     config["run_dir"] = str(run_dir)
     config["multilevel"] = {k: v for k, v in state.items() if k != "train"}
     config["epochs"] = state["epochs"]

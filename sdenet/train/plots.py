@@ -73,8 +73,14 @@ _REQUIRED = ("epoch", "train_error", "test_error")
 
 
 def _read_json(path: Path, folder: Path):
+    from .safe_io import MAX_JSON_BYTES
+
     try:
-        return json.loads(path.read_text())
+        with open(path, "rb") as f:
+            data = f.read(MAX_JSON_BYTES + 1)
+        if len(data) > MAX_JSON_BYTES:
+            raise RunFolderError(f"{folder}: {path.name} is larger than {MAX_JSON_BYTES >> 20} MiB")
+        return json.loads(data.decode("utf-8"))
     except (OSError, UnicodeDecodeError) as err:
         raise RunFolderError(f"{folder}: cannot read {path.name}: {err}") from None
     except json.JSONDecodeError as err:
@@ -178,9 +184,13 @@ def _finite(v) -> float:
 
 
 def _save(fig, path: Path, plt) -> Path:
+    from .safe_io import save_figure
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=110, bbox_inches="tight")  # no symbolic link followed
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -408,22 +418,27 @@ def plot_runs(run_dirs: Iterable, out_dir=None, labels: Sequence[str] | None = N
     for run, name in zip(runs, names):
         run.label = name
     out = Path(out_dir) if out_dir is not None else default_out_dir(run_dirs)
-    if out.exists() and not out.is_dir():
+    if out.exists() and not out.is_symlink() and not out.is_dir():
         raise ValueError(f"plot: --out {out} exists and is not a folder")
+    from .safe_io import check_output_path, lock_output
+
+    out = check_output_path(out_dir if out_dir is not None else out, "--out", folder=True,
+                            make_parents=True)
     say = log or (lambda s: None)
-    paths = [plot_errors(runs, out)]
-    say(str(paths[-1]))
-    lm = plot_lm_coefficients(runs, out)
-    if lm is None:
-        say("no LM coefficients recorded in these runs: skipped the k_n figure")
-    else:
-        paths.append(lm)
-        say(str(lm))
-    for run in runs:
-        weak = plot_weak(run, out)
-        if not weak:
-            say(f"{run.label}: no stochastic stages: skipped the condition-(5) figures")
-        for p in weak:
-            say(str(p))
-        paths.extend(weak)
+    with lock_output(out, "--out", folder=True):  # a run folder: its run lock, for the writes
+        paths = [plot_errors(runs, out)]
+        say(str(paths[-1]))
+        lm = plot_lm_coefficients(runs, out)
+        if lm is None:
+            say("no LM coefficients recorded in these runs: skipped the k_n figure")
+        else:
+            paths.append(lm)
+            say(str(lm))
+        for run in runs:
+            weak = plot_weak(run, out)
+            if not weak:
+                say(f"{run.label}: no stochastic stages: skipped the condition-(5) figures")
+            for p in weak:
+                say(str(p))
+            paths.extend(weak)
     return paths

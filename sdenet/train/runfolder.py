@@ -21,7 +21,8 @@ __all__ = ["check_out_dir", "RunLock", "RunLocked", "remove_stale_temporaries", 
 
 LOCK_NAME = ".lock"
 
-_TEMP_PATTERNS = (".last.pt.*.tmp", ".best.pt.*.tmp", ".config.json.tmp", ".metrics.json.tmp")
+_TEMP_PATTERNS = (".last.pt.*.tmp", ".best.pt.*.tmp", ".config.json.*tmp", ".metrics.json.*tmp",
+                  ".metrics.jsonl.*tmp")
 
 
 class RunLocked(ValueError):
@@ -32,14 +33,20 @@ def _reason(err: OSError) -> str:
     return err.strerror or type(err).__name__
 
 
-def check_out_dir(path) -> Path:
+def check_out_dir(path, live: bool = True) -> Path:
     """``path`` as a :class:`~pathlib.Path` if a run folder can live there (it exists as a folder
-    or can be created); ValueError (one line naming the path and the reason) otherwise.
+    or can be created); ValueError (one line naming the path and the reason) otherwise: an empty
+    path, a symbolic link, an existing file or device, a path below a file, a kernel file system
+    or a place where nothing can be written (:func:`sdenet.train.safe_io.check_output_path`).
 
-    Nothing is created here: the first existing ancestor must be a writable folder."""
-    path = Path(path).expanduser()
-    if path.exists() and not path.is_dir():
+    Nothing is created here: the first existing ancestor must be a writable folder. ``live``:
+    refuse a folder a live run holds (off on the ranks of a run other than the one that locks)."""
+    from .safe_io import check_output_path
+
+    if path is not None and str(path).strip() and Path(path).expanduser().exists() \
+            and not Path(path).expanduser().is_symlink() and not Path(path).expanduser().is_dir():
         raise ValueError(f"--out {path}: exists and is not a folder")
+    path = check_output_path(path, "--out", folder=True, make_parents=True, live=live)
     probe = path
     while not probe.exists():
         if probe.parent == probe:
@@ -71,9 +78,14 @@ def make_run_dir(path: Path) -> bool:
 
 
 def _read_pid(path: Path) -> int | None:
+    """The pid in a lock file (its first 32 bytes, no link followed), or None."""
     try:
-        text = path.read_text().strip()
-        return int(text) if text else None
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            text = os.read(fd, 32).decode("ascii", "replace").strip()
+        finally:
+            os.close(fd)
+        return int(text) if text.isdigit() and len(text) < 12 else None
     except (OSError, ValueError):
         return None
 
@@ -95,12 +107,24 @@ class RunLock:
     def acquire(self) -> "RunLock":
         import fcntl
 
+        from .safe_io import check_folder_links
+
+        if self.run_dir.is_dir():  # a folder holding a link is refused before anything is written
+            check_folder_links(self.run_dir)
         for _ in range(10):  # retried only when the file was replaced while we locked it
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
             except OSError as e:
+                if e.errno == errno.ELOOP:
+                    raise ValueError(f"{self.path}: the lock file is a symbolic link; sdenet "
+                                     f"follows no link in a run folder (remove it)") from None
                 raise ValueError(f"--out {self.run_dir}: cannot write in the run folder "
                                  f"({_reason(e)})") from None
+            import stat
+
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise ValueError(f"{self.path}: the lock file is not a regular file; remove it")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
@@ -120,7 +144,7 @@ class RunLock:
                 raise RunLocked(f"{self.run_dir}: another sdenet run is using this folder "
                                 f"({who}); wait for it to end or choose another --out") from None
             try:
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+                same = os.fstat(fd).st_ino == os.lstat(self.path).st_ino
             except OSError:
                 same = False
             if not same:  # released and removed by its owner between our open and our lock
