@@ -53,7 +53,7 @@ def one_run(a, method: str, seed: int, runs_dir: Path) -> dict:
 
     out = runs_dir / f"{method}-s{seed}"
     kw = dict(model=a.model, dataset=a.data_path, epochs=a.epochs, preset=a.preset, seed=seed,
-              device=a.device, overrides={"refine": a.refine}, limit_train=a.limit_train,
+              device=a.device, overrides={**a.overrides, "refine": a.refine}, limit_train=a.limit_train,
               limit_test=a.limit_test)
     t0 = time.time()
     if method == "direct":
@@ -133,7 +133,8 @@ def render(result: dict) -> str:
              f"Command: `{p['command']}` (commit {p['commit']}); torch {p['torch']}, {p['threads']} thread(s); "
              f"hardware {p['hardware']}; load average at the start {p['load_average_start']}, at the last "
              f"update {result.get('load_average_end')} (the 2 cores are shared with other jobs: times are "
-             f"noisy, the methods interleaved). Model `{a['model']}` with `refine={a['refine']}` "
+             f"noisy, the methods interleaved). Model `{a['model']}` with `refine={a['refine']}`"
+             f"{' and overrides ' + json.dumps(a['overrides']) if a.get('overrides') else ''} "
              f"(final network), data {a['data']}, {a['epochs']} epochs, preset {a['preset']}, multilevel "
              f"L = {a['levels']} ({a['levels'] + 1} cycles, the preset's schedule restarted per cycle), "
              f"seeds {a['seeds']}. Time = cumulative epoch time (training + test evaluation of each epoch).", ""]
@@ -205,6 +206,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="tiny_lm_resnet")
     ap.add_argument("--refine", type=int, default=4, help="refine factor of the final network")
     ap.add_argument("--levels", type=int, default=2)
+    ap.add_argument("--overrides", type=json.loads, default={},
+                    help='more model overrides as JSON, e.g. \'{"stem_width": 8}\' (ResNet-56 with L = 3)')
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--preset", default="quick")
