@@ -166,6 +166,7 @@ def one_run(a, fam: str, cond: str, seed: int, runs_dir: Path) -> dict:
     out = runs_dir / f"{fam}-{cond}-s{seed}"
     done = out / "depths.json"
     if done.exists():
+        print(f"  reusing {rel(out)}", flush=True)
         return json.loads(done.read_text())
     t0 = time.time()
     kw = dict(model=model, dataset=a.data_path, epochs=a.epochs, preset=a.preset, seed=seed,
@@ -174,7 +175,7 @@ def one_run(a, fam: str, cond: str, seed: int, runs_dir: Path) -> dict:
         kw["random_depth"] = a.train_factors
     out.parent.mkdir(parents=True, exist_ok=True)
     final = run_training(out, **kw)
-    ev = evaluate_depths(out / "last.pt", a.eval_factors, samples=0, device=a.device)
+    ev = evaluate_depths(out / "last.pt", a.eval_factors, samples=0, device=a.device, limit_test=a.limit_test)
     rows = {f"{r['depth']:g}": r for r in ev["depths"]}
     base = 1 - rows["1"]["test_error"]
     rec = {"family": fam, "condition": cond, "seed": seed, "model": model, "overrides": overrides,

@@ -206,3 +206,29 @@ def test_cli_depth_errors(clean, tmp_path, capsys):
                         (["train", "--resume", str(run), "--random-depth", "0.5,1"], "--random-depth")):
         code = main(argv)
         assert words in _one_line_error(capsys, code), argv
+
+
+@pytest.mark.slow
+def test_experiment_scripts_run_quick_and_skip_finished_runs(tmp_path):
+    """experiments/transfer_depth.py and multilevel_scale.py: one command each, results written,
+    a second invocation reuses every finished run."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for script, extra, name in (("transfer_depth.py", ["--families", "resnet", "--epochs", "1"], "transfer_depth-quick"),
+                                ("multilevel_scale.py", [], "multilevel_scale-quick")):
+        argv = [sys.executable, str(root / "experiments" / script), "--quick", "--threads", "1", "--data", "sample",
+                "--out", str(tmp_path / "out"), "--runs", str(tmp_path / script), *extra]
+        first = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+        assert first.returncode == 0, first.stderr[-2000:]
+        result = json.loads((tmp_path / "out" / f"{name}.json").read_text())
+        assert result["provenance"]["threads"] == 1 and result["provenance"]["torch"]
+        assert (tmp_path / "out" / f"{name}.png").stat().st_size > 0
+        assert (tmp_path / "out" / f"{name}.md").read_text().startswith("# ")
+        again = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+        assert again.returncode == 0 and "reusing" in again.stdout, again.stdout[-2000:]
+        redo = json.loads((tmp_path / "out" / f"{name}.json").read_text())
+        key = "accuracy" if script == "transfer_depth.py" else "final_accuracy"
+        assert [r[key] for r in redo["runs"]] == [r[key] for r in result["runs"]]
