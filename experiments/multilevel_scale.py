@@ -209,7 +209,7 @@ def main(argv=None) -> int:
     ap.add_argument("--overrides", type=json.loads, default={},
                     help='more model overrides as JSON, e.g. \'{"stem_width": 8}\' (ResNet-56 with L = 3)')
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=None, help="default 12 (3 with --quick)")
     ap.add_argument("--preset", default="quick")
     ap.add_argument("--limit-train", type=int, default=None)
     ap.add_argument("--limit-test", type=int, default=None)
@@ -218,18 +218,19 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", default="runs/multilevel_scale", help="run folders (relative to the repository)")
     ap.add_argument("--out", default="experiments/results", help="results folder (relative to the repository)")
     ap.add_argument("--name", default="multilevel_scale", help="stem of the result files")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 3 epochs on 512 images, one seed")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 3 epochs (unless --epochs) on 512 images, one seed")
     a = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(a.threads)
     if a.quick:
-        a.epochs, a.seeds = 3, a.seeds[:1]
+        a.epochs, a.seeds = a.epochs or 3, a.seeds[:1]
         a.limit_train, a.limit_test = a.limit_train or 512, a.limit_test or 256
         if a.runs == "runs/multilevel_scale":
             a.runs = "runs/multilevel_scale-quick"
         if a.name == "multilevel_scale":
             a.name = "multilevel_scale-quick"
+    a.epochs = a.epochs or 12
     a.data_path = a.data if not a.data.endswith(".npz") else str(repo_path(a.data))
     runs_dir, out_dir = repo_path(a.runs), repo_path(a.out)
     runs_dir.mkdir(parents=True, exist_ok=True)

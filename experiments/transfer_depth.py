@@ -198,7 +198,7 @@ def main(argv=None) -> int:
     ap.add_argument("--families", nargs="+", default=list(FAMILIES["tiny"]), choices=list(FAMILIES["tiny"]))
     ap.add_argument("--scale", choices=list(FAMILIES), default="tiny")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=None, help="default 10 (2 with --quick)")
     ap.add_argument("--preset", default="quick")
     ap.add_argument("--train-factors", default="0.5,1,2")
     ap.add_argument("--eval-factors", default="0.5,1,2,4")
@@ -209,7 +209,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", default="runs/transfer_depth", help="run folders (relative to the repository)")
     ap.add_argument("--out", default="experiments/results", help="results folder (relative to the repository)")
     ap.add_argument("--name", default="transfer_depth", help="stem of the result files")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 2 epochs on 512 images, one seed")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 2 epochs (unless --epochs) on 512 images, one seed")
     a = ap.parse_args(argv)
     import torch
 
@@ -217,7 +217,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(a.threads)
     if a.quick:
-        a.epochs, a.seeds = 2, a.seeds[:1]
+        a.epochs, a.seeds = a.epochs or 2, a.seeds[:1]
         a.limit_train, a.limit_test = a.limit_train or 512, a.limit_test or 256
         if a.runs == "runs/transfer_depth":
             a.runs = "runs/transfer_depth-quick"
@@ -225,6 +225,7 @@ def main(argv=None) -> int:
             a.name = "transfer_depth-quick"
     a.eval_factors = [float(f) for f in parse_depth_factors(a.eval_factors)]
     a.eval_factors = [int(f) if f.is_integer() else f for f in a.eval_factors]
+    a.epochs = a.epochs or 10
     a.data_path = a.data if not a.data.endswith(".npz") else str(repo_path(a.data))
     runs_dir, out_dir = repo_path(a.runs), repo_path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
