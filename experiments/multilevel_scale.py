@@ -45,7 +45,7 @@ def _mean_sd(v):
     v = [x for x in v if x is not None]
     if not v:
         return None, None
-    return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
+    return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else None)  # no sd from one value
 
 
 def one_run(a, method: str, seed: int, runs_dir: Path) -> dict:
@@ -124,6 +124,8 @@ def _f(ms, pct=False, unit=""):
     m, sd = ms
     if m is None:
         return "–"
+    if sd is None:  # one run
+        return f"{100 * m:.1f} %" if pct else f"{m:.0f}{unit}"
     return f"{100 * m:.1f} ± {100 * sd:.1f} %" if pct else f"{m:.0f} ± {sd:.0f}{unit}"
 
 
@@ -219,7 +221,16 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="experiments/results", help="results folder (relative to the repository)")
     ap.add_argument("--name", default="multilevel_scale", help="stem of the result files")
     ap.add_argument("--quick", action="store_true", help="smoke run: 3 epochs (unless --epochs) on 512 images, one seed")
+    ap.add_argument("--render", metavar="JSON", help="only rewrite the .md and .png next to a recorded JSON")
     a = ap.parse_args(argv)
+    if a.render:
+        path = Path(a.render)
+        result = json.loads(path.read_text())
+        result["summary"] = summarise(result["runs"])
+        path.with_suffix(".md").write_text(render(result))
+        figure(result, path.with_suffix(".png"))
+        print(path.with_suffix(".md").read_text())
+        return 0
     import torch
 
     torch.set_num_threads(a.threads)

@@ -56,7 +56,7 @@ def _mean_sd(v):
     v = [x for x in v if x is not None]
     if not v:
         return None, None
-    return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
+    return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else None)  # no sd from one value
 
 
 def summarise(runs: list[dict], factors: list[float]) -> list[dict]:
@@ -83,6 +83,8 @@ def _fmt(ms, pct=False):
     m, s = ms
     if m is None:
         return "–"
+    if s is None:  # one seed
+        return f"{100 * m:.1f}" if pct else f"{m:.3f}"
     return f"{100 * m:.1f} ± {100 * s:.1f}" if pct else f"{m:.3f} ± {s:.3f}"
 
 
@@ -98,7 +100,7 @@ def render(result: dict) -> str:
              f"{factors} with the network's own weights (refine ×F / coarsen ×1/F by injection; drift only). "
              f"{len(result['runs'])} run(s) finished.", "",
              "Ratio = test accuracy at the factor / test accuracy at the trained depth (factor 1), "
-             "mean ± sd over seeds. Targets with the option: refined ×2 ≥ 0.95, coarsened ×½ ≥ 0.9.", "",
+             "mean ± sd over seeds (a single value where one seed has finished). Targets with the option: refined ×2 ≥ 0.95, coarsened ×½ ≥ 0.9.", "",
              "| family | model | condition | acc ×1 % | " + " | ".join(f"ratio ×{f:g}" for f in factors if f != 1)
              + " | ×2 ≥ 0.95 | ×½ ≥ 0.9 |",
              "|---|---|---|---|" + "---|" * (len(factors) - 1) + "---|---|"]
@@ -210,7 +212,16 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="experiments/results", help="results folder (relative to the repository)")
     ap.add_argument("--name", default="transfer_depth", help="stem of the result files")
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 epochs (unless --epochs) on 512 images, one seed")
+    ap.add_argument("--render", metavar="JSON", help="only rewrite the .md and .png next to a recorded JSON")
     a = ap.parse_args(argv)
+    if a.render:
+        path = Path(a.render)
+        result = json.loads(path.read_text())
+        result["summary"] = summarise(result["runs"], result["settings"]["eval_factors"])
+        path.with_suffix(".md").write_text(render(result))
+        figure(result, path.with_suffix(".png"))
+        print(path.with_suffix(".md").read_text())
+        return 0
     import torch
 
     from sdenet.nn.depth import parse_depth_factors
