@@ -133,7 +133,7 @@ def figure(result: dict, path: Path) -> None:
 
     fams = list(dict.fromkeys(r["family"] for r in result["runs"]))
     factors = result["settings"]["eval_factors"]
-    fig, axes = plt.subplots(2, max(len(fams), 1), figsize=(3.4 * max(len(fams), 1), 6.2), squeeze=False)
+    fig, axes = plt.subplots(2, max(len(fams), 1), figsize=(max(3.4 * len(fams), 6.0), 6.2), squeeze=False)
     for j, fam in enumerate(fams):
         for cond, style in (("plain", dict(color="C0", ls="--", marker="o")),
                             ("robust", dict(color="C3", ls="-", marker="s"))):
@@ -145,7 +145,8 @@ def figure(result: dict, path: Path) -> None:
                 lab = cond if k == 0 else None
                 axes[0][j].plot(fs, acc, label=lab, alpha=0.8, **style)
                 axes[1][j].plot(comp, acc, label=lab, alpha=0.8, **style)
-        axes[0][j].set_title(f"{fam} ({rs[0]['model'] if rs else ''})", fontsize=9)
+        model = next(r["model"] for r in result["runs"] if r["family"] == fam)
+        axes[0][j].set_title(f"{fam} ({model})", fontsize=9)
         for i in range(2):
             axes[i][j].set_xscale("log", base=2)
             axes[i][j].grid(alpha=0.3)
@@ -155,7 +156,7 @@ def figure(result: dict, path: Path) -> None:
         axes[1][j].set_xlabel("relative compute")
     axes[0][0].set_ylabel("test accuracy (%)")
     axes[1][0].set_ylabel("test accuracy (%)")
-    fig.suptitle("one network at several depths: plain vs depth-robust training (each line one seed)", fontsize=10)
+    fig.suptitle("plain vs depth-robust training, evaluated at several depths (one line per seed)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
