@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU-specific check of sdenet in one call (under 8 minutes on one GPU):
+# Every GPU-specific check of sdenet in one call (under 12 minutes on one GPU):
 #
 #   1. the device tests on CUDA: SDENET_TEST_DEVICE=cuda pytest tests/test_device.py, slow
 #      ones included (bf16 autocast, channels-last, torch.compile of a training step, the
@@ -8,13 +8,21 @@
 #   3. experiments/benchmarks/gpu_throughput.py on the CIFAR-10 subset, fp32 and bf16 +
 #      channels-last (ResNet-56 and LM-ResNet-56, on-device pipeline against a DataLoader);
 #   4. a 20-epoch ResNet-20 run on ../shared/data/cifar10-subset.npz (`sdenet train`), then
-#      `sdenet plot` of its error curves.
+#      `sdenet plot` of its error curves;
+#   5. the depth-transfer and multilevel experiments with the full-size networks
+#      (experiments/transfer_depth.py --scale full: pre-activation ResNet-56, LM-ResNet-56,
+#      Hamiltonian-74, stochastic-depth ResNet-56, plain and depth-robust, evaluated at
+#      depth x0.5..x4; experiments/multilevel_scale.py: LM-ResNet-56, L = 3, against direct
+#      training), on $SDENET_CHECK_DATA (default the subset; point it at a full CIFAR-10
+#      .npz where the machine has one). Their results (json, md, png) go to OUT; each step
+#      has its own time limit and writes its results after every finished run, so a step cut
+#      off by its limit still leaves what it finished.
 #
 # Results go to experiments/results/gpu_check-<device>-<UTC time>/ (or --out DIR): one log
 # per step, hardware.txt, the throughput tables, the run's config/metrics and plots (its
 # checkpoints are removed), and summary.md with each step's exit status and wall time.
-# Each step runs under a time limit (110 + 165 + 35 + 35 + 70 + 30 s = 445 s in all), so the
-# whole check ends within 8 minutes even when a step hangs.
+# Each step runs under a time limit (110 + 165 + 35 + 35 + 70 + 30 s = 445 s, plus 120 + 120 s
+# for step 5: 685 s in all), so the whole check ends within 12 minutes even when a step hangs.
 # Exit status: 0 when every step passed, 1 when one failed, 2 for a usage error.
 #
 #   bash experiments/benchmarks/gpu_check.sh                        # on a CUDA machine
@@ -127,6 +135,21 @@ else
   step train-resnet20 70 "$PY" -m sdenet train --model resnet20 --dataset "$DATA" --epochs 20 \
     --device "$DEVICE" --quiet --out "$OUT/resnet20-run"
 fi
+# 5. depth transfer and multilevel with the full-size networks (results after every run)
+XDATA="${SDENET_CHECK_DATA:-$DATA}"
+if [ "$QUICK" = 1 ]; then
+  step transfer-depth 300 "$PY" experiments/transfer_depth.py --quick --families resnet --epochs 1 \
+    --device "$DEVICE" --threads 1 --data "$XDATA" --runs "$OUT/runs-transfer" --out "$OUT"
+  step multilevel-scale 300 "$PY" experiments/multilevel_scale.py --quick --device "$DEVICE" --threads 1 \
+    --data "$XDATA" --runs "$OUT/runs-multilevel" --out "$OUT"
+else
+  step transfer-depth 120 "$PY" experiments/transfer_depth.py --scale full --seeds 0 --epochs 8 \
+    --device "$DEVICE" --data "$XDATA" --runs "$OUT/runs-transfer" --out "$OUT"
+  step multilevel-scale 120 "$PY" experiments/multilevel_scale.py --model lm_resnet56 --refine 1 \
+    --levels 3 --overrides '{"stem_width": 8}' --epochs 8 --seeds 0 1 2 --device "$DEVICE" \
+    --data "$XDATA" --runs "$OUT/runs-multilevel" --out "$OUT"
+fi
+rm -f "$OUT"/runs-*/*/*.pt "$OUT"/runs-*/*/*/*.pt  # checkpoints are not results
 if [ -f "$OUT/resnet20-run/metrics.jsonl" ]; then
   step plot "$([ "$QUICK" = 1 ] && echo 120 || echo 30)" "$PY" -m sdenet plot "$OUT/resnet20-run" --out "$OUT/plots"
 fi

@@ -6,6 +6,7 @@ average over N noisy passes (``--samples``). A thin layer over :func:`sdenet.tra
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from ._args import add_threads_option, apply_threads, nonneg_int, positive_int
@@ -41,15 +42,60 @@ def register(subparsers) -> None:
     p.add_argument("--rescale", action="store_true",
                    help="carry the network's kernels from its training resolution to R first "
                         "(sdenet.nn.rescale); without it they are applied as they are")
+    p.add_argument("--depths", type=_depths, default=None, metavar="FACTORS",
+                   help="evaluate the network at several depth factors with its own weights, e.g. "
+                        "0.5,1,2 (2: every stage at 2N steps of dt/2, as refine; 0.5: N/2 steps "
+                        "of 2dt, as coarsen) and print a table of error and relative compute")
+    p.add_argument("--plot", default=None, metavar="FILE",
+                   help="with --depths: plot test accuracy against compute to FILE (.png, .pdf)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     add_threads_option(p, None, "CPU threads for torch (torch.set_num_threads)")
     p.set_defaults(func=run)
 
 
+def _depths(text: str) -> str:
+    from ..nn.depth import parse_depth_factors
+
+    try:
+        parse_depth_factors(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def _run_depths(args) -> int:
+    from ..train.depth import evaluate_depths, format_depths, plot_depths
+
+    r = evaluate_depths(args.checkpoint, args.depths, dataset=args.dataset, samples=args.samples,
+                        device=args.device, batch_size=args.batch_size, limit_test=args.limit_test,
+                        data_root=args.data_root, seed=args.seed, model=args.model,
+                        resolution=args.resolution, rescale=args.rescale)
+    if args.plot:
+        plot_depths(r, args.plot)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(format_depths(r))
+    if args.plot:
+        print(f"  plot: {args.plot}")
+    return 0
+
+
 def run(args) -> int:
+    from ..cli import UsageError
     from ..train import evaluate
 
     apply_threads(args)
+    if args.plot and args.depths is None:
+        raise UsageError("eval: --plot draws accuracy against depth; give --depths too")
+    if args.plot:
+        from pathlib import Path
+
+        parent = Path(args.plot).parent
+        if not parent.is_dir():
+            raise UsageError(f"eval: --plot {args.plot}: folder {parent} does not exist")
+    if args.depths is not None:
+        return _run_depths(args)
     r = evaluate(args.checkpoint, dataset=args.dataset, samples=args.samples, device=args.device,
                  batch_size=args.batch_size, limit_test=args.limit_test,
                  data_root=args.data_root, seed=args.seed, model=args.model,

@@ -77,6 +77,16 @@ def _probability(text: str) -> float:
     return v
 
 
+def _depth_factors(text: str) -> str:
+    from ..nn.depth import parse_depth_factors
+
+    try:
+        parse_depth_factors(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def register(subparsers) -> None:
     from ..train.presets import PRESETS
 
@@ -133,6 +143,12 @@ def register(subparsers) -> None:
                         "reversible (reconstruct each state from the next: invertible schemes "
                         "only -- revnet, hamiltonian*, midpoint*, leapfrog*) or checkpoint (every "
                         "ceil(sqrt(N))-th state of a stage, recompute the rest; any model)")
+    p.add_argument("--random-depth", dest="random_depth", type=_depth_factors, default=None,
+                   metavar="FACTORS",
+                   help="depth-robust training: each batch runs every stage at one of these depth "
+                        "factors, drawn at random with the network's own weights, e.g. 0.5,1,2 "
+                        "(2: 2N steps of dt/2, as refine; 0.5: N/2 steps of 2dt, as coarsen; a "
+                        "stage with an odd number of steps keeps its dt in a 0.5 batch)")
     p.add_argument("--seed", type=integer, default=0)
     p.add_argument("--out", default=None, metavar="DIR",
                    help="run folder (default: runs/<model>-<dataset>-<timestamp>)")
@@ -184,7 +200,8 @@ def run(args) -> int:
     if args.resume:
         given = [k for k in ("epochs", "batch_size", "lr", "dt", "p_L", "mode", "preset",
                              "out", "momentum", "weight_decay", "limit_train", "limit_test",
-                             "refine", "multilevel", "p_schedule", "resolution", "init", "memory")
+                             "refine", "multilevel", "p_schedule", "resolution", "init", "memory",
+                             "random_depth")
                  if getattr(args, k) is not None]
         if given:
             raise UsageError(f"train: --resume continues a run with its own settings; drop "
@@ -209,6 +226,8 @@ def run(args) -> int:
                   limit_test=args.limit_test, data_root=args.data_root,
                   download=args.download, quiet=args.quiet, command=command,
                   resolution=args.resolution, init=args.init, init_rescale=args.rescale)
+        if args.random_depth is not None:
+            kw["random_depth"] = args.random_depth
         overrides = {}
         if args.refine is not None:  # fixed T: the model's dt goes in before refinement
             overrides["refine"] = args.refine

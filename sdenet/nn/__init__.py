@@ -11,7 +11,8 @@
   :func:`set_generator`;
 * the registry (:mod:`sdenet.nn.models`, public as :mod:`sdenet.models`) and
   :func:`to_lm` (:mod:`sdenet.nn.transform`);
-* depth as a step size (:mod:`sdenet.nn.refine`): :func:`refine` and :func:`coarsen` at fixed T.
+* depth as a step size (:mod:`sdenet.nn.refine`): :func:`refine` and :func:`coarsen` at fixed T;
+  :func:`at_depth` (:mod:`sdenet.nn.depth`) runs a network at another depth with its own weights.
 * :func:`rescale` (:mod:`sdenet.nn.rescale`): carry a network's kernels to another image
   resolution (Haber et al.).
 """
@@ -33,6 +34,7 @@ from .network import Layer, Network, lm_coefficients, mc_predict, reset_weak_sta
 from .stage import Stage, Transition, lm_stage, mean_scheme, noise_on, set_generator
 from .transform import to_lm
 from .refine import coarsen, refine
+from .depth import at_depth
 from .rescale import rescale
 from .reversible import AntisymmetricPair, HalfPadPool, HamiltonianBlockField, TiedBlock
 from .memory import MEMORY_MODES, memory_problem, saved_tensor_bytes, set_memory
@@ -43,7 +45,7 @@ __all__ = [
     "BlockField", "DropField", "ShakeField", "CoupledBlockField",
     "Stage", "Transition", "lm_stage", "mean_scheme", "noise_on", "set_generator",
     "Layer", "Network", "lm_coefficients", "weak_report", "reset_weak_stats", "mc_predict",
-    "to_lm", "refine", "coarsen",
+    "to_lm", "refine", "coarsen", "at_depth",
     "rescale",
     "to_lm",
     "TiedBlock", "AntisymmetricPair", "HamiltonianBlockField", "HalfPadPool",

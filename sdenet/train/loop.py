@@ -106,6 +106,11 @@ class TrainConfig:
                       ``momentum``: parameter name -> SGD momentum buffer); ``init_rescale`` carries its kernels from the resolution it
                       was trained at to this run's with :func:`sdenet.nn.rescale`
                       (:mod:`sdenet.train.multiscale`).
+    random_depth:     depth-robust training: depth factors like ``"0.5,1,2"``; each batch runs
+                      the network's stages at one of them, drawn uniformly (the same draws on
+                      resume), with the network's own weights (:func:`sdenet.nn.at_depth`:
+                      ``F`` = 2 refines, ½ coarsens each stage; a stage whose steps are not a
+                      multiple of ``1/F`` keeps its Δt for that batch).
     """
 
     model: str = "tiny_resnet"
@@ -141,6 +146,7 @@ class TrainConfig:
     resolution: int | None = None
     init: str | None = None
     init_rescale: bool = False
+    random_depth: str | list | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -549,6 +555,7 @@ def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
         raise ValueError("init_rescale rescales the weights of init; give init (a checkpoint)")
     if cfg.mode is not None and cfg.mode not in ("sample", "batch"):
         raise ValueError(f"mode must be 'sample' or 'batch', got {cfg.mode!r}")
+    random_depth = _random_depth(cfg.random_depth, cfg.compile)
     overrides = dict(cfg.overrides or {})
     if dt is not None:
         overrides["dt"] = dt
@@ -601,6 +608,7 @@ def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
         "resolution": cfg.resolution,
         "init": None if cfg.init is None else str(cfg.init),
         "init_rescale": bool(cfg.init_rescale),
+        "random_depth": random_depth,
     }
 
 
@@ -651,6 +659,48 @@ def _check_step_precision(model, rc: dict, log) -> None:
     if rc.get("strict_weak"):
         raise ValueError(msg + " (--strict-weak)")
     log(f"sdenet: warning: {msg}", err=True)
+
+
+def _random_depth(spec, compiled: bool):
+    """``random_depth`` as a list of numbers (``None``: off); refused with ``compile``."""
+    if spec is None:
+        return None
+    from ..nn.depth import factor_float, parse_depth_factors
+
+    try:
+        factors = parse_depth_factors(spec)
+    except ValueError as e:
+        raise ValueError(f"random_depth: {e}") from None
+    if factors == [1]:
+        raise ValueError("random_depth: give at least one factor other than 1, e.g. 0.5,1,2")
+    if compiled:
+        raise ValueError("random_depth changes the network's depth from batch to batch; it does not "
+                         "combine with compile")
+    return [factor_float(f) for f in factors]
+
+
+def _depth_of_step(rc: dict, step: int):
+    """The depth factor of global training step ``step`` (a function of the seed and the step,
+    so an interrupted run draws the same on resume)."""
+    factors = rc.get("random_depth")
+    if not factors:
+        return 1
+    return factors[_seed(rc["seed"], 19, step) % len(factors)]
+
+
+def _check_random_depth(model, factors) -> None:
+    """Refuse a coarsening factor that coarsens no stage of ``model``."""
+    from ..nn.depth import _stages, parse_depth_factor
+
+    steps = [s.steps for _, s in _stages(model)]
+    if not steps:
+        raise ValueError("random_depth: the model has no sdenet Stage to run at another depth")
+    for f in factors:
+        k = parse_depth_factor(f).denominator
+        if k > 1 and not any(n % k == 0 for n in steps):
+            raise ValueError(f"random_depth: factor {f} coarsens no stage of the model (steps per "
+                             f"stage {steps}, none a multiple of {k}); refine the model first, "
+                             f"e.g. overrides refine=2")
 
 
 def _default_run_dir(model: str, dataset: str) -> Path:
@@ -936,6 +986,7 @@ class _Trainer:
             rc.setdefault("weak_K", "law")
             rc.setdefault("compile", False)
             rc.setdefault("mc_samples", 0)
+            rc.setdefault("random_depth", None)
             self.run_dir = run_dir
             if self.ckpt is not None and self.ckpt["epoch"] >= rc["epochs"]:
                 if (run_dir / "metrics.json").exists() or not isinstance(
@@ -1041,6 +1092,8 @@ class _Trainer:
                 dts = sorted({d["dt"] for d in _weak_report(model) if d.get("dt") is not None})
                 rc["dt"] = dts[0] if len(dts) == 1 else (dts or None)
         rc["params"] = self.params
+        if rc.get("random_depth"):
+            _check_random_depth(model, rc["random_depth"])
 
         self.optimizer = torch.optim.SGD(model.parameters(), lr=rc["lr"], momentum=rc["momentum"],
                                          weight_decay=rc["weight_decay"],
@@ -1104,6 +1157,7 @@ class _Trainer:
             mcfg = getattr(model, "config", None)
             mode = mcfg.get("mode") if isinstance(mcfg, dict) else None
             unused = self.stochastic and (mode is None or mode == "batch")
+            unused = unused or bool(rc.get("random_depth"))  # coarsened: every other block idle
             self.fwd_train = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
                                  find_unused_parameters=unused)
         if rc["compile"]:
@@ -1260,7 +1314,10 @@ class _Trainer:
                 if fault and fault[1] == epoch and fault[0] == "interrupt" and i == fault[2]:
                     raise KeyboardInterrupt
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=self.amp):
-                    out = self.fwd_train(x)
+                    if rc.get("random_depth"):
+                        out = self._at_random_depth(x, (epoch - 1) * len(self.train_loader) + i)
+                    else:
+                        out = self.fwd_train(x)
                 loss = _loss_fn(out, y, ls)
                 if fault and fault[0] == "nan" and fault[1] == epoch:
                     loss = loss * float("nan")
@@ -1367,6 +1424,12 @@ class _Trainer:
                            "run_dir": str(self.run_dir), "rank": dist.rank})
         return metrics
 
+    def _at_random_depth(self, x, step: int):
+        from ..nn.depth import at_depth
+
+        with at_depth(self.model, _depth_of_step(self.rc, step), strict=False):
+            return self.fwd_train(x)
+
     def _check_train_loss(self, epoch: int, loss: float) -> None:
         """TrainingDiverged when ``loss`` is not finite or above DIVERGENCE_FACTOR x the first."""
         if not math.isfinite(loss):
@@ -1470,6 +1533,21 @@ def _check_sane_loss(loss: float, num_classes: int, path) -> str | None:
     return None
 
 
+def _depth_context(model, depth):
+    """``(context manager, result fields)`` running ``model`` at depth factor ``depth`` (None: as it is)."""
+    import contextlib
+
+    if depth is None:
+        return contextlib.nullcontext(), {}
+    from ..nn.depth import at_depth, depth_compute, depth_steps, factor_float, parse_depth_factor
+
+    f = parse_depth_factor(depth)
+    # at_depth refuses (ValueError) a stage it cannot coarsen when entered, before any work
+    return at_depth(model, f), {"depth": factor_float(f), "steps": depth_steps(model, f),
+                                "steps_trained": depth_steps(model, 1),
+                                "relative_compute": depth_compute(model, f)}
+
+
 def _binomial_se(error: float, n: int) -> float:
     """Standard error ``sqrt(e(1 - e)/n)`` of an error rate measured on ``n`` independent images."""
     return math.sqrt(max(error * (1.0 - error), 0.0) / n) if n > 0 else float("nan")
@@ -1491,7 +1569,7 @@ def _eval_precision(rc: dict, dev: torch.device) -> tuple[bool, bool]:
 def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = None,
              device="auto", batch_size: int | None = None, limit_test: int | None = None,
              data_root=None, seed: int = 0, model: str | None = None,
-             resolution: int | None = None, rescale: bool = False) -> dict:
+             resolution: int | None = None, rescale: bool = False, depth=None) -> dict:
     """Test error of a saved network.
 
     The checkpoint's config names the model and dataset (``dataset`` overrides). Returns
@@ -1512,6 +1590,11 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
     ``resolution``: the test images' height (area-downsampled; default: the resolution the
     network was trained at); ``rescale``: carry the kernels from that resolution to
     ``resolution`` first (:func:`sdenet.nn.rescale`), else they are applied as they are.
+
+    ``depth``: run the network's stages at this depth factor with its own weights
+    (:func:`sdenet.nn.at_depth`: 2 is ``refine(net, 2)``, 0.5 is ``coarsen(net, 2)``); the
+    result then also holds ``depth``, ``steps`` and ``relative_compute``
+    (:func:`sdenet.train.depth.evaluate_depths` evaluates several).
     """
     samples = None if samples is None else int(_number("samples", samples, lo=0.0, allow_none=False))
     if samples is not None and samples > MAX_MC_SAMPLES:
@@ -1593,7 +1676,9 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
     stochastic = _is_stochastic(model)
     one = _Dist.__new__(_Dist)
     one.world_size, one.rank, one.local_rank, one.owned = 1, 0, 0, False
-    test_loss, test_error, n = _eval_sums(model, loader, dev, amp, one)
+    depth_cm, depth_info = _depth_context(model, depth)
+    with depth_cm:
+        test_loss, test_error, n = _eval_sums(model, loader, dev, amp, one)
     warning = _check_sane_loss(test_loss, num_classes, path)
     out = {
         "checkpoint": str(checkpoint),
@@ -1610,6 +1695,7 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
         "resolution": res,
         "trained_resolution": r0,
         "rescaled": bool(rescale and res != r0),
+        **depth_info,
     }
     if warning:
         out["warning"] = warning
@@ -1619,7 +1705,8 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
         g = torch.Generator(device=dev)
         g.manual_seed(_seed(seed, 0, 11))
         _set_generator(model, g)
-        mc_loss, mc_err = _mc_sums(model, loader, dev, samples, g, one, amp)
+        with _depth_context(model, depth)[0]:
+            mc_loss, mc_err = _mc_sums(model, loader, dev, samples, g, one, amp)
         out.update(test_error_mc=mc_err, test_error_mc_se=_binomial_se(mc_err, n),
                    test_loss_mc=mc_loss, mc_samples=samples)
     return _jsonable(out)

@@ -1,0 +1,91 @@
+"""Shared bits of the experiment scripts: provenance (command, commit, torch, threads, hardware,
+load) and resumable training runs in a folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_average():
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "unknown"
+
+
+def commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance(threads: int) -> dict:
+    import torch
+
+    return {"command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]), "commit": commit(),
+            "torch": torch.__version__, "python": sys.version.split()[0], "threads": threads,
+            "hardware": f"{cpu_model()} ({os.cpu_count()} cores)", "load_average_start": load_average()}
+
+
+def repo_path(p) -> Path:
+    p = Path(p)
+    return p if p.is_absolute() else ROOT / p
+
+
+def rel(p) -> str:
+    """A path as written in a results file: relative to the repository when inside it."""
+    p = Path(p).resolve()
+    try:
+        return str(p.relative_to(ROOT))
+    except ValueError:
+        return str(p)
+
+
+def run_training(out: Path, **kw) -> dict:
+    """Train into ``out`` unless it already holds a finished run; an interrupted run (``last.pt``)
+    is resumed exactly, one that stopped before its first checkpoint is started again."""
+    from sdenet.train import train
+
+    if (out / "metrics.json").exists():
+        print(f"  reusing {rel(out)}", flush=True)
+    elif (out / "last.pt").exists():
+        print(f"  resuming {rel(out)}", flush=True)
+        train(resume=str(out), device=kw.get("device", "cpu"), quiet=True)
+    else:
+        if out.exists():
+            for f in out.iterdir():
+                if f.is_file():
+                    f.unlink()
+        train(out=str(out), quiet=True, **kw)
+    return json.loads((out / "metrics.json").read_text())
+
+
+def curve(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
