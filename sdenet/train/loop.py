@@ -104,7 +104,8 @@ class TrainConfig:
                       and schedule; a file from multilevel training may also carry
                       ``momentum``: parameter name -> SGD momentum buffer); ``init_rescale`` carries its kernels from the resolution it
                       was trained at to this run's with :func:`sdenet.nn.rescale`
-                      (:mod:`sdenet.train.multiscale`).
+                      (:mod:`sdenet.train.multiscale`); ``init_rescale_method``: "atrous"
+                      (default: dilate the kernels) or "moments" (the moment map).
     """
 
     model: str = "tiny_resnet"
@@ -140,6 +141,7 @@ class TrainConfig:
     resolution: int | None = None
     init: str | None = None
     init_rescale: bool = False
+    init_rescale_method: str = "atrous"
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -513,6 +515,11 @@ def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
     _positive_int("resolution", cfg.resolution)
     if cfg.init_rescale and not cfg.init:
         raise ValueError("init_rescale rescales the weights of init; give init (a checkpoint)")
+    from ..nn.rescale import METHODS as _RESCALE_METHODS
+
+    if cfg.init_rescale_method not in _RESCALE_METHODS:
+        raise ValueError(f"init_rescale_method must be one of {', '.join(_RESCALE_METHODS)}, "
+                         f"got {cfg.init_rescale_method!r}")
     if cfg.mode is not None and cfg.mode not in ("sample", "batch"):
         raise ValueError(f"mode must be 'sample' or 'batch', got {cfg.mode!r}")
     overrides = dict(cfg.overrides or {})
@@ -567,6 +574,8 @@ def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
         "resolution": cfg.resolution,
         "init": None if cfg.init is None else str(cfg.init),
         "init_rescale": bool(cfg.init_rescale),
+        "init_rescale_method": cfg.init_rescale_method if cfg.init_rescale else None,
+        "dilation": 1,
     }
 
 
@@ -932,7 +941,12 @@ class _Trainer:
 
             self.init_ckpt = ck.load_checkpoint(rc["init"])  # read once: weights here, momentum below
             rc.update(init_weights(model, self.init_ckpt, rc["init"], resolution=rc["resolution"],
-                                   native=native, rescale=bool(rc.get("init_rescale"))))
+                                   native=native, rescale=bool(rc.get("init_rescale")),
+                                   method=rc.get("init_rescale_method") or "atrous"))
+        elif rc.get("dilation", 1) != 1:  # a resumed run of a network refined a trous
+            from .multiscale import apply_dilation, checkpoint_dilation
+
+            apply_dilation(model, checkpoint_dilation(rc))
         model = model.to(device)
         if rc["channels_last"]:
             model = model.to(memory_format=torch.channels_last)
@@ -1364,7 +1378,8 @@ def _eval_precision(rc: dict, dev: torch.device) -> tuple[bool, bool]:
 def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = None,
              device="auto", batch_size: int | None = None, limit_test: int | None = None,
              data_root=None, seed: int = 0, model: str | None = None,
-             resolution: int | None = None, rescale: bool = False) -> dict:
+             resolution: int | None = None, rescale: bool = False,
+             rescale_method: str = "atrous") -> dict:
     """Test error of a saved network.
 
     The checkpoint's config names the model and dataset (``dataset`` overrides). Returns
@@ -1383,9 +1398,15 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
     choose which module is imported.
 
     ``resolution``: the test images' height (area-downsampled; default: the resolution the
-    network was trained at); ``rescale``: carry the kernels from that resolution to
-    ``resolution`` first (:func:`sdenet.nn.rescale`), else they are applied as they are.
+    network was trained at); ``rescale``: carry the network from that resolution to
+    ``resolution`` first (:func:`sdenet.nn.rescale` with ``rescale_method``: "atrous", the
+    default, or "moments"), else the kernels are applied as they are.
     """
+    from ..nn.rescale import METHODS as _RESCALE_METHODS
+
+    if rescale_method not in _RESCALE_METHODS:
+        raise ValueError(f"rescale_method must be one of {', '.join(_RESCALE_METHODS)}, got "
+                         f"{rescale_method!r}")
     samples = None if samples is None else int(_number("samples", samples, lo=0.0, allow_none=False))
     if samples is not None and samples > MAX_MC_SAMPLES:
         raise ValueError(f"samples={samples} is above the bound of {MAX_MC_SAMPLES:,} Monte Carlo "
@@ -1440,6 +1461,9 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
     torch.manual_seed(seed)
     spec_model = rc["model"]
     model = _create_model(spec_model, num_classes, dict(rc.get("model_overrides") or {}))
+    from .multiscale import apply_dilation, checkpoint_dilation
+
+    apply_dilation(model, checkpoint_dilation(rc, path))
     ck.check_model_state(model, c["model"], path, repr(spec_model))
     try:
         model.load_state_dict(c["model"])
@@ -1450,7 +1474,7 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
     if rescale and res != r0:
         from ..nn import rescale as rescale_model
 
-        model = rescale_model(model, res / r0)
+        model = rescale_model(model, res / r0, method=rescale_method)
     model.to(dev).eval()
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -1476,6 +1500,7 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
         "resolution": res,
         "trained_resolution": r0,
         "rescaled": bool(rescale and res != r0),
+        "rescale_method": rescale_method if rescale and res != r0 else None,
     }
     if samples is None:
         samples = 10 if stochastic else 0
