@@ -144,7 +144,17 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", default="runs/transfer_resolution")
     ap.add_argument("--out", default="experiments/results")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--report-only", action="store_true",
+                    help="write the .md and figures from OUT's JSON as it is (e.g. of a run "
+                         "still going or stopped), training nothing")
     args = ap.parse_args(argv)
+    if args.report_only:
+        out = Path(args.out)
+        results = json.loads((out / f"{NAME}.json").read_text())
+        results.setdefault("load_after", list(os.getloadavg()))
+        write_report(results, out)
+        print(f"wrote {out / (NAME + '.md')} from {out / (NAME + '.json')}", flush=True)
+        return 0
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
