@@ -236,6 +236,10 @@ def dilate_(model: nn.Module, factor) -> nn.Module:
         k = m.kernel_size
         if (k if isinstance(k, int) else max(k)) > 1:
             ds, ps = (d,) if isinstance(d, int) else d, (p,) if isinstance(p, int) else p
+            if up > 1 and any(ps):
+                raise ValueError(f"rescale: max pool {name or type(m).__name__} pads its input, "
+                                 f"and torch caps a max pool's padding at half its kernel, so it "
+                                 f"cannot be dilated à trous; use method='moments'")
             if down > 1 and any(v % down for v in ds + ps):
                 raise ValueError(f"rescale: coarsening by {down} with the à trous map needs the "
                                  f"dilation and padding of {name} divisible by {down}; use "
