@@ -12,8 +12,10 @@
 * the registry (:mod:`sdenet.nn.models`, public as :mod:`sdenet.models`) and
   :func:`to_lm` (:mod:`sdenet.nn.transform`);
 * depth as a step size (:mod:`sdenet.nn.refine`): :func:`refine` and :func:`coarsen` at fixed T.
-* :func:`rescale` (:mod:`sdenet.nn.rescale`): carry a network's kernels to another image
-  resolution (Haber et al.).
+* :func:`rescale` (:mod:`sdenet.nn.rescale`): carry a network to another image resolution
+  (``method="atrous"``, the default: dilated kernels; ``"moments"``: the moment map);
+  :class:`DiffConv2d` (:mod:`sdenet.nn.operators`): 3×3 kernels built from differential
+  operators scaled by the grid spacing (the ``*pde_resnet*`` models).
 """
 
 from . import blocks
@@ -33,6 +35,7 @@ from .network import Layer, Network, lm_coefficients, mc_predict, reset_weak_sta
 from .stage import Stage, Transition, lm_stage, mean_scheme, noise_on, set_generator
 from .transform import to_lm
 from .refine import coarsen, refine
+from .operators import DiffConv2d
 from .rescale import rescale
 from .reversible import AntisymmetricPair, HalfPadPool, HamiltonianBlockField, TiedBlock
 from .memory import MEMORY_MODES, memory_problem, saved_tensor_bytes, set_memory
@@ -45,6 +48,7 @@ __all__ = [
     "Layer", "Network", "lm_coefficients", "weak_report", "reset_weak_stats", "mc_predict",
     "to_lm", "refine", "coarsen",
     "rescale",
+    "DiffConv2d",
     "to_lm",
     "TiedBlock", "AntisymmetricPair", "HamiltonianBlockField", "HalfPadPool",
     "MEMORY_MODES", "set_memory", "memory_problem", "saved_tensor_bytes",

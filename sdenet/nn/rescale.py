@@ -1,6 +1,19 @@
 """Move a trained network between image resolutions (Haber, Ruthotto, Holtham, *Learning across
 scales — multiscale methods for convolution neural networks*, AAAI 2018, arXiv:1703.02009).
 
+Two maps, :func:`rescale`'s ``method``:
+
+* ``"atrous"`` (the default): keep what each kernel sees. Dilate every convolution wider than
+  one pixel by the factor (its padding too), so its taps keep their physical offsets; weights
+  unchanged; exact on nearest-upsampled input (:func:`rescale` says precisely what holds
+  with strides). On a ``tiny_resnet`` trained at 16×16 on the CIFAR-10 subset it keeps
+  about 0.9–0.97 of the accuracy at 32×32 (``experiments/results/transfer_resolution.md``).
+* ``"moments"``: keep the differential operator each kernel discretises (below). Exact on
+  polynomials, but trained kernels are pixel-scale detectors, not smooth operators: the
+  same network falls to chance at 32×32 (docs/resolution.md has the numbers).
+
+The rest of this docstring derives the moment map.
+
 A convolution is read as a discretised differential operator. A kernel ``w`` of ``k`` taps
 (offsets ``j = −r … r``, ``r = (k − 1)/2``), applied by cross-correlation on a grid of spacing
 ``h``, acts on a smooth image ``u`` as (Taylor expansion of ``u(x + j h)``)::
@@ -284,13 +297,17 @@ def rescale(model: nn.Module, factor: float, order: int | None = None,
     stride times ``F``):
 
     * every feature map subsampled at stride ``F`` is the original's: ``T_l[..., ::F, ::F] =
-      O_l`` for every layer, strided or not;
-    * up to the first strided layer, ``T_l = U O_l``; a network with no stride gives exactly
-      the original logits on ``U x`` (the global average of ``U O`` is that of ``O``);
-    * after a stride ``s``, ``T_l`` is the feature map the original would produce with that
-      layer's stride 1 then subsampled at ``s/F``... i.e. a denser sampling of the same
-      continuous feature, so a strided network's logits on ``U x`` are close to, not equal to,
-      the original's.
+      O_l`` for every layer, strided or not (a dilated tap ``F·t`` pixels away on ``U x``
+      reads the pixel ``t`` away on ``x``; zero padding ``F·p`` meets the border where ``p``
+      did);
+    * up to the first strided layer, ``T_l = U O_l``, so a network with no stride gives
+      exactly the original logits on ``U x`` (the global average of ``U O`` is that of ``O``);
+    * after a stride, ``T_l`` is no longer ``U O_l``: its other ``F² − 1`` samples per block
+      are the same layer evaluated at the positions the stride skipped (a denser sampling of
+      the same feature), so a strided network's logits on ``U x`` are close to, not equal
+      to, the original's. Max pools are dilated too, except those that pad (torch caps a max
+      pool's padding at half its kernel: ValueError); average pools have no dilation
+      (ValueError).
 
     ``method="moments"``: the moment map (module docstring), any positive factor. Every
     kernel ``W`` becomes ``W' = T W Tᵀ`` per spatial axis with ``T = V⁻¹ diag(factor^q) V``:
