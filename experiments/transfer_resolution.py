@@ -81,7 +81,7 @@ def _run(out: Path, **kw) -> dict:
                     f.unlink()
         t = time.time()
         print(f"  training {out} ...", flush=True)
-        train(out=str(out), quiet=True, device="cpu", **kw)
+        train(out=str(out), quiet=True, **kw)
         print(f"  done {out} in {time.time() - t:.0f} s", flush=True)
     curve = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return {"dir": str(out), "acc": [1 - c["test_error"] for c in curve],
@@ -144,6 +144,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", default="runs/transfer_resolution")
     ap.add_argument("--out", default="experiments/results")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
     ap.add_argument("--report-only", action="store_true",
                     help="write the .md and figures from OUT's JSON as it is (e.g. of a run "
                          "still going or stopped), training nothing")
@@ -166,25 +167,26 @@ def main(argv=None) -> int:
         commit=_commit(), torch=torch.__version__, threads=args.threads, hardware=_cpu_model(),
         cores=os.cpu_count(), dataset=args.dataset, seeds=args.seeds, models=args.models,
         transfer_only=[m for m in args.models if m in args.transfer_only], epochs16=args.epochs16, epochs32=args.epochs32, fine=args.fine, fine_lr=args.fine_lr,
-        low=args.low, high=args.high)
+        low=args.low, high=args.high, device=args.device)
+    if args.device != "cpu" and torch.cuda.is_available():
+        results["gpu"] = torch.cuda.get_device_name()
     results.setdefault("load_before", os.getloadavg())
-    factor = args.high / args.low
     common = dict(dataset=args.dataset, preset="quick", limit_train=args.limit_train,
-                  limit_test=args.limit_test)
-    ev_kw = dict(device="cpu", limit_test=args.limit_test)
+                  limit_test=args.limit_test, device=args.device)
+    ev_kw = dict(device=args.device, limit_test=args.limit_test)
     t0 = time.time()
-    # the models with coarse-to-fine runs first, then the transfer-only ones
-    order = [m for m in args.models if m not in args.transfer_only] + \
-        [m for m in args.models if m in args.transfer_only]
-    jobs = [(m, s) for m in order for s in args.seeds]
+    # phase 1: every model's 16×16 runs and transfer evaluations (cheap), phase 2: the 32×32
+    # runs of coarse to fine and direct training (expensive), so that an interrupted run has
+    # the transfer results of every model
+    jobs = [(m, s) for m in args.models for s in args.seeds]
+    c2f_jobs = [(m, s) for m, s in jobs if m not in args.transfer_only]
     for i, (model, seed) in enumerate(jobs):
         key = f"{model}/seed{seed}"
         rec = results["runs"].setdefault(key, {"model": model, "seed": seed})
-        print(f"[{i + 1}/{len(jobs)}] {key}  ({(time.time() - t0) / 60:.1f} min so far)", flush=True)
+        print(f"[transfer {i + 1}/{len(jobs)}] {key}  ({(time.time() - t0) / 60:.1f} min so far)", flush=True)
         base = Path(args.runs) / f"{model}-seed{seed}"
-        r16 = _run(base / f"r{args.low}", model=model, seed=seed, epochs=args.epochs16,
-                   resolution=args.low, **common)
-        rec["r16"] = r16
+        rec["r16"] = _run(base / f"r{args.low}", model=model, seed=seed, epochs=args.epochs16,
+                          resolution=args.low, **common)
         _save(path, results)
         acc = rec.setdefault("acc", {})
         ckpt = str(base / f"r{args.low}")
@@ -199,8 +201,13 @@ def main(argv=None) -> int:
                 rec.setdefault("loss", {})[name] = r["test_loss"]
                 print(f"  {name:>8}: accuracy {100 * acc[name]:.1f} %  (loss {r['test_loss']:.3g})", flush=True)
                 _save(path, results)
-        if model in args.transfer_only:
-            continue
+    for i, (model, seed) in enumerate(c2f_jobs):
+        key = f"{model}/seed{seed}"
+        rec = results["runs"][key]
+        r16 = rec["r16"]
+        print(f"[coarse to fine {i + 1}/{len(c2f_jobs)}] {key}  ({(time.time() - t0) / 60:.1f} min so far)", flush=True)
+        base = Path(args.runs) / f"{model}-seed{seed}"
+        ckpt = str(base / f"r{args.low}")
         rec["direct32"] = _run(base / f"direct{args.high}", model=model, seed=seed,
                                epochs=args.epochs32, resolution=args.high, **common)
         _save(path, results)
@@ -238,7 +245,8 @@ def write_report(results: dict, out: Path) -> None:
         f"{results['epochs16']} epochs at {lo}×{lo}; direct {hi}×{hi} training {results['epochs32']} epochs; "
         f"coarse to fine: the {lo}×{lo} run then {results['fine']} epochs at {hi}×{hi} "
         f"(`--init --rescale`, à trous, peak learning rate {results['fine_lr']}). "
-        f"Hardware: {results['hardware']} ({results['cores']} cores, shared with other jobs), "
+        f"Hardware: {results['hardware']} ({results['cores']} cores, shared with other jobs)"
+        f"{', GPU ' + results['gpu'] if results.get('gpu') else ''}, device {results.get('device', 'cpu')}, "
         f"torch {results['torch']}, {results['threads']} thread(s); load average (1, 5, 15 min) "
         f"{', '.join(f'{v:.1f}' for v in results['load_before'])} before and "
         f"{', '.join(f'{v:.1f}' for v in results.get('load_after', [float('nan')] * 3))} after. "
