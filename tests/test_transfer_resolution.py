@@ -399,3 +399,63 @@ def test_cli_operator_family_end_to_end(clean, tmp_path, capsys):
         assert r["rescaled"] and r["model"] == "tiny_pde_resnet" and math.isfinite(r["test_loss"])
     assert main(["models"]) == 0
     assert "tiny_pde_resnet" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_transfer_experiment_script_runs_and_resumes(tmp_path):
+    """experiments/transfer_resolution.py end to end on a slice of the bundled sample (1 epoch
+    per run); a second invocation trains nothing and evaluates nothing again."""
+    import importlib.util
+    from pathlib import Path
+
+    from sdenet.train.data import load_dataset
+
+    ds = load_dataset("sample")
+    npz = tmp_path / "small.npz"
+    np.savez(npz, x_train=ds.x_train[:192], y_train=ds.y_train[:192], x_test=ds.x_test[:64],
+             y_test=ds.y_test[:64])
+    path = Path(__file__).resolve().parents[1] / "experiments" / "transfer_resolution.py"
+    spec = importlib.util.spec_from_file_location("transfer_resolution_experiment", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out, runs = tmp_path / "res", tmp_path / "runs"
+    argv = ["--dataset", str(npz), "--models", "tiny_resnet", "tiny_pde_resnet", "--transfer-only",
+            "tiny_pde_resnet", "--seeds", "0", "--epochs16", "1", "--epochs32", "1", "--fine", "1",
+            "--runs", str(runs), "--out", str(out)]
+    assert mod.main(argv) == 0
+    r = json.loads((out / "transfer_resolution.json").read_text())
+    a = r["runs"]["tiny_resnet/seed0"]
+    assert set(a["acc"]) == {"at16", "as_is", "atrous", "moments"} and "c2f" in a
+    assert "c2f" not in r["runs"]["tiny_pde_resnet/seed0"]
+    assert json.loads((runs / "tiny_resnet-seed0" / "fine32" / "config.json").read_text())["dilation"] == 2
+    for k in ("command", "commit", "torch", "threads", "hardware", "load_before", "seeds"):
+        assert k in r, k
+    stamp = {p: p.stat().st_mtime_ns for p in runs.rglob("last.pt")}
+    assert mod.main(argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in runs.rglob("last.pt")} == stamp
+    assert (out / "transfer_resolution.png").stat().st_size > 0
+    assert (out / "transfer_resolution_time.png").stat().st_size > 0
+    assert mod.main(["--report-only", "--out", str(out)]) == 0
+    assert "Coarse to fine" in (out / "transfer_resolution.md").read_text()
+
+
+def test_resume_of_an_atrous_warm_start_is_exact(clean, tmp_path, monkeypatch):
+    """The dilation is part of the run: an interrupted --init --rescale run resumes into the
+    same dilated network (the weights equal those of an uninterrupted run)."""
+    from sdenet.train import loop
+    from sdenet.train.checkpoint import load_checkpoint
+
+    base = dict(dataset="sample", limit_train=96, limit_test=32, batch_size=32, device="cpu",
+                quiet=True, model="tiny_resnet")
+    loop.train(out=str(tmp_path / "r16"), epochs=1, resolution=16, **base)
+    kw = dict(epochs=3, init=str(tmp_path / "r16"), init_rescale=True, **base)
+    loop.train(out=str(tmp_path / "a"), **kw)
+    monkeypatch.setenv("SDENET_FAULT", "interrupt@3:1")
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(out=str(tmp_path / "b"), **kw)
+    monkeypatch.delenv("SDENET_FAULT")
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["config"]["dilation"] == 2
+    loop.train(resume=str(tmp_path / "b"), device="cpu", quiet=True)
+    a, b = (load_checkpoint(tmp_path / x / "last.pt")["model"] for x in "ab")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
