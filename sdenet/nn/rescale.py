@@ -7,7 +7,7 @@ Two maps, :func:`rescale`'s ``method``:
   one pixel by the factor (its padding too), so its taps keep their physical offsets; weights
   unchanged; exact on nearest-upsampled input (:func:`rescale` says precisely what holds
   with strides). On a ``tiny_resnet`` trained at 16×16 on the CIFAR-10 subset it keeps
-  about 0.9–0.97 of the accuracy at 32×32 (``experiments/results/transfer_resolution.md``).
+  0.89–0.97 of the accuracy at 32×32 (3 seeds) (``experiments/results/transfer_resolution.md``).
 * ``"moments"``: keep the differential operator each kernel discretises (below). Exact on
   polynomials, but trained kernels are pixel-scale detectors, not smooth operators: the
   same network falls to chance at 32×32 (docs/resolution.md has the numbers).
