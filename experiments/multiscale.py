@@ -1,6 +1,9 @@
 """Multiscale resolution (Haber et al., *Learning across scales*): a network trained on 16×16
 images, used and warm-started at 32×32.
 
+This script measures the moment map (``method="moments"``), the one that fails on trained
+networks; ``experiments/transfer_resolution.py`` measures the à trous map, the default.
+
 Per seed:
 
 1. ``r16``: train at ``--resolution 16`` (area-downsampled on the device) for ``--epochs16``.
@@ -123,9 +126,9 @@ def main(argv=None) -> int:
         m.load_state_dict(ck["model"])
         variants = {
             "as_is": m,
-            "rescaled": rescale(m, factor),
-            "rescaled_order1": rescale(m, factor, order=1),
-            "rescaled_order2": rescale(m, factor, order=2),
+            "rescaled": rescale(m, factor, method="moments"),
+            "rescaled_order1": rescale(m, factor, order=1, method="moments"),
+            "rescaled_order2": rescale(m, factor, order=2, method="moments"),
         }
         at_hi = {}
         for name, mv in variants.items():
@@ -139,12 +142,12 @@ def main(argv=None) -> int:
                          init=str(Path(r16["dir"]) / "last.pt"), **common),
             "warm_rescaled": _run(base / "warm_rescaled", seed=seed, epochs=args.epochs32,
                                   init=str(Path(r16["dir"]) / "last.pt"), init_rescale=True,
-                                  **common),
+                                  init_rescale_method="moments", **common),
         }
         # the other way (restriction): the cold 32×32 network on 16×16 images
         mc = models.create(args.model, num_classes=ds.num_classes)
         mc.load_state_dict(load_checkpoint(Path(runs["cold"]["dir"]) / "last.pt")["model"])
-        restricted = rescale(mc, 1 / factor)
+        restricted = rescale(mc, 1 / factor, method="moments")
         at_lo = {"as_is": _error(mc, ds, args.low), "rescaled": _error(restricted, ds, args.low),
                  "as_is+bn": _error(_recalibrated(mc, ds, args.low), ds, args.low),
                  "rescaled+bn": _error(_recalibrated(restricted, ds, args.low), ds, args.low)}

@@ -156,7 +156,7 @@ def test_network_round_trip_and_what_is_kept(name):
     torch.manual_seed(0)
     m = models.create(name).double()
     before = {k: v.clone() for k, v in m.state_dict().items()}
-    up = rescale(m, 2)
+    up = rescale(m, 2, method="moments")
     assert up is not m
     for k, v in m.state_dict().items():  # the original is untouched
         assert torch.equal(v, before[k])
@@ -170,7 +170,7 @@ def test_network_round_trip_and_what_is_kept(name):
             assert not torch.allclose(s_up[k], v)
         else:  # 1×1 convolutions, batch norm (weights and running statistics), fc, LM k_n
             assert torch.equal(s_up[k], v), k
-    back = rescale(up, 0.5).state_dict()
+    back = rescale(up, 0.5, method="moments").state_dict()
     for k in convs:
         assert torch.allclose(back[k], before[k], atol=1e-10, rtol=0), k
     # global average head: any resolution runs, before and after
@@ -178,7 +178,7 @@ def test_network_round_trip_and_what_is_kept(name):
     with torch.no_grad():
         for r in (8, 16, 32):
             assert torch.isfinite(up(torch.randn(2, 3, r, r, dtype=torch.float64))).all()
-        assert rescale(m, 1).state_dict().keys() == m.state_dict().keys()
+        assert rescale(m, 1, method="moments").state_dict().keys() == m.state_dict().keys()
 
 
 def test_strided_and_imagenet_stem_kernels():
@@ -186,9 +186,9 @@ def test_strided_and_imagenet_stem_kernels():
     conv = nn.Conv2d(3, 4, 7, stride=2, padding=3, bias=True).double()
     net = nn.Sequential(conv, nn.BatchNorm2d(4).double(), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2).double())
-    up = rescale(net, 2)
+    up = rescale(net, 2, method="moments")
     assert torch.equal(up[0].bias, conv.bias)
-    assert torch.allclose(rescale(up, 0.5)[0].weight, conv.weight, atol=1e-8, rtol=0)
+    assert torch.allclose(rescale(up, 0.5, method="moments")[0].weight, conv.weight, atol=1e-8, rtol=0)
     assert up(torch.randn(1, 3, 64, 64, dtype=torch.float64)).shape == (1, 2)
 
 
@@ -209,7 +209,7 @@ def test_bad_models_and_orders():
         rescale(torch.zeros(3, 3, 3, 3), 2)
     for order in (-1, 1.5, True):
         with pytest.raises(ValueError, match="order"):
-            rescale(models.create("tiny_resnet"), 2, order=order)
+            rescale(models.create("tiny_resnet"), 2, order=order, method="moments")
     with pytest.raises(ValueError, match="convolution weight"):
         rescale_kernel(torch.zeros(3, 3), 2)
 

@@ -9,7 +9,9 @@
 #      channels-last (ResNet-56 and LM-ResNet-56, on-device pipeline against a DataLoader);
 #   4. a 20-epoch ResNet-20 run on ../shared/data/cifar10-subset.npz (`sdenet train`), then
 #      `sdenet plot` of its error curves;
-#   5. the depth-transfer and multilevel experiments with the full-size networks
+#   5. experiments/transfer_resolution.py on the subset (tiny_resnet and resnet20, seed 0,
+#      trained at 16x16, evaluated at 32x32 a trous, coarse to fine against direct 32x32).
+#   6. the depth-transfer and multilevel experiments with the full-size networks
 #      (experiments/transfer_depth.py --scale full: pre-activation ResNet-56, LM-ResNet-56,
 #      Hamiltonian-74, stochastic-depth ResNet-56, plain and depth-robust, evaluated at
 #      depth x0.5..x4; experiments/multilevel_scale.py: LM-ResNet-56, L = 3, against direct
@@ -21,8 +23,8 @@
 # Results go to experiments/results/gpu_check-<device>-<UTC time>/ (or --out DIR): one log
 # per step, hardware.txt, the throughput tables, the run's config/metrics and plots (its
 # checkpoints are removed), and summary.md with each step's exit status and wall time.
-# Each step runs under a time limit (110 + 165 + 35 + 35 + 70 + 30 s = 445 s, plus 120 + 120 s
-# for step 5: 685 s in all), so the whole check ends within 12 minutes even when a step hangs.
+# Each step runs under a time limit (110 + 165 + 35 + 35 + 70 + 30 + 90 s = 535 s, plus 90 + 90 s
+# for step 6: 715 s in all), so the whole check ends within 12 minutes even when a step hangs.
 # Exit status: 0 when every step passed, 1 when one failed, 2 for a usage error.
 #
 #   bash experiments/benchmarks/gpu_check.sh                        # on a CUDA machine
@@ -124,6 +126,9 @@ if [ "$QUICK" = 1 ]; then
     --models resnet20 --steps 2 --warmup 1 --batch-size 32 --workers 1 --amp --channels-last --out "$OUT"
   step train-resnet20 300 "$PY" -m sdenet train --model resnet20 --dataset "$DATA" --epochs 1 \
     --limit-train 256 --limit-test 128 --batch-size 64 --device "$DEVICE" --quiet --out "$OUT/resnet20-run"
+  step transfer-resolution 300 "$PY" experiments/transfer_resolution.py --device "$DEVICE" --dataset "$DATA" \
+    --models tiny_resnet --seeds 0 --epochs16 1 --epochs32 1 --fine 1 --limit-train 256 --limit-test 128 \
+    --runs "$OUT/transfer-runs" --out "$OUT/transfer"
 else
   step tests-device 110 env SDENET_TEST_DEVICE="$DEVICE" "$PY" -m pytest -q -p no:cacheprovider \
     -m "slow or not slow" tests/test_device.py
@@ -134,8 +139,12 @@ else
     --steps 100 --warmup 10 --batch-size 128 --workers 8 --amp --channels-last --out "$OUT/bf16"
   step train-resnet20 70 "$PY" -m sdenet train --model resnet20 --dataset "$DATA" --epochs 20 \
     --device "$DEVICE" --quiet --out "$OUT/resnet20-run"
+  step transfer-resolution 90 "$PY" experiments/transfer_resolution.py --device "$DEVICE" --dataset "$DATA" \
+    --models tiny_resnet resnet20 --transfer-only --seeds 0 --threads 4 \
+    --runs "$OUT/transfer-runs" --out "$OUT/transfer"
 fi
-# 5. depth transfer and multilevel with the full-size networks (results after every run)
+rm -rf "$OUT/transfer-runs"  # run folders with checkpoints; the results are in $OUT/transfer
+# 6. depth transfer and multilevel with the full-size networks (results after every run)
 XDATA="${SDENET_CHECK_DATA:-$DATA}"
 if [ "$QUICK" = 1 ]; then
   step transfer-depth 300 "$PY" experiments/transfer_depth.py --quick --families resnet --epochs 1 \
@@ -143,9 +152,9 @@ if [ "$QUICK" = 1 ]; then
   step multilevel-scale 300 "$PY" experiments/multilevel_scale.py --quick --device "$DEVICE" --threads 1 \
     --data "$XDATA" --runs "$OUT/runs-multilevel" --out "$OUT"
 else
-  step transfer-depth 120 "$PY" experiments/transfer_depth.py --scale full --seeds 0 --epochs 8 \
+  step transfer-depth 90 "$PY" experiments/transfer_depth.py --scale full --seeds 0 --epochs 8 \
     --device "$DEVICE" --data "$XDATA" --runs "$OUT/runs-transfer" --out "$OUT"
-  step multilevel-scale 120 "$PY" experiments/multilevel_scale.py --model lm_resnet56 --refine 1 \
+  step multilevel-scale 90 "$PY" experiments/multilevel_scale.py --model lm_resnet56 --refine 1 \
     --levels 3 --overrides '{"stem_width": 8}' --epochs 8 --seeds 0 1 2 --device "$DEVICE" \
     --data "$XDATA" --runs "$OUT/runs-multilevel" --out "$OUT"
 fi

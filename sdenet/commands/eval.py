@@ -40,8 +40,12 @@ def register(subparsers) -> None:
                    help="test on images area-downsampled to height R (default: the resolution "
                         "the network was trained at)")
     p.add_argument("--rescale", action="store_true",
-                   help="carry the network's kernels from its training resolution to R first "
-                        "(sdenet.nn.rescale); without it they are applied as they are")
+                   help="carry the network from its training resolution to R first "
+                        "(sdenet.nn.rescale); without it the kernels are applied as they are")
+    p.add_argument("--rescale-method", default=None, choices=("atrous", "moments"),
+                   help="with --rescale: atrous (default; dilate each kernel by R/R0, integer "
+                        "factors and their inverses) or moments (the moment map, any factor; "
+                        "fails on trained networks, see docs/resolution.md)")
     p.add_argument("--depths", type=_depths, default=None, metavar="FACTORS",
                    help="evaluate the network at several depth factors with its own weights, e.g. "
                         "0.5,1,2 (2: every stage at 2N steps of dt/2, as refine; 0.5: N/2 steps "
@@ -85,6 +89,10 @@ def run(args) -> int:
     from ..cli import UsageError
     from ..train import evaluate
 
+    from ..cli import UsageError
+
+    if args.rescale_method is not None and not args.rescale:
+        raise UsageError("eval: --rescale-method chooses how --rescale works; give --rescale")
     apply_threads(args)
     if args.plot and args.depths is None:
         raise UsageError("eval: --plot draws accuracy against depth; give --depths too")
@@ -99,7 +107,8 @@ def run(args) -> int:
     r = evaluate(args.checkpoint, dataset=args.dataset, samples=args.samples, device=args.device,
                  batch_size=args.batch_size, limit_test=args.limit_test,
                  data_root=args.data_root, seed=args.seed, model=args.model,
-                 resolution=args.resolution, rescale=args.rescale)
+                 resolution=args.resolution, rescale=args.rescale,
+                 rescale_method=args.rescale_method or "atrous")
     if r.get("warning"):  # an absurd test loss: said on stderr, one line
         import sys
 
@@ -109,7 +118,8 @@ def run(args) -> int:
         return 0
     print(f"{r['model']} (epoch {r['epoch']}) on {r['dataset']}: {r['n_test']} test images")
     if r.get("resolution") is not None and r["resolution"] != r.get("trained_resolution"):
-        how = "kernels rescaled" if r.get("rescaled") else "kernels as they are"
+        how = (f"rescaled, {r['rescale_method']}" if r.get("rescaled")
+               else "kernels as they are")
         print(f"  at resolution {r['resolution']} (trained at {r['trained_resolution']}; {how})")
     print(f"  test error (drift only): {100 * r['test_error']:.2f}% +- "
           f"{100 * r['test_error_se']:.2f}%   loss {r['test_loss']:.4f}")

@@ -162,6 +162,9 @@ def register(subparsers) -> None:
     p.add_argument("--rescale", action="store_true",
                    help="with --init: carry the kernels from the resolution CHECKPOINT was "
                         "trained at to this run's (sdenet.nn.rescale, Haber et al.)")
+    p.add_argument("--rescale-method", default=None, choices=("atrous", "moments"),
+                   help="with --rescale: atrous (default; dilate each kernel by the factor) or "
+                        "moments (the moment map; see docs/resolution.md)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its last.pt, exactly")
     p.add_argument("--compile", action="store_true", help="run the model through torch.compile")
@@ -206,7 +209,7 @@ def run(args) -> int:
         if given:
             raise UsageError(f"train: --resume continues a run with its own settings; drop "
                              f"{', '.join('--' + g.replace('_', '-') for g in given)}")
-        if args.rescale:
+        if args.rescale or args.rescale_method:
             raise UsageError("train: --resume continues a run with its own settings; drop --rescale")
         kw = dict(resume=args.resume, device=args.device, quiet=args.quiet,
                   data_root=args.data_root, download=args.download)
@@ -217,6 +220,8 @@ def run(args) -> int:
             raise UsageError("train: --model is required (see: sdenet models)")
         if args.rescale and not args.init:
             raise UsageError("train: --rescale rescales the weights of --init; give --init CHECKPOINT")
+        if args.rescale_method and not args.rescale:
+            raise UsageError("train: --rescale-method chooses how --rescale works; give --rescale")
         kw = dict(model=args.model, dataset=args.dataset, preset=args.preset, epochs=args.epochs,
                   batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                   weight_decay=args.weight_decay, dt=args.dt, p_L=args.p_L, mode=args.mode,
@@ -225,7 +230,8 @@ def run(args) -> int:
                   mc_samples=args.mc_samples, limit_train=args.limit_train,
                   limit_test=args.limit_test, data_root=args.data_root,
                   download=args.download, quiet=args.quiet, command=command,
-                  resolution=args.resolution, init=args.init, init_rescale=args.rescale)
+                  resolution=args.resolution, init=args.init, init_rescale=args.rescale,
+                  init_rescale_method=args.rescale_method or "atrous")
         if args.random_depth is not None:
             kw["random_depth"] = args.random_depth
         overrides = {}

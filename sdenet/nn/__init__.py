@@ -13,8 +13,10 @@
   :func:`to_lm` (:mod:`sdenet.nn.transform`);
 * depth as a step size (:mod:`sdenet.nn.refine`): :func:`refine` and :func:`coarsen` at fixed T;
   :func:`at_depth` (:mod:`sdenet.nn.depth`) runs a network at another depth with its own weights.
-* :func:`rescale` (:mod:`sdenet.nn.rescale`): carry a network's kernels to another image
-  resolution (Haber et al.).
+* :func:`rescale` (:mod:`sdenet.nn.rescale`): carry a network to another image resolution
+  (``method="atrous"``, the default: dilated kernels; ``"moments"``: the moment map);
+  :class:`DiffConv2d` (:mod:`sdenet.nn.operators`): 3×3 kernels built from differential
+  operators scaled by the grid spacing (the ``*pde_resnet*`` models).
 """
 
 from . import blocks
@@ -35,6 +37,7 @@ from .stage import Stage, Transition, lm_stage, mean_scheme, noise_on, set_gener
 from .transform import to_lm
 from .refine import coarsen, refine
 from .depth import at_depth
+from .operators import DiffConv2d
 from .rescale import rescale
 from .reversible import AntisymmetricPair, HalfPadPool, HamiltonianBlockField, TiedBlock
 from .memory import MEMORY_MODES, memory_problem, saved_tensor_bytes, set_memory
@@ -47,6 +50,7 @@ __all__ = [
     "Layer", "Network", "lm_coefficients", "weak_report", "reset_weak_stats", "mc_predict",
     "to_lm", "refine", "coarsen", "at_depth",
     "rescale",
+    "DiffConv2d",
     "to_lm",
     "TiedBlock", "AntisymmetricPair", "HamiltonianBlockField", "HalfPadPool",
     "MEMORY_MODES", "set_memory", "memory_problem", "saved_tensor_bytes",

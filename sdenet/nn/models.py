@@ -85,6 +85,7 @@ from .network import Layer, Network
 from .refine import resample_values
 from .stage import Stage, Transition, lm_stage
 from .memory import MEMORY_MODES, set_memory
+from .operators import DiffConv2d, PDEBasic
 
 __all__ = ["create", "names", "info", "REGISTRY"]
 
@@ -115,6 +116,8 @@ def _stem(kind: str, width: int) -> nn.Module:
         return nn.Sequential(conv3x3(3, width), nn.BatchNorm2d(width))
     if kind == "conv_bn_relu":
         return nn.Sequential(conv3x3(3, width), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+    if kind == "pde":
+        return DiffConv2d(3, width)
     if kind == "imagenet":
         return nn.Sequential(
             nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(width),
@@ -137,6 +140,7 @@ _ARCH = {
     "imagenet": ("imagenet", "none", "relu"),
     "shake": ("conv_bn", "relu", None),
     "revnet": ("conv", "bn_relu", None),
+    "pde": ("pde", "bn_relu", None),  # sdenet/nn/operators.py: differential-operator kernels
 }
 
 
@@ -151,6 +155,8 @@ def _branch(cfg, c_in, c_out, stride, i):
         return PreActBasic(c_in, c_out, stride)
     if arch == "postact":
         return PostActBasic(c_in, c_out, stride)
+    if arch == "pde":
+        return PDEBasic(c_in, c_out, stride)
     if arch == "preact_bottleneck":
         return PreActBottleneck(c_in, cfg["widths"][i], c_out, stride)
     if arch == "imagenet":
@@ -175,7 +181,7 @@ def _shortcut(cfg, c_in, c_out, stride):
         return ProjectionShortcut(c_in, c_out, stride)
     if kind in ("conv", "conv_bn"):
         return ConvShortcut(c_in, c_out, stride, bn=kind == "conv_bn")
-    if arch in ("preact", "postact", "revnet"):
+    if arch in ("preact", "postact", "revnet", "pde"):
         return PadShortcut(c_in, c_out, stride)
     if arch == "preact_bottleneck":
         return ConvShortcut(c_in, c_out, stride, bn=False)
@@ -394,6 +400,10 @@ for _name, _m, _arch in (("tiny_resnet", "euler", "preact"), ("tiny_lm_resnet", 
                          ("tiny_sd_resnet", "sd", "preact"), ("tiny_lm_sd_resnet", "lm_sd", "preact"),
                          ("tiny_shake_shake", "shake", "shake")):
     _register(_name, arch=_arch, method=_m, widths=(8, 16, 32), blocks=(2, 2, 2), stem_width=8)
+# Ruthotto & Haber's PDE-based CNNs: every 3x3 kernel a combination of differential operators
+# scaled by the grid spacing, so the network is resolution independent (sdenet/nn/operators.py)
+_register("tiny_pde_resnet", arch="pde", method="euler", widths=(8, 16, 32), blocks=(2, 2, 2), stem_width=8)
+_register("pde_resnet20", arch="pde", method="euler", widths=(16, 32, 64), blocks=(3, 3, 3), stem_width=16)
 # Chang et al. (AAAI 2018): Hamiltonian, midpoint and leapfrog networks (sdenet/nn/reversible.py)
 from .reversible import FAMILIES as _REV_FAMILIES, build_reversible as _build_reversible  # noqa: E402
 

@@ -1,6 +1,19 @@
 """Move a trained network between image resolutions (Haber, Ruthotto, Holtham, *Learning across
 scales — multiscale methods for convolution neural networks*, AAAI 2018, arXiv:1703.02009).
 
+Two maps, :func:`rescale`'s ``method``:
+
+* ``"atrous"`` (the default): keep what each kernel sees. Dilate every convolution wider than
+  one pixel by the factor (its padding too), so its taps keep their physical offsets; weights
+  unchanged; exact on nearest-upsampled input (:func:`rescale` says precisely what holds
+  with strides). On a ``tiny_resnet`` trained at 16×16 on the CIFAR-10 subset it keeps
+  0.89–0.97 of the accuracy at 32×32 (3 seeds) (``experiments/results/transfer_resolution.md``).
+* ``"moments"``: keep the differential operator each kernel discretises (below). Exact on
+  polynomials, but trained kernels are pixel-scale detectors, not smooth operators: the
+  same network falls to chance at 32×32 (docs/resolution.md has the numbers).
+
+The rest of this docstring derives the moment map.
+
 A convolution is read as a discretised differential operator. A kernel ``w`` of ``k`` taps
 (offsets ``j = −r … r``, ``r = (k − 1)/2``), applied by cross-correlation on a grid of spacing
 ``h``, acts on a smooth image ``u`` as (Taylor expansion of ``u(x + j h)``)::
@@ -69,7 +82,7 @@ import numbers
 import torch
 from torch import nn
 
-__all__ = ["rescale", "rescale_kernel", "moment_transform"]
+__all__ = ["rescale", "rescale_kernel", "moment_transform", "dilate_", "atrous_factor", "METHODS"]
 
 
 def _check_factor(factor, where: str) -> float:
@@ -152,52 +165,197 @@ def rescale_kernel(weight: torch.Tensor, factor: float, order: int | None = None
     return w.to(weight.dtype)
 
 
+METHODS = ("atrous", "moments")
+
+
 def _convs(model: nn.Module):
     for name, m in model.named_modules():
         if isinstance(m, nn.modules.conv._ConvNd):
             yield name, m
 
 
-def rescale(model: nn.Module, factor: float, order: int | None = None) -> nn.Module:
+def _operator_layers(model: nn.Module):
+    """Layers that carry their own grid spacing (:class:`sdenet.nn.operators.DiffConv2d`): they
+    are rebuilt for the new spacing by every method."""
+    for name, m in model.named_modules():
+        if callable(getattr(m, "set_spacing", None)) and hasattr(m, "spacing"):
+            yield name, m
+
+
+def atrous_factor(factor, where: str = "rescale") -> tuple[int, int]:
+    """``(up, down)`` for an à trous factor: ``(F, 1)`` for an integer ``F ≥ 1`` (refinement),
+    ``(1, F)`` for ``1/F`` (coarsening). ValueError for any other factor (the moment map,
+    ``method="moments"``, takes any positive factor)."""
+    f = _check_factor(factor, where)
+    if abs(f - round(f)) < 1e-9 and round(f) >= 1:
+        return int(round(f)), 1
+    inv = 1.0 / f
+    if abs(inv - round(inv)) < 1e-9 * inv:
+        return 1, int(round(inv))
+    raise ValueError(f"{where}: the à trous map takes an integer factor (2: twice the "
+                     f"resolution) or the inverse of one (0.5: half), got {factor!r}; "
+                     f"method='moments' takes any positive factor")
+
+
+def _spatial(m) -> list[int]:
+    return [a for a, k in enumerate(m.kernel_size) if k > 1]
+
+
+def dilate_(model: nn.Module, factor) -> nn.Module:
+    """The à trous map, in place: every convolution and max pool with a kernel wider than one
+    pixel along an axis gets its dilation and padding along that axis multiplied by ``factor``
+    (an integer, refinement) or divided by ``1/factor`` (coarsening; each must then be
+    divisible). Weights, strides, 1×1 convolutions, batch norm and every other layer are left
+    as they are; operator layers (:mod:`sdenet.nn.operators`) are rebuilt for the spacing
+    ``h / factor``. Returns ``model``. See :func:`rescale` for what this keeps exactly."""
+    up, down = atrous_factor(factor, "rescale")
+    convs = list(_convs(model))
+    ops = list(_operator_layers(model))
+    pools = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.pooling._MaxPoolNd)]
+    avg = [n or type(m).__name__ for n, m in model.named_modules()
+           if isinstance(m, nn.modules.pooling._AvgPoolNd)
+           and any(k > 1 for k in (m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size,)))]
+    if avg:
+        raise ValueError(f"rescale: average pool(s) {', '.join(avg[:4])} have no dilation, so "
+                         f"the à trous map cannot keep what they see; use method='moments'")
+    plan = []
+    for name, m in convs:
+        axes = _spatial(m)
+        if isinstance(m.padding, str):  # 'same' follows the dilation, 'valid' stays 0
+            pad = m.padding
+        else:
+            pad = list(m.padding)
+        dil = list(m.dilation)
+        for a in axes:
+            if down > 1:
+                if dil[a] % down or (not isinstance(pad, str) and pad[a] % down):
+                    raise ValueError(
+                        f"rescale: coarsening by {down} with the à trous map needs dilation and "
+                        f"padding divisible by {down}; {name or type(m).__name__} has dilation "
+                        f"{tuple(m.dilation)} and padding {m.padding} (it was not refined à "
+                        f"trous); use method='moments'")
+                dil[a] //= down
+                if not isinstance(pad, str):
+                    pad[a] //= down
+            else:
+                dil[a] *= up
+                if not isinstance(pad, str):
+                    pad[a] *= up
+        plan.append((m, tuple(dil), pad if isinstance(pad, str) else tuple(pad)))
+    pool_plan = []
+    for name, m in pools:
+        d = m.dilation if isinstance(m.dilation, int) else tuple(m.dilation)
+        p = m.padding if isinstance(m.padding, int) else tuple(m.padding)
+        k = m.kernel_size
+        if (k if isinstance(k, int) else max(k)) > 1:
+            ds, ps = (d,) if isinstance(d, int) else d, (p,) if isinstance(p, int) else p
+            if up > 1 and any(ps):
+                raise ValueError(f"rescale: max pool {name or type(m).__name__} pads its input, "
+                                 f"and torch caps a max pool's padding at half its kernel, so it "
+                                 f"cannot be dilated à trous; use method='moments'")
+            if down > 1 and any(v % down for v in ds + ps):
+                raise ValueError(f"rescale: coarsening by {down} with the à trous map needs the "
+                                 f"dilation and padding of {name} divisible by {down}; use "
+                                 f"method='moments'")
+            fd = (lambda v: v // down) if down > 1 else (lambda v: v * up)
+            d = fd(d) if isinstance(d, int) else tuple(fd(v) for v in d)
+            p = fd(p) if isinstance(p, int) else tuple(fd(v) for v in p)
+        pool_plan.append((m, d, p))
+    for name, m in ops:
+        if down > 1 and m.dilation % down:
+            raise ValueError(f"rescale: coarsening by {down} with the à trous map needs the "
+                             f"dilation of {name} divisible by {down}; use method='moments'")
+    for m, dil, pad in plan:  # checked everything first: no half-dilated model on an error
+        m.dilation = dil
+        m.padding = pad
+        if not isinstance(pad, str):
+            m._reversed_padding_repeated_twice = [x for x in reversed(pad) for _ in range(2)]
+    for m, d, p in pool_plan:
+        m.dilation, m.padding = d, p
+    for _, m in ops:  # same difference step: taps F pixels apart on the grid h/F
+        m.dilation = m.dilation * up // down
+        m.set_spacing(float(m.spacing) * down / up)
+    return model
+
+
+def rescale(model: nn.Module, factor: float, order: int | None = None,
+            method: str = "atrous") -> nn.Module:
     """A copy of ``model`` for images ``factor`` times the resolution it was trained on
     (``factor = 2``: 16×16 → 32×32, a prolongation; ``factor = 0.5``: 32×32 → 16×16, a
-    restriction; any positive factor works, 1 is a plain copy).
+    restriction; 1 is a plain copy). ``model`` itself is not modified.
 
-    Every convolution kernel ``W`` (``nn.Conv1d/2d/3d``, any size, stride, dilation, groups)
-    becomes ``W' = T W Tᵀ`` per spatial axis with ``T = V⁻¹ diag(factor^q) V``: the moment of
-    order ``q`` of the stencil (the ``h^q ∂^q`` part of the operator it discretises) is
-    multiplied by ``factor^q`` so that the operator stays the same on the grid of spacing
-    ``h / factor`` (module docstring: the derivation, and what happens to heads, strides and
-    batch norm). Everything else is copied unchanged. ``model`` itself is not modified.
+    ``method="atrous"`` (default; integer factors and their inverses): keep what each kernel
+    *sees*. Every convolution (and max pool) with a kernel wider than one pixel along an axis
+    is dilated by ``factor`` along it, its zero padding multiplied by ``factor`` (Holschneider
+    et al.'s *algorithme à trous*): the 3×3 taps that touched neighbouring pixels at 16×16
+    touch the pixels two apart at 32×32, the same physical offsets. The weights are unchanged;
+    strides, 1×1 convolutions, batch norm and the head are left alone. Coarsening by ``1/F``
+    undoes a refinement: it needs every such dilation and padding divisible by ``F`` (a
+    network refined à trous, or trained dilated), else ValueError. What holds exactly, with
+    ``U`` nearest-neighbour upsampling by ``F`` and ``O_l`` / ``T_l`` a layer's output in the
+    original / transferred network on ``x`` / ``U x`` (image sides divisible by the total
+    stride times ``F``):
 
-    ``order`` (default None: every moment): only moments of total order ``≤ order`` are
-    rescaled; higher ones are kept as they are, i.e. read as tied to the grid (like a
-    numerical dissipation ``c h^n ∂^n``) rather than as part of the operator. ``order=0`` is
-    the network used as it is; ``order=2`` keeps the part of order ≤ 2 (identity, gradient,
-    Hessian) as an operator and the rest at the grid's scale. The round trip
-    ``rescale(rescale(m, f, order), 1/f, order)`` is the identity for every ``order``.
+    * every feature map subsampled at stride ``F`` is the original's: ``T_l[..., ::F, ::F] =
+      O_l`` for every layer, strided or not (a dilated tap ``F·t`` pixels away on ``U x``
+      reads the pixel ``t`` away on ``x``; zero padding ``F·p`` meets the border where ``p``
+      did);
+    * up to the first strided layer, ``T_l = U O_l``, so a network with no stride gives
+      exactly the original logits on ``U x`` (the global average of ``U O`` is that of ``O``);
+    * after a stride, ``T_l`` is no longer ``U O_l``: its other ``F² − 1`` samples per block
+      are the same layer evaluated at the positions the stride skipped (a denser sampling of
+      the same feature), so a strided network's logits on ``U x`` are close to, not equal
+      to, the original's. Max pools are dilated too, except those that pad (torch caps a max
+      pool's padding at half its kernel: ValueError); average pools have no dilation
+      (ValueError).
 
-    Prolongation by large factors of large kernels is ill-conditioned: ``T`` has condition
-    number of order ``factor^(k−1)`` per axis (4⁶ for a 7×7 kernel at factor 4), so a round
-    trip in float32 keeps fewer digits there.
+    ``method="moments"``: the moment map (module docstring), any positive factor. Every
+    kernel ``W`` becomes ``W' = T W Tᵀ`` per spatial axis with ``T = V⁻¹ diag(factor^q) V``:
+    the moment of order ``q`` (the ``h^q ∂^q`` part of the operator the stencil discretises)
+    is multiplied by ``factor^q`` so that the operator stays the same on the finer grid.
+    Exact on polynomials and O(h²) on smooth images, but trained kernels are not smooth
+    operators: on a ``tiny_resnet`` trained at 16×16 the higher moments (×4 to ×16 at factor
+    2) hold 21–27 % of the kernels' energy, operator norms grow 13–18× and the residual stages
+    compound it: the network falls to chance at 32×32 (docs/resolution.md has the numbers).
+    ``order`` (moments only; default None: every moment): only moments of total order ``≤
+    order`` are rescaled, higher ones kept (read as tied to the grid). The round trip
+    ``rescale(rescale(m, f), 1/f)`` is the identity for both methods.
 
-    Raises ValueError for a factor that is not a positive finite number, a model with no
-    convolution, or a transposed convolution (not a stencil on its input grid).
+    Operator layers (:class:`sdenet.nn.operators.DiffConv2d`, the ``*pde_resnet*`` models)
+    are combinations of difference quotients of order ≤ 2 scaled by their step: both methods
+    keep their coefficients and set the grid spacing to ``h / factor``; ``"moments"`` keeps
+    the operator (the step follows the grid: each quotient re-scaled by ``factor^q``, which on
+    these pure-moment stencils is exactly the moment map), ``"atrous"`` keeps the step (taps
+    ``factor`` pixels apart).
+
+    Raises ValueError for a factor that is not a positive finite number (or, à trous, not an
+    integer or the inverse of one), an unknown method, a model with no convolution, or a
+    transposed convolution (not a stencil on its input grid).
     """
+    if method not in METHODS:
+        raise ValueError(f"rescale: method must be one of {', '.join(METHODS)}, got {method!r}")
     f = _check_factor(factor, "rescale")
     cap = _check_order(order, "rescale")
+    if method == "atrous" and cap is not None:
+        raise ValueError("rescale: order applies to method='moments' (which moments to scale); "
+                         "the à trous map keeps every weight")
     if not isinstance(model, nn.Module):
         raise ValueError(f"rescale: expected a torch.nn.Module, got {type(model).__name__}")
     convs = list(_convs(model))
-    if not convs:
+    if not convs and not list(_operator_layers(model)):
         raise ValueError(f"rescale: {type(model).__name__} has no convolution, so there is "
                          f"nothing to carry to another resolution")
     bad = [name or type(m).__name__ for name, m in convs if m.transposed]
     if bad:
         raise ValueError(f"rescale: transposed convolution(s) {', '.join(bad[:4])} are not "
                          f"supported (only stencils on their input grid: nn.Conv1d/2d/3d)")
+    if method == "atrous":
+        atrous_factor(f, "rescale")
+        return dilate_(copy.deepcopy(model), f)
     out = copy.deepcopy(model)
     with torch.no_grad():
         for _, m in _convs(out):
             m.weight.copy_(rescale_kernel(m.weight, f, cap))
+        for _, m in _operator_layers(out):
+            m.set_spacing(float(m.spacing) / f)
     return out

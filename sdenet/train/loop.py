@@ -105,7 +105,8 @@ class TrainConfig:
                       and schedule; a file from multilevel training may also carry
                       ``momentum``: parameter name -> SGD momentum buffer); ``init_rescale`` carries its kernels from the resolution it
                       was trained at to this run's with :func:`sdenet.nn.rescale`
-                      (:mod:`sdenet.train.multiscale`).
+                      (:mod:`sdenet.train.multiscale`); ``init_rescale_method``: "atrous"
+                      (default: dilate the kernels) or "moments" (the moment map).
     random_depth:     depth-robust training: depth factors like ``"0.5,1,2"``; each batch runs
                       the network's stages at one of them, drawn uniformly (the same draws on
                       resume), with the network's own weights (:func:`sdenet.nn.at_depth`:
@@ -147,6 +148,7 @@ class TrainConfig:
     init: str | None = None
     init_rescale: bool = False
     random_depth: str | list | None = None
+    init_rescale_method: str = "atrous"
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -553,6 +555,11 @@ def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
     _positive_int("resolution", cfg.resolution)
     if cfg.init_rescale and not cfg.init:
         raise ValueError("init_rescale rescales the weights of init; give init (a checkpoint)")
+    from ..nn.rescale import METHODS as _RESCALE_METHODS
+
+    if cfg.init_rescale_method not in _RESCALE_METHODS:
+        raise ValueError(f"init_rescale_method must be one of {', '.join(_RESCALE_METHODS)}, "
+                         f"got {cfg.init_rescale_method!r}")
     if cfg.mode is not None and cfg.mode not in ("sample", "batch"):
         raise ValueError(f"mode must be 'sample' or 'batch', got {cfg.mode!r}")
     random_depth = _random_depth(cfg.random_depth, cfg.compile)
@@ -609,6 +616,8 @@ def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
         "init": None if cfg.init is None else str(cfg.init),
         "init_rescale": bool(cfg.init_rescale),
         "random_depth": random_depth,
+        "init_rescale_method": cfg.init_rescale_method if cfg.init_rescale else None,
+        "dilation": 1,
     }
 
 
@@ -1070,7 +1079,12 @@ class _Trainer:
             _create_model_check(ic["model"], ic.get("num_classes"), ic.get("model_overrides") or {},
                                 str(rc["init"]))
             rc.update(init_weights(model, self.init_ckpt, rc["init"], resolution=rc["resolution"],
-                                   native=native, rescale=bool(rc.get("init_rescale"))))
+                                   native=native, rescale=bool(rc.get("init_rescale")),
+                                   method=rc.get("init_rescale_method") or "atrous"))
+        elif rc.get("dilation", 1) != 1:  # a resumed run of a network refined a trous
+            from .multiscale import apply_dilation, checkpoint_dilation
+
+            apply_dilation(model, checkpoint_dilation(rc))
         model = model.to(device)
         if rc["channels_last"]:
             model = model.to(memory_format=torch.channels_last)
@@ -1569,7 +1583,8 @@ def _eval_precision(rc: dict, dev: torch.device) -> tuple[bool, bool]:
 def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = None,
              device="auto", batch_size: int | None = None, limit_test: int | None = None,
              data_root=None, seed: int = 0, model: str | None = None,
-             resolution: int | None = None, rescale: bool = False, depth=None) -> dict:
+             resolution: int | None = None, rescale: bool = False,
+             rescale_method: str = "atrous", depth=None) -> dict:
     """Test error of a saved network.
 
     The checkpoint's config names the model and dataset (``dataset`` overrides). Returns
@@ -1588,14 +1603,20 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
     choose which module is imported.
 
     ``resolution``: the test images' height (area-downsampled; default: the resolution the
-    network was trained at); ``rescale``: carry the kernels from that resolution to
-    ``resolution`` first (:func:`sdenet.nn.rescale`), else they are applied as they are.
+    network was trained at); ``rescale``: carry the network from that resolution to
+    ``resolution`` first (:func:`sdenet.nn.rescale` with ``rescale_method``: "atrous", the
+    default, or "moments"), else the kernels are applied as they are.
 
     ``depth``: run the network's stages at this depth factor with its own weights
     (:func:`sdenet.nn.at_depth`: 2 is ``refine(net, 2)``, 0.5 is ``coarsen(net, 2)``); the
     result then also holds ``depth``, ``steps`` and ``relative_compute``
     (:func:`sdenet.train.depth.evaluate_depths` evaluates several).
     """
+    from ..nn.rescale import METHODS as _RESCALE_METHODS
+
+    if rescale_method not in _RESCALE_METHODS:
+        raise ValueError(f"rescale_method must be one of {', '.join(_RESCALE_METHODS)}, got "
+                         f"{rescale_method!r}")
     samples = None if samples is None else int(_number("samples", samples, lo=0.0, allow_none=False))
     if samples is not None and samples > MAX_MC_SAMPLES:
         raise ValueError(f"samples={samples} is above the bound of {MAX_MC_SAMPLES:,} Monte Carlo "
@@ -1655,6 +1676,9 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
     model = _create_model(spec_model, num_classes, dict(rc.get("model_overrides") or {}),
                           where=str(path), batch=min(eval_batch, n_images), image=res,
                           train=False, device=dev)
+    from .multiscale import apply_dilation, checkpoint_dilation
+
+    apply_dilation(model, checkpoint_dilation(rc, path))
     ck.check_model_state(model, c["model"], path, repr(spec_model))
     _check_finite_weights(c["model"], path)
     try:
@@ -1666,7 +1690,7 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
     if rescale and res != r0:
         from ..nn import rescale as rescale_model
 
-        model = rescale_model(model, res / r0)
+        model = rescale_model(model, res / r0, method=rescale_method)
     model.to(dev).eval()
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -1696,6 +1720,7 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
         "trained_resolution": r0,
         "rescaled": bool(rescale and res != r0),
         **depth_info,
+        "rescale_method": rescale_method if rescale and res != r0 else None,
     }
     if warning:
         out["warning"] = warning
