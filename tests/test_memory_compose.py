@@ -230,8 +230,9 @@ def test_training_loop_under_ddp_with_memory_modes(tmp_path, memory):
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["reversible", "checkpoint"])
 def test_torch_compile_of_a_model_in_a_memory_mode(mode):
-    """torch.compile runs a model whose stages are in a memory mode (the stage function runs eagerly,
-    a graph break) and gives the gradients of the uncompiled model."""
+    """torch.compile runs a model whose stages are in a memory mode (the stages run eagerly, a graph
+    break: a compiled forward would not be recomputed bit for bit by the eager backward sweep, which
+    the exact reversible mode detects) and gives the gradients of the uncompiled model."""
     net = _net("tiny_hamiltonian", torch.float32)
     set_memory(net, mode)
     x, y = _batch(torch.float32)
@@ -241,3 +242,34 @@ def test_torch_compile_of_a_model_in_a_memory_mode(mode):
     compiled = torch.compile(net, backend="eager" if os.environ.get("SDENET_COMPILE_EAGER") else "inductor")
     F.cross_entropy(compiled(x), y).backward()
     assert _rel([p.grad for p in net.parameters()], ref) <= 1e-4
+
+
+class _Push(torch.nn.Module):
+    """``f(x) = w·v`` everywhere (``w = 1``, a parameter): pushes a state by ``v`` in one step."""
+
+    def __init__(self, v):
+        super().__init__()
+        self.v = v
+        self.w = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return self.w * self.v * torch.ones_like(x)
+
+
+def test_exact_reversible_detects_a_state_beyond_its_grid_between_input_and_output():
+    """The grid limit is checked at a stage's input and output only; a state that goes beyond it in
+    between (here +1e7, then back) loses bits in the forward pass, and the backward sweep, which checks
+    that the rebuilt input equals the forward one, says so instead of returning wrong gradients."""
+    from sdenet.nn.fields import CoupledBlockField
+
+    field = CoupledBlockField([_Push(1e7), _Push(-1e7)], [_Push(0.0), _Push(0.0)])
+    stage = set_memory(Stage(field, sn.CoupledEuler()), "reversible")
+    x = (1e-3 * torch.randn(2, 4, generator=torch.Generator().manual_seed(0))).requires_grad_()
+    out = stage(x)  # input and output are small: the forward pass goes on
+    assert float(out.detach().abs().max()) < 1.0
+    with pytest.raises(ValueError, match="reconstructed input of the stage differs"):
+        out.sum().backward()
+    # a stage that stays on the grid passes the same check (exact=False skips it)
+    set_memory(stage, "reversible", exact=False)
+    stage(x).sum().backward()
+    assert x.grad is not None

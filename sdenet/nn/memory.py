@@ -15,17 +15,22 @@ history in ``s_n`` (``s_n["prev"] = x_{n−1}`` for two-step schemes). Three mod
     gradients back in one go, evaluating each field once under autograd (one forward and one
     backward of the step, as a stored step costs, plus the graph-free forward pass: about 4/3
     of stored backprop); otherwise ``invert_step`` rebuilds it and the step is re-run under
-    autograd and back-propagated. Saved activations are ``O(1)`` in ``N`` (the last carry, plus one step's graph
-    alive at a time). Drift: in float32/16 the states are carried on a fixed-point grid
-    (:class:`FixedPoint`: float64 values on the grid 2^-32, every increment rounded to the grid
-    before it is added), so each step is undone bit for bit, at any depth — the reconstruction
-    has no floating-point drift and the gradients are exactly those of the forward pass that ran
-    (the field sees the grid states cast to the network's dtype; the rounding, 2.3e-10, is
-    finer than float32's own for states above 4e-3; straight-through for the gradient). The
-    carried last state costs twice its float32 bytes (still O(1) in depth); a state beyond
-    2^20 in magnitude is refused (exactness would be lost). Schemes declare this with
-    ``exact_arithmetic`` (all four invertible ones). float64 stages reconstruct in plain
-    float64 (drift ~1e-15).
+    autograd and differentiated. Saved activations are ``O(1)`` in ``N`` (the last carry, plus
+    one step's graph alive at a time).
+
+    Drift. By default (``set_memory(..., exact=True)``) float32/16 states are carried on a
+    fixed-point grid (:class:`FixedPoint`: float64 values on the grid 2^-32, every increment
+    rounded to the grid before it is added), so each step is undone bit for bit, at any depth —
+    the reconstruction has no floating-point drift and the gradients are exactly those of the
+    forward pass that ran (the field sees the grid states cast to the network's dtype; the
+    rounding, 2.3e-10, is finer than float32's own for states above 4e-3; straight-through for
+    the gradient). The carried last state costs twice its float32 bytes (still O(1) in depth);
+    a stage whose input or output is beyond 2^20 in magnitude is refused, and a reconstructed
+    input that differs from the forward one (a state went beyond 2^20 in between) is an error
+    of the backward pass. Schemes declare this with ``exact_arithmetic`` (all four invertible
+    ones). ``exact=False`` inverts in plain floating point: faster, with a reconstruction error
+    that grows with depth (:func:`reconstruction_drift` measures it). float64 stages
+    reconstruct in plain float64 (drift ~1e-15).
 ``"checkpoint"``
     for any stage and scheme: the forward pass saves every ``k``-th carry, ``k = ⌈√N⌉``, and
     the random-generator state at each of them; the backward pass re-runs each segment of
@@ -33,9 +38,17 @@ history in ``s_n`` (``s_n["prev"] = x_{n−1}`` for two-step schemes). Three mod
     state, so a stochastic stage replays exactly the increments of the forward pass (and the
     generator is put back afterwards). Saved activations ``O(√N)``.
 
-Parameter gradients are accumulated into ``.grad`` during the recomputation (as reentrant
-``torch.utils.checkpoint`` does), so train with ``loss.backward()``: ``torch.autograd.grad(loss,
-params)`` does not see the parameters of a stage in these modes (use ``"store"`` for that).
+How the backward works: the steps of a stage are one :class:`torch.autograd.Function` whose
+inputs are the carry *and the stage's parameters*. Its backward recomputes each step (or
+segment) under :func:`torch.enable_grad` on detached inputs and calls
+:func:`torch.autograd.grad` for the inputs of the step and the parameters its graph reaches;
+it returns the parameter gradients as the gradients of its parameter inputs. No backward pass
+runs inside it (no reentrant ``torch.autograd.backward``), so autograd delivers each
+parameter's gradient once per backward pass: ``torch.autograd.grad(loss, params)``,
+gradient accumulation, DistributedDataParallel and ``torch.compile`` (the function runs
+eagerly inside the compiled model) work as with ``"store"``. A field that uses a tensor
+requiring grad which is not a parameter of the stage is refused in the backward pass (its
+gradient would have nowhere to go). Double backward is not supported.
 
 Recomputation must not count twice what a forward pass records as a side effect: the batch
 norm running statistics and the weak-condition running sums (``_NoiseStats``) of the stage are
@@ -81,8 +94,11 @@ class FixedPoint:
 
     bits = 32
 
-    def __init__(self, dtype):
+    def __init__(self, dtype, inplace: bool = False):
         self.dtype = dtype
+        #: whether :meth:`add_` and :meth:`sub_` may overwrite their first argument (the caller owns
+        #: the carries: a memory mode does, :func:`reconstruction_drift`, which compares, does not)
+        self.inplace = inplace
         self.scale = 2.0 ** self.bits
         self.unit = 2.0 ** -self.bits
         self.limit = 2.0 ** (52 - self.bits)
@@ -109,6 +125,14 @@ class FixedPoint:
     def sub(self, x, v, c):
         """``x − grid(c·v)``: undoes :meth:`add` with the same ``v`` and ``c`` bit for bit."""
         return torch.add(x, self._r(v, c), alpha=-self.unit)
+
+    def add_(self, x, v, c):
+        """:meth:`add`, overwriting ``x`` when :attr:`inplace` (a scheme passes a carry it drops)."""
+        return x.add_(self._r(v, c), alpha=self.unit) if self.inplace else self.add(x, v, c)
+
+    def sub_(self, x, v, c):
+        """:meth:`sub`, overwriting ``x`` when :attr:`inplace`."""
+        return x.add_(self._r(v, c), alpha=-self.unit) if self.inplace else self.sub(x, v, c)
 
     def value(self, x):
         return x.to(self.dtype)
@@ -336,8 +360,9 @@ class _Sweep:
             stack.extend(f for f, _ in fn.next_functions)
         return found
 
-    def pull(self, outputs, grads, inputs):
-        """``(∂outputs/∂inputs)ᵀ grads`` for the leaf ``inputs``; the parameter part is collected."""
+    def pull(self, outputs, grads, inputs, scale=1.0):
+        """``(∂outputs/∂inputs)ᵀ grads`` for the leaf ``inputs``; the parameter part, times ``scale``,
+        is collected."""
         outs, gs = [], []
         for o, g in zip(outputs, grads):
             if g is not None and o.requires_grad:
@@ -357,19 +382,30 @@ class _Sweep:
             else:
                 res.append(None)
         for i, g in zip(found, got[k:]):
-            if g is not None:
-                self.grads[i] = g if self.grads[i] is None else self.grads[i] + g
+            if g is None:
+                continue
+            if self.grads[i] is None:
+                # a copy: autograd may hand back a grad_output itself (a field adding a full-shape parameter)
+                self.grads[i] = g.clone() if scale == 1.0 else g * scale
+            else:
+                self.grads[i].add_(g, alpha=scale)  # a fresh sum this sweep owns
         return res
 
-    def vjp(self, fn, u, g):
-        """``(fn(u), (∂fn/∂u)ᵀ g)`` with one evaluation of ``fn`` (what a scheme's ``reverse_step``
-        asks for); ``(∂fn/∂θ)ᵀ g`` is collected."""
+    def vjp(self, fn, u, g, scale=1.0):
+        """``(fn(u), scale·(∂fn/∂u)ᵀ g)`` with one evaluation of ``fn`` (what a scheme's
+        ``reverse_step`` asks for); ``scale·(∂fn/∂θ)ᵀ g`` is collected. The returned gradient is a
+        fresh tensor the caller may overwrite."""
         u = u.detach().requires_grad_()
         with torch.enable_grad():
             out = fn(u)
         if g is None or not out.requires_grad:
             return out.detach(), None
-        (gu,) = self.pull([out], [g], [u])
+        (gu,) = self.pull([out], [g], [u], scale)
+        if gu is not None:
+            if gu.untyped_storage().data_ptr() == g.untyped_storage().data_ptr():
+                gu = gu.clone()  # autograd handed g itself back (an identity-like field)
+            if scale != 1.0:
+                gu.mul_(scale)
         return out.detach(), gu
 
 
@@ -386,7 +422,7 @@ class _StageFunction(torch.autograd.Function):
     def forward(ctx, plan, n_carry, *tensors):
         carry, params = tensors[:n_carry], tensors[n_carry:]
         dtype = carry[0].dtype
-        fp = FixedPoint(dtype) if plan.mode == "reversible" and plan.exact and \
+        fp = FixedPoint(dtype, inplace=True) if plan.mode == "reversible" and plan.exact and \
             exact_arithmetic(plan.stage, dtype) else None
         where = (f"memory='reversible' (use memory='checkpoint', exact=False or float64): stage "
                  f"{plan.stage.name or 'stage'}")
@@ -432,7 +468,9 @@ class _StageFunction(torch.autograd.Function):
         sweep = _Sweep(stage, plan.params)
         with _FrozenSideEffects(stage), plan.autocast_ctx():
             if plan.mode == "reversible":
-                x, state = _join(saved, ctx.final_layout, ctx.final_state)
+                # the sweep overwrites the carry in place: start from a copy (the saved tensors stay
+                # intact for a retained graph, and in plain mode they are the stage's output)
+                x, state = _join([t.clone() for t in saved], ctx.final_layout, ctx.final_state)
                 g = list(grad_out) + [None] * (len(saved) - len(grad_out))
                 kw = {} if ctx.fp is None else {"fp": ctx.fp}  # exact: bit for bit on grid carries
                 for n in reversed(range(stage.steps)):
@@ -497,8 +535,15 @@ def _strip(state):
     return state
 
 
+@torch.compiler.disable
 def run(stage, schemes, x, state):
-    """Run ``stage``'s steps from ``(x, state)`` in its memory mode (called by ``Stage.forward``)."""
+    """Run ``stage``'s steps from ``(x, state)`` in its memory mode (called by ``Stage.forward``).
+
+    Never compiled (``torch.compiler.disable``: a graph break in a compiled model): the backward
+    sweep recomputes the steps eagerly, and must compute bit for bit what the forward computed
+    (the exact reversible carries are undone by subtracting the very increments that were added;
+    a checkpointed segment replays its noise), which a compiled forward — fused kernels, other
+    rounding — would not."""
     plan = _Plan(stage, schemes, x, state, stage.memory)
     carry, _ = _split(x, state)
     # the parameters are inputs of the function: its backward returns their gradients
