@@ -18,6 +18,7 @@ import sdenet as sn
 import sdenet.models as M
 from sdenet.nn import HamiltonianBlockField, Stage, TiedBlock, set_memory
 from sdenet.nn.memory import reconstruction_drift
+from test_train import clean  # noqa: F401 (fixture)
 
 CASES = [("tiny_hamiltonian", "reversible"), ("tiny_midpoint", "reversible"), ("tiny_leapfrog", "reversible"),
          ("revnet", "reversible"), ("tiny_hamiltonian", "checkpoint"), ("tiny_lm_resnet", "checkpoint")]
@@ -273,3 +274,35 @@ def test_exact_reversible_detects_a_state_beyond_its_grid_between_input_and_outp
     set_memory(stage, "reversible", exact=False)
     stage(x).sum().backward()
     assert x.grad is not None
+
+
+def test_plain_arithmetic_through_create_and_the_train_command(clean, tmp_path, capsys):
+    """exact=False end to end: models.create(memory_exact=False) sets it on every stage and records it in
+    the config (a checkpoint rebuilds the same model); `sdenet train --reversible-arithmetic plain` trains
+    with it, and without --memory reversible the flag is a one-line usage error."""
+    import json
+
+    from sdenet.cli import main
+    from test_train import tiny_npz
+
+    net = M.create("tiny_hamiltonian", memory="reversible", memory_exact=False)
+    stages = [s for s in net.modules() if isinstance(s, Stage) and s.memory == "reversible"]
+    assert stages and all(s.memory_exact is False for s in stages)
+    again = M.create(net.name, **{k: net.config[k] for k in ("memory", "memory_exact")})
+    assert all(s.memory_exact is False for s in again.modules() if isinstance(s, Stage) and s.memory == "reversible")
+    assert "memory_exact" not in M.create("tiny_hamiltonian", memory="reversible").config
+    with pytest.raises(ValueError, match="exact must be True or False"):
+        M.create("tiny_hamiltonian", memory="reversible", memory_exact=0)
+    data = tiny_npz(tmp_path / "tiny.npz")
+    out = tmp_path / "run"
+    code = main(["train", "--model", "tiny_hamiltonian", "--memory", "reversible", "--reversible-arithmetic", "plain",
+                 "--dataset", data, "--epochs", "1", "--batch-size", "16", "--device", "cpu", "--quiet",
+                 "--out", str(out)])
+    assert code == 0
+    assert '"memory_exact": false' in (out / "config.json").read_text()
+    capsys.readouterr()
+    code = main(["train", "--model", "tiny_hamiltonian", "--reversible-arithmetic", "plain", "--dataset", data,
+                 "--epochs", "1", "--device", "cpu", "--quiet", "--out", str(tmp_path / "bad")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "needs --memory reversible" in err[0] and err[0].startswith("sdenet")
+    json.loads((out / "config.json").read_text())

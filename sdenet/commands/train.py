@@ -107,6 +107,11 @@ def register(subparsers) -> None:
                         "reversible (reconstruct each state from the next: invertible schemes "
                         "only -- revnet, hamiltonian*, midpoint*, leapfrog*) or checkpoint (every "
                         "ceil(sqrt(N))-th state of a stage, recompute the rest; any model)")
+    p.add_argument("--reversible-arithmetic", dest="reversible_arithmetic", choices=("exact", "plain"),
+                   default=None,
+                   help="with --memory reversible: exact (the default: states on a fixed-point grid, "
+                        "rebuilt bit for bit) or plain (floating-point inversion: faster, drifts by "
+                        "rounding; see docs/memory-modes.md)")
     p.add_argument("--seed", type=integer, default=0)
     p.add_argument("--out", default=None, metavar="DIR",
                    help="run folder (default: runs/<model>-<dataset>-<timestamp>)")
@@ -158,7 +163,8 @@ def run(args) -> int:
     if args.resume:
         given = [k for k in ("epochs", "batch_size", "lr", "dt", "p_L", "mode", "preset",
                              "out", "momentum", "weight_decay", "limit_train", "limit_test",
-                             "refine", "multilevel", "p_schedule", "resolution", "init", "memory")
+                             "refine", "multilevel", "p_schedule", "resolution", "init", "memory",
+                             "reversible_arithmetic")
                  if getattr(args, k) is not None]
         if given:
             raise UsageError(f"train: --resume continues a run with its own settings; drop "
@@ -192,6 +198,11 @@ def run(args) -> int:
             overrides["p_schedule"] = args.p_schedule
         if args.memory is not None:
             overrides["memory"] = args.memory
+        if args.reversible_arithmetic is not None:
+            if args.memory != "reversible":
+                raise UsageError("train: --reversible-arithmetic needs --memory reversible")
+            if args.reversible_arithmetic == "plain":
+                overrides["memory_exact"] = False
         if overrides:
             kw["overrides"] = overrides
     from ..train.multilevel import is_multilevel, resume_multilevel, train_multilevel
