@@ -427,10 +427,10 @@ class _StageFunction(torch.autograd.Function):
         where = (f"memory='reversible' (use memory='checkpoint', exact=False or float64): stage "
                  f"{plan.stage.name or 'stage'}")
         if fp is not None:
-            carry = [fp.grid(t) for t in carry]
             # the cheap bound: the largest |state| at the stage's input (and below, its output);
             # what happens between them is verified after the backward sweep (checksum)
-            fp.check(max(t.abs().amax() for t in carry), where)
+            fp.check(_peak(carry), where)
+            carry = [fp.grid(t) for t in carry]
             ctx.checksum = FixedPoint.checksum(carry)
         x, state = _join(list(carry), plan.layout, plan.state0)
         n_steps = plan.stage.steps
@@ -446,7 +446,7 @@ class _StageFunction(torch.autograd.Function):
                 x, state = plan.step(n, x, state, fp)
         final, layout = _split(x, state)
         if fp is not None:
-            fp.check(max(t.abs().amax() for t in final), where)
+            fp.check(_peak(final), where)
         ctx.plan, ctx.n_carry, ctx.n_params, ctx.fp, ctx.where = plan, n_carry, len(params), fp, where
         ctx.final_layout, ctx.final_state = layout, _strip(state)
         if plan.mode == "checkpoint":
@@ -468,9 +468,18 @@ class _StageFunction(torch.autograd.Function):
         sweep = _Sweep(stage, plan.params)
         with _FrozenSideEffects(stage), plan.autocast_ctx():
             if plan.mode == "reversible":
-                # the sweep overwrites the carry in place: start from a copy (the saved tensors stay
-                # intact for a retained graph, and in plain mode they are the stage's output)
-                x, state = _join([t.clone() for t in saved], ctx.final_layout, ctx.final_state)
+                # the sweep overwrites the carry in place: the exact carry is private to this function
+                # (its output is a cast copy) and is used once; the plain one is also the stage's
+                # output, so the sweep starts from a copy
+                if ctx.fp is not None:
+                    if getattr(ctx, "swept", False):
+                        raise RuntimeError(f"{ctx.where}: a second backward pass through the stage (retain_graph=True) "
+                                           f"is not supported by the exact reversible mode; use exact=False or "
+                                           f"memory='checkpoint'")
+                    ctx.swept = True
+                else:
+                    saved = [t.clone() for t in saved]
+                x, state = _join(saved, ctx.final_layout, ctx.final_state)
                 g = list(grad_out) + [None] * (len(saved) - len(grad_out))
                 kw = {} if ctx.fp is None else {"fp": ctx.fp}  # exact: bit for bit on grid carries
                 for n in reversed(range(stage.steps)):
@@ -525,6 +534,16 @@ class _StageFunction(torch.autograd.Function):
         # a gradient of the carry in float64 (exact mode) goes back in the input's dtype
         g = [t if t is None or t.dtype == d else t.to(d) for t, d in zip(g, plan.carry_dtypes)]
         return (None, None, *g, *sweep.grads)
+
+
+def _peak(tensors):
+    """The largest |value| over ``tensors`` (one pass each: ``aminmax``, no temporary)."""
+    top = None
+    for t in tensors:
+        lo, hi = torch.aminmax(t)
+        m = torch.maximum(hi, -lo)
+        top = m if top is None else torch.maximum(top, m.to(top.dtype))
+    return top
 
 
 def _strip(state):
