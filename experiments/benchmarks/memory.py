@@ -270,6 +270,21 @@ def main(argv=None):
     load0 = os.getloadavg()
     rows = []
     t_start = time.time()
+    out = Path(args.out)
+    git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "sdenet"], capture_output=True, text=True)
+    commit = (git.stdout.strip() or "unknown") + (" (sdenet/ modified)" if dirty.stdout.strip() else "")
+
+    def write():  # after every row: an interrupted run still records what it measured
+        result = {"hardware": hardware(args.device), "load_before": load0, "load_after": os.getloadavg(),
+                  "batch": args.batch, "size": args.size, "rounds": args.rounds, "threads": args.threads,
+                  "device": args.device, "rows": rows, "seconds": time.time() - t_start, "commit": commit,
+                  "command": " ".join(["python", "experiments/benchmarks/memory.py", *(argv or sys.argv[1:])])}
+        result["verdicts"] = verdicts(rows)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "memory.json").write_text(json.dumps(result, indent=1))
+        plot(rows, out / "memory.png")
+        (out / "memory.md").write_text(markdown(result))
     for depth in args.depths:
         for family in args.families:
             n, actual = units(family, depth)
@@ -290,16 +305,7 @@ def main(argv=None):
                   f"{row['modes']['store']['saved_bytes'] / 2**20:8.1f} MiB store, "
                   f"{row['modes'][lean]['saved_bytes'] / 2**20:7.2f} MiB {lean}; time ratio {ratios} "
                   f"({time.time() - t0:.0f} s)", flush=True)
-    result = {"hardware": hardware(args.device), "load_before": load0, "load_after": os.getloadavg(),
-              "batch": args.batch, "size": args.size, "rounds": args.rounds, "threads": args.threads,
-              "device": args.device, "rows": rows, "seconds": time.time() - t_start,
-              "command": " ".join(["python", "experiments/benchmarks/memory.py", *(argv or sys.argv[1:])])}
-    result["verdicts"] = verdicts(rows)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "memory.json").write_text(json.dumps(result, indent=1))
-    plot(rows, out / "memory.png")
-    (out / "memory.md").write_text(markdown(result))
+            write()
     print(f"wrote {out / 'memory.md'}")
     return 0
 
@@ -377,7 +383,7 @@ def markdown(res):
     hw_s = ", ".join(f"{k} {v}" for k, v in hw.items()) if isinstance(hw, dict) else str(hw)
     lines = [
         "# Memory modes: saved activations, peak memory and step time by depth", "",
-        f"Produced by `{res['command']}` in {res['seconds']:.0f} s.", "",
+        f"Produced by `{res['command']}` in {res['seconds']:.0f} s, at commit {res.get('commit', '?')}.", "",
         f"- hardware: {hw_s}",
         f"- load average (1/5/15 min) before {[round(v, 2) for v in res['load_before']]}, after "
         f"{[round(v, 2) for v in res['load_after']]} (2 cores shared with other jobs: times are noisy; ratios "
