@@ -306,3 +306,23 @@ def test_plain_arithmetic_through_create_and_the_train_command(clean, tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "needs --memory reversible" in err[0] and err[0].startswith("sdenet")
     json.loads((out / "config.json").read_text())
+
+
+def test_a_second_backward_through_an_exact_reversible_stage_is_refused():
+    """The exact sweep rebuilds its private carry in place, so a retained graph cannot be swept twice:
+    a clear error (exact=False and checkpoint sweep a copy and allow it, matching store)."""
+    stage = _hamiltonian_stage(n=3)
+    x = torch.randn(2, 8, 4, 4, requires_grad=True)
+    set_memory(stage, "reversible")
+    out = stage(x).square().sum()
+    out.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="second backward pass"):
+        out.backward()
+    for mode, exact in (("reversible", False), ("checkpoint", True), ("store", True)):
+        set_memory(stage, mode, exact=exact)
+        x.grad = None
+        out = stage(x).square().sum()
+        out.backward(retain_graph=True)
+        once = x.grad.clone()
+        out.backward()
+        assert torch.allclose(x.grad, 2 * once, rtol=1e-5, atol=1e-6), mode

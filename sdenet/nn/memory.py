@@ -464,6 +464,12 @@ class _StageFunction(torch.autograd.Function):
     def backward(ctx, *grad_out):
         plan = ctx.plan
         stage = plan.stage
+        if ctx.fp is not None:  # before unpacking: autograd would only say "modified by an inplace operation"
+            if getattr(ctx, "swept", False):
+                raise RuntimeError(f"{ctx.where}: a second backward pass through the stage (retain_graph=True) "
+                                   f"is not supported by the exact reversible mode; use exact=False or "
+                                   f"memory='checkpoint'")
+            ctx.swept = True
         saved = list(ctx.saved_tensors)
         sweep = _Sweep(stage, plan.params)
         with _FrozenSideEffects(stage), plan.autocast_ctx():
@@ -471,13 +477,7 @@ class _StageFunction(torch.autograd.Function):
                 # the sweep overwrites the carry in place: the exact carry is private to this function
                 # (its output is a cast copy) and is used once; the plain one is also the stage's
                 # output, so the sweep starts from a copy
-                if ctx.fp is not None:
-                    if getattr(ctx, "swept", False):
-                        raise RuntimeError(f"{ctx.where}: a second backward pass through the stage (retain_graph=True) "
-                                           f"is not supported by the exact reversible mode; use exact=False or "
-                                           f"memory='checkpoint'")
-                    ctx.swept = True
-                else:
+                if ctx.fp is None:
                     saved = [t.clone() for t in saved]
                 x, state = _join(saved, ctx.final_layout, ctx.final_state)
                 g = list(grad_out) + [None] * (len(saved) - len(grad_out))
