@@ -432,8 +432,8 @@ class CoupledEuler(Scheme):
             x = x + field.f1(t, y) * dt
             y = y + field.f2(t, x) * dt
         else:  # exact: grid states, each increment rounded to the grid
-            x = x + fp.grid(field.f1(t, fp.value(y)) * dt)
-            y = y + fp.grid(field.f2(t, fp.value(x)) * dt)
+            x = fp.add_(x, field.f1(t, fp.value(y)), dt)
+            y = fp.add_(y, field.f2(t, fp.value(x)), dt)
         return (x, y), state
 
     @staticmethod
@@ -444,8 +444,8 @@ class CoupledEuler(Scheme):
             y = y - field.f2(t, x) * dt
             x = x - field.f1(t, y) * dt
         else:
-            y = y - fp.grid(field.f2(t, fp.value(x)) * dt)
-            x = x - fp.grid(field.f1(t, fp.value(y)) * dt)
+            y = fp.sub_(y, field.f2(t, fp.value(x)), dt)
+            x = fp.sub_(x, field.f1(t, fp.value(y)), dt)
         return x, y
 
     def invert_step(self, field, t, x_next, dt, state_next, fp=None):
@@ -455,20 +455,21 @@ class CoupledEuler(Scheme):
         """Undo one step and pull its gradients back, evaluating each field once.
 
         ``grads`` are the gradients of the loss with respect to ``(X_{n+1}, Y_{n+1})``;
-        ``vjp(fn, u, g)`` returns ``(fn(u), (∂fn/∂u)ᵀ g)`` and accumulates the parameter
-        gradients (memory="reversible" in :mod:`sdenet.nn.memory` provides it). Returns
-        ``((X_n, Y_n), state_n, (g_X_n, g_Y_n))``.
+        ``vjp(fn, u, g, scale)`` returns ``(fn(u), scale·(∂fn/∂u)ᵀ g)`` (a fresh tensor) and
+        collects the parameter gradients (memory="reversible" in :mod:`sdenet.nn.memory` provides
+        it). The caller hands ``x_next`` over: it is overwritten (in place where ``fp`` allows it,
+        and always in plain arithmetic). Returns ``((X_n, Y_n), state_n, (g_X_n, g_Y_n))``.
         """
         x1, y1 = x_next
         gx, gy = grads
-        inc = (lambda v: v * dt) if fp is None else (lambda v: fp.grid(v * dt))
+        sub = (lambda z, v: z.sub_(v, alpha=dt)) if fp is None else (lambda z, v: fp.sub_(z, v, dt))
         val = (lambda v: v) if fp is None else fp.value
-        f2, back = vjp(lambda u: field.f2(t, u), val(x1), None if gy is None else gy * dt)
-        y0 = y1 - inc(f2)
-        gx = back if gx is None else (gx if back is None else gx + back)
-        f1, back = vjp(lambda u: field.f1(t, u), val(y0), None if gx is None else gx * dt)
-        x0 = x1 - inc(f1)
-        gy = back if gy is None else (gy if back is None else gy + back)
+        f2, back = vjp(lambda u: field.f2(t, u), val(x1), gy, dt)
+        y0 = sub(y1, f2)
+        gx = back if gx is None else (gx if back is None else back.add_(gx))
+        f1, back = vjp(lambda u: field.f1(t, u), val(y0), gx, dt)
+        x0 = sub(x1, f1)
+        gy = back if gy is None else (gy if back is None else back.add_(gy))
         return (x0, y0), state_next, (gx, gy)
 
 
@@ -1122,7 +1123,8 @@ class Midpoint(_TwoStepInvertible):
         if fp is None:
             x_next = torch.add(x if prev is None else prev, field.drift(t, x), alpha=c)
         else:
-            x_next = (x if prev is None else prev) + fp.grid(field.drift(t, fp.value(x)) * c)
+            fx = field.drift(t, fp.value(x))  # x stays (the next history): overwrite prev only
+            x_next = fp.add(x, fx, c) if prev is None else fp.add_(prev, fx, c)
         return x_next, _next_state(state, x, n, prev)
 
     def invert_step(self, field, t, x_next, dt, state_next, fp=None):
@@ -1132,7 +1134,7 @@ class Midpoint(_TwoStepInvertible):
         if fp is None:
             prev = torch.add(x_next, field.drift(t, x), alpha=-2.0 * dt)
         else:
-            prev = x_next - fp.grid(field.drift(t, fp.value(x)) * (2.0 * dt))
+            prev = fp.sub_(x_next, field.drift(t, fp.value(x)), 2.0 * dt)
         return x, {"prev": prev, "n": n, "given": given}
 
     def _start_coefficient(self, dt):  # x_1 = x_0 + c0 f(x_0)
@@ -1182,11 +1184,11 @@ class Leapfrog(_TwoStepInvertible):
         if fp is not None:
             fx = field.drift(t, fp.value(x))
             if prev is None:
-                inc = fx * self._start_coefficient(dt)
-                if self.velocity:
-                    inc = inc + self.velocity * dt
-                return x + fp.grid(inc), _next_state(state, x, n, prev)
-            return 2.0 * x - prev + fp.grid(fx * (dt * dt)), _next_state(state, x, n, prev)
+                if self.velocity:  # the start step only: grid(c0·f + Δt·v0)
+                    return x + fp.grid(fx * self._start_coefficient(dt) + self.velocity * dt), \
+                        _next_state(state, x, n, prev)
+                return fp.add(x, fx, self._start_coefficient(dt)), _next_state(state, x, n, prev)
+            return fp.add_(2.0 * x - prev, fx, dt * dt), _next_state(state, x, n, prev)
         fx = field.drift(t, x)
         if prev is None:
             if self.first_step == "taylor":
@@ -1206,7 +1208,7 @@ class Leapfrog(_TwoStepInvertible):
         if fp is None:
             prev = torch.add(2.0 * x - x_next, field.drift(t, x), alpha=dt * dt)
         else:
-            prev = 2.0 * x - x_next + fp.grid(field.drift(t, fp.value(x)) * (dt * dt))
+            prev = fp.add_(2.0 * x - x_next, field.drift(t, fp.value(x)), dt * dt)
         return x, {"prev": prev, "n": n, "given": given}
 
     def _start_coefficient(self, dt):  # x_1 = x_0 + c0 f(x_0) (+ Δt v_0, a constant: no gradient)
@@ -1240,11 +1242,13 @@ def _two_step_reverse(scheme, field, t, x_next, dt, state_next, grads, vjp, a, b
     u = x if fp is None else fp.value(x)
     if n == 0 and not given:  # the scheme's own start x_1 = x_0 + c0 f(x_0)
         c0 = scheme._start_coefficient(dt)
-        _, back = vjp(lambda v: field.drift(t, v), u, None if g_next is None else g_next * c0)
+        _, back = vjp(lambda v: field.drift(t, v), u, g_next, c0)
         return x, {"prev": None, "n": 0}, (_add_grads(g_next, g_hist, back),)
-    fx, back = vjp(lambda v: field.drift(t, v), u, None if g_next is None else g_next * c)
-    inc = c * fx if fp is None else fp.grid(fx * c)
-    prev = (x_next - b * x - inc) / a if a != 1.0 else x_next - b * x - inc if b else x_next - inc
+    fx, back = vjp(lambda v: field.drift(t, v), u, g_next, c)
+    base = x_next - b * x if b else x_next  # x_next is handed over: overwritten below
+    prev = base.sub_(fx, alpha=c) if fp is None else fp.sub_(base, fx, c)  # a·x_{n−1}
+    if a != 1.0:
+        prev = prev.div_(a)
     g_x = _add_grads(g_hist, back, None if (g_next is None or not b) else g_next * b)
     g_prev = None if g_next is None else (g_next if a == 1.0 else g_next * a)
     return x, {"prev": prev, "n": n, "given": given}, (g_x, g_prev)

@@ -4,8 +4,9 @@ For each family and depth one worker process builds the network once and switche
 memory mode (``sdenet.nn.set_memory``) between the contenders:
 
 * pre-activation ResNet (``preact_resnet*``, 6n + 2 layers): ``store`` vs ``checkpoint``;
-* RevNet (``revnet``, widths 32-64-128, n units per stage, about 12n + 2 layers): ``store`` vs ``reversible``;
-* Hamiltonian (``hamiltonian*``, widths 32-64-128, 12n + 2 layers): ``store`` vs ``reversible``.
+* RevNet (``revnet``, widths 32-64-128, n units per stage, about 12n + 2 layers): ``store`` vs ``reversible``
+  and ``reversible-plain``;
+* Hamiltonian (``hamiltonian*``, widths 32-64-128, 12n + 2 layers): the same three.
 
 Per (network, mode) it measures
 
@@ -23,8 +24,13 @@ Per (network, mode) it measures
   (:func:`sdenet.nn.memory.reconstruction_drift`) with the exact fixed-point arithmetic that
   ``reversible`` uses, and with plain float32 inversion for comparison.
 
-Targets (issue 10): reversible saved bytes at depth 1202 <= 1.3x those at depth 20 (store grows
-about 60x); checkpoint grows like sqrt(N); reversible step time <= 1.5x stored, checkpoint <= 1.4x.
+``reversible-plain`` is ``set_memory(model, "reversible", exact=False)``: plain floating-point
+inversion instead of the exact fixed-point carries. Rounds interleave all of a family's modes
+(the order rotated and reversed from round to round); every ratio is paired within a round.
+
+Targets: reversible saved bytes at depth 1202 <= 1.3x those at depth 20 (store grows about 60x);
+checkpoint grows like sqrt(N) (issue 10); step time: exact reversible <= 1.35x store, plain
+(exact=False) <= 1.25x (issue 17), checkpoint <= 1.4x (issue 10).
 
     python experiments/benchmarks/memory.py                      # CPU, batch 8, 1 thread
     python experiments/benchmarks/memory.py --quick              # smoke test (depths 20, 56)
@@ -50,10 +56,20 @@ sys.path.insert(0, str(ROOT))
 
 FAMILIES = {
     "preact_resnet": ("store", "checkpoint"),
-    "revnet": ("store", "reversible"),
-    "hamiltonian": ("store", "reversible"),
+    "revnet": ("store", "reversible", "reversible-plain"),
+    "hamiltonian": ("store", "reversible", "reversible-plain"),
 }
-TARGETS = {"reversible": 1.5, "checkpoint": 1.4}
+# issue 17: exact reversible <= 1.35x store, plain floating point (exact=False) <= 1.25x; checkpoint (issue 10) <= 1.4x
+TARGETS = {"reversible": 1.35, "reversible-plain": 1.25, "checkpoint": 1.4}
+
+
+def apply_mode(model, mode):
+    """``reversible-plain`` is ``set_memory(model, "reversible", exact=False)``."""
+    from sdenet.nn import set_memory
+
+    if mode == "reversible-plain":
+        return set_memory(model, "reversible", exact=False)
+    return set_memory(model, mode)
 
 
 def units(family, depth):
@@ -120,6 +136,7 @@ def worker(spec):
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     modes = FAMILIES[family]
     lean = modes[1]
+    set_memory = apply_mode  # noqa: F811 (the benchmark's modes include reversible-plain)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -134,8 +151,8 @@ def worker(spec):
            "modes": {}}
     set_memory(model, "store")
     step()  # warm-up
-    # memory: the lean mode first, then store, trimming the heap before each
-    for mode in (lean, "store"):
+    # memory: the lean modes first, then store, trimming the heap before each
+    for mode in (*modes[1:], "store"):
         set_memory(model, mode)
         opt.zero_grad(set_to_none=True)
         _trim()
@@ -161,7 +178,7 @@ def worker(spec):
     if lean == "reversible":
         bufs = {k: v.clone() for k, v in model.state_dict().items()}
         grads = {}
-        for mode in ("store", lean):
+        for mode in modes:
             model.load_state_dict(bufs)
             set_memory(model, mode)
             opt.zero_grad(set_to_none=True)
@@ -172,6 +189,8 @@ def worker(spec):
                        for a, b in zip(gs, refs))
 
         out["grad_rel_error"] = rel(grads[lean], grads["store"])
+        for m in modes[1:]:
+            out["modes"][m]["grad_rel_error"] = rel(grads[m], grads["store"])
         # the inherent float32 level: store in float32 against store in float64, same weights and batch
         import copy
 
@@ -192,10 +211,16 @@ def worker(spec):
                 h = layer.stage(h)
         out["reconstruction_drift"] = drift
         out["reconstruction_drift_plain"] = plain
-    # time, interleaved
-    ratios, times = [], {m: [] for m in modes}
+    # time, interleaved: every round runs each mode once, in an order rotated from round to round
+    # (and reversed every other round); ratios are paired within a round
+    ratios, times = {m: [] for m in modes[1:]}, {m: [] for m in modes}
+    for mode in modes:  # one untimed step per mode
+        set_memory(model, mode)
+        step()
     for r in range(spec["rounds"]):
-        order = modes if r % 2 == 0 else modes[::-1]
+        k = r % len(modes)
+        order = modes[k:] + modes[:k]
+        order = order if (r // len(modes)) % 2 == 0 else order[::-1]
         got = {}
         for mode in order:
             set_memory(model, mode)
@@ -205,11 +230,15 @@ def worker(spec):
             sync()
             got[mode] = time.perf_counter() - t0
             times[mode].append(got[mode])
-        ratios.append(got[lean] / got["store"])
+        for m in modes[1:]:
+            ratios[m].append(got[m] / got["store"])
     for mode in modes:
         out["modes"][mode]["step_s"] = statistics.median(times[mode])
-    out["time_ratio"] = statistics.median(ratios)
-    out["time_ratio_range"] = [min(ratios), max(ratios)]
+    for m in modes[1:]:
+        out["modes"][m]["time_ratio"] = statistics.median(ratios[m])
+        out["modes"][m]["time_ratio_range"] = [min(ratios[m]), max(ratios[m])]
+    out["time_ratio"] = out["modes"][lean]["time_ratio"]
+    out["time_ratio_range"] = out["modes"][lean]["time_ratio_range"]
     set_memory(model, "store")
     assert all(s.memory == "store" for s in model.modules() if isinstance(s, Stage))
     return out
@@ -241,6 +270,21 @@ def main(argv=None):
     load0 = os.getloadavg()
     rows = []
     t_start = time.time()
+    out = Path(args.out)
+    git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "sdenet"], capture_output=True, text=True)
+    commit = (git.stdout.strip() or "unknown") + (" (sdenet/ modified)" if dirty.stdout.strip() else "")
+
+    def write():  # after every row: an interrupted run still records what it measured
+        result = {"hardware": hardware(args.device), "load_before": load0, "load_after": os.getloadavg(),
+                  "batch": args.batch, "size": args.size, "rounds": args.rounds, "threads": args.threads,
+                  "device": args.device, "rows": rows, "seconds": time.time() - t_start, "commit": commit,
+                  "command": " ".join(["python", "experiments/benchmarks/memory.py", *(argv or sys.argv[1:])])}
+        result["verdicts"] = verdicts(rows)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "memory.json").write_text(json.dumps(result, indent=1))
+        plot(rows, out / "memory.png")
+        (out / "memory.md").write_text(markdown(result))
     for depth in args.depths:
         for family in args.families:
             n, actual = units(family, depth)
@@ -256,20 +300,12 @@ def main(argv=None):
             row = json.loads(proc.stdout.strip().splitlines()[-1])
             rows.append(row)
             lean = FAMILIES[family][1]
+            ratios = ", ".join(f"{m} {row['modes'][m]['time_ratio']:.2f}" for m in FAMILIES[family][1:])
             print(f"[{time.time() - t_start:6.0f}s] {family:<13} depth {actual:>5}: saved "
                   f"{row['modes']['store']['saved_bytes'] / 2**20:8.1f} MiB store, "
-                  f"{row['modes'][lean]['saved_bytes'] / 2**20:7.2f} MiB {lean}; time ratio {row['time_ratio']:.2f} "
+                  f"{row['modes'][lean]['saved_bytes'] / 2**20:7.2f} MiB {lean}; time ratio {ratios} "
                   f"({time.time() - t0:.0f} s)", flush=True)
-    result = {"hardware": hardware(args.device), "load_before": load0, "load_after": os.getloadavg(),
-              "batch": args.batch, "size": args.size, "rounds": args.rounds, "threads": args.threads,
-              "device": args.device, "rows": rows, "seconds": time.time() - t_start,
-              "command": " ".join(["python", "experiments/benchmarks/memory.py", *(argv or sys.argv[1:])])}
-    result["verdicts"] = verdicts(rows)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "memory.json").write_text(json.dumps(result, indent=1))
-    plot(rows, out / "memory.png")
-    (out / "memory.md").write_text(markdown(result))
+            write()
     print(f"wrote {out / 'memory.md'}")
     return 0
 
@@ -298,11 +334,12 @@ def verdicts(rows):
                         "value": growth[lean], "met": growth[lean] <= 1.5 * math.sqrt(depth_ratio),
                         "note": f"store grows {growth['store']:.1f}x (N ratio {depth_ratio:.1f}); "
                                 f"met when within 1.5x of sqrt(N ratio)"})
-        worst = max(r["time_ratio"] for r in rs)
-        out.append({"family": family, "target": f"{lean} step time <= {TARGETS[lean]}x store (every depth)",
-                    "value": worst, "met": worst <= TARGETS[lean],
-                    "note": "median paired ratio per depth: " + ", ".join(f"{r['depth']}: {r['time_ratio']:.2f}"
-                                                                            for r in rs)})
+        for m in modes[1:]:
+            worst = max(r["modes"][m]["time_ratio"] for r in rs)
+            out.append({"family": family, "target": f"{m} step time <= {TARGETS[m]}x store (every depth)",
+                        "value": worst, "met": worst <= TARGETS[m],
+                        "note": "median paired ratio per depth: " + ", ".join(
+                            f"{r['depth']}: {r['modes'][m]['time_ratio']:.2f}" for r in rs)})
     return out
 
 
@@ -324,12 +361,14 @@ def plot(rows, path):
             peaks = [r["modes"][m]["rss_step"] for r in rs]
             if all(v is not None for v in peaks):
                 axes[1].loglog(d, [max(v, 1) / 2**20 for v in peaks], style, label=f"{family} {m}")
-        axes[2].semilogx(d, [r["time_ratio"] for r in rs], "-o", label=f"{family}: {modes[1]} / store")
+        for m in modes[1:]:
+            axes[2].semilogx(d, [r["modes"][m]["time_ratio"] for r in rs], "-o" if m != "reversible-plain" else ":^",
+                             label=f"{family}: {m} / store")
     axes[0].set_title("activations saved for backward (MiB)")
     axes[1].set_title("peak process memory of a step above its start (MiB)")
     axes[2].set_title("step time ratio (median of interleaved pairs)")
-    axes[2].axhline(1.5, color="r", ls=":", lw=1, label="reversible target 1.5")
-    axes[2].axhline(1.4, color="m", ls=":", lw=1, label="checkpoint target 1.4")
+    for m, c in (("reversible", "r"), ("reversible-plain", "orange"), ("checkpoint", "m")):
+        axes[2].axhline(TARGETS[m], color=c, ls=":", lw=1, label=f"{m} target {TARGETS[m]}")
     for ax in axes:
         ax.set_xlabel("depth (layers)")
         ax.grid(True, which="both", alpha=0.3)
@@ -344,7 +383,7 @@ def markdown(res):
     hw_s = ", ".join(f"{k} {v}" for k, v in hw.items()) if isinstance(hw, dict) else str(hw)
     lines = [
         "# Memory modes: saved activations, peak memory and step time by depth", "",
-        f"Produced by `{res['command']}` in {res['seconds']:.0f} s.", "",
+        f"Produced by `{res['command']}` in {res['seconds']:.0f} s, at commit {res.get('commit', '?')}.", "",
         f"- hardware: {hw_s}",
         f"- load average (1/5/15 min) before {[round(v, 2) for v in res['load_before']]}, after "
         f"{[round(v, 2) for v in res['load_after']]} (2 cores shared with other jobs: times are noisy; ratios "
@@ -364,11 +403,11 @@ def markdown(res):
             lines.append(
                 f"| {r['family']} | {r['depth']} | {r['params'] / 1e6:.2f}M | {m} | {rec['saved_bytes'] / 2**20:.2f} | "
                 f"{(rec['rss_step'] or 0) / 2**20:.1f} | {rec['step_s']:.3f} | "
-                f"{r['time_ratio']:.2f} ({r['time_ratio_range'][0]:.2f}–{r['time_ratio_range'][1]:.2f})" if lean else
+                f"{rec['time_ratio']:.2f} ({rec['time_ratio_range'][0]:.2f}–{rec['time_ratio_range'][1]:.2f})" if lean else
                 f"| {r['family']} | {r['depth']} | {r['params'] / 1e6:.2f}M | {m} | {rec['saved_bytes'] / 2**20:.2f} | "
                 f"{(rec['rss_step'] or 0) / 2**20:.1f} | {rec['step_s']:.3f} | 1")
             if lean:
-                ge, lv = r.get("grad_rel_error"), r.get("grad_store32_vs_64")
+                ge, lv = rec.get("grad_rel_error", r.get("grad_rel_error")), r.get("grad_store32_vs_64")
                 dr, dp = r.get("reconstruction_drift"), r.get("reconstruction_drift_plain")
                 lines[-1] += (f" | {ge:.2e}" if ge is not None else " | –") + (
                     f" | {lv:.2e}" if lv is not None else " | –") + (

@@ -149,6 +149,11 @@ def register(subparsers) -> None:
                         "factors, drawn at random with the network's own weights, e.g. 0.5,1,2 "
                         "(2: 2N steps of dt/2, as refine; 0.5: N/2 steps of 2dt, as coarsen; a "
                         "stage with an odd number of steps keeps its dt in a 0.5 batch)")
+    p.add_argument("--reversible-arithmetic", dest="reversible_arithmetic", choices=("exact", "plain"),
+                   default=None,
+                   help="with --memory reversible: exact (the default: states on a fixed-point grid, "
+                        "rebuilt bit for bit) or plain (floating-point inversion: faster, drifts by "
+                        "rounding; see docs/memory-modes.md)")
     p.add_argument("--seed", type=integer, default=0)
     p.add_argument("--out", default=None, metavar="DIR",
                    help="run folder (default: runs/<model>-<dataset>-<timestamp>)")
@@ -204,7 +209,7 @@ def run(args) -> int:
         given = [k for k in ("epochs", "batch_size", "lr", "dt", "p_L", "mode", "preset",
                              "out", "momentum", "weight_decay", "limit_train", "limit_test",
                              "refine", "multilevel", "p_schedule", "resolution", "init", "memory",
-                             "random_depth")
+                             "random_depth", "reversible_arithmetic")
                  if getattr(args, k) is not None]
         if given:
             raise UsageError(f"train: --resume continues a run with its own settings; drop "
@@ -243,6 +248,11 @@ def run(args) -> int:
             overrides["p_schedule"] = args.p_schedule
         if args.memory is not None:
             overrides["memory"] = args.memory
+        if args.reversible_arithmetic is not None:
+            if args.memory != "reversible":
+                raise UsageError("train: --reversible-arithmetic needs --memory reversible")
+            if args.reversible_arithmetic == "plain":
+                overrides["memory_exact"] = False
         if overrides:
             kw["overrides"] = overrides
     from ..train.multilevel import is_multilevel, resume_multilevel, train_multilevel

@@ -15,17 +15,22 @@ history in ``s_n`` (``s_n["prev"] = x_{n−1}`` for two-step schemes). Three mod
     gradients back in one go, evaluating each field once under autograd (one forward and one
     backward of the step, as a stored step costs, plus the graph-free forward pass: about 4/3
     of stored backprop); otherwise ``invert_step`` rebuilds it and the step is re-run under
-    autograd and back-propagated. Saved activations are ``O(1)`` in ``N`` (the last carry, plus one step's graph
-    alive at a time). Drift: in float32/16 the states are carried on a fixed-point grid
-    (:class:`FixedPoint`: float64 values on the grid 2^-32, every increment rounded to the grid
-    before it is added), so each step is undone bit for bit, at any depth — the reconstruction
-    has no floating-point drift and the gradients are exactly those of the forward pass that ran
-    (the field sees the grid states cast to the network's dtype; the rounding, 2.3e-10, is
-    finer than float32's own for states above 4e-3; straight-through for the gradient). The
-    carried last state costs twice its float32 bytes (still O(1) in depth); a state beyond
-    2^20 in magnitude is refused (exactness would be lost). Schemes declare this with
-    ``exact_arithmetic`` (all four invertible ones). float64 stages reconstruct in plain
-    float64 (drift ~1e-15).
+    autograd and differentiated. Saved activations are ``O(1)`` in ``N`` (the last carry, plus
+    one step's graph alive at a time).
+
+    Drift. By default (``set_memory(..., exact=True)``) float32/16 states are carried on a
+    fixed-point grid (:class:`FixedPoint`: float64 values on the grid 2^-32, every increment
+    rounded to the grid before it is added), so each step is undone bit for bit, at any depth —
+    the reconstruction has no floating-point drift and the gradients are exactly those of the
+    forward pass that ran (the field sees the grid states cast to the network's dtype; the
+    rounding, 2.3e-10, is finer than float32's own for states above 4e-3; straight-through for
+    the gradient). The carried last state costs twice its float32 bytes (still O(1) in depth);
+    a stage whose input or output is beyond 2^20 in magnitude is refused, and a reconstructed
+    input that differs from the forward one (a state went beyond 2^20 in between) is an error
+    of the backward pass. Schemes declare this with ``exact_arithmetic`` (all four invertible
+    ones). ``exact=False`` inverts in plain floating point: faster, with a reconstruction error
+    that grows with depth (:func:`reconstruction_drift` measures it). float64 stages
+    reconstruct in plain float64 (drift ~1e-15).
 ``"checkpoint"``
     for any stage and scheme: the forward pass saves every ``k``-th carry, ``k = ⌈√N⌉``, and
     the random-generator state at each of them; the backward pass re-runs each segment of
@@ -33,9 +38,17 @@ history in ``s_n`` (``s_n["prev"] = x_{n−1}`` for two-step schemes). Three mod
     state, so a stochastic stage replays exactly the increments of the forward pass (and the
     generator is put back afterwards). Saved activations ``O(√N)``.
 
-Parameter gradients are accumulated into ``.grad`` during the recomputation (as reentrant
-``torch.utils.checkpoint`` does), so train with ``loss.backward()``: ``torch.autograd.grad(loss,
-params)`` does not see the parameters of a stage in these modes (use ``"store"`` for that).
+How the backward works: the steps of a stage are one :class:`torch.autograd.Function` whose
+inputs are the carry *and the stage's parameters*. Its backward recomputes each step (or
+segment) under :func:`torch.enable_grad` on detached inputs and calls
+:func:`torch.autograd.grad` for the inputs of the step and the parameters its graph reaches;
+it returns the parameter gradients as the gradients of its parameter inputs. No backward pass
+runs inside it (no reentrant ``torch.autograd.backward``), so autograd delivers each
+parameter's gradient once per backward pass: ``torch.autograd.grad(loss, params)``,
+gradient accumulation, DistributedDataParallel and ``torch.compile`` (the function runs
+eagerly inside the compiled model) work as with ``"store"``. A field that uses a tensor
+requiring grad which is not a parameter of the stage is refused in the backward pass (its
+gradient would have nowhere to go). Double backward is not supported.
 
 Recomputation must not count twice what a forward pass records as a side effect: the batch
 norm running statistics and the weak-condition running sums (``_NoiseStats``) of the stage are
@@ -62,29 +75,64 @@ MEMORY_MODES = ("store", "reversible", "checkpoint")
 class FixedPoint:
     """Exact arithmetic for ``memory="reversible"``: states held in float64 on the grid ``2^-bits``.
 
-    ``grid(v)`` rounds ``v`` to the grid (``round(v·2^bits)·2^-bits``, exact: power-of-two scaling);
-    sums and differences of grid values are exact in float64 while they stay below
-    ``limit = 2^(52−bits)`` in magnitude, so a step ``x + grid(Δt·f(value(x')))`` is undone by
-    subtracting the identical rounded increment, bit for bit (momentumnet's idea, with the
-    integers kept in float64). ``value(x)`` is what the field sees: ``x`` in the network's dtype.
-    With ``bits = 32`` the grid is 2.3e-10 (finer than float32 rounding of any state above 4e-3)
-    and ``limit`` 2^20 ≈ 1.0e6.
+    A carry ``x`` is a float64 tensor whose values are multiples of ``2^-bits``; a step adds an
+    increment rounded to the grid, ``x + grid(c·v)``, and its inverse subtracts the identical
+    rounded increment, so a step is undone bit for bit at any depth (momentumnet's idea, with the
+    integers kept in float64). Sums and differences of grid values are exact in float64 while they
+    stay below :attr:`limit` ``= 2^(52−bits)`` in magnitude. ``value(x)`` is what the field sees:
+    ``x`` in the network's dtype. With ``bits = 32`` the grid is 2.3e-10 (finer than float32
+    rounding of any state above 4e-3) and ``limit`` 2^20 ≈ 1.0e6.
+
+    Cost per increment: the rounded increment is formed in float32 as the integer
+    ``r = round(v·(c·2^bits))`` (one multiply, one in-place round: ``c·2^bits`` is a power-of-two
+    scaling of ``c``, so ``r`` equals ``round((c·v)·2^bits)`` bit for bit) and added with one
+    mixed-precision ``torch.add(x, r, alpha=±2^-bits)`` (exact: ``r·2^-bits`` is a grid value);
+    ``value`` is one cast. The limit is not checked per step: :func:`run` checks the largest
+    |state| at the stage's input and output, and verifies after the backward sweep that the
+    reconstructed input equals the forward one (a 64-bit checksum of its bits).
     """
 
     bits = 32
 
-    def __init__(self, dtype):
+    def __init__(self, dtype, inplace: bool = False):
         self.dtype = dtype
+        #: whether :meth:`add_` and :meth:`sub_` may overwrite their first argument (the caller owns
+        #: the carries: a memory mode does, :func:`reconstruction_drift`, which compares, does not)
+        self.inplace = inplace
         self.scale = 2.0 ** self.bits
+        self.unit = 2.0 ** -self.bits
         self.limit = 2.0 ** (52 - self.bits)
 
     def grid(self, v):
-        # v·2^bits is exact in v's own dtype (a power-of-two scaling), and its rounding to an
-        # integer is too (above 2^24 a float32 is already an integer), so rounding before the
-        # cast gives the float64 result with one float64 operation fewer
+        """``v`` rounded to the grid, as float64 (for the states a stage starts from)."""
+        # v·2^bits is exact in v's own dtype (a power-of-two scaling), and so is its rounding to an
+        # integer (above 2^24 a float32 is already an integer)
         if v.dtype != torch.float64:
-            return torch.round(v * self.scale).double().div_(self.scale)
-        return torch.round(v * self.scale).div_(self.scale)
+            return torch.round(v.float() * self.scale).double().mul_(self.unit)
+        return torch.round(v * self.scale).mul_(self.unit)
+
+    def _r(self, v, c):
+        # the increment c·v in units of the grid, rounded to an integer (a float32 value); 16-bit
+        # field outputs are widened first (2^32·v would overflow float16)
+        if v.dtype not in (torch.float32, torch.float64):
+            v = v.float()
+        return torch.mul(v, c * self.scale).round_()
+
+    def add(self, x, v, c):
+        """``x + grid(c·v)`` (``x`` a float64 grid tensor, ``v`` what the field returned)."""
+        return torch.add(x, self._r(v, c), alpha=self.unit)
+
+    def sub(self, x, v, c):
+        """``x − grid(c·v)``: undoes :meth:`add` with the same ``v`` and ``c`` bit for bit."""
+        return torch.add(x, self._r(v, c), alpha=-self.unit)
+
+    def add_(self, x, v, c):
+        """:meth:`add`, overwriting ``x`` when :attr:`inplace` (a scheme passes a carry it drops)."""
+        return x.add_(self._r(v, c), alpha=self.unit) if self.inplace else self.add(x, v, c)
+
+    def sub_(self, x, v, c):
+        """:meth:`sub`, overwriting ``x`` when :attr:`inplace`."""
+        return x.add_(self._r(v, c), alpha=-self.unit) if self.inplace else self.sub(x, v, c)
 
     def value(self, x):
         return x.to(self.dtype)
@@ -96,6 +144,11 @@ class FixedPoint:
         if math.isfinite(top) and top >= self.limit:
             raise ValueError(f"{where} reached |state| = {top:.3g}, beyond {self.limit:.3g} where the exact "
                              f"fixed-point reconstruction holds")
+
+    @staticmethod
+    def checksum(tensors):
+        """A 64-bit checksum of the bits of float64 ``tensors`` (any changed element changes it)."""
+        return [int(t.view(torch.int64).sum()) for t in tensors]
 
     def __repr__(self):
         return f"FixedPoint(bits={self.bits}, dtype={self.dtype})"
@@ -129,8 +182,13 @@ def memory_problem(stage, mode: str) -> str | None:
     return None
 
 
-def set_memory(module: nn.Module, mode: str) -> nn.Module:
+def set_memory(module: nn.Module, mode: str, *, exact: bool = True) -> nn.Module:
     """Set memory mode ``mode`` (one of :data:`MEMORY_MODES`) on every stage of ``module``.
+
+    ``exact`` (``"reversible"`` only): ``True`` (default) carries float32/16 states on the
+    :class:`FixedPoint` grid, so the backward sweep rebuilds every state bit for bit; ``False``
+    inverts in plain floating point (faster; the rebuilt states drift by rounding, measured by
+    :func:`reconstruction_drift`). float64 stages always invert in plain float64.
 
     Transitions are single steps outside the ODE and keep storing. Raises ``ValueError``
     naming the stage and the reason when the mode cannot work for one of them (nothing is
@@ -141,12 +199,15 @@ def set_memory(module: nn.Module, mode: str) -> nn.Module:
               if isinstance(m, Stage) and not isinstance(m, Transition)]
     if mode not in MEMORY_MODES:
         raise ValueError(f"memory must be one of {', '.join(MEMORY_MODES)}, got {mode!r}")
+    if not isinstance(exact, bool):
+        raise ValueError(f"set_memory: exact must be True or False, got {exact!r}")
     for path, stage in stages:
         why = memory_problem(stage, mode)
         if why:
             raise ValueError(f"memory={mode!r} cannot work for stage {stage.name or path or 'stage'}: {why}")
     for _, stage in stages:
         stage.memory = mode
+        stage.memory_exact = exact
     return module
 
 
@@ -228,6 +289,7 @@ class _Plan:
 
     def __init__(self, stage, schemes, x, state, mode):
         self.stage, self.schemes, self.mode = stage, schemes, mode
+        self.exact = getattr(stage, "memory_exact", True)
         tensors, self.layout = _split(x, state)
         self.state0 = state
         self.device = tensors[0].device
@@ -257,47 +319,119 @@ class _null:
         return False
 
 
-def _vjp():
-    """``vjp(fn, u, g) -> (fn(u), (∂fn/∂u)ᵀ g)``, one evaluation of ``fn``; the parameter gradients
-    ``(∂fn/∂θ)ᵀ g`` are accumulated into ``θ.grad`` directly (as reentrant checkpointing does), so the
-    cost of a step does not grow with the number of parameters of the stage."""
+class _Sweep:
+    """The gradients of one backward sweep: vector–Jacobian products of recomputed steps, with the
+    parameter gradients collected here (and returned by the autograd function as the gradients of
+    its parameter inputs) instead of accumulated into ``.grad`` by a nested backward.
 
-    def vjp(fn, u, g):
+    Each recomputation runs under :func:`torch.enable_grad` on detached inputs, and
+    :func:`torch.autograd.grad` differentiates it with respect to those inputs and to the
+    parameters its graph reaches — found by walking that small graph (a step's graph holds a
+    few nodes, so the walk costs microseconds, while passing all of a stage's parameters to every
+    call would cost per parameter and step)."""
+
+    def __init__(self, stage, params):
+        self.where = stage.name or "stage"
+        self.index = {id(p): i for i, p in enumerate(params)}
+        self.grads = [None] * len(params)
+        self.params = params
+
+    def _reached(self, outs, inputs):
+        """The parameters (indices into ``params``) that the graph of ``outs`` reaches."""
+        mine = {id(t) for t in inputs}
+        seen, found = set(), []
+        stack = [o.grad_fn for o in outs]
+        while stack:
+            fn = stack.pop()
+            if fn is None or fn in seen:
+                continue
+            seen.add(fn)
+            v = getattr(fn, "variable", None)  # a leaf's AccumulateGrad
+            if v is not None:
+                i = self.index.get(id(v))
+                if i is not None:
+                    found.append(i)
+                elif id(v) not in mine:
+                    raise RuntimeError(
+                        f"memory mode of {self.where}: the field uses a tensor that requires grad "
+                        f"(shape {tuple(v.shape)}) but is not a parameter of the stage; register it as an "
+                        f"nn.Parameter of the field, or use memory='store'")
+                continue
+            stack.extend(f for f, _ in fn.next_functions)
+        return found
+
+    def pull(self, outputs, grads, inputs, scale=1.0):
+        """``(∂outputs/∂inputs)ᵀ grads`` for the leaf ``inputs``; the parameter part, times ``scale``,
+        is collected."""
+        outs, gs = [], []
+        for o, g in zip(outputs, grads):
+            if g is not None and o.requires_grad:
+                outs.append(o)
+                gs.append(g)
+        if not outs:
+            return [None] * len(inputs)
+        found = self._reached(outs, inputs)
+        wrt = [t for t in inputs if t.requires_grad] + [self.params[i] for i in found]
+        got = torch.autograd.grad(outs, wrt, gs, allow_unused=True)
+        k = 0
+        res = []
+        for t in inputs:
+            if t.requires_grad:
+                res.append(got[k])
+                k += 1
+            else:
+                res.append(None)
+        for i, g in zip(found, got[k:]):
+            if g is None:
+                continue
+            if self.grads[i] is None:
+                # a copy: autograd may hand back a grad_output itself (a field adding a full-shape parameter)
+                self.grads[i] = g.clone() if scale == 1.0 else g * scale
+            else:
+                self.grads[i].add_(g, alpha=scale)  # a fresh sum this sweep owns
+        return res
+
+    def vjp(self, fn, u, g, scale=1.0):
+        """``(fn(u), scale·(∂fn/∂u)ᵀ g)`` with one evaluation of ``fn`` (what a scheme's
+        ``reverse_step`` asks for); ``scale·(∂fn/∂θ)ᵀ g`` is collected. The returned gradient is a
+        fresh tensor the caller may overwrite."""
         u = u.detach().requires_grad_()
         with torch.enable_grad():
             out = fn(u)
         if g is None or not out.requires_grad:
             return out.detach(), None
-        torch.autograd.backward(out, g)
-        return out.detach(), u.grad
-
-    return vjp
-
-
-def _pull(outputs, grads, inputs):
-    """Back-propagate ``grads`` from ``outputs`` (parameter gradients accumulate into ``.grad``);
-    return the gradients of the leaf ``inputs``."""
-    outs, gs = [], []
-    for o, g in zip(outputs, grads):
-        if g is not None and o.requires_grad:
-            outs.append(o)
-            gs.append(g)
-    if outs:
-        torch.autograd.backward(outs, gs)
-    return [t.grad for t in inputs]
+        (gu,) = self.pull([out], [g], [u], scale)
+        if gu is not None:
+            if gu.untyped_storage().data_ptr() == g.untyped_storage().data_ptr():
+                gu = gu.clone()  # autograd handed g itself back (an identity-like field)
+            if scale != 1.0:
+                gu.mul_(scale)
+        return out.detach(), gu
 
 
 class _StageFunction(torch.autograd.Function):
+    """The steps of a stage as one autograd node: ``forward`` runs them without a graph and keeps
+    what the memory mode keeps; ``backward`` sweeps back over them and returns the gradients of
+    every input — the carry and the stage's parameters (passed as explicit inputs so that autograd,
+    and DDP's hooks on it, see one gradient per parameter and backward pass). No backward pass is
+    started inside ``backward``: only :func:`torch.autograd.grad` on recomputed steps, so the
+    function composes with DDP, ``torch.autograd.grad``, gradient accumulation and torch.compile
+    (which runs it as an opaque function)."""
+
     @staticmethod
     def forward(ctx, plan, n_carry, *tensors):
         carry, params = tensors[:n_carry], tensors[n_carry:]
         dtype = carry[0].dtype
-        fp = FixedPoint(dtype) if plan.mode == "reversible" and exact_arithmetic(plan.stage, dtype) else None
+        fp = FixedPoint(dtype, inplace=True) if plan.mode == "reversible" and plan.exact and \
+            exact_arithmetic(plan.stage, dtype) else None
+        where = (f"memory='reversible' (use memory='checkpoint', exact=False or float64): stage "
+                 f"{plan.stage.name or 'stage'}")
         if fp is not None:
+            # the cheap bound: the largest |state| at the stage's input (and below, its output);
+            # what happens between them is verified after the backward sweep (checksum)
+            fp.check(_peak(carry), where)
             carry = [fp.grid(t) for t in carry]
-            peak = torch.zeros((), dtype=torch.float64, device=plan.device)
-            for t in carry:
-                peak = torch.maximum(peak, t.abs().amax())
+            ctx.checksum = FixedPoint.checksum(carry)
         x, state = _join(list(carry), plan.layout, plan.state0)
         n_steps = plan.stage.steps
         segments = []
@@ -310,14 +444,10 @@ class _StageFunction(torch.autograd.Function):
                     segments.append((n, len(t), layout, _strip(state),
                                      gen.get_state() if gen is not None else None, t))
                 x, state = plan.step(n, x, state, fp)
-                if fp is not None:  # the new state(s); a two-step history was checked as the last state
-                    for t in (x if isinstance(x, tuple) else (x,)):
-                        peak = torch.maximum(peak, t.abs().amax())
         final, layout = _split(x, state)
         if fp is not None:
-            fp.check(peak, f"memory='reversible' (use memory='checkpoint', or float64): stage "
-                           f"{plan.stage.name or 'stage'}")
-        ctx.plan, ctx.n_carry, ctx.n_params, ctx.fp = plan, n_carry, len(params), fp
+            fp.check(_peak(final), where)
+        ctx.plan, ctx.n_carry, ctx.n_params, ctx.fp, ctx.where = plan, n_carry, len(params), fp, where
         ctx.final_layout, ctx.final_state = layout, _strip(state)
         if plan.mode == "checkpoint":
             flat = [t for seg in segments for t in seg[5]]
@@ -330,34 +460,52 @@ class _StageFunction(torch.autograd.Function):
         return tuple(final[:layout[1]])
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, *grad_out):
         plan = ctx.plan
         stage = plan.stage
+        if ctx.fp is not None:  # before unpacking: autograd would only say "modified by an inplace operation"
+            if getattr(ctx, "swept", False):
+                raise RuntimeError(f"{ctx.where}: a second backward pass through the stage (retain_graph=True) "
+                                   f"is not supported by the exact reversible mode; use exact=False or "
+                                   f"memory='checkpoint'")
+            ctx.swept = True
         saved = list(ctx.saved_tensors)
+        sweep = _Sweep(stage, plan.params)
         with _FrozenSideEffects(stage), plan.autocast_ctx():
             if plan.mode == "reversible":
+                # the sweep overwrites the carry in place: the exact carry is private to this function
+                # (its output is a cast copy) and is used once; the plain one is also the stage's
+                # output, so the sweep starts from a copy
+                if ctx.fp is None:
+                    saved = [t.clone() for t in saved]
                 x, state = _join(saved, ctx.final_layout, ctx.final_state)
-                g = [None if t is None else t for t in grad_out] + [None] * (len(saved) - len(grad_out))
-                vjp = _vjp()
+                g = list(grad_out) + [None] * (len(saved) - len(grad_out))
+                kw = {} if ctx.fp is None else {"fp": ctx.fp}  # exact: bit for bit on grid carries
                 for n in reversed(range(stage.steps)):
                     scheme = plan.schemes[n]
                     if hasattr(scheme, "reverse_step"):  # one field evaluation per sub-step: rebuild and pull back
-                        kw = {} if ctx.fp is None else {"fp": ctx.fp}  # exact: bit-for-bit on grid carries
                         with torch.no_grad():
                             x, state, g = scheme.reverse_step(stage.field, stage.t0 + n * stage.dt, x, stage.dt,
-                                                              state, tuple(g), vjp, **kw)
+                                                              state, tuple(g), sweep.vjp, **kw)
                         g = list(g)
                         continue
                     with torch.no_grad():
-                        xp, sp = scheme.invert_step(stage.field, stage.t0 + n * stage.dt, x, stage.dt, state)
+                        xp, sp = scheme.invert_step(stage.field, stage.t0 + n * stage.dt, x, stage.dt, state, **kw)
                     inputs, layout = _split(xp, sp)
                     inputs = [t.detach().requires_grad_() for t in inputs]
                     with torch.enable_grad():
-                        xi, si = _join(inputs, layout, sp)
+                        xi, si = _join([t if ctx.fp is None else ctx.fp.value(t) for t in inputs], layout, sp)
                         xo, so = plan.step(n, xi, si)
                         outs, _ = _split(xo, so)
-                        g = _pull(outs, g, inputs)
+                        g = sweep.pull(outs, g, inputs)
                     x, state = _join([t.detach() for t in inputs], layout, sp)
+                if ctx.fp is not None:
+                    back, _ = _split(x, state)
+                    if FixedPoint.checksum(back) != ctx.checksum and all(bool(t.isfinite().all()) for t in back):
+                        raise ValueError(f"{ctx.where}: the reconstructed input of the stage differs from the "
+                                         f"forward one (a state went beyond {ctx.fp.limit:.3g} between its input "
+                                         f"and output, where the exact fixed-point arithmetic holds)")
             else:
                 gen = _generator(stage, plan.device)
                 here = gen.get_state() if gen is not None else None
@@ -377,14 +525,25 @@ class _StageFunction(torch.autograd.Function):
                                 x, state = plan.step(n, x, state)
                             outs, _ = _split(x, state)
                             g = g + [None] * (len(outs) - len(g))
-                            g = _pull(outs, g, inputs)
+                            g = sweep.pull(outs, g, inputs)
                 finally:
                     if here is not None:
                         gen.set_state(here)
-        # parameter gradients were accumulated into .grad during the recomputation (the
-        # parameters are inputs of the function only so that its output requires grad)
         g = list(g) + [None] * (ctx.n_carry - len(g))
-        return (None, None, *g[:ctx.n_carry], *([None] * ctx.n_params))
+        g = [None if t is None else t for t in g[:ctx.n_carry]]
+        # a gradient of the carry in float64 (exact mode) goes back in the input's dtype
+        g = [t if t is None or t.dtype == d else t.to(d) for t, d in zip(g, plan.carry_dtypes)]
+        return (None, None, *g, *sweep.grads)
+
+
+def _peak(tensors):
+    """The largest |value| over ``tensors`` (one pass each: ``aminmax``, no temporary)."""
+    top = None
+    for t in tensors:
+        lo, hi = torch.aminmax(t)
+        m = torch.maximum(hi, -lo)
+        top = m if top is None else torch.maximum(top, m.to(top.dtype))
+    return top
 
 
 def _strip(state):
@@ -395,12 +554,21 @@ def _strip(state):
     return state
 
 
+@torch.compiler.disable
 def run(stage, schemes, x, state):
-    """Run ``stage``'s steps from ``(x, state)`` in its memory mode (called by ``Stage.forward``)."""
+    """Run ``stage``'s steps from ``(x, state)`` in its memory mode (called by ``Stage.forward``).
+
+    Never compiled (``torch.compiler.disable``: a graph break in a compiled model): the backward
+    sweep recomputes the steps eagerly, and must compute bit for bit what the forward computed
+    (the exact reversible carries are undone by subtracting the very increments that were added;
+    a checkpointed segment replays its noise), which a compiled forward — fused kernels, other
+    rounding — would not."""
     plan = _Plan(stage, schemes, x, state, stage.memory)
     carry, _ = _split(x, state)
-    params = [p for p in stage.parameters()]
-    outs = _StageFunction.apply(plan, len(carry), *carry, *params)
+    # the parameters are inputs of the function: its backward returns their gradients
+    plan.params = [p for p in stage.parameters() if p.requires_grad]
+    plan.carry_dtypes = [t.dtype for t in carry]
+    outs = _StageFunction.apply(plan, len(carry), *carry, *plan.params)
     return tuple(outs) if plan.layout[0] else outs[0]
 
 

@@ -532,7 +532,8 @@ def _resolve(name, num_classes, overrides) -> dict:
     return cfg
 
 
-def create(name: str, num_classes: int | None = None, memory: str = "store", **overrides) -> Network:
+def create(name: str, num_classes: int | None = None, memory: str = "store", memory_exact: bool = True,
+           **overrides) -> Network:
     """Build the registered model ``name`` (``num_classes`` defaults to 10 on CIFAR, 1000 on ImageNet).
 
     ``refine=F`` builds the fixed-T refinement directly: every ODE stage takes F× the steps at
@@ -541,6 +542,8 @@ def create(name: str, num_classes: int | None = None, memory: str = "store", **o
 
     ``memory``: ``"store"``, ``"reversible"`` or ``"checkpoint"`` on every stage
     (:func:`sdenet.nn.set_memory`); a mode the model cannot use is a ``ValueError`` with the reason.
+    ``memory_exact=False`` (with ``"reversible"``): invert in plain floating point instead of on
+    exact fixed-point carries (``set_memory(..., exact=False)``).
     """
     if memory not in MEMORY_MODES:
         raise ValueError(f"{name}: memory must be one of {', '.join(MEMORY_MODES)}, got {memory!r}")
@@ -549,10 +552,12 @@ def create(name: str, num_classes: int | None = None, memory: str = "store", **o
     net.name = name
     if memory != "store":
         try:
-            set_memory(net, memory)
+            set_memory(net, memory, exact=memory_exact)
         except ValueError as err:
             raise ValueError(f"{name}: {err}") from None
         net.config["memory"] = memory
+        if memory_exact is not True:
+            net.config["memory_exact"] = memory_exact
     return net
 
 
