@@ -470,7 +470,8 @@ def estimate_model_bytes(name: str, num_classes, overrides: dict, *, batch: int 
     from ..nn import models as registry
 
     overrides = dict(overrides or {})
-    memory = overrides.pop("memory", "store")  # create()'s own argument, not an override
+    memory = overrides.pop("memory", "store")  # create()'s own arguments, not overrides
+    overrides.pop("memory_exact", None)
     cfg = registry._resolve(name, num_classes, overrides)
     refine = float(cfg.get("refine", 1) or 1)
     widths = [int(w) for w in cfg["widths"]]
