@@ -42,6 +42,9 @@ def register(subparsers) -> None:
                    help="carry the network's kernels from its training resolution to R first "
                         "(sdenet.nn.rescale); without it they are applied as they are")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--deterministic", action="store_true",
+                   help="bit-identical results: deterministic torch algorithms, generators seeded from "
+                        "--seed, 1 CPU thread unless --threads (see docs/reproducibility.md)")
     add_threads_option(p, None, "CPU threads for torch (torch.set_num_threads)")
     p.set_defaults(func=run)
 
@@ -49,6 +52,10 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from ..train import evaluate
 
+    if args.deterministic:
+        from ..provenance import set_deterministic
+
+        set_deterministic(args.seed, threads=args.threads or 1)
     apply_threads(args)
     r = evaluate(args.checkpoint, dataset=args.dataset, samples=args.samples, device=args.device,
                  batch_size=args.batch_size, limit_test=args.limit_test,
