@@ -267,6 +267,10 @@ def main(argv=None):
     result["verdicts"] = verdicts(rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    from sdenet.provenance import provenance
+
+    result["provenance"] = provenance(seed="fixed in the script: torch.manual_seed(0) in each worker",
+                                      command=result.get("command"))
     (out / "memory.json").write_text(json.dumps(result, indent=1))
     plot(rows, out / "memory.png")
     (out / "memory.md").write_text(markdown(result))
