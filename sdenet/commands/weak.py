@@ -235,11 +235,13 @@ def plot_check(rows, file) -> Path:
         groups.setdefault((r["law"], r["p"]), []).append(r)
     positive = [v for r in rows for v in (r["condition"]["K"], r["condition"]["K_empirical"]) if v > 0]
     linthresh = 10 ** math.floor(math.log10(min(positive))) if positive else 1e-3
+    from ..train.plots import PALETTE
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, ((law, p), rs) in enumerate(groups.items()):
         rs = sorted(rs, key=lambda r: r["dt"])
         dts = [r["dt"] for r in rs]
-        color = f"C{i % 10}"
+        color = PALETTE[i % len(PALETTE)]  # Okabe-Ito without its yellow
         ax.plot(dts, [r["condition"]["K"] for r in rs], "-", color=color, label=f"{_label(law, p)} exact")
         dodge = 1.0 + 0.04 * (i - (len(groups) - 1) / 2)  # spread the points of different laws apart
         ax.errorbar(
@@ -421,7 +423,10 @@ def plot_order(res, file) -> Path:
     dts, errors, se = res["dts"], res["errors"], res["stderr"]
     fig, ax = plt.subplots(figsize=(6, 4.5))
     lower = [min(s, e * 0.999) for s, e in zip(se, errors)]  # keep bars above 0 on a log axis
-    ax.errorbar(dts, errors, yerr=[lower, se], fmt="o", capsize=3, label="Monte Carlo |error| ± se")
+    from ..train.plots import PALETTE
+
+    ax.errorbar(dts, errors, yerr=[lower, se], fmt="o", color=PALETTE[4], capsize=3,
+                label="Monte Carlo |error| ± se")
     x = [math.log(d) for d in dts]
     y = [math.log(e) for e in errors if e > 0]
     if len(y) == len(x):
@@ -429,7 +434,7 @@ def plot_order(res, file) -> Path:
         a = sum(y) / len(y) - b * sum(x) / len(x)
         grid = [min(dts), max(dts)]
         lo, hi = res["slope_ci"]
-        ax.plot(grid, [math.exp(a + b * math.log(d)) for d in grid], "-",
+        ax.plot(grid, [math.exp(a + b * math.log(d)) for d in grid], "-", color=PALETTE[5],
                 label=f"fit: slope {b:.2f} [{lo:.2f}, {hi:.2f}]")
     if res.get("bias") and all(v != 0 for v in res["bias"]):
         ax.plot(dts, [abs(v) for v in res["bias"]], "k--", lw=1, label="exact scheme bias")
