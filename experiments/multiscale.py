@@ -176,6 +176,9 @@ def main(argv=None) -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    from sdenet.provenance import provenance
+
+    result["provenance"] = provenance(seed=list(args.seeds), command=result.get("command"))
     (out / "multiscale.json").write_text(json.dumps(result, indent=2) + "\n")
     _plot(result, out / "multiscale.png")
     (out / "multiscale.md").write_text(_report(result))

@@ -282,6 +282,9 @@ def write_results(spec, out: Path, results: Path, seeds, meta, plots=True, log=p
     md = markdown(spec, rows, meta)
     _atomic_write(results / "results.md", md)
     doc = dict(set=spec["name"], description=spec.get("description"), meta=meta, rows=rows)
+    from sdenet.provenance import provenance
+
+    doc["provenance"] = provenance(seed=meta.get("seeds"), command=meta.get("command"))
     _atomic_write(results / "results.json", json.dumps(doc, indent=1, default=str) + "\n")
     written = [results / "results.md", results / "results.json"]
     if plots:

@@ -79,6 +79,8 @@ __all__ = [
     "WeakProblem",
     "import_object",
     "verdict",
+    "AUTO_TARGET_WIDTH",
+    "AUTO_BUDGET_S",
 ]
 
 #: default Δt ladder of ``sdenet weak check``
@@ -228,6 +230,43 @@ class _Welford:
         if self.n < 2:
             return torch.full_like(self.mean, float("nan"))
         return (self.m2 / (self.n - 1) / self.n).clamp_min(0.0).sqrt()
+
+
+class _Pairs:
+    """Running means and co-moments of pairs ``(a, b)`` (a statistic and its control variate),
+    merged chunk by chunk in float64 (Chan et al.'s pairwise update)."""
+
+    def __init__(self):
+        self.n = 0
+        self.mean = torch.zeros(2, dtype=_F64)
+        self.c = torch.zeros(2, 2, dtype=_F64)
+
+    def add(self, a: torch.Tensor, b: torch.Tensor):
+        v = torch.stack([a.reshape(-1).to(_F64), b.reshape(-1).to(_F64)]).cpu()
+        n = v.shape[1]
+        if n == 0:
+            return
+        cmean = v.mean(dim=1)
+        d = v - cmean[:, None]
+        cc = d @ d.T
+        total = self.n + n
+        delta = cmean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.c = self.c + cc + torch.outer(delta, delta) * (self.n * n / total)
+        self.n = total
+
+    def estimate(self, eb: float | None):
+        """``(mean, stderr)`` of ``E a``: plain (``eb`` None) or with the control variate
+        ``b`` of known mean ``eb`` at the optimal coefficient ``β = Cov(a, b)/Var b``:
+        ``mean a − β (mean b − E b)``, variance ``(Var a − Cov²/Var b)/n``."""
+        n = self.n
+        caa, cab, cbb = float(self.c[0, 0]), float(self.c[0, 1]), float(self.c[1, 1])
+        ma, mb = float(self.mean[0]), float(self.mean[1])
+        if eb is None or cbb <= 0:
+            return ma, math.sqrt(max(caa, 0.0) / (n - 1) / n) if n > 1 else float("nan")
+        beta = cab / cbb
+        var = max(caa - cab * cab / cbb, 0.0) / (n - 1) if n > 1 else float("nan")
+        return ma - beta * (mb - eb), math.sqrt(var / n)
 
 
 def empirical_moments(
@@ -1013,6 +1052,39 @@ def _as_dts(dts, sde) -> list[float]:
     return dts
 
 
+#: ``weak_order(paths=None)``: paths per Δt of the first round (then doubled each round), the
+#: 95 % interval width that ends the search, the time budget (seconds), and the most paths
+AUTO_START_PATHS = 1 << 16
+AUTO_TARGET_WIDTH = 0.5
+AUTO_BUDGET_S = 120.0
+AUTO_MAX_PATHS = 1 << 26
+
+
+def _control_of(sde, scheme, field, phi, target, device):
+    """The control variate of ``scheme``: the weak Euler scheme with the same law driven by
+    the same increments, whose ``E φ(X_N)`` the problem knows exactly
+    (``sde.scheme_expectation``), or None (no closed form, not a power φ, no law, a
+    multistep scheme, or a scheme whose step *is* that weak Euler step: nothing to gain)."""
+    law = getattr(scheme, "law", None)
+    if (target != "closed form" or phi.power is None or not isinstance(law, NoiseLaw)
+            or not callable(getattr(sde, "scheme_expectation", None)) or getattr(scheme, "history", 0)):
+        return None
+    ref = WeakEuler(law)
+    try:
+        x0 = _initial(sde, 4, device)
+        shape = tuple(field.noise_shape(x0))
+        dw = torch.linspace(-0.45, 0.6, math.prod(shape), dtype=_F64, device=x0.device).reshape((1,) + shape)
+        from .integrate import integrate
+
+        g = torch.Generator(device=x0.device).manual_seed(0)
+        a = integrate(field, scheme, x0, steps=1, dt=0.25, dw=dw, generator=g)
+        b = integrate(field, ref, x0, steps=1, dt=0.25, dw=dw, generator=g)
+        sde.scheme_expectation(law, float(sde.T), phi.power)
+    except (ValueError, TypeError, NotImplementedError, RuntimeError):
+        return None
+    return None if torch.equal(a, b) else ref
+
+
 def verdict(declared, ci) -> dict:
     """Whether the declared order lies in the slope's 95 % confidence interval.
 
@@ -1035,13 +1107,16 @@ def weak_order(
     sde,
     scheme: Scheme | None = None,
     dts: Sequence[float] | None = None,
-    paths: int = 1_000_000,
+    paths: int | None = None,
     phi=3,
     seed: int = 0,
     chunk: int = 1 << 18,
     device=None,
     exact: float | None = None,
     scheme_name: str | None = None,
+    control: str = "auto",
+    budget: float = AUTO_BUDGET_S,
+    target_width: float = AUTO_TARGET_WIDTH,
 ) -> dict:
     """Estimate the weak order of ``scheme`` on any problem (:class:`GBM`, :class:`OU`, a
     :class:`WeakProblem` or any object with its protocol) whose states may have any shape.
@@ -1069,6 +1144,25 @@ def weak_order(
     (powers) and OU (every named φ) from the closed moment equations of that linear
     system; a problem without ``lm_exact`` needs ``exact``.
 
+    Variance reduction (``control="auto"``, the default): when the problem knows the exact
+    expectation of the weak Euler scheme with the scheme's law (``sde.scheme_expectation``:
+    GBM and OU with a power φ) and the scheme's step is not that weak Euler step itself
+    (Platen, weak Taylor 2, Milstein, …), each path is run twice on the same increments, with
+    the scheme and with weak Euler, and ``E φ(X_N)`` is estimated as
+    ``mean φ(X_N) − β (mean φ(X_N^{Euler}) − E φ(X_N^{Euler}))`` with the optimal
+    ``β = Cov/Var`` (a control variate: unbiased, its variance the part of ``φ(X_N)`` the
+    Euler path does not explain, O(Δt²) rather than O(1)). That is what lets an order-2
+    scheme's O(Δt²) error stand above its Monte Carlo error. ``control="none"`` turns it off.
+
+    How many paths (``paths=None``, the default): rounds of ``AUTO_START_PATHS`` paths per Δt,
+    doubled each round, until the 95 % interval of the slope is at most ``target_width`` wide
+    (decisive: e.g. 2 ± 0.25 cannot contain 1), the next round would overrun ``budget``
+    seconds, or ``AUTO_MAX_PATHS``. With ``dts`` not given the ladder is chosen too: while
+    the interval is not decisive, a finest Δt whose error is within one standard error of 0
+    (bias swamped by Monte Carlo error) is dropped, keeping at least three. The result's
+    ``auto`` entry says what was done and whether the interval became decisive; the verdict
+    says so plainly when it did not. A given ``paths`` is used as it is (no search).
+
     The result has the fitted ``slope``, ``slope_ci``, the scheme's
     ``declared_weak_order``, ``declared_inside_ci`` and a ``verdict`` text
     (:func:`verdict`). For plain weak Euler / Euler–Maruyama on GBM or OU with a power φ
@@ -1079,9 +1173,19 @@ def weak_order(
     sde = _check_problem(sde)
     field = _field_of(sde)
     scheme = _check_weak_scheme(scheme, field)
+    auto_ladder = dts is None
     dts = _as_dts(dts, sde)
-    paths = _check_samples(paths, "paths")
-    _check_order_work(sde, dts, paths)  # refuse absurd work before any of it
+    auto = paths is None
+    if control not in ("auto", "none"):
+        raise ValueError(f"weak_order: control must be 'auto' or 'none', got {control!r}")
+    if auto:
+        budget = _positive("weak_order: budget", budget)
+        target_width = _positive("weak_order: target_width", target_width)
+        steps_all = sum(_steps(sde.T, dt) for dt in dts)
+        max_paths = max(AUTO_START_PATHS, min(AUTO_MAX_PATHS, MAX_ORDER_PATH_STEPS // max(steps_all, 1)))
+    else:
+        paths = _check_samples(paths, "paths")
+        _check_order_work(sde, dts, paths)  # refuse absurd work before any of it
     phi = get_phi(phi)
     chunk = max(1, int(chunk))
     lm = _is_lm(scheme)
@@ -1104,34 +1208,99 @@ def weak_order(
         target = "closed form"
     from .integrate import integrate
 
-    estimates, errors, stderr = [], [], []
+    ref = _control_of(sde, scheme, field, phi, target, device) if control == "auto" else None
     name = _problem_name(sde)
+    rows = []
     for dt in dts:
         g = _generator(_row_seed(seed, "weak_order", _problem_key(sde), repr(scheme), dt), device)
-        acc = _Welford(1)
-        done = 0
+        eb = float(sde.scheme_expectation(ref.law, dt, phi.power)) if ref is not None else None
+        rows.append({"dt": dt, "gen": g, "acc": _Pairs() if ref is not None else _Welford(1), "eb": eb})
+
+    def more(row, n_total):
+        """Run row's Δt until it has ``n_total`` paths."""
+        acc, g, dt = row["acc"], row["gen"], row["dt"]
         with torch.no_grad():
-            while done < paths:
-                n = min(chunk, paths - done)
+            while acc.n < n_total:
+                n = min(chunk, n_total - acc.n)
                 x0 = _initial(sde, n, g.device)
-                xN = integrate(field, scheme, x0, t1=sde.T, dt=dt, generator=g)
-                acc.add(phi(xN).to(_F64).reshape(1, -1))
-                done += n
-        est = float(acc.mean[0])
+                if ref is None:
+                    xN = integrate(field, scheme, x0, t1=sde.T, dt=dt, generator=g)
+                    acc.add(phi(xN).to(_F64).reshape(1, -1))
+                    continue
+                steps = _steps(sde.T, dt)
+                dw = torch.randn((steps,) + tuple(field.noise_shape(x0)), generator=g, device=g.device,
+                                 dtype=_F64) * math.sqrt(dt)
+                xs = integrate(field, scheme, x0, t1=sde.T, dt=dt, dw=dw, generator=g)
+                xr = integrate(field, ref, x0, t1=sde.T, dt=dt, dw=dw, generator=g)
+                acc.add(phi(xs).to(_F64), phi(xr).to(_F64))
+
+    def summary(row):
+        if ref is None:
+            est, se = float(row["acc"].mean[0]), float(row["acc"].stderr()[0])
+        else:
+            est, se = row["acc"].estimate(row["eb"])
         if not math.isfinite(est):
             raise ValueError(
-                f"weak_order: mean phi(X_N) is not finite at dt={dt:g} ({est}); the scheme blows up on this "
+                f"weak_order: mean phi(X_N) is not finite at dt={row['dt']:g} ({est}); the scheme blows up on this "
                 "problem at that step or phi overflows"
             )
-        estimates.append(est)
-        errors.append(abs(est - exact))
-        stderr.append(float(acc.stderr()[0]))
+        return est, abs(est - exact), se
+
+    def fit(active):
+        sums = [summary(r) for r in active]
+        errs = [e for _, e, _ in sums]
+        if any(e == 0 for e in errs):
+            return sums, None
+        return sums, fit_slope([r["dt"] for r in active], errs, [se for _, _, se in sums])
+
+    import time as _time
+
+    active = list(rows)
+    dropped = []
+    info = None
+    if not auto:
+        for row in rows:
+            more(row, paths)
+        sums, fitted = fit(active)
+    else:
+        t_start = _time.perf_counter()
+        total = AUTO_START_PATHS
+        rounds = 0
+        decisive = False
+        while True:
+            t_round = _time.perf_counter()
+            for row in active:
+                more(row, total)
+            rounds += 1
+            last = _time.perf_counter() - t_round
+            sums, fitted = fit(active)
+            while (fitted is not None and fitted[1][1] - fitted[1][0] > target_width and auto_ladder
+                   and len(active) > 3 and sums[-1][2] > 0 and sums[-1][1] < sums[-1][2]):
+                dropped.append(active.pop())  # the finest Δt: its bias is swamped by Monte Carlo error
+                sums, fitted = fit(active)
+            decisive = fitted is not None and fitted[1][1] - fitted[1][0] <= target_width
+            spent = _time.perf_counter() - t_start
+            if decisive or 2 * total > max_paths or spent + 2.2 * last > budget:
+                break
+            total *= 2
+        info = {"decisive": decisive, "target_width": target_width, "budget_s": budget, "rounds": rounds,
+                "seconds": _time.perf_counter() - t_start, "paths": total,
+                "dropped_dts": [r["dt"] for r in dropped]}
+        paths = total
+    dts = [r["dt"] for r in active]
+    estimates = [est for est, _, _ in sums]
+    errors = [e for _, e, _ in sums]
+    stderr = [se for _, _, se in sums]
     if any(e == 0 for e in errors):
         raise ValueError("weak_order: an error is exactly 0 (a deterministic X_N equal to the exact value); "
                          "nothing to fit")
-    slope, ci = fit_slope(dts, errors, stderr)
+    slope, ci = fitted
     declared = getattr(scheme, "weak_order", None)
     v = verdict(declared, ci)
+    if info is not None and not info["decisive"]:
+        v["text"] += (f"; NOT DECISIVE: the interval is {ci[1] - ci[0]:.2f} wide (target {target_width:g}) after "
+                      f"{paths} paths per dt in {info['seconds']:.0f} s; give coarser dts, a problem with a larger "
+                      "error, or a longer budget")
     out = {
         "sde": name,
         "params": _problem_params(sde),
@@ -1152,6 +1321,8 @@ def weak_order(
         "stderr": stderr,
         # errors in standard errors (None where the estimate has no spread: a deterministic X_N)
         "snr": [e / s if s > 0 else None for e, s in zip(errors, stderr)],
+        "control": "weak_euler" if ref is not None else None,
+        "auto": info,
         "slope": slope,
         "slope_ci": [ci[0], ci[1]],
         "declared_inside_ci": v["inside"],

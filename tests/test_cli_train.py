@@ -82,6 +82,13 @@ def test_strict_weak_exits_2(clean, data, tmp_path, capsys):
     assert "condition (5)" in line and "K = C/dt^2" in line
 
 
+def test_strict_weak_accepts_the_sqrt_p_schedule(clean, data, tmp_path, capsys):
+    code = main(["train", "--model", "tiny_sd_resnet", "--dataset", data, "--epochs", "1", "--p-L",
+                 "0.1", "--dt", "0.25", "--p-schedule", "sqrt", "--strict-weak", "--out",
+                 str(tmp_path / "s"), *TINY])
+    assert code == 0 and "condition (5)" not in capsys.readouterr().err
+
+
 def test_nan_exits_1_naming_the_checkpoint(clean, data, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SDENET_FAULT", "nan@2")
     out = tmp_path / "n"

@@ -215,6 +215,17 @@ def test_quickstart_with_tiny_overrides(tmp_path, capsys):
     stages = {w["stage"] for w in sto["weak"]}
     for stage in stages:
         assert (out / "plots" / f"weak-tiny_lm_sd_resnet-{stage}.png").stat().st_size > 1000
+    # the change of dt: refined to dt/2 with p fixed (condition (5) broken) and sqrt (kept)
+    assert "Change of dt" in text
+    assert "refined x2, p fixed" in text and "exceeds the bound" in text
+    assert "refined x2, p sqrt" in text
+    sqrt_rows = [ln for ln in text.splitlines() if ln.startswith("refined x2, p sqrt") and " 0.5 " in ln]
+    assert sqrt_rows and all("within the bound" in ln for ln in sqrt_rows)
+    assert (out / "tiny_lm_sd_resnet-dt-half-sqrt.pt").is_file()
+    # threads that do not oversubscribe, and the total time at the end
+    from sdenet.commands._args import default_threads
+
+    assert f", {default_threads()} CPU thread" in text and "quickstart finished in" in text
     # a second call reuses the finished runs instead of failing on the occupied folders
     assert main(argv) == 0
     assert text.count("already trained") == 0 and capsys.readouterr().out.count("already trained") == 3

@@ -125,6 +125,38 @@ def test_cli_train_refine_then_refine_checkpoint_and_eval(clean, tmp_path, capsy
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_cli_refine_reports_condition_5_and_takes_p_schedule(clean, tmp_path, capsys):
+    # a network trained at dt = 1 with the fixed schedule, refined x4 (dt = 1/4) at fixed T
+    run = tmp_path / "run"
+    assert main(["train", "--model", "tiny_sd_resnet", "--p-L", "0.5", "--epochs", "1", "--out", str(run),
+                 *SMALL_CLI]) == 0
+    capsys.readouterr()
+    infos = {}
+    for sched in ("fixed", "sqrt"):
+        new = tmp_path / f"{sched}.pt"
+        assert main(["refine", str(run), "--factor", "4", "--p-schedule", sched, "--out", str(new),
+                     "--no-eval", "--json"]) == 0
+        infos[sched] = json.loads(capsys.readouterr().out)
+        assert ck.load_checkpoint(new)["config"]["model_overrides"]["p_schedule"] == sched
+    for sched, info in infos.items():
+        assert len(info["weak_after"]) == len(info["weak_before"])
+        # the stages (transitions stay at dt = 1, outside the ODE)
+        stochastic = [s for s in info["weak_after"] if s.get("p") is not None and s["dt"] < 1]
+        assert stochastic
+        for s in stochastic:
+            assert s["dt"] == pytest.approx(0.25)
+            # fixed p: K = K(1)/sqrt(dt) = 2 K(1), above the bound; sqrt: K <= K(1)
+            if sched == "fixed":
+                assert s["K_max"] == pytest.approx(2 * s["bound"])
+                assert s["exceeds"] == (s["blocks"] if s["bound"] > 0 else 0)  # p = 1/2: C = 0
+            else:
+                assert s["exceeds"] == 0 and s["K_max"] <= s["bound"] + 1e-12
+    assert main(["refine", str(run), "--factor", "2", "--p-schedule", "sqrt", "--out", str(tmp_path / "t.pt"),
+                 "--no-eval"]) == 0
+    out = capsys.readouterr().out
+    assert "condition (5) before" in out and "condition (5) after" in out and "within the dt=1 bound" in out
+
+
 def test_cli_refine_errors(clean, tmp_path, capsys):
     code = main(["refine", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o.pt")])
     assert "missing" in _one_line_error(capsys, code)

@@ -276,6 +276,23 @@ def test_weak_K_warning_and_strict_failure(clean, data, tmp_path, capsys):
     assert "warning" not in capsys.readouterr().err
 
 
+def test_sqrt_p_schedule_is_judged_against_the_dt1_law(clean, data, tmp_path, capsys):
+    # issue 18: K is judged against the law of the original (dt = 1) network, p1, not against
+    # the law at the rescheduled p. sqrt: 1 - 2p(dt) = (1 - 2p1) sqrt(dt), K(dt) <= K(1) -> accepted
+    # under strict_weak; fixed: K(dt) = K(1)/sqrt(dt) -> rightly refused.
+    kw = dict(model="tiny_sd_resnet", dataset=data, epochs=1, p_L=0.1, limit_train=16,
+              limit_test=16, dt=0.25, strict_weak=True, **BASE)
+    fin = loop.train(out=str(tmp_path / "sqrt"), overrides={"p_schedule": "sqrt"}, **kw)
+    rows = [r for r in fin["weak"] if r["p1"] is not None and r["p1"] < 1 and r["dt"] < 1]
+    assert rows and all(r["p"] != r["p1"] for r in rows)
+    for r in rows:
+        k1 = DropBernoulli(r["p1"]).condition(1.0)
+        assert r["K"] <= k1 + 1e-12 and r["K"] == pytest.approx(DropBernoulli(r["p"]).condition(0.25) / 0.25**2)
+    assert "warning" not in capsys.readouterr().err
+    with pytest.raises(WeakConditionError, match="strict"):
+        loop.train(out=str(tmp_path / "fixed"), overrides={"p_schedule": "fixed"}, **kw)
+
+
 def test_format_table_lists_every_stage():
     rep = [{"stage": "s1", "block": 0, "law": "drop", "p": 0.5, "dt": 1.0, "C": 0.0, "K": 0.0,
             "n": 10, "m1": 0.0, "m2": 1.0, "m3": 0.0},

@@ -270,6 +270,9 @@ def main(argv=None) -> int:
     kind = torch.device(res["device"]).type
     md = markdown(res)
     (out / f"gpu_throughput-{kind}.md").write_text(md)
+    from sdenet.provenance import provenance
+
+    res["provenance"] = provenance(seed=getattr(args, "seed", 0), command=res.get("command"), device=res["device"])
     (out / f"gpu_throughput-{kind}.json").write_text(json.dumps(res, indent=1) + "\n")
     print(md)
     return 0

@@ -281,6 +281,10 @@ def main(argv=None):
                   "device": args.device, "rows": rows, "seconds": time.time() - t_start, "commit": commit,
                   "command": " ".join(["python", "experiments/benchmarks/memory.py", *(argv or sys.argv[1:])])}
         result["verdicts"] = verdicts(rows)
+        from sdenet.provenance import provenance
+
+        result["provenance"] = provenance(seed="fixed in the script: torch.manual_seed(0) in each worker",
+                                          command=result.get("command"))
         out.mkdir(parents=True, exist_ok=True)
         (out / "memory.json").write_text(json.dumps(result, indent=1))
         plot(rows, out / "memory.png")

@@ -166,6 +166,9 @@ def main(argv=None) -> int:
     out = Path(a.out) if Path(a.out).is_absolute() else ROOT / a.out
     out.mkdir(parents=True, exist_ok=True)
     tag = "multilevel-quick" if a.quick else "multilevel"
+    from sdenet.provenance import provenance
+
+    result["provenance"] = provenance(seed=list(a.seeds))
     (out / f"{tag}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     (out / f"{tag}.md").write_text(render(result))
     try:

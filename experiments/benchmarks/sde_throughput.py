@@ -69,6 +69,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import sdenet as sn  # noqa: E402
+from sdenet.provenance import provenance  # noqa: E402
 from sdenet.train.hardware import info as describe_hardware  # noqa: E402
 
 THETA = 1.0
@@ -313,6 +314,7 @@ def main(argv=None):
                 result["targets"].insert(1, t)
                 result["targets_paired"].insert(
                     1, dict(t, measured=t["measured"].split(" (")[0] + " (medians; timed apart)"))
+        data["provenance"] = provenance(seed="fixed in the script (seed argument of each runner)")
         out.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
         out.with_suffix(".md").write_text(render_all(data))
         print(f"rewrote {out.with_suffix('.md')}")
@@ -358,6 +360,7 @@ def _write(args, runs):
         data["notes"] = args.note
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    data["provenance"] = provenance(seed="fixed in the script (seed argument of each runner)")
     out.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
     md = render_all(data)
     out.with_suffix(".md").write_text(md)

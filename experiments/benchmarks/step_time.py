@@ -240,6 +240,9 @@ def main(argv=None) -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    from sdenet.provenance import provenance
+
+    result["provenance"] = provenance(seed=args.seed)
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     md = [
         "# Training-step time (forward + backward + SGD step)",

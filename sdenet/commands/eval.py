@@ -53,6 +53,9 @@ def register(subparsers) -> None:
     p.add_argument("--plot", default=None, metavar="FILE",
                    help="with --depths: plot test accuracy against compute to FILE (.png, .pdf)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--deterministic", action="store_true",
+                   help="bit-identical results: deterministic torch algorithms, generators seeded from "
+                        "--seed, 1 CPU thread unless --threads (see docs/reproducibility.md)")
     add_threads_option(p, None, "CPU threads for torch (torch.set_num_threads)")
     p.set_defaults(func=run)
 
@@ -93,6 +96,10 @@ def run(args) -> int:
 
     if args.rescale_method is not None and not args.rescale:
         raise UsageError("eval: --rescale-method chooses how --rescale works; give --rescale")
+    if args.deterministic:
+        from ..provenance import set_deterministic
+
+        set_deterministic(args.seed, threads=args.threads or 1)
     apply_threads(args)
     if args.plot and args.depths is None:
         raise UsageError("eval: --plot draws accuracy against depth; give --depths too")

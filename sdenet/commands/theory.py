@@ -1,8 +1,9 @@
 """``sdenet theory [--out DIR] [--quick] [--items a,b] [--threads N]``: run the theory items.
 
-The same as ``python -m sdenet.theory`` (``python -m theory`` from a checkout): modified equations, LM stability, Table 1 as networks, weak
-convergence of each law, shake-shake/stochastic-depth families for Δt ≠ 1 and the LM stochastic
-scheme; figures go to ``DIR/figures`` and the report to ``DIR/REPORT.md``. Without ``--out`` a
+The same as ``python -m sdenet.theory`` (``python -m theory`` from a checkout): the nine items of :data:`ITEMS` (modified equations, LM
+stability, Table 1 as networks, weak convergence of each law, shake-shake/stochastic-depth
+families for Δt ≠ 1, the LM stochastic scheme, weak order 2, refinement at fixed T, reversible
+architectures); figures go to ``DIR/figures`` and the report to ``DIR/REPORT.md``. Without ``--out`` a
 fresh folder ``theory-<time>/`` in the current directory is used, so the report committed with
 the repository (``theory/REPORT.md``) is rewritten only on request (``--out theory`` from a
 checkout). Progress is printed per item.
@@ -14,6 +15,21 @@ import datetime as _dt
 from pathlib import Path
 
 from ._args import add_threads_option, apply_threads, writable_dir
+
+
+#: the items ``sdenet theory`` runs (the keys of ``theory.report.ITEMS``, in report order; a test
+#: checks that the two agree), each with what it shows
+ITEMS = {
+    "modified": "1. modified equations of forward Euler and the LM scheme",
+    "stability": "2. stability of the LM scheme",
+    "table1": "3. the paper's Table 1 as networks",
+    "weak": "4. weak convergence of each noise law",
+    "dt_families": "5. shake-shake and stochastic-depth families at dt != 1",
+    "stochastic_lm": "6. the LM stochastic scheme",
+    "weak2": "7. weak order 2: Platen, extrapolation, Milstein, networks",
+    "refinement": "8. refinement at fixed T",
+    "reversible": "9. stability of reversible architectures",
+}
 
 
 def fresh_out_dir(base=".", prefix: str = "theory") -> Path:
@@ -30,15 +46,15 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "theory",
         help="run the paper's numerical-analysis arguments and write REPORT.md with its figures",
-        description="Run every theory item (modified equations, LM stability, Table 1, weak convergence "
-        "of each law, Δt families, LM stochastic scheme) and write REPORT.md with its figures.",
+        description="Run every theory item and write REPORT.md with its figures. The items, in report "
+        "order: " + "; ".join(f"{key} ({what})" for key, what in ITEMS.items()) + ".",
     )
     p.add_argument("--out", default=None, metavar="DIR",
                    help="folder for REPORT.md and figures/ (default: a fresh theory-<time>/ in the "
                         "current directory; --out theory rewrites the report committed in a checkout)")
     p.add_argument("--quick", action="store_true", help="short ladders and few Monte Carlo paths (about a minute)")
     p.add_argument("--items", default=None, metavar="LIST",
-                   help="comma-separated subset: modified, stability, table1, weak, dt_families, stochastic_lm")
+                   help=f"comma-separated subset of: {', '.join(ITEMS)} (default: all {len(ITEMS)})")
     add_threads_option(p, None, "torch CPU threads (default: torch's choice; the report names the count)")
     p.set_defaults(func=run)
 

@@ -182,6 +182,10 @@ def register(subparsers) -> None:
                         "for every dt < 1, since its K grows like dt^(-1/2))")
     p.add_argument("--strict-weak", action="store_true",
                    help="make the condition-(5) warning an error (exit status 2)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="bit-identical runs: deterministic torch algorithms, every generator seeded, "
+                        "1 CPU thread unless --threads (results depend on the thread count; see "
+                        "docs/reproducibility.md)")
     p.add_argument("--mc-samples", type=nonneg_int, default=0, metavar="N",
                    help="Monte Carlo test error of a stochastic network with N draws at the end "
                         "(at most 10000)")
@@ -203,6 +207,8 @@ def run(args) -> int:
     from ..cli import UsageError
     from ..train import TrainingDiverged, train
 
+    if args.deterministic and args.threads is None:
+        args.threads = 1
     apply_threads(args)
     command = " ".join(shlex.quote(a) for a in ["sdenet", *sys.argv[1:]])
     if args.resume:
@@ -236,7 +242,8 @@ def run(args) -> int:
                   limit_test=args.limit_test, data_root=args.data_root,
                   download=args.download, quiet=args.quiet, command=command,
                   resolution=args.resolution, init=args.init, init_rescale=args.rescale,
-                  init_rescale_method=args.rescale_method or "atrous")
+                  init_rescale_method=args.rescale_method or "atrous",
+                  deterministic=args.deterministic)
         if args.random_depth is not None:
             kw["random_depth"] = args.random_depth
         overrides = {}

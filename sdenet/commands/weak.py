@@ -16,7 +16,8 @@ from pathlib import Path
 from ._args import add_threads_option, apply_threads, device, finite_float, integer, writable_file
 
 DEFAULT_SAMPLES = 1_000_000
-DEFAULT_PATHS = 4_000_000
+#: ``--paths`` default: None, i.e. chosen (doubling from 2^16 until the interval is decisive)
+DEFAULT_PATHS = None
 _THREADS_HELP = ("torch CPU threads (default 1: the work is many vector operations of ~10^6 elements, "
                  "which a second thread barely speeds up and which stall when the cores are shared)")
 
@@ -60,9 +61,14 @@ def register(subparsers) -> None:
         help="fit the weak order of a scheme on GBM, Ornstein-Uhlenbeck or your own problem",
         description=(
             "Weak order: simulate dX = f dt + g dW with a known E phi(X(T)) over a ladder of dt, regress "
-            "log |mean phi(X_N) - E phi(X(T))| on log dt and report the slope with a 95%% confidence interval "
+            "log |mean phi(X_N) - E phi(X(T))| on log dt and report the slope with a 95% confidence interval "
             "(the Monte Carlo standard errors enter it by the delta method), then a verdict: is the scheme's "
-            "declared weak order inside the interval? Built-in problems: gbm dX = mu X dt + sigma X dW "
+            "declared weak order inside the interval? Without --paths the number of paths is chosen (doubled "
+            "until the interval is at most 0.5 wide, which tells order 2 from order 1, or --budget is spent), and "
+            "without --dt a finest dt whose error is lost in Monte Carlo noise is dropped; the output says plainly "
+            "when the interval could not be made decisive. A scheme other than weak Euler (platen, weak_taylor2, "
+            "milstein) is run together with the weak Euler path on the same increments, a control variate whose "
+            "expectation gbm and ou know exactly. Built-in problems: gbm dX = mu X dt + sigma X dW "
             "(defaults mu=-1, sigma=0.3, x0=1, T=1, dt = T/4, T/6, T/8, T/12, T/16) and ou dX = -theta X dt + "
             "sigma dW (defaults theta=0.25, sigma=1, x0=1, T=1, dt = T/2, T/3, T/4, T/6, T/8); "
             "--sde package.module:Name takes your own problem (see sdenet.weak.WeakProblem). phi = x^3 sees "
@@ -94,7 +100,14 @@ def register(subparsers) -> None:
     order.add_argument("--exact", type=float, default=None, metavar="VALUE",
                        help="E phi(X(T)) to compare with, for pairs without a built-in exact value")
     order.add_argument("--paths", type=integer, default=DEFAULT_PATHS,
-                       help="Monte Carlo paths per dt (default 4*10^6; at most 10^12 path-steps in all)")
+                       help="Monte Carlo paths per dt (default: chosen, doubling from 65536 until the 95%% "
+                            "interval of the slope is at most 0.5 wide or --budget is spent; at most 10^12 "
+                            "path-steps in all)")
+    order.add_argument("--budget", type=finite_float, default=None, metavar="SECONDS",
+                       help="time for choosing the paths (and, without --dt, the ladder) (default 120)")
+    order.add_argument("--no-control", dest="control", action="store_const", const="none", default="auto",
+                       help="no control variate (default: the weak Euler path on the same increments, whose "
+                            "expectation GBM and OU know exactly, for any other scheme with a power phi)")
     order.add_argument("--strict", action="store_true",
                        help="exit with status 1 when the declared weak order lies outside the confidence interval")
     order.add_argument("--json", action="store_true", help="print one JSON object")
@@ -224,11 +237,13 @@ def plot_check(rows, file) -> Path:
         groups.setdefault((r["law"], r["p"]), []).append(r)
     positive = [v for r in rows for v in (r["condition"]["K"], r["condition"]["K_empirical"]) if v > 0]
     linthresh = 10 ** math.floor(math.log10(min(positive))) if positive else 1e-3
+    from ..train.plots import PALETTE
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, ((law, p), rs) in enumerate(groups.items()):
         rs = sorted(rs, key=lambda r: r["dt"])
         dts = [r["dt"] for r in rs]
-        color = f"C{i % 10}"
+        color = PALETTE[i % len(PALETTE)]  # Okabe-Ito without its yellow
         ax.plot(dts, [r["condition"]["K"] for r in rs], "-", color=color, label=f"{_label(law, p)} exact")
         dodge = 1.0 + 0.04 * (i - (len(groups) - 1) / 2)  # spread the points of different laws apart
         ax.errorbar(
@@ -320,11 +335,15 @@ def run_order(args) -> int:
         raise ValueError(f"--scheme {args.scheme} is deterministic and cannot simulate an SDE; "
                          "use weak_euler, euler_maruyama, stochastic_lm, ...")
     sde = _problem_from(args)
-    _check_order_work(sde, args.dt, args.paths)  # refuses absurd work before any of it
+    if args.paths is not None:
+        _check_order_work(sde, args.dt, args.paths)  # refuses absurd work before any of it
+    elif args.budget is not None and not args.budget > 0:
+        raise ValueError(f"--budget must be a positive number of seconds, got {args.budget:g}")
     phi = _phi_from(args)
+    budget = {} if args.budget is None else {"budget": args.budget}
     res = weak_order(
         sde, scheme, dts=args.dt, paths=args.paths, phi=phi, seed=args.seed, device=_device(args.device),
-        exact=args.exact, scheme_name=args.scheme.lower().replace("-", "_"),
+        exact=args.exact, scheme_name=args.scheme.lower().replace("-", "_"), control=args.control, **budget,
     )
     out = sys.stderr if args.json else sys.stdout
     if args.json:
@@ -347,6 +366,17 @@ def format_order(res) -> str:
         f"weak order of {res['scheme']} with {law} increments on {res['sde']} ({params}), phi = {res['phi']}",
         f"E phi(X(T)) = {res['exact']:.6g} ({res['exact_from']}); {res['paths']} paths per dt, seed {res['seed']}, "
         f"state shape {tuple(res['state_shape'])}",
+    ]
+    if res.get("control"):
+        lines.append("control variate: the weak Euler path on the same increments (its E phi(X_N) is exact), "
+                     "optimal coefficient")
+    a = res.get("auto")
+    if a:
+        lines.append(f"paths chosen: {a['rounds']} round(s) up to {a['paths']} per dt in {a['seconds']:.1f} s "
+                     f"(stop at a 95% interval at most {a['target_width']:g} wide or after {a['budget_s']:g} s)"
+                     + (f"; dropped dt {', '.join(f'{d:.4g}' for d in a['dropped_dts'])} (error within one "
+                        "standard error of 0)" if a["dropped_dts"] else ""))
+    lines += [
         "",
         f"{'dt':>8} {'mean phi(X_N)':>14} {'error':>10} {'stderr':>9} {'error/se':>8}"
         + (f" {'exact bias':>11}" if "bias" in res else ""),
@@ -368,6 +398,8 @@ def format_order(res) -> str:
     if res.get("bias_slope") is not None:
         lines.append(f"slope of the exact scheme bias over the same dts: {res['bias_slope']:.3f}")
     lines.append(f"verdict: {res['verdict']}")
+    if a and not a["decisive"]:
+        lines.append(f"could not decide: the interval is wider than {a['target_width']:g} within the budget")
     if any(v is not None and v < 3 for v in res["snr"]):
         lines.append("warning: some errors are within 3 standard errors of 0; use more --paths or coarser --dt")
     return "\n".join(lines)
@@ -393,7 +425,10 @@ def plot_order(res, file) -> Path:
     dts, errors, se = res["dts"], res["errors"], res["stderr"]
     fig, ax = plt.subplots(figsize=(6, 4.5))
     lower = [min(s, e * 0.999) for s, e in zip(se, errors)]  # keep bars above 0 on a log axis
-    ax.errorbar(dts, errors, yerr=[lower, se], fmt="o", capsize=3, label="Monte Carlo |error| ± se")
+    from ..train.plots import PALETTE
+
+    ax.errorbar(dts, errors, yerr=[lower, se], fmt="o", color=PALETTE[4], capsize=3,
+                label="Monte Carlo |error| ± se")
     x = [math.log(d) for d in dts]
     y = [math.log(e) for e in errors if e > 0]
     if len(y) == len(x):
@@ -401,7 +436,7 @@ def plot_order(res, file) -> Path:
         a = sum(y) / len(y) - b * sum(x) / len(x)
         grid = [min(dts), max(dts)]
         lo, hi = res["slope_ci"]
-        ax.plot(grid, [math.exp(a + b * math.log(d)) for d in grid], "-",
+        ax.plot(grid, [math.exp(a + b * math.log(d)) for d in grid], "-", color=PALETTE[5],
                 label=f"fit: slope {b:.2f} [{lo:.2f}, {hi:.2f}]")
     if res.get("bias") and all(v != 0 for v in res["bias"]):
         ax.plot(dts, [abs(v) for v in res["bias"]], "k--", lw=1, label="exact scheme bias")

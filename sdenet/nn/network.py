@@ -92,9 +92,13 @@ def lm_coefficients(model: nn.Module) -> dict:
 
 
 def weak_report(model: nn.Module) -> list:
-    """One dict per stochastic block: ``stage, block, law, p, dt, C, K, n, m1, m2, m3``.
+    """One dict per stochastic block: ``stage, block, law, p, dt, C, K, n, m1, m2, m3``, and
+    ``p1`` for a stochastic-depth block.
 
-    ``C = law.condition(dt)`` is condition (5) at the block's Δt, ``K = C/Δt²``; ``n`` and
+    ``C = law.condition(dt)`` is condition (5) at the block's Δt, ``K = C/Δt²``; ``p`` is the
+    survival probability in use at that Δt and ``p1`` the block's survival at Δt = 1 (the
+    original network's, before its ``p_schedule``), against whose law condition (5)'s ``K`` is
+    judged (:func:`sdenet.train.monitor.reference_K`); ``n`` and
     ``m1, m2, m3`` are the count and the empirical means of ``ΔŴ, ΔŴ², ΔŴ³`` over the
     increments the block drew in training-mode forwards since the last reset.
     """
@@ -118,6 +122,9 @@ def weak_report(model: nn.Module) -> list:
                 "C": C,
                 "K": C / (dt * dt),
             }
+            p_base = getattr(field, "p_base", None)
+            if row["p"] is not None and p_base is not None and n < len(p_base):
+                row["p1"] = float(p_base[n])
             row.update(field.weak_stats(n))
             rows.append(row)
     return rows

@@ -152,7 +152,8 @@ def _time_lists(field, n_blocks):
             if isinstance(child, nn.ModuleList) and len(child) == n_blocks]
 
 
-def _resample_stage(stage: Stage, new_steps: int, block_plan, step_plan, ratio: float) -> Stage:
+def _resample_stage(stage: Stage, new_steps: int, block_plan, step_plan, ratio: float,
+                    p_schedule: str | None = None) -> Stage:
     field = stage.field
     n_old = len(field)
     extra = n_old - stage.steps  # blocks evaluated past the last step (Heun's look-ahead)
@@ -173,6 +174,8 @@ def _resample_stage(stage: Stage, new_steps: int, block_plan, step_plan, ratio: 
     new.dt = dt_new
     new.steps = new_steps
     if hasattr(nf, "set_survival") and hasattr(nf, "p_base"):
+        if p_schedule is not None:
+            nf.p_schedule = p_schedule
         nf.set_survival(resample_values(nf.p_base, n_new, ratio))
     if getattr(nf, "records_noise", False):
         device = field._sums.device
@@ -215,7 +218,15 @@ def _replace(root, path, new):
     setattr(parent, last, new)
 
 
-def _transform(model, what, ratio, block_plan, step_plan, check_steps):
+def _check_schedule(p_schedule, what):
+    from ..laws import P_SCHEDULES
+
+    if p_schedule is not None and p_schedule not in P_SCHEDULES:
+        raise ValueError(f"{what}: p_schedule must be one of {', '.join(P_SCHEDULES)}, got {p_schedule!r}")
+    return p_schedule
+
+
+def _transform(model, what, ratio, block_plan, step_plan, check_steps, p_schedule=None):
     if not isinstance(model, nn.Module):
         raise ValueError(f"{what}: expected an nn.Module, got {type(model).__name__}")
     stages = _stages(model)
@@ -226,22 +237,25 @@ def _transform(model, what, ratio, block_plan, step_plan, check_steps):
         check_steps(stage, path)
     if isinstance(model, Stage) and not isinstance(model, Transition):
         stage = model
-        return _resample_stage(stage, int(round(stage.steps * ratio)), block_plan, step_plan, ratio)
+        return _resample_stage(stage, int(round(stage.steps * ratio)), block_plan, step_plan, ratio, p_schedule)
     out = copy.deepcopy(model)
     for path, _ in _stages(out):
         stage = out.get_submodule(path)
-        _replace(out, path, _resample_stage(stage, int(round(stage.steps * ratio)), block_plan, step_plan, ratio))
+        _replace(out, path, _resample_stage(stage, int(round(stage.steps * ratio)), block_plan, step_plan, ratio,
+                                            p_schedule))
     cfg = getattr(out, "config", None)
     if isinstance(cfg, dict):
         cfg = dict(cfg)
         cfg["refine"] = float(cfg.get("refine", 1) or 1) * ratio
         if float(cfg["refine"]).is_integer():
             cfg["refine"] = int(cfg["refine"])
+        if p_schedule is not None and "p_schedule" in cfg:
+            cfg["p_schedule"] = p_schedule
         out.config = cfg
     return out
 
 
-def refine(model: nn.Module, factor: int = 2, mode: str = "constant") -> nn.Module:
+def refine(model: nn.Module, factor: int = 2, mode: str = "constant", p_schedule: str | None = None) -> nn.Module:
     """A new network whose every stage integrates the same T with ``factor``× the steps at Δt/``factor``.
 
     ``mode``: ``"constant"`` (block n's weights over its sub-steps) or ``"linear"`` (weights
@@ -251,8 +265,13 @@ def refine(model: nn.Module, factor: int = 2, mode: str = "constant") -> nn.Modu
     :func:`sdenet.nn.to_lm`, a single :class:`~sdenet.nn.Stage`); a network's ``config``
     records the accumulated ``refine`` factor so ``create(name, **config)`` rebuilds the
     architecture.
+
+    ``p_schedule`` (``"fixed"`` or ``"sqrt"``; default: each stochastic-depth field's own) is the
+    rule giving the survival probabilities at the new Δt from those at Δt = 1
+    (:func:`sdenet.laws.survival_at`): ``"sqrt"`` keeps condition (5) as Δt shrinks.
     """
     factor = _factor(factor, "refine")
+    _check_schedule(p_schedule, "refine")
     if mode not in REFINE_MODES:
         raise ValueError(f"refine: mode must be one of {', '.join(REFINE_MODES)}, got {mode!r}")
 
@@ -262,18 +281,20 @@ def refine(model: nn.Module, factor: int = 2, mode: str = "constant") -> nn.Modu
     def step_plan(m, steps_old):
         return _weights(m / factor, steps_old, mode)
 
-    return _transform(model, "refine", float(factor), block_plan, step_plan, lambda s, p: None)
+    return _transform(model, "refine", float(factor), block_plan, step_plan, lambda s, p: None, p_schedule)
 
 
-def coarsen(model: nn.Module, factor: int = 2, mode: str = "inject") -> nn.Module:
+def coarsen(model: nn.Module, factor: int = 2, mode: str = "inject", p_schedule: str | None = None) -> nn.Module:
     """The restriction: every stage takes ``steps/factor`` steps of ``factor·Δt`` over the same T.
 
     ``mode="inject"`` keeps the blocks (and LM coefficients, survival probabilities) at
     ``t_{nF}``, so ``coarsen(refine(m, F), F)`` has ``m``'s weights exactly; ``"average"``
     averages the ``F`` blocks of each coarse step. Every stage's number of steps must be a
-    multiple of ``factor`` (``ValueError`` naming the stage otherwise).
+    multiple of ``factor`` (``ValueError`` naming the stage otherwise). ``p_schedule`` as in
+    :func:`refine`.
     """
     factor = _factor(factor, "coarsen")
+    _check_schedule(p_schedule, "coarsen")
     if mode not in COARSEN_MODES:
         raise ValueError(f"coarsen: mode must be one of {', '.join(COARSEN_MODES)}, got {mode!r}")
 
@@ -288,4 +309,4 @@ def coarsen(model: nn.Module, factor: int = 2, mode: str = "inject") -> nn.Modul
     def step_plan(m, steps_old):
         return _restrict(m, factor, steps_old, mode)
 
-    return _transform(model, "coarsen", 1.0 / factor, block_plan, step_plan, check)
+    return _transform(model, "coarsen", 1.0 / factor, block_plan, step_plan, check, p_schedule)

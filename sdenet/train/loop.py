@@ -97,6 +97,10 @@ class TrainConfig:
                       (:class:`WeakConditionError`).
     limit_train/test: keep only the first N training / test images.
     mc_samples:       Monte Carlo draws for the final test error of a stochastic network (0: none).
+    deterministic:    ``torch.use_deterministic_algorithms(True)``, every generator seeded, the
+                      thread count kept as set: two runs with the same config, thread count and
+                      machine give bit-identical metrics and weights
+                      (:func:`sdenet.provenance.set_deterministic`, ``docs/reproducibility.md``).
     resume:           a run folder to continue from its ``last.pt`` (the rest of the config
                       comes from the checkpoint; ``device``, ``quiet`` apply).
     resolution:       train and test on images area-downsampled to this height, on the device
@@ -144,6 +148,7 @@ class TrainConfig:
     download: bool = False
     resume: str | None = None
     command: str | None = None
+    deterministic: bool = False
     resolution: int | None = None
     init: str | None = None
     init_rescale: bool = False
@@ -618,6 +623,7 @@ def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
         "random_depth": random_depth,
         "init_rescale_method": cfg.init_rescale_method if cfg.init_rescale else None,
         "dilation": 1,
+        "deterministic": bool(cfg.deterministic),
     }
 
 
@@ -1018,6 +1024,13 @@ class _Trainer:
                 self.log(f"sdenet: {self.run_dir} holds a run that stopped before its first "
                          f"checkpoint; this run takes the folder over", err=True)
         rc["run_dir"] = str(self.run_dir)
+        if rc.get("deterministic"):  # before any generator is seeded or the model is built
+            from ..provenance import set_deterministic
+
+            set_deterministic(rc["seed"], threads=torch.get_num_threads())
+        from ..provenance import provenance
+
+        rc["provenance"] = provenance(rc["seed"], rc.get("command"), device, dist.world_size)
         self.rc = rc
         amp = rc["amp"]
         if amp and device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -1497,6 +1510,7 @@ class _Trainer:
             final["mc_samples"] = rc["mc_samples"]
         final["wall_time"] = self.elapsed0 + (time.perf_counter() - t_start)
         final["run_dir"] = str(self.run_dir)
+        final["provenance"] = rc["provenance"]
         if self.main:
             _write_json(self.run_dir / "metrics.json", final)
             line = (f"done: test error {100 * final['test_error']:.2f}% (best "

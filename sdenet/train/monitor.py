@@ -13,10 +13,14 @@ Threshold. By default (``weak_K = "law"``) a stage is flagged when its ``K`` exc
 its own law has at Δt = 1, the original network (:data:`DEFAULT_WEAK_K`): running the stage at
 a finer step must not make the moment mismatch worse, relative to ``Δt²``, than it is in the
 architecture the paper starts from. Symmetric laws (Gaussian, uniform, ±1, three-point, and
-drop at p = ½) have ``C = 0`` and are never flagged. For the stochastic-depth law
-``K(Δt) = |1 − 2p| / √(p(1 − p)) · Δt^{−1/2} = K(1)/√Δt``, so every block with ``p ≠ ½`` is
-flagged as soon as Δt < 1: condition (5) fails as Δt → 0 (weak order ½), which is the point of
-the paper's remark. A number ``weak_K`` is one fixed bound for every stage instead
+drop at p = ½) have ``C = 0`` and are never flagged. For stochastic depth the original network
+is the block's survival ``p₁`` at Δt = 1 (the row's ``p1``), not the ``p`` its ``p_schedule``
+gives at the stage's Δt: the reference is ``K(1) = |1 − 2p₁| / √(p₁(1 − p₁))``. With the
+fixed schedule (``p = p₁``) ``K(Δt) = K(1)/√Δt``, so every block with ``p₁ ≠ ½`` is flagged as
+soon as Δt < 1: condition (5) fails as Δt → 0 (weak order ½), which is the point of the
+paper's remark. With the ``sqrt`` schedule (``1 − 2p = (1 − 2p₁)√Δt``)
+``K(Δt) = |1 − 2p₁| / √(p(1 − p)) ≤ K(1)`` (``p`` is nearer ½ than ``p₁``), so the schedule
+that exists to keep condition (5) is accepted, ``strict_weak`` included. A number ``weak_K`` is one fixed bound for every stage instead
 (``weak_K = 1``: the mismatch may not exceed Δt², the local weak error of the Euler step).
 
 A degenerate law (drop at p = 1: nothing is dropped, the stage is deterministic) is reported
@@ -126,9 +130,14 @@ def reduce_report(report: list[dict], world_size: int = 1, device="cpu") -> list
 
 
 def reference_K(entry: dict) -> float | None:
-    """``K`` of the entry's law at Δt = 1 (None when the law is not one of sdenet's)."""
+    """``K`` of the entry's law at Δt = 1 as the original network has it: for stochastic depth
+    at the survival ``p1`` the block has at Δt = 1 (before its ``p_schedule``; ``p`` when the
+    row does not say). None when the law is not one of sdenet's."""
+    p = entry.get("p1")
+    if p is None:
+        p = entry.get("p")
     try:
-        return exact_condition(entry["law"], entry.get("p"), 1.0)[1]
+        return exact_condition(entry["law"], p, 1.0)[1]
     except (ValueError, KeyError, TypeError):
         return None
 

@@ -166,13 +166,63 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "run"
 
 
+#: Okabe & Ito's colour-blind-safe palette without its yellow (#F0E442), which vanishes on
+#: white and in print: black, orange, sky blue, bluish green, blue, vermillion, reddish purple
+PALETTE = ("#000000", "#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7")
+#: markers that tell the lines apart in grey print too
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
 def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+    from cycler import cycler
 
+    plt.rcParams["axes.prop_cycle"] = cycler(color=list(PALETTE))
     return plt
+
+
+def _colour(i: int, n: int, plt):
+    """Colour of line ``i`` of ``n``: the palette while it lasts, else viridis stopped short
+    of its pale yellow end (0 .. 0.8)."""
+    if n <= len(PALETTE):
+        return PALETTE[i % len(PALETTE)]
+    return plt.get_cmap("viridis")(0.8 * i / max(n - 1, 1))
+
+
+def stage_words(name) -> str:
+    """A stage's name in words for a title: ``stage1`` → ``stage 1``,
+    ``stage2.transition`` → ``the transition into stage 2``; other names as they are."""
+    s = str(name)
+    m = re.fullmatch(r"stage(\d+)", s)
+    if m:
+        return f"stage {m.group(1)}"
+    m = re.fullmatch(r"stage(\d+)\.transition", s)
+    if m:
+        return f"the transition into stage {m.group(1)}"
+    return s
+
+
+def _moment_se(entry: dict):
+    """Standard errors of the empirical ``m1, m2, m3`` of a block (means of ``n`` draws of
+    ``ΔŴ, ΔŴ², ΔŴ³``): ``sqrt((E ΔŴ^{2k} − (E ΔŴ^k)²)/n)`` from the exact moments of the
+    block's law at its Δt; None when the law or ``n`` is unknown."""
+    try:
+        from ..laws import DropBernoulli, get_law
+
+        n = int(entry.get("n") or 0)
+        if n < 2:
+            return None
+        name = re.match(r"\s*([A-Za-z_-]+)", str(entry.get("law"))).group(1)
+        law = get_law(name)
+        if isinstance(law, DropBernoulli) and entry.get("p") is not None:
+            law = DropBernoulli(float(entry["p"]))
+        dt = float(entry["dt"])
+        return tuple(math.sqrt(max(law.moment(2 * k, dt) - law.moment(k, dt) ** 2, 0.0) / n) for k in (1, 2, 3))
+    except Exception:  # an unknown law, a law without higher moments: no error bars
+        return None
 
 
 def _finite(v) -> float:
@@ -211,22 +261,28 @@ def plot_errors(runs: Sequence[Run], out_dir, filename: str = "errors.png") -> P
     """Training (left) and test (right) error in percent against epoch, one line per run."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True, layout="constrained")
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, run in enumerate(runs):
-        c = colors[i % len(colors)]
+        c = _colour(i, len(runs), plt)
         ep = run.epochs
+        mk = MARKERS[i % len(MARKERS)] if len(ep) < 30 else None
         axes[0].plot(ep, [100 * _finite(m["train_error"]) for m in run.metrics], "-", color=c,
-                     marker="o" if len(ep) < 30 else None, ms=3, label=run.label)
-        axes[1].plot(ep, [100 * _finite(m["test_error"]) for m in run.metrics], "-", color=c,
-                     marker="o" if len(ep) < 30 else None, ms=3, label=run.label)
+                     marker=mk, ms=4, label=run.label)
+        # the test error of a finished epoch is a mean over n_test images: ± its binomial se
+        n_test = run.config.get("n_test") if isinstance(getattr(run, "config", None), dict) else None
+        te = [_finite(m["test_error"]) for m in run.metrics]
+        se = [100 * math.sqrt(e * (1 - e) / n_test) if n_test and 0 <= e <= 1 else 0.0 for e in te]
+        axes[1].errorbar(ep, [100 * e for e in te], yerr=se if any(se) else None, fmt="-", color=c,
+                         marker=mk, ms=4, capsize=2, label=run.label)
     _epoch_ticks(axes[0], {e for run in runs for e in run.epochs})
     for ax, what in zip(axes, ("training", "test")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"{what} error (%)")
-        ax.set_title(f"{what} error")
+        ax.set_title(f"{what} error" + (" (± one binomial standard error over the test images)"
+                                         if what == "test" else " (running mean over the epoch)"),
+                     fontsize=9)
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8)
-    fig.suptitle("error against epoch")
+    fig.suptitle("Training and test error against epoch")
     return _save(fig, Path(out_dir) / filename, plt)
 
 
@@ -257,7 +313,7 @@ def plot_lm_coefficients(runs: Sequence[Run], out_dir, filename: str = "lm_coeff
     fig, ax = plt.subplots(figsize=(8, 4.2), layout="constrained")
     bounds = None
     kinds = set()
-    for run, epoch, coeffs in series:
+    for i, (run, epoch, coeffs) in enumerate(series):
         ks, edges, n = [], [], 0
         for stage in coeffs:  # stage order as recorded
             ks.extend(coeffs[stage])
@@ -265,19 +321,23 @@ def plot_lm_coefficients(runs: Sequence[Run], out_dir, filename: str = "lm_coeff
             edges.append(n)
         kind = "g_n" if _is_stochastic(run) else "k_n"
         kinds.add(kind)
-        ax.plot(range(1, len(ks) + 1), ks, "o-", ms=3, label=f"{run.label}: ${kind}$ (epoch {epoch})")
+        ax.plot(range(1, len(ks) + 1), ks, "-", marker=MARKERS[i % len(MARKERS)], ms=4,
+                color=_colour(i, len(series), plt), label=f"{run.label}: ${kind}$ (epoch {epoch})")
         bounds = bounds or edges[:-1]
     for b in bounds or []:
         ax.axvline(b + 0.5, color="0.6", ls=":", lw=1)
     ax.axhline(0.0, color="0.3", lw=0.8)
     ax.set_xlabel("block (depth, through all stages)")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(" / ".join(f"${k}$" for k in sorted(kinds, reverse=True)))
     titles = []
     if "k_n" in kinds:
         titles.append(r"LM: $u_{n+1}=(1-k_n)u_n+k_nu_{n-1}+\Delta t\,f(u_n)$")
     if "g_n" in kinds:
         titles.append(r"LM stochastic depth: $X_{n+1}=(2+g_n)X_n-(1+g_n)X_{n-1}+\eta_n f(X_n)$")
-    ax.set_title("learned coefficients — " + "; ".join(titles), fontsize=10)
+    ax.set_title("Learned LM coefficients: " + "; ".join(titles), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, Path(out_dir) / filename, plt)
@@ -337,10 +397,15 @@ def plot_weak(run: Run, out_dir) -> list:
         cmap = plt.get_cmap("viridis")
         nb = len(blocks)
         for j, (block, hist) in enumerate(sorted(blocks.items())):
-            color = cmap(j / max(nb - 1, 1))
-            ax_k.plot([e for e, _ in hist], [_empirical_K(en) for _, en in hist], "-",
-                      color=color, marker="o" if len(hist) < 30 else None, ms=3,
-                      label=f"block {block}" if nb <= 12 else None)
+            color = _colour(j, nb, plt)
+            ses = [_moment_se(en) for _, en in hist]
+            dts = [_finite(en.get("dt")) for _, en in hist]
+            # ± se of the empirical K: (se1 + se2 + se3)/Δt², as sdenet weak check bounds it
+            kse = [sum(se) / d**2 if se is not None and d > 0 else 0.0 for se, d in zip(ses, dts)]
+            ax_k.errorbar([e for e, _ in hist], [_empirical_K(en) for _, en in hist],
+                          yerr=kse if any(kse) else None, fmt="-", color=color, capsize=2,
+                          marker=MARKERS[j % len(MARKERS)] if len(hist) < 30 else None, ms=4,
+                          label=f"block {block}" if nb <= 12 else None)
             exact = _exact_moments(hist[-1][1])
             dt = _finite(hist[-1][1].get("dt"))
             if exact is not None and dt > 0:
@@ -349,14 +414,14 @@ def plot_weak(run: Run, out_dir) -> list:
         ax_k.plot([], [], ":", color="0.4", label="exact K (dotted)")
         _epoch_ticks(ax_k, {e for hist in blocks.values() for e, _ in hist})
         ax_k.set_xlabel("epoch")
-        ax_k.set_ylabel(r"empirical $K = C/\Delta t^2$")
-        ax_k.set_title(f"stage {stage}: condition (5) constant per block")
+        ax_k.set_ylabel(r"empirical $K = C/\Delta t^2$ (± one standard error)")
+        ax_k.set_title(f"Condition (5) constant of each block of {stage_words(stage)}", fontsize=10)
         ax_k.grid(alpha=0.3)
         if nb <= 12:
             ax_k.legend(fontsize=7, ncol=2)
         else:
             ax_k.legend(fontsize=7)
-            sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(min(blocks), max(blocks)))
+            sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(min(blocks), min(blocks) + (max(blocks) - min(blocks)) / 0.8))
             fig.colorbar(sm, ax=ax_k, label="block")
 
         last = [(block, hist[-1][1]) for block, hist in sorted(blocks.items())]
@@ -367,9 +432,12 @@ def plot_weak(run: Run, out_dir) -> list:
             "m3": [_finite(en.get("m3")) for _, en in last],
         }
         exact = [_exact_moments(en) for _, en in last]
-        colors = {"m1": "C0", "m2 - Δt": "C1", "m3": "C2"}
+        colors = {"m1": PALETTE[0], "m2 - Δt": PALETTE[1], "m3": PALETTE[4]}
+        ses = [_moment_se(en) for _, en in last]
         for i, (name, vals) in enumerate(emp.items()):
-            ax_m.plot(xs, vals, "o", color=colors[name], label=f"empirical {name}")
+            err = [se[i] if se is not None else 0.0 for se in ses]
+            ax_m.errorbar(xs, vals, yerr=err if any(err) else None, fmt=MARKERS[i], color=colors[name],
+                          capsize=3, label=f"empirical {name} ± se")
             ex = [e[i] if e is not None else math.nan for e in exact]
             if any(not math.isnan(v) for v in ex):
                 ax_m.plot(xs, ex, "_", color=colors[name], ms=14, mew=2, label=f"exact {name}")
@@ -387,12 +455,12 @@ def plot_weak(run: Run, out_dir) -> list:
         ax_m.axhline(0.0, color="0.3", lw=0.8)
         ax_m.set_xlabel("block")
         ax_m.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax_m.set_ylabel("moment of the increment")
-        ax_m.set_title(f"epoch {max(e for hist in blocks.values() for e, _ in hist)}: "
+        ax_m.set_ylabel("moment of the increment (empirical ± one standard error)")
+        ax_m.set_title(f"Moments of the increments in epoch {max(e for hist in blocks.values() for e, _ in hist)}: "
                        f"{', '.join(laws)}; Δt = {', '.join(f'{d:g}' for d in dts)}", fontsize=9)
         ax_m.grid(alpha=0.3)
         ax_m.legend(fontsize=7)
-        fig.suptitle(f"{run.label}: condition (5), |E ΔŴ| + |E ΔŴ³| + |E ΔŴ² − Δt| ≤ K Δt²")
+        fig.suptitle(f"{run.label}, {stage_words(stage)}: condition (5), |E ΔŴ| + |E ΔŴ³| + |E ΔŴ² − Δt| ≤ K Δt²")
         paths.append(_save(fig, Path(out_dir) / f"weak-{_slug(run.label)}-{_slug(stage)}.png", plt))
     return paths
 
