@@ -28,7 +28,7 @@ def test_help_renders_cleanly(capsys, argv):
 
 def test_theory_help_lists_every_item(capsys):
     from sdenet.commands.theory import ITEMS
-    from theory.report import ITEMS as REPORT_ITEMS
+    from sdenet.theory.report import ITEMS as REPORT_ITEMS
 
     assert list(ITEMS) == list(REPORT_ITEMS)
     text = " ".join(_help(capsys, ["theory"]).split())

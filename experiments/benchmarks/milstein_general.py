@@ -156,8 +156,12 @@ def main(argv=None):
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
+        from sdenet.provenance import provenance
+
+        prov = provenance(seed="fixed in the script: torch.Generator().manual_seed(0)", command=meta.get("command"))
         Path(args.out).write_text(text)
-        Path(args.out).with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+        Path(args.out).with_suffix(".json").write_text(
+            json.dumps({"meta": meta, "results": results, "provenance": prov}, indent=2) + "\n")
     return 0
 
 

@@ -263,6 +263,10 @@ def main(argv=None):
         res["laws"][law] = entry
     res["hardware"]["load_after"] = hardware()["load_before"]
     res["targets"] = targets(res)
+    from sdenet.provenance import provenance
+
+    res["provenance"] = provenance(seed="fixed in the script: each contender's own torch.Generator seed",
+                                   command=res.get("command"))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=1))
