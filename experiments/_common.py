@@ -31,21 +31,16 @@ def cpu_model() -> str:
     return "unknown"
 
 
-def commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=10)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+def provenance(threads: int, seeds=None) -> dict:
+    """sdenet's provenance block (:func:`sdenet.provenance.provenance`: command, commit, torch,
+    threads, hardware, seed) with this script's thread count and the load at its start."""
+    from sdenet.provenance import provenance as block
 
-
-def provenance(threads: int) -> dict:
-    import torch
-
-    return {"command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]), "commit": commit(),
-            "torch": torch.__version__, "python": sys.version.split()[0], "threads": threads,
-            "hardware": f"{cpu_model()} ({os.cpu_count()} cores)", "load_average_start": load_average()}
+    p = block(seed=list(seeds) if seeds is not None else "per run: see each run's seed",
+              command=" ".join(shlex.quote(a) for a in ["python", *sys.argv]))
+    p.update(threads=threads, hardware=f"{cpu_model()} ({os.cpu_count()} cores)",
+             load_average_start=load_average())
+    return p
 
 
 def repo_path(p) -> Path:

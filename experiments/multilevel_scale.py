@@ -267,7 +267,7 @@ def main(argv=None) -> int:
     runs_dir, out_dir = repo_path(a.runs), repo_path(a.out)
     runs_dir.mkdir(parents=True, exist_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    prov = provenance(a.threads)
+    prov = provenance(a.threads, a.seeds)
     settings = {k: v for k, v in vars(a).items() if k != "data_path"}
     todo = []
     for i, seed in enumerate(a.seeds):

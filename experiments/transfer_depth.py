@@ -241,7 +241,7 @@ def main(argv=None) -> int:
     a.data_path = a.data if not a.data.endswith(".npz") else str(repo_path(a.data))
     runs_dir, out_dir = repo_path(a.runs), repo_path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    prov = provenance(a.threads)
+    prov = provenance(a.threads, a.seeds)
     settings = {k: v for k, v in vars(a).items() if k not in ("data_path",)}
     runs = []
     todo = [(s, f, c) for s in a.seeds for f in a.families for c in CONDITIONS]

@@ -170,6 +170,10 @@ def main(argv=None) -> int:
         low=args.low, high=args.high, device=args.device)
     if args.device != "cpu" and torch.cuda.is_available():
         results["gpu"] = torch.cuda.get_device_name()
+    from sdenet.provenance import provenance
+
+    results["provenance"] = provenance(seed=list(args.seeds), command=results["command"])
+    results["provenance"].update(threads=args.threads, hardware=f"{_cpu_model()} ({os.cpu_count()} cores)")
     results.setdefault("load_before", os.getloadavg())
     common = dict(dataset=args.dataset, preset="quick", limit_train=args.limit_train,
                   limit_test=args.limit_test, device=args.device)
