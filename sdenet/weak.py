@@ -1181,6 +1181,7 @@ def weak_order(
     if auto:
         budget = _positive("weak_order: budget", budget)
         target_width = _positive("weak_order: target_width", target_width)
+        _check_order_work(sde, dts, AUTO_START_PATHS)  # refuse absurd work before any of it
         steps_all = sum(_steps(sde.T, dt) for dt in dts)
         max_paths = max(AUTO_START_PATHS, min(AUTO_MAX_PATHS, MAX_ORDER_PATH_STEPS // max(steps_all, 1)))
     else:

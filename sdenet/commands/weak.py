@@ -323,7 +323,7 @@ def _phi_from(args):
 def run_order(args) -> int:
     from ..laws import get_law
     from ..schemes import get_scheme
-    from ..weak import _check_order_work, weak_order
+    from ..weak import AUTO_START_PATHS, _check_order_work, weak_order
 
     apply_threads(args)
     if args.plot is not None:
@@ -335,9 +335,9 @@ def run_order(args) -> int:
         raise ValueError(f"--scheme {args.scheme} is deterministic and cannot simulate an SDE; "
                          "use weak_euler, euler_maruyama, stochastic_lm, ...")
     sde = _problem_from(args)
-    if args.paths is not None:
-        _check_order_work(sde, args.dt, args.paths)  # refuses absurd work before any of it
-    elif args.budget is not None and not args.budget > 0:
+    # refuses absurd work before any of it (with automatic paths: the first round's paths)
+    _check_order_work(sde, args.dt, AUTO_START_PATHS if args.paths is None else args.paths)
+    if args.paths is None and args.budget is not None and not args.budget > 0:
         raise ValueError(f"--budget must be a positive number of seconds, got {args.budget:g}")
     phi = _phi_from(args)
     budget = {} if args.budget is None else {"budget": args.budget}
