@@ -554,7 +554,9 @@ def _strip(state):
     return state
 
 
-@torch.compiler.disable
+_EAGER_RUN = None
+
+
 def run(stage, schemes, x, state):
     """Run ``stage``'s steps from ``(x, state)`` in its memory mode (called by ``Stage.forward``).
 
@@ -562,7 +564,15 @@ def run(stage, schemes, x, state):
     sweep recomputes the steps eagerly, and must compute bit for bit what the forward computed
     (the exact reversible carries are undone by subtracting the very increments that were added;
     a checkpointed segment replays its noise), which a compiled forward — fused kernels, other
-    rounding — would not."""
+    rounding — would not. The disabled wrapper is made on the first call: building it imports
+    torch's compiler stack (and sympy), which ``import sdenet`` should not pay for."""
+    global _EAGER_RUN
+    if _EAGER_RUN is None:
+        _EAGER_RUN = torch.compiler.disable(_run)
+    return _EAGER_RUN(stage, schemes, x, state)
+
+
+def _run(stage, schemes, x, state):
     plan = _Plan(stage, schemes, x, state, stage.memory)
     carry, _ = _split(x, state)
     # the parameters are inputs of the function: its backward returns their gradients
