@@ -1066,7 +1066,7 @@ def _control_of(sde, scheme, field, phi, target, device):
     (``sde.scheme_expectation``), or None (no closed form, not a power φ, no law, a
     multistep scheme, or a scheme whose step *is* that weak Euler step: nothing to gain)."""
     law = getattr(scheme, "law", None)
-    if (target != "closed form" or phi.power is None or not isinstance(law, NoiseLaw)
+    if (target != "closed form" or phi.power is None or not is_law(law)
             or not callable(getattr(sde, "scheme_expectation", None)) or getattr(scheme, "history", 0)):
         return None
     ref = WeakEuler(law)

@@ -193,9 +193,10 @@ def test_markers_are_known_and_examples_exist():
     """A misspelt marker would silently run (or skip) a block; the README and the site have examples."""
     for path in PAGES:
         for m in re.finditer(r"<!--\s*([^>]*?)\s*-->[ \t]*\n```", path.read_text(encoding="utf-8")):
-            assert m.group(1) == "slow" or re.match(r"no-run\s*:\s*\S", m.group(1)), (
+            # "example" labels a block another test also runs (docs/protocol.md's new scheme); it runs here too
+            assert m.group(1) in ("slow", "example") or re.match(r"no-run\s*:\s*\S", m.group(1)), (
                 f"{path.name}: unknown marker <!-- {m.group(1)} --> before a code block "
-                "(use <!-- slow --> or <!-- no-run: reason -->)")
+                "(use <!-- slow -->, <!-- example --> or <!-- no-run: reason -->)")
     readme = ALL["README.md"]
     assert sum(b.lang == "python" for b in readme) >= 1 and sum(b.lang == "bash" for b in readme) >= 2
     assert sum(b.lang == "python" for bs in ALL.values() for b in bs) >= 10

@@ -136,11 +136,16 @@ class _NoLock:
 #: most levels of a multilevel run (2^30 times the steps of the coarsest network)
 MAX_LEVELS = 30
 #: entries of a plan's "train" that are passed on to each cycle's training
-_TRAIN_KEYS = ("model", "dataset", "preset", "batch_size", "lr", "momentum", "weight_decay",
-               "label_smoothing", "seed", "device", "dt", "p_L", "mode", "amp", "channels_last",
-               "compile", "weak_K", "strict_weak", "quiet", "limit_train", "limit_test",
-               "mc_samples", "eval_batch_size", "data_root", "download", "command", "resolution",
-               "init_rescale", "init_rescale_method", "random_depth")
+def _train_keys() -> frozenset:
+    """Every training option a plan may carry: the fields of :class:`TrainConfig` except those a
+    plan decides itself (epochs and overrides per cycle; where it writes, what it resumes or
+    warm-starts from), plus the recorded command line. Derived, so a new option needs no edit here."""
+    from dataclasses import fields
+
+    from .loop import TrainConfig
+
+    return frozenset(f.name for f in fields(TrainConfig)) - {"epochs", "overrides", "out", "resume",
+                                                              "init"} | {"command"}
 
 
 def _check_plan(run_dir: Path, state, *, model=None, data_root=None, download=False) -> dict:
@@ -183,8 +188,9 @@ def _check_plan(run_dir: Path, state, *, model=None, data_root=None, download=Fa
     overrides, train = state.get("overrides"), state.get("train")
     if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
         raise bad("its overrides are not a dict")
-    if not isinstance(train, dict) or set(train) - set(_TRAIN_KEYS):
-        extra = sorted(set(train) - set(_TRAIN_KEYS)) if isinstance(train, dict) else "?"
+    keys = _train_keys()
+    if not isinstance(train, dict) or set(train) - keys:
+        extra = sorted(set(train) - keys) if isinstance(train, dict) else "?"
         raise bad(f"its training options are malformed (unknown: {extra})")
     recorded = train.get("model")
     if not isinstance(recorded, str) or recorded != state.get("model"):

@@ -210,15 +210,15 @@ def _moment_se(entry: dict):
     ``ΔŴ, ΔŴ², ΔŴ³``): ``sqrt((E ΔŴ^{2k} − (E ΔŴ^k)²)/n)`` from the exact moments of the
     block's law at its Δt; None when the law or ``n`` is unknown."""
     try:
-        from ..laws import DropBernoulli, get_law
+        from ..laws import get_law
 
         n = int(entry.get("n") or 0)
         if n < 2:
             return None
         name = re.match(r"\s*([A-Za-z_-]+)", str(entry.get("law"))).group(1)
         law = get_law(name)
-        if isinstance(law, DropBernoulli) and entry.get("p") is not None:
-            law = DropBernoulli(float(entry["p"]))
+        if law.drops and entry.get("p") is not None:
+            law = law.with_survival(float(entry["p"]))
         dt = float(entry["dt"])
         return tuple(math.sqrt(max(law.moment(2 * k, dt) - law.moment(k, dt) ** 2, 0.0) / n) for k in (1, 2, 3))
     except Exception:  # an unknown law, a law without higher moments: no error bars
