@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
-from .fields import FieldCheck
+from .fields import Field, FieldCheck
 from .loop import run_steps
 from .schemes import Scheme, is_scheme
 
 __all__ = ["integrate", "make_grid"]
 
 
-def _finite(name, value, what="a finite number") -> float:
+def _finite(name: str, value: Any, what: str = "a finite number") -> float:
     try:
         out = float(value)
     except (TypeError, ValueError):
@@ -23,7 +25,7 @@ def _finite(name, value, what="a finite number") -> float:
     return out
 
 
-def _whole_steps(steps) -> int:
+def _whole_steps(steps: Any) -> int:
     bad = ValueError(f"integrate: steps must be a positive integer, got steps={steps!r}")
     if isinstance(steps, (bool, str)):
         raise bad
@@ -36,7 +38,9 @@ def _whole_steps(steps) -> int:
     return int(value)
 
 
-def make_grid(t0=0.0, t1=None, steps=None, dt=None) -> tuple[float, float, int]:
+def make_grid(
+    t0: float = 0.0, t1: float | None = None, steps: int | None = None, dt: float | None = None
+) -> tuple[float, float, int]:
     """Resolve a uniform grid from ``t0`` and any two of ``t1``, ``steps``, ``dt``.
 
     Returns ``(t0, dt, steps)``. Raises ``ValueError`` for a grid that is missing,
@@ -62,16 +66,18 @@ def make_grid(t0=0.0, t1=None, steps=None, dt=None) -> tuple[float, float, int]:
         if dt is not None and not math.isclose(dt, grid_dt, rel_tol=1e-9):
             raise ValueError(f"integrate: dt={dt} disagrees with (t1 - t0)/steps = {grid_dt}")
         return t0, grid_dt, steps
+    assert dt is not None  # two of the three are given, and not both t1 and steps
     if t1 is not None:  # t1 and dt
         n = (t1 - t0) / dt
         steps = round(n)
         if steps < 1 or not math.isclose(n, steps, rel_tol=1e-9, abs_tol=1e-9):
             raise ValueError(f"integrate: (t1 - t0)/dt = {n} is not a whole number of steps")
         return t0, dt, steps
+    assert steps is not None
     return t0, dt, steps  # steps and dt
 
 
-def _check_state(field, x0):
+def _check_state(field: Field, x0: Any) -> torch.Tensor | tuple[torch.Tensor, ...]:
     if field.coupled:
         if not (isinstance(x0, (tuple, list)) and len(x0) == 2 and all(isinstance(v, torch.Tensor) for v in x0)):
             raise ValueError("integrate: a CoupledField needs x0 = (x, y), a pair of tensors")
@@ -83,7 +89,7 @@ def _check_state(field, x0):
     return _check_tensor("x0", x0)
 
 
-def _check_tensor(name, x):
+def _check_tensor(name: str, x: torch.Tensor) -> torch.Tensor:
     if x.dim() == 0:
         raise ValueError(f"integrate: {name} must have a batch dimension (shape (B, ...)), got a scalar")
     if not x.is_floating_point():
@@ -92,17 +98,17 @@ def _check_tensor(name, x):
 
 
 def integrate(
-    field,
+    field: Field,
     scheme: Scheme,
-    x0,
+    x0: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
     t0: float = 0.0,
     t1: float | None = None,
     steps: int | None = None,
     dt: float | None = None,
     generator: torch.Generator | None = None,
     save: str = "last",
-    dw=None,
-):
+    dw: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | Callable[..., Any] | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Integrate ``field`` with ``scheme`` from ``x0`` at ``t0`` over a uniform grid:
 
         X_{n+1} = Φ_Δt(t_n, X_n, ΔŴ_n),   t_n = t0 + nΔt,   n = 0 … N−1,   X_0 = x0,
@@ -148,7 +154,7 @@ def integrate(
     if generator is not None:
         if not isinstance(generator, torch.Generator):
             raise ValueError(f"integrate: generator must be a torch.Generator or None, got {type(generator).__name__}")
-        device = (x[0] if field.coupled else x).device
+        device = (x[0] if isinstance(x, tuple) else x).device
         if generator.device.type != device.type:
             raise ValueError(
                 f"integrate: generator is on {generator.device} but x0 is on {device}; "
@@ -160,18 +166,19 @@ def integrate(
     # the one loop (sdenet.loop): the first step sees the field through the boundary checks, the
     # others run it plainly — in place, on reused buffers, where autograd does not record
     state = scheme.init(field, t0, x, dt)
-    path = [x] if save == "all" else None
+    path: list[Any] | None = [x] if save == "all" else None
     x, state = run_steps(field, scheme, x, state, t0=t0, dt=dt, steps=steps, generator=generator, dw=increments,
                          save=path, check_field=FieldCheck(field, x, "integrate"),
                          tensor_time=getattr(field, "tensor_time", True))
     if path is None:
-        return x
+        out: torch.Tensor | tuple[torch.Tensor, torch.Tensor] = x
+        return out
     if field.coupled:
         return torch.stack([p[0] for p in path]), torch.stack([p[1] for p in path])
     return torch.stack(path)
 
 
-def _check_increments(dw, field, scheme, x, steps):
+def _check_increments(dw: Any, field: Field, scheme: Scheme, x: Any, steps: int) -> Callable[..., Any]:
     """``dw`` as a function ``(n, t, dt) -> increment`` whose values are checked against the noise shape."""
     if not scheme.stochastic or not field.stochastic:
         raise ValueError(f"integrate: dw= gives Brownian increments, but {type(scheme).__name__} on this field draws none")
@@ -179,7 +186,7 @@ def _check_increments(dw, field, scheme, x, steps):
         raise ValueError("integrate: dw= is not supported for coupled fields")
     shape = tuple(field.noise_shape(x))
 
-    def checked(value, where):
+    def checked(value: Any, where: str) -> Any:
         if isinstance(value, (tuple, list)) and len(value) == 2 and getattr(scheme, "space_time", False):
             return tuple(checked(v, f"{where}[{i}]") for i, v in enumerate(value))
         if not isinstance(value, torch.Tensor):
