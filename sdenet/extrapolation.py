@@ -11,13 +11,15 @@ cancels the leading term; for ``p = 1`` this is ``2 E_{Δt/2} − E_{Δt}``, of 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 
 __all__ = ["extrapolate", "monte_carlo"]
 
 
-def extrapolate(expectation, dt: float, order: float = 1.0):
+def extrapolate(expectation: Callable[[float], Any], dt: float, order: float = 1.0) -> Any:
     """``(2^p E(Δt/2) − E(Δt)) / (2^p − 1)`` with ``p = order`` (``2E(Δt/2) − E(Δt)`` for p = 1).
 
     ``expectation(dt)`` returns ``E φ(X_N)`` at step ``dt``: a number, a tensor, or a pair
@@ -46,8 +48,17 @@ def extrapolate(expectation, dt: float, order: float = 1.0):
     return (c * fine - coarse) / (c - 1.0)
 
 
-def monte_carlo(field, scheme, x0: torch.Tensor, t1: float, dt: float, phi, paths: int,
-                generator: torch.Generator | None = None, chunk: int = 1 << 16):
+def monte_carlo(
+    field: Any,
+    scheme: Any,
+    x0: torch.Tensor,
+    t1: float,
+    dt: float,
+    phi: Callable[[torch.Tensor], torch.Tensor],
+    paths: int,
+    generator: torch.Generator | None = None,
+    chunk: int = 1 << 16,
+) -> tuple[float, float]:
     """``(mean, stderr)`` of ``phi(X_N)`` over ``paths`` runs of :func:`sdenet.integrate` from
     ``x0`` (one sample, shape ``(1, ...)``, repeated), in chunks; ``phi`` maps a batch of
     final states to one value per sample."""
@@ -64,6 +75,7 @@ def monte_carlo(field, scheme, x0: torch.Tensor, t1: float, dt: float, phi, path
             n = min(chunk, paths - done)
             x = integrate(field, scheme, x0.expand((n,) + tuple(x0.shape[1:])).clone(), t1=t1, dt=dt,
                           generator=generator)
+            x = cast(torch.Tensor, x)  # x0 is one tensor, so the result is one
             v = phi(x).reshape(n, -1).sum(1).to(torch.float64)
             total += float(v.sum())
             total2 += float((v * v).sum())

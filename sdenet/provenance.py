@@ -20,7 +20,9 @@ import platform
 import shlex
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["FIELDS", "provenance", "git_commit", "unknown", "is_unknown", "missing", "command_line",
            "set_deterministic"]
@@ -34,7 +36,7 @@ def unknown(reason: str) -> str:
     return f"unknown: {reason}"
 
 
-def is_unknown(value) -> bool:
+def is_unknown(value: object) -> bool:
     return isinstance(value, str) and value.startswith("unknown:")
 
 
@@ -55,7 +57,7 @@ def git_commit(short: bool = False) -> str:
     return (sha[:12] if short else sha) + ("+dirty" if dirty else "")
 
 
-def command_line(argv=None) -> str:
+def command_line(argv: Sequence[str] | None = None) -> str:
     """The command as typed (``sdenet ...`` for the CLI, ``python script.py ...`` otherwise)."""
     argv = list(sys.argv if argv is None else argv)
     if not argv:
@@ -68,8 +70,13 @@ def command_line(argv=None) -> str:
     return " ".join([head, *(shlex.quote(a) for a in argv[1:])])
 
 
-def provenance(seed, command: str | None = None, device=None, world_size: int = 1,
-               deterministic: bool | None = None) -> dict:
+def provenance(
+    seed: int | list[int] | str | None,
+    command: str | None = None,
+    device: Any = None,
+    world_size: int = 1,
+    deterministic: bool | None = None,
+) -> dict[str, Any]:
     """The provenance block of a result made now: ``command`` (default: this process's command
     line), ``commit`` (:func:`git_commit`), torch version, torch CPU ``threads``, ``hardware``
     (:func:`sdenet.train.hardware.describe`), ``seed`` (an int, a list of seeds, or a string saying
@@ -93,7 +100,7 @@ def provenance(seed, command: str | None = None, device=None, world_size: int = 
     }
 
 
-def missing(doc) -> list[str]:
+def missing(doc: object) -> list[str]:
     """The :data:`FIELDS` a result's ``provenance`` block lacks (all of them without one). A
     field stated as unknown, with its reason, counts as stated."""
     block = doc.get("provenance") if isinstance(doc, dict) else None
