@@ -65,16 +65,22 @@ class AdditiveField(Field):
         self.noise = _check_noise(noise)
         if noise == "general":
             if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-                raise ValueError(f"AdditiveField: noise='general' needs m, a positive number of Brownian motions, "
-                                 f"got m={m!r}")
+                raise ValueError(
+                    f"AdditiveField: noise='general' needs m, a positive number of Brownian motions, "
+                    f"got m={m!r}"
+                )
             self.m = m
         elif m is not None and m != 1:
-            raise ValueError(f"AdditiveField: m={m!r} Brownian motions needs noise='general' (got noise={noise!r})")
+            raise ValueError(
+                f"AdditiveField: m={m!r} Brownian motions needs noise='general' (got noise={noise!r})"
+            )
         self._f = drift
         self._g_fn: Any = None
         if isinstance(diffusion, torch.Tensor):
             if not diffusion.is_floating_point():
-                raise ValueError(f"AdditiveField: a tensor diffusion must be floating point, got {diffusion.dtype}")
+                raise ValueError(
+                    f"AdditiveField: a tensor diffusion must be floating point, got {diffusion.dtype}"
+                )
             self.register_buffer("_g_value", diffusion)
         elif callable(diffusion):
             self._g_fn = diffusion
@@ -82,8 +88,10 @@ class AdditiveField(Field):
             try:
                 value = float(diffusion)
             except (TypeError, ValueError):
-                raise ValueError(f"AdditiveField: diffusion must be a callable g(t), a tensor or a number, "
-                                 f"got {diffusion!r}") from None
+                raise ValueError(
+                    f"AdditiveField: diffusion must be a callable g(t), a tensor or a number, "
+                    f"got {diffusion!r}"
+                ) from None
             self.register_buffer("_g_value", torch.tensor(value, dtype=torch.float64))
 
     def drift(self, t: Time, x: torch.Tensor) -> torch.Tensor:
@@ -107,8 +115,10 @@ class AdditiveField(Field):
         try:
             return g.expand(*x.shape, self.m)
         except RuntimeError:
-            raise ValueError(f"AdditiveField: the diffusion g(t) has shape {tuple(g.shape)}, which does not broadcast "
-                             f"to (*x.shape, m) = {tuple(x.shape) + (self.m,)} for general noise") from None
+            raise ValueError(
+                f"AdditiveField: the diffusion g(t) has shape {tuple(g.shape)}, which does not broadcast "
+                f"to (*x.shape, m) = {tuple(x.shape) + (self.m,)} for general noise"
+            ) from None
 
     def coefficients(self, t: Time, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.drift(t, x), self.diffusion(t, x)

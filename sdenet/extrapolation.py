@@ -31,7 +31,9 @@ def extrapolate(expectation: Callable[[float], Any], dt: float, order: float = 1
         dt = float(dt)
         order = float(order)
     except (TypeError, ValueError):
-        raise ValueError(f"extrapolate: dt and order must be numbers, got dt={dt!r}, order={order!r}") from None
+        raise ValueError(
+            f"extrapolate: dt and order must be numbers, got dt={dt!r}, order={order!r}"
+        ) from None
     if not (dt > 0 and math.isfinite(dt)):
         raise ValueError(f"extrapolate: dt must be positive and finite, got {dt!r}")
     if not (order > 0 and math.isfinite(order)):
@@ -73,8 +75,14 @@ def monte_carlo(
     with torch.no_grad():
         while done < paths:
             n = min(chunk, paths - done)
-            x = integrate(field, scheme, x0.expand((n,) + tuple(x0.shape[1:])).clone(), t1=t1, dt=dt,
-                          generator=generator)
+            x = integrate(
+                field,
+                scheme,
+                x0.expand((n,) + tuple(x0.shape[1:])).clone(),
+                t1=t1,
+                dt=dt,
+                generator=generator,
+            )
             x = cast(torch.Tensor, x)  # x0 is one tensor, so the result is one
             v = phi(x).reshape(n, -1).sum(1).to(torch.float64)
             total += float(v.sum())

@@ -47,6 +47,7 @@ __all__ = ["LinearSDEField", "fast_integrate", "ENABLED"]
 #: set to False to force the generic path everywhere
 ENABLED = True
 
+
 def _coefficient(name: str, value: Any) -> float | torch.Tensor:
     if isinstance(value, torch.Tensor):
         if value.numel() != 1 and value.dim() > 0:
@@ -175,6 +176,15 @@ def fast_integrate(
     path: list[torch.Tensor] | None = [x0.detach().clone()] if save == "all" else None
     x: torch.Tensor
     with torch.no_grad():
-        x, _ = run_steps(field, scheme, x0, scheme.init(field, t0, x0, dt), t0=t0, dt=dt, steps=steps,
-                         generator=generator, save=path)
+        x, _ = run_steps(
+            field,
+            scheme,
+            x0,
+            scheme.init(field, t0, x0, dt),
+            t0=t0,
+            dt=dt,
+            steps=steps,
+            generator=generator,
+            save=path,
+        )
     return torch.stack(path) if path is not None else x

@@ -200,10 +200,14 @@ class SDEField(Field):
         self.noise = _check_noise(noise)
         if noise == "general":
             if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-                raise ValueError(f"SDEField: noise='general' needs m, a positive number of Brownian motions, got m={m!r}")
+                raise ValueError(
+                    f"SDEField: noise='general' needs m, a positive number of Brownian motions, got m={m!r}"
+                )
             self.m = m
         elif m is not None and m != 1:
-            raise ValueError(f"SDEField: m={m!r} Brownian motions needs noise='general' (got noise={noise!r})")
+            raise ValueError(
+                f"SDEField: m={m!r} Brownian motions needs noise='general' (got noise={noise!r})"
+            )
         self.commutative = bool(commutative)
         self._f = drift
         self._g = diffusion
@@ -314,7 +318,13 @@ def _as_time(t: Time, x: torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Te
 
 
 def time_points(
-    t0: float, dt: float, steps: int, like: torch.Tensor, tensor: bool = True, chunk: int = 4096, first: int = 0
+    t0: float,
+    dt: float,
+    steps: int,
+    like: torch.Tensor,
+    tensor: bool = True,
+    chunk: int = 4096,
+    first: int = 0,
 ) -> Iterator[Time]:
     """The grid times ``t_n = t0 + nΔt``, ``n = first … steps−1``, one at a time.
 
@@ -379,19 +389,28 @@ class FieldCheck:
                 pass
         return f"{self.where}: the {what} of {name}"
 
-    def _check(self, what: str, out: Any, x: torch.Tensor, t: Time, noise: Sequence[int] | None = None) -> torch.Tensor:
+    def _check(
+        self, what: str, out: Any, x: torch.Tensor, t: Time, noise: Sequence[int] | None = None
+    ) -> torch.Tensor:
         if not isinstance(out, torch.Tensor):
-            raise ValueError(f"{self._name(what, t)} returned {type(out).__name__}; it must return a tensor "
-                             f"(for a state of shape {_shape(x.shape)})")
+            raise ValueError(
+                f"{self._name(what, t)} returned {type(out).__name__}; it must return a tensor "
+                f"(for a state of shape {_shape(x.shape)})"
+            )
         if not out.is_floating_point():
-            raise ValueError(f"{self._name(what, t)} returned a tensor of dtype {out.dtype}; it must be "
-                             f"floating point like the state ({x.dtype})")
+            raise ValueError(
+                f"{self._name(what, t)} returned a tensor of dtype {out.dtype}; it must be "
+                f"floating point like the state ({x.dtype})"
+            )
         if out.device != x.device:
-            raise ValueError(f"{self._name(what, t)} returned a tensor on {out.device} for a state on "
-                             f"{x.device}")
+            raise ValueError(
+                f"{self._name(what, t)} returned a tensor on {out.device} for a state on {x.device}"
+            )
         if out.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
-            raise ValueError(f"{self._name(what, t)} returned dtype {out.dtype} for a state of dtype "
-                             f"{x.dtype}; return the state's dtype (it would silently change the state's)")
+            raise ValueError(
+                f"{self._name(what, t)} returned dtype {out.dtype} for a state of dtype "
+                f"{x.dtype}; return the state's dtype (it would silently change the state's)"
+            )
         shapes = (out.shape,) if noise is None else (out.shape, noise)
         try:
             joint = torch.broadcast_shapes(*shapes, x.shape)  # type: ignore[no-untyped-call]  # untyped in torch
@@ -399,11 +418,15 @@ class FieldCheck:
             joint = None
         if joint != x.shape:
             if noise is None:
-                raise ValueError(f"{self._name(what, t)} returned shape {_shape(out.shape)} for a state of "
-                                 f"shape {_shape(x.shape)}; it must return the state's shape")
-            raise ValueError(f"{self._name(what, t)} returned shape {_shape(out.shape)}, which times the "
-                             f"noise of shape {_shape(noise)} does not broadcast to the state's shape "
-                             f"{_shape(x.shape)}")
+                raise ValueError(
+                    f"{self._name(what, t)} returned shape {_shape(out.shape)} for a state of "
+                    f"shape {_shape(x.shape)}; it must return the state's shape"
+                )
+            raise ValueError(
+                f"{self._name(what, t)} returned shape {_shape(out.shape)}, which times the "
+                f"noise of shape {_shape(noise)} does not broadcast to the state's shape "
+                f"{_shape(x.shape)}"
+            )
         return out
 
     # -- the field's methods, checked -----------------------------------------------------
@@ -411,14 +434,17 @@ class FieldCheck:
         out = self.field.drift(t, x)
         if isinstance(x, (tuple, list)):  # a coupled state (x, y): the drift is (f1(y), f2(x))
             if not (isinstance(out, (tuple, list)) and len(out) == 2):
-                raise ValueError(f"{self._name('drift', t)} returned {type(out).__name__}; a coupled "
-                                 f"drift returns a pair")
+                raise ValueError(
+                    f"{self._name('drift', t)} returned {type(out).__name__}; a coupled drift returns a pair"
+                )
             self._check("drift (first component)", out[0], x[0], t)
             self._check("drift (second component)", out[1], x[1], t)
             return out
         return self._check("drift", out, x, t)
 
-    def _check_diffusion(self, out: Any, x: torch.Tensor, t: Time, noise: Sequence[int] | None = None) -> torch.Tensor:
+    def _check_diffusion(
+        self, out: Any, x: torch.Tensor, t: Time, noise: Sequence[int] | None = None
+    ) -> torch.Tensor:
         m = getattr(self.field, "m", 1)
         if getattr(self.field, "noise", None) == "general":  # g of shape (*x.shape, m), dW of (B, m)
             return self._check("diffusion", out, x.new_empty(()).expand(*x.shape, m), t)

@@ -79,7 +79,9 @@ def make_grid(
 
 def _check_state(field: Field, x0: Any) -> torch.Tensor | tuple[torch.Tensor, ...]:
     if field.coupled:
-        if not (isinstance(x0, (tuple, list)) and len(x0) == 2 and all(isinstance(v, torch.Tensor) for v in x0)):
+        if not (
+            isinstance(x0, (tuple, list)) and len(x0) == 2 and all(isinstance(v, torch.Tensor) for v in x0)
+        ):
             raise ValueError("integrate: a CoupledField needs x0 = (x, y), a pair of tensors")
         for name, v in zip("xy", x0):
             _check_tensor(f"x0[{'xy'.index(name)}] ({name})", v)
@@ -153,7 +155,9 @@ def integrate(
     t0, dt, steps = make_grid(t0, t1, steps, dt)
     if generator is not None:
         if not isinstance(generator, torch.Generator):
-            raise ValueError(f"integrate: generator must be a torch.Generator or None, got {type(generator).__name__}")
+            raise ValueError(
+                f"integrate: generator must be a torch.Generator or None, got {type(generator).__name__}"
+            )
         device = (x[0] if isinstance(x, tuple) else x).device
         if generator.device.type != device.type:
             raise ValueError(
@@ -167,9 +171,20 @@ def integrate(
     # others run it plainly — in place, on reused buffers, where autograd does not record
     state = scheme.init(field, t0, x, dt)
     path: list[Any] | None = [x] if save == "all" else None
-    x, state = run_steps(field, scheme, x, state, t0=t0, dt=dt, steps=steps, generator=generator, dw=increments,
-                         save=path, check_field=FieldCheck(field, x, "integrate"),
-                         tensor_time=getattr(field, "tensor_time", True))
+    x, state = run_steps(
+        field,
+        scheme,
+        x,
+        state,
+        t0=t0,
+        dt=dt,
+        steps=steps,
+        generator=generator,
+        dw=increments,
+        save=path,
+        check_field=FieldCheck(field, x, "integrate"),
+        tensor_time=getattr(field, "tensor_time", True),
+    )
     if path is None:
         out: torch.Tensor | tuple[torch.Tensor, torch.Tensor] = x
         return out
@@ -181,7 +196,9 @@ def integrate(
 def _check_increments(dw: Any, field: Field, scheme: Scheme, x: Any, steps: int) -> Callable[..., Any]:
     """``dw`` as a function ``(n, t, dt) -> increment`` whose values are checked against the noise shape."""
     if not scheme.stochastic or not field.stochastic:
-        raise ValueError(f"integrate: dw= gives Brownian increments, but {type(scheme).__name__} on this field draws none")
+        raise ValueError(
+            f"integrate: dw= gives Brownian increments, but {type(scheme).__name__} on this field draws none"
+        )
     if field.coupled:
         raise ValueError("integrate: dw= is not supported for coupled fields")
     shape = tuple(field.noise_shape(x))
@@ -192,7 +209,9 @@ def _check_increments(dw: Any, field: Field, scheme: Scheme, x: Any, steps: int)
         if not isinstance(value, torch.Tensor):
             raise ValueError(f"integrate: {where} must be a torch.Tensor, got {type(value).__name__}")
         if tuple(value.shape) != shape:
-            raise ValueError(f"integrate: {where} has shape {tuple(value.shape)}, expected the noise shape {shape}")
+            raise ValueError(
+                f"integrate: {where} has shape {tuple(value.shape)}, expected the noise shape {shape}"
+            )
         if value.dtype != x.dtype or value.device != x.device:
             value = value.to(device=x.device, dtype=x.dtype)
         return value
@@ -212,4 +231,6 @@ def _check_increments(dw: Any, field: Field, scheme: Scheme, x: Any, steps: int)
         return lambda n, t, dt: dw[n]
     if callable(dw):
         return lambda n, t, dt: checked(dw(n, t, dt), f"dw({n}, t, dt)")
-    raise ValueError(f"integrate: dw must be a tensor (steps, *noise_shape) or a callable dw(n, t, dt), got {type(dw).__name__}")
+    raise ValueError(
+        f"integrate: dw must be a tensor (steps, *noise_shape) or a callable dw(n, t, dt), got {type(dw).__name__}"
+    )

@@ -74,8 +74,10 @@ def random_bits(n: int, generator: torch.Generator | None = None, device: Device
 def _check_shape(shape: Any) -> tuple[int, ...]:
     """A sample shape: an int or a sequence of non-negative ints."""
     try:
-        out = (operator.index(shape),) if not isinstance(shape, (tuple, list, torch.Size)) else tuple(
-            operator.index(n) for n in shape
+        out = (
+            (operator.index(shape),)
+            if not isinstance(shape, (tuple, list, torch.Size))
+            else tuple(operator.index(n) for n in shape)
         )
     except TypeError:
         raise ValueError(f"shape must be an int or a sequence of ints, got shape={shape!r}") from None
@@ -105,8 +107,9 @@ def _check_dtype(dtype: Any) -> torch.dtype:
     if dtype is None:
         return torch.get_default_dtype()
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating torch dtype (float32, float64, bfloat16, float16), "
-                         f"got dtype={dtype!r}")
+        raise ValueError(
+            f"dtype must be a floating torch dtype (float32, float64, bfloat16, float16), got dtype={dtype!r}"
+        )
     return dtype
 
 
@@ -157,7 +160,9 @@ class NoiseLaw:
     ) -> torch.Tensor:
         """Draw increments of the given shape at step ``dt``."""
         dt = _check_dt(dt)
-        return self._sample(_check_shape(shape), dt, generator, _device_for(generator, device), _check_dtype(dtype))
+        return self._sample(
+            _check_shape(shape), dt, generator, _device_for(generator, device), _check_dtype(dtype)
+        )
 
     def _sample(
         self,
@@ -214,7 +219,9 @@ class NoiseLaw:
         """``(values, probabilities)`` of a discrete law at step ``dt``; ``None`` for a continuous one."""
         return None
 
-    def draws(self, shape: ShapeLike, dt: float, generator: torch.Generator | None, like: torch.Tensor) -> Draws:
+    def draws(
+        self, shape: ShapeLike, dt: float, generator: torch.Generator | None, like: torch.Tensor
+    ) -> Draws:
         """A drawer of increments of ``shape`` at step ``dt`` into reused buffers (the stepping loop's
         in-place path, :mod:`sdenet.loop`): see :class:`Draws`. It makes the generator calls
         :meth:`sample` makes, so both give the same numbers."""
@@ -273,7 +280,12 @@ class Draws:
     """
 
     def __init__(
-        self, law: NoiseLaw, shape: Sequence[int], dt: float, generator: torch.Generator | None, like: torch.Tensor
+        self,
+        law: NoiseLaw,
+        shape: Sequence[int],
+        dt: float,
+        generator: torch.Generator | None,
+        like: torch.Tensor,
     ) -> None:
         self.law, self.shape, self.dt, self.generator = law, tuple(shape), float(dt), generator
         self.n = math.prod(self.shape)
@@ -324,8 +336,14 @@ class _BitDraws(Draws):
         self.scale, self.shift = 2.0 * s, -s
 
     def draw(self) -> Draw:
-        w = torch.randint(-(2**63), 2**63 - 1, (self.words,), dtype=torch.int64, generator=self.generator,
-                          device=self.device)
+        w = torch.randint(
+            -(2**63),
+            2**63 - 1,
+            (self.words,),
+            dtype=torch.int64,
+            generator=self.generator,
+            device=self.device,
+        )
         torch.bitwise_right_shift(w.view(torch.uint8).view(self.words, 8, 1), self.shifts, out=self.bits)
         self.bits.bitwise_and_(1)
         return self.bits.view(-1)[: self.n].view(self.shape), self.scale, self.shift
@@ -375,7 +393,9 @@ class Gaussian(NoiseLaw):
     def characteristic(self, s: float, dt: float) -> complex:
         return complex(math.exp(-0.5 * s * s * _check_dt(dt)))
 
-    def draws(self, shape: ShapeLike, dt: float, generator: torch.Generator | None, like: torch.Tensor) -> Draws:
+    def draws(
+        self, shape: ShapeLike, dt: float, generator: torch.Generator | None, like: torch.Tensor
+    ) -> Draws:
         return _GaussianDraws(self, *_draw_args(shape, dt, generator, like))
 
     def from_gaussian(self, dw: torch.Tensor, dt: float) -> torch.Tensor:
@@ -409,7 +429,9 @@ class Uniform(NoiseLaw):
         k, dt = _check_k(k), _check_dt(dt)
         return 0.0 if k % 2 else math.sqrt(3.0 * dt) ** k / (k + 1)
 
-    def draws(self, shape: ShapeLike, dt: float, generator: torch.Generator | None, like: torch.Tensor) -> Draws:
+    def draws(
+        self, shape: ShapeLike, dt: float, generator: torch.Generator | None, like: torch.Tensor
+    ) -> Draws:
         return _UniformDraws(self, *_draw_args(shape, dt, generator, like))
 
     def characteristic(self, s: float, dt: float) -> complex:
@@ -460,7 +482,9 @@ class Rademacher(NoiseLaw):
         s = math.sqrt(_check_dt(dt))
         return [-s, s], [0.5, 0.5]
 
-    def draws(self, shape: ShapeLike, dt: float, generator: torch.Generator | None, like: torch.Tensor) -> Draws:
+    def draws(
+        self, shape: ShapeLike, dt: float, generator: torch.Generator | None, like: torch.Tensor
+    ) -> Draws:
         args = _draw_args(shape, dt, generator, like)
         if math.prod(args[0]) > self.small:
             return _BitDraws(self, *args)
@@ -710,6 +734,8 @@ def survival_at(p: float, dt: float, schedule: str = "fixed") -> float:
         return p
     q = 0.5 + (p - 0.5) * math.sqrt(dt)
     if not 0.0 < q <= 1.0:
-        raise ValueError(f"p_schedule='sqrt': survival {p:g} at dt=1 gives p={q:g} at dt={dt:g}, "
-                         f"outside (0, 1]; use dt <= 1 or p_schedule='fixed'")
+        raise ValueError(
+            f"p_schedule='sqrt': survival {p:g} at dt=1 gives p={q:g} at dt={dt:g}, "
+            f"outside (0, 1]; use dt <= 1 or p_schedule='fixed'"
+        )
     return q

@@ -69,6 +69,7 @@ def step_polynomials(field: Any, scheme: Any, dt: float) -> tuple[list[float], l
     vander = np.vander(wv[:3], 3, increasing=True)
     p = np.linalg.solve(vander, p_vals[:3].detach().numpy())
     q = np.linalg.solve(vander, q_vals[:3].detach().numpy())
+
     # check: the quadratic reproduces the other increments and X = 2.5 is affine
     def fit(c: Any, v: Any) -> Any:
         return c[0] + c[1] * v + c[2] * v * v
@@ -76,10 +77,15 @@ def step_polynomials(field: Any, scheme: Any, dt: float) -> tuple[list[float], l
     x2 = torch.full_like(w, 2.5)
     x2_vals = _one_step(field, scheme, x2, dt, w).view(-1).detach().numpy()
     scale = 1.0 + np.abs(p_vals.detach().numpy()).max() + np.abs(q_vals.detach().numpy()).max()
-    bad = (np.abs(fit(p, wv) - p_vals.detach().numpy()).max() + np.abs(fit(q, wv) - q_vals.detach().numpy()).max()
-           + np.abs(fit(p, wv) * 2.5 + fit(q, wv) - x2_vals).max())
+    bad = (
+        np.abs(fit(p, wv) - p_vals.detach().numpy()).max()
+        + np.abs(fit(q, wv) - q_vals.detach().numpy()).max()
+        + np.abs(fit(p, wv) * 2.5 + fit(q, wv) - x2_vals).max()
+    )
     if bad > 1e-9 * scale:
-        raise ValueError(f"step_polynomials: {scheme!r} is not X ↦ P(ΔŴ) X + Q(ΔŴ) with quadratic P, Q on this field")
+        raise ValueError(
+            f"step_polynomials: {scheme!r} is not X ↦ P(ΔŴ) X + Q(ΔŴ) with quadratic P, Q on this field"
+        )
     return [float(v) for v in p], [float(v) for v in q]
 
 
@@ -102,22 +108,28 @@ def _expect(poly: list[float], law: NoiseLaw, dt: float) -> float:
     return sum(c * law.moment(j, dt) for j, c in enumerate(poly))
 
 
-def scheme_moment(field: Any, scheme: Any, x0: float, T: float, dt: float, k: int, law: NoiseLaw | None = None) -> float:
+def scheme_moment(
+    field: Any, scheme: Any, x0: float, T: float, dt: float, k: int, law: NoiseLaw | None = None
+) -> float:
     """Exact ``E X_N^k``, ``N = T/Δt``, of ``scheme`` on a scalar linear ``field`` from ``x0``
     with increments of ``law`` (default: the scheme's law), by the moment recursion
     ``E X_{n+1}^j = Σ_i C(j, i) E[P^i Q^{j−i}] E X_n^i``."""
     law_: NoiseLaw = scheme.law if law is None else law
     n = round(T / dt)
     p, q = step_polynomials(field, scheme, dt)
-    coef = [[_expect(_poly_mul(_poly_pow(p, i), _poly_pow(q, j - i)), law_, dt) for i in range(j + 1)]
-            for j in range(k + 1)]
+    coef = [
+        [_expect(_poly_mul(_poly_pow(p, i), _poly_pow(q, j - i)), law_, dt) for i in range(j + 1)]
+        for j in range(k + 1)
+    ]
     mom: list[float] = [x0**j for j in range(k + 1)]
     for _ in range(n):
         mom = [sum(math.comb(j, i) * coef[j][i] * mom[i] for i in range(j + 1)) for j in range(k + 1)]
     return mom[k]
 
 
-def scheme_cos(field: Any, scheme: Any, x0: float, T: float, dt: float, law: NoiseLaw | None = None, omega: float = 1.0) -> float:
+def scheme_cos(
+    field: Any, scheme: Any, x0: float, T: float, dt: float, law: NoiseLaw | None = None, omega: float = 1.0
+) -> float:
     """Exact ``E cos(ω X_N)`` of ``scheme`` on a linear field with additive noise whose step is
     ``X ↦ P X + q ΔŴ + r`` (``P``, ``q``, ``r`` constants), through the law's characteristic function."""
     law_: NoiseLaw = scheme.law if law is None else law
@@ -152,8 +164,11 @@ class Arctan:
 
     def field(self) -> SDEField:
         a = self.a
-        return SDEField(lambda t, x: -(a * a) * torch.sin(x) * torch.cos(x) ** 3,
-                        lambda t, x: a * torch.cos(x) ** 2, noise="diagonal")
+        return SDEField(
+            lambda t, x: -(a * a) * torch.sin(x) * torch.cos(x) ** 3,
+            lambda t, x: a * torch.cos(x) ** 2,
+            noise="diagonal",
+        )
 
     def solution(self, w_T: torch.Tensor) -> torch.Tensor:
         return torch.atan(self.a * w_T + math.tan(self.x0))
@@ -173,7 +188,9 @@ def _support(law: NoiseLaw, dt: float) -> tuple[list[float], list[float]]:
     out: tuple[list[float], list[float]] | None = support(dt) if callable(support) else None
     if out is not None:
         return out
-    raise ValueError(f"enumerate_expectation: needs a discrete law (Rademacher, ThreePoint, DropBernoulli), got {law!r}")
+    raise ValueError(
+        f"enumerate_expectation: needs a discrete law (Rademacher, ThreePoint, DropBernoulli), got {law!r}"
+    )
 
 
 def enumerate_expectation(
@@ -199,7 +216,9 @@ def enumerate_expectation(
     values, probs = _support(scheme.law, dt)
     k = len(values)
     if k**steps > max_paths:
-        raise ValueError(f"enumerate_expectation: {k}^{steps} = {k**steps} sequences exceed max_paths={max_paths}")
+        raise ValueError(
+            f"enumerate_expectation: {k}^{steps} = {k**steps} sequences exceed max_paths={max_paths}"
+        )
     idx = torch.cartesian_prod(*[torch.arange(k)] * steps).view(-1, steps)
     weights = torch.tensor(probs, dtype=_F64)[idx].prod(1)
     x = x0.to(_F64).expand((idx.shape[0],) + tuple(x0.shape[1:])).clone()
@@ -208,5 +227,7 @@ def enumerate_expectation(
     twin = copy.copy(scheme)
     twin.law = Gaussian()  # the enumerated increments are used as they are
     with torch.no_grad():
-        xN = cast(torch.Tensor, integrate(field, twin, x, t1=T, steps=steps, dw=dw.expand((steps,) + tuple(shape))))
+        xN = cast(
+            torch.Tensor, integrate(field, twin, x, t1=T, steps=steps, dw=dw.expand((steps,) + tuple(shape)))
+        )
     return float((weights * phi(xN).reshape(idx.shape[0], -1).sum(1).to(_F64)).sum())

@@ -92,8 +92,9 @@ def run_steps(
             save.append(x)
         n += 1
     if n < steps and (inplace is None or inplace) and inplace_allowed(x, post):
-        x, state, n, times = _run_inplace(field, schemes, per_step, x, state, times, n, steps, dt, generator, dw,
-                                          t0, save)
+        x, state, n, times = _run_inplace(
+            field, schemes, per_step, x, state, times, n, steps, dt, generator, dw, t0, save
+        )
     for t in times:
         s = schemes[n] if per_step else schemes
         x, state = _step(s, field, t, x, dt, state, generator, dw, n, t0)
@@ -142,7 +143,9 @@ def _run_inplace(
 ) -> tuple[torch.Tensor, Any, int, Iterator[Time]]:
     """Steps on one copy of ``x`` while every scheme has a kernel that accepts the step; returns where it
     stopped (``x`` again a tensor the generic steps may continue from) and the remaining times."""
-    kernels: dict[int, tuple[Any, Any, Any]] = {}  # per scheme object: (kernel, drawer) — a stage may switch schemes from step to step
+    kernels: dict[
+        int, tuple[Any, Any, Any]
+    ] = {}  # per scheme object: (kernel, drawer) — a stage may switch schemes from step to step
 
     def kernel_of(s: Any) -> tuple[Any, Any, Any]:
         k = kernels.get(id(s))

@@ -24,8 +24,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FIELDS", "provenance", "git_commit", "unknown", "is_unknown", "missing", "command_line",
-           "set_deterministic"]
+__all__ = [
+    "FIELDS",
+    "provenance",
+    "git_commit",
+    "unknown",
+    "is_unknown",
+    "missing",
+    "command_line",
+    "set_deterministic",
+]
 
 #: the fields every recorded result states
 FIELDS = ("command", "commit", "torch", "threads", "hardware", "seed")
@@ -45,13 +53,18 @@ def git_commit(short: bool = False) -> str:
     differ from it; ``unknown: ...`` outside a git checkout (an installed wheel)."""
     root = Path(__file__).resolve().parents[1]
     try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5)
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
         if out.returncode != 0 or not out.stdout.strip():
             return unknown("not run from a git checkout (installed package)")
         sha = out.stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "diff", "--quiet", "HEAD", "--"], capture_output=True,
-                               timeout=10).returncode == 1
+        dirty = (
+            subprocess.run(
+                ["git", "-C", str(root), "diff", "--quiet", "HEAD", "--"], capture_output=True, timeout=10
+            ).returncode
+            == 1
+        )
     except (OSError, subprocess.SubprocessError):
         return unknown("git is not available")
     return (sha[:12] if short else sha) + ("+dirty" if dirty else "")

@@ -113,7 +113,9 @@ def space_time_increments(
     return dw, space_time_integral(dw, du, dt)
 
 
-def coarsen_increments(dw: torch.Tensor, dz: torch.Tensor, dt: float, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
+def coarsen_increments(
+    dw: torch.Tensor, dz: torch.Tensor, dt: float, factor: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The exact ``(ΔW, ΔZ)`` of steps ``factor·Δt`` from those of ``Δt`` (leading dimension: steps).
 
     Over two adjacent steps ``ΔW = ΔW₁ + ΔW₂`` and ``ΔZ = ΔZ₁ + ΔZ₂ + Δt ΔW₁``; in general
@@ -122,8 +124,10 @@ def coarsen_increments(dw: torch.Tensor, dz: torch.Tensor, dt: float, factor: in
     if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
         raise ValueError(f"coarsen_increments: factor must be a positive integer, got {factor!r}")
     if dw.shape != dz.shape or dw.dim() < 1 or dw.shape[0] % factor:
-        raise ValueError(f"coarsen_increments: dw and dz need one shape (steps, ...) with steps a multiple of "
-                         f"factor={factor}; got {tuple(dw.shape)} and {tuple(dz.shape)}")
+        raise ValueError(
+            f"coarsen_increments: dw and dz need one shape (steps, ...) with steps a multiple of "
+            f"factor={factor}; got {tuple(dw.shape)} and {tuple(dz.shape)}"
+        )
     shape = (dw.shape[0] // factor, factor) + tuple(dw.shape[1:])
     w = dw.reshape(shape)
     before = torch.cumsum(w, dim=1) - w
@@ -135,12 +139,16 @@ def coarsen_increments(dw: torch.Tensor, dz: torch.Tensor, dt: float, factor: in
 
 def _check_rows(name: str, what: str, rows: Sequence[Sequence[float]], s: int) -> None:
     if len(rows) != s or any(len(r) != i for i, r in enumerate(rows)):
-        raise ValueError(f"{name}: {what} must have {s} rows, row i with i entries (explicit, lower triangular)")
+        raise ValueError(
+            f"{name}: {what} must have {s} rows, row i with i entries (explicit, lower triangular)"
+        )
 
 
 def _check_sum(name: str, what: str, values: Sequence[float], target: float) -> None:
     if abs(sum(values) - target) > 1e-12:
-        raise ValueError(f"{name}: the weights {what} must sum to {target} (consistency), they sum to {sum(values)}")
+        raise ValueError(
+            f"{name}: the weights {what} must sum to {target} (consistency), they sum to {sum(values)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -216,39 +224,64 @@ class SRITableau:
 #: Rößler (2010)'s SRA tableaux for additive noise, by name
 SRA_TABLEAUX = {
     "sra1": SRATableau(
-        "sra1", c0=(0.0, 3 / 4), c1=(1.0, 0.0), a0=((), (3 / 4,)), b0=((), (3 / 2,)),
-        alpha=(1 / 3, 2 / 3), beta1=(1.0, 0.0), beta2=(-1.0, 1.0), order=2, weak_order=2.0,
+        "sra1",
+        c0=(0.0, 3 / 4),
+        c1=(1.0, 0.0),
+        a0=((), (3 / 4,)),
+        b0=((), (3 / 2,)),
+        alpha=(1 / 3, 2 / 3),
+        beta1=(1.0, 0.0),
+        beta2=(-1.0, 1.0),
+        order=2,
+        weak_order=2.0,
     ),
     "sra3": SRATableau(
-        "sra3", c0=(0.0, 1.0, 1 / 2), c1=(1.0, 0.0, 0.0), a0=((), (1.0,), (1 / 4, 1 / 4)),
-        b0=((), (0.0,), (1.0, 1 / 2)), alpha=(1 / 6, 1 / 6, 2 / 3), beta1=(1.0, 0.0, 0.0),
-        beta2=(-1.0, 1.0, 0.0), order=3, weak_order=1.5,
+        "sra3",
+        c0=(0.0, 1.0, 1 / 2),
+        c1=(1.0, 0.0, 0.0),
+        a0=((), (1.0,), (1 / 4, 1 / 4)),
+        b0=((), (0.0,), (1.0, 1 / 2)),
+        alpha=(1 / 6, 1 / 6, 2 / 3),
+        beta1=(1.0, 0.0, 0.0),
+        beta2=(-1.0, 1.0, 0.0),
+        order=3,
+        weak_order=1.5,
     ),
 }
 
 #: Rößler (2010)'s SRI tableaux for scalar and diagonal noise, by name
 SRI_TABLEAUX = {
     "sriw1": SRITableau(
-        "sriw1", c0=(0.0, 3 / 4, 0.0, 0.0), c1=(0.0, 1 / 4, 1.0, 1 / 4),
+        "sriw1",
+        c0=(0.0, 3 / 4, 0.0, 0.0),
+        c1=(0.0, 1 / 4, 1.0, 1 / 4),
         a0=((), (3 / 4,), (0.0, 0.0), (0.0, 0.0, 0.0)),
         a1=((), (1 / 4,), (1.0, 0.0), (0.0, 0.0, 1 / 4)),
         b0=((), (3 / 2,), (0.0, 0.0), (0.0, 0.0, 0.0)),
         b1=((), (1 / 2,), (-1.0, 0.0), (-5.0, 3.0, 1 / 2)),
         alpha=(1 / 3, 2 / 3, 0.0, 0.0),
-        beta1=(-1.0, 4 / 3, 2 / 3, 0.0), beta2=(-1.0, 4 / 3, -1 / 3, 0.0),
-        beta3=(2.0, -4 / 3, -2 / 3, 0.0), beta4=(-2.0, 5 / 3, -2 / 3, 1.0),
-        order=2, weak_order=2.0,
+        beta1=(-1.0, 4 / 3, 2 / 3, 0.0),
+        beta2=(-1.0, 4 / 3, -1 / 3, 0.0),
+        beta3=(2.0, -4 / 3, -2 / 3, 0.0),
+        beta4=(-2.0, 5 / 3, -2 / 3, 1.0),
+        order=2,
+        weak_order=2.0,
     ),
     "sri2": SRITableau(
-        "sri2", c0=(0.0, 1.0, 1 / 2, 0.0), c1=(0.0, 1 / 4, 1.0, 1 / 4),
+        "sri2",
+        c0=(0.0, 1.0, 1 / 2, 0.0),
+        c1=(0.0, 1 / 4, 1.0, 1 / 4),
         a0=((), (1.0,), (1 / 4, 1 / 4), (0.0, 0.0, 0.0)),
         a1=((), (1 / 4,), (1.0, 0.0), (0.0, 0.0, 1 / 4)),
         b0=((), (0.0,), (1.0, 1 / 2), (0.0, 0.0, 0.0)),
         b1=((), (-1 / 2,), (1.0, 0.0), (2.0, -1.0, 1 / 2)),
         alpha=(1 / 6, 1 / 6, 2 / 3, 0.0),
-        beta1=(-1.0, 4 / 3, 2 / 3, 0.0), beta2=(1.0, -4 / 3, 1 / 3, 0.0),
-        beta3=(2.0, -4 / 3, -2 / 3, 0.0), beta4=(-2.0, 5 / 3, -2 / 3, 1.0),
-        order=3, weak_order=1.5,
+        beta1=(-1.0, 4 / 3, 2 / 3, 0.0),
+        beta2=(1.0, -4 / 3, 1 / 3, 0.0),
+        beta3=(2.0, -4 / 3, -2 / 3, 0.0),
+        beta4=(-2.0, 5 / 3, -2 / 3, 1.0),
+        order=3,
+        weak_order=1.5,
     ),
 }
 
@@ -358,8 +391,10 @@ class SRK(Scheme):
         self.law = Gaussian()
         t = self.sri
         self._sri_f = [t.alpha[i] != 0 or _used_later((t.a0, t.a1), i) for i in range(t.stages)]
-        self._sri_g = [any(b[i] != 0 for b in (t.beta1, t.beta2, t.beta3, t.beta4)) or _used_later((t.b0, t.b1), i)
-                       for i in range(t.stages)]
+        self._sri_g = [
+            any(b[i] != 0 for b in (t.beta1, t.beta2, t.beta3, t.beta4)) or _used_later((t.b0, t.b1), i)
+            for i in range(t.stages)
+        ]
 
     # the Scheme base declares these as plain attributes; here they follow the tableaux
     @property
@@ -433,7 +468,9 @@ class SRK(Scheme):
     ) -> torch.Tensor:
         tab = self.sra
         zh = dz / dt
-        g_at: dict[float, torch.Tensor] = {}  # the diffusion at each distinct time t + c¹h (it does not depend on the state)
+        g_at: dict[
+            float, torch.Tensor
+        ] = {}  # the diffusion at each distinct time t + c¹h (it does not depend on the state)
 
         def g(c: float) -> torch.Tensor:
             if c not in g_at:
@@ -453,7 +490,9 @@ class SRK(Scheme):
             fs.append(f)
             if tab.alpha[i]:
                 out = out + (tab.alpha[i] * dt) * f
-        weights: dict[float, torch.Tensor] = {}  # Σ_i over stages sharing a diffusion time: one g-product per time
+        weights: dict[
+            float, torch.Tensor
+        ] = {}  # Σ_i over stages sharing a diffusion time: one g-product per time
         for i in range(tab.stages):
             if tab.beta1[i] or tab.beta2[i]:
                 w = tab.beta1[i] * dw + tab.beta2[i] * zh
