@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import torch
 
@@ -83,7 +83,6 @@ def monte_carlo(
                 dt=dt,
                 generator=generator,
             )
-            x = cast(torch.Tensor, x)  # x0 is one tensor, so the result is one
             v = phi(x).reshape(n, -1).sum(1).to(torch.float64)
             total += float(v.sum())
             total2 += float((v * v).sum())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
 import torch
 
@@ -97,6 +97,37 @@ def _check_tensor(name: str, x: torch.Tensor) -> torch.Tensor:
     if not x.is_floating_point():
         raise ValueError(f"integrate: {name} must be a floating-point tensor, got dtype {x.dtype}")
     return x
+
+
+# a tensor state gives a tensor (X(t1), or the stacked path), a coupled pair a pair
+@overload
+def integrate(
+    field: Field,
+    scheme: Scheme,
+    x0: torch.Tensor,
+    t0: float = 0.0,
+    t1: float | None = None,
+    steps: int | None = None,
+    dt: float | None = None,
+    generator: torch.Generator | None = None,
+    save: str = "last",
+    dw: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | Callable[..., Any] | None = None,
+) -> torch.Tensor: ...
+
+
+@overload
+def integrate(
+    field: Field,
+    scheme: Scheme,
+    x0: tuple[torch.Tensor, torch.Tensor],
+    t0: float = 0.0,
+    t1: float | None = None,
+    steps: int | None = None,
+    dt: float | None = None,
+    generator: torch.Generator | None = None,
+    save: str = "last",
+    dw: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | Callable[..., Any] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def integrate(

@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -227,7 +227,5 @@ def enumerate_expectation(
     twin = copy.copy(scheme)
     twin.law = Gaussian()  # the enumerated increments are used as they are
     with torch.no_grad():
-        xN = cast(
-            torch.Tensor, integrate(field, twin, x, t1=T, steps=steps, dw=dw.expand((steps,) + tuple(shape)))
-        )
+        xN = integrate(field, twin, x, t1=T, steps=steps, dw=dw.expand((steps,) + tuple(shape)))
     return float((weights * phi(xN).reshape(idx.shape[0], -1).sum(1).to(_F64)).sum())
