@@ -14,6 +14,8 @@ fast as the numerical core)::
     stage = sn.nn.Stage(blocks, sn.Euler())    # sdenet.nn: blocks, fields, stages
 """
 
+from types import ModuleType
+
 from . import weak
 from .fields import NOISE_TYPES, CoupledField, Field, ODEField, SDEField
 from .fast import LinearSDEField
@@ -48,7 +50,7 @@ __version__ = "0.1.0"
 _LAZY = ("models", "nn")
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> ModuleType:
     if name in _LAZY:
         import importlib
 
@@ -56,7 +58,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'sdenet' has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 

@@ -22,11 +22,11 @@ evaluations per step, for diagonal *and* general (non-commutative, ``m > 1``) ad
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any
 
 import torch
 
-from .fields import Field, _as_time, _check_noise
+from .fields import Field, FieldFn, Time, _as_time, _check_noise
 
 __all__ = ["AdditiveField"]
 
@@ -50,23 +50,37 @@ class AdditiveField(Field):
 
     additive = True
 
-    def __init__(self, drift: Callable, diffusion, noise: str = "diagonal", m: int | None = None):
+    _g_value: torch.Tensor  # the buffer of a tensor or number diffusion
+
+    def __init__(
+        self,
+        drift: FieldFn,
+        diffusion: Any,
+        noise: str = "diagonal",
+        m: int | None = None,
+    ) -> None:
         super().__init__()
         if not callable(drift):
             raise ValueError("AdditiveField: drift must be a callable (t, x) -> tensor")
         self.noise = _check_noise(noise)
         if noise == "general":
             if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-                raise ValueError(f"AdditiveField: noise='general' needs m, a positive number of Brownian motions, "
-                                 f"got m={m!r}")
+                raise ValueError(
+                    f"AdditiveField: noise='general' needs m, a positive number of Brownian motions, "
+                    f"got m={m!r}"
+                )
             self.m = m
         elif m is not None and m != 1:
-            raise ValueError(f"AdditiveField: m={m!r} Brownian motions needs noise='general' (got noise={noise!r})")
+            raise ValueError(
+                f"AdditiveField: m={m!r} Brownian motions needs noise='general' (got noise={noise!r})"
+            )
         self._f = drift
-        self._g_fn = None
+        self._g_fn: Any = None
         if isinstance(diffusion, torch.Tensor):
             if not diffusion.is_floating_point():
-                raise ValueError(f"AdditiveField: a tensor diffusion must be floating point, got {diffusion.dtype}")
+                raise ValueError(
+                    f"AdditiveField: a tensor diffusion must be floating point, got {diffusion.dtype}"
+                )
             self.register_buffer("_g_value", diffusion)
         elif callable(diffusion):
             self._g_fn = diffusion
@@ -74,19 +88,21 @@ class AdditiveField(Field):
             try:
                 value = float(diffusion)
             except (TypeError, ValueError):
-                raise ValueError(f"AdditiveField: diffusion must be a callable g(t), a tensor or a number, "
-                                 f"got {diffusion!r}") from None
+                raise ValueError(
+                    f"AdditiveField: diffusion must be a callable g(t), a tensor or a number, "
+                    f"got {diffusion!r}"
+                ) from None
             self.register_buffer("_g_value", torch.tensor(value, dtype=torch.float64))
 
-    def drift(self, t, x):
+    def drift(self, t: Time, x: torch.Tensor) -> torch.Tensor:
         return self._f(t if isinstance(t, torch.Tensor) else _as_time(t, x), x)
 
-    def diffusion(self, t, x=None):
+    def diffusion(self, t: Time, x: torch.Tensor | None = None) -> Any:  # g(t) may be a number
         """``g(t)``; ``x`` (ignored but for its device, dtype and shape) is accepted so that the
         field reads like any other. For ``general`` noise the value is expanded (a view, no
         copy) to ``(*x.shape, m)``, the shape every scheme's ``g dW`` expects."""
         if self._g_fn is None:
-            g = self._g_value
+            g: Any = self._g_value
             if x is None:
                 return g
             g = g.to(device=x.device, dtype=x.dtype)
@@ -99,11 +115,13 @@ class AdditiveField(Field):
         try:
             return g.expand(*x.shape, self.m)
         except RuntimeError:
-            raise ValueError(f"AdditiveField: the diffusion g(t) has shape {tuple(g.shape)}, which does not broadcast "
-                             f"to (*x.shape, m) = {tuple(x.shape) + (self.m,)} for general noise") from None
+            raise ValueError(
+                f"AdditiveField: the diffusion g(t) has shape {tuple(g.shape)}, which does not broadcast "
+                f"to (*x.shape, m) = {tuple(x.shape) + (self.m,)} for general noise"
+            ) from None
 
-    def coefficients(self, t, x):
+    def coefficients(self, t: Time, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.drift(t, x), self.diffusion(t, x)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"noise={self.noise!r}, additive=True" + (f", m={self.m}" if self.noise == "general" else "")

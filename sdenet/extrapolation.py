@@ -11,13 +11,15 @@ cancels the leading term; for ``p = 1`` this is ``2 E_{Δt/2} − E_{Δt}``, of 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
 __all__ = ["extrapolate", "monte_carlo"]
 
 
-def extrapolate(expectation, dt: float, order: float = 1.0):
+def extrapolate(expectation: Callable[[float], Any], dt: float, order: float = 1.0) -> Any:
     """``(2^p E(Δt/2) − E(Δt)) / (2^p − 1)`` with ``p = order`` (``2E(Δt/2) − E(Δt)`` for p = 1).
 
     ``expectation(dt)`` returns ``E φ(X_N)`` at step ``dt``: a number, a tensor, or a pair
@@ -29,7 +31,9 @@ def extrapolate(expectation, dt: float, order: float = 1.0):
         dt = float(dt)
         order = float(order)
     except (TypeError, ValueError):
-        raise ValueError(f"extrapolate: dt and order must be numbers, got dt={dt!r}, order={order!r}") from None
+        raise ValueError(
+            f"extrapolate: dt and order must be numbers, got dt={dt!r}, order={order!r}"
+        ) from None
     if not (dt > 0 and math.isfinite(dt)):
         raise ValueError(f"extrapolate: dt must be positive and finite, got {dt!r}")
     if not (order > 0 and math.isfinite(order)):
@@ -46,8 +50,17 @@ def extrapolate(expectation, dt: float, order: float = 1.0):
     return (c * fine - coarse) / (c - 1.0)
 
 
-def monte_carlo(field, scheme, x0: torch.Tensor, t1: float, dt: float, phi, paths: int,
-                generator: torch.Generator | None = None, chunk: int = 1 << 16):
+def monte_carlo(
+    field: Any,
+    scheme: Any,
+    x0: torch.Tensor,
+    t1: float,
+    dt: float,
+    phi: Callable[[torch.Tensor], torch.Tensor],
+    paths: int,
+    generator: torch.Generator | None = None,
+    chunk: int = 1 << 16,
+) -> tuple[float, float]:
     """``(mean, stderr)`` of ``phi(X_N)`` over ``paths`` runs of :func:`sdenet.integrate` from
     ``x0`` (one sample, shape ``(1, ...)``, repeated), in chunks; ``phi`` maps a batch of
     final states to one value per sample."""
@@ -62,8 +75,14 @@ def monte_carlo(field, scheme, x0: torch.Tensor, t1: float, dt: float, phi, path
     with torch.no_grad():
         while done < paths:
             n = min(chunk, paths - done)
-            x = integrate(field, scheme, x0.expand((n,) + tuple(x0.shape[1:])).clone(), t1=t1, dt=dt,
-                          generator=generator)
+            x = integrate(
+                field,
+                scheme,
+                x0.expand((n,) + tuple(x0.shape[1:])).clone(),
+                t1=t1,
+                dt=dt,
+                generator=generator,
+            )
             v = phi(x).reshape(n, -1).sum(1).to(torch.float64)
             total += float(v.sum())
             total2 += float((v * v).sum())

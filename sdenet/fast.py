@@ -31,17 +31,24 @@ the two); :func:`fast_integrate` is the affine path alone.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
-from .fields import Field, _check_noise
+from .fields import Field, Time, _check_noise
+from .laws import Draw
+
+#: an in-place kernel: ``kernel(t, x, take) -> accepted`` (``take()`` draws the increment)
+Kernel = Callable[[Time, torch.Tensor, Callable[[], Draw]], bool]
 
 __all__ = ["LinearSDEField", "fast_integrate", "ENABLED"]
 
 #: set to False to force the generic path everywhere
 ENABLED = True
 
-def _coefficient(name, value):
+
+def _coefficient(name: str, value: Any) -> float | torch.Tensor:
     if isinstance(value, torch.Tensor):
         if value.numel() != 1 and value.dim() > 0:
             raise ValueError(f"LinearSDEField: {name} must be a number or a one-element tensor")
@@ -65,28 +72,41 @@ class LinearSDEField(Field):
     the in-place fast path of :func:`fast_integrate`.
     """
 
-    def __init__(self, a=0.0, b=0.0, c=0.0, d=0.0, noise: str = "diagonal"):
+    a: float | torch.Tensor
+    b: float | torch.Tensor
+    c: float | torch.Tensor
+    d: float | torch.Tensor
+
+    def __init__(
+        self,
+        a: float | torch.Tensor = 0.0,
+        b: float | torch.Tensor = 0.0,
+        c: float | torch.Tensor = 0.0,
+        d: float | torch.Tensor = 0.0,
+        noise: str = "diagonal",
+    ) -> None:
         super().__init__()
         self.noise = _check_noise(noise)
         # an nn.Parameter coefficient is registered by nn.Module's attribute assignment
         self.a, self.b, self.c, self.d = (_coefficient(n, v) for n, v in zip("abcd", (a, b, c, d)))
 
-    def drift(self, t, x):
+    def drift(self, t: Time, x: torch.Tensor) -> torch.Tensor:
         return self.a * x + self.b
 
-    def diffusion(self, t, x):
+    def diffusion(self, t: Time, x: torch.Tensor) -> torch.Tensor:
         if isinstance(self.c, float) and self.c == 0.0 and not isinstance(self.d, torch.Tensor):
             return torch.full_like(x, self.d)
         return self.c * x + self.d
 
-    def affine(self):
+    def affine(self) -> tuple[float, float, float, float] | None:
         """``(a, b, c, d)`` as floats when all are Python numbers, else None (no fast path)."""
         coeffs = (self.a, self.b, self.c, self.d)
-        if all(isinstance(v, float) for v in coeffs):
-            return coeffs
+        a, b, c, d = coeffs
+        if isinstance(a, float) and isinstance(b, float) and isinstance(c, float) and isinstance(d, float):
+            return a, b, c, d
         return None
 
-    def inplace_weak_euler(self, dt):
+    def inplace_weak_euler(self, dt: float) -> Kernel | None:
         """The weak Euler step ``X ← (1 + aΔt) X + bΔt + (c X + d) ΔŴ`` in place, as a kernel of
         :meth:`sdenet.Scheme.inplace` (``None`` unless the coefficients are Python numbers)."""
         coeffs = self.affine()
@@ -94,9 +114,9 @@ class LinearSDEField(Field):
             return None
         a, b, c, d = coeffs
         grow, shift_b = 1.0 + a * dt, b * dt
-        tmp = []
+        tmp: list[torch.Tensor] = []
 
-        def kernel(t, x, take):
+        def kernel(t: Time, x: torch.Tensor, take: Callable[[], Draw]) -> bool:
             u, scale, shift = take()
             if c != 0.0:  # multiplicative noise: (c X + d) ΔŴ from the old X
                 if not tmp or tmp[0].shape != x.shape:
@@ -116,11 +136,11 @@ class LinearSDEField(Field):
 
         return kernel
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"a={self.a}, b={self.b}, c={self.c}, d={self.d}, noise={self.noise!r}"
 
 
-def _applicable(field, scheme, x) -> bool:
+def _applicable(field: Any, scheme: Any, x: torch.Tensor) -> bool:
     """Whether :func:`fast_integrate` runs: a plain weak Euler step on a field with a numeric affine
     form, in-place path enabled, no gradient needed through ``x``."""
     from .loop import inplace_allowed
@@ -133,7 +153,16 @@ def _applicable(field, scheme, x) -> bool:
     return inplace_allowed(x)
 
 
-def fast_integrate(field, scheme, x0, t0, dt, steps, generator, save):
+def fast_integrate(
+    field: Any,
+    scheme: Any,
+    x0: torch.Tensor,
+    t0: float,
+    dt: float,
+    steps: int,
+    generator: torch.Generator | None,
+    save: str,
+) -> torch.Tensor | None:
     """Weak Euler in place on a :class:`LinearSDEField`; ``None`` when the affine path does not apply.
 
     ``x0`` is never modified (the loop runs on a copy). Arguments are those
@@ -144,8 +173,18 @@ def fast_integrate(field, scheme, x0, t0, dt, steps, generator, save):
         return None
     from .loop import run_steps
 
-    path = [x0.detach().clone()] if save == "all" else None
+    path: list[torch.Tensor] | None = [x0.detach().clone()] if save == "all" else None
+    x: torch.Tensor
     with torch.no_grad():
-        x, _ = run_steps(field, scheme, x0, scheme.init(field, t0, x0, dt), t0=t0, dt=dt, steps=steps,
-                         generator=generator, save=path)
+        x, _ = run_steps(
+            field,
+            scheme,
+            x0,
+            scheme.init(field, t0, x0, dt),
+            t0=t0,
+            dt=dt,
+            steps=steps,
+            generator=generator,
+            save=path,
+        )
     return torch.stack(path) if path is not None else x

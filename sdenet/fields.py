@@ -39,7 +39,8 @@ diffusion share work (a network block ``f`` with ``drift = p f`` and
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -58,6 +59,11 @@ __all__ = [
 
 NOISE_TYPES = ("diagonal", "sample", "batch", "general")
 
+#: the time a field is handed: a 0-dim tensor (``tensor_time = True``) or a Python float
+Time = torch.Tensor | float
+#: a user's drift or diffusion: ``(t, x) -> tensor``
+FieldFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
 
 def noise_shape(noise: str, x: torch.Tensor, m: int | None = None) -> tuple[int, ...]:
     """Shape of one increment ``dW`` for state ``x`` under a noise structure (``m``: the
@@ -75,15 +81,15 @@ def noise_shape(noise: str, x: torch.Tensor, m: int | None = None) -> tuple[int,
     raise ValueError(f"unknown noise structure {noise!r}; choose one of {', '.join(NOISE_TYPES)}")
 
 
-def is_field(obj) -> bool:
+def is_field(obj: object) -> bool:
     """True when ``obj`` is an sdenet field (the check callers make instead of testing a class)."""
     return isinstance(obj, Field)
 
 
-def _check_noise(noise) -> str:
+def _check_noise(noise: Any) -> str:
     if noise not in NOISE_TYPES:
         raise ValueError(f"noise must be one of {', '.join(NOISE_TYPES)}, got {noise!r}")
-    return noise
+    return str(noise)
 
 
 class Field(nn.Module):
@@ -125,13 +131,13 @@ class Field(nn.Module):
         overridden), so a scheme may evaluate drift and diffusion separately (the in-place path)."""
         return type(self).increment is Field.increment
 
-    def drift(self, t, x):
+    def drift(self, t: Time, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} defines no drift")
 
-    def diffusion(self, t, x):
+    def diffusion(self, t: Time, x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"{type(self).__name__} is deterministic: it has no diffusion")
 
-    def increment(self, t, x, dt: float, dw: torch.Tensor | None):
+    def increment(self, t: Time, x: torch.Tensor, dt: float, dw: torch.Tensor | None) -> torch.Tensor:
         """``f(t, x) Δt + g(t, x) ΔW`` (just ``f Δt`` when ``dw`` is None)."""
         out = self.drift(t, x) * dt
         if dw is not None:
@@ -145,7 +151,7 @@ class Field(nn.Module):
             return (g * dw.reshape(dw.shape[:1] + (1,) * (g.dim() - 2) + dw.shape[1:])).sum(-1)
         return g * dw
 
-    def coefficients(self, t, x):
+    def coefficients(self, t: Time, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(drift(t, x), diffusion(t, x))``; network fields override it to evaluate their
         block once for both."""
         return self.drift(t, x), self.diffusion(t, x)
@@ -166,7 +172,7 @@ class Field(nn.Module):
         """
         return _TorchsdeAdapter(self, shape)
 
-    def to_torchdiffeq(self, shape: tuple[int, ...] | None = None) -> Callable:
+    def to_torchdiffeq(self, shape: tuple[int, ...] | None = None) -> nn.Module:
         """``func(t, y)`` for ``torchdiffeq.odeint``: the drift on the same tensors."""
         if self.coupled:
             raise ValueError("to_torchdiffeq: coupled fields are not supported; integrate each component")
@@ -180,42 +186,52 @@ class SDEField(Field):
     their parameters train and are saved once in the state dict.
     """
 
-    def __init__(self, drift: Callable, diffusion: Callable, noise: str = "diagonal", m: int | None = None,
-                 commutative: bool = False):
+    def __init__(
+        self,
+        drift: FieldFn,
+        diffusion: FieldFn,
+        noise: str = "diagonal",
+        m: int | None = None,
+        commutative: bool = False,
+    ) -> None:
         super().__init__()
         if not callable(drift) or not callable(diffusion):
             raise ValueError("SDEField: drift and diffusion must be callables (t, x) -> tensor")
         self.noise = _check_noise(noise)
         if noise == "general":
             if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-                raise ValueError(f"SDEField: noise='general' needs m, a positive number of Brownian motions, got m={m!r}")
+                raise ValueError(
+                    f"SDEField: noise='general' needs m, a positive number of Brownian motions, got m={m!r}"
+                )
             self.m = m
         elif m is not None and m != 1:
-            raise ValueError(f"SDEField: m={m!r} Brownian motions needs noise='general' (got noise={noise!r})")
+            raise ValueError(
+                f"SDEField: m={m!r} Brownian motions needs noise='general' (got noise={noise!r})"
+            )
         self.commutative = bool(commutative)
         self._f = drift
         self._g = diffusion
 
-    def drift(self, t, x):
+    def drift(self, t: Time, x: torch.Tensor) -> torch.Tensor:
         return self._f(t if isinstance(t, torch.Tensor) else _as_time(t, x), x)
 
-    def diffusion(self, t, x):
+    def diffusion(self, t: Time, x: torch.Tensor) -> torch.Tensor:
         return self._g(t if isinstance(t, torch.Tensor) else _as_time(t, x), x)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"noise={self.noise!r}" + (f", m={self.m}" if self.noise == "general" else "")
 
 
 class ODEField(Field):
     """``u' = drift(t, u)``."""
 
-    def __init__(self, drift: Callable):
+    def __init__(self, drift: FieldFn) -> None:
         super().__init__()
         if not callable(drift):
             raise ValueError("ODEField: drift must be a callable (t, x) -> tensor")
         self._f = drift
 
-    def drift(self, t, x):
+    def drift(self, t: Time, x: torch.Tensor) -> torch.Tensor:
         return self._f(t if isinstance(t, torch.Tensor) else _as_time(t, x), x)
 
 
@@ -228,20 +244,21 @@ class CoupledField(Field):
 
     coupled = True
 
-    def __init__(self, f1: Callable, f2: Callable):
+    def __init__(self, f1: FieldFn, f2: FieldFn) -> None:
         super().__init__()
         if not callable(f1) or not callable(f2):
             raise ValueError("CoupledField: f1 and f2 must be callables (t, state) -> tensor")
         self._f1 = f1
         self._f2 = f2
 
-    def f1(self, t, y):
+    def f1(self, t: Time, y: torch.Tensor) -> torch.Tensor:
         return self._f1(t if isinstance(t, torch.Tensor) else _as_time(t, y), y)
 
-    def f2(self, t, x):
+    def f2(self, t: Time, x: torch.Tensor) -> torch.Tensor:
         return self._f2(t if isinstance(t, torch.Tensor) else _as_time(t, x), x)
 
-    def drift(self, t, state):
+    # the state of a coupled field is a pair, so its drift is one (as FieldCheck and CoupledEuler expect)
+    def drift(self, t: Time, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         x, y = state
         return self.f1(t, y), self.f2(t, x)
 
@@ -249,7 +266,7 @@ class CoupledField(Field):
 class _TorchsdeAdapter(nn.Module):
     sde_type = "ito"
 
-    def __init__(self, field: Field, shape):
+    def __init__(self, field: Field, shape: Sequence[int] | None) -> None:
         super().__init__()
         if field.coupled:
             raise ValueError("to_torchsde: coupled fields are not supported")
@@ -264,13 +281,13 @@ class _TorchsdeAdapter(nn.Module):
         self.shape = None if shape is None else tuple(shape)
         self.noise_type = {"diagonal": "diagonal", "general": "general"}.get(field.noise, "scalar")
 
-    def _unflat(self, y):
+    def _unflat(self, y: torch.Tensor) -> torch.Tensor:
         return y if self.shape is None else y.reshape((y.shape[0],) + self.shape)
 
-    def f(self, t, y):
+    def f(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.field.drift(t, self._unflat(y)).reshape(y.shape[0], -1)
 
-    def g(self, t, y):
+    def g(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         g = self.field.diffusion(t, self._unflat(y))
         if self.noise_type == "general":
             return g.reshape(y.shape[0], -1, g.shape[-1])
@@ -279,12 +296,12 @@ class _TorchsdeAdapter(nn.Module):
 
 
 class _TorchdiffeqAdapter(nn.Module):
-    def __init__(self, field: Field, shape):
+    def __init__(self, field: Field, shape: Sequence[int] | None) -> None:
         super().__init__()
         self.field = field
         self.shape = None if shape is None else tuple(shape)
 
-    def forward(self, t, y):
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.shape is None:
             return self.field.drift(t, y)
         x = y.reshape((y.shape[0],) + self.shape)
@@ -294,14 +311,21 @@ class _TorchdiffeqAdapter(nn.Module):
 # ---------------------------------------------------------------------- time and boundary checks
 
 
-def _as_time(t, x) -> torch.Tensor:
+def _as_time(t: Time, x: torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor]) -> torch.Tensor:
     """``t`` as a 0-dim tensor on the device and dtype of the state ``x`` (a tensor or a pair)."""
     like = x[0] if isinstance(x, (tuple, list)) else x
     return torch.tensor(float(t), dtype=like.dtype, device=like.device)
 
 
-def time_points(t0: float, dt: float, steps: int, like: torch.Tensor, tensor: bool = True, chunk: int = 4096,
-                first: int = 0):
+def time_points(
+    t0: float,
+    dt: float,
+    steps: int,
+    like: torch.Tensor,
+    tensor: bool = True,
+    chunk: int = 4096,
+    first: int = 0,
+) -> Iterator[Time]:
     """The grid times ``t_n = t0 + nΔt``, ``n = first … steps−1``, one at a time.
 
     ``tensor=True`` yields 0-dim tensors on ``like``'s device and dtype (built ``chunk`` at a
@@ -314,11 +338,11 @@ def time_points(t0: float, dt: float, steps: int, like: torch.Tensor, tensor: bo
             yield t0 + n * dt
         return
     for start in range(first, steps, chunk):
-        n = torch.arange(start, min(start + chunk, steps), dtype=torch.float64)
-        yield from (n * dt + t0).to(device=like.device, dtype=like.dtype).unbind(0)
+        ns = torch.arange(start, min(start + chunk, steps), dtype=torch.float64)
+        yield from (ns * dt + t0).to(device=like.device, dtype=like.dtype).unbind(0)
 
 
-def _shape(s) -> str:
+def _shape(s: Sequence[int]) -> str:
     return "(" + ", ".join(str(int(v)) for v in s) + ("," if len(s) == 1 else "") + ")"
 
 
@@ -341,16 +365,16 @@ class FieldCheck:
 
     __slots__ = ("field", "state", "where")
 
-    def __init__(self, field, state, where: str):
+    def __init__(self, field: Any, state: Any, where: str) -> None:
         self.field = field
         self.state = state
         self.where = where
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(object.__getattribute__(self, "field"), name)
 
     # -- the checks ----------------------------------------------------------------------
-    def _name(self, what, t):
+    def _name(self, what: str, t: Time) -> str:
         field = self.field
         inner = getattr(field, "field", None)  # a transition's view of its one-block field
         shown = inner if isinstance(inner, Field) else field
@@ -365,46 +389,62 @@ class FieldCheck:
                 pass
         return f"{self.where}: the {what} of {name}"
 
-    def _check(self, what, out, x, t, noise=None):
+    def _check(
+        self, what: str, out: Any, x: torch.Tensor, t: Time, noise: Sequence[int] | None = None
+    ) -> torch.Tensor:
         if not isinstance(out, torch.Tensor):
-            raise ValueError(f"{self._name(what, t)} returned {type(out).__name__}; it must return a tensor "
-                             f"(for a state of shape {_shape(x.shape)})")
+            raise ValueError(
+                f"{self._name(what, t)} returned {type(out).__name__}; it must return a tensor "
+                f"(for a state of shape {_shape(x.shape)})"
+            )
         if not out.is_floating_point():
-            raise ValueError(f"{self._name(what, t)} returned a tensor of dtype {out.dtype}; it must be "
-                             f"floating point like the state ({x.dtype})")
+            raise ValueError(
+                f"{self._name(what, t)} returned a tensor of dtype {out.dtype}; it must be "
+                f"floating point like the state ({x.dtype})"
+            )
         if out.device != x.device:
-            raise ValueError(f"{self._name(what, t)} returned a tensor on {out.device} for a state on "
-                             f"{x.device}")
+            raise ValueError(
+                f"{self._name(what, t)} returned a tensor on {out.device} for a state on {x.device}"
+            )
         if out.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
-            raise ValueError(f"{self._name(what, t)} returned dtype {out.dtype} for a state of dtype "
-                             f"{x.dtype}; return the state's dtype (it would silently change the state's)")
+            raise ValueError(
+                f"{self._name(what, t)} returned dtype {out.dtype} for a state of dtype "
+                f"{x.dtype}; return the state's dtype (it would silently change the state's)"
+            )
         shapes = (out.shape,) if noise is None else (out.shape, noise)
         try:
-            joint = torch.broadcast_shapes(*shapes, x.shape)
+            joint = torch.broadcast_shapes(*shapes, x.shape)  # type: ignore[no-untyped-call]  # untyped in torch
         except RuntimeError:
             joint = None
         if joint != x.shape:
             if noise is None:
-                raise ValueError(f"{self._name(what, t)} returned shape {_shape(out.shape)} for a state of "
-                                 f"shape {_shape(x.shape)}; it must return the state's shape")
-            raise ValueError(f"{self._name(what, t)} returned shape {_shape(out.shape)}, which times the "
-                             f"noise of shape {_shape(noise)} does not broadcast to the state's shape "
-                             f"{_shape(x.shape)}")
+                raise ValueError(
+                    f"{self._name(what, t)} returned shape {_shape(out.shape)} for a state of "
+                    f"shape {_shape(x.shape)}; it must return the state's shape"
+                )
+            raise ValueError(
+                f"{self._name(what, t)} returned shape {_shape(out.shape)}, which times the "
+                f"noise of shape {_shape(noise)} does not broadcast to the state's shape "
+                f"{_shape(x.shape)}"
+            )
         return out
 
     # -- the field's methods, checked -----------------------------------------------------
-    def drift(self, t, x):
+    def drift(self, t: Time, x: Any) -> Any:
         out = self.field.drift(t, x)
         if isinstance(x, (tuple, list)):  # a coupled state (x, y): the drift is (f1(y), f2(x))
             if not (isinstance(out, (tuple, list)) and len(out) == 2):
-                raise ValueError(f"{self._name('drift', t)} returned {type(out).__name__}; a coupled "
-                                 f"drift returns a pair")
+                raise ValueError(
+                    f"{self._name('drift', t)} returned {type(out).__name__}; a coupled drift returns a pair"
+                )
             self._check("drift (first component)", out[0], x[0], t)
             self._check("drift (second component)", out[1], x[1], t)
             return out
         return self._check("drift", out, x, t)
 
-    def _check_diffusion(self, out, x, t, noise=None):
+    def _check_diffusion(
+        self, out: Any, x: torch.Tensor, t: Time, noise: Sequence[int] | None = None
+    ) -> torch.Tensor:
         m = getattr(self.field, "m", 1)
         if getattr(self.field, "noise", None) == "general":  # g of shape (*x.shape, m), dW of (B, m)
             return self._check("diffusion", out, x.new_empty(()).expand(*x.shape, m), t)
@@ -412,17 +452,17 @@ class FieldCheck:
             noise = tuple(self.field.noise_shape(x))
         return self._check("diffusion", out, x, t, noise)
 
-    def diffusion(self, t, x):
+    def diffusion(self, t: Time, x: torch.Tensor) -> torch.Tensor:
         return self._check_diffusion(self.field.diffusion(t, x), x, t)
 
-    def coefficients(self, t, x):
+    def coefficients(self, t: Time, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         drift, diffusion = self.field.coefficients(t, x)
         return self._check("drift", drift, x, t), self._check_diffusion(diffusion, x, t)
 
-    def increment(self, t, x, dt, dw):
+    def increment(self, t: Time, x: torch.Tensor, dt: float, dw: torch.Tensor | None) -> torch.Tensor:
         if getattr(self.field, "plain_increment", False):
             # the base rule f Δt + g ΔW, with each part checked (the same operations as Field.increment)
-            out = self.drift(t, x) * dt
+            out: torch.Tensor = self.drift(t, x) * dt
             if dw is not None:
                 g = self._check_diffusion(self.field.diffusion(t, x), x, t, tuple(dw.shape))
                 term = getattr(self.field, "noise_term", None)
@@ -430,8 +470,8 @@ class FieldCheck:
             return out
         return self._check("increment", self.field.increment(t, x, dt, dw), x, t)
 
-    def f1(self, t, y):
+    def f1(self, t: Time, y: torch.Tensor) -> torch.Tensor:
         return self._check("f1", self.field.f1(t, y), self.state[0], t)
 
-    def f2(self, t, x):
+    def f2(self, t: Time, x: torch.Tensor) -> torch.Tensor:
         return self._check("f2", self.field.f2(t, x), self.state[1], t)

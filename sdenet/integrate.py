@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any, overload
 
 import torch
 
-from .fields import FieldCheck
+from .fields import Field, FieldCheck
 from .loop import run_steps
 from .schemes import Scheme, is_scheme
 
 __all__ = ["integrate", "make_grid"]
 
 
-def _finite(name, value, what="a finite number") -> float:
+def _finite(name: str, value: Any, what: str = "a finite number") -> float:
     try:
         out = float(value)
     except (TypeError, ValueError):
@@ -23,7 +25,7 @@ def _finite(name, value, what="a finite number") -> float:
     return out
 
 
-def _whole_steps(steps) -> int:
+def _whole_steps(steps: Any) -> int:
     bad = ValueError(f"integrate: steps must be a positive integer, got steps={steps!r}")
     if isinstance(steps, (bool, str)):
         raise bad
@@ -36,7 +38,9 @@ def _whole_steps(steps) -> int:
     return int(value)
 
 
-def make_grid(t0=0.0, t1=None, steps=None, dt=None) -> tuple[float, float, int]:
+def make_grid(
+    t0: float = 0.0, t1: float | None = None, steps: int | None = None, dt: float | None = None
+) -> tuple[float, float, int]:
     """Resolve a uniform grid from ``t0`` and any two of ``t1``, ``steps``, ``dt``.
 
     Returns ``(t0, dt, steps)``. Raises ``ValueError`` for a grid that is missing,
@@ -62,18 +66,22 @@ def make_grid(t0=0.0, t1=None, steps=None, dt=None) -> tuple[float, float, int]:
         if dt is not None and not math.isclose(dt, grid_dt, rel_tol=1e-9):
             raise ValueError(f"integrate: dt={dt} disagrees with (t1 - t0)/steps = {grid_dt}")
         return t0, grid_dt, steps
+    assert dt is not None  # two of the three are given, and not both t1 and steps
     if t1 is not None:  # t1 and dt
         n = (t1 - t0) / dt
         steps = round(n)
         if steps < 1 or not math.isclose(n, steps, rel_tol=1e-9, abs_tol=1e-9):
             raise ValueError(f"integrate: (t1 - t0)/dt = {n} is not a whole number of steps")
         return t0, dt, steps
+    assert steps is not None
     return t0, dt, steps  # steps and dt
 
 
-def _check_state(field, x0):
+def _check_state(field: Field, x0: Any) -> torch.Tensor | tuple[torch.Tensor, ...]:
     if field.coupled:
-        if not (isinstance(x0, (tuple, list)) and len(x0) == 2 and all(isinstance(v, torch.Tensor) for v in x0)):
+        if not (
+            isinstance(x0, (tuple, list)) and len(x0) == 2 and all(isinstance(v, torch.Tensor) for v in x0)
+        ):
             raise ValueError("integrate: a CoupledField needs x0 = (x, y), a pair of tensors")
         for name, v in zip("xy", x0):
             _check_tensor(f"x0[{'xy'.index(name)}] ({name})", v)
@@ -83,7 +91,7 @@ def _check_state(field, x0):
     return _check_tensor("x0", x0)
 
 
-def _check_tensor(name, x):
+def _check_tensor(name: str, x: torch.Tensor) -> torch.Tensor:
     if x.dim() == 0:
         raise ValueError(f"integrate: {name} must have a batch dimension (shape (B, ...)), got a scalar")
     if not x.is_floating_point():
@@ -91,18 +99,49 @@ def _check_tensor(name, x):
     return x
 
 
+# a tensor state gives a tensor (X(t1), or the stacked path), a coupled pair a pair
+@overload
 def integrate(
-    field,
+    field: Field,
     scheme: Scheme,
-    x0,
+    x0: torch.Tensor,
     t0: float = 0.0,
     t1: float | None = None,
     steps: int | None = None,
     dt: float | None = None,
     generator: torch.Generator | None = None,
     save: str = "last",
-    dw=None,
-):
+    dw: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | Callable[..., Any] | None = None,
+) -> torch.Tensor: ...
+
+
+@overload
+def integrate(
+    field: Field,
+    scheme: Scheme,
+    x0: tuple[torch.Tensor, torch.Tensor],
+    t0: float = 0.0,
+    t1: float | None = None,
+    steps: int | None = None,
+    dt: float | None = None,
+    generator: torch.Generator | None = None,
+    save: str = "last",
+    dw: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | Callable[..., Any] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def integrate(
+    field: Field,
+    scheme: Scheme,
+    x0: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+    t0: float = 0.0,
+    t1: float | None = None,
+    steps: int | None = None,
+    dt: float | None = None,
+    generator: torch.Generator | None = None,
+    save: str = "last",
+    dw: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | Callable[..., Any] | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Integrate ``field`` with ``scheme`` from ``x0`` at ``t0`` over a uniform grid:
 
         X_{n+1} = Φ_Δt(t_n, X_n, ΔŴ_n),   t_n = t0 + nΔt,   n = 0 … N−1,   X_0 = x0,
@@ -147,8 +186,10 @@ def integrate(
     t0, dt, steps = make_grid(t0, t1, steps, dt)
     if generator is not None:
         if not isinstance(generator, torch.Generator):
-            raise ValueError(f"integrate: generator must be a torch.Generator or None, got {type(generator).__name__}")
-        device = (x[0] if field.coupled else x).device
+            raise ValueError(
+                f"integrate: generator must be a torch.Generator or None, got {type(generator).__name__}"
+            )
+        device = (x[0] if isinstance(x, tuple) else x).device
         if generator.device.type != device.type:
             raise ValueError(
                 f"integrate: generator is on {generator.device} but x0 is on {device}; "
@@ -160,32 +201,48 @@ def integrate(
     # the one loop (sdenet.loop): the first step sees the field through the boundary checks, the
     # others run it plainly — in place, on reused buffers, where autograd does not record
     state = scheme.init(field, t0, x, dt)
-    path = [x] if save == "all" else None
-    x, state = run_steps(field, scheme, x, state, t0=t0, dt=dt, steps=steps, generator=generator, dw=increments,
-                         save=path, check_field=FieldCheck(field, x, "integrate"),
-                         tensor_time=getattr(field, "tensor_time", True))
+    path: list[Any] | None = [x] if save == "all" else None
+    x, state = run_steps(
+        field,
+        scheme,
+        x,
+        state,
+        t0=t0,
+        dt=dt,
+        steps=steps,
+        generator=generator,
+        dw=increments,
+        save=path,
+        check_field=FieldCheck(field, x, "integrate"),
+        tensor_time=getattr(field, "tensor_time", True),
+    )
     if path is None:
-        return x
+        out: torch.Tensor | tuple[torch.Tensor, torch.Tensor] = x
+        return out
     if field.coupled:
         return torch.stack([p[0] for p in path]), torch.stack([p[1] for p in path])
     return torch.stack(path)
 
 
-def _check_increments(dw, field, scheme, x, steps):
+def _check_increments(dw: Any, field: Field, scheme: Scheme, x: Any, steps: int) -> Callable[..., Any]:
     """``dw`` as a function ``(n, t, dt) -> increment`` whose values are checked against the noise shape."""
     if not scheme.stochastic or not field.stochastic:
-        raise ValueError(f"integrate: dw= gives Brownian increments, but {type(scheme).__name__} on this field draws none")
+        raise ValueError(
+            f"integrate: dw= gives Brownian increments, but {type(scheme).__name__} on this field draws none"
+        )
     if field.coupled:
         raise ValueError("integrate: dw= is not supported for coupled fields")
     shape = tuple(field.noise_shape(x))
 
-    def checked(value, where):
+    def checked(value: Any, where: str) -> Any:
         if isinstance(value, (tuple, list)) and len(value) == 2 and getattr(scheme, "space_time", False):
             return tuple(checked(v, f"{where}[{i}]") for i, v in enumerate(value))
         if not isinstance(value, torch.Tensor):
             raise ValueError(f"integrate: {where} must be a torch.Tensor, got {type(value).__name__}")
         if tuple(value.shape) != shape:
-            raise ValueError(f"integrate: {where} has shape {tuple(value.shape)}, expected the noise shape {shape}")
+            raise ValueError(
+                f"integrate: {where} has shape {tuple(value.shape)}, expected the noise shape {shape}"
+            )
         if value.dtype != x.dtype or value.device != x.device:
             value = value.to(device=x.device, dtype=x.dtype)
         return value
@@ -205,4 +262,6 @@ def _check_increments(dw, field, scheme, x, steps):
         return lambda n, t, dt: dw[n]
     if callable(dw):
         return lambda n, t, dt: checked(dw(n, t, dt), f"dw({n}, t, dt)")
-    raise ValueError(f"integrate: dw must be a tensor (steps, *noise_shape) or a callable dw(n, t, dt), got {type(dw).__name__}")
+    raise ValueError(
+        f"integrate: dw must be a tensor (steps, *noise_shape) or a callable dw(n, t, dt), got {type(dw).__name__}"
+    )

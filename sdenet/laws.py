@@ -23,7 +23,8 @@ from __future__ import annotations
 import cmath
 import math
 import operator
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -44,10 +45,17 @@ __all__ = [
 ]
 
 
-_SHIFTS: dict = {}
+_SHIFTS: dict[str, torch.Tensor] = {}
+
+#: a sample shape: an int or a sequence of ints (a ``torch.Size`` is one)
+ShapeLike = int | Sequence[int]
+#: where to sample: a ``torch.device``, its name, or None (the default / the generator's device)
+DeviceLike = torch.device | str | None
+#: what ``Draws.draw`` returns: ``(u, scale, shift)`` with ``ΔŴ = scale · u + shift``
+Draw = tuple[torch.Tensor, float, float]
 
 
-def random_bits(n: int, generator=None, device=None) -> torch.Tensor:
+def random_bits(n: int, generator: torch.Generator | None = None, device: DeviceLike = None) -> torch.Tensor:
     """``n`` independent fair bits as a uint8 tensor of 0/1.
 
     Draws ``⌈n/64⌉`` 64-bit integers and unpacks them: 64 bits per random draw,
@@ -63,11 +71,13 @@ def random_bits(n: int, generator=None, device=None) -> torch.Tensor:
     return ((words.view(torch.uint8).unsqueeze(-1) >> shifts) & 1).view(-1)[:n]
 
 
-def _check_shape(shape) -> tuple:
+def _check_shape(shape: Any) -> tuple[int, ...]:
     """A sample shape: an int or a sequence of non-negative ints."""
     try:
-        out = (operator.index(shape),) if not isinstance(shape, (tuple, list, torch.Size)) else tuple(
-            operator.index(n) for n in shape
+        out = (
+            (operator.index(shape),)
+            if not isinstance(shape, (tuple, list, torch.Size))
+            else tuple(operator.index(n) for n in shape)
         )
     except TypeError:
         raise ValueError(f"shape must be an int or a sequence of ints, got shape={shape!r}") from None
@@ -76,7 +86,7 @@ def _check_shape(shape) -> tuple:
     return out
 
 
-def _device_for(generator, device):
+def _device_for(generator: Any, device: DeviceLike) -> DeviceLike:
     """The device to sample on: ``device``, else the generator's; they must be of one type."""
     if generator is None:
         return device
@@ -92,17 +102,18 @@ def _device_for(generator, device):
     return device
 
 
-def _check_dtype(dtype):
+def _check_dtype(dtype: Any) -> torch.dtype:
     """A floating sample dtype (None: torch's default); integer, bool and complex are refused."""
     if dtype is None:
         return torch.get_default_dtype()
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating torch dtype (float32, float64, bfloat16, float16), "
-                         f"got dtype={dtype!r}")
+        raise ValueError(
+            f"dtype must be a floating torch dtype (float32, float64, bfloat16, float16), got dtype={dtype!r}"
+        )
     return dtype
 
 
-def _check_dt(dt) -> float:
+def _check_dt(dt: Any) -> float:
     try:
         value = float(dt)
     except (TypeError, ValueError):
@@ -116,7 +127,7 @@ def _check_dt(dt) -> float:
 _Q16 = 0.9674215661017010
 
 
-def _check_k(k) -> int:
+def _check_k(k: Any) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise ValueError(f"moment order k must be a non-negative integer, got {k!r}")
     return k
@@ -140,7 +151,7 @@ class NoiseLaw:
 
     def sample(
         self,
-        shape: Sequence[int],
+        shape: ShapeLike,
         dt: float,
         *,
         generator: torch.Generator | None = None,
@@ -149,12 +160,18 @@ class NoiseLaw:
     ) -> torch.Tensor:
         """Draw increments of the given shape at step ``dt``."""
         dt = _check_dt(dt)
-        shape = _check_shape(shape)
-        device = _device_for(generator, device)
-        dtype = _check_dtype(dtype)
-        return self._sample(shape, dt, generator, device, dtype)
+        return self._sample(
+            _check_shape(shape), dt, generator, _device_for(generator, device), _check_dtype(dtype)
+        )
 
-    def _sample(self, shape, dt, generator, device, dtype) -> torch.Tensor:
+    def _sample(
+        self,
+        shape: tuple[int, ...],
+        dt: float,
+        generator: torch.Generator | None,
+        device: DeviceLike,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
         raise NotImplementedError
 
     @property
@@ -187,11 +204,11 @@ class NoiseLaw:
         """The probability that a block driven by this law survives a step (``None``: it drops nothing)."""
         return None
 
-    def with_survival(self, p: float | None) -> "NoiseLaw":
+    def with_survival(self, p: float | None) -> NoiseLaw:
         """This law with survival probability ``p`` (a law that drops nothing, or ``p=None``, returns itself)."""
         return self
 
-    def rescheduled(self, dt: float, schedule: str = "fixed") -> "NoiseLaw":
+    def rescheduled(self, dt: float, schedule: str = "fixed") -> NoiseLaw:
         """The law a block given this law at Δt = 1 has at step ``dt`` under ``schedule``
         (:data:`P_SCHEDULES`; only a dropping law's survival changes, by :func:`survival_at`)."""
         if schedule not in P_SCHEDULES:
@@ -202,7 +219,9 @@ class NoiseLaw:
         """``(values, probabilities)`` of a discrete law at step ``dt``; ``None`` for a continuous one."""
         return None
 
-    def draws(self, shape, dt: float, generator: torch.Generator | None, like: torch.Tensor) -> "Draws":
+    def draws(
+        self, shape: ShapeLike, dt: float, generator: torch.Generator | None, like: torch.Tensor
+    ) -> Draws:
         """A drawer of increments of ``shape`` at step ``dt`` into reused buffers (the stepping loop's
         in-place path, :mod:`sdenet.loop`): see :class:`Draws`. It makes the generator calls
         :meth:`sample` makes, so both give the same numbers."""
@@ -230,19 +249,21 @@ class NoiseLaw:
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and self.__dict__ == other.__dict__
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, tuple(sorted(self.__dict__.items()))))
 
 
-def _draw_args(shape, dt, generator, like):
+def _draw_args(
+    shape: Any, dt: Any, generator: torch.Generator | None, like: torch.Tensor
+) -> tuple[tuple[int, ...], float, torch.Generator | None, torch.Tensor]:
     _device_for(generator, like.device)
     return _check_shape(shape), _check_dt(dt), generator, like
 
 
-def is_law(obj) -> bool:
+def is_law(obj: object) -> bool:
     """True when ``obj`` is an sdenet noise law (the check callers make instead of testing a class)."""
     return isinstance(obj, NoiseLaw)
 
@@ -258,12 +279,19 @@ class Draws:
     pass over the increments. ``dw()`` returns ``ΔŴ`` itself (a float tensor).
     """
 
-    def __init__(self, law: "NoiseLaw", shape, dt: float, generator, like: torch.Tensor):
+    def __init__(
+        self,
+        law: NoiseLaw,
+        shape: Sequence[int],
+        dt: float,
+        generator: torch.Generator | None,
+        like: torch.Tensor,
+    ) -> None:
         self.law, self.shape, self.dt, self.generator = law, tuple(shape), float(dt), generator
         self.n = math.prod(self.shape)
         self.device, self.dtype = like.device, like.dtype
 
-    def draw(self):
+    def draw(self) -> Draw:
         # the arguments were checked once, by NoiseLaw.draws
         return self.law._sample(self.shape, self.dt, self.generator, self.device, self.dtype), 1.0, 0.0
 
@@ -277,29 +305,29 @@ class Draws:
 
 
 class _GaussianDraws(Draws):
-    def __init__(self, *args):
+    def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.buf = torch.empty(self.shape, device=self.device, dtype=self.dtype)
         self.scale = math.sqrt(self.dt)
 
-    def draw(self):
+    def draw(self) -> Draw:
         return torch.randn(self.shape, generator=self.generator, out=self.buf), self.scale, 0.0
 
 
 class _UniformDraws(Draws):
-    def __init__(self, *args):
+    def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.buf = torch.empty(self.shape, device=self.device, dtype=self.dtype)
         self.a = math.sqrt(3.0 * self.dt)
 
-    def draw(self):
+    def draw(self) -> Draw:
         return self.buf.uniform_(-self.a, self.a, generator=self.generator), 1.0, 0.0
 
 
 class _BitDraws(Draws):
     """Rademacher as 0/1 bits unpacked from 64-bit words, the draws of :func:`random_bits`."""
 
-    def __init__(self, *args):
+    def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.words = (self.n + 63) // 64
         self.bits = torch.empty((self.words, 8, 8), device=self.device, dtype=torch.uint8)
@@ -307,9 +335,15 @@ class _BitDraws(Draws):
         s = math.sqrt(self.dt)
         self.scale, self.shift = 2.0 * s, -s
 
-    def draw(self):
-        w = torch.randint(-(2**63), 2**63 - 1, (self.words,), dtype=torch.int64, generator=self.generator,
-                          device=self.device)
+    def draw(self) -> Draw:
+        w = torch.randint(
+            -(2**63),
+            2**63 - 1,
+            (self.words,),
+            dtype=torch.int64,
+            generator=self.generator,
+            device=self.device,
+        )
         torch.bitwise_right_shift(w.view(torch.uint8).view(self.words, 8, 1), self.shifts, out=self.bits)
         self.bits.bitwise_and_(1)
         return self.bits.view(-1)[: self.n].view(self.shape), self.scale, self.shift
@@ -318,13 +352,13 @@ class _BitDraws(Draws):
 class _SmallBitDraws(Draws):
     """Rademacher below ``small`` elements: ``randint(0, 2)`` per element, as :meth:`Rademacher.sample`."""
 
-    def __init__(self, *args):
+    def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.buf = torch.empty(self.shape, device=self.device, dtype=self.dtype)
         s = math.sqrt(self.dt)
         self.scale, self.shift = 2.0 * s, -s
 
-    def draw(self):
+    def draw(self) -> Draw:
         return torch.randint(0, 2, self.shape, generator=self.generator, out=self.buf), self.scale, self.shift
 
 
@@ -333,29 +367,38 @@ class Gaussian(NoiseLaw):
 
     name = "gaussian"
 
-    def moments(self, dt):
+    def moments(self, dt: float) -> tuple[float, float, float, float]:
         dt = _check_dt(dt)
         return (0.0, dt, 0.0, 3.0 * dt * dt)
 
     @property
-    def weak_order(self):
+    def weak_order(self) -> float:
         return 2.0
 
-    def _sample(self, shape, dt, generator, device, dtype):
+    def _sample(
+        self,
+        shape: tuple[int, ...],
+        dt: float,
+        generator: torch.Generator | None,
+        device: DeviceLike,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
         out = torch.randn(shape, generator=generator, device=device, dtype=dtype)
         return out.mul_(math.sqrt(dt))
 
-    def moment(self, k, dt):
+    def moment(self, k: int, dt: float) -> float:
         k, dt = _check_k(k), _check_dt(dt)
         return 0.0 if k % 2 else math.prod(range(k - 1, 0, -2)) * dt ** (k // 2)
 
-    def characteristic(self, s, dt):
+    def characteristic(self, s: float, dt: float) -> complex:
         return complex(math.exp(-0.5 * s * s * _check_dt(dt)))
 
-    def draws(self, shape, dt, generator, like):
+    def draws(
+        self, shape: ShapeLike, dt: float, generator: torch.Generator | None, like: torch.Tensor
+    ) -> Draws:
         return _GaussianDraws(self, *_draw_args(shape, dt, generator, like))
 
-    def from_gaussian(self, dw, dt):
+    def from_gaussian(self, dw: torch.Tensor, dt: float) -> torch.Tensor:
         """The Brownian increments themselves."""
         _check_dt(dt)
         return dw
@@ -366,30 +409,39 @@ class Uniform(NoiseLaw):
 
     name = "uniform"
 
-    def moments(self, dt):
+    def moments(self, dt: float) -> tuple[float, float, float, float]:
         dt = _check_dt(dt)
         return (0.0, dt, 0.0, 9.0 * dt * dt / 5.0)
 
-    def _sample(self, shape, dt, generator, device, dtype):
+    def _sample(
+        self,
+        shape: tuple[int, ...],
+        dt: float,
+        generator: torch.Generator | None,
+        device: DeviceLike,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
         a = math.sqrt(3.0 * dt)
         out = torch.empty(shape, device=device, dtype=dtype)
         return out.uniform_(-a, a, generator=generator)
 
-    def moment(self, k, dt):
+    def moment(self, k: int, dt: float) -> float:
         k, dt = _check_k(k), _check_dt(dt)
         return 0.0 if k % 2 else math.sqrt(3.0 * dt) ** k / (k + 1)
 
-    def draws(self, shape, dt, generator, like):
+    def draws(
+        self, shape: ShapeLike, dt: float, generator: torch.Generator | None, like: torch.Tensor
+    ) -> Draws:
         return _UniformDraws(self, *_draw_args(shape, dt, generator, like))
 
-    def characteristic(self, s, dt):
+    def characteristic(self, s: float, dt: float) -> complex:
         a = s * math.sqrt(3.0 * _check_dt(dt))
         return complex(1.0 if a == 0 else math.sin(a) / a)
 
-    def from_gaussian(self, dw, dt):
+    def from_gaussian(self, dw: torch.Tensor, dt: float) -> torch.Tensor:
         """The probability-integral transform: ``√(3Δt) (2Φ(dw/√Δt) − 1)``."""
         dt = _check_dt(dt)
-        u = torch.special.ndtr(dw / math.sqrt(dt))
+        u: torch.Tensor = torch.special.ndtr(dw / math.sqrt(dt))  # torch.special is untyped
         return u.mul(2.0).sub_(1.0).mul_(math.sqrt(3.0 * dt))
 
 
@@ -398,7 +450,7 @@ class Rademacher(NoiseLaw):
 
     name = "rademacher"
 
-    def moments(self, dt):
+    def moments(self, dt: float) -> tuple[float, float, float, float]:
         dt = _check_dt(dt)
         return (0.0, dt, 0.0, dt * dt)
 
@@ -406,7 +458,14 @@ class Rademacher(NoiseLaw):
     #: unpacking 64-bit words (the unpacking costs a handful of extra tensor ops)
     small: int = 8192
 
-    def _sample(self, shape, dt, generator, device, dtype):
+    def _sample(
+        self,
+        shape: tuple[int, ...],
+        dt: float,
+        generator: torch.Generator | None,
+        device: DeviceLike,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
         s = math.sqrt(dt)
         n = math.prod(shape)
         if n <= self.small:
@@ -415,24 +474,26 @@ class Rademacher(NoiseLaw):
             out = random_bits(n, generator, device).to(dtype).view(shape)
         return out.mul_(2.0 * s).sub_(s)
 
-    def moment(self, k, dt):
+    def moment(self, k: int, dt: float) -> float:
         k, dt = _check_k(k), _check_dt(dt)
         return 0.0 if k % 2 else dt ** (k // 2)
 
-    def support(self, dt):
+    def support(self, dt: float) -> tuple[list[float], list[float]] | None:
         s = math.sqrt(_check_dt(dt))
         return [-s, s], [0.5, 0.5]
 
-    def draws(self, shape, dt, generator, like):
+    def draws(
+        self, shape: ShapeLike, dt: float, generator: torch.Generator | None, like: torch.Tensor
+    ) -> Draws:
         args = _draw_args(shape, dt, generator, like)
         if math.prod(args[0]) > self.small:
             return _BitDraws(self, *args)
         return _SmallBitDraws(self, *args)
 
-    def characteristic(self, s, dt):
+    def characteristic(self, s: float, dt: float) -> complex:
         return complex(math.cos(s * math.sqrt(_check_dt(dt))))
 
-    def from_gaussian(self, dw, dt):
+    def from_gaussian(self, dw: torch.Tensor, dt: float) -> torch.Tensor:
         """``√Δt sign(dw)`` (``+√Δt`` at ``dw = 0``, a null event)."""
         s = math.sqrt(_check_dt(dt))
         return torch.where(dw >= 0, s, -s).to(dw.dtype)
@@ -447,34 +508,41 @@ class ThreePoint(NoiseLaw):
 
     name = "threepoint"
 
-    def moments(self, dt):
+    def moments(self, dt: float) -> tuple[float, float, float, float]:
         dt = _check_dt(dt)
         return (0.0, dt, 0.0, 3.0 * dt * dt)
 
     @property
-    def weak_order(self):
+    def weak_order(self) -> float:
         return 2.0
 
-    def _sample(self, shape, dt, generator, device, dtype):
+    def _sample(
+        self,
+        shape: tuple[int, ...],
+        dt: float,
+        generator: torch.Generator | None,
+        device: DeviceLike,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
         a = math.sqrt(3.0 * dt)
         # v uniform on {0,..,5}: v == 0 -> -a, v == 5 -> +a, otherwise 0.
         v = torch.empty(shape, device=device, dtype=dtype).random_(0, 6, generator=generator)
         return (v == 5).to(dtype).sub_((v == 0).to(dtype)).mul_(a)
 
-    def moment(self, k, dt):
+    def moment(self, k: int, dt: float) -> float:
         k, dt = _check_k(k), _check_dt(dt)
         if k == 0:
             return 1.0
         return 0.0 if k % 2 else (3.0 * dt) ** (k / 2) / 3.0
 
-    def support(self, dt):
+    def support(self, dt: float) -> tuple[list[float], list[float]] | None:
         a = math.sqrt(3.0 * _check_dt(dt))
         return [-a, 0.0, a], [1 / 6, 2 / 3, 1 / 6]
 
-    def characteristic(self, s, dt):
+    def characteristic(self, s: float, dt: float) -> complex:
         return complex(2.0 / 3.0 + math.cos(s * math.sqrt(3.0 * _check_dt(dt))) / 3.0)
 
-    def from_gaussian(self, dw, dt):
+    def from_gaussian(self, dw: torch.Tensor, dt: float) -> torch.Tensor:
         """Thresholds at the 1/6 and 5/6 normal quantiles (as StochasticDiffEq.jl does):
         ``−√(3Δt)`` below ``√Δt q_{1/6}``, ``+√(3Δt)`` above ``√Δt q_{5/6}``, 0 between."""
         dt = _check_dt(dt)
@@ -498,7 +566,7 @@ class DropBernoulli(NoiseLaw):
     name = "drop"
     drops = True
 
-    def __init__(self, p: float = 0.5):
+    def __init__(self, p: float = 0.5) -> None:
         try:
             p = float(p)
         except (TypeError, ValueError):
@@ -507,21 +575,22 @@ class DropBernoulli(NoiseLaw):
             raise ValueError(f"DropBernoulli: p must lie in (0, 1], got p={p!r}")
         self.p = p
 
+    # a class attribute on NoiseLaw, a property here (it depends on p): read-only on purpose
     @property
-    def symmetric(self):
+    def symmetric(self) -> bool:  # type: ignore[override]
         return self.p == 0.5
 
     @property
     def survival(self) -> float:
         return self.p
 
-    def with_survival(self, p):
+    def with_survival(self, p: float | None) -> NoiseLaw:
         return self if p is None else DropBernoulli(p)
 
-    def rescheduled(self, dt, schedule="fixed"):
+    def rescheduled(self, dt: float, schedule: str = "fixed") -> NoiseLaw:
         return DropBernoulli(survival_at(self.p, dt, schedule))
 
-    def support(self, dt):
+    def support(self, dt: float) -> tuple[list[float], list[float]] | None:
         if self.p == 1.0:
             return None
         c = self.scale(_check_dt(dt))
@@ -532,7 +601,7 @@ class DropBernoulli(NoiseLaw):
         """True at p = 1, where the increment is identically 0."""
         return self.p == 1.0
 
-    def moments(self, dt):
+    def moments(self, dt: float) -> tuple[float, float, float, float]:
         dt = _check_dt(dt)
         p = self.p
         if p == 1.0:
@@ -544,7 +613,7 @@ class DropBernoulli(NoiseLaw):
         return (0.0, dt, m3, m4)
 
     @property
-    def weak_order(self):
+    def weak_order(self) -> float:
         if self.p == 1.0:
             return 0.0
         return 1.0 if self.p == 0.5 else 0.5
@@ -555,46 +624,61 @@ class DropBernoulli(NoiseLaw):
             return 0.0
         return math.sqrt(dt / (self.p * (1.0 - self.p)))
 
-    def sample_eta(self, shape, *, generator=None, device=None, dtype=None) -> torch.Tensor:
+    def sample_eta(
+        self,
+        shape: ShapeLike,
+        *,
+        generator: torch.Generator | None = None,
+        device: DeviceLike = None,
+        dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
         """Draw the Bernoulli(p) survival indicators η themselves."""
         device = _device_for(generator, device)
-        dtype = _check_dtype(dtype)
-        shape = _check_shape(shape)
+        dtype_ = _check_dtype(dtype)
+        shape_ = _check_shape(shape)
         if self.p == 1.0:
-            return torch.ones(shape, device=device, dtype=dtype)
+            return torch.ones(shape_, device=device, dtype=dtype_)
         # rand() < p is several times faster than bernoulli_ on the CPU
-        u = torch.rand(shape, generator=generator, device=device, dtype=torch.float32)
-        return (u < self.p).to(dtype)
+        u = torch.rand(shape_, generator=generator, device=device, dtype=torch.float32)
+        return (u < self.p).to(dtype_)
 
-    def _sample(self, shape, dt, generator, device, dtype):
+    def _sample(
+        self,
+        shape: tuple[int, ...],
+        dt: float,
+        generator: torch.Generator | None,
+        device: DeviceLike,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
         if self.p == 1.0:
             return torch.zeros(shape, device=device, dtype=dtype)
         eta = self.sample_eta(shape, generator=generator, device=device, dtype=dtype)
         return eta.sub_(self.p).mul_(self.scale(dt))
 
-    def moment(self, k, dt):
+    def moment(self, k: int, dt: float) -> float:
         k, dt = _check_k(k), _check_dt(dt)
         if k == 0:
             return 1.0
         p = self.p
         return (p * (1.0 - p) ** k + (1.0 - p) * (-p) ** k) * self.scale(dt) ** k
 
-    def characteristic(self, s, dt):
+    def characteristic(self, s: float, dt: float) -> complex:
         c = self.scale(_check_dt(dt))
         p = self.p
         return p * cmath.exp(1j * s * c * (1.0 - p)) + (1.0 - p) * cmath.exp(-1j * s * c * p)
 
-    def from_gaussian(self, dw, dt):
+    def from_gaussian(self, dw: torch.Tensor, dt: float) -> torch.Tensor:
         """The block survives (``η = 1``) when ``Φ(dw/√Δt) > 1 − p``, i.e. on the largest
         Brownian increments, with probability p; ``ΔŴ = (η − p) √Δt/√(p(1−p))`` is then a
         nondecreasing function of ``dw``."""
         dt = _check_dt(dt)
         if self.p == 1.0:
             return torch.zeros_like(dw)
-        eta = (torch.special.ndtr(dw / math.sqrt(dt)) > 1.0 - self.p).to(dw.dtype)
+        phi: torch.Tensor = torch.special.ndtr(dw / math.sqrt(dt))  # torch.special is untyped
+        eta = (phi > 1.0 - self.p).to(dw.dtype)
         return eta.sub_(self.p).mul_(self.scale(dt))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"DropBernoulli(p={self.p})"
 
 
@@ -650,6 +734,8 @@ def survival_at(p: float, dt: float, schedule: str = "fixed") -> float:
         return p
     q = 0.5 + (p - 0.5) * math.sqrt(dt)
     if not 0.0 < q <= 1.0:
-        raise ValueError(f"p_schedule='sqrt': survival {p:g} at dt=1 gives p={q:g} at dt={dt:g}, "
-                         f"outside (0, 1]; use dt <= 1 or p_schedule='fixed'")
+        raise ValueError(
+            f"p_schedule='sqrt': survival {p:g} at dt=1 gives p={q:g} at dt={dt:g}, "
+            f"outside (0, 1]; use dt <= 1 or p_schedule='fixed'"
+        )
     return q

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,17 +42,18 @@ __all__ = ["step_polynomials", "scheme_moment", "scheme_cos", "enumerate_expecta
 _F64 = torch.float64
 
 
-def _one_step(field, scheme, x, dt, dw):
+def _one_step(field: Any, scheme: Any, x: torch.Tensor, dt: float, dw: torch.Tensor) -> torch.Tensor:
     """One step with the increment ``dw`` used as it is: a copy of the scheme with the
     Gaussian law, whose :meth:`~sdenet.Gaussian.from_gaussian` is the identity (the step's
     formula does not depend on the law, only the distribution of ``ΔŴ`` does)."""
     twin = copy.copy(scheme)
     twin.law = Gaussian()
+    out: torch.Tensor
     out, _ = twin.step(field, 0.0, x, dt, twin.init(field, 0.0, x, dt), None, dw=dw)
     return out
 
 
-def step_polynomials(field, scheme, dt: float):
+def step_polynomials(field: Any, scheme: Any, dt: float) -> tuple[list[float], list[float]]:
     """Coefficients ``(p, q)`` (``p[j]``, ``q[j]`` of ``ΔŴ^j``, j = 0, 1, 2) of one step
     ``X ↦ P(ΔŴ) X + Q(ΔŴ)`` of ``scheme`` on a scalar linear ``field`` (states of shape (B, 1)).
 
@@ -66,19 +69,27 @@ def step_polynomials(field, scheme, dt: float):
     vander = np.vander(wv[:3], 3, increasing=True)
     p = np.linalg.solve(vander, p_vals[:3].detach().numpy())
     q = np.linalg.solve(vander, q_vals[:3].detach().numpy())
+
     # check: the quadratic reproduces the other increments and X = 2.5 is affine
-    fit = lambda c, v: c[0] + c[1] * v + c[2] * v * v  # noqa: E731
+    def fit(c: Any, v: Any) -> Any:
+        return c[0] + c[1] * v + c[2] * v * v
+
     x2 = torch.full_like(w, 2.5)
     x2_vals = _one_step(field, scheme, x2, dt, w).view(-1).detach().numpy()
     scale = 1.0 + np.abs(p_vals.detach().numpy()).max() + np.abs(q_vals.detach().numpy()).max()
-    bad = (np.abs(fit(p, wv) - p_vals.detach().numpy()).max() + np.abs(fit(q, wv) - q_vals.detach().numpy()).max()
-           + np.abs(fit(p, wv) * 2.5 + fit(q, wv) - x2_vals).max())
+    bad = (
+        np.abs(fit(p, wv) - p_vals.detach().numpy()).max()
+        + np.abs(fit(q, wv) - q_vals.detach().numpy()).max()
+        + np.abs(fit(p, wv) * 2.5 + fit(q, wv) - x2_vals).max()
+    )
     if bad > 1e-9 * scale:
-        raise ValueError(f"step_polynomials: {scheme!r} is not X ↦ P(ΔŴ) X + Q(ΔŴ) with quadratic P, Q on this field")
+        raise ValueError(
+            f"step_polynomials: {scheme!r} is not X ↦ P(ΔŴ) X + Q(ΔŴ) with quadratic P, Q on this field"
+        )
     return [float(v) for v in p], [float(v) for v in q]
 
 
-def _poly_mul(a, b):
+def _poly_mul(a: list[float], b: list[float]) -> list[float]:
     out = [0.0] * (len(a) + len(b) - 1)
     for i, u in enumerate(a):
         for j, v in enumerate(b):
@@ -86,36 +97,42 @@ def _poly_mul(a, b):
     return out
 
 
-def _poly_pow(a, k):
+def _poly_pow(a: list[float], k: int) -> list[float]:
     out = [1.0]
     for _ in range(k):
         out = _poly_mul(out, a)
     return out
 
 
-def _expect(poly, law: NoiseLaw, dt: float) -> float:
+def _expect(poly: list[float], law: NoiseLaw, dt: float) -> float:
     return sum(c * law.moment(j, dt) for j, c in enumerate(poly))
 
 
-def scheme_moment(field, scheme, x0: float, T: float, dt: float, k: int, law: NoiseLaw | None = None) -> float:
+def scheme_moment(
+    field: Any, scheme: Any, x0: float, T: float, dt: float, k: int, law: NoiseLaw | None = None
+) -> float:
     """Exact ``E X_N^k``, ``N = T/Δt``, of ``scheme`` on a scalar linear ``field`` from ``x0``
     with increments of ``law`` (default: the scheme's law), by the moment recursion
     ``E X_{n+1}^j = Σ_i C(j, i) E[P^i Q^{j−i}] E X_n^i``."""
-    law = scheme.law if law is None else law
+    law_: NoiseLaw = scheme.law if law is None else law
     n = round(T / dt)
     p, q = step_polynomials(field, scheme, dt)
-    coef = [[_expect(_poly_mul(_poly_pow(p, i), _poly_pow(q, j - i)), law, dt) for i in range(j + 1)]
-            for j in range(k + 1)]
-    mom = [x0**j for j in range(k + 1)]
+    coef = [
+        [_expect(_poly_mul(_poly_pow(p, i), _poly_pow(q, j - i)), law_, dt) for i in range(j + 1)]
+        for j in range(k + 1)
+    ]
+    mom: list[float] = [x0**j for j in range(k + 1)]
     for _ in range(n):
         mom = [sum(math.comb(j, i) * coef[j][i] * mom[i] for i in range(j + 1)) for j in range(k + 1)]
     return mom[k]
 
 
-def scheme_cos(field, scheme, x0: float, T: float, dt: float, law: NoiseLaw | None = None, omega: float = 1.0) -> float:
+def scheme_cos(
+    field: Any, scheme: Any, x0: float, T: float, dt: float, law: NoiseLaw | None = None, omega: float = 1.0
+) -> float:
     """Exact ``E cos(ω X_N)`` of ``scheme`` on a linear field with additive noise whose step is
     ``X ↦ P X + q ΔŴ + r`` (``P``, ``q``, ``r`` constants), through the law's characteristic function."""
-    law = scheme.law if law is None else law
+    law_: NoiseLaw = scheme.law if law is None else law
     n = round(T / dt)
     p, q = step_polynomials(field, scheme, dt)
     if abs(p[1]) + abs(p[2]) + abs(q[2]) > 1e-12 * (1 + abs(p[0]) + abs(q[1])):
@@ -126,7 +143,7 @@ def scheme_cos(field, scheme, x0: float, T: float, dt: float, law: NoiseLaw | No
     for _ in range(n):  # X_{n+1} = a X_n + r + c ΔŴ_n: multiply the earlier noise by a
         mean = a * mean + r
     for i in range(n):
-        phase *= law.characteristic(omega * c * a ** (n - 1 - i), dt)
+        phase *= law_.characteristic(omega * c * a ** (n - 1 - i), dt)
     return (complex(math.cos(omega * mean), math.sin(omega * mean)) * phase).real
 
 
@@ -140,38 +157,51 @@ class Arctan:
 
     name = "arctan"
 
-    def __init__(self, a: float = 1.0, x0: float = 0.5, T: float = 1.0):
+    def __init__(self, a: float = 1.0, x0: float = 0.5, T: float = 1.0) -> None:
         self.a, self.x0, self.T = float(a), float(x0), float(T)
         if not (abs(self.x0) < math.pi / 2 and self.T > 0):
             raise ValueError("Arctan: needs |x0| < π/2 and T > 0")
 
     def field(self) -> SDEField:
         a = self.a
-        return SDEField(lambda t, x: -(a * a) * torch.sin(x) * torch.cos(x) ** 3,
-                        lambda t, x: a * torch.cos(x) ** 2, noise="diagonal")
+        return SDEField(
+            lambda t, x: -(a * a) * torch.sin(x) * torch.cos(x) ** 3,
+            lambda t, x: a * torch.cos(x) ** 2,
+            noise="diagonal",
+        )
 
     def solution(self, w_T: torch.Tensor) -> torch.Tensor:
         return torch.atan(self.a * w_T + math.tan(self.x0))
 
-    def exact(self, phi, nodes: int = 200) -> float:
+    def exact(self, phi: Callable[[Any], Any], nodes: int = 200) -> float:
         z, w = np.polynomial.hermite_e.hermegauss(nodes)
         values = phi(np.arctan(self.a * math.sqrt(self.T) * z + math.tan(self.x0)))
         return float(np.sum(w * values) / math.sqrt(2.0 * math.pi))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Arctan(a={self.a}, x0={self.x0}, T={self.T})"
 
 
-def _support(law: NoiseLaw, dt: float):
+def _support(law: NoiseLaw, dt: float) -> tuple[list[float], list[float]]:
     """``(values, probabilities)`` of a discrete law at step ``dt`` (the law declares it)."""
     support = getattr(law, "support", None)
-    out = support(dt) if callable(support) else None
+    out: tuple[list[float], list[float]] | None = support(dt) if callable(support) else None
     if out is not None:
         return out
-    raise ValueError(f"enumerate_expectation: needs a discrete law (Rademacher, ThreePoint, DropBernoulli), got {law!r}")
+    raise ValueError(
+        f"enumerate_expectation: needs a discrete law (Rademacher, ThreePoint, DropBernoulli), got {law!r}"
+    )
 
 
-def enumerate_expectation(field, scheme, x0: torch.Tensor, T: float, steps: int, phi, max_paths: int = 1 << 21) -> float:
+def enumerate_expectation(
+    field: Any,
+    scheme: Any,
+    x0: torch.Tensor,
+    T: float,
+    steps: int,
+    phi: Callable[[torch.Tensor], torch.Tensor],
+    max_paths: int = 1 << 21,
+) -> float:
     """Exact ``E φ(X_N)`` of a scheme with a discrete law (one increment per sample: ``sample``
     noise, or ``diagonal`` noise on one-element states), by running :func:`sdenet.integrate`
     on every one of the ``k^N`` increment sequences and weighting them by their probabilities.
@@ -186,7 +216,9 @@ def enumerate_expectation(field, scheme, x0: torch.Tensor, T: float, steps: int,
     values, probs = _support(scheme.law, dt)
     k = len(values)
     if k**steps > max_paths:
-        raise ValueError(f"enumerate_expectation: {k}^{steps} = {k**steps} sequences exceed max_paths={max_paths}")
+        raise ValueError(
+            f"enumerate_expectation: {k}^{steps} = {k**steps} sequences exceed max_paths={max_paths}"
+        )
     idx = torch.cartesian_prod(*[torch.arange(k)] * steps).view(-1, steps)
     weights = torch.tensor(probs, dtype=_F64)[idx].prod(1)
     x = x0.to(_F64).expand((idx.shape[0],) + tuple(x0.shape[1:])).clone()

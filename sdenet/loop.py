@@ -23,15 +23,19 @@ runs ``step`` from there on. The in-place arithmetic may group the sum different
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Any
+
 import torch
 
 from . import fast as _fast
-from .fields import time_points
+from .fields import Time, time_points
+from .laws import Draw
 
 __all__ = ["run_steps", "inplace_allowed"]
 
 
-def inplace_allowed(x, post=None) -> bool:
+def inplace_allowed(x: Any, post: Callable[[Any], Any] | None = None) -> bool:
     """Whether the loop may work in place on ``x``: a single tensor, no per-step ``post``, the
     in-place path enabled, and autograd not recording through ``x`` (grad mode off, or ``x``
     needs no gradient); never while ``torch.compile`` traces."""
@@ -42,9 +46,24 @@ def inplace_allowed(x, post=None) -> bool:
     return not (torch.is_grad_enabled() and x.requires_grad)
 
 
-def run_steps(field, schemes, x, state, *, t0: float, dt: float, steps: int, generator=None, dw=None,
-              first: int = 0, save: list | None = None, post=None, check_field=None, tensor_time=None,
-              inplace: bool | None = None):
+def run_steps(
+    field: Any,
+    schemes: Any,
+    x: Any,
+    state: Any,
+    *,
+    t0: float,
+    dt: float,
+    steps: int,
+    generator: torch.Generator | None = None,
+    dw: Callable[..., Any] | None = None,
+    first: int = 0,
+    save: list[Any] | None = None,
+    post: Callable[[Any], Any] | None = None,
+    check_field: Any = None,
+    tensor_time: bool | None = None,
+    inplace: bool | None = None,
+) -> tuple[Any, Any]:
     """Run steps ``first … steps − 1`` of ``schemes`` on ``field`` from ``(x, state)``; return ``(x, state)``.
 
     ``schemes`` is one scheme or a sequence with one per step (indexed by the step number).
@@ -60,8 +79,8 @@ def run_steps(field, schemes, x, state, *, t0: float, dt: float, steps: int, gen
     per_step = isinstance(schemes, (list, tuple))
     like = x[0] if isinstance(x, tuple) else x
     if tensor_time is None:
-        tensor_time = getattr(field, "tensor_time", True)
-    times = time_points(t0, dt, steps, like, tensor_time, first=first)
+        tensor_time = bool(getattr(field, "tensor_time", True))
+    times: Iterator[Time] = time_points(t0, dt, steps, like, tensor_time, first=first)
     n = first
     if check_field is not None and n < steps:  # the first step through the boundary checks
         t = next(times)
@@ -73,8 +92,9 @@ def run_steps(field, schemes, x, state, *, t0: float, dt: float, steps: int, gen
             save.append(x)
         n += 1
     if n < steps and (inplace is None or inplace) and inplace_allowed(x, post):
-        x, state, n, times = _run_inplace(field, schemes, per_step, x, state, times, n, steps, dt, generator, dw,
-                                          t0, save)
+        x, state, n, times = _run_inplace(
+            field, schemes, per_step, x, state, times, n, steps, dt, generator, dw, t0, save
+        )
     for t in times:
         s = schemes[n] if per_step else schemes
         x, state = _step(s, field, t, x, dt, state, generator, dw, n, t0)
@@ -86,18 +106,48 @@ def run_steps(field, schemes, x, state, *, t0: float, dt: float, steps: int, gen
     return x, state
 
 
-def _step(scheme, field, t, x, dt, state, generator, dw, n, t0):
+def _step(
+    scheme: Any,
+    field: Any,
+    t: Time,
+    x: Any,
+    dt: float,
+    state: Any,
+    generator: torch.Generator | None,
+    dw: Callable[..., Any] | None,
+    n: int,
+    t0: float,
+) -> tuple[Any, Any]:
+    out: tuple[Any, Any]
     if dw is None:
-        return scheme.step(field, t, x, dt, state, generator)
-    return scheme.step(field, t, x, dt, state, generator, dw=dw(n, t0 + n * dt, dt))
+        out = scheme.step(field, t, x, dt, state, generator)
+    else:
+        out = scheme.step(field, t, x, dt, state, generator, dw=dw(n, t0 + n * dt, dt))
+    return out
 
 
-def _run_inplace(field, schemes, per_step, x, state, times, n, steps, dt, generator, dw, t0, save):
+def _run_inplace(
+    field: Any,
+    schemes: Any,
+    per_step: bool,
+    x: torch.Tensor,
+    state: Any,
+    times: Iterator[Time],
+    n: int,
+    steps: int,
+    dt: float,
+    generator: torch.Generator | None,
+    dw: Callable[..., Any] | None,
+    t0: float,
+    save: list[Any] | None,
+) -> tuple[torch.Tensor, Any, int, Iterator[Time]]:
     """Steps on one copy of ``x`` while every scheme has a kernel that accepts the step; returns where it
     stopped (``x`` again a tensor the generic steps may continue from) and the remaining times."""
-    kernels = {}  # per scheme object: (kernel, drawer) — a stage may switch schemes from step to step
+    kernels: dict[
+        int, tuple[Any, Any, Any]
+    ] = {}  # per scheme object: (kernel, drawer) — a stage may switch schemes from step to step
 
-    def kernel_of(s):
+    def kernel_of(s: Any) -> tuple[Any, Any, Any]:
         k = kernels.get(id(s))
         if k is None:
             kern = s.inplace(field, x, dt)
@@ -112,10 +162,10 @@ def _run_inplace(field, schemes, per_step, x, state, times, n, steps, dt, genera
         return x, state, n, times
     with torch.no_grad():
         y = x.detach().clone()
-    pending = None
+    pending: Time | None = None
     if not per_step and dw is None:  # one scheme, drawn increments: the tight loop
         kern, drawer, s = first
-        take = _NOTHING if drawer is None else drawer.draw
+        take: Callable[[], Draw | None] = _NOTHING if drawer is None else drawer.draw
         for t in times:
             if not kern(t, y, take):  # declined before drawing: the generic step takes it
                 pending = t
@@ -147,14 +197,14 @@ def _run_inplace(field, schemes, per_step, x, state, times, n, steps, dt, genera
     return y, state, n, rest
 
 
-def _NOTHING():
+def _NOTHING() -> None:
     return None
 
 
-def _given(law, dw, n, t, dt):
+def _given(law: Any, dw: Callable[..., Any], n: int, t: float, dt: float) -> Callable[[], Draw]:
     return lambda: (law.from_gaussian(dw(n, t, dt), dt), 1.0, 0.0)
 
 
-def _chain(first, rest):
+def _chain(first: Time, rest: Iterator[Time]) -> Iterator[Time]:
     yield first
     yield from rest

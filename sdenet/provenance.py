@@ -20,10 +20,20 @@ import platform
 import shlex
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["FIELDS", "provenance", "git_commit", "unknown", "is_unknown", "missing", "command_line",
-           "set_deterministic"]
+__all__ = [
+    "FIELDS",
+    "provenance",
+    "git_commit",
+    "unknown",
+    "is_unknown",
+    "missing",
+    "command_line",
+    "set_deterministic",
+]
 
 #: the fields every recorded result states
 FIELDS = ("command", "commit", "torch", "threads", "hardware", "seed")
@@ -34,7 +44,7 @@ def unknown(reason: str) -> str:
     return f"unknown: {reason}"
 
 
-def is_unknown(value) -> bool:
+def is_unknown(value: object) -> bool:
     return isinstance(value, str) and value.startswith("unknown:")
 
 
@@ -43,19 +53,24 @@ def git_commit(short: bool = False) -> str:
     differ from it; ``unknown: ...`` outside a git checkout (an installed wheel)."""
     root = Path(__file__).resolve().parents[1]
     try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5)
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
         if out.returncode != 0 or not out.stdout.strip():
             return unknown("not run from a git checkout (installed package)")
         sha = out.stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "diff", "--quiet", "HEAD", "--"], capture_output=True,
-                               timeout=10).returncode == 1
+        dirty = (
+            subprocess.run(
+                ["git", "-C", str(root), "diff", "--quiet", "HEAD", "--"], capture_output=True, timeout=10
+            ).returncode
+            == 1
+        )
     except (OSError, subprocess.SubprocessError):
         return unknown("git is not available")
     return (sha[:12] if short else sha) + ("+dirty" if dirty else "")
 
 
-def command_line(argv=None) -> str:
+def command_line(argv: Sequence[str] | None = None) -> str:
     """The command as typed (``sdenet ...`` for the CLI, ``python script.py ...`` otherwise)."""
     argv = list(sys.argv if argv is None else argv)
     if not argv:
@@ -68,8 +83,13 @@ def command_line(argv=None) -> str:
     return " ".join([head, *(shlex.quote(a) for a in argv[1:])])
 
 
-def provenance(seed, command: str | None = None, device=None, world_size: int = 1,
-               deterministic: bool | None = None) -> dict:
+def provenance(
+    seed: int | list[int] | str | None,
+    command: str | None = None,
+    device: Any = None,
+    world_size: int = 1,
+    deterministic: bool | None = None,
+) -> dict[str, Any]:
     """The provenance block of a result made now: ``command`` (default: this process's command
     line), ``commit`` (:func:`git_commit`), torch version, torch CPU ``threads``, ``hardware``
     (:func:`sdenet.train.hardware.describe`), ``seed`` (an int, a list of seeds, or a string saying
@@ -93,7 +113,7 @@ def provenance(seed, command: str | None = None, device=None, world_size: int = 
     }
 
 
-def missing(doc) -> list[str]:
+def missing(doc: object) -> list[str]:
     """The :data:`FIELDS` a result's ``provenance`` block lacks (all of them without one). A
     field stated as unknown, with its reason, counts as stated."""
     block = doc.get("provenance") if isinstance(doc, dict) else None

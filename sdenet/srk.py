@@ -62,10 +62,13 @@ same); 2 is Rößler's weak order-2 claim for SRA1 and SRIW1.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from .fields import Time
 from .laws import Gaussian
 from .schemes import Scheme, register_scheme
 
@@ -92,8 +95,13 @@ def space_time_integral(dw: torch.Tensor, du: torch.Tensor, dt: float) -> torch.
     return (0.5 * dt) * (dw + du / _R3)
 
 
-def space_time_increments(shape, dt: float, generator: torch.Generator | None = None, device=None,
-                          dtype=None) -> tuple[torch.Tensor, torch.Tensor]:
+def space_time_increments(
+    shape: Sequence[int],
+    dt: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A jointly Gaussian pair ``(ΔW, ΔZ)`` of one step ``Δt``: ``ΔW ~ N(0, Δt)``,
     ``ΔZ = ∫ (W(s) − W(t)) ds`` (``Var = Δt³/3``, ``Cov(ΔW, ΔZ) = Δt²/2``)."""
     dt = float(dt)
@@ -105,7 +113,9 @@ def space_time_increments(shape, dt: float, generator: torch.Generator | None = 
     return dw, space_time_integral(dw, du, dt)
 
 
-def coarsen_increments(dw: torch.Tensor, dz: torch.Tensor, dt: float, factor: int):
+def coarsen_increments(
+    dw: torch.Tensor, dz: torch.Tensor, dt: float, factor: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The exact ``(ΔW, ΔZ)`` of steps ``factor·Δt`` from those of ``Δt`` (leading dimension: steps).
 
     Over two adjacent steps ``ΔW = ΔW₁ + ΔW₂`` and ``ΔZ = ΔZ₁ + ΔZ₂ + Δt ΔW₁``; in general
@@ -114,8 +124,10 @@ def coarsen_increments(dw: torch.Tensor, dz: torch.Tensor, dt: float, factor: in
     if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
         raise ValueError(f"coarsen_increments: factor must be a positive integer, got {factor!r}")
     if dw.shape != dz.shape or dw.dim() < 1 or dw.shape[0] % factor:
-        raise ValueError(f"coarsen_increments: dw and dz need one shape (steps, ...) with steps a multiple of "
-                         f"factor={factor}; got {tuple(dw.shape)} and {tuple(dz.shape)}")
+        raise ValueError(
+            f"coarsen_increments: dw and dz need one shape (steps, ...) with steps a multiple of "
+            f"factor={factor}; got {tuple(dw.shape)} and {tuple(dz.shape)}"
+        )
     shape = (dw.shape[0] // factor, factor) + tuple(dw.shape[1:])
     w = dw.reshape(shape)
     before = torch.cumsum(w, dim=1) - w
@@ -125,14 +137,18 @@ def coarsen_increments(dw: torch.Tensor, dz: torch.Tensor, dt: float, factor: in
 # --------------------------------------------------------------------------- tableaux
 
 
-def _check_rows(name, what, rows, s):
+def _check_rows(name: str, what: str, rows: Sequence[Sequence[float]], s: int) -> None:
     if len(rows) != s or any(len(r) != i for i, r in enumerate(rows)):
-        raise ValueError(f"{name}: {what} must have {s} rows, row i with i entries (explicit, lower triangular)")
+        raise ValueError(
+            f"{name}: {what} must have {s} rows, row i with i entries (explicit, lower triangular)"
+        )
 
 
-def _check_sum(name, what, values, target):
+def _check_sum(name: str, what: str, values: Sequence[float], target: float) -> None:
     if abs(sum(values) - target) > 1e-12:
-        raise ValueError(f"{name}: the weights {what} must sum to {target} (consistency), they sum to {sum(values)}")
+        raise ValueError(
+            f"{name}: the weights {what} must sum to {target} (consistency), they sum to {sum(values)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -142,17 +158,17 @@ class SRATableau:
     ``beta1``, ``beta2``; ``order`` (deterministic) and ``weak_order`` as declared."""
 
     name: str
-    c0: tuple
-    c1: tuple
-    a0: tuple
-    b0: tuple
-    alpha: tuple
-    beta1: tuple
-    beta2: tuple
+    c0: tuple[float, ...]
+    c1: tuple[float, ...]
+    a0: tuple[tuple[float, ...], ...]
+    b0: tuple[tuple[float, ...], ...]
+    alpha: tuple[float, ...]
+    beta1: tuple[float, ...]
+    beta2: tuple[float, ...]
     order: int
     weak_order: float
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         s = len(self.alpha)
         for what in ("c0", "c1", "beta1", "beta2"):
             if len(getattr(self, what)) != s:
@@ -174,21 +190,21 @@ class SRITableau:
     ``a0, a1, b0, b1``, weights ``alpha``, ``beta1`` … ``beta4``; ``order`` and ``weak_order``."""
 
     name: str
-    c0: tuple
-    c1: tuple
-    a0: tuple
-    a1: tuple
-    b0: tuple
-    b1: tuple
-    alpha: tuple
-    beta1: tuple
-    beta2: tuple
-    beta3: tuple
-    beta4: tuple
+    c0: tuple[float, ...]
+    c1: tuple[float, ...]
+    a0: tuple[tuple[float, ...], ...]
+    a1: tuple[tuple[float, ...], ...]
+    b0: tuple[tuple[float, ...], ...]
+    b1: tuple[tuple[float, ...], ...]
+    alpha: tuple[float, ...]
+    beta1: tuple[float, ...]
+    beta2: tuple[float, ...]
+    beta3: tuple[float, ...]
+    beta4: tuple[float, ...]
     order: int
     weak_order: float
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         s = len(self.alpha)
         for what in ("c0", "c1", "beta1", "beta2", "beta3", "beta4"):
             if len(getattr(self, what)) != s:
@@ -208,44 +224,69 @@ class SRITableau:
 #: Rößler (2010)'s SRA tableaux for additive noise, by name
 SRA_TABLEAUX = {
     "sra1": SRATableau(
-        "sra1", c0=(0.0, 3 / 4), c1=(1.0, 0.0), a0=((), (3 / 4,)), b0=((), (3 / 2,)),
-        alpha=(1 / 3, 2 / 3), beta1=(1.0, 0.0), beta2=(-1.0, 1.0), order=2, weak_order=2.0,
+        "sra1",
+        c0=(0.0, 3 / 4),
+        c1=(1.0, 0.0),
+        a0=((), (3 / 4,)),
+        b0=((), (3 / 2,)),
+        alpha=(1 / 3, 2 / 3),
+        beta1=(1.0, 0.0),
+        beta2=(-1.0, 1.0),
+        order=2,
+        weak_order=2.0,
     ),
     "sra3": SRATableau(
-        "sra3", c0=(0.0, 1.0, 1 / 2), c1=(1.0, 0.0, 0.0), a0=((), (1.0,), (1 / 4, 1 / 4)),
-        b0=((), (0.0,), (1.0, 1 / 2)), alpha=(1 / 6, 1 / 6, 2 / 3), beta1=(1.0, 0.0, 0.0),
-        beta2=(-1.0, 1.0, 0.0), order=3, weak_order=1.5,
+        "sra3",
+        c0=(0.0, 1.0, 1 / 2),
+        c1=(1.0, 0.0, 0.0),
+        a0=((), (1.0,), (1 / 4, 1 / 4)),
+        b0=((), (0.0,), (1.0, 1 / 2)),
+        alpha=(1 / 6, 1 / 6, 2 / 3),
+        beta1=(1.0, 0.0, 0.0),
+        beta2=(-1.0, 1.0, 0.0),
+        order=3,
+        weak_order=1.5,
     ),
 }
 
 #: Rößler (2010)'s SRI tableaux for scalar and diagonal noise, by name
 SRI_TABLEAUX = {
     "sriw1": SRITableau(
-        "sriw1", c0=(0.0, 3 / 4, 0.0, 0.0), c1=(0.0, 1 / 4, 1.0, 1 / 4),
+        "sriw1",
+        c0=(0.0, 3 / 4, 0.0, 0.0),
+        c1=(0.0, 1 / 4, 1.0, 1 / 4),
         a0=((), (3 / 4,), (0.0, 0.0), (0.0, 0.0, 0.0)),
         a1=((), (1 / 4,), (1.0, 0.0), (0.0, 0.0, 1 / 4)),
         b0=((), (3 / 2,), (0.0, 0.0), (0.0, 0.0, 0.0)),
         b1=((), (1 / 2,), (-1.0, 0.0), (-5.0, 3.0, 1 / 2)),
         alpha=(1 / 3, 2 / 3, 0.0, 0.0),
-        beta1=(-1.0, 4 / 3, 2 / 3, 0.0), beta2=(-1.0, 4 / 3, -1 / 3, 0.0),
-        beta3=(2.0, -4 / 3, -2 / 3, 0.0), beta4=(-2.0, 5 / 3, -2 / 3, 1.0),
-        order=2, weak_order=2.0,
+        beta1=(-1.0, 4 / 3, 2 / 3, 0.0),
+        beta2=(-1.0, 4 / 3, -1 / 3, 0.0),
+        beta3=(2.0, -4 / 3, -2 / 3, 0.0),
+        beta4=(-2.0, 5 / 3, -2 / 3, 1.0),
+        order=2,
+        weak_order=2.0,
     ),
     "sri2": SRITableau(
-        "sri2", c0=(0.0, 1.0, 1 / 2, 0.0), c1=(0.0, 1 / 4, 1.0, 1 / 4),
+        "sri2",
+        c0=(0.0, 1.0, 1 / 2, 0.0),
+        c1=(0.0, 1 / 4, 1.0, 1 / 4),
         a0=((), (1.0,), (1 / 4, 1 / 4), (0.0, 0.0, 0.0)),
         a1=((), (1 / 4,), (1.0, 0.0), (0.0, 0.0, 1 / 4)),
         b0=((), (0.0,), (1.0, 1 / 2), (0.0, 0.0, 0.0)),
         b1=((), (-1 / 2,), (1.0, 0.0), (2.0, -1.0, 1 / 2)),
         alpha=(1 / 6, 1 / 6, 2 / 3, 0.0),
-        beta1=(-1.0, 4 / 3, 2 / 3, 0.0), beta2=(1.0, -4 / 3, 1 / 3, 0.0),
-        beta3=(2.0, -4 / 3, -2 / 3, 0.0), beta4=(-2.0, 5 / 3, -2 / 3, 1.0),
-        order=3, weak_order=1.5,
+        beta1=(-1.0, 4 / 3, 2 / 3, 0.0),
+        beta2=(1.0, -4 / 3, 1 / 3, 0.0),
+        beta3=(2.0, -4 / 3, -2 / 3, 0.0),
+        beta4=(-2.0, 5 / 3, -2 / 3, 1.0),
+        order=3,
+        weak_order=1.5,
     ),
 }
 
 
-def _tableau(value, table, cls, what):
+def _tableau(value: Any, table: dict[str, Any], cls: type, what: str) -> Any:
     if isinstance(value, cls):
         return value
     if isinstance(value, str) and value.lower() in table:
@@ -253,7 +294,7 @@ def _tableau(value, table, cls, what):
     raise ValueError(f"SRK: {what} must be one of {', '.join(table)} or an {cls.__name__}, got {value!r}")
 
 
-def _used_later(rows, i) -> bool:
+def _used_later(rows: Sequence[Sequence[Sequence[float]]], i: int) -> bool:
     """Whether stage ``i``'s value enters a later stage through any of the coefficient ``rows``."""
     return any(r[k][i] != 0 for r in rows for k in range(i + 1, len(r)))
 
@@ -266,7 +307,14 @@ class ExplicitRK(Scheme):
     ``X_{n+1} = X + h Σ b_i k_i`` on the drift: what :class:`SRK` reduces to without noise
     (its ``mean_scheme``). ``order`` is the tableau's declared deterministic order."""
 
-    def __init__(self, a, b, c, order: int, name: str = "rk"):
+    def __init__(
+        self,
+        a: Sequence[Sequence[float]],
+        b: Sequence[float],
+        c: Sequence[float],
+        order: int,
+        name: str = "rk",
+    ) -> None:
         s = len(b)
         _check_rows(f"ExplicitRK {name}", "a", a, s)
         if len(c) != s:
@@ -280,9 +328,20 @@ class ExplicitRK(Scheme):
         self.evaluations = tuple(sorted(set(self.c)))
         self._needed = [self.b[i] != 0 or _used_later((self.a,), i) for i in range(s)]
 
-    def step(self, field, t, x, dt, state, generator=None, *, dw=None):
-        self._refuse_dw(dw)
-        ks = []
+    # the protocol's step; extra keywords are refused (no **extras), hence the narrower signature
+    def step(  # type: ignore[override]
+        self,
+        field: Any,
+        t: Time,
+        x: torch.Tensor,
+        dt: float,
+        state: Any,
+        generator: torch.Generator | None = None,
+        *,
+        dw: Any = None,
+    ) -> tuple[torch.Tensor, Any]:
+        self._refuse_dw(dw)  # type: ignore[no-untyped-call]  # Scheme (sdenet.schemes) is not annotated yet
+        ks: list[torch.Tensor | None] = []
         out = x
         for i, need in enumerate(self._needed):
             if not need:
@@ -291,14 +350,16 @@ class ExplicitRK(Scheme):
             y = x
             for j, a in enumerate(self.a[i]):
                 if a:
-                    y = y + (a * dt) * ks[j]
-            k = field.drift(t + self.c[i] * dt if self.c[i] else t, y)
+                    kj = ks[j]
+                    assert kj is not None  # a stage a later one uses is evaluated (_needed)
+                    y = y + (a * dt) * kj
+            k: torch.Tensor = field.drift(t + self.c[i] * dt if self.c[i] else t, y)
             ks.append(k)
             if self.b[i]:
                 out = out + (self.b[i] * dt) * k
         return out, state
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"ExplicitRK({self.name!r})"
 
 
@@ -324,24 +385,27 @@ class SRK(Scheme):
     #: a step accepts ``dw=(ΔW, ΔZ)``: the Brownian increment with its space-time integral
     space_time = True
 
-    def __init__(self, sra="sra1", sri="sriw1"):
-        self.sra = _tableau(sra, SRA_TABLEAUX, SRATableau, "sra")
-        self.sri = _tableau(sri, SRI_TABLEAUX, SRITableau, "sri")
+    def __init__(self, sra: str | SRATableau = "sra1", sri: str | SRITableau = "sriw1") -> None:
+        self.sra: SRATableau = _tableau(sra, SRA_TABLEAUX, SRATableau, "sra")
+        self.sri: SRITableau = _tableau(sri, SRI_TABLEAUX, SRITableau, "sri")
         self.law = Gaussian()
         t = self.sri
         self._sri_f = [t.alpha[i] != 0 or _used_later((t.a0, t.a1), i) for i in range(t.stages)]
-        self._sri_g = [any(b[i] != 0 for b in (t.beta1, t.beta2, t.beta3, t.beta4)) or _used_later((t.b0, t.b1), i)
-                       for i in range(t.stages)]
+        self._sri_g = [
+            any(b[i] != 0 for b in (t.beta1, t.beta2, t.beta3, t.beta4)) or _used_later((t.b0, t.b1), i)
+            for i in range(t.stages)
+        ]
 
+    # the Scheme base declares these as plain attributes; here they follow the tableaux
     @property
-    def order(self):
+    def order(self) -> int:  # type: ignore[override]
         return min(self.sra.order, self.sri.order)
 
     @property
-    def weak_order(self):
+    def weak_order(self) -> float:  # type: ignore[override]
         return min(self.sra.weak_order, self.sri.weak_order)
 
-    def check(self, field):
+    def check(self, field: Any) -> None:
         super().check(field)
         if field.noise == "general" and not field.additive:
             raise ValueError(
@@ -351,50 +415,69 @@ class SRK(Scheme):
             )
 
     @property
-    def evaluations(self):
+    def evaluations(self) -> tuple[float, ...]:  # type: ignore[override]
         """The times ``t_n + c Δt`` of the drift and diffusion evaluations of both tableaux (the
         SRA one serves additive fields, the SRI one the others)."""
-        times = set()
+        times: set[float] = set()
         for tab in (self.sra, self.sri):
             times |= set(tab.c0) | set(tab.c1)
         return tuple(sorted(times))
 
     def mean_scheme(self) -> Scheme:
         t = self.sri
-        return ExplicitRK(t.a0, t.alpha, t.c0, t.order, name=t.name)
+        out: Scheme = ExplicitRK(t.a0, t.alpha, t.c0, t.order, name=t.name)
+        return out
 
-    def draw(self, field, x, dt, generator=None, dw=None):
+    def draw(
+        self, field: Any, x: torch.Tensor, dt: float, generator: torch.Generator | None = None, dw: Any = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(ΔW, ΔZ)``: drawn, given as a pair, or ``ΔZ`` drawn given ``ΔW``."""
         if dw is None:
             return space_time_increments(field.noise_shape(x), dt, generator, x.device, x.dtype)
         if isinstance(dw, (tuple, list)):
             if len(dw) != 2:
                 raise ValueError(f"SRK: given increments are ΔW or a pair (ΔW, ΔZ), got {len(dw)} tensors")
-            return dw[0], dw[1]
-        du = torch.randn(dw.shape, generator=generator, device=dw.device, dtype=dw.dtype) * math.sqrt(dt)
-        return dw, space_time_integral(dw, du, dt)
+            pair: tuple[torch.Tensor, torch.Tensor] = (dw[0], dw[1])
+            return pair
+        w: torch.Tensor = dw
+        du = torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype) * math.sqrt(dt)
+        return w, space_time_integral(w, du, dt)
 
-    def step(self, field, t, x, dt, state, generator=None, *, dw=None):
+    def step(  # type: ignore[override]  # extra keywords are refused (no **extras)
+        self,
+        field: Any,
+        t: Time,
+        x: torch.Tensor,
+        dt: float,
+        state: Any,
+        generator: torch.Generator | None = None,
+        *,
+        dw: Any = None,
+    ) -> tuple[torch.Tensor, Any]:
         dw, dz = self.draw(field, x, dt, generator, dw)
         if field.additive:
             return self._additive_step(field, t, x, dt, dw, dz), state
         return self._ito_step(field, t, x, dt, dw, dz), state
 
     @staticmethod
-    def _at(t, c, dt):
+    def _at(t: Time, c: float, dt: float) -> Time:
         return t + c * dt if c else t
 
-    def _additive_step(self, field, t, x, dt, dw, dz):
+    def _additive_step(
+        self, field: Any, t: Time, x: torch.Tensor, dt: float, dw: torch.Tensor, dz: torch.Tensor
+    ) -> torch.Tensor:
         tab = self.sra
         zh = dz / dt
-        g_at = {}  # the diffusion at each distinct time t + c¹h (it does not depend on the state)
+        g_at: dict[
+            float, torch.Tensor
+        ] = {}  # the diffusion at each distinct time t + c¹h (it does not depend on the state)
 
-        def g(c):
+        def g(c: float) -> torch.Tensor:
             if c not in g_at:
                 g_at[c] = field.diffusion(self._at(t, c, dt), x)
             return g_at[c]
 
-        fs = []
+        fs: list[torch.Tensor] = []
         out = x
         for i in range(tab.stages):
             y = x
@@ -403,11 +486,13 @@ class SRK(Scheme):
                     y = y + (tab.a0[i][j] * dt) * fs[j]
                 if tab.b0[i][j]:
                     y = y + field.noise_term(g(tab.c1[j]), tab.b0[i][j] * zh)
-            f = field.drift(self._at(t, tab.c0[i], dt), y)
+            f: torch.Tensor = field.drift(self._at(t, tab.c0[i], dt), y)
             fs.append(f)
             if tab.alpha[i]:
                 out = out + (tab.alpha[i] * dt) * f
-        weights = {}  # Σ_i over stages sharing a diffusion time: one g-product per time
+        weights: dict[
+            float, torch.Tensor
+        ] = {}  # Σ_i over stages sharing a diffusion time: one g-product per time
         for i in range(tab.stages):
             if tab.beta1[i] or tab.beta2[i]:
                 w = tab.beta1[i] * dw + tab.beta2[i] * zh
@@ -417,13 +502,16 @@ class SRK(Scheme):
             out = out + field.noise_term(g(c), w)
         return out
 
-    def _ito_step(self, field, t, x, dt, dw, dz):
+    def _ito_step(
+        self, field: Any, t: Time, x: torch.Tensor, dt: float, dw: torch.Tensor, dz: torch.Tensor
+    ) -> torch.Tensor:
         tab = self.sri
         s = math.sqrt(dt)
         i10 = dz / dt
         i11 = (dw * dw - dt) * (0.5 / s)
         i111 = (dw * dw - 3.0 * dt) * dw / (6.0 * dt)
-        fs, gs = [], []
+        fs: list[Any] = []  # None where a stage's value is never used (_sri_f, _sri_g)
+        gs: list[Any] = []
         out = x
         for i in range(tab.stages):
             h0 = h1 = x
@@ -438,6 +526,8 @@ class SRK(Scheme):
                     h1 = h1 + (tab.b1[i][j] * s) * gs[j]
             need_f, need_g = self._sri_f[i], self._sri_g[i]
             if i == 0 and need_f and need_g and tab.c0[0] == tab.c1[0] == 0:
+                f: Any
+                g: Any
                 f, g = field.coefficients(t, x)  # one evaluation for fields that share the work
             else:
                 f = field.drift(self._at(t, tab.c0[i], dt), h0) if need_f else None
@@ -451,7 +541,7 @@ class SRK(Scheme):
                 out = out + g * w
         return out
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"SRK(sra={self.sra.name!r}, sri={self.sri.name!r})"
 
 
