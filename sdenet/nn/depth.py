@@ -42,6 +42,7 @@ import contextlib
 import math
 import weakref
 from fractions import Fraction
+from typing import cast
 
 import torch
 from torch import nn
@@ -147,7 +148,8 @@ def _build_view(stage: Stage, f: Fraction) -> Stage:
         del view.coefficients  # the copy's Parameter; gathered from the stage's own per use
         view._depth_index = torch.tensor(idx, dtype=torch.long)
     else:
-        view._depth_index = None
+        # a plain attribute; mypy reads nn.Module.__setattr__ as taking tensors and modules only
+        view._depth_index = None  # type: ignore[assignment]
     return view
 
 
@@ -170,9 +172,10 @@ def _view(stage: Stage, f: Fraction) -> Stage:
     if isinstance(sums, torch.Tensor) and view.field._sums.device != sums.device:
         view.field._sums = view.field._sums.to(sums.device)
         view.field._powers = view.field._powers.to(sums.device)
-    if view._depth_index is not None:
-        c = stage.coefficients
-        view.__dict__["coefficients"] = c[view._depth_index.to(c.device)]
+    depth_index = cast("torch.Tensor | None", view._depth_index)  # set by _build_view
+    if depth_index is not None:
+        c = cast(torch.Tensor, stage.coefficients)  # a tensor whenever the index is
+        view.__dict__["coefficients"] = c[depth_index.to(c.device)]
     return view
 
 

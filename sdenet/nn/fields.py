@@ -25,7 +25,7 @@ running sums of the increments they were given in training mode, on the device, 
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import torch
 from torch import nn
@@ -102,8 +102,18 @@ class BlockField(Field):
         return f"dt={self.dt:g}, t0={self.t0:g}"
 
 
-class _NoiseStats:
+if TYPE_CHECKING:  # the mixin is only ever mixed into nn.Module subclasses
+    _MixinBase = nn.Module
+else:
+    _MixinBase = object
+
+
+class _NoiseStats(_MixinBase):
     """Running sums of ``ΔŴ, ΔŴ², ΔŴ³`` per block, on the device (no host sync when recording)."""
+
+    # registered buffers (annotated so that mypy reads them as tensors, not Tensor | Module)
+    _sums: torch.Tensor
+    _powers: torch.Tensor
 
     #: the field records its increments' statistics (``weak_stats``) and draws from ``_generator``
     records_noise = True

@@ -12,11 +12,13 @@ torchvision ResNet after :func:`sdenet.nn.to_lm`); :class:`Network` exposes them
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .stage import Stage, Transition, noise_on, set_generator
+from .stage import Stage, noise_on, set_generator
 
 __all__ = ["Network", "Layer", "lm_coefficients", "weak_report", "reset_weak_stats", "mc_predict"]
 
@@ -24,7 +26,8 @@ __all__ = ["Network", "Layer", "lm_coefficients", "weak_report", "reset_weak_sta
 class Layer(nn.Module):
     """``x ↦ stage(transition(x))``, the stage getting ``S(x)`` as its multistep history."""
 
-    def __init__(self, transition: Transition | None, stage: Stage | None, name: str):
+    # transition: a Transition or any module returning (S(x), history), such as HalfPadPool
+    def __init__(self, transition: nn.Module | None, stage: Stage | None, name: str):
         super().__init__()
         if transition is None and stage is None:
             raise ValueError(f"Layer {name!r}: needs a transition, a stage, or both")
@@ -133,8 +136,8 @@ def weak_report(model: nn.Module) -> list:
 def reset_weak_stats(model: nn.Module) -> None:
     """Zero the increment statistics of every stochastic field in ``model``."""
     for m in model.modules():
-        if getattr(m, "records_noise", False):
-            m.reset_weak_stats()
+        if getattr(m, "records_noise", False):  # declares reset_weak_stats (duck-typed)
+            cast(Any, m).reset_weak_stats()
 
 
 def mc_predict(model: nn.Module, x: torch.Tensor, samples: int = 16, generator: torch.Generator | None = None):
@@ -159,6 +162,7 @@ def mc_predict(model: nn.Module, x: torch.Tensor, samples: int = 16, generator: 
             for _ in range(samples):
                 p = F.softmax(model(x).float(), dim=1)
                 acc = p if acc is None else acc.add_(p)
+        assert acc is not None  # samples >= 1 (checked above)
         return acc.div_(samples)
     finally:
         for m, mode in modes:

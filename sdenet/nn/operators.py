@@ -92,6 +92,11 @@ class DiffConv2d(nn.Module):
     Zero padding of ``dilation`` pixels, ``stride`` as in ``nn.Conv2d``, no bias.
     """
 
+    # registered buffers (annotated so that mypy reads them as tensors, not Tensor | Module)
+    spacing: torch.Tensor
+    basis: torch.Tensor
+    orders: torch.Tensor
+
     def __init__(self, c_in: int, c_out: int, stride: int = 1, spacing: float = 1.0,
                  dilation: int = 1):
         super().__init__()

@@ -142,6 +142,7 @@ def _combine_tensor(t: torch.Tensor, plan) -> torch.Tensor:
         for j, w in pairs:
             term = t[j] if w == 1.0 and len(pairs) == 1 else t[j] * w
             acc = term if acc is None else acc + term
+        assert acc is not None  # _weights and _restrict never give an empty row
         rows.append(acc)
     return torch.stack(rows)
 

@@ -78,6 +78,7 @@ from __future__ import annotations
 import copy
 import math
 import numbers
+from typing import cast
 
 import torch
 from torch import nn
@@ -201,6 +202,12 @@ def _spatial(m) -> list[int]:
     return [a for a, k in enumerate(m.kernel_size) if k > 1]
 
 
+def _wide_kernel(m: nn.Module) -> bool:
+    # torch's _AvgPoolNd does not annotate kernel_size (mypy reads it as Tensor | Module)
+    k = cast("int | tuple[int, ...]", m.kernel_size)
+    return any(v > 1 for v in (k if isinstance(k, tuple) else (k,)))
+
+
 def dilate_(model: nn.Module, factor) -> nn.Module:
     """The à trous map, in place: every convolution and max pool with a kernel wider than one
     pixel along an axis gets its dilation and padding along that axis multiplied by ``factor``
@@ -213,14 +220,14 @@ def dilate_(model: nn.Module, factor) -> nn.Module:
     ops = list(_operator_layers(model))
     pools = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.pooling._MaxPoolNd)]
     avg = [n or type(m).__name__ for n, m in model.named_modules()
-           if isinstance(m, nn.modules.pooling._AvgPoolNd)
-           and any(k > 1 for k in (m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size,)))]
+           if isinstance(m, nn.modules.pooling._AvgPoolNd) and _wide_kernel(m)]
     if avg:
         raise ValueError(f"rescale: average pool(s) {', '.join(avg[:4])} have no dilation, so "
                          f"the à trous map cannot keep what they see; use method='moments'")
     plan = []
     for name, m in convs:
         axes = _spatial(m)
+        pad: str | list[int]
         if isinstance(m.padding, str):  # 'same' follows the dilation, 'valid' stays 0
             pad = m.padding
         else:
@@ -265,11 +272,11 @@ def dilate_(model: nn.Module, factor) -> nn.Module:
         if down > 1 and m.dilation % down:
             raise ValueError(f"rescale: coarsening by {down} with the à trous map needs the "
                              f"dilation of {name} divisible by {down}; use method='moments'")
-    for m, dil, pad in plan:  # checked everything first: no half-dilated model on an error
-        m.dilation = dil
-        m.padding = pad
-        if not isinstance(pad, str):
-            m._reversed_padding_repeated_twice = [x for x in reversed(pad) for _ in range(2)]
+    for m, new_dil, new_pad in plan:  # checked everything first: no half-dilated model on an error
+        m.dilation = new_dil
+        m.padding = new_pad
+        if not isinstance(new_pad, str):
+            m._reversed_padding_repeated_twice = [x for x in reversed(new_pad) for _ in range(2)]
     for m, d, p in pool_plan:
         m.dilation, m.padding = d, p
     for _, m in ops:  # same difference step: taps F pixels apart on the grid h/F

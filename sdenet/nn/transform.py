@@ -16,6 +16,7 @@ remaining blocks' residual branches, with ``relu`` after every step as in the or
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 from torch import nn
 
@@ -84,7 +85,8 @@ def _torchvision_layer(seq: nn.Sequential, name, k_init, per_channel, generator)
     transition = None
     if blocks[0].downsample is not None or getattr(blocks[0].conv1, "stride", (1, 1)) != (1, 1):
         first = blocks.pop(0)
-        transition = Transition(first.downsample or nn.Identity(), _TorchvisionBranch(first), Euler(), post="relu",
+        downsample = cast("nn.Module | None", first.downsample)  # torchvision's BasicBlock/Bottleneck
+        transition = Transition(downsample or nn.Identity(), _TorchvisionBranch(first), Euler(), post="relu",
                                 name=f"{name}.transition")
     stage = None
     if blocks:

@@ -62,7 +62,7 @@ def closed_form_interval(z: float):
     return (-1.0, hi) if hi > -1.0 else None
 
 
-def stable_interval(z: float, k_range=(-3.0, 3.0), grid: int = 6001, tol: float = 1e-12):
+def stable_interval(z: float, k_range: tuple[float, float] = (-3.0, 3.0), grid: int = 6001, tol: float = 1e-12):
     """The k-interval where ``max|ρ| < 1`` at ``z``, found numerically from the roots.
 
     Scans a grid of k, then refines each end of the stable run by bisection on

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -159,7 +160,7 @@ def first_order_form(name: str, order: int = 2):
         heun = _u + _h / 2 * (fu + sp.series(inner, _h, 0, top + 1).removeO().doit())
         residual = flow(1) - heun
     residual = sp.expand(sp.series(sp.expand(residual), _h, 0, top + 1).removeO())
-    sol = {}
+    sol: dict[Any, Any] = {}  # sympy symbols to expressions
     for j in range(1, top + 1):
         c = residual.coeff(_h, j)
         for ai, val in sol.items():

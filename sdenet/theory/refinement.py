@@ -99,7 +99,7 @@ def toy_lm_sd(T: float = 4.0, g: float = -0.95, levels: int = 7, dim: int = 4, s
     f = _Lin(w)
     r = f(x)
     x0, s = x + r, x
-    res = {"dts": [], "old": [], "fixed": [], "rest": []}
+    res: dict[str, list[float]] = {"dts": [], "old": [], "fixed": [], "rest": []}
     for j in range(levels):
         dt = 2.0**-j
         n = int(round(T / dt))
@@ -125,7 +125,7 @@ def network_lm_sd(levels: int = 6, seed: int = 0):
     torch.manual_seed(seed)
     net = M.create("tiny_lm_sd_resnet").eval()
     x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(seed + 1))
-    res = {"dts": [], "old": [], "fixed": []}
+    res: dict[str, list[float]] = {"dts": [], "old": [], "fixed": []}
     with torch.no_grad():
         for j in range(levels + 1):
             m = refine(net, 2**j)

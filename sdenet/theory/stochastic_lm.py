@@ -21,6 +21,7 @@ import itertools
 import math
 import time
 from functools import reduce
+from typing import Any
 
 import numpy as np
 import torch
@@ -141,7 +142,7 @@ def order_study(osc: Oscillator, law, ks=(1, 2, 3), steps=(16, 32, 64, 128, 256,
     """Exact weak errors ``|E X_N^k − E X(T)^k|`` and their fitted orders, plus Monte Carlo
     estimates of the implementation with z-scores against the exact scheme expectation."""
     dts = [osc.T / n for n in steps]
-    out = {"dts": dts, "k": {}}
+    out: dict[str, Any] = {"dts": dts, "k": {}}
     sims = {n: osc.simulate(law, osc.T / n, paths, seed=seed + n) for n in mc_steps}
     for k in ks:
         exact = osc.exact(k)

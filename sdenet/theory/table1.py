@@ -89,6 +89,7 @@ def build_stage(arch: str, fields, steps: int, T: float = _T):
     scheme = ARCHITECTURES[arch][1]()
     f, f2 = fields
     nblocks = steps + (1 if arch == "FractalNet" else 0)
+    field: BlockField | CoupledBlockField
     if arch == "RevNet":
         field = CoupledBlockField([_Block(f, n * dt) for n in range(steps)], [_Block(f2, n * dt) for n in range(steps)], dt)
     else:

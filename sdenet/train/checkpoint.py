@@ -28,6 +28,7 @@ import os
 import pickle
 import re
 from pathlib import Path
+from typing import TypeGuard
 
 import torch
 
@@ -128,7 +129,7 @@ def _first_line(err) -> str:
     return lines[0] if lines else type(err).__name__
 
 
-def _is_int(v) -> bool:
+def _is_int(v) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -136,7 +137,7 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _byte_state(v) -> bool:
+def _byte_state(v) -> TypeGuard[torch.Tensor]:
     return isinstance(v, torch.Tensor) and v.dtype == torch.uint8 and v.dim() == 1 and v.numel() > 0
 
 
@@ -309,7 +310,7 @@ def check_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, path) -
         raise ValueError(f"{path}: its optimizer state does not fit the model (parameter groups "
                          f"of {[len(g['params']) for g in groups]} against "
                          f"{[len(o['params']) for o in own]} parameters)")
-    params = {}
+    params: dict[int, torch.Tensor] = {}
     for g, o in zip(groups, own):
         params.update(zip(g["params"], o["params"]))
     for idx, entry in state["state"].items():

@@ -270,8 +270,9 @@ def model_weak_report(model) -> list[dict]:
     from ..laws import is_law
     try:
         from ..nn.stage import Stage
+        have_stage = True
     except ImportError:  # pragma: no cover - sdenet.nn is part of the package
-        Stage = ()
+        have_stage = False
     rows: list[dict] = []
     covered: list[str] = []
     for path, m in model.named_modules():
@@ -286,7 +287,7 @@ def model_weak_report(model) -> list[dict]:
                     r["stage"] = path
                 rows.append(r)
             covered.append(path)
-        elif Stage and isinstance(m, Stage):
+        elif have_stage and isinstance(m, Stage):
             name = m.name or path
             for n, scheme in enumerate(m.schemes):
                 law = getattr(scheme, "law", None)

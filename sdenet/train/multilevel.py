@@ -413,11 +413,11 @@ def _run(run_dir: Path, state: dict, callback=None) -> dict:
         if (sub / "metrics.json").exists():
             pass
         elif (sub / "last.pt").exists():
-            kw = {"model": user_model} if user_model else {}
+            model_kw = {"model": user_model} if user_model else {}
             train(resume=str(sub), device=state["train"].get("device", "auto"),
                   quiet=bool(state["train"].get("quiet", False)), callback=on_epoch,
                   data_root=state["train"].get("data_root"),
-                  download=bool(state["train"].get("download")), **kw)
+                  download=bool(state["train"].get("download")), **model_kw)
         else:
             kw = dict(state["train"])
             kw.update(out=str(sub), epochs=cyc["epochs"], overrides={**overrides, "refine": cyc["refine"]})

@@ -78,6 +78,7 @@ def init_weights(model: torch.nn.Module, ckpt: dict, path, *, resolution: int | 
     d = checkpoint_dilation(ckpt.get("config") or {}, path)
     factor = None
     if rescale:
+        assert resolution is not None and r0 is not None  # both known when rescaling (checked above)
         factor = resolution / r0
         if factor != 1 and method == "atrous":
             up, down = atrous_factor(factor, f"{path}: rescaling from {r0} to {resolution}")
@@ -91,6 +92,7 @@ def init_weights(model: torch.nn.Module, ckpt: dict, path, *, resolution: int | 
             dilate_(model, factor)
             d = d * up // down
         else:
+            assert factor is not None  # set above whenever rescale is
             model.load_state_dict(rescale_model(model, factor, method="moments").state_dict())
     return {"init": str(path), "init_resolution": r0, "init_rescale": factor,
             "init_rescale_method": method if rescale else None, "dilation": d}

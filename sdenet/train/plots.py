@@ -215,7 +215,10 @@ def _moment_se(entry: dict):
         n = int(entry.get("n") or 0)
         if n < 2:
             return None
-        name = re.match(r"\s*([A-Za-z_-]+)", str(entry.get("law"))).group(1)
+        law_match = re.match(r"\s*([A-Za-z_-]+)", str(entry.get("law")))
+        if law_match is None:  # no law name: as the except below
+            return None
+        name = law_match.group(1)
         law = get_law(name)
         if law.drops and entry.get("p") is not None:
             law = law.with_survival(float(entry["p"]))
@@ -348,7 +351,10 @@ def _exact_moments(entry: dict):
     try:
         from ..laws import get_law
 
-        name = re.match(r"\s*([A-Za-z_-]+)", str(entry.get("law"))).group(1)
+        law_match = re.match(r"\s*([A-Za-z_-]+)", str(entry.get("law")))
+        if law_match is None:  # no law name: as the except below
+            return None
+        name = law_match.group(1)
         law = get_law(name)
         if entry.get("p") is not None:
             law = law.with_survival(float(entry["p"]))  # a drop law takes the entry's p

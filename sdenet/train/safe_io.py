@@ -182,11 +182,11 @@ def check_folder_links(folder, depth: int = 1) -> None:
         return
     except OSError as e:
         raise os_error(e, folder, "read") from None
-    for e in entries:
-        if e.is_symlink():
-            refuse_link(Path(e.path), "write through")
-        if depth > 0 and e.is_dir(follow_symlinks=False):
-            check_folder_links(Path(e.path), depth - 1)
+    for entry in entries:
+        if entry.is_symlink():
+            refuse_link(Path(entry.path), "write through")
+        if depth > 0 and entry.is_dir(follow_symlinks=False):
+            check_folder_links(Path(entry.path), depth - 1)
 
 
 def safe_subfolder(run_dir, name, where) -> Path:
