@@ -45,7 +45,7 @@ def scheduled_p(dt: float, p1: float = 0.8) -> float:
 
 
 def _label(law):
-    return f"drop p={law.p}" if isinstance(law, sdenet.DropBernoulli) else law.name
+    return f"drop p={law.survival}" if law.survival is not None else law.name
 
 
 def condition_curves(dts, samples: int = 1_000_000, seed: int = 0, p1: float = 0.8):
