@@ -84,8 +84,8 @@ from .blocks import (
 from .fields import CoupledBlockField, DropField, ShakeField, _check_dt
 from .network import Layer, Network
 from .refine import resample_values
-from .stage import Stage, Transition, lm_stage
-from .memory import MEMORY_MODES, set_memory
+from .memory import MEMORY_MODES
+from .stage import Stage, Transition, lm_stage, set_memory
 from .operators import DiffConv2d, PDEBasic
 
 __all__ = ["create", "names", "info", "REGISTRY"]
