@@ -25,6 +25,8 @@ import os
 import sys
 import traceback
 
+from .errors import UsageError  # re-exported: sdenet.cli.UsageError
+
 COMMANDS = ("weak", "models", "train", "eval", "plot", "theory", "quickstart", "refine")
 
 #: environment variable that turns on tracebacks (any value but "", 0, false, no, off)
@@ -36,10 +38,6 @@ EXIT_USAGE = 2
 #: exit status of an exception no command foresaw (a bug, or a failure of the machine)
 EXIT_INTERNAL = 1
 EXIT_INTERRUPTED = 130
-
-
-class UsageError(Exception):
-    """Raised by a command for a user error; printed as one line, exit status 2."""
 
 
 class _ParseError(UsageError):

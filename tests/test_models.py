@@ -205,3 +205,17 @@ def test_law_override_swaps_the_increments_on_the_same_field():
         M.create("tiny_sd_resnet", law="cauchy")
     with pytest.raises(ValueError, match="unknown override"):
         M.create("tiny_resnet", law="uniform")
+
+
+def test_every_registered_architecture_and_method_builds_a_registered_model():
+    """The registries are filled by decorators (``register_arch``, ``register_method``): each entry
+    is used by some named model (so ``test_forward_backward`` builds it), and each named model's
+    architecture and method are registered."""
+    from sdenet.nn.models import ARCHS, METHODS
+
+    used_arch = {REGISTRY[n]["cfg"]["arch"] for n in M.names()}
+    used_method = {REGISTRY[n]["cfg"]["method"] for n in M.names()}
+    assert used_arch == set(ARCHS)
+    assert used_method == set(METHODS)
+    for n in M.names():
+        assert REGISTRY[n]["scheme"] == METHODS[REGISTRY[n]["cfg"]["method"]]["scheme"]

@@ -41,7 +41,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 import sdenet as sn  # noqa: E402
-from sdenet.schemes import _column, _jvp  # noqa: E402
+from sdenet.schemes.weak import _column, _jvp  # noqa: E402
 
 CASES = ((1, 8, 4), (256, 8, 4), (256, 16, 8), (4096, 16, 4))
 

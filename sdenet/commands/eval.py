@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..errors import UsageError
 from ._args import add_threads_option, apply_threads, nonneg_int, positive_int
 
 
@@ -89,10 +90,7 @@ def _run_depths(args) -> int:
 
 
 def run(args) -> int:
-    from ..cli import UsageError
     from ..train import evaluate
-
-    from ..cli import UsageError
 
     if args.rescale_method is not None and not args.rescale:
         raise UsageError("eval: --rescale-method chooses how --rescale works; give --rescale")

@@ -7,6 +7,8 @@ the condition-(5) figures; see :mod:`sdenet.train.plots`. Prints each PNG path.
 
 from __future__ import annotations
 
+from ..errors import UsageError
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -25,7 +27,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..cli import UsageError
     from ..train.plots import RunFolderError, plot_runs
 
     if args.labels is not None and len(args.labels) != len(args.runs):

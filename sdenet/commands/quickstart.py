@@ -37,7 +37,16 @@ import json
 import time
 from pathlib import Path
 
-from ._args import add_threads_option, apply_threads, default_threads, device, integer, positive_int, writable_dir
+from ..errors import UsageError
+from ._args import (
+    add_threads_option,
+    apply_threads,
+    default_threads,
+    device,
+    integer,
+    positive_int,
+    writable_dir,
+)
 
 DEFAULT_MODELS = ("resnet20", "lm_resnet20")
 #: the stochastic network of the quick start: LM stochastic depth, 0.044M parameters
@@ -101,8 +110,6 @@ def _stochastic(args):
 def _check_args(args):
     """Refuse bad arguments before any training: counts, model names, the condition-(5)
     table's size."""
-    from ..cli import UsageError
-
     for name in ("epochs", "batch_size", "limit_train", "limit_test", "samples"):
         v = getattr(args, name)
         if v is not None and v < 1:
@@ -226,11 +233,10 @@ def change_of_dt(args, out: Path, final: dict, log=print) -> list:
     """Refine the trained stochastic network to Δt/2 at fixed T with the survival probabilities
     fixed and sqrt-scheduled, evaluate both; one row per network (the trained one first) with
     its Δt, schedule, condition (5) per stochastic stage and test errors."""
+    from ..nn import models
+    from ..train import checkpoint as ck
     from ..train import evaluate
     from .refine import refine_checkpoint, weak_summary
-
-    from ..train import checkpoint as ck
-    from ..nn import models
 
     src = Path(final["folder"]) / "last.pt"
     c = ck.load_checkpoint(src)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..errors import UsageError
 from ._args import add_threads_option, apply_threads, nonneg_int, positive_int
 
 
@@ -92,9 +93,8 @@ def refine_checkpoint(checkpoint, out, factor: int = 2, mode: str | None = None,
     from ..nn import models
     from ..nn import refine as refine_fn
     from ..train import checkpoint as ck
-    from ..train.multilevel import _momentum_by_name, _shape, prolong_momentum
-
     from ..train.loop import _model_known
+    from ..train.multilevel import _momentum_by_name, _shape, prolong_momentum
     from ..train.safe_io import check_model_size, check_refine_out, lock_output
 
     out = check_refine_out(out, "--out")
@@ -152,7 +152,6 @@ def refine_checkpoint(checkpoint, out, factor: int = 2, mode: str | None = None,
 
 
 def run(args) -> int:
-    from ..cli import UsageError
     from ..train import evaluate
 
     apply_threads(args)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import datetime as _dt
 from pathlib import Path
 
+from ..errors import UsageError
 from ._args import add_threads_option, apply_threads, writable_dir
-
 
 #: the items ``sdenet theory`` runs (the keys of ``theory.report.ITEMS``, in report order; a test
 #: checks that the two agree), each with what it shows
@@ -62,8 +62,6 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import importlib
     import sys
-
-    from ..cli import UsageError
 
     try:
         theory = importlib.import_module("sdenet.theory")

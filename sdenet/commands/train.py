@@ -12,8 +12,8 @@ import math
 import shlex
 import sys
 
+from ..errors import UsageError
 from ._args import add_threads_option, apply_threads, integer, nonneg_int, positive_int
-
 
 #: most --lr and --weight-decay accepted: 1e300 overflows the first update (the API accepts any
 #: finite value and stops a run that diverges)
@@ -204,7 +204,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..cli import UsageError
     from ..train import TrainingDiverged, train
 
     if args.deterministic and args.threads is None:

@@ -40,7 +40,8 @@ from .depth import at_depth
 from .operators import DiffConv2d
 from .rescale import rescale
 from .reversible import AntisymmetricPair, HalfPadPool, HamiltonianBlockField, TiedBlock
-from .memory import MEMORY_MODES, memory_problem, saved_tensor_bytes, set_memory
+from .memory import MEMORY_MODES, memory_problem, saved_tensor_bytes
+from .stage import set_memory
 
 __all__ = [
     "blocks", "PreActBasic", "PostActBasic", "PreActBottleneck", "PostActBottleneck", "ShakeBranch",

@@ -55,7 +55,7 @@ norm running statistics and the weak-condition running sums (``_NoiseStats``) of
 saved before a backward recomputation and restored after it. Under CUDA autocast the
 recomputation runs under the autocast state of the forward pass.
 
-:func:`set_memory` sets a mode on every stage of a model (transitions, single steps outside
+:func:`sdenet.nn.set_memory` (in :mod:`sdenet.nn.stage`) sets a mode on every stage of a model (transitions, single steps outside
 the ODE, keep storing) and refuses, with the reason, a stage that the mode cannot work for.
 """
 
@@ -64,9 +64,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
-__all__ = ["MEMORY_MODES", "FixedPoint", "set_memory", "memory_problem", "saved_tensor_bytes",
+__all__ = ["MEMORY_MODES", "FixedPoint", "memory_problem", "saved_tensor_bytes",
            "reconstruction_drift"]
 
 MEMORY_MODES = ("store", "reversible", "checkpoint")
@@ -160,12 +159,6 @@ def exact_arithmetic(stage, dtype) -> bool:
     return dtype != torch.float64 and all(getattr(s, "exact_arithmetic", False) for s in stage.schemes)
 
 
-def _stage_types():
-    from .stage import Stage, Transition
-
-    return Stage, Transition
-
-
 def memory_problem(stage, mode: str) -> str | None:
     """Why ``mode`` cannot work for ``stage`` (``None`` when it can); ``ValueError`` for an unknown mode."""
     if mode not in MEMORY_MODES:
@@ -180,35 +173,6 @@ def memory_problem(stage, mode: str) -> str | None:
     if stage.post is not None:
         return f"its post-activation {stage.post!r} after every step is not invertible (use memory='checkpoint')"
     return None
-
-
-def set_memory(module: nn.Module, mode: str, *, exact: bool = True) -> nn.Module:
-    """Set memory mode ``mode`` (one of :data:`MEMORY_MODES`) on every stage of ``module``.
-
-    ``exact`` (``"reversible"`` only): ``True`` (default) carries float32/16 states on the
-    :class:`FixedPoint` grid, so the backward sweep rebuilds every state bit for bit; ``False``
-    inverts in plain floating point (faster; the rebuilt states drift by rounding, measured by
-    :func:`reconstruction_drift`). float64 stages always invert in plain float64.
-
-    Transitions are single steps outside the ODE and keep storing. Raises ``ValueError``
-    naming the stage and the reason when the mode cannot work for one of them (nothing is
-    changed then).
-    """
-    Stage, Transition = _stage_types()
-    stages = [(path, m) for path, m in module.named_modules()
-              if isinstance(m, Stage) and not isinstance(m, Transition)]
-    if mode not in MEMORY_MODES:
-        raise ValueError(f"memory must be one of {', '.join(MEMORY_MODES)}, got {mode!r}")
-    if not isinstance(exact, bool):
-        raise ValueError(f"set_memory: exact must be True or False, got {exact!r}")
-    for path, stage in stages:
-        why = memory_problem(stage, mode)
-        if why:
-            raise ValueError(f"memory={mode!r} cannot work for stage {stage.name or path or 'stage'}: {why}")
-    for _, stage in stages:
-        stage.memory = mode
-        stage.memory_exact = exact
-    return module
 
 
 def saved_tensor_bytes(fn) -> tuple:

@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import difflib
 import math
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -80,11 +81,11 @@ from .blocks import (
     ShakeShortcut,
     conv3x3,
 )
-from .fields import BlockField, CoupledBlockField, DropField, ShakeField, _check_dt
+from .fields import CoupledBlockField, DropField, ShakeField, _check_dt
 from .network import Layer, Network
 from .refine import resample_values
-from .stage import Stage, Transition, lm_stage
-from .memory import MEMORY_MODES, set_memory
+from .memory import MEMORY_MODES
+from .stage import Stage, Transition, lm_stage, set_memory
 from .operators import DiffConv2d, PDEBasic
 
 __all__ = ["create", "names", "info", "REGISTRY"]
@@ -128,68 +129,99 @@ def _stem(kind: str, width: int) -> nn.Module:
 
 # ---------------------------------------------------------------------- architectures
 #
-# An architecture gives: stem kind, head activation, post, the out-width of stage i from
-# the config, and factories branch(c_in, c_out, stride, i) and shortcut(c_in, c_out, stride).
+# An architecture gives: stem kind, head activation, post, the out-width of stage i from the
+# config (``expansion`` × width), a branch factory ``branch(cfg, c_in, c_out, stride, i)``
+# (the function the decorator registers) and its default shortcut ``(c_in, c_out, stride)``.
 
-_ARCH = {
-    # name: (stem, head act, post)
-    "preact": ("conv", "bn_relu", None),
-    "postact": ("conv_bn_relu", "none", "relu"),
-    "preact_bottleneck": ("conv", "bn_relu", None),
-    "resnext": ("conv_bn_relu", "none", "relu"),
-    "imagenet": ("imagenet", "none", "relu"),
-    "shake": ("conv_bn", "relu", None),
-    "revnet": ("conv", "bn_relu", None),
-    "pde": ("pde", "bn_relu", None),  # sdenet/nn/operators.py: differential-operator kernels
-}
+#: architecture name -> its entry; filled by :func:`register_arch`
+ARCHS: dict[str, dict] = {}
+
+
+def register_arch(name, *, stem, head, post, shortcut, expansion=1, options=(), fixed_shortcut=False,
+                  even_widths=False):
+    """Register the decorated branch factory as architecture ``name`` (timm style: one decorator
+    per constructor, no chain of ``arch ==`` tests). ``options`` are the extra config keys it reads;
+    ``fixed_shortcut``: the shortcut is part of the paper's model (no ``shortcut`` override);
+    ``even_widths``: its blocks split the channels in two halves."""
+
+    def deco(branch):
+        ARCHS[name] = {"stem": stem, "head": head, "post": post, "shortcut": shortcut,
+                       "expansion": expansion, "branch": branch, "options": tuple(options),
+                       "fixed_shortcut": bool(fixed_shortcut), "even_widths": bool(even_widths)}
+        return branch
+
+    return deco
+
+
+def _pad(c_in, c_out, stride):
+    return PadShortcut(c_in, c_out, stride)
+
+
+def _conv(c_in, c_out, stride):
+    return ConvShortcut(c_in, c_out, stride, bn=False)
+
+
+def _conv_bn(c_in, c_out, stride):
+    return ConvShortcut(c_in, c_out, stride, bn=True)
+
+
+@register_arch("preact", stem="conv", head="bn_relu", post=None, shortcut=_pad)
+@register_arch("revnet", stem="conv", head="bn_relu", post=None, shortcut=_pad, even_widths=True)
+def _preact_basic(cfg, c_in, c_out, stride, i):
+    return PreActBasic(c_in, c_out, stride)
+
+
+@register_arch("postact", stem="conv_bn_relu", head="none", post="relu", shortcut=_pad)
+def _postact_basic(cfg, c_in, c_out, stride, i):
+    return PostActBasic(c_in, c_out, stride)
+
+
+# sdenet/nn/operators.py: differential-operator kernels
+@register_arch("pde", stem="pde", head="bn_relu", post=None, shortcut=_pad)
+def _pde_basic(cfg, c_in, c_out, stride, i):
+    return PDEBasic(c_in, c_out, stride)
+
+
+@register_arch("preact_bottleneck", stem="conv", head="bn_relu", post=None, shortcut=_conv, expansion=4)
+def _preact_bottleneck(cfg, c_in, c_out, stride, i):
+    return PreActBottleneck(c_in, cfg["widths"][i], c_out, stride)
+
+
+@register_arch("imagenet", stem="imagenet", head="none", post="relu", shortcut=_conv_bn, expansion=4)
+def _postact_bottleneck(cfg, c_in, c_out, stride, i):
+    return PostActBottleneck(c_in, cfg["widths"][i], c_out, stride)
+
+
+@register_arch("resnext", stem="conv_bn_relu", head="none", post="relu", shortcut=_conv_bn,
+               options=("cardinality", "base_width"))
+def _resnext(cfg, c_in, c_out, stride, i):
+    inner = cfg["cardinality"] * cfg["base_width"] * 2**i
+    return PostActBottleneck(c_in, inner, c_out, stride, groups=cfg["cardinality"])
+
+
+@register_arch("shake", stem="conv_bn", head="relu", post=None, shortcut=ShakeShortcut, fixed_shortcut=True,
+               even_widths=True)
+def _shake(cfg, c_in, c_out, stride, i):
+    return ShakeBranch(c_in, c_out, stride)
 
 
 def _out_width(cfg, i):
-    w = cfg["widths"][i]
-    return 4 * w if cfg["arch"] in ("preact_bottleneck", "imagenet") else w
+    return ARCHS[cfg["arch"]]["expansion"] * cfg["widths"][i]
 
 
 def _branch(cfg, c_in, c_out, stride, i):
-    arch = cfg["arch"]
-    if arch in ("preact", "revnet"):
-        return PreActBasic(c_in, c_out, stride)
-    if arch == "postact":
-        return PostActBasic(c_in, c_out, stride)
-    if arch == "pde":
-        return PDEBasic(c_in, c_out, stride)
-    if arch == "preact_bottleneck":
-        return PreActBottleneck(c_in, cfg["widths"][i], c_out, stride)
-    if arch == "imagenet":
-        return PostActBottleneck(c_in, cfg["widths"][i], c_out, stride)
-    if arch == "resnext":
-        inner = cfg["cardinality"] * cfg["base_width"] * 2**i
-        return PostActBottleneck(c_in, inner, c_out, stride, groups=cfg["cardinality"])
-    if arch == "shake":
-        return ShakeBranch(c_in, c_out, stride)
-    raise AssertionError(arch)
+    return ARCHS[cfg["arch"]]["branch"](cfg, c_in, c_out, stride, i)
 
 
 SHORTCUTS = ("pad", "projection", "conv", "conv_bn")
+_SHORTCUT_KINDS = {"pad": _pad, "projection": ProjectionShortcut, "conv": _conv, "conv_bn": _conv_bn}
 
 
 def _shortcut(cfg, c_in, c_out, stride):
-    arch = cfg["arch"]
+    """The ``shortcut`` override when given, else the architecture's own."""
     kind = cfg.get("shortcut")
-    if kind == "pad":
-        return PadShortcut(c_in, c_out, stride)
-    if kind == "projection":
-        return ProjectionShortcut(c_in, c_out, stride)
-    if kind in ("conv", "conv_bn"):
-        return ConvShortcut(c_in, c_out, stride, bn=kind == "conv_bn")
-    if arch in ("preact", "postact", "revnet", "pde"):
-        return PadShortcut(c_in, c_out, stride)
-    if arch == "preact_bottleneck":
-        return ConvShortcut(c_in, c_out, stride, bn=False)
-    if arch in ("resnext", "imagenet"):
-        return ConvShortcut(c_in, c_out, stride, bn=True)
-    if arch == "shake":
-        return ShakeShortcut(c_in, c_out, stride)
-    raise AssertionError(arch)
+    make = _SHORTCUT_KINDS[kind] if kind is not None else ARCHS[cfg["arch"]]["shortcut"]
+    return make(c_in, c_out, stride)
 
 
 def _survival(cfg):
@@ -222,88 +254,144 @@ def _refined_count(cfg, name, count, lookahead):
     return int(round(steps)) + lookahead
 
 
+# ---------------------------------------------------------------------- methods
+#
+# A method (the scheme a network is a discretization of) gives the stage of ``count`` blocks
+# (the function the decorator registers), the transition that changes width or resolution, its
+# scheme and law for ``info``, the options it reads and its look-ahead (blocks beyond its steps).
+
+#: method name -> its entry; filled by :func:`register_method`
+METHODS: dict[str, dict] = {}
+
+
+def _euler_transition(cfg, s, short, c_in, c_out, stride):
+    return Transition(short, _branch(cfg, c_in, c_out, stride, s.i), Euler(), post=s.post, name=s.tname)
+
+
+def _drop_transition(cfg, s, short, c_in, c_out, stride):
+    p = s.ps[s.l]
+    field = DropField([_branch(cfg, c_in, c_out, stride, s.i)], [p], 1.0, noise=s.noise)
+    return Transition(short, field, WeakEuler(_law(cfg, p)), post=s.post, name=s.tname)
+
+
+def _shake_transition(cfg, s, short, c_in, c_out, stride):
+    field = ShakeField([_branch(cfg, c_in, c_out, stride, s.i)], [_branch(cfg, c_in, c_out, stride, s.i)],
+                       1.0, noise=cfg["level_noise"], forward=cfg["forward"], backward=cfg["backward"])
+    return Transition(short, field, WeakEuler(_law(cfg)), post=s.post, name=s.tname)
+
+
+def register_method(name, *, scheme, law=None, options=(), lookahead=0, stochastic_depth=False,
+                    transition=_euler_transition):
+    """Register the decorated stage builder ``stage(cfg, s)`` as method ``name`` (``s``: the stage's
+    index ``i``, ``name``, block ``count`` after refinement and ``coarse_count`` before, ``c_out``,
+    ``dt``, ``post``, and for stochastic depth the survival probabilities ``ps`` from block ``l``)."""
+
+    def deco(stage):
+        METHODS[name] = {"scheme": scheme, "law": law, "options": tuple(options), "lookahead": lookahead,
+                         "stochastic_depth": stochastic_depth, "transition": transition, "stage": stage}
+        return stage
+
+    return deco
+
+
+def _blocks(cfg, s):
+    return [_branch(cfg, s.c_out, s.c_out, 1, s.i) for _ in range(s.count)]
+
+
+@register_method("euler", scheme="euler")
+def _euler_stage(cfg, s):
+    return Stage(_blocks(cfg, s), Euler(), dt=s.dt, name=s.name, post=s.post)
+
+
+@register_method("heun", scheme="heun", lookahead=1)
+def _heun_stage(cfg, s):
+    if s.count < 2:
+        raise ValueError(f"fractalnet: a Heun stage needs at least 2 blocks, {s.name} has {s.count}")
+    return Stage(_blocks(cfg, s), Heun(), dt=s.dt, name=s.name, post=s.post)
+
+
+@register_method("neumann", scheme="neumann", options=("terms",))
+def _neumann_stage(cfg, s):
+    return Stage(_blocks(cfg, s), NeumannEuler(cfg["terms"]), dt=s.dt, name=s.name, post=s.post)
+
+
+@register_method("lm", scheme="lm", options=("k_init", "per_channel"))
+def _lm_stage(cfg, s):
+    return lm_stage(_blocks(cfg, s), dt=s.dt, k_init=cfg["k_init"], per_channel=cfg["per_channel"],
+                    channels=s.c_out, post=s.post, name=s.name)
+
+
+@register_method("coupled", scheme="coupled")
+def _coupled_stage(cfg, s):
+    half = s.c_out // 2
+    f1 = [_branch(cfg, half, half, 1, s.i) for _ in range(s.count)]
+    f2 = [_branch(cfg, half, half, 1, s.i) for _ in range(s.count)]
+    return Stage(CoupledBlockField(f1, f2, s.dt), CoupledEuler(), name=s.name, post=s.post)
+
+
+def _drop_field(cfg, s):
+    p_blocks = s.ps[s.l:s.l + s.coarse_count]
+    if s.count != s.coarse_count:  # survival interpolated in t (sdenet.nn.refine)
+        p_blocks = resample_values(p_blocks, s.count, s.count / s.coarse_count)
+    field = DropField(_blocks(cfg, s), p_blocks, s.dt, noise=s.noise, p_schedule=cfg["p_schedule"])
+    return field, [_law(cfg, p) for p in field.p]
+
+
+@register_method("sd", scheme="weak_euler", law="drop", options=("p_L", "mode", "law", "p_schedule"),
+                 stochastic_depth=True, transition=_drop_transition)
+def _sd_stage(cfg, s):
+    field, laws = _drop_field(cfg, s)
+    return Stage(field, [WeakEuler(law) for law in laws], name=s.name, post=s.post)
+
+
+@register_method("lm_sd", scheme="stochastic_lm", law="drop",
+                 options=("p_L", "mode", "k_init", "per_channel", "law", "p_schedule"),
+                 stochastic_depth=True, transition=_drop_transition)
+def _lm_sd_stage(cfg, s):
+    field, laws = _drop_field(cfg, s)
+    return lm_stage(field, k_init=cfg["k_init"], per_channel=cfg["per_channel"], channels=s.c_out,
+                    post=s.post, name=s.name, stochastic_laws=laws)
+
+
+@register_method("shake", scheme="weak_euler", law="uniform", options=("forward", "backward", "level", "law"),
+                 transition=_shake_transition)
+def _shake_stage(cfg, s):
+    b1, b2 = _blocks(cfg, s), _blocks(cfg, s)
+    field = ShakeField(b1, b2, s.dt, noise=cfg["level_noise"], forward=cfg["forward"], backward=cfg["backward"])
+    return Stage(field, WeakEuler(_law(cfg)), name=s.name, post=s.post)
+
+
 def _build(cfg) -> Network:
-    arch, method = cfg["arch"], cfg["method"]
-    if method in _REVERSIBLE:  # Chang et al.'s families (sdenet/nn/reversible.py)
-        stem_kind, head_act, _ = _ARCH[arch]
-        net = _REVERSIBLE[method](cfg, _stem(stem_kind, cfg["stem_width"]),
-                                  _Head(cfg["widths"][-1], cfg["num_classes"], head_act))
+    arch, entry = cfg["arch"], METHODS[cfg["method"]]
+    stem_kind, head_act, post = ARCHS[arch]["stem"], ARCHS[arch]["head"], ARCHS[arch]["post"]
+    if entry["stage"] is None:  # Chang et al.'s families build the whole network (sdenet/nn/reversible.py)
+        net = entry["network"](cfg, _stem(stem_kind, cfg["stem_width"]),
+                               _Head(cfg["widths"][-1], cfg["num_classes"], head_act))
         net.config = {k: v for k, v in cfg.items() if k != "level_noise"}
         return net
-    stem_kind, head_act, post = _ARCH[arch]
-    dt = cfg["dt"] / cfg.get("refine", 1)
+    s = SimpleNamespace(dt=cfg["dt"] / cfg.get("refine", 1), post=post, noise=cfg.get("mode", "sample"),
+                        ps=_survival(cfg) if entry["stochastic_depth"] else None,
+                        l=0)  # l: global block counter (stochastic depth)
     stem_width = cfg["stem_width"]
-    n_stages = len(cfg["widths"])
-    strides = cfg["strides"]
-    ps = _survival(cfg) if method in ("sd", "lm_sd") else None
-    noise = cfg.get("mode", "sample")
-    l = 0  # global block counter (stochastic depth)
     layers = []
     c_in = stem_width
-    for i in range(n_stages):
+    for i in range(len(cfg["widths"])):
         c_out = _out_width(cfg, i)
-        stride = strides[i]
-        name = f"stage{i + 1}"
+        stride = cfg["strides"][i]
+        s.i, s.name, s.tname, s.c_out = i, f"stage{i + 1}", f"stage{i + 1}.transition", c_out
         count = cfg["blocks"][i]
         transition = None
         if c_in != c_out or stride != 1:
-            short = _shortcut(cfg, c_in, c_out, stride)
-            tname = f"{name}.transition"
-            if method in ("sd", "lm_sd"):
-                p = ps[l]
-                field = DropField([_branch(cfg, c_in, c_out, stride, i)], [p], 1.0, noise=noise)
-                transition = Transition(short, field, WeakEuler(_law(cfg, p)), post=post, name=tname)
-            elif method == "shake":
-                field = ShakeField([_branch(cfg, c_in, c_out, stride, i)], [_branch(cfg, c_in, c_out, stride, i)],
-                                   1.0, noise=cfg["level_noise"], forward=cfg["forward"], backward=cfg["backward"])
-                transition = Transition(short, field, WeakEuler(_law(cfg)), post=post, name=tname)
-            else:
-                transition = Transition(short, _branch(cfg, c_in, c_out, stride, i), Euler(), post=post, name=tname)
-            l += 1
+            transition = entry["transition"](cfg, s, _shortcut(cfg, c_in, c_out, stride), c_in, c_out, stride)
+            s.l += 1
             count -= 1
         stage = None
-        coarse_count = count
         if count > 0:
-            count = _refined_count(cfg, name, count, 1 if method == "heun" else 0)
-            if method == "coupled":
-                half = c_out // 2
-                f1 = [_branch(cfg, half, half, 1, i) for _ in range(count)]
-                f2 = [_branch(cfg, half, half, 1, i) for _ in range(count)]
-                stage = Stage(CoupledBlockField(f1, f2, dt), CoupledEuler(), name=name, post=post)
-            elif method == "shake":
-                b1 = [_branch(cfg, c_out, c_out, 1, i) for _ in range(count)]
-                b2 = [_branch(cfg, c_out, c_out, 1, i) for _ in range(count)]
-                field = ShakeField(b1, b2, dt, noise=cfg["level_noise"], forward=cfg["forward"],
-                                   backward=cfg["backward"])
-                stage = Stage(field, WeakEuler(_law(cfg)), name=name, post=post)
-            else:
-                blocks = [_branch(cfg, c_out, c_out, 1, i) for _ in range(count)]
-                if method == "euler":
-                    stage = Stage(blocks, Euler(), dt=dt, name=name, post=post)
-                elif method == "heun":
-                    if count < 2:
-                        raise ValueError(f"fractalnet: a Heun stage needs at least 2 blocks, {name} has {count}")
-                    stage = Stage(blocks, Heun(), dt=dt, name=name, post=post)
-                elif method == "neumann":
-                    stage = Stage(blocks, NeumannEuler(cfg["terms"]), dt=dt, name=name, post=post)
-                elif method == "lm":
-                    stage = lm_stage(blocks, dt=dt, k_init=cfg["k_init"], per_channel=cfg["per_channel"],
-                                     channels=c_out, post=post, name=name)
-                elif method in ("sd", "lm_sd"):
-                    p_blocks = ps[l:l + coarse_count]
-                    if count != coarse_count:  # survival interpolated in t (sdenet.nn.refine)
-                        p_blocks = resample_values(p_blocks, count, count / coarse_count)
-                    field = DropField(blocks, p_blocks, dt, noise=noise, p_schedule=cfg["p_schedule"])
-                    laws = [_law(cfg, p) for p in field.p]
-                    if method == "sd":
-                        stage = Stage(field, [WeakEuler(law) for law in laws], name=name, post=post)
-                    else:
-                        stage = lm_stage(field, k_init=cfg["k_init"], per_channel=cfg["per_channel"],
-                                         channels=c_out, post=post, name=name, stochastic_laws=laws)
-                else:
-                    raise AssertionError(method)
-            l += coarse_count
-        layers.append(Layer(transition, stage, name))
+            s.coarse_count = count
+            s.count = _refined_count(cfg, s.name, count, entry["lookahead"])
+            stage = entry["stage"](cfg, s)
+            s.l += count
+        layers.append(Layer(transition, stage, s.name))
         c_in = c_out
     net = Network(_stem(stem_kind, stem_width), layers, _Head(c_in, cfg["num_classes"], head_act))
     _init(net)
@@ -326,26 +414,6 @@ def _init(net):
 REGISTRY: dict[str, dict] = {}
 
 _COMMON = ("dt", "widths", "blocks", "stem_width", "refine")
-_METHOD_OPTIONS = {
-    "euler": (),
-    "heun": (),
-    "neumann": ("terms",),
-    "coupled": (),
-    "lm": ("k_init", "per_channel"),
-    "sd": ("p_L", "mode", "law", "p_schedule"),
-    "lm_sd": ("p_L", "mode", "k_init", "per_channel", "law", "p_schedule"),
-    "shake": ("forward", "backward", "level", "law"),
-}
-_METHOD_INFO = {
-    "euler": ("euler", None),
-    "heun": ("heun", None),
-    "neumann": ("neumann", None),
-    "coupled": ("coupled", None),
-    "lm": ("lm", None),
-    "sd": ("weak_euler", "drop"),
-    "lm_sd": ("stochastic_lm", "drop"),
-    "shake": ("weak_euler", "uniform"),
-}
 _DEFAULTS = {
     "dt": 1.0, "k_init": (-0.1, 0.0), "per_channel": False, "p_L": 0.5, "mode": "sample",
     "forward": "shake", "backward": "shake", "level": "image", "terms": 2, "law": None, "shortcut": None,
@@ -358,9 +426,9 @@ def _register(name, *, arch, method, widths, blocks, stem_width, dataset="cifar"
     cfg.update(arch=arch, method=method, widths=tuple(widths), blocks=tuple(blocks), stem_width=stem_width,
                strides=tuple(strides or ((1,) + (2,) * (len(widths) - 1))))
     cfg.update(extra)
-    options = _COMMON + _METHOD_OPTIONS[method] + (("cardinality", "base_width") if arch == "resnext" else ())
-    options += () if arch == "shake" else ("shortcut",)
-    scheme, law = _METHOD_INFO[method]
+    options = _COMMON + METHODS[method]["options"] + ARCHS[arch]["options"]
+    options += () if ARCHS[arch]["fixed_shortcut"] else ("shortcut",)
+    scheme, law = METHODS[method]["scheme"], METHODS[method]["law"]
     REGISTRY[name] = {"cfg": cfg, "dataset": dataset, "scheme": scheme, "law": law, "options": options,
                       "params": None}
 
@@ -407,11 +475,13 @@ _register("pde_resnet20", arch="pde", method="euler", widths=(16, 32, 64), block
 # Chang et al. (AAAI 2018): Hamiltonian, midpoint and leapfrog networks (sdenet/nn/reversible.py)
 from .reversible import FAMILIES as _REV_FAMILIES, build_reversible as _build_reversible  # noqa: E402
 
-_ARCH["reversible"] = ("conv_bn_relu", "bn_relu", None)
-_REVERSIBLE = {m: _build_reversible for m in _REV_FAMILIES}
-for _m, _scheme in _REV_FAMILIES.items():
-    _METHOD_OPTIONS[_m] = ()
-    _METHOD_INFO[_m] = (_scheme, None)
+# the reversible families build their own blocks (build_reversible): only stem and head come from here
+ARCHS["reversible"] = {"stem": "conv_bn_relu", "head": "bn_relu", "post": None, "shortcut": None,
+                       "expansion": 1, "branch": None, "options": (), "fixed_shortcut": False,
+                       "even_widths": False}
+for _m, _scheme in _REV_FAMILIES.items():  # each family builds its whole network
+    METHODS[_m] = {"scheme": _scheme, "law": None, "options": (), "lookahead": 0, "stochastic_depth": False,
+                   "transition": None, "stage": None, "network": _build_reversible}
 for _name, _m, _w, _u in (("hamiltonian74", "hamiltonian", (32, 64, 112), 6),
                           ("hamiltonian218", "hamiltonian", (32, 64, 128), 18),
                           ("hamiltonian1202", "hamiltonian", (32, 64, 128), 100),
@@ -519,12 +589,11 @@ def _resolve(name, num_classes, overrides) -> dict:
     if cfg["shortcut"] is not None and cfg["shortcut"] not in SHORTCUTS:
         raise ValueError(f"{name}: shortcut must be one of {', '.join(SHORTCUTS)} (or None for the "
                          f"architecture's own), got {cfg['shortcut']!r}")
-    if cfg["arch"] == "resnext":
-        cfg["cardinality"] = _positive_int(name, "cardinality", cfg["cardinality"])
-        cfg["base_width"] = _positive_int(name, "base_width", cfg["base_width"])
-    if cfg["arch"] in ("shake", "revnet") and any(w % 2 for w in cfg["widths"]):
+    for key in ARCHS[cfg["arch"]]["options"]:  # resnext's cardinality and base_width
+        cfg[key] = _positive_int(name, key, cfg[key])
+    if ARCHS[cfg["arch"]]["even_widths"] and any(w % 2 for w in cfg["widths"]):
         raise ValueError(f"{name}: widths must be even, got {cfg['widths']}")
-    if cfg["method"] == "heun":
+    if METHODS[cfg["method"]]["lookahead"]:  # Heun (FractalNet)
         short = [i + 1 for i, b in enumerate(cfg["blocks"]) if b < 3]
         if short:
             raise ValueError(f"{name}: each Heun stage needs at least 3 blocks (transition + 2), "

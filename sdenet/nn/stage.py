@@ -36,8 +36,10 @@ from ..fields import FieldCheck, is_field
 from ..loop import run_steps
 from ..schemes import Euler, LinearMultistep, Scheme, StochasticLM, WeakEuler, is_scheme
 from .fields import BlockField, _check_dt
+from .memory import MEMORY_MODES, memory_problem
+from .memory import run as _run_memory
 
-__all__ = ["Stage", "Transition", "noise_on", "set_generator", "mean_scheme", "lm_stage"]
+__all__ = ["Stage", "Transition", "noise_on", "set_generator", "mean_scheme", "lm_stage", "set_memory"]
 
 _POSTS = {"relu": F.relu}
 
@@ -188,8 +190,6 @@ class Stage(nn.Module):
         post = self.post
         if self.memory != "store" and torch.is_grad_enabled():
             # reversible / checkpoint (sdenet.nn.memory); its steps are not boundary-checked
-            from .memory import run as _run_memory
-
             x = _run_memory(self, schemes, x, state)
             return torch.cat(x, dim=1) if split else x
         check = None
@@ -276,6 +276,34 @@ class Transition(Stage):
         if self.post is not None:
             out = self._post(out)
         return out, s
+
+
+def set_memory(module: nn.Module, mode: str, *, exact: bool = True) -> nn.Module:
+    """Set memory mode ``mode`` (one of :data:`MEMORY_MODES`) on every stage of ``module``.
+
+    ``exact`` (``"reversible"`` only): ``True`` (default) carries float32/16 states on the
+    :class:`FixedPoint` grid, so the backward sweep rebuilds every state bit for bit; ``False``
+    inverts in plain floating point (faster; the rebuilt states drift by rounding, measured by
+    :func:`~sdenet.nn.memory.reconstruction_drift`). float64 stages always invert in plain float64.
+
+    Transitions are single steps outside the ODE and keep storing. Raises ``ValueError``
+    naming the stage and the reason when the mode cannot work for one of them (nothing is
+    changed then).
+    """
+    stages = [(path, m) for path, m in module.named_modules()
+              if isinstance(m, Stage) and not isinstance(m, Transition)]
+    if mode not in MEMORY_MODES:
+        raise ValueError(f"memory must be one of {', '.join(MEMORY_MODES)}, got {mode!r}")
+    if not isinstance(exact, bool):
+        raise ValueError(f"set_memory: exact must be True or False, got {exact!r}")
+    for path, stage in stages:
+        why = memory_problem(stage, mode)
+        if why:
+            raise ValueError(f"memory={mode!r} cannot work for stage {stage.name or path or 'stage'}: {why}")
+    for _, stage in stages:
+        stage.memory = mode
+        stage.memory_exact = exact
+    return module
 
 
 def lm_stage(blocks_or_field, *, dt=None, k_init=(-0.1, 0.0), per_channel: bool = False,
