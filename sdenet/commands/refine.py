@@ -94,7 +94,7 @@ def refine_checkpoint(checkpoint, out, factor: int = 2, mode: str | None = None,
     from ..train import checkpoint as ck
     from ..train.multilevel import _momentum_by_name, _shape, prolong_momentum
 
-    from ..train.loop import _model_known
+    from ..train.usermodel import _model_known
     from ..train.safe_io import check_model_size, check_refine_out, lock_output
 
     out = check_refine_out(out, "--out")
