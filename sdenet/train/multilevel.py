@@ -140,7 +140,7 @@ _TRAIN_KEYS = ("model", "dataset", "preset", "batch_size", "lr", "momentum", "we
                "label_smoothing", "seed", "device", "dt", "p_L", "mode", "amp", "channels_last",
                "compile", "weak_K", "strict_weak", "quiet", "limit_train", "limit_test",
                "mc_samples", "eval_batch_size", "data_root", "download", "command", "resolution",
-               "init_rescale", "init_rescale_method", "random_depth")
+               "init_rescale", "init_rescale_method", "random_depth", "deterministic")
 
 
 def _check_plan(run_dir: Path, state, *, model=None, data_root=None, download=False) -> dict:
