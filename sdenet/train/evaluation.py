@@ -275,37 +275,36 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
                          f"{rc['num_classes']}")
     torch.manual_seed(seed)
     spec_model = rc["model"]
-    model = usermodel._create_model(spec_model, num_classes,
-                                    dict(rc.get("model_overrides") or {}), where=str(path),
-                                    batch=min(eval_batch, n_images), image=res, train=False,
-                                    device=dev)
+    net = usermodel._create_model(spec_model, num_classes, dict(rc.get("model_overrides") or {}),
+                                  where=str(path), batch=min(eval_batch, n_images), image=res,
+                                  train=False, device=dev)
     from .multiscale import apply_dilation, checkpoint_dilation
 
-    apply_dilation(model, checkpoint_dilation(rc, path))
-    ck.check_model_state(model, c["model"], path, repr(spec_model))
+    apply_dilation(net, checkpoint_dilation(rc, path))
+    ck.check_model_state(net, c["model"], path, repr(spec_model))
     _check_finite_weights(c["model"], path)
     try:
-        model.load_state_dict(c["model"])
+        net.load_state_dict(c["model"])
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{path}: its weights do not load into {spec_model!r} "
                          f"({type(e).__name__}: {_first_line(e)})") from None
     amp, channels_last = _eval_precision(rc, dev)
-    if rescale and res != r0:
+    if rescale and res != r0 and res is not None and r0 is not None:  # arrays only
         from ..nn import rescale as rescale_model
 
-        model = rescale_model(model, res / r0, method=rescale_method)
-    model.to(dev).eval()
+        net = rescale_model(net, res / r0, method=rescale_method)
+    net.to(dev).eval()
     if channels_last:
-        model.to(memory_format=torch.channels_last)
+        net.to(memory_format=torch.channels_last)
     if not is_image_folder(spec):
-        _check_fits(model, image_shape, num_classes,
+        _check_fits(net, image_shape, num_classes,
                     {**rc, "dataset": spec, "amp": amp, "channels_last": channels_last}, dev)
-    stochastic = _is_stochastic(model)
+    stochastic = _is_stochastic(net)
     one = _Dist.__new__(_Dist)
     one.world_size, one.rank, one.local_rank, one.owned = 1, 0, 0, False
-    depth_cm, depth_info = _depth_context(model, depth)
+    depth_cm, depth_info = _depth_context(net, depth)
     with depth_cm:
-        test_loss, test_error, n = _eval_sums(model, loader, dev, amp, one)
+        test_loss, test_error, n = _eval_sums(net, loader, dev, amp, one)
     warning = _check_sane_loss(test_loss, num_classes, path)
     out = {
         "checkpoint": str(checkpoint),
@@ -332,9 +331,9 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
     if stochastic and samples > 0:
         g = torch.Generator(device=dev)
         g.manual_seed(_seed(seed, 0, 11))
-        _set_generator(model, g)
-        with _depth_context(model, depth)[0]:
-            mc_loss, mc_err = _mc_sums(model, loader, dev, samples, g, one, amp)
+        _set_generator(net, g)
+        with _depth_context(net, depth)[0]:
+            mc_loss, mc_err = _mc_sums(net, loader, dev, samples, g, one, amp)
         out.update(test_error_mc=mc_err, test_error_mc_se=_binomial_se(mc_err, n),
                    test_loss_mc=mc_loss, mc_samples=samples)
     return _jsonable(out)

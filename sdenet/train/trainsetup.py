@@ -79,11 +79,11 @@ class _TrainerSetup:
         self.cfg, self.device, self.dist, self.callback = cfg, device, dist, callback
         self.quiet = bool(cfg.quiet)
         self.main = dist.main
-        self.lock = None
+        self.lock: RunLock | None = None
         self.created_dir = False
-        self.run_dir = None
-        self.loss_ref = None
-        self.image_shape = None
+        self.run_dir: Path = None  # type: ignore[assignment]  # set first thing in _setup
+        self.loss_ref: float | None = None
+        self.image_shape: tuple[int, ...] | None = None
 
     def log(self, msg: str, err: bool = False):
         if self.main:
@@ -100,7 +100,7 @@ class _TrainerSetup:
 
     def _resume_source(self, cfg: TrainConfig):
         """``(run_dir, checkpoint or None, config)`` of ``cfg.resume``, under the folder's lock."""
-        target = Path(cfg.resume)
+        target = Path(str(cfg.resume))
         if not target.exists():
             raise ValueError(f"{target}: no such run folder to resume (it should hold last.pt)")
         run_dir = target if target.is_dir() else target.parent

@@ -55,7 +55,7 @@ def _create_user_model(spec: str, num_classes: int, overrides: dict):
     finally:
         if added and cwd in sys.path:
             sys.path.remove(cwd)
-    factory = module
+    factory: object = module
     for a in attr.split("."):
         factory = getattr(factory, a, None)
     if not callable(factory):
