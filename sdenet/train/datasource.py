@@ -1,4 +1,4 @@
-"""The data a run reads: CIFAR-style arrays (:func:`sdenet.train.data.load_dataset`, optionally
+"""The data a run reads: CIFAR-style arrays (:func:`sdenet.train.cifar.load_dataset`, optionally
 cut to the first images) or an ImageNet-style image folder, and the data root of a resumed
 run."""
 
@@ -11,7 +11,7 @@ __all__ = ["is_image_folder"]
 
 
 def _load_data(spec: str, root=None, download=False, limit_train=None, limit_test=None):
-    from .data import load_dataset
+    from .cifar import load_dataset
 
     ds = load_dataset(spec, root=root, download=download)
     if limit_train is not None or limit_test is not None:
@@ -37,7 +37,7 @@ def _image_folder_loaders(spec, *, limit_train=None, limit_test=None, **kwargs):
     if limit_train is not None or limit_test is not None:
         raise ValueError(f"{spec}: --limit-train/--limit-test apply to CIFAR-style arrays, "
                          f"not to image folders")
-    from .data import imagefolder_loaders
+    from .imagefolder import imagefolder_loaders
 
     return imagefolder_loaders(Path(str(spec)).expanduser(), **kwargs)
 

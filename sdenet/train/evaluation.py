@@ -237,7 +237,8 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
         raise ValueError(f"{path}: a checkpoint of {rc['model']!r}, not {model!r}")
     if not isinstance(rc.get("model_overrides", {}), dict):
         raise ValueError(f"{path}: the checkpoint's config entry 'model_overrides' is malformed")
-    from .data import DeviceLoader, load_dataset
+    from .cifar import load_dataset
+    from .loaders import DeviceLoader
 
     spec = dataset or rc.get("dataset")
     if not isinstance(spec, str) or not spec:

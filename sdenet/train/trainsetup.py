@@ -230,7 +230,7 @@ class _TrainerSetup:
             rc["dataset_source"] = ds.source
             rc["n_train"], rc["n_test"] = len(ds.x_train), len(ds.x_test)
             self.image_shape = tuple(int(v) for v in ds.x_train.shape[1:])  # H, W, C
-            from .data import make_loaders
+            from .loaders import make_loaders
 
             self.train_loader, self.test_loader = make_loaders(
                 ds, resolution=rc.get("resolution"), **loader_kw)
