@@ -22,7 +22,8 @@ from .evaluation import _check_fits, _checkpoint_error
 from .monitor import WeakConditionError, model_weak_report, violations, warning_message
 from .presets import lr_factor
 from .runfolder import RunLock, check_out_dir, make_run_dir
-from .usermodel import _create_model_check, _first_line, _is_stochastic, _model_known, _set_generator
+from .usermodel import (_create_model_check, _first_line, _is_stochastic, _model_known,
+                        _set_generator)
 
 
 #: float32's unit roundoff: a step whose update dt * f is below it relative to the state is lost
