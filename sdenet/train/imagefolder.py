@@ -5,7 +5,7 @@ RandomResizedCrop(224) + flip for training and Resize(256) + CenterCrop(224) for
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -37,6 +37,7 @@ class _FolderLoader:
         self.batch_size = int(batch_size)
         self.workers = int(workers)
         self.epoch = 0
+        self.sampler: Any  # a DistributedSampler (train) or this rank's indices (test)
         if train:
             self.sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank,
                                               shuffle=True, seed=seed, drop_last=True)
