@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 import sdenet as sn
-from sdenet.train import loop
+from sdenet.train import loop, usermodel
 
 SPEC = os.environ.get("SDENET_TEST_DEVICE", "cpu")
 DEVICE = torch.device(SPEC)
@@ -148,7 +148,7 @@ def test_the_training_loop_runs_amp_and_channels_last_as_asked(clean, tmp_path, 
         spies.append(_conv_spy(model))
         return model
 
-    monkeypatch.setattr(loop, "_create_model", spied)
+    monkeypatch.setattr(usermodel, "_create_model", spied)
     data = tiny_npz(tmp_path / "tiny.npz")
     out = tmp_path / "run"
     final = loop.train(model="tiny_lm_sd_resnet", dataset=data, epochs=1, batch_size=16, seed=1,

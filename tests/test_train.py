@@ -16,7 +16,7 @@ import torch
 
 from sdenet.laws import DropBernoulli
 from sdenet.models import count_params
-from sdenet.train import loop
+from sdenet.train import evaluation, loop
 from sdenet.train.checkpoint import load_checkpoint, save_atomic
 from sdenet.train.monitor import DEFAULT_WEAK_K, WeakConditionError, format_table
 from sdenet.train.presets import PRESETS, get_preset, lr_factor, scale_milestones
@@ -337,7 +337,7 @@ def test_evaluate_a_checkpoint(clean, data, tmp_path, monkeypatch):
     assert r["mc_samples"] == 3 and 0 <= r["test_error_mc"] <= 1
     # the Monte Carlo answer is sdenet.nn.mc_predict's: one big draw of 3 samples per image
     seen = []
-    monkeypatch.setattr(loop, "_mc_predict_fn", lambda: lambda model, x, samples, generator:
+    monkeypatch.setattr(evaluation, "_mc_predict_fn", lambda: lambda model, x, samples, generator:
                         seen.append(samples) or torch.full((x.shape[0], 4), 0.25))
     r = loop.evaluate(out / "best.pt", samples=3, device="cpu")
     assert seen == [3] * 1 and r["test_loss_mc"] == pytest.approx(math.log(4))

@@ -93,8 +93,9 @@ def refine_checkpoint(checkpoint, out, factor: int = 2, mode: str | None = None,
     from ..nn import models
     from ..nn import refine as refine_fn
     from ..train import checkpoint as ck
-    from ..train.loop import _model_known
     from ..train.multilevel import _momentum_by_name, _shape, prolong_momentum
+
+    from ..train.usermodel import _model_known
     from ..train.safe_io import check_model_size, check_refine_out, lock_output
 
     out = check_refine_out(out, "--out")

@@ -23,7 +23,7 @@ def evaluate_depths(checkpoint, factors, **evaluate_kwargs) -> dict:
     ``ValueError`` naming the stage) before the first evaluation.
     """
     from ..nn.depth import parse_depth_factors
-    from .loop import evaluate
+    from .evaluation import evaluate
 
     fs = parse_depth_factors(factors)
     if "depth" in evaluate_kwargs:

@@ -142,7 +142,7 @@ def _train_keys() -> frozenset:
     warm-starts from), plus the recorded command line. Derived, so a new option needs no edit here."""
     from dataclasses import fields
 
-    from .loop import TrainConfig
+    from .config import TrainConfig
 
     return frozenset(f.name for f in fields(TrainConfig)) - {"epochs", "overrides", "out", "resume",
                                                               "init"} | {"command"}
@@ -153,7 +153,7 @@ def _check_plan(run_dir: Path, state, *, model=None, data_root=None, download=Fa
     folders (relative, inside the run folder), and the code and data it names agreeing with the
     command line (``model``, ``data_root``; downloads only when ``download``)."""
     from ..nn.refine import REFINE_MODES
-    from .loop import is_user_model
+    from .config import is_user_model
     from .safe_io import safe_subfolder
 
     where = run_dir / PLAN_FILE
@@ -227,7 +227,7 @@ def train_multilevel(levels: int, *, out=None, prolong: str = "constant", callba
     whose steps are not divisible by ``2^levels``, fewer epochs than cycles, …).
     """
     from ..nn.refine import REFINE_MODES
-    from .loop import _default_run_dir
+    from .config import _default_run_dir
     from .presets import default_preset, get_preset
 
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
@@ -342,7 +342,7 @@ def _prolong(prev_ckpt: Path, target: Path, state: dict, cycle: dict) -> float:
     from ..nn.refine import refine
 
     t0 = time.perf_counter()
-    from .loop import _model_known
+    from .usermodel import _model_known
     from .safe_io import check_model_size
 
     c = ck.load_checkpoint(prev_ckpt)
@@ -369,7 +369,7 @@ def _collect(run_dir: Path, state: dict) -> list[dict]:
     for cyc in state["cycles"]:
         path = run_dir / cyc["dir"] / "metrics.jsonl"
         if path.is_file() and not path.is_symlink():
-            from .loop import _read_lines
+            from .jsonio import _read_lines
 
             for raw in _read_lines(path):
                 try:
@@ -390,7 +390,7 @@ def _write_metrics(run_dir: Path, state: dict) -> None:
 
 
 def _run(run_dir: Path, state: dict, callback=None) -> dict:
-    from .loop import train
+    from .trainer import train
 
     overrides = state["overrides"]
     prolong_s = state.setdefault("prolong_seconds", {})
