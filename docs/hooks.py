@@ -55,7 +55,9 @@ def _cli_help() -> str:
         for action in p._subparsers._group_actions:
             for name, sub in action.choices.items():
                 if sub._subparsers is None:
-                    parts.extend([f"## {prefix} {name}", "", "```text", sub.format_help().rstrip(), "```", ""])
+                    parts.extend(
+                        [f"## {prefix} {name}", "", "```text", sub.format_help().rstrip(), "```", ""]
+                    )
                 walk(sub, f"{prefix} {name}")
 
     walk(parser, "sdenet")

@@ -36,10 +36,13 @@ def provenance(threads: int, seeds=None) -> dict:
     threads, hardware, seed) with this script's thread count and the load at its start."""
     from sdenet.provenance import provenance as block
 
-    p = block(seed=list(seeds) if seeds is not None else "per run: see each run's seed",
-              command=" ".join(shlex.quote(a) for a in ["python", *sys.argv]))
-    p.update(threads=threads, hardware=f"{cpu_model()} ({os.cpu_count()} cores)",
-             load_average_start=load_average())
+    p = block(
+        seed=list(seeds) if seeds is not None else "per run: see each run's seed",
+        command=" ".join(shlex.quote(a) for a in ["python", *sys.argv]),
+    )
+    p.update(
+        threads=threads, hardware=f"{cpu_model()} ({os.cpu_count()} cores)", load_average_start=load_average()
+    )
     return p
 
 

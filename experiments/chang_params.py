@@ -48,8 +48,7 @@ def reference_params(filters, units, num_classes=10, pre_bn=True):
             bn += n_bn * 2 * (c // 2)
     stem = 9 * 3 * filters[0] + 2 * filters[0]
     head = 2 * filters[-1] + filters[-1] * num_classes + num_classes
-    return {"kernels": kernels, "bn": bn, "stem": stem, "head": head,
-            "total": kernels + bn + stem + head}
+    return {"kernels": kernels, "bn": bn, "stem": stem, "head": head, "total": kernels + bn + stem + head}
 
 
 def sdenet_params(name):
@@ -65,8 +64,16 @@ def table():
         ref = reference_params(filters, units)
         same_unit = reference_params(filters, units, pre_bn=False)["total"]  # their layout, sdenet's unit
         ours = sdenet_params(name)
-        rows.append({"name": name, "reference": ref["total"], "reference_one_bn": same_unit, "sdenet": ours,
-                     "diff": ours / ref["total"] - 1, "pre_bn": ref["total"] - same_unit})
+        rows.append(
+            {
+                "name": name,
+                "reference": ref["total"],
+                "reference_one_bn": same_unit,
+                "sdenet": ours,
+                "diff": ours / ref["total"] - 1,
+                "pre_bn": ref["total"] - same_unit,
+            }
+        )
     return rows
 
 
@@ -76,22 +83,30 @@ def main(argv=None):
     args = p.parse_args(argv)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     rows = table()
-    lines = ["| network | authors' code | authors' layout, one BN per branch | sdenet | sdenet vs authors | "
-             "authors' pre-activation BNs |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| network | authors' code | authors' layout, one BN per branch | sdenet | sdenet vs authors | "
+        "authors' pre-activation BNs |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['name']} | {r['reference']:,} | {r['reference_one_bn']:,} | {r['sdenet']:,} | "
-                     f"{100 * r['diff']:+.2f} % | {r['pre_bn']:,} |")
+        lines.append(
+            f"| {r['name']} | {r['reference']:,} | {r['reference_one_bn']:,} | {r['sdenet']:,} | "
+            f"{100 * r['diff']:+.2f} % | {r['pre_bn']:,} |"
+        )
     text = "\n".join(lines)
     print(text)
     if args.out:
         with open(args.out, "w") as fh:
-            fh.write("# Hamiltonian networks: parameter counts against the authors' code\n\n"
-                     "Produced by `python experiments/chang_params.py --out experiments/results/chang_params.md`.\n\n"
-                     + text + "\n\nThe reference counts the variables of the authors' released TensorFlow code "
-                     "(see the script's docstring); the paper's own table could not be retrieved here. "
-                     "sdenet's branch is the paper's `Kᵀσ(BN(K·))` with one batch norm; the authors' code adds "
-                     "a pre-activation BN–ReLU to each branch, which is the whole remaining difference "
-                     "(last column).\n")
+            fh.write(
+                "# Hamiltonian networks: parameter counts against the authors' code\n\n"
+                "Produced by `python experiments/chang_params.py --out experiments/results/chang_params.md`.\n\n"
+                + text
+                + "\n\nThe reference counts the variables of the authors' released TensorFlow code "
+                "(see the script's docstring); the paper's own table could not be retrieved here. "
+                "sdenet's branch is the paper's `Kᵀσ(BN(K·))` with one batch norm; the authors' code adds "
+                "a pre-activation BN–ReLU to each branch, which is the whole remaining difference "
+                "(last column).\n"
+            )
     return 0
 
 

@@ -35,8 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments._common import (curve, load_average, provenance, rel, repo_path,  # noqa: E402
-                                 run_training, write_json)
+from experiments._common import curve, load_average, provenance, rel, repo_path, run_training, write_json  # noqa: E402
 
 METHODS = ("direct", "multilevel")
 
@@ -52,9 +51,17 @@ def one_run(a, method: str, seed: int, runs_dir: Path) -> dict:
     from sdenet.train.multilevel import is_multilevel, resume_multilevel, train_multilevel
 
     out = runs_dir / f"{method}-s{seed}"
-    kw = dict(model=a.model, dataset=a.data_path, epochs=a.epochs, preset=a.preset, seed=seed,
-              device=a.device, overrides={**a.overrides, "refine": a.refine}, limit_train=a.limit_train,
-              limit_test=a.limit_test)
+    kw = dict(
+        model=a.model,
+        dataset=a.data_path,
+        epochs=a.epochs,
+        preset=a.preset,
+        seed=seed,
+        device=a.device,
+        overrides={**a.overrides, "refine": a.refine},
+        limit_train=a.limit_train,
+        limit_test=a.limit_test,
+    )
     t0 = time.time()
     if method == "direct":
         final = run_training(out, **kw)
@@ -73,12 +80,20 @@ def one_run(a, method: str, seed: int, runs_dir: Path) -> dict:
         t += float(m["epoch_time"])
         cum.append(t)
     plan = json.loads((out / "multilevel.json").read_text()) if method == "multilevel" else None
-    return {"method": method, "seed": seed, "run": rel(out), "final_accuracy": 1 - final["test_error"],
-            "wall_time": final.get("wall_time"), "accuracy": [1 - m["test_error"] for m in c],
-            "time": cum, "epoch_time": [m["epoch_time"] for m in c],
-            "cycle": [m.get("cycle") for m in c],
-            "prolong_seconds": (plan or {}).get("prolong_seconds"),
-            "seconds_this_invocation": round(time.time() - t0, 1), "load_after": load_average()}
+    return {
+        "method": method,
+        "seed": seed,
+        "run": rel(out),
+        "final_accuracy": 1 - final["test_error"],
+        "wall_time": final.get("wall_time"),
+        "accuracy": [1 - m["test_error"] for m in c],
+        "time": cum,
+        "epoch_time": [m["epoch_time"] for m in c],
+        "cycle": [m.get("cycle") for m in c],
+        "prolong_seconds": (plan or {}).get("prolong_seconds"),
+        "seconds_this_invocation": round(time.time() - t0, 1),
+        "load_after": load_average(),
+    }
 
 
 def time_to(run: dict, target: float):
@@ -118,14 +133,23 @@ def summarise(runs: list[dict]) -> dict:
             continue
         acc = r["final_accuracy"]
         tm, td = time_to(r, acc), time_to(d, acc)
-        matched.append({"seed": r["seed"], "accuracy": acc, "multilevel_time": tm, "direct_time": td,
-                        "ratio": None if td is None else tm / td})
+        matched.append(
+            {
+                "seed": r["seed"],
+                "accuracy": acc,
+                "multilevel_time": tm,
+                "direct_time": td,
+                "ratio": None if td is None else tm / td,
+            }
+        )
     s["at_multilevel_accuracy"] = matched
     dm, mm = s["direct_time_to_target_mean_sd"][0], s["multilevel_time_to_target_mean_sd"][0]
-    s["ratio_of_means"] = None if (dm is None or mm is None or len(ml) == 0
-                                   or s["multilevel_reached"] < len(ml)) else mm / dm
-    s["total_time_ratio"] = (None if not ml else
-                             s["multilevel_total_time_mean_sd"][0] / s["direct_total_time_mean_sd"][0])
+    s["ratio_of_means"] = (
+        None if (dm is None or mm is None or len(ml) == 0 or s["multilevel_reached"] < len(ml)) else mm / dm
+    )
+    s["total_time_ratio"] = (
+        None if not ml else s["multilevel_total_time_mean_sd"][0] / s["direct_total_time_mean_sd"][0]
+    )
     s["reaches_55"] = s["direct_final_accuracy_mean_sd"][0] >= 0.55
     if ml and s["multilevel_reached"] < len(ml):
         s["target_met"] = False  # a multilevel run never reached the accuracy: no time at equal accuracy
@@ -145,49 +169,76 @@ def _f(ms, pct=False, unit=""):
 
 def render(result: dict) -> str:
     p, a, s = result["provenance"], result["settings"], result["summary"]
-    lines = ["# Multilevel against direct training on the CIFAR-10 subset (issue 19, item 3)", "",
-             f"Command: `{p['command']}` (commit {p['commit']}); torch {p['torch']}, {p['threads']} thread(s); "
-             f"hardware {p['hardware']}; load average at the start {p['load_average_start']}, at the last "
-             f"update {result.get('load_average_end')} (the 2 cores are shared with other jobs: times are "
-             f"noisy, the methods interleaved). Model `{a['model']}` with `refine={a['refine']}`"
-             f"{' and overrides ' + json.dumps(a['overrides']) if a.get('overrides') else ''} "
-             f"(final network), data {a['data']}, {a['epochs']} epochs, preset {a['preset']}, multilevel "
-             f"L = {a['levels']} ({a['levels'] + 1} cycles, the preset's schedule restarted per cycle), "
-             f"seeds {a['seeds']}. Time = cumulative epoch time (training + test evaluation of each epoch).", ""]
+    lines = [
+        "# Multilevel against direct training on the CIFAR-10 subset (issue 19, item 3)",
+        "",
+        f"Command: `{p['command']}` (commit {p['commit']}); torch {p['torch']}, {p['threads']} thread(s); "
+        f"hardware {p['hardware']}; load average at the start {p['load_average_start']}, at the last "
+        f"update {result.get('load_average_end')} (the 2 cores are shared with other jobs: times are "
+        f"noisy, the methods interleaved). Model `{a['model']}` with `refine={a['refine']}`"
+        f"{' and overrides ' + json.dumps(a['overrides']) if a.get('overrides') else ''} "
+        f"(final network), data {a['data']}, {a['epochs']} epochs, preset {a['preset']}, multilevel "
+        f"L = {a['levels']} ({a['levels'] + 1} cycles, the preset's schedule restarted per cycle), "
+        f"seeds {a['seeds']}. Time = cumulative epoch time (training + test evaluation of each epoch).",
+        "",
+    ]
     if "target_accuracy" not in s:
         return "\n".join(lines + ["(no finished direct run yet)", ""])
     ratio = s.get("ratio_of_means")
-    lines += [f"Target accuracy (the lowest final accuracy of the direct runs): "
-              f"**{100 * s['target_accuracy']:.1f} %**.", "",
-              "| method | runs | final accuracy | time to the target (s) | reached | total time (s) |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        f"Target accuracy (the lowest final accuracy of the direct runs): "
+        f"**{100 * s['target_accuracy']:.1f} %**.",
+        "",
+        "| method | runs | final accuracy | time to the target (s) | reached | total time (s) |",
+        "|---|---|---|---|---|---|",
+    ]
     for m in METHODS:
         if s.get(f"n_{m}"):
-            lines.append(f"| {m} | {s[f'n_{m}']} | {_f(s[f'{m}_final_accuracy_mean_sd'], True)} | "
-                         f"{_f(s[f'{m}_time_to_target_mean_sd'])} | {s[f'{m}_reached']}/{s[f'n_{m}']} | "
-                         f"{_f(s[f'{m}_total_time_mean_sd'])} |")
+            lines.append(
+                f"| {m} | {s[f'n_{m}']} | {_f(s[f'{m}_final_accuracy_mean_sd'], True)} | "
+                f"{_f(s[f'{m}_time_to_target_mean_sd'])} | {s[f'{m}_reached']}/{s[f'n_{m}']} | "
+                f"{_f(s[f'{m}_total_time_mean_sd'])} |"
+            )
     per = ", ".join("not reached" if r is None else f"{r:.2f}" for r in s.get("ratio_per_seed", []))
-    lines += ["",
-              f"Time to the target, multilevel / direct: **{'–' if ratio is None else f'{ratio:.2f}×'}** "
-              f"(ratio of the means; per seed: {per or '–'}); target ≤ 0.6×: "
-              f"{'met' if s.get('target_met') else ('**missed**' if s.get('target_met') is False else 'not measured')}"
-              f"{' (not every multilevel run reached the target accuracy)' if s.get('multilevel_reached', 0) < s.get('n_multilevel', 0) else ''}. "
-              f"Total time ratio (all epochs): "
-              f"{'–' if s.get('total_time_ratio') is None else format(s['total_time_ratio'], '.2f') + '×'}. "
-              f"Direct runs reach ≥ 55 %: {'yes' if s.get('reaches_55') else '**no**'}.", "",
-              "The other way round — the accuracy each multilevel run ends at, and the time its seed's direct "
-              "run needed to first reach it: " + ("; ".join(
-                  f"seed {m['seed']}: {100 * m['accuracy']:.1f} % in {m['multilevel_time']:.0f} s (multilevel) vs "
-                  + ("not reached (direct)" if m["direct_time"] is None else
-                     f"{m['direct_time']:.0f} s (direct), ratio {m['ratio']:.2f}×")
-                  for m in s.get("at_multilevel_accuracy", [])) or "–") + ".", "",
-              "Per run:", "", "| method | seed | final accuracy % | time to target (s) | total time (s) | "
-              "wall time incl. set-up (s) |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"Time to the target, multilevel / direct: **{'–' if ratio is None else f'{ratio:.2f}×'}** "
+        f"(ratio of the means; per seed: {per or '–'}); target ≤ 0.6×: "
+        f"{'met' if s.get('target_met') else ('**missed**' if s.get('target_met') is False else 'not measured')}"
+        f"{' (not every multilevel run reached the target accuracy)' if s.get('multilevel_reached', 0) < s.get('n_multilevel', 0) else ''}. "
+        f"Total time ratio (all epochs): "
+        f"{'–' if s.get('total_time_ratio') is None else format(s['total_time_ratio'], '.2f') + '×'}. "
+        f"Direct runs reach ≥ 55 %: {'yes' if s.get('reaches_55') else '**no**'}.",
+        "",
+        "The other way round — the accuracy each multilevel run ends at, and the time its seed's direct "
+        "run needed to first reach it: "
+        + (
+            "; ".join(
+                f"seed {m['seed']}: {100 * m['accuracy']:.1f} % in {m['multilevel_time']:.0f} s (multilevel) vs "
+                + (
+                    "not reached (direct)"
+                    if m["direct_time"] is None
+                    else f"{m['direct_time']:.0f} s (direct), ratio {m['ratio']:.2f}×"
+                )
+                for m in s.get("at_multilevel_accuracy", [])
+            )
+            or "–"
+        )
+        + ".",
+        "",
+        "Per run:",
+        "",
+        "| method | seed | final accuracy % | time to target (s) | total time (s) | "
+        "wall time incl. set-up (s) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in result["runs"]:
         t = time_to(r, s["target_accuracy"])
-        lines.append(f"| {r['method']} | {r['seed']} | {100 * r['final_accuracy']:.1f} | "
-                     f"{'not reached' if t is None else f'{t:.0f}'} | {r['time'][-1]:.0f} | "
-                     f"{r['wall_time']:.0f} |")
+        lines.append(
+            f"| {r['method']} | {r['seed']} | {100 * r['final_accuracy']:.1f} | "
+            f"{'not reached' if t is None else f'{t:.0f}'} | {r['time'][-1]:.0f} | "
+            f"{r['wall_time']:.0f} |"
+        )
     lines += ["", f"![time-to-accuracy curves]({a['name']}.png)", ""]
     return "\n".join(lines)
 
@@ -201,16 +252,27 @@ def figure(result: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for m, color in (("direct", "C0"), ("multilevel", "C3")):
         for k, r in enumerate(rr for rr in result["runs"] if rr["method"] == m):
-            ax.plot(r["time"], [100 * v for v in r["accuracy"]], color=color, marker=".", alpha=0.8,
-                    label=m if k == 0 else None)
+            ax.plot(
+                r["time"],
+                [100 * v for v in r["accuracy"]],
+                color=color,
+                marker=".",
+                alpha=0.8,
+                label=m if k == 0 else None,
+            )
             if m == "multilevel":  # mark the refinements
                 for i in range(1, len(r["cycle"])):
                     if r["cycle"][i] != r["cycle"][i - 1]:
                         ax.axvline(r["time"][i - 1], color=color, lw=0.5, ls=":", alpha=0.6)
     s = result["summary"]
     if "target_accuracy" in s:
-        ax.axhline(100 * s["target_accuracy"], color="grey", ls="--", lw=1,
-                   label=f"target {100 * s['target_accuracy']:.1f} %")
+        ax.axhline(
+            100 * s["target_accuracy"],
+            color="grey",
+            ls="--",
+            lw=1,
+            label=f"target {100 * s['target_accuracy']:.1f} %",
+        )
     ax.set_xlabel("cumulative epoch time (s)")
     ax.set_ylabel("test accuracy (%)")
     a = result["settings"]
@@ -224,13 +286,20 @@ def figure(result: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default="../shared/data/cifar10-subset.npz",
-                    help="dataset: a .npz (relative paths from the repository root), cifar10, ...")
+    ap.add_argument(
+        "--data",
+        default="../shared/data/cifar10-subset.npz",
+        help="dataset: a .npz (relative paths from the repository root), cifar10, ...",
+    )
     ap.add_argument("--model", default="tiny_lm_resnet")
     ap.add_argument("--refine", type=int, default=4, help="refine factor of the final network")
     ap.add_argument("--levels", type=int, default=2)
-    ap.add_argument("--overrides", type=json.loads, default={},
-                    help='more model overrides as JSON, e.g. \'{"stem_width": 8}\' (ResNet-56 with L = 3)')
+    ap.add_argument(
+        "--overrides",
+        type=json.loads,
+        default={},
+        help="more model overrides as JSON, e.g. '{\"stem_width\": 8}' (ResNet-56 with L = 3)",
+    )
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=None, help="default 12 (3 with --quick)")
     ap.add_argument("--preset", default="quick")
@@ -238,10 +307,16 @@ def main(argv=None) -> int:
     ap.add_argument("--limit-test", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--runs", default="runs/multilevel_scale", help="run folders (relative to the repository)")
-    ap.add_argument("--out", default="experiments/results", help="results folder (relative to the repository)")
+    ap.add_argument(
+        "--runs", default="runs/multilevel_scale", help="run folders (relative to the repository)"
+    )
+    ap.add_argument(
+        "--out", default="experiments/results", help="results folder (relative to the repository)"
+    )
     ap.add_argument("--name", default="multilevel_scale", help="stem of the result files")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 3 epochs (unless --epochs) on 512 images, one seed")
+    ap.add_argument(
+        "--quick", action="store_true", help="smoke run: 3 epochs (unless --epochs) on 512 images, one seed"
+    )
     ap.add_argument("--render", metavar="JSON", help="only rewrite the .md and .png next to a recorded JSON")
     a = ap.parse_args(argv)
     if a.render:
@@ -271,19 +346,30 @@ def main(argv=None) -> int:
     settings = {k: v for k, v in vars(a).items() if k != "data_path"}
     todo = []
     for i, seed in enumerate(a.seeds):
-        for m in (METHODS if i % 2 == 0 else METHODS[::-1]):
+        for m in METHODS if i % 2 == 0 else METHODS[::-1]:
             todo.append((m, seed))
     runs = []
     t_all = time.time()
     for i, (m, seed) in enumerate(todo, 1):
         t0 = time.time()
-        print(f"[{time.strftime('%H:%M:%S')}] {i}/{len(todo)} {m} seed {seed} (load {load_average()})", flush=True)
+        print(
+            f"[{time.strftime('%H:%M:%S')}] {i}/{len(todo)} {m} seed {seed} (load {load_average()})",
+            flush=True,
+        )
         r = one_run(a, m, seed, runs_dir)
         runs.append(r)
-        print(f"    final accuracy {100 * r['final_accuracy']:.1f}%, {r['time'][-1]:.0f} s of epochs "
-              f"({time.time() - t0:.0f} s now; {time.time() - t_all:.0f} s so far)", flush=True)
-        result = {"provenance": prov, "settings": settings, "runs": runs, "summary": summarise(runs),
-                  "load_average_end": load_average()}
+        print(
+            f"    final accuracy {100 * r['final_accuracy']:.1f}%, {r['time'][-1]:.0f} s of epochs "
+            f"({time.time() - t0:.0f} s now; {time.time() - t_all:.0f} s so far)",
+            flush=True,
+        )
+        result = {
+            "provenance": prov,
+            "settings": settings,
+            "runs": runs,
+            "summary": summarise(runs),
+            "load_average_end": load_average(),
+        }
         write_json(out_dir / f"{a.name}.json", result)
         (out_dir / f"{a.name}.md").write_text(render(result))
         try:

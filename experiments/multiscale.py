@@ -56,15 +56,18 @@ def _run(out: Path, **kw) -> dict:
         train(out=str(out), quiet=True, device="cpu", **kw)
     curve = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     final = json.loads((out / "metrics.json").read_text())
-    return {"dir": str(out), "test_error": final["test_error"], "wall_time": final["wall_time"],
-            "curve": [c["test_error"] for c in curve],
-            "epoch_time": [c["epoch_time"] for c in curve]}
+    return {
+        "dir": str(out),
+        "test_error": final["test_error"],
+        "wall_time": final["wall_time"],
+        "curve": [c["test_error"] for c in curve],
+        "epoch_time": [c["epoch_time"] for c in curve],
+    }
 
 
 def _error(model, ds, res, train_split=False, batch=500) -> float:
     x, y = (ds.x_train, ds.y_train) if train_split else (ds.x_test, ds.y_test)
-    loader = DeviceLoader(x, y, batch_size=batch, train=False, mean=ds.mean, std=ds.std,
-                          resolution=res)
+    loader = DeviceLoader(x, y, batch_size=batch, train=False, mean=ds.mean, std=ds.std, resolution=res)
     model.eval()
     wrong = n = 0
     with torch.no_grad():
@@ -82,8 +85,9 @@ def _recalibrated(model, ds, res, batch=500):
         if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
             mod.reset_running_stats()
             mod.momentum = None
-    loader = DeviceLoader(ds.x_train, ds.y_train, batch_size=batch, train=False, mean=ds.mean,
-                          std=ds.std, resolution=res)
+    loader = DeviceLoader(
+        ds.x_train, ds.y_train, batch_size=batch, train=False, mean=ds.mean, std=ds.std, resolution=res
+    )
     m.train()
     with torch.no_grad():
         for xb, _ in loader:
@@ -134,44 +138,89 @@ def main(argv=None) -> int:
         for name, mv in variants.items():
             at_hi[name] = _error(mv, ds, hi)
             at_hi[name + "+bn"] = _error(_recalibrated(mv, ds, hi), ds, hi)
-        print(f"seed {seed}: at {args.low}: {_error(m, ds, args.low):.4f}; at {hi}: "
-              + ", ".join(f"{k} {v:.4f}" for k, v in at_hi.items()), flush=True)
+        print(
+            f"seed {seed}: at {args.low}: {_error(m, ds, args.low):.4f}; at {hi}: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in at_hi.items()),
+            flush=True,
+        )
         runs = {
             "cold": _run(base / "cold", seed=seed, epochs=args.epochs32, **common),
-            "warm": _run(base / "warm", seed=seed, epochs=args.epochs32,
-                         init=str(Path(r16["dir"]) / "last.pt"), **common),
-            "warm_rescaled": _run(base / "warm_rescaled", seed=seed, epochs=args.epochs32,
-                                  init=str(Path(r16["dir"]) / "last.pt"), init_rescale=True,
-                                  init_rescale_method="moments", **common),
+            "warm": _run(
+                base / "warm",
+                seed=seed,
+                epochs=args.epochs32,
+                init=str(Path(r16["dir"]) / "last.pt"),
+                **common,
+            ),
+            "warm_rescaled": _run(
+                base / "warm_rescaled",
+                seed=seed,
+                epochs=args.epochs32,
+                init=str(Path(r16["dir"]) / "last.pt"),
+                init_rescale=True,
+                init_rescale_method="moments",
+                **common,
+            ),
         }
         # the other way (restriction): the cold 32×32 network on 16×16 images
         mc = models.create(args.model, num_classes=ds.num_classes)
         mc.load_state_dict(load_checkpoint(Path(runs["cold"]["dir"]) / "last.pt")["model"])
         restricted = rescale(mc, 1 / factor, method="moments")
-        at_lo = {"as_is": _error(mc, ds, args.low), "rescaled": _error(restricted, ds, args.low),
-                 "as_is+bn": _error(_recalibrated(mc, ds, args.low), ds, args.low),
-                 "rescaled+bn": _error(_recalibrated(restricted, ds, args.low), ds, args.low)}
+        at_lo = {
+            "as_is": _error(mc, ds, args.low),
+            "rescaled": _error(restricted, ds, args.low),
+            "as_is+bn": _error(_recalibrated(mc, ds, args.low), ds, args.low),
+            "rescaled+bn": _error(_recalibrated(restricted, ds, args.low), ds, args.low),
+        }
         target = runs["cold"]["test_error"]
-        to = {k: {"cold_final": _epochs_to(r["curve"], target),
-                  **{f"{t:.2f}": _epochs_to(r["curve"], t) for t in args.targets}}
-              for k, r in runs.items()}
-        seeds.append({"seed": seed, "r16": r16, "error_at_low": _error(m, ds, args.low),
-                      "error_at_high": at_hi, "cold_at_low": at_lo, "runs": runs, "cold_final_error": target,
-                      "epochs_to": to})
+        to = {
+            k: {
+                "cold_final": _epochs_to(r["curve"], target),
+                **{f"{t:.2f}": _epochs_to(r["curve"], t) for t in args.targets},
+            }
+            for k, r in runs.items()
+        }
+        seeds.append(
+            {
+                "seed": seed,
+                "r16": r16,
+                "error_at_low": _error(m, ds, args.low),
+                "error_at_high": at_hi,
+                "cold_at_low": at_lo,
+                "runs": runs,
+                "cold_final_error": target,
+                "epochs_to": to,
+            }
+        )
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                capture_output=True, text=True).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+            ).stdout.strip()
+            or None
+        )
     except OSError:
         commit = None
     result = {
         "what": "multiscale resolution: a network trained at low resolution, used and "
-                "warm-started at full resolution",
-        "model": args.model, "dataset": args.dataset, "n_train": len(ds.x_train),
-        "n_test": len(ds.x_test), "low": args.low, "high": hi, "factor": factor,
-        "epochs16": args.epochs16, "epochs32": args.epochs32, "preset": "quick",
-        "seeds": seeds, "hardware": describe("cpu"), "threads": 1,
-        "load_average_before": load_before, "load_average_after": os.getloadavg(),
-        "wall_time_total": time.time() - t0, "git_commit": commit,
+        "warm-started at full resolution",
+        "model": args.model,
+        "dataset": args.dataset,
+        "n_train": len(ds.x_train),
+        "n_test": len(ds.x_test),
+        "low": args.low,
+        "high": hi,
+        "factor": factor,
+        "epochs16": args.epochs16,
+        "epochs32": args.epochs32,
+        "preset": "quick",
+        "seeds": seeds,
+        "hardware": describe("cpu"),
+        "threads": 1,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "wall_time_total": time.time() - t0,
+        "git_commit": commit,
         "command": " ".join(["python", "experiments/multiscale.py", *sys.argv[1:]]),
     }
     out = Path(args.out)
@@ -216,20 +265,24 @@ def _report(r) -> str:
         "",
         f"## Test error at {hi}×{hi} of the network trained {r['epochs16']} epochs at {lo}×{lo}",
         "",
-        "| network | test error % | with batch-norm statistics recomputed at "
-        f"{hi}×{hi} % |",
+        f"| network | test error % | with batch-norm statistics recomputed at {hi}×{hi} % |",
         "|---|---|---|",
         f"| at {lo}×{lo} (its own resolution) | {_pct(*_mean_sd([s['error_at_low'] for s in S]))} | – |",
     ]
-    names = {"as_is": "applied as it is", "rescaled": "`rescale(m, 2)` (every moment)",
-             "rescaled_order1": "`rescale(m, 2, order=1)`",
-             "rescaled_order2": "`rescale(m, 2, order=2)`"}
+    names = {
+        "as_is": "applied as it is",
+        "rescaled": "`rescale(m, 2)` (every moment)",
+        "rescaled_order1": "`rescale(m, 2, order=1)`",
+        "rescaled_order2": "`rescale(m, 2, order=2)`",
+    }
     for k, label in names.items():
         a = _mean_sd([s["error_at_high"][k] for s in S])
         b = _mean_sd([s["error_at_high"][k + "+bn"] for s in S])
         lines.append(f"| {label} | {_pct(*a)} | {_pct(*b)} |")
-    lines.append(f"| trained at {hi}×{hi} directly, {r['epochs32']} epochs (`cold`) | "
-                 f"{_pct(*_mean_sd([s['runs']['cold']['test_error'] for s in S]))} | – |")
+    lines.append(
+        f"| trained at {hi}×{hi} directly, {r['epochs32']} epochs (`cold`) | "
+        f"{_pct(*_mean_sd([s['runs']['cold']['test_error'] for s in S]))} | – |"
+    )
     lines += [
         "",
         f"The other way: the `cold` network ({hi}×{hi}, {r['epochs32']} epochs) on {lo}×{lo} "
@@ -247,7 +300,9 @@ def _report(r) -> str:
         f"## Training at {hi}×{hi}: cold against warm starts ({r['epochs32']} epochs each)",
         "",
         "| run | final test error % | epochs to the cold run's final error | "
-        + " | ".join(f"epochs to {100 * float(t):.0f} %" for t in S[0]["epochs_to"]["cold"] if t != "cold_final")
+        + " | ".join(
+            f"epochs to {100 * float(t):.0f} %" for t in S[0]["epochs_to"]["cold"] if t != "cold_final"
+        )
         + " | wall time s |",
         "|---|---|---|" + "---|" * (len(S[0]["epochs_to"]["cold"]) - 1) + "---|",
     ]
@@ -261,8 +316,9 @@ def _report(r) -> str:
         wall = _mean_sd([s["runs"][k]["wall_time"] for s in S])
         lines.append(f"| {k} | {_pct(*errs)} | " + " | ".join(cells) + f" | {wall[0]:.0f} |")
     w16 = _mean_sd([s["r16"]["wall_time"] for s in S])[0]
-    e32 = _mean_sd([sum(s["runs"]["cold"]["epoch_time"]) / len(s["runs"]["cold"]["epoch_time"])
-                    for s in S])[0]
+    e32 = _mean_sd([sum(s["runs"]["cold"]["epoch_time"]) / len(s["runs"]["cold"]["epoch_time"]) for s in S])[
+        0
+    ]
     lines += [
         "",
         f"Epoch counts are per seed (separated by /; – = not reached in {r['epochs32']} epochs). "
@@ -300,8 +356,7 @@ def _plot(r, path):
             xs = list(range(1, len(curve) + 1))
             if start:  # epoch 0: the 16×16 network at 32×32 before any training there
                 xs, curve = [0] + xs, [s["error_at_high"][start]] + curve
-            a.plot(xs, [100 * e for e in curve], "-o", color=c, ms=3,
-                   label=k if s is r["seeds"][0] else None)
+            a.plot(xs, [100 * e for e in curve], "-o", color=c, ms=3, label=k if s is r["seeds"][0] else None)
     a.set_xlabel(f"epoch at {r['high']}×{r['high']} (0: the warm start before training)")
     a.set_ylabel("test error %")
     a.set_title(f"{r['model']}: training at {r['high']}×{r['high']}")
@@ -310,10 +365,10 @@ def _plot(r, path):
     keys = ["as_is", "rescaled", "rescaled_order1", "rescaled_order2"]
     labels = ["as is", "rescale", "order=1", "order=2"]
     xs = range(len(keys))
-    for j, (suffix, c, lab) in enumerate((("", "tab:blue", "kept BN stats"),
-                                           ("+bn", "tab:orange", f"BN stats at {r['high']}"))):
-        vals = [100 * sum(s["error_at_high"][k + suffix] for s in r["seeds"]) / len(r["seeds"])
-                for k in keys]
+    for j, (suffix, c, lab) in enumerate(
+        (("", "tab:blue", "kept BN stats"), ("+bn", "tab:orange", f"BN stats at {r['high']}"))
+    ):
+        vals = [100 * sum(s["error_at_high"][k + suffix] for s in r["seeds"]) / len(r["seeds"]) for k in keys]
         b.bar([x + 0.38 * j for x in xs], vals, width=0.38, color=c, label=lab)
     lo_err = 100 * sum(s["error_at_low"] for s in r["seeds"]) / len(r["seeds"])
     cold = 100 * sum(s["runs"]["cold"]["test_error"] for s in r["seeds"]) / len(r["seeds"])

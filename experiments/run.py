@@ -63,7 +63,9 @@ def load_set(name_or_path) -> dict:
     if not (path.suffix == ".json" and path.is_file()):
         path = CONFIG_DIR / f"{text}.json"
     if not path.is_file():
-        raise SetError(f"unknown set {text!r}; choose one of {', '.join(available_sets())} or give a .json path")
+        raise SetError(
+            f"unknown set {text!r}; choose one of {', '.join(available_sets())} or give a .json path"
+        )
     try:
         spec = json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -110,8 +112,9 @@ def _accepted_keys(train_fn):
     """Keyword names the training entry point accepts (its config's fields), or None when
     it takes anything."""
     try:
-        from sdenet.train import TrainConfig
         import dataclasses
+
+        from sdenet.train import TrainConfig
 
         if dataclasses.is_dataclass(TrainConfig):
             return {f.name for f in dataclasses.fields(TrainConfig)}
@@ -151,7 +154,9 @@ def train_one(train_fn, kw: dict, state: str):
     if accepted is not None:
         unknown = sorted(set(call) - accepted)
         if unknown:
-            raise SetError(f"run {Path(kw['out']).name}: the training loop does not accept {', '.join(unknown)}")
+            raise SetError(
+                f"run {Path(kw['out']).name}: the training loop does not accept {', '.join(unknown)}"
+            )
     return train_fn(**call)
 
 
@@ -195,21 +200,29 @@ def summarize(spec: dict, out: Path, seeds) -> list:
         bmean, bstd = _mean_std(bests)
         mc = [_pct(f.get("test_error_mc")) for f in finals if f.get("test_error_mc") is not None]
         mcmean, mcstd = _mean_std(mc)
-        rows.append(dict(
-            name=run["name"], model=run["model"],
-            dataset=finals[0].get("dataset") if finals else run.get("dataset"),
-            dt=finals[0].get("dt") if finals else run.get("dt"),
-            epochs=finals[0].get("epochs") if finals else None,
-            seeds_done=[f["seed"] for f in finals], seeds=list(seeds),
-            test_error_mean=mean, test_error_std=std,
-            best_test_error_mean=bmean, best_test_error_std=bstd,
-            test_error_mc_mean=mcmean, test_error_mc_std=mcstd,
-            params=finals[0].get("params") if finals else None,
-            wall_time_mean=statistics.fmean(walls) if walls else None,
-            wall_time_total=sum(walls) if walls else None,
-            paper_error=run.get("paper_error"), paper_source=run.get("paper_source"),
-            runs=finals,
-        ))
+        rows.append(
+            dict(
+                name=run["name"],
+                model=run["model"],
+                dataset=finals[0].get("dataset") if finals else run.get("dataset"),
+                dt=finals[0].get("dt") if finals else run.get("dt"),
+                epochs=finals[0].get("epochs") if finals else None,
+                seeds_done=[f["seed"] for f in finals],
+                seeds=list(seeds),
+                test_error_mean=mean,
+                test_error_std=std,
+                best_test_error_mean=bmean,
+                best_test_error_std=bstd,
+                test_error_mc_mean=mcmean,
+                test_error_mc_std=mcstd,
+                params=finals[0].get("params") if finals else None,
+                wall_time_mean=statistics.fmean(walls) if walls else None,
+                wall_time_total=sum(walls) if walls else None,
+                paper_error=run.get("paper_error"),
+                paper_source=run.get("paper_source"),
+                runs=finals,
+            )
+        )
     return rows
 
 
@@ -262,7 +275,8 @@ def markdown(spec: dict, rows: list, meta: dict) -> str:
             f"{_fmt_pm(r['test_error_mean'], r['test_error_std'])} | "
             f"{_fmt_pm(r['best_test_error_mean'], r['best_test_error_std'])} | "
             f"{_fmt_pm(r['test_error_mc_mean'], r['test_error_mc_std'])} | {_fmt_params(r['params'])} | "
-            f"{_fmt_time(r['wall_time_mean'])} | {paper} |")
+            f"{_fmt_time(r['wall_time_mean'])} | {paper} |"
+        )
     sources = [(r["name"], r["paper_source"]) for r in rows if r["paper_error"] is not None]
     if sources:
         lines += ["", "Paper numbers: " + "; ".join(f"{n}: {s}" for n, s in sources) + "."]
@@ -322,9 +336,26 @@ def _hardware(device=None) -> str:
 # ----------------------------------------------------------------------------- driver
 
 
-def run_set(spec, *, seeds=(0,), epochs=None, dataset=None, out=None, results=None,
-            limit_train=None, limit_test=None, device=None, batch_size=None, only=None,
-            train_fn=None, plots=True, log=print, command=None, note=None, quiet=True) -> dict:
+def run_set(
+    spec,
+    *,
+    seeds=(0,),
+    epochs=None,
+    dataset=None,
+    out=None,
+    results=None,
+    limit_train=None,
+    limit_test=None,
+    device=None,
+    batch_size=None,
+    only=None,
+    train_fn=None,
+    plots=True,
+    log=print,
+    command=None,
+    note=None,
+    quiet=True,
+) -> dict:
     """Train every (run, seed) of ``spec`` not finished yet, then write the results.
     Returns ``{"rows": [...], "files": [...], "trained": [...], "skipped": [...]}``."""
     if isinstance(spec, (str, Path)):
@@ -337,17 +368,32 @@ def run_set(spec, *, seeds=(0,), epochs=None, dataset=None, out=None, results=No
         if unknown:
             raise SetError(f"--only: no run named {', '.join(unknown)} in set {spec['name']}")
         spec = dict(spec, runs=[r for r in spec["runs"] if r["name"] in set(only)])
-    for key, value in (("epochs", epochs), ("limit_train", limit_train), ("limit_test", limit_test),
-                       ("batch_size", batch_size)):
+    for key, value in (
+        ("epochs", epochs),
+        ("limit_train", limit_train),
+        ("limit_test", limit_test),
+        ("batch_size", batch_size),
+    ):
         if value is not None and int(value) < 1:
             raise SetError(f"--{key.replace('_', '-')} must be >= 1, got {value}")
     out = Path(out) if out is not None else ROOT / "runs" / "experiments" / spec["name"]
     results = Path(results) if results is not None else out
-    opts = dict(epochs=epochs, dataset=str(dataset) if dataset is not None else None,
-                limit_train=limit_train, limit_test=limit_test, device=device, batch_size=batch_size)
-    meta = dict(command=command or "run_set(...)", date=_dt.datetime.now(_dt.timezone.utc)
-                .strftime("%Y-%m-%d %H:%M UTC"), hardware=_hardware(device), seeds=seeds,
-                note=note, **{k: v for k, v in opts.items()})
+    opts = dict(
+        epochs=epochs,
+        dataset=str(dataset) if dataset is not None else None,
+        limit_train=limit_train,
+        limit_test=limit_test,
+        device=device,
+        batch_size=batch_size,
+    )
+    meta = dict(
+        command=command or "run_set(...)",
+        date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        hardware=_hardware(device),
+        seeds=seeds,
+        note=note,
+        **{k: v for k, v in opts.items()},
+    )
     trained, skipped, failed = [], [], []
     meta["failed"] = failed
     say = log or (lambda s: None)
@@ -374,8 +420,11 @@ def run_set(spec, *, seeds=(0,), epochs=None, dataset=None, out=None, results=No
                 say(f"         failed: {type(exc).__name__}: {exc}")
                 continue
             err = (final or {}).get("test_error")
-            say(f"         test error {100 * err:.2f}% in {time.perf_counter() - t0:.0f} s"
-                if err is not None else "         finished")
+            say(
+                f"         test error {100 * err:.2f}% in {time.perf_counter() - t0:.0f} s"
+                if err is not None
+                else "         finished"
+            )
             trained.append(str(folder))
             write_results(spec, out, results, seeds, meta, plots=False, log=None)
     res = write_results(spec, out, results, seeds, meta, plots=plots, log=None)
@@ -386,8 +435,9 @@ def run_set(spec, *, seeds=(0,), epochs=None, dataset=None, out=None, results=No
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--set", dest="set_name", help="set name in experiments/configs, or a .json path")
     p.add_argument("--list", action="store_true", help="list the sets and exit")
     p.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the preset's)")
@@ -426,16 +476,39 @@ def main(argv=None) -> int:
                     continue
                 for seed in args.seeds:
                     folder = run_folder(out, run, seed)
-                    kw = train_kwargs(run, seed, folder, dict(
-                        epochs=args.epochs, dataset=args.dataset, limit_train=args.limit_train,
-                        limit_test=args.limit_test, device=args.device, batch_size=args.batch_size))
+                    kw = train_kwargs(
+                        run,
+                        seed,
+                        folder,
+                        dict(
+                            epochs=args.epochs,
+                            dataset=args.dataset,
+                            limit_train=args.limit_train,
+                            limit_test=args.limit_test,
+                            device=args.device,
+                            batch_size=args.batch_size,
+                        ),
+                    )
                     print(f"[{run_state(folder)}] {kw}")
             return 0
         command = "python experiments/run.py " + " ".join(shlex.quote(a) for a in argv)
-        run_set(spec, seeds=args.seeds, epochs=args.epochs, dataset=args.dataset, out=args.out,
-                results=args.results, limit_train=args.limit_train, limit_test=args.limit_test,
-                device=args.device, batch_size=args.batch_size, only=args.only,
-                plots=not args.no_plots, command=command, note=args.note, quiet=not args.verbose)
+        run_set(
+            spec,
+            seeds=args.seeds,
+            epochs=args.epochs,
+            dataset=args.dataset,
+            out=args.out,
+            results=args.results,
+            limit_train=args.limit_train,
+            limit_test=args.limit_test,
+            device=args.device,
+            batch_size=args.batch_size,
+            only=args.only,
+            plots=not args.no_plots,
+            command=command,
+            note=args.note,
+            quiet=not args.verbose,
+        )
     except ValueError as err:  # SetError, bad values from the training loop or the data
         print(f"run.py: error: {err}", file=sys.stderr)
         return 2

@@ -31,8 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments._common import (load_average, provenance, rel, repo_path, run_training,  # noqa: E402
-                                 write_json)
+from experiments._common import load_average, provenance, rel, repo_path, run_training, write_json  # noqa: E402
 
 #: family -> (model, overrides) at the two scales
 FAMILIES = {
@@ -66,7 +65,12 @@ def summarise(runs: list[dict], factors: list[float]) -> list[dict]:
             rs = [r for r in runs if r["family"] == fam and r["condition"] == cond]
             if not rs:
                 continue
-            row = {"family": fam, "condition": cond, "model": rs[0]["model"], "seeds": [r["seed"] for r in rs]}
+            row = {
+                "family": fam,
+                "condition": cond,
+                "model": rs[0]["model"],
+                "seeds": [r["seed"] for r in rs],
+            }
             for f in factors:
                 acc = [r["accuracy"].get(str(f)) for r in rs]
                 ratio = [r["ratio"].get(str(f)) for r in rs]
@@ -91,36 +95,54 @@ def _fmt(ms, pct=False):
 def render(result: dict) -> str:
     p, a = result["provenance"], result["settings"]
     factors = a["eval_factors"]
-    lines = ["# Depth transfer: one network at several step sizes (issue 19, item 2)", "",
-             f"Command: `{p['command']}` (commit {p['commit']}); torch {p['torch']}, {p['threads']} thread(s); "
-             f"hardware {p['hardware']}; load average at the start {p['load_average_start']}, now "
-             f"{result.get('load_average_end')}. Data {a['data']}; {a['epochs']} epochs, preset {a['preset']}, "
-             f"seeds {a['seeds']}; `robust` = `random_depth={a['train_factors']}` (each batch at one factor, "
-             f"drawn from the seed and step), `plain` = ordinary training. Evaluation at depth factors "
-             f"{factors} with the network's own weights (refine ×F / coarsen ×1/F by injection; drift only). "
-             f"{len(result['runs'])} run(s) finished.", "",
-             "Ratio = test accuracy at the factor / test accuracy at the trained depth (factor 1), "
-             "mean ± sd over seeds (a single value where one seed has finished). Targets with the option: refined ×2 ≥ 0.95, coarsened ×½ ≥ 0.9.", "",
-             "| family | model | condition | acc ×1 % | " + " | ".join(f"ratio ×{f:g}" for f in factors if f != 1)
-             + " | ×2 ≥ 0.95 | ×½ ≥ 0.9 |",
-             "|---|---|---|---|" + "---|" * (len(factors) - 1) + "---|---|"]
+    lines = [
+        "# Depth transfer: one network at several step sizes (issue 19, item 2)",
+        "",
+        f"Command: `{p['command']}` (commit {p['commit']}); torch {p['torch']}, {p['threads']} thread(s); "
+        f"hardware {p['hardware']}; load average at the start {p['load_average_start']}, now "
+        f"{result.get('load_average_end')}. Data {a['data']}; {a['epochs']} epochs, preset {a['preset']}, "
+        f"seeds {a['seeds']}; `robust` = `random_depth={a['train_factors']}` (each batch at one factor, "
+        f"drawn from the seed and step), `plain` = ordinary training. Evaluation at depth factors "
+        f"{factors} with the network's own weights (refine ×F / coarsen ×1/F by injection; drift only). "
+        f"{len(result['runs'])} run(s) finished.",
+        "",
+        "Ratio = test accuracy at the factor / test accuracy at the trained depth (factor 1), "
+        "mean ± sd over seeds (a single value where one seed has finished). Targets with the option: refined ×2 ≥ 0.95, coarsened ×½ ≥ 0.9.",
+        "",
+        "| family | model | condition | acc ×1 % | "
+        + " | ".join(f"ratio ×{f:g}" for f in factors if f != 1)
+        + " | ×2 ≥ 0.95 | ×½ ≥ 0.9 |",
+        "|---|---|---|---|" + "---|" * (len(factors) - 1) + "---|---|",
+    ]
     yes = {True: "met", False: "**missed**", None: "–"}
     for s in result["summary"]:
-        lines.append(f"| {s['family']} | {s['model']} | {s['condition']} | {_fmt(s['acc_1'], True)} | "
-                     + " | ".join(_fmt(s[f'ratio_{f:g}']) for f in factors if f != 1)
-                     + f" | {yes[s['target_refined']] if s['condition'] == 'robust' else '–'} | "
-                     f"{yes[s['target_coarsened']] if s['condition'] == 'robust' else '–'} |")
-    lines += ["", "Per run (test accuracy % at each factor; steps = total stage steps; compute relative to ×1):", "",
-              "| family | condition | seed | " + " | ".join(f"×{f:g}" for f in factors) + " | train wall s |",
-              "|---|---|---|" + "---|" * len(factors) + "---|"]
+        lines.append(
+            f"| {s['family']} | {s['model']} | {s['condition']} | {_fmt(s['acc_1'], True)} | "
+            + " | ".join(_fmt(s[f"ratio_{f:g}"]) for f in factors if f != 1)
+            + f" | {yes[s['target_refined']] if s['condition'] == 'robust' else '–'} | "
+            f"{yes[s['target_coarsened']] if s['condition'] == 'robust' else '–'} |"
+        )
+    lines += [
+        "",
+        "Per run (test accuracy % at each factor; steps = total stage steps; compute relative to ×1):",
+        "",
+        "| family | condition | seed | " + " | ".join(f"×{f:g}" for f in factors) + " | train wall s |",
+        "|---|---|---|" + "---|" * len(factors) + "---|",
+    ]
     for r in result["runs"]:
         cells = []
         for f in factors:
             acc = r["accuracy"].get(str(f))
-            cells.append("–" if acc is None else f"{100 * acc:.1f} ({r['steps'][str(f)]} st, "
-                         f"{r['compute'][str(f)]:.2f}×)")
-        lines.append(f"| {r['family']} | {r['condition']} | {r['seed']} | " + " | ".join(cells)
-                     + f" | {r['wall_time']:.0f} |")
+            cells.append(
+                "–"
+                if acc is None
+                else f"{100 * acc:.1f} ({r['steps'][str(f)]} st, {r['compute'][str(f)]:.2f}×)"
+            )
+        lines.append(
+            f"| {r['family']} | {r['condition']} | {r['seed']} | "
+            + " | ".join(cells)
+            + f" | {r['wall_time']:.0f} |"
+        )
     lines += ["", f"![accuracy against depth and compute]({a['name']}.png)", ""]
     return "\n".join(lines)
 
@@ -135,8 +157,10 @@ def figure(result: dict, path: Path) -> None:
     factors = result["settings"]["eval_factors"]
     fig, axes = plt.subplots(2, max(len(fams), 1), figsize=(max(3.4 * len(fams), 6.0), 6.2), squeeze=False)
     for j, fam in enumerate(fams):
-        for cond, style in (("plain", dict(color="C0", ls="--", marker="o")),
-                            ("robust", dict(color="C3", ls="-", marker="s"))):
+        for cond, style in (
+            ("plain", dict(color="C0", ls="--", marker="o")),
+            ("robust", dict(color="C3", ls="-", marker="s")),
+        ):
             rs = [r for r in result["runs"] if r["family"] == fam and r["condition"] == cond]
             for k, r in enumerate(rs):
                 fs = [f for f in factors if r["accuracy"].get(str(f)) is not None]
@@ -156,7 +180,9 @@ def figure(result: dict, path: Path) -> None:
         axes[1][j].set_xlabel("relative compute")
     axes[0][0].set_ylabel("test accuracy (%)")
     axes[1][0].set_ylabel("test accuracy (%)")
-    fig.suptitle("plain vs depth-robust training, evaluated at several depths (one line per seed)", fontsize=10)
+    fig.suptitle(
+        "plain vs depth-robust training, evaluated at several depths (one line per seed)", fontsize=10
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -172,8 +198,17 @@ def one_run(a, fam: str, cond: str, seed: int, runs_dir: Path) -> dict:
         print(f"  reusing {rel(out)}", flush=True)
         return json.loads(done.read_text())
     t0 = time.time()
-    kw = dict(model=model, dataset=a.data_path, epochs=a.epochs, preset=a.preset, seed=seed,
-              device=a.device, overrides=dict(overrides), limit_train=a.limit_train, limit_test=a.limit_test)
+    kw = dict(
+        model=model,
+        dataset=a.data_path,
+        epochs=a.epochs,
+        preset=a.preset,
+        seed=seed,
+        device=a.device,
+        overrides=dict(overrides),
+        limit_train=a.limit_train,
+        limit_test=a.limit_test,
+    )
     if cond == "robust":
         kw["random_depth"] = a.train_factors
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -181,23 +216,35 @@ def one_run(a, fam: str, cond: str, seed: int, runs_dir: Path) -> dict:
     ev = evaluate_depths(out / "last.pt", a.eval_factors, samples=0, device=a.device, limit_test=a.limit_test)
     rows = {f"{r['depth']:g}": r for r in ev["depths"]}
     base = 1 - rows["1"]["test_error"]
-    rec = {"family": fam, "condition": cond, "seed": seed, "model": model, "overrides": overrides,
-           "run": rel(out), "wall_time": final.get("wall_time"), "test_error_trained": final["test_error"],
-           "accuracy": {k: 1 - r["test_error"] for k, r in rows.items()},
-           "accuracy_se": {k: r["test_error_se"] for k, r in rows.items()},
-           "ratio": {k: (1 - r["test_error"]) / base for k, r in rows.items()},
-           "steps": {k: r["steps"] for k, r in rows.items()},
-           "compute": {k: r["relative_compute"] for k, r in rows.items()},
-           "n_test": ev["n_test"], "finished": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-           "seconds_this_invocation": round(time.time() - t0, 1)}
+    rec = {
+        "family": fam,
+        "condition": cond,
+        "seed": seed,
+        "model": model,
+        "overrides": overrides,
+        "run": rel(out),
+        "wall_time": final.get("wall_time"),
+        "test_error_trained": final["test_error"],
+        "accuracy": {k: 1 - r["test_error"] for k, r in rows.items()},
+        "accuracy_se": {k: r["test_error_se"] for k, r in rows.items()},
+        "ratio": {k: (1 - r["test_error"]) / base for k, r in rows.items()},
+        "steps": {k: r["steps"] for k, r in rows.items()},
+        "compute": {k: r["relative_compute"] for k, r in rows.items()},
+        "n_test": ev["n_test"],
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        "seconds_this_invocation": round(time.time() - t0, 1),
+    }
     write_json(done, rec)
     return rec
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default="../shared/data/cifar10-subset.npz",
-                    help="dataset: a .npz (relative paths from the repository root), cifar10, ...")
+    ap.add_argument(
+        "--data",
+        default="../shared/data/cifar10-subset.npz",
+        help="dataset: a .npz (relative paths from the repository root), cifar10, ...",
+    )
     ap.add_argument("--families", nargs="+", default=list(FAMILIES["tiny"]), choices=list(FAMILIES["tiny"]))
     ap.add_argument("--scale", choices=list(FAMILIES), default="tiny")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
@@ -210,9 +257,13 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", default="runs/transfer_depth", help="run folders (relative to the repository)")
-    ap.add_argument("--out", default="experiments/results", help="results folder (relative to the repository)")
+    ap.add_argument(
+        "--out", default="experiments/results", help="results folder (relative to the repository)"
+    )
     ap.add_argument("--name", default="transfer_depth", help="stem of the result files")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 2 epochs (unless --epochs) on 512 images, one seed")
+    ap.add_argument(
+        "--quick", action="store_true", help="smoke run: 2 epochs (unless --epochs) on 512 images, one seed"
+    )
     ap.add_argument("--render", metavar="JSON", help="only rewrite the .md and .png next to a recorded JSON")
     a = ap.parse_args(argv)
     if a.render:
@@ -248,14 +299,21 @@ def main(argv=None) -> int:
     t_all = time.time()
     for i, (seed, fam, cond) in enumerate(todo, 1):
         t0 = time.time()
-        print(f"[{time.strftime('%H:%M:%S')}] {i}/{len(todo)} {fam} {cond} seed {seed} "
-              f"(load {load_average()})", flush=True)
+        print(
+            f"[{time.strftime('%H:%M:%S')}] {i}/{len(todo)} {fam} {cond} seed {seed} (load {load_average()})",
+            flush=True,
+        )
         rec = one_run(a, fam, cond, seed, runs_dir)
         runs.append(rec)
         acc = "  ".join(f"x{k}: {100 * v:.1f}%" for k, v in rec["accuracy"].items())
         print(f"    {acc}  ({time.time() - t0:.0f} s; {time.time() - t_all:.0f} s so far)", flush=True)
-        result = {"provenance": prov, "settings": settings, "runs": runs,
-                  "summary": summarise(runs, a.eval_factors), "load_average_end": load_average()}
+        result = {
+            "provenance": prov,
+            "settings": settings,
+            "runs": runs,
+            "summary": summarise(runs, a.eval_factors),
+            "load_average_end": load_average(),
+        }
         write_json(out_dir / f"{a.name}.json", result)
         (out_dir / f"{a.name}.md").write_text(render(result))
         try:

@@ -61,8 +61,9 @@ def make_sample(subset: Path, out: Path, n_train: int = 1500, n_test: int = 500)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("subset", nargs="?", type=Path, default=DEFAULT_SUBSET,
-                    help=f"source npz (default: {DEFAULT_SUBSET})")
+    ap.add_argument(
+        "subset", nargs="?", type=Path, default=DEFAULT_SUBSET, help=f"source npz (default: {DEFAULT_SUBSET})"
+    )
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--train", type=int, default=1500, help="training images to keep")
     ap.add_argument("--test", type=int, default=500, help="test images to keep")

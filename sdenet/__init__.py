@@ -16,18 +16,33 @@ fast as the numerical core)::
 
 from types import ModuleType
 
-from . import weak
-from .fields import NOISE_TYPES, CoupledField, Field, ODEField, SDEField
+from . import linear, weak
+from .additive import AdditiveField
+from .extrapolation import extrapolate
 from .fast import LinearSDEField
+from .fields import NOISE_TYPES, CoupledField, Field, ODEField, SDEField
 from .integrate import integrate, make_grid
-from .laws import LAW_NAMES, DropBernoulli, Gaussian, NoiseLaw, Rademacher, ThreePoint, Uniform, get_law, survival_at
+from .laws import (
+    LAW_NAMES,
+    DropBernoulli,
+    Gaussian,
+    NoiseLaw,
+    Rademacher,
+    ThreePoint,
+    Uniform,
+    get_law,
+    survival_at,
+)
 from .schemes import (
     SCHEME_NAMES,
     CoupledEuler,
     Euler,
     EulerMaruyama,
+    Hamiltonian,
     Heun,
+    Leapfrog,
     LinearMultistep,
+    Midpoint,
     Milstein,
     NeumannEuler,
     Platen,
@@ -37,10 +52,6 @@ from .schemes import (
     WeakTaylor2,
     get_scheme,
 )
-from . import linear
-from .extrapolation import extrapolate
-from .schemes import Hamiltonian, Leapfrog, Midpoint
-from .additive import AdditiveField
 from .srk import SRK
 
 __version__ = "0.1.0"
@@ -64,12 +75,42 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "weak",
-    "NOISE_TYPES", "Field", "SDEField", "ODEField", "CoupledField", "LinearSDEField",
-    "integrate", "make_grid",
-    "LAW_NAMES", "NoiseLaw", "Gaussian", "Uniform", "Rademacher", "ThreePoint", "DropBernoulli", "get_law", "survival_at",
-    "SCHEME_NAMES", "Scheme", "Euler", "Heun", "NeumannEuler", "LinearMultistep", "CoupledEuler",
-    "EulerMaruyama", "WeakEuler", "StochasticLM", "get_scheme",
-    "Platen", "WeakTaylor2", "Milstein", "extrapolate", "linear",
-    "Hamiltonian", "Midpoint", "Leapfrog",
-    "AdditiveField", "SRK",
+    "NOISE_TYPES",
+    "Field",
+    "SDEField",
+    "ODEField",
+    "CoupledField",
+    "LinearSDEField",
+    "integrate",
+    "make_grid",
+    "LAW_NAMES",
+    "NoiseLaw",
+    "Gaussian",
+    "Uniform",
+    "Rademacher",
+    "ThreePoint",
+    "DropBernoulli",
+    "get_law",
+    "survival_at",
+    "SCHEME_NAMES",
+    "Scheme",
+    "Euler",
+    "Heun",
+    "NeumannEuler",
+    "LinearMultistep",
+    "CoupledEuler",
+    "EulerMaruyama",
+    "WeakEuler",
+    "StochasticLM",
+    "get_scheme",
+    "Platen",
+    "WeakTaylor2",
+    "Milstein",
+    "extrapolate",
+    "linear",
+    "Hamiltonian",
+    "Midpoint",
+    "Leapfrog",
+    "AdditiveField",
+    "SRK",
 ]

@@ -22,4 +22,6 @@ def require(module: str, extra: str | None = None):
     except ImportError as err:
         top = module.split(".")[0]
         extra = extra or EXTRAS.get(top, "dev")
-        raise ImportError(f"{top} is not installed: pip install 'sdenet[{extra}]' (or pip install {top})") from err
+        raise ImportError(
+            f"{top} is not installed: pip install 'sdenet[{extra}]' (or pip install {top})"
+        ) from err

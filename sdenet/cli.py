@@ -50,8 +50,12 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # SUPPRESS: a sub-command's parser does not reset the value the top level set
-        self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                          help=f"print the traceback of an error (also: {DEBUG_ENV}=1)")
+        self.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help=f"print the traceback of an error (also: {DEBUG_ENV}=1)",
+        )
 
     def error(self, message):  # one line, no usage block
         raise _ParseError(f"{self.prog}: error: {message}")
@@ -130,7 +134,7 @@ def format_error(command: str, message: str) -> str:
         return msg
     for prefix in (command, command.split(" ")[-1] if command else ""):
         if prefix and msg.startswith(prefix + ": "):
-            msg = msg[len(prefix) + 2:]
+            msg = msg[len(prefix) + 2 :]
             break
     return f"{_head(command)}: error: {msg}"
 
@@ -178,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
         if extra:  # named by the sub-command they were given to, not by the top level
-            raise _ParseError(f"{_head(_command_name(args, argv))}: error: unrecognized arguments: "
-                             f"{' '.join(extra)}")
+            raise _ParseError(
+                f"{_head(_command_name(args, argv))}: error: unrecognized arguments: {' '.join(extra)}"
+            )
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a reader that left shows here, inside the handler
         return code
@@ -189,8 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         _silence_stdout()
         return 0
     except (UsageError, ValueError) as err:
-        return report(format_error(_command_name(args, argv), str(err) or type(err).__name__),
-                      EXIT_USAGE)
+        return report(format_error(_command_name(args, argv), str(err) or type(err).__name__), EXIT_USAGE)
     except OSError as err:
         return report(format_error(_command_name(args, argv), _os_message(err)), EXIT_USAGE)
     except Exception as err:  # noqa: BLE001 - the one place that turns any failure into a line
@@ -199,8 +203,12 @@ def main(argv: list[str] | None = None) -> int:
             return report(format_error(command, str(err)), EXIT_INTERNAL)
         if _is_out_of_memory(err):
             msg = _one_line(str(err)) or "no details"
-            return report(format_error(command, f"out of memory ({msg}); ask for less "
-                                       "(smaller sizes, batches or sample counts)"), EXIT_USAGE)
+            return report(
+                format_error(
+                    command, f"out of memory ({msg}); ask for less (smaller sizes, batches or sample counts)"
+                ),
+                EXIT_USAGE,
+            )
         msg = _one_line(str(err))
         what = f"{type(err).__name__}: {msg}" if msg else type(err).__name__
         return report(format_error(command, f"unexpected {what} ({DEBUG_HINT})"), EXIT_INTERNAL)

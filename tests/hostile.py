@@ -18,8 +18,19 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 #: a tiny run on the bundled sample: 32 train / 16 test images
-TINY = ["--dataset", "sample", "--limit-train", "32", "--limit-test", "16", "--batch-size", "16",
-        "--device", "cpu", "--quiet"]
+TINY = [
+    "--dataset",
+    "sample",
+    "--limit-train",
+    "32",
+    "--limit-test",
+    "16",
+    "--batch-size",
+    "16",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 #: address space of a child that may meet a memory bomb
 CHILD_MEMORY = 3 << 30
 
@@ -95,9 +106,15 @@ def child_cases(cases, cwd, timeout=300) -> list:
     address-space limit (one torch import for all); ``[(exit status, stderr)]`` per case."""
     e = {k: v for k, v in os.environ.items() if k != "SDENET_FAULT"}
     e.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-c", _DRIVER, json.dumps([[str(a) for a in c] for c in cases])],
-                       cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout,
-                       preexec_fn=_limit_memory)
+    r = subprocess.run(
+        [sys.executable, "-c", _DRIVER, json.dumps([[str(a) for a in c] for c in cases])],
+        cwd=cwd,
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=_limit_memory,
+    )
     assert r.returncode == 0, r.stderr
     return [tuple(x) for x in json.loads(r.stdout.splitlines()[-1])]
 
@@ -105,11 +122,19 @@ def child_cases(cases, cwd, timeout=300) -> list:
 def lock_holder(run_dir, cwd):
     """A child process that holds ``run_dir``'s run lock until killed (a live run, as far as any
     other command can tell); returns it once the lock is held."""
-    code = ("import sys, time\nfrom sdenet.train.runfolder import RunLock\n"
-            f"RunLock({str(run_dir)!r}).acquire()\nprint('held', flush=True)\ntime.sleep(300)\n")
+    code = (
+        "import sys, time\nfrom sdenet.train.runfolder import RunLock\n"
+        f"RunLock({str(run_dir)!r}).acquire()\nprint('held', flush=True)\ntime.sleep(300)\n"
+    )
     e = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    p = subprocess.Popen([sys.executable, "-c", code], cwd=cwd, env=e, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env=e,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert p.stdout.readline().strip() == "held", p.stderr.read()
     return p
 

@@ -69,15 +69,18 @@ def test_drift_on_other_device_integer_or_not_a_tensor_is_refused():
 def test_drift_that_broadcasts_to_the_state_is_accepted():
     # a constant drift of shape () or (1,) broadcasts to the state without changing its shape
     for const in (torch.tensor(2.0), torch.tensor([2.0])):
-        out = sn.integrate(sn.ODEField(lambda t, x, c=const: c), sn.Euler(), torch.zeros(3, 2), t1=1.0, steps=4)
+        out = sn.integrate(
+            sn.ODEField(lambda t, x, c=const: c), sn.Euler(), torch.zeros(3, 2), t1=1.0, steps=4
+        )
         assert out.shape == (3, 2) and torch.allclose(out, torch.full((3, 2), 2.0))
 
 
 # ------------------------------------------------------------------------ diffusion outputs
 
 
-@pytest.mark.parametrize("noise,bad", [("diagonal", (3,)), ("diagonal", (8, 2)), ("sample", (8, 4)),
-                                       ("batch", (2, 1))])
+@pytest.mark.parametrize(
+    "noise,bad", [("diagonal", (3,)), ("diagonal", (8, 2)), ("sample", (8, 4)), ("batch", (2, 1))]
+)
 def test_diffusion_that_does_not_broadcast_against_the_noise_is_refused(noise, bad):
     field = sn.SDEField(lambda t, x: -x, lambda t, x: torch.ones(bad), noise=noise)
     with pytest.raises(ValueError) as e:
@@ -86,8 +89,17 @@ def test_diffusion_that_does_not_broadcast_against_the_noise_is_refused(noise, b
     assert "diffusion of SDEField" in msg and str(tuple(bad)).replace(",)", ",)") in msg and "(8, 1)" in msg
 
 
-@pytest.mark.parametrize("noise,shape", [("diagonal", (8, 3)), ("diagonal", ()), ("diagonal", (3,)),
-                                         ("sample", (8, 3)), ("sample", (8, 1)), ("batch", ())])
+@pytest.mark.parametrize(
+    "noise,shape",
+    [
+        ("diagonal", (8, 3)),
+        ("diagonal", ()),
+        ("diagonal", (3,)),
+        ("sample", (8, 3)),
+        ("sample", (8, 1)),
+        ("batch", ()),
+    ],
+)
 def test_diffusion_that_broadcasts_is_accepted(noise, shape):
     field = sn.SDEField(lambda t, x: -x, lambda t, x: torch.full(shape, 0.3), noise=noise)
     out = sn.integrate(field, sn.WeakEuler(sn.Uniform()), torch.ones(8, 3), t1=1.0, steps=3, generator=gen())
@@ -103,8 +115,12 @@ def test_diffusion_of_other_dtype_is_refused():
 def test_coupled_field_outputs_are_checked():
     good = lambda t, v: torch.tanh(v)  # noqa: E731
     x0 = (torch.ones(4, 2), torch.ones(4, 2))
-    with pytest.raises(ValueError, match=r"f1 of CoupledField returned shape \(4, 3\) for a state of shape \(4, 2\)"):
-        sn.integrate(sn.CoupledField(lambda t, y: y.repeat(1, 2)[:, :3], good), sn.CoupledEuler(), x0, t1=1, steps=2)
+    with pytest.raises(
+        ValueError, match=r"f1 of CoupledField returned shape \(4, 3\) for a state of shape \(4, 2\)"
+    ):
+        sn.integrate(
+            sn.CoupledField(lambda t, y: y.repeat(1, 2)[:, :3], good), sn.CoupledEuler(), x0, t1=1, steps=2
+        )
     with pytest.raises(ValueError, match=r"f2 of CoupledField returned dtype torch\.float64"):
         sn.integrate(sn.CoupledField(good, lambda t, x: x.double()), sn.CoupledEuler(), x0, t1=1, steps=2)
     out = sn.integrate(sn.CoupledField(good, good), sn.CoupledEuler(), x0, t1=1, steps=2)
@@ -123,13 +139,16 @@ def test_a_field_that_overrides_increment_is_checked_on_its_increment():
 
 
 def test_the_checked_step_is_the_plain_step_bit_for_bit():
-    field = sn.SDEField(lambda t, x: torch.sin(x) * (1 + t), lambda t, x: 0.3 * torch.cos(x), noise="diagonal")
+    field = sn.SDEField(
+        lambda t, x: torch.sin(x) * (1 + t), lambda t, x: 0.3 * torch.cos(x), noise="diagonal"
+    )
     x0 = torch.randn(64, 3, generator=gen(1))
     for scheme in (sn.WeakEuler(sn.ThreePoint()), sn.StochasticLM(g=-0.95, law=sn.Gaussian())):
         t = torch.tensor(0.25)
         plain, _ = scheme.step(field, t, x0, 0.25, scheme.init(field, 0.0, x0, 0.25), gen(5))
-        checked, _ = scheme.step(FieldCheck(field, x0, "test"), t, x0, 0.25,
-                                 scheme.init(field, 0.0, x0, 0.25), gen(5))
+        checked, _ = scheme.step(
+            FieldCheck(field, x0, "test"), t, x0, 0.25, scheme.init(field, 0.0, x0, 0.25), gen(5)
+        )
         assert torch.equal(plain, checked)
 
 
@@ -140,7 +159,9 @@ def test_outputs_under_autocast_may_have_another_dtype():
         out = sn.integrate(field, sn.Euler(), torch.ones(4, 3), t1=1.0, steps=2)
     assert out.shape == (4, 3)
     with pytest.raises(ValueError, match="dtype"):
-        sn.integrate(sn.ODEField(lambda t, x: lin(x).to(torch.bfloat16)), sn.Euler(), torch.ones(4, 3), t1=1, steps=2)
+        sn.integrate(
+            sn.ODEField(lambda t, x: lin(x).to(torch.bfloat16)), sn.Euler(), torch.ones(4, 3), t1=1, steps=2
+        )
 
 
 # ------------------------------------------------------------------------ network stages
@@ -173,13 +194,26 @@ def test_stage_with_a_user_sde_field_is_checked():
 def test_transition_refuses_a_branch_that_does_not_fit_its_shortcut():
     branch = nn.Conv2d(4, 8, 3, padding=1)  # keeps the resolution, the shortcut halves it
     tr = snn.Transition(snn.PadShortcut(4, 8, stride=2), branch, sn.Euler(), name="t2")
-    with pytest.raises(ValueError, match=r"Transition 't2': the drift of BlockField.*\(2, 8, 6, 6\).*\(2, 8, 3, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"Transition 't2': the drift of BlockField.*\(2, 8, 6, 6\).*\(2, 8, 3, 3\)"
+    ):
         tr(torch.randn(2, 4, 6, 6))
 
 
-@pytest.mark.parametrize("name,kw", [("tiny_resnet", {}), ("tiny_lm_resnet", {}), ("tiny_sd_resnet", {}),
-                                     ("tiny_sd_resnet", {"mode": "batch"}), ("tiny_lm_sd_resnet", {}),
-                                     ("tiny_shake_shake", {}), ("revnet", {}), ("polynet", {}), ("fractalnet", {})])
+@pytest.mark.parametrize(
+    "name,kw",
+    [
+        ("tiny_resnet", {}),
+        ("tiny_lm_resnet", {}),
+        ("tiny_sd_resnet", {}),
+        ("tiny_sd_resnet", {"mode": "batch"}),
+        ("tiny_lm_sd_resnet", {}),
+        ("tiny_shake_shake", {}),
+        ("revnet", {}),
+        ("polynet", {}),
+        ("fractalnet", {}),
+    ],
+)
 def test_network_forward_is_bit_for_bit_the_unchecked_one(name, kw):
     """The first (checked) call and a later (unchecked) call give the same bits, noise included."""
     torch.manual_seed(0)
@@ -228,8 +262,9 @@ def test_generator_must_be_a_torch_generator(bad):
 
 
 @pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64, torch.uint8, "float32", float])
-@pytest.mark.parametrize("law", [sn.Gaussian(), sn.Uniform(), sn.Rademacher(), sn.ThreePoint(), sn.DropBernoulli(0.7)],
-                         ids=repr)
+@pytest.mark.parametrize(
+    "law", [sn.Gaussian(), sn.Uniform(), sn.Rademacher(), sn.ThreePoint(), sn.DropBernoulli(0.7)], ids=repr
+)
 def test_sample_dtype_must_be_floating(law, dtype):
     with pytest.raises(ValueError, match="dtype must be a floating torch dtype"):
         law.sample((5,), 0.25, generator=gen(), dtype=dtype)
@@ -247,13 +282,31 @@ def test_floating_sample_dtypes_still_work(dtype):
 # ------------------------------------------------------------------------ coefficients
 
 
-@pytest.mark.parametrize("build", [
-    lambda v: sn.StochasticLM(g=v), lambda v: sn.LinearMultistep(k=v),
-    lambda v: sn.get_scheme("stochastic_lm", law=sn.Uniform(), g=v), lambda v: sn.get_scheme("lm", k=v),
-], ids=["StochasticLM", "LinearMultistep", "get_scheme(stochastic_lm)", "get_scheme(lm)"])
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), "nan",
-                                   torch.tensor([0.1, float("nan")]), torch.tensor(float("inf")),
-                                   torch.tensor([1, 2]), None, True], ids=repr)
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda v: sn.StochasticLM(g=v),
+        lambda v: sn.LinearMultistep(k=v),
+        lambda v: sn.get_scheme("stochastic_lm", law=sn.Uniform(), g=v),
+        lambda v: sn.get_scheme("lm", k=v),
+    ],
+    ids=["StochasticLM", "LinearMultistep", "get_scheme(stochastic_lm)", "get_scheme(lm)"],
+)
+@pytest.mark.parametrize(
+    "value",
+    [
+        float("nan"),
+        float("inf"),
+        -float("inf"),
+        "nan",
+        torch.tensor([0.1, float("nan")]),
+        torch.tensor(float("inf")),
+        torch.tensor([1, 2]),
+        None,
+        True,
+    ],
+    ids=repr,
+)
 def test_non_finite_or_non_numeric_coefficients_are_refused(build, value):
     with pytest.raises(ValueError, match=r"must be (finite|a float|floating)"):
         build(value)
@@ -279,8 +332,15 @@ def test_fields_receive_t_as_a_0dim_tensor_on_the_state_dtype_and_device(dtype):
         return torch.sqrt(1 + t) * torch.ones_like(x)  # written like a torchsde drift
 
     field = sn.SDEField(drift, lambda t, x: torch.exp(-t) * torch.ones_like(x), noise="diagonal")
-    out = sn.integrate(field, sn.WeakEuler(sn.Rademacher()), torch.zeros(3, 1, dtype=dtype),
-                       t0=0.5, t1=1.5, steps=8, generator=gen())
+    out = sn.integrate(
+        field,
+        sn.WeakEuler(sn.Rademacher()),
+        torch.zeros(3, 1, dtype=dtype),
+        t0=0.5,
+        t1=1.5,
+        steps=8,
+        generator=gen(),
+    )
     assert out.dtype == dtype and len(seen) == 8
     for n, t in enumerate(seen):
         assert isinstance(t, torch.Tensor) and t.dim() == 0 and t.dtype == dtype and t.device == out.device
@@ -349,7 +409,9 @@ def test_stage_with_a_user_field_gets_tensor_time():
     out = stage(torch.ones(2, 1, dtype=F64))
     stage(torch.ones(2, 1, dtype=F64))
     assert [t.item() for t in seen] == [0.0, 0.25, 0.5] * 2 and all(t.dtype == F64 for t in seen)
-    assert out[0].item() == pytest.approx((1 + 0.25) * (1 + 0.25 * math.sqrt(1.25)) * (1 + 0.25 * math.sqrt(1.5)))
+    assert out[0].item() == pytest.approx(
+        (1 + 0.25) * (1 + 0.25 * math.sqrt(1.25)) * (1 + 0.25 * math.sqrt(1.5))
+    )
 
 
 def test_time_points_chunks_and_start():

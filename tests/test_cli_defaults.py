@@ -59,8 +59,9 @@ def test_fresh_folders_do_not_collide(tmp_path):
     assert b != a and b.name.startswith(a.name) and not b.exists()
 
 
-@pytest.mark.parametrize("command", [["weak", "check"], ["weak", "order"], ["theory"], ["quickstart"],
-                                     ["train"]])
+@pytest.mark.parametrize(
+    "command", [["weak", "check"], ["weak", "order"], ["theory"], ["quickstart"], ["train"]]
+)
 def test_threads_on_every_command_that_computes(command):
     parser = build_parser()
     args, _ = parser.parse_known_args([*command, "--threads", "3"])

@@ -242,16 +242,24 @@ def paths(tmp_path_factory):
             (d / "metrics.jsonl").write_text(metrics)
         return d
 
-    run_folder("run", "".join(json.dumps({"epoch": e, "train_error": 0.5, "test_error": 0.6}) + "\n"
-                              for e in (1, 2)))
+    run_folder(
+        "run", "".join(json.dumps({"epoch": e, "train_error": 0.5, "test_error": 0.6}) + "\n" for e in (1, 2))
+    )
     run_folder("run_garbage", "{not json\n")
     run_folder("run_empty", "")
     run_folder("run_nofield", json.dumps({"epoch": 1}) + "\n")
-    return {"tmp": str(tmp), "file": str(tmp / "file.txt"), "empty": str(tmp / "empty.npz"),
-            "garbage": str(tmp / "garbage.npz"), "dir": str(tmp / "dir"),
-            "missing": str(tmp / "no-such-file"), "run": str(tmp / "run"),
-            "run_garbage": str(tmp / "run_garbage"), "run_empty": str(tmp / "run_empty"),
-            "run_nofield": str(tmp / "run_nofield")}
+    return {
+        "tmp": str(tmp),
+        "file": str(tmp / "file.txt"),
+        "empty": str(tmp / "empty.npz"),
+        "garbage": str(tmp / "garbage.npz"),
+        "dir": str(tmp / "dir"),
+        "missing": str(tmp / "no-such-file"),
+        "run": str(tmp / "run"),
+        "run_garbage": str(tmp / "run_garbage"),
+        "run_empty": str(tmp / "run_empty"),
+        "run_nofield": str(tmp / "run_nofield"),
+    }
 
 
 def _no_such_device(a: str) -> str:
@@ -288,7 +296,7 @@ def _assert_one_error_line(code, out, err, cmd):
     assert len(lines) == 1, err
     head = f"sdenet {cmd}: error: " if cmd else "sdenet: error: "
     assert lines[0].startswith(head), lines[0]
-    message = lines[0][len(head):]
+    message = lines[0][len(head) :]
     assert message and not message.startswith(("sdenet", f"{cmd.split(' ')[-1]}: ")), lines[0]  # named once
 
 
@@ -303,24 +311,36 @@ def test_bad_invocation_is_one_line_and_exit_2(cmd, argv, paths, isolated, capsy
 def test_real_process_is_one_line_and_exit_2(cmd, argv, paths, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("SDENET_DEBUG", "SDENET_FAULT")}
     env["PYTHONPATH"] = str(ROOT)
-    p = subprocess.run([sys.executable, "-m", "sdenet", *_argv(cmd, argv, paths)],
-                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "sdenet", *_argv(cmd, argv, paths)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     _assert_one_error_line(p.returncode, p.stdout, p.stderr, cmd)
 
 
 # ----------------------------------------------------------------------------- the messages
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["weak", "check", "--dt", "1e-300"], ["1e-50 <= dt <= 1e+50"]),
-    (["weak", "order", "--dt", "1e-300", "0.5"], ["1e+300 steps", "path-steps", "years", "at most 1e+12"]),
-    (["weak", "check", "--samples", HUGE], ["draws", "days", "at most 1e+11", "memory"]),
-    (["weak", "order", "--paths", HUGE], ["path-steps", "days", "at most 1e+12"]),
-    (["weak", "check", "--device", "cuda"], ["CUDA is not available"]),
-    (["weak", "check", "--plot", "{dir}"], ["--plot", "is a folder"]),
-    (["theory", "--out", "{file}"], ["--out", "not a folder"]),
-    (["quickstart", "--stochastic", "resnet20"], ["deterministic"]),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["weak", "check", "--dt", "1e-300"], ["1e-50 <= dt <= 1e+50"]),
+        (
+            ["weak", "order", "--dt", "1e-300", "0.5"],
+            ["1e+300 steps", "path-steps", "years", "at most 1e+12"],
+        ),
+        (["weak", "check", "--samples", HUGE], ["draws", "days", "at most 1e+11", "memory"]),
+        (["weak", "order", "--paths", HUGE], ["path-steps", "days", "at most 1e+12"]),
+        (["weak", "check", "--device", "cuda"], ["CUDA is not available"]),
+        (["weak", "check", "--plot", "{dir}"], ["--plot", "is a folder"]),
+        (["theory", "--out", "{file}"], ["--out", "not a folder"]),
+        (["quickstart", "--stochastic", "resnet20"], ["deterministic"]),
+    ],
+)
 def test_messages_name_the_problem_and_the_bound(argv, words, paths, isolated, capsys):
     import torch
 
@@ -385,7 +405,8 @@ def test_unforeseen_exception_is_one_line_with_the_hint_and_exit_1(isolated, mon
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [
         "sdenet models: error: unexpected RuntimeError: something broke "
-        "(run with --debug or SDENET_DEBUG=1 for the traceback)"]
+        "(run with --debug or SDENET_DEBUG=1 for the traceback)"
+    ]
 
 
 @pytest.mark.parametrize("how", ["before", "after", "env"])
@@ -412,14 +433,23 @@ def test_sdenet_debug_0_is_off(isolated, monkeypatch, capsys):
     assert "Traceback" not in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("exc, message", [
-    (ValueError("models: bad thing"), "sdenet models: error: bad thing"),
-    (ValueError("sdenet models: error: already formatted"), "sdenet models: error: already formatted"),
-    (FileNotFoundError(2, "No such file or directory", "/x/y"), "sdenet models: error: No such file or directory: /x/y"),
-    (PermissionError(13, "Permission denied", "runs/locked/z"), "sdenet models: error: Permission denied: runs/locked/z"),
-    (IsADirectoryError(21, "Is a directory", "runs"), "sdenet models: error: Is a directory: runs"),
-    (MemoryError(), "sdenet models: error: out of memory"),
-])
+@pytest.mark.parametrize(
+    "exc, message",
+    [
+        (ValueError("models: bad thing"), "sdenet models: error: bad thing"),
+        (ValueError("sdenet models: error: already formatted"), "sdenet models: error: already formatted"),
+        (
+            FileNotFoundError(2, "No such file or directory", "/x/y"),
+            "sdenet models: error: No such file or directory: /x/y",
+        ),
+        (
+            PermissionError(13, "Permission denied", "runs/locked/z"),
+            "sdenet models: error: Permission denied: runs/locked/z",
+        ),
+        (IsADirectoryError(21, "Is a directory", "runs"), "sdenet models: error: Is a directory: runs"),
+        (MemoryError(), "sdenet models: error: out of memory"),
+    ],
+)
 def test_user_errors_exit_2_named_once(exc, message, isolated, monkeypatch, capsys):
     _raise_in_models(monkeypatch, exc)
     assert main(["models"]) == 2
@@ -445,9 +475,13 @@ def test_broken_pipe_is_not_an_error(tmp_path):
     """``sdenet weak check | head -1``: the reader leaves early; exit 0, no traceback."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("SDENET_DEBUG", None)
-    p = subprocess.Popen([sys.executable, "-m", "sdenet", "weak", "check", "--samples", "100",
-                          "--dt", "0.5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         env=env, cwd=tmp_path)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "sdenet", "weak", "check", "--samples", "100", "--dt", "0.5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=tmp_path,
+    )
     p.stdout.close()  # the reader is gone before anything is written
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 0, err

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_train import clean, tiny_npz  # noqa: F401 (fixture)
 
 from sdenet.cli import main
-from test_train import clean, tiny_npz  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,14 +31,29 @@ def _one_line_error(capsys, code, expected=2):
     return lines[0]
 
 
-TINY = ["--batch-size", "16", "--device", "cpu", "--quiet", "--preset", "cifar10_lm",
-        "--lr", "0.05"]
+TINY = ["--batch-size", "16", "--device", "cpu", "--quiet", "--preset", "cifar10_lm", "--lr", "0.05"]
 
 
 def test_train_then_eval(clean, data, tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["train", "--model", "tiny_sd_resnet", "--dataset", data, "--epochs", "2",
-                 "--out", str(out), "--p-L", "0.5", "--dt", "0.5", *TINY])
+    code = main(
+        [
+            "train",
+            "--model",
+            "tiny_sd_resnet",
+            "--dataset",
+            data,
+            "--epochs",
+            "2",
+            "--out",
+            str(out),
+            "--p-L",
+            "0.5",
+            "--dt",
+            "0.5",
+            *TINY,
+        ]
+    )
     cap = capsys.readouterr()
     assert code == 0, cap.err
     assert "epoch 2/2" in cap.out and "condition (5)" in cap.out
@@ -54,46 +69,87 @@ def test_train_then_eval(clean, data, tmp_path, capsys):
     assert "drift only" in text and "Monte Carlo" not in text
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["train", "--model", "nope", "--dataset", "DATA", "--epochs", "1"], "unknown model"),
-    (["train", "--model", "tiny_resnet", "--dataset", "MISSING", "--epochs", "1"], "missing.npz"),
-    (["train", "--model", "tiny_resnet", "--dataset", "DATA", "--epochs", "0"], "--epochs"),
-    (["train", "--model", "tiny_resnet", "--dataset", "DATA", "--lr", "fast"], "--lr"),
-    (["train", "--model", "tiny_resnet", "--dataset", "DATA", "--p-L", "1.5"], "--p-L"),
-    (["train", "--model", "tiny_resnet", "--dataset", "DATA", "--device", "tpu"], "device"),
-    (["train", "--model", "tiny_resnet", "--dataset", "DATA", "--preset", "fast"], "--preset"),
-    (["train", "--dataset", "DATA"], "--model is required"),
-    (["train", "--resume", "OUT", "--epochs", "3"], "--resume"),
-    (["train", "--resume", "OUT"], "no such run folder"),
-    (["eval", "OUT"], "checkpoint file is missing"),
-    (["eval", "OUT", "--samples", "-1"], "--samples"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["train", "--model", "nope", "--dataset", "DATA", "--epochs", "1"], "unknown model"),
+        (["train", "--model", "tiny_resnet", "--dataset", "MISSING", "--epochs", "1"], "missing.npz"),
+        (["train", "--model", "tiny_resnet", "--dataset", "DATA", "--epochs", "0"], "--epochs"),
+        (["train", "--model", "tiny_resnet", "--dataset", "DATA", "--lr", "fast"], "--lr"),
+        (["train", "--model", "tiny_resnet", "--dataset", "DATA", "--p-L", "1.5"], "--p-L"),
+        (["train", "--model", "tiny_resnet", "--dataset", "DATA", "--device", "tpu"], "device"),
+        (["train", "--model", "tiny_resnet", "--dataset", "DATA", "--preset", "fast"], "--preset"),
+        (["train", "--dataset", "DATA"], "--model is required"),
+        (["train", "--resume", "OUT", "--epochs", "3"], "--resume"),
+        (["train", "--resume", "OUT"], "no such run folder"),
+        (["eval", "OUT"], "checkpoint file is missing"),
+        (["eval", "OUT", "--samples", "-1"], "--samples"),
+    ],
+)
 def test_user_errors_are_one_line_with_status_2(clean, data, tmp_path, capsys, argv, needle):
     sub = {"DATA": data, "MISSING": str(tmp_path / "missing.npz"), "OUT": str(tmp_path / "none")}
-    argv = [sub.get(a, a) for a in argv] + ["--device", "cpu"] * (argv[0] == "train" and "--device" not in argv)
+    argv = [sub.get(a, a) for a in argv] + ["--device", "cpu"] * (
+        argv[0] == "train" and "--device" not in argv
+    )
     line = _one_line_error(capsys, main(argv))
     assert needle in line
 
 
 def test_strict_weak_exits_2(clean, data, tmp_path, capsys):
-    code = main(["train", "--model", "tiny_sd_resnet", "--dataset", data, "--epochs", "1", "--p-L",
-                 "0.1", "--dt", "0.25", "--strict-weak", "--out", str(tmp_path / "s"), *TINY])
+    code = main(
+        [
+            "train",
+            "--model",
+            "tiny_sd_resnet",
+            "--dataset",
+            data,
+            "--epochs",
+            "1",
+            "--p-L",
+            "0.1",
+            "--dt",
+            "0.25",
+            "--strict-weak",
+            "--out",
+            str(tmp_path / "s"),
+            *TINY,
+        ]
+    )
     line = _one_line_error(capsys, code)
     assert "condition (5)" in line and "K = C/dt^2" in line
 
 
 def test_strict_weak_accepts_the_sqrt_p_schedule(clean, data, tmp_path, capsys):
-    code = main(["train", "--model", "tiny_sd_resnet", "--dataset", data, "--epochs", "1", "--p-L",
-                 "0.1", "--dt", "0.25", "--p-schedule", "sqrt", "--strict-weak", "--out",
-                 str(tmp_path / "s"), *TINY])
+    code = main(
+        [
+            "train",
+            "--model",
+            "tiny_sd_resnet",
+            "--dataset",
+            data,
+            "--epochs",
+            "1",
+            "--p-L",
+            "0.1",
+            "--dt",
+            "0.25",
+            "--p-schedule",
+            "sqrt",
+            "--strict-weak",
+            "--out",
+            str(tmp_path / "s"),
+            *TINY,
+        ]
+    )
     assert code == 0 and "condition (5)" not in capsys.readouterr().err
 
 
 def test_nan_exits_1_naming_the_checkpoint(clean, data, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SDENET_FAULT", "nan@2")
     out = tmp_path / "n"
-    code = main(["train", "--model", "tiny_resnet", "--dataset", data, "--epochs", "3", "--out",
-                 str(out), *TINY])
+    code = main(
+        ["train", "--model", "tiny_resnet", "--dataset", data, "--epochs", "3", "--out", str(out), *TINY]
+    )
     line = _one_line_error(capsys, code, expected=1)
     assert "epoch 2" in line and str(out / "last.pt") in line
 
@@ -101,10 +157,29 @@ def test_nan_exits_1_naming_the_checkpoint(clean, data, tmp_path, capsys, monkey
 def test_real_process_prints_no_traceback(data, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("SDENET_FAULT", None)
-    p = subprocess.run([sys.executable, "-m", "sdenet", "train", "--model", "no_such_model",
-                        "--dataset", data, "--device", "cpu", "--epochs", "1", "--out",
-                        str(tmp_path / "x")], capture_output=True, text=True, env=env,
-                       cwd=tmp_path, timeout=120)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sdenet",
+            "train",
+            "--model",
+            "no_such_model",
+            "--dataset",
+            data,
+            "--device",
+            "cpu",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert p.returncode == 2, p.stderr
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
@@ -112,8 +187,7 @@ def test_real_process_prints_no_traceback(data, tmp_path):
 
 def test_ctrl_c_then_resume(clean, data, tmp_path, capsys, monkeypatch):
     out = tmp_path / "c"
-    argv = ["train", "--model", "tiny_resnet", "--dataset", data, "--epochs", "2", "--out",
-            str(out), *TINY]
+    argv = ["train", "--model", "tiny_resnet", "--dataset", data, "--epochs", "2", "--out", str(out), *TINY]
     monkeypatch.setenv("SDENET_FAULT", "interrupt@2")
     assert main(argv) == 130
     err = capsys.readouterr().err

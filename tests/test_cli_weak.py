@@ -32,8 +32,22 @@ def drop_moments(p, dt):
 
 
 def test_check_json_has_every_key_and_the_exact_formulas(capsys):
-    code, out, err = run(capsys, "check", "--law", "drop", "--p", "0.8", "--dt", "0.5", "0.1",
-                         "--samples", "20000", "--seed", "3", "--json")
+    code, out, err = run(
+        capsys,
+        "check",
+        "--law",
+        "drop",
+        "--p",
+        "0.8",
+        "--dt",
+        "0.5",
+        "0.1",
+        "--samples",
+        "20000",
+        "--seed",
+        "3",
+        "--json",
+    )
     assert code == 0, err
     rows = json.loads(out)
     assert [r["dt"] for r in rows] == [0.5, 0.1]
@@ -59,8 +73,12 @@ def test_check_without_law_shows_every_law_and_drop_at_two_p(capsys):
     assert code == 0
     rows = json.loads(out)
     assert [(r["law"], r["p"]) for r in rows] == [
-        ("gaussian", None), ("uniform", None), ("rademacher", None), ("threepoint", None),
-        ("drop", 0.5), ("drop", 0.8),
+        ("gaussian", None),
+        ("uniform", None),
+        ("rademacher", None),
+        ("threepoint", None),
+        ("drop", 0.5),
+        ("drop", 0.8),
     ]
     for r in rows:
         assert r["condition"]["exact"] == (0.0 if r["p"] != 0.8 else pytest.approx(0.25**1.5 * 1.5))
@@ -70,8 +88,11 @@ def test_check_table_is_one_row_per_law_and_dt(capsys):
     code, out, _ = run(capsys, "check", "--dt", "1", "0.1", "--samples", "2000")
     assert code == 0
     assert "E dW^2-dt" in out and "K=C/dt^2" in out
-    rows = [line for line in out.splitlines() if line.split() and line.split()[0] in
-            ("gaussian", "uniform", "rademacher", "threepoint", "drop")]
+    rows = [
+        line
+        for line in out.splitlines()
+        if line.split() and line.split()[0] in ("gaussian", "uniform", "rademacher", "threepoint", "drop")
+    ]
     assert len(rows) == 12
     drop08 = [line for line in rows if line.split()[:2] == ["drop", "0.8"]]
     assert len(drop08) == 2
@@ -79,7 +100,9 @@ def test_check_table_is_one_row_per_law_and_dt(capsys):
 
 
 def test_check_degenerate_drop_reports_C_equal_dt(capsys):
-    code, out, _ = run(capsys, "check", "--law", "drop", "--p", "1", "--dt", "0.3", "--samples", "10", "--json")
+    code, out, _ = run(
+        capsys, "check", "--law", "drop", "--p", "1", "--dt", "0.3", "--samples", "10", "--json"
+    )
     assert code == 0
     (row,) = json.loads(out)
     assert row["condition"]["exact"] == pytest.approx(0.3)
@@ -96,8 +119,9 @@ def test_check_plot_writes_a_png(tmp_path, capsys):
 
 def test_check_plot_with_json_keeps_stdout_parseable(tmp_path, capsys):
     path = tmp_path / "k.png"
-    code, out, err = run(capsys, "check", "--law", "uniform", "--dt", "0.5", "--samples", "100",
-                         "--json", "--plot", str(path))
+    code, out, err = run(
+        capsys, "check", "--law", "uniform", "--dt", "0.5", "--samples", "100", "--json", "--plot", str(path)
+    )
     assert code == 0
     json.loads(out)
     assert str(path) in err and path.exists()
@@ -105,12 +129,39 @@ def test_check_plot_with_json_keeps_stdout_parseable(tmp_path, capsys):
 
 def test_order_json_keys_and_values(tmp_path, capsys):
     path = tmp_path / "order.png"
-    code, out, err = run(capsys, "order", "--sde", "ou", "--law", "drop", "--p", "0.8", "--paths", "200000",
-                         "--seed", "1", "--json", "--plot", str(path))
+    code, out, err = run(
+        capsys,
+        "order",
+        "--sde",
+        "ou",
+        "--law",
+        "drop",
+        "--p",
+        "0.8",
+        "--paths",
+        "200000",
+        "--seed",
+        "1",
+        "--json",
+        "--plot",
+        str(path),
+    )
     assert code == 0, err
     res = json.loads(out)
-    assert {"sde", "law", "scheme", "dts", "errors", "stderr", "slope", "slope_ci",
-            "phi", "declared_weak_order", "T", "params"} <= set(res)
+    assert {
+        "sde",
+        "law",
+        "scheme",
+        "dts",
+        "errors",
+        "stderr",
+        "slope",
+        "slope_ci",
+        "phi",
+        "declared_weak_order",
+        "T",
+        "params",
+    } <= set(res)
     assert res["sde"] == "ou" and res["law"] == "drop" and res["p"] == 0.8 and res["scheme"] == "weak_euler"
     assert res["declared_weak_order"] == 0.5 and res["phi"] == "x^3"
     sde = OU()
@@ -125,15 +176,32 @@ def test_order_json_keys_and_values(tmp_path, capsys):
 
 
 def test_order_table(capsys):
-    code, out, _ = run(capsys, "order", "--sde", "gbm", "--law", "rademacher", "--paths", "20000",
-                       "--dt", "0.5", "0.25")
+    code, out, _ = run(
+        capsys, "order", "--sde", "gbm", "--law", "rademacher", "--paths", "20000", "--dt", "0.5", "0.25"
+    )
     assert code == 0
     assert "fitted slope" in out and "declared weak order 1" in out
 
 
 def test_order_euler_maruyama(capsys):
-    code, out, _ = run(capsys, "order", "--sde", "gbm", "--law", "gaussian", "--scheme", "euler_maruyama",
-                       "--paths", "1000", "--dt", "0.5", "0.25", "--phi", "2", "--json")
+    code, out, _ = run(
+        capsys,
+        "order",
+        "--sde",
+        "gbm",
+        "--law",
+        "gaussian",
+        "--scheme",
+        "euler_maruyama",
+        "--paths",
+        "1000",
+        "--dt",
+        "0.5",
+        "0.25",
+        "--phi",
+        "2",
+        "--json",
+    )
     assert code == 0
     res = json.loads(out)
     assert res["scheme"] == "euler_maruyama" and res["phi"] == "x^2"
@@ -174,7 +242,9 @@ def test_bad_arguments_exit_2_with_one_line(argv, capsys):
 
 
 def test_check_p_without_law_replaces_both_drop_rows(capsys):
-    code, out, _ = run(capsys, "check", "--p", "0.3", "--dt", "0.1", "--samples", "100", "--json", "--device", "cpu")
+    code, out, _ = run(
+        capsys, "check", "--p", "0.3", "--dt", "0.1", "--samples", "100", "--json", "--device", "cpu"
+    )
     assert code == 0
     rows = json.loads(out)
     assert [(r["law"], r["p"]) for r in rows][-1] == ("drop", 0.3)

@@ -10,9 +10,15 @@ import pytest
 import torch
 
 from sdenet.train import data as D
-from sdenet.train.data import (ArrayDataset, DatasetError, DeviceLoader, augment_batch, crop_flip,
-                               load_dataset, make_loaders)
-
+from sdenet.train.data import (
+    ArrayDataset,
+    DatasetError,
+    DeviceLoader,
+    augment_batch,
+    crop_flip,
+    load_dataset,
+    make_loaders,
+)
 
 # ---------------------------------------------------------------------------------------------
 # helpers: tiny files in the official formats
@@ -38,15 +44,22 @@ def write_cifar10(folder, rng, per_batch=(3, 2, 4, 1, 2), n_test=3):
     xs, ys = [], []
     for i, n in enumerate(per_batch, 1):
         x, y = _images(rng, n), rng.integers(0, 10, size=n)
-        _dump(folder / f"data_batch_{i}", {b"batch_label": b"training batch", b"data": _rows(x),
-                                           b"labels": [int(v) for v in y],
-                                           b"filenames": [b"f.png"] * n})
+        _dump(
+            folder / f"data_batch_{i}",
+            {
+                b"batch_label": b"training batch",
+                b"data": _rows(x),
+                b"labels": [int(v) for v in y],
+                b"filenames": [b"f.png"] * n,
+            },
+        )
         xs.append(x)
         ys.append(y)
     xt, yt = _images(rng, n_test), rng.integers(0, 10, size=n_test)
     _dump(folder / "test_batch", {b"data": _rows(xt), b"labels": [int(v) for v in yt]})
-    _dump(folder / "batches.meta", {b"label_names": [n.encode() for n in D.CIFAR10_CLASSES],
-                                    b"num_vis": 3072})
+    _dump(
+        folder / "batches.meta", {b"label_names": [n.encode() for n in D.CIFAR10_CLASSES], b"num_vis": 3072}
+    )
     return np.concatenate(xs), np.concatenate(ys), xt, yt
 
 
@@ -55,18 +68,33 @@ def write_cifar100(folder, rng, n_train=5, n_test=4):
     x, y = _images(rng, n_train), rng.integers(0, 100, size=n_train)
     xt, yt = _images(rng, n_test), rng.integers(0, 100, size=n_test)
     # a newer protocol than the official files' (numpy arrays pickle differently): both must load
-    _dump(folder / "train", {b"data": _rows(x), b"fine_labels": y.tolist(),
-                             b"coarse_labels": (y // 5).tolist()}, protocol=5)
-    _dump(folder / "test", {b"data": _rows(xt), b"fine_labels": yt.tolist(),
-                            b"coarse_labels": (yt // 5).tolist()}, protocol=4)
-    _dump(folder / "meta", {b"fine_label_names": [f"c{i}".encode() for i in range(100)],
-                            b"coarse_label_names": [f"s{i}".encode() for i in range(20)]})
+    _dump(
+        folder / "train",
+        {b"data": _rows(x), b"fine_labels": y.tolist(), b"coarse_labels": (y // 5).tolist()},
+        protocol=5,
+    )
+    _dump(
+        folder / "test",
+        {b"data": _rows(xt), b"fine_labels": yt.tolist(), b"coarse_labels": (yt // 5).tolist()},
+        protocol=4,
+    )
+    _dump(
+        folder / "meta",
+        {
+            b"fine_label_names": [f"c{i}".encode() for i in range(100)],
+            b"coarse_label_names": [f"s{i}".encode() for i in range(20)],
+        },
+    )
     return x, y, xt, yt
 
 
 def write_npz(path, rng, n=12, n_test=5, labels=10, **overrides):
-    arrays = dict(x_train=_images(rng, n), y_train=rng.integers(0, labels, size=n),
-                  x_test=_images(rng, n_test), y_test=rng.integers(0, labels, size=n_test))
+    arrays = dict(
+        x_train=_images(rng, n),
+        y_train=rng.integers(0, labels, size=n),
+        x_test=_images(rng, n_test),
+        y_test=rng.integers(0, labels, size=n_test),
+    )
     arrays.update(overrides)
     np.savez(path, **arrays)
     return arrays
@@ -144,6 +172,7 @@ def test_download_without_torchvision_checks_md5(tmp_path, monkeypatch):
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(tmp_path / "src" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
     import builtins
+
     real_import = builtins.__import__
 
     def no_torchvision(name, *a, **k):
@@ -179,8 +208,9 @@ def _truncate(path):
     path.write_bytes(raw[: len(raw) // 2])
 
 
-@pytest.mark.parametrize("case", ["missing", "truncated", "label_range", "negative_label",
-                                  "length", "shape", "dtype", "keys"])
+@pytest.mark.parametrize(
+    "case", ["missing", "truncated", "label_range", "negative_label", "length", "shape", "dtype", "keys"]
+)
 def test_npz_errors_name_the_file(tmp_path, case):
     rng = np.random.default_rng(5)
     path = tmp_path / f"bad_{case}.npz"
@@ -207,8 +237,19 @@ def test_npz_errors_name_the_file(tmp_path, case):
     assert isinstance(e.value, DatasetError)
 
 
-@pytest.mark.parametrize("case", ["missing_batch", "truncated", "label_range", "length",
-                                  "shape", "wrong_release", "not_a_dict", "hostile"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing_batch",
+        "truncated",
+        "label_range",
+        "length",
+        "shape",
+        "wrong_release",
+        "not_a_dict",
+        "hostile",
+    ],
+)
 def test_batch_errors_name_the_file(tmp_path, case):
     rng = np.random.default_rng(6)
     folder = tmp_path / "cifar-10-batches-py"
@@ -229,10 +270,13 @@ def test_batch_errors_name_the_file(tmp_path, case):
     elif case == "not_a_dict":
         _dump(target, [1, 2, 3])
     elif case == "hostile":  # would call os.system on load with a plain pickle.load
+
         class Evil:
             def __reduce__(self):
                 import os
+
                 return (os.system, ("echo pwned",))
+
         _dump(target, {b"data": Evil(), b"labels": []})
     with pytest.raises(ValueError) as e:
         load_dataset(str(folder))
@@ -276,15 +320,20 @@ def _reference(x_nchw, dy, dx, flip, pad):
     """Crop-then-flip one image by slicing an explicitly padded copy (numpy)."""
     c, h, w = x_nchw.shape
     p = np.zeros((c, h + 2 * pad, w + 2 * pad), dtype=x_nchw.dtype)
-    p[:, pad:pad + h, pad:pad + w] = x_nchw
-    out = p[:, dy:dy + h, dx:dx + w]
+    p[:, pad : pad + h, pad : pad + w] = x_nchw
+    out = p[:, dy : dy + h, dx : dx + w]
     return out[:, :, ::-1] if flip else out
 
 
 def _identify(out, x, pad):
     """All (dy, dx, flip) whose reference crop equals ``out`` (one image)."""
-    return [(dy, dx, f) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)
-            for f in (False, True) if np.array_equal(_reference(x, dy, dx, f, pad), out)]
+    return [
+        (dy, dx, f)
+        for dy in range(2 * pad + 1)
+        for dx in range(2 * pad + 1)
+        for f in (False, True)
+        if np.array_equal(_reference(x, dy, dx, f, pad), out)
+    ]
 
 
 def test_crop_flip_matches_reference():
@@ -305,8 +354,7 @@ def test_crop_flip_matches_reference():
     # centred window, no flip: the image itself
     np.testing.assert_array_equal(out[2].numpy(), x[2].numpy())
     # float input works too (zero padding in any dtype)
-    np.testing.assert_array_equal(crop_flip(x.float(), dy, dx, fl, 4).numpy(),
-                                  out.float().numpy())
+    np.testing.assert_array_equal(crop_flip(x.float(), dy, dx, fl, 4).numpy(), out.float().numpy())
 
 
 def test_augment_batch_shifts_flips_and_is_seeded():
@@ -322,9 +370,9 @@ def test_augment_batch_shifts_flips_and_is_seeded():
         assert len(found) == 1, (b, found)
         params.append(found[0])
     dy, dx, fl = map(np.array, zip(*params))
-    assert fl.any() and (~fl).any()                                   # some flipped, some not
+    assert fl.any() and (~fl).any()  # some flipped, some not
     assert ((dy != pad) | (dx != pad)).any() and ((dy == pad) & (dx == pad)).sum() < len(x)
-    assert len(set(zip(dy.tolist(), dx.tolist()))) > 10               # offsets vary
+    assert len(set(zip(dy.tolist(), dx.tolist()))) > 10  # offsets vary
     # zero padding: a window shifted by s exposes exactly |s| zero rows/columns
     for b in range(len(x)):
         img = out[b].numpy()
@@ -355,8 +403,9 @@ def _toy(n=50, seed=10):
 
 def test_loader_covers_each_sample_once_per_epoch():
     x, y = _toy(50)
-    ld = DeviceLoader(x, y, batch_size=8, train=True, mean=(0.5,) * 3, std=(0.25,) * 3,
-                      seed=0, drop_last=False)
+    ld = DeviceLoader(
+        x, y, batch_size=8, train=True, mean=(0.5,) * 3, std=(0.25,) * 3, seed=0, drop_last=False
+    )
     assert len(ld) == 7
     seen = []
     for xb, yb in ld:
@@ -364,9 +413,9 @@ def test_loader_covers_each_sample_once_per_epoch():
         seen.append(yb)
     seen = torch.cat(seen)
     assert sorted(seen.tolist()) == list(range(50))
-    assert seen.tolist() != list(range(50))                        # shuffled
+    assert seen.tolist() != list(range(50))  # shuffled
     dl = DeviceLoader(x, y, batch_size=8, train=True, mean=(0.5,) * 3, std=(0.25,) * 3, seed=0)
-    assert len(dl) == 6 and sum(len(b) for _, b in dl) == 48      # drop_last for training
+    assert len(dl) == 6 and sum(len(b) for _, b in dl) == 48  # drop_last for training
 
 
 def test_loader_shards_are_disjoint():
@@ -381,9 +430,9 @@ def test_loader_shards_are_disjoint():
         sets = [set(s) for s in shards]
         assert all(len(s) == len(shard) for s, shard in zip(sets, shards))
         assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
-        if drop_last:   # equal shares: 50 // 3 = 16 each, four full batches each
+        if drop_last:  # equal shares: 50 // 3 = 16 each, four full batches each
             assert [len(s) for s in shards] == [16, 16, 16]
-        else:           # together every sample once
+        else:  # together every sample once
             assert sorted(sum(shards, [])) == list(range(50))
 
 
@@ -405,18 +454,26 @@ def test_loader_normalises_with_given_stats():
     mean, std = D.channel_stats(x)
     ld = DeviceLoader(x, np.zeros(40), batch_size=40, train=False, mean=mean, std=std)
     assert not ld.augment and not ld.shuffle and len(ld) == 1
-    (xb, _), = list(ld)
+    ((xb, _),) = list(ld)
     assert xb.abs().max() > 0.5
     torch.testing.assert_close(xb.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
-    torch.testing.assert_close(xb.std(dim=(0, 2, 3), unbiased=False), torch.ones(3),
-                               atol=1e-5, rtol=0)
-    expected = (torch.from_numpy(x).permute(0, 3, 1, 2).double() / 255
-                - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    torch.testing.assert_close(xb.std(dim=(0, 2, 3), unbiased=False), torch.ones(3), atol=1e-5, rtol=0)
+    expected = (
+        torch.from_numpy(x).permute(0, 3, 1, 2).double() / 255 - torch.tensor(mean).view(1, 3, 1, 1)
+    ) / torch.tensor(std).view(1, 3, 1, 1)
     torch.testing.assert_close(xb.double(), expected, atol=1e-5, rtol=0)
     # half precision and channels_last
-    ld16 = DeviceLoader(x, np.zeros(40), batch_size=40, train=False, mean=mean, std=std,
-                        dtype=torch.bfloat16, channels_last=True)
-    (xh, _), = list(ld16)
+    ld16 = DeviceLoader(
+        x,
+        np.zeros(40),
+        batch_size=40,
+        train=False,
+        mean=mean,
+        std=std,
+        dtype=torch.bfloat16,
+        channels_last=True,
+    )
+    ((xh, _),) = list(ld16)
     assert xh.dtype == torch.bfloat16 and xh.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(xh.float(), xb, atol=0.05, rtol=0.01)
 
@@ -433,14 +490,14 @@ def test_loader_epochs_are_deterministic():
     a, b = DeviceLoader(x, y, seed=7, **kw), DeviceLoader(x, y, seed=7, **kw)
     xa0, ya0 = epoch(a, 0)
     xb0, yb0 = epoch(b, 0)
-    assert torch.equal(xa0, xb0) and torch.equal(ya0, yb0)        # same (seed, epoch)
+    assert torch.equal(xa0, xb0) and torch.equal(ya0, yb0)  # same (seed, epoch)
     xa1, ya1 = epoch(a, 1)
-    assert not torch.equal(ya0, ya1)                              # another epoch: another order
+    assert not torch.equal(ya0, ya1)  # another epoch: another order
     assert sorted(ya1.tolist()) == sorted(ya0.tolist())
-    xa0b, ya0b = epoch(a, 0)                                      # back to epoch 0: same again
+    xa0b, ya0b = epoch(a, 0)  # back to epoch 0: same again
     assert torch.equal(xa0, xa0b) and torch.equal(ya0, ya0b)
     c = DeviceLoader(x, y, seed=8, **kw)
-    assert not torch.equal(epoch(c, 0)[1], ya0)                   # another seed
+    assert not torch.equal(epoch(c, 0)[1], ya0)  # another seed
     # without set_epoch, passes advance through epochs 0, 1, ...
     d = DeviceLoader(x, y, seed=7, **kw)
     assert torch.equal(torch.cat([l for _, l in d]), ya0)
@@ -458,7 +515,7 @@ def test_make_loaders_on_sample():
     assert len(tr) == len(ds.x_train) // 256 and len(te) == 1
     xb, yb = next(iter(tr))
     assert xb.shape == (256, 3, 32, 32) and yb.shape == (256,)
-    (xt, yt), = list(te)
+    ((xt, yt),) = list(te)
     assert torch.equal(yt, torch.from_numpy(ds.y_test))
     assert abs(float(xt.mean())) < 0.2
 
@@ -470,8 +527,7 @@ def test_loader_rejects_bad_input():
     with pytest.raises(ValueError, match="labels"):
         DeviceLoader(x, y[:5], batch_size=2, train=False, mean=(0.5,) * 3, std=(0.25,) * 3)
     with pytest.raises(ValueError, match="uint8"):
-        DeviceLoader(x.astype(np.float32), y, batch_size=2, train=False, mean=(0.5,) * 3,
-                     std=(0.25,) * 3)
+        DeviceLoader(x.astype(np.float32), y, batch_size=2, train=False, mean=(0.5,) * 3, std=(0.25,) * 3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -482,6 +538,7 @@ def test_loader_rejects_bad_input():
 def _torchvision_imports() -> bool:
     try:
         import torchvision  # noqa: F401
+
         return True
     except Exception:
         return False
@@ -490,6 +547,7 @@ def _torchvision_imports() -> bool:
 @pytest.mark.skipif(not _torchvision_imports(), reason="torchvision does not import here")
 def test_imagefolder_loaders(tmp_path):
     from PIL import Image
+
     rng = np.random.default_rng(12)
     for split in ("train", "val"):
         for cls in ("a", "b"):

@@ -13,10 +13,10 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
+from test_train import tiny_npz
 
 from sdenet.train import evaluate, loop
 from sdenet.train.checkpoint import load_checkpoint
-from test_train import tiny_npz
 
 
 def _free_port() -> int:
@@ -26,18 +26,36 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world_size: int, port: int, data: str, out: str, tmp: str):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     os.environ.pop("SDENET_FAULT", None)
     torch.set_num_threads(1)
 
     def save(info):
-        torch.save({"state": info["model"].state_dict(), "run_dir": info["run_dir"],
-                    "metrics": info["metrics"]}, os.path.join(tmp, f"rank{info['rank']}.pt"))
+        torch.save(
+            {"state": info["model"].state_dict(), "run_dir": info["run_dir"], "metrics": info["metrics"]},
+            os.path.join(tmp, f"rank{info['rank']}.pt"),
+        )
 
-    final = loop.train(model="tiny_lm_sd_resnet", dataset=data, epochs=1, batch_size=16,
-                       lr=0.05, seed=5, device="cpu", quiet=True, preset="cifar10_lm", mode="batch",
-                       out=out, callback=save)
+    final = loop.train(
+        model="tiny_lm_sd_resnet",
+        dataset=data,
+        epochs=1,
+        batch_size=16,
+        lr=0.05,
+        seed=5,
+        device="cpu",
+        quiet=True,
+        preset="cifar10_lm",
+        mode="batch",
+        out=out,
+        callback=save,
+    )
     torch.save(final, os.path.join(tmp, f"final{rank}.pt"))
 
 

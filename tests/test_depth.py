@@ -8,20 +8,39 @@ import json
 
 import pytest
 import torch
+from test_train import clean  # noqa: F401 (fixture)
 
 from sdenet import models
 from sdenet.cli import main
 from sdenet.nn import coarsen, refine
-from sdenet.nn.depth import _stages, at_depth, depth_compute, depth_steps, parse_depth_factor, parse_depth_factors
+from sdenet.nn.depth import (
+    _stages,
+    at_depth,
+    depth_compute,
+    depth_steps,
+    parse_depth_factor,
+    parse_depth_factors,
+)
 from sdenet.train import checkpoint as ck
 from sdenet.train import loop
 from sdenet.train.depth import evaluate_depths, format_depths, plot_depths
 
-from test_train import clean  # noqa: F401 (fixture)
-
 SMALL = dict(dataset="sample", limit_train=64, limit_test=32, batch_size=32, device="cpu", quiet=True, seed=3)
-SMALL_CLI = ["--dataset", "sample", "--limit-train", "64", "--limit-test", "32", "--batch-size", "32",
-             "--device", "cpu", "--quiet", "--threads", "1"]
+SMALL_CLI = [
+    "--dataset",
+    "sample",
+    "--limit-train",
+    "64",
+    "--limit-test",
+    "32",
+    "--batch-size",
+    "32",
+    "--device",
+    "cpu",
+    "--quiet",
+    "--threads",
+    "1",
+]
 FAMILIES = ["tiny_resnet", "tiny_lm_resnet", "tiny_sd_resnet", "tiny_hamiltonian", "tiny_lm_sd_resnet"]
 
 
@@ -73,8 +92,9 @@ def test_at_depth_is_refine_and_coarsen_exactly(name):
     after = m.state_dict()
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in after)
     # the views hold no parameters of their own: the network's are all there is
-    assert sum(p.numel() for p in m.parameters()) == sum(v.numel() for k, v in before.items()
-                                                          if k in dict(m.named_parameters()))
+    assert sum(p.numel() for p in m.parameters()) == sum(
+        v.numel() for k, v in before.items() if k in dict(m.named_parameters())
+    )
 
 
 @pytest.mark.parametrize("name", ["tiny_lm_resnet", "tiny_hamiltonian"])
@@ -136,9 +156,12 @@ def test_random_depth_trains_records_and_resumes_exactly(clean, tmp_path, monkey
     assert cfg["random_depth"] == [0.5, 1, 2]
     draws = {loop._depth_of_step(cfg, s) for s in range(30)}
     assert draws == {0.5, 1, 2}
-    plain = loop.train(out=str(tmp_path / "p"), **{**kw, "random_depth": None})
+    loop.train(out=str(tmp_path / "p"), **{**kw, "random_depth": None})
     assert json.loads((tmp_path / "p" / "config.json").read_text())["random_depth"] is None
-    wa, wp = ck.load_checkpoint(tmp_path / "a" / "last.pt")["model"], ck.load_checkpoint(tmp_path / "p" / "last.pt")["model"]
+    wa, wp = (
+        ck.load_checkpoint(tmp_path / "a" / "last.pt")["model"],
+        ck.load_checkpoint(tmp_path / "p" / "last.pt")["model"],
+    )
     assert wa.keys() == wp.keys() and any(not torch.equal(wa[k], wp[k]) for k in wa)  # the option acts
     assert a["test_error"] is not None
 
@@ -164,15 +187,39 @@ def test_random_depth_errors(clean, tmp_path):
 
 def test_eval_depths_equals_the_explicitly_refined_and_coarsened_checkpoints(clean, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--model", "tiny_lm_resnet", "--refine", "2", "--epochs", "1", "--random-depth",
-                 "0.5,1,2", "--out", str(run), *SMALL_CLI]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "tiny_lm_resnet",
+                "--refine",
+                "2",
+                "--epochs",
+                "1",
+                "--random-depth",
+                "0.5,1,2",
+                "--out",
+                str(run),
+                *SMALL_CLI,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["refine", str(run), "--factor", "2", "--out", str(tmp_path / "x2.pt"), "--no-eval"]) == 0
-    assert main(["refine", str(run), "--coarsen", "--factor", "2", "--out", str(tmp_path / "c2.pt"),
-                 "--no-eval"]) == 0
+    assert (
+        main(
+            ["refine", str(run), "--coarsen", "--factor", "2", "--out", str(tmp_path / "c2.pt"), "--no-eval"]
+        )
+        == 0
+    )
     capsys.readouterr()
     plot = tmp_path / "depths.png"
-    assert main(["eval", str(run), "--depths", "0.5,1,2", "--limit-test", "32", "--json", "--plot", str(plot)]) == 0
+    assert (
+        main(["eval", str(run), "--depths", "0.5,1,2", "--limit-test", "32", "--json", "--plot", str(plot)])
+        == 0
+    )
     got = json.loads(capsys.readouterr().out)
     assert plot.stat().st_size > 0
     rows = {r["depth"]: r for r in got["depths"]}
@@ -193,17 +240,29 @@ def test_cli_depth_errors(clean, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--model", "tiny_resnet", "--epochs", "1", "--out", str(run), *SMALL_CLI]) == 0
     capsys.readouterr()
-    for argv, words in ((["eval", str(run), "--depths", "0.3"], "integer"),
-                        (["eval", str(run), "--depths", "0.5,0.5"], "repeat"),
-                        (["eval", str(run), "--depths", ""], "comma"),
-                        (["eval", str(run), "--plot", str(tmp_path / "p.png")], "--depths"),
-                        (["eval", str(run), "--depths", "1,2", "--plot", str(tmp_path / "no" / "p.png")],
-                         "does not exist"),
-                        (["eval", str(run), "--depths", "0.5,1", "--limit-test", "8"], "stage2"),
-                        (["train", "--model", "tiny_resnet", "--random-depth", "3/2", *SMALL_CLI], "integer"),
-                        (["train", "--model", "tiny_resnet", "--random-depth", "1", "--out",
-                          str(tmp_path / "o"), *SMALL_CLI], "other than 1"),
-                        (["train", "--resume", str(run), "--random-depth", "0.5,1"], "--random-depth")):
+    for argv, words in (
+        (["eval", str(run), "--depths", "0.3"], "integer"),
+        (["eval", str(run), "--depths", "0.5,0.5"], "repeat"),
+        (["eval", str(run), "--depths", ""], "comma"),
+        (["eval", str(run), "--plot", str(tmp_path / "p.png")], "--depths"),
+        (["eval", str(run), "--depths", "1,2", "--plot", str(tmp_path / "no" / "p.png")], "does not exist"),
+        (["eval", str(run), "--depths", "0.5,1", "--limit-test", "8"], "stage2"),
+        (["train", "--model", "tiny_resnet", "--random-depth", "3/2", *SMALL_CLI], "integer"),
+        (
+            [
+                "train",
+                "--model",
+                "tiny_resnet",
+                "--random-depth",
+                "1",
+                "--out",
+                str(tmp_path / "o"),
+                *SMALL_CLI,
+            ],
+            "other than 1",
+        ),
+        (["train", "--resume", str(run), "--random-depth", "0.5,1"], "--random-depth"),
+    ):
         code = main(argv)
         assert words in _one_line_error(capsys, code), argv
 
@@ -217,10 +276,24 @@ def test_experiment_scripts_run_quick_and_skip_finished_runs(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    for script, extra, name in (("transfer_depth.py", ["--families", "resnet", "--epochs", "1"], "transfer_depth-quick"),
-                                ("multilevel_scale.py", [], "multilevel_scale-quick")):
-        argv = [sys.executable, str(root / "experiments" / script), "--quick", "--threads", "1", "--data", "sample",
-                "--out", str(tmp_path / "out"), "--runs", str(tmp_path / script), *extra]
+    for script, extra, name in (
+        ("transfer_depth.py", ["--families", "resnet", "--epochs", "1"], "transfer_depth-quick"),
+        ("multilevel_scale.py", [], "multilevel_scale-quick"),
+    ):
+        argv = [
+            sys.executable,
+            str(root / "experiments" / script),
+            "--quick",
+            "--threads",
+            "1",
+            "--data",
+            "sample",
+            "--out",
+            str(tmp_path / "out"),
+            "--runs",
+            str(tmp_path / script),
+            *extra,
+        ]
         first = subprocess.run(argv, capture_output=True, text=True, timeout=900)
         assert first.returncode == 0, first.stderr[-2000:]
         result = json.loads((tmp_path / "out" / f"{name}.json").read_text())

@@ -137,7 +137,9 @@ def run_bash(block: Block, cwd: Path):
     """Each command line of the block: a plain ``sdenet ...`` line in process, anything that needs a
     shell (operators, substitutions, other programs) in ``bash -c`` with ``sdenet`` → ``python -m sdenet``."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg")
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
     sdenet = f"{shlex.quote(sys.executable)} -m sdenet"
     for line in shell_lines(block.code):
         plain = line.split(" #", 1)[0].strip()
@@ -146,7 +148,9 @@ def run_bash(block: Block, cwd: Path):
             assert code == 0, f"{block.where()}: `{line}` exited {code}\n{output[-3000:]}"
             continue
         command = SDENET.sub(lambda m: m.group(1) + sdenet, line)
-        proc = subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            ["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        )
         assert proc.returncode == 0, (
             f"{block.where()}: `{line}` exited {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-3000:]}"
         )
@@ -196,7 +200,8 @@ def test_markers_are_known_and_examples_exist():
             # "example" labels a block another test also runs (docs/protocol.md's new scheme); it runs here too
             assert m.group(1) in ("slow", "example") or re.match(r"no-run\s*:\s*\S", m.group(1)), (
                 f"{path.name}: unknown marker <!-- {m.group(1)} --> before a code block "
-                "(use <!-- slow -->, <!-- example --> or <!-- no-run: reason -->)")
+                "(use <!-- slow -->, <!-- example --> or <!-- no-run: reason -->)"
+            )
     readme = ALL["README.md"]
     assert sum(b.lang == "python" for b in readme) >= 1 and sum(b.lang == "bash" for b in readme) >= 2
     assert sum(b.lang == "python" for bs in ALL.values() for b in bs) >= 10
@@ -207,10 +212,23 @@ def test_commands_are_registered_subcommands():
     from sdenet.cli import build_parser
 
     known = set(build_parser()._subparsers._group_actions[0].choices)
-    used = {argv[0] for bs in ALL.values() for b in bs if b.lang == "bash"
-            for line in shell_lines(b.code) for argv in sdenet_invocations(line) if argv}
-    readme_used = {argv[0] for b in ALL["README.md"] if b.lang == "bash"
-                   for line in shell_lines(b.code) for argv in sdenet_invocations(line) if argv}
+    used = {
+        argv[0]
+        for bs in ALL.values()
+        for b in bs
+        if b.lang == "bash"
+        for line in shell_lines(b.code)
+        for argv in sdenet_invocations(line)
+        if argv
+    }
+    readme_used = {
+        argv[0]
+        for b in ALL["README.md"]
+        if b.lang == "bash"
+        for line in shell_lines(b.code)
+        for argv in sdenet_invocations(line)
+        if argv
+    }
     assert readme_used, "the README shows no sdenet command"
     assert used <= known, f"unknown sub-commands: {sorted(used - known)}"
 
@@ -227,12 +245,20 @@ def test_setup_commands_match_ci():
 def test_the_collector_sees_markers_and_continuations(tmp_path):
     """The collector itself: markers bind to the next fence only, continuations join, invocations parse."""
     page = tmp_path / "x.md"
-    page.write_text("<!-- slow -->\n```bash\nsdenet models \\\n  --json\n```\n\n```python\nx = 1\n```\n"
-                    "<!-- no-run: GPUs -->\n```bash\ntorchrun -m sdenet train --model resnet20 && echo ok  # c\n```\n")
+    page.write_text(
+        "<!-- slow -->\n```bash\nsdenet models \\\n  --json\n```\n\n```python\nx = 1\n```\n"
+        "<!-- no-run: GPUs -->\n```bash\ntorchrun -m sdenet train --model resnet20 && echo ok  # c\n```\n"
+    )
     bs = blocks_of(page, root=tmp_path)
     assert [(b.lang, b.marker) for b in bs] == [("bash", "slow"), ("python", None), ("bash", "no-run: GPUs")]
     assert shell_lines(bs[0].code) == ["sdenet models    --json"]
     assert sdenet_invocations(shell_lines(bs[2].code)[0]) == [["train", "--model", "resnet20"]]
     assert sdenet_invocations("python3 -m sdenet quickstart") == [["quickstart"]]
-    assert SDENET.sub(lambda m: m.group(1) + "PY -m sdenet", "sdenet eval a && sdenet plot b") == "PY -m sdenet eval a && PY -m sdenet plot b"
-    assert SDENET.sub(lambda m: m.group(1) + "PY -m sdenet", "python3 -m sdenet models") == "python3 -m sdenet models"
+    assert (
+        SDENET.sub(lambda m: m.group(1) + "PY -m sdenet", "sdenet eval a && sdenet plot b")
+        == "PY -m sdenet eval a && PY -m sdenet plot b"
+    )
+    assert (
+        SDENET.sub(lambda m: m.group(1) + "PY -m sdenet", "python3 -m sdenet models")
+        == "python3 -m sdenet models"
+    )

@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _python(code: str) -> str:
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
-                          timeout=300).stdout
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=300
+    ).stdout
 
 
 def test_models_and_nn_are_reachable_from_the_top_level_in_a_fresh_process():
@@ -56,7 +57,9 @@ def _projection_params(widths=(16, 32, 64)):
     return sum(2 * a + a * b for a, b in zip(widths[:-1], widths[1:]))
 
 
-@pytest.mark.parametrize("name", ["lm_resnet20", "lm_resnet56", "lm_sd_resnet56", "resnet20", "preact_resnet20"])
+@pytest.mark.parametrize(
+    "name", ["lm_resnet20", "lm_resnet56", "lm_sd_resnet56", "resnet20", "preact_resnet20"]
+)
 def test_projection_shortcut_parameter_counts(name):
     pad = sn.models.count_params(name, shortcut="pad")
     assert pad == sn.models.count_params(name)  # pad is these networks' default
@@ -98,8 +101,12 @@ def test_the_lm_stage_after_a_projection_uses_its_output_as_u_minus_1():
         k = stage.coefficient(0)
         expected = (1 - k) * u0 + k * s + stage.field.blocks[0](u0)
         for n in range(1, stage.steps):  # the remaining steps as the scheme gives them
-            expected, u0 = (1 - stage.coefficient(n)) * expected + stage.coefficient(n) * u0 \
-                + stage.field.blocks[n](expected), expected
+            expected, u0 = (
+                (1 - stage.coefficient(n)) * expected
+                + stage.coefficient(n) * u0
+                + stage.field.blocks[n](expected),
+                expected,
+            )
         out = stage(layer.transition(x)[0], prev=s)
     assert torch.allclose(out, expected, atol=1e-6)
 
@@ -108,8 +115,9 @@ def test_bottleneck_and_imagenet_defaults_are_kept_and_can_be_switched():
     assert sn.models.count_params("lm_resnet164") == sn.models.count_params("lm_resnet164", shortcut="conv")
     assert sn.models.count_params("lm_resnet50") == sn.models.count_params("lm_resnet50", shortcut="conv_bn")
     # the bottleneck's first stage widens 16 -> 64 at stride 1: projection there too
-    assert sn.models.count_params("lm_resnet164", shortcut="projection") == \
-        sn.models.count_params("lm_resnet164", shortcut="conv") + 2 * (16 + 64 + 128)
+    assert sn.models.count_params("lm_resnet164", shortcut="projection") == sn.models.count_params(
+        "lm_resnet164", shortcut="conv"
+    ) + 2 * (16 + 64 + 128)
 
 
 @pytest.mark.parametrize("value", ["projcetion", "A", 1, True])

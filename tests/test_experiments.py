@@ -60,20 +60,50 @@ class FakeTrain:
         err = 0.5 - 0.01 * kw["seed"] - (0.05 if "lm_" in kw["model"] else 0.0)
         with open(out / "metrics.jsonl", "w") as f:
             for e in range(1, epochs + 1):
-                f.write(json.dumps(dict(epoch=e, train_error=err + 0.1 / e, test_error=err + 0.1 / e,
-                                        lm_coefficients={"s1": [-0.05, -0.02]} if "lm_" in kw["model"] else {},
-                                        weak=[])) + "\n")
-        final = dict(test_error=err + 0.1 / epochs, best_test_error=err, params=1234, epochs=epochs,
-                     wall_time=1.5, hardware="fake", model=kw["model"], dataset=kw.get("dataset"),
-                     dt=kw.get("dt", 1.0), seed=kw["seed"])
+                f.write(
+                    json.dumps(
+                        dict(
+                            epoch=e,
+                            train_error=err + 0.1 / e,
+                            test_error=err + 0.1 / e,
+                            lm_coefficients={"s1": [-0.05, -0.02]} if "lm_" in kw["model"] else {},
+                            weak=[],
+                        )
+                    )
+                    + "\n"
+                )
+        final = dict(
+            test_error=err + 0.1 / epochs,
+            best_test_error=err,
+            params=1234,
+            epochs=epochs,
+            wall_time=1.5,
+            hardware="fake",
+            model=kw["model"],
+            dataset=kw.get("dataset"),
+            dt=kw.get("dt", 1.0),
+            seed=kw["seed"],
+        )
         (out / "metrics.json").write_text(json.dumps(final))
         return final
 
 
 def _tiny_set(tmp_path, models=("tiny_resnet", "tiny_lm_resnet")):
-    spec = dict(name="tiny", description="two tiny models", runs=[
-        dict(name=m, model=m, dataset="sample", preset="quick", paper_error=8.75 if i == 0 else None,
-             paper_source="test") for i, m in enumerate(models)])
+    spec = dict(
+        name="tiny",
+        description="two tiny models",
+        runs=[
+            dict(
+                name=m,
+                model=m,
+                dataset="sample",
+                preset="quick",
+                paper_error=8.75 if i == 0 else None,
+                paper_source="test",
+            )
+            for i, m in enumerate(models)
+        ],
+    )
     path = tmp_path / "tiny.json"
     path.write_text(json.dumps(spec))
     return path
@@ -116,8 +146,19 @@ def test_runner_resumes_a_folder_with_last_checkpoint(tmp_path):
 def test_runner_overrides_and_results_folder(tmp_path):
     fake = FakeTrain()
     path = _tiny_set(tmp_path, models=("tiny_resnet",))
-    runner.run_set(path, seeds=[3], out=tmp_path / "o", results=tmp_path / "r", dataset="x.npz",
-                   limit_train=64, limit_test=32, device="cpu", train_fn=fake, log=None, plots=False)
+    runner.run_set(
+        path,
+        seeds=[3],
+        out=tmp_path / "o",
+        results=tmp_path / "r",
+        dataset="x.npz",
+        limit_train=64,
+        limit_test=32,
+        device="cpu",
+        train_fn=fake,
+        log=None,
+        plots=False,
+    )
     call = fake.calls[0]
     assert call["dataset"] == "x.npz" and call["limit_train"] == 64 and call["limit_test"] == 32
     assert call["device"] == "cpu" and call["out"].endswith("tiny_resnet-s3")
@@ -144,7 +185,9 @@ def test_runner_dry_run_and_list(capsys):
     listed = capsys.readouterr().out
     for name in ("table2-cifar10", "table2-cifar100", "table3-imagenet", "table4-stochastic-depth"):
         assert name in listed
-    assert runner.main(["--set", "table2-cifar10", "--dry-run", "--epochs", "1", "--out", "/nonexistent/x"]) == 0
+    assert (
+        runner.main(["--set", "table2-cifar10", "--dry-run", "--epochs", "1", "--out", "/nonexistent/x"]) == 0
+    )
     assert "lm_resnet56" in capsys.readouterr().out
 
 
@@ -162,7 +205,9 @@ def test_every_config_loads_with_known_presets_and_honest_paper_numbers():
 def test_config_models_exist_in_the_registry():
     models = _registry()
     known = set(models.names())
-    missing = sorted({r["model"] for n in runner.available_sets() for r in runner.load_set(n)["runs"]} - known)
+    missing = sorted(
+        {r["model"] for n in runner.available_sets() for r in runner.load_set(n)["runs"]} - known
+    )
     assert not missing, f"configs name models the registry lacks: {missing}"
 
 
@@ -170,22 +215,42 @@ def test_config_models_exist_in_the_registry():
 def tiny_npz(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "tiny.npz"
-    np.savez(path, x_train=rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8),
-             y_train=np.arange(64) % 10, x_test=rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8),
-             y_test=np.arange(32) % 10)
+    np.savez(
+        path,
+        x_train=rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8),
+        y_train=np.arange(64) % 10,
+        x_test=rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8),
+        y_test=np.arange(32) % 10,
+    )
     return path
 
 
 def test_runner_with_the_real_training_loop(tmp_path, tiny_npz):
     path = _tiny_set(tmp_path)
-    res = runner.run_set(path, seeds=[0], epochs=1, dataset=tiny_npz, out=tmp_path / "out",
-                         batch_size=16, device="cpu", log=None)
+    res = runner.run_set(
+        path,
+        seeds=[0],
+        epochs=1,
+        dataset=tiny_npz,
+        out=tmp_path / "out",
+        batch_size=16,
+        device="cpu",
+        log=None,
+    )
     assert len(res["trained"]) == 2
     for row in res["rows"]:
         assert row["seeds_done"] == [0]
         assert 0 <= row["test_error_mean"] <= 100 and row["params"] > 0
-    again = runner.run_set(path, seeds=[0], epochs=1, dataset=tiny_npz, out=tmp_path / "out",
-                           batch_size=16, device="cpu", log=None)
+    again = runner.run_set(
+        path,
+        seeds=[0],
+        epochs=1,
+        dataset=tiny_npz,
+        out=tmp_path / "out",
+        batch_size=16,
+        device="cpu",
+        log=None,
+    )
     assert again["trained"] == [] and len(again["skipped"]) == 2
 
 
@@ -196,9 +261,27 @@ def test_quickstart_with_tiny_overrides(tmp_path, capsys):
     from sdenet.cli import main
 
     out = tmp_path / "qs"
-    argv = ["quickstart", "--models", "tiny_resnet", "tiny_lm_resnet", "--epochs", "1",
-            "--limit-train", "64", "--limit-test", "32", "--batch-size", "32", "--samples", "2000",
-            "--device", "cpu", "--out", str(out), "--quiet"]
+    argv = [
+        "quickstart",
+        "--models",
+        "tiny_resnet",
+        "tiny_lm_resnet",
+        "--epochs",
+        "1",
+        "--limit-train",
+        "64",
+        "--limit-test",
+        "32",
+        "--batch-size",
+        "32",
+        "--samples",
+        "2000",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "tiny_lm_resnet - tiny_resnet" in text and "points of test error" in text
@@ -231,12 +314,15 @@ def test_quickstart_with_tiny_overrides(tmp_path, capsys):
     assert text.count("already trained") == 0 and capsys.readouterr().out.count("already trained") == 3
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--epochs", "0"], "--epochs: expected a positive integer"),
-    (["--models", "resnet20", "resnet20"], "twice"),
-    (["--samples", "0"], "--samples: expected a positive integer"),
-    (["--stochastic", "resnet20"], "is deterministic"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--epochs", "0"], "--epochs: expected a positive integer"),
+        (["--models", "resnet20", "resnet20"], "twice"),
+        (["--samples", "0"], "--samples: expected a positive integer"),
+        (["--stochastic", "resnet20"], "is deterministic"),
+    ],
+)
 def test_quickstart_bad_arguments(argv, message, capsys):
     from sdenet.cli import main
 
@@ -261,8 +347,22 @@ def _check_throughput_result(folder, models):
 
 def test_gpu_throughput_cpu_smoke(tmp_path, capsys):
     bench = _load("gpu_throughput", "experiments/benchmarks/gpu_throughput.py")
-    argv = ["--device", "cpu", "--steps", "2", "--warmup", "1", "--batch-size", "16", "--workers", "0",
-            "--models", "tiny_lm_resnet", "--out", str(tmp_path)]
+    argv = [
+        "--device",
+        "cpu",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--batch-size",
+        "16",
+        "--workers",
+        "0",
+        "--models",
+        "tiny_lm_resnet",
+        "--out",
+        str(tmp_path),
+    ]
     assert bench.main(argv) == 0
     assert "images/s" in capsys.readouterr().out
     _check_throughput_result(tmp_path, ("tiny_lm_resnet",))
@@ -273,9 +373,27 @@ def test_gpu_throughput_script_with_workers_and_the_paper_models(tmp_path):
     """The script as a user runs it: its own process, DataLoader workers, ResNet-56 and
     LM-ResNet-56."""
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "experiments/benchmarks/gpu_throughput.py"), "--device", "cpu",
-         "--steps", "2", "--warmup", "1", "--batch-size", "16", "--workers", "1", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=900, cwd=ROOT)
+        [
+            sys.executable,
+            str(ROOT / "experiments/benchmarks/gpu_throughput.py"),
+            "--device",
+            "cpu",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--batch-size",
+            "16",
+            "--workers",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr
     _check_throughput_result(tmp_path, ("resnet56", "lm_resnet56"))
 
@@ -333,11 +451,30 @@ def test_runner_resumes_an_interrupted_real_run(tmp_path, tiny_npz):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(model="tiny_lm_resnet", dataset=str(tiny_npz), preset="quick", epochs=2, seed=0,
-              out=str(folder), device="cpu", batch_size=16, quiet=True, callback=stop_after_first_epoch)
+        train(
+            model="tiny_lm_resnet",
+            dataset=str(tiny_npz),
+            preset="quick",
+            epochs=2,
+            seed=0,
+            out=str(folder),
+            device="cpu",
+            batch_size=16,
+            quiet=True,
+            callback=stop_after_first_epoch,
+        )
     assert runner.run_state(folder) == "resume"
-    res = runner.run_set(path, seeds=[0], epochs=2, dataset=tiny_npz, out=tmp_path / "out",
-                         batch_size=16, device="cpu", log=None, plots=False)
+    res = runner.run_set(
+        path,
+        seeds=[0],
+        epochs=2,
+        dataset=tiny_npz,
+        out=tmp_path / "out",
+        batch_size=16,
+        device="cpu",
+        log=None,
+        plots=False,
+    )
     assert res["trained"] == [str(folder)] and not res["failed"]
     assert runner.run_state(folder) == "done"
     epochs = [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
@@ -345,8 +482,17 @@ def test_runner_resumes_an_interrupted_real_run(tmp_path, tiny_npz):
     # a folder whose checkpoint finished but lost metrics.json (killed before writing it) is
     # finished by the resume: only the final evaluation and metrics.json are left to do
     (folder / "metrics.json").unlink()
-    res = runner.run_set(path, seeds=[0], epochs=2, dataset=tiny_npz, out=tmp_path / "out",
-                         batch_size=16, device="cpu", log=None, plots=False)
+    res = runner.run_set(
+        path,
+        seeds=[0],
+        epochs=2,
+        dataset=tiny_npz,
+        out=tmp_path / "out",
+        batch_size=16,
+        device="cpu",
+        log=None,
+        plots=False,
+    )
     assert res["trained"] == [str(folder)] and not res["failed"]
     assert runner.run_state(folder) == "done"
 
@@ -355,9 +501,28 @@ def test_runner_resumes_an_interrupted_real_run(tmp_path, tiny_npz):
 def test_memory_benchmark_quick_smoke(tmp_path):
     import subprocess
 
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments/benchmarks/memory.py"), "--depths", "26", "50",
-                           "--rounds", "1", "--batch", "2", "--size", "16", "--families", "hamiltonian",
-                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "experiments/benchmarks/memory.py"),
+            "--depths",
+            "26",
+            "50",
+            "--rounds",
+            "1",
+            "--batch",
+            "2",
+            "--size",
+            "16",
+            "--families",
+            "hamiltonian",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr
     res = json.loads((tmp_path / "memory.json").read_text())
     rows = res["rows"]

@@ -9,7 +9,14 @@ import torch
 import sdenet as sn
 from sdenet import fast
 
-LAWS = [sn.Gaussian(), sn.Uniform(), sn.Rademacher(), sn.ThreePoint(), sn.DropBernoulli(0.5), sn.DropBernoulli(0.8)]
+LAWS = [
+    sn.Gaussian(),
+    sn.Uniform(),
+    sn.Rademacher(),
+    sn.ThreePoint(),
+    sn.DropBernoulli(0.5),
+    sn.DropBernoulli(0.8),
+]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -34,8 +41,11 @@ def both(field, scheme, x0, seed=0, **grid):
 
 @pytest.mark.parametrize("law", LAWS, ids=repr)
 @pytest.mark.parametrize("noise", ["diagonal", "sample", "batch"])
-@pytest.mark.parametrize("coeffs", [(-0.7, 0.0, 0.0, 0.4), (0.3, 0.2, 0.5, 0.0), (-0.2, 0.1, 0.3, 0.6)],
-                         ids=["ou", "gbm+b", "affine"])
+@pytest.mark.parametrize(
+    "coeffs",
+    [(-0.7, 0.0, 0.0, 0.4), (0.3, 0.2, 0.5, 0.0), (-0.2, 0.1, 0.3, 0.6)],
+    ids=["ou", "gbm+b", "affine"],
+)
 def test_fast_path_equals_the_generic_path_with_the_same_generator(law, noise, coeffs):
     field = sn.LinearSDEField(*coeffs, noise=noise)
     # 20000 elements: above Rademacher's small-draw threshold for diagonal noise (bit unpacking)
@@ -62,8 +72,14 @@ def test_linear_field_integrates_ou_to_its_exact_scheme_moments():
     theta, sigma, dt, n = 1.0, 0.5, 0.1, 10
     field = sn.LinearSDEField(a=-theta, d=sigma)
     paths = 400_000
-    x = sn.integrate(field, sn.WeakEuler(sn.Rademacher()), torch.ones(paths, 1, dtype=torch.float64),
-                     dt=dt, steps=n, generator=torch.Generator().manual_seed(3))
+    x = sn.integrate(
+        field,
+        sn.WeakEuler(sn.Rademacher()),
+        torch.ones(paths, 1, dtype=torch.float64),
+        dt=dt,
+        steps=n,
+        generator=torch.Generator().manual_seed(3),
+    )
     a = 1 - theta * dt
     mean, var = a**n, sigma**2 * dt * (1 - a ** (2 * n)) / (1 - a * a)
     assert abs(x.mean().item() - mean) <= 5 * math.sqrt(var / paths)
@@ -77,11 +93,19 @@ def test_gradients_take_the_generic_path():
     xT = sn.integrate(field, sn.WeakEuler(sn.Uniform()), x0, t1=1.0, steps=10, generator=g)
     xT.sum().backward()
     assert x0.grad is not None and torch.isfinite(x0.grad).all()
+
     # the generic path's gradient equals a finite difference of the same (seeded) map
     def f(v):
         with torch.no_grad():
-            return sn.integrate(field, sn.WeakEuler(sn.Uniform()), v, t1=1.0, steps=10,
-                                generator=torch.Generator().manual_seed(0)).sum()
+            return sn.integrate(
+                field,
+                sn.WeakEuler(sn.Uniform()),
+                v,
+                t1=1.0,
+                steps=10,
+                generator=torch.Generator().manual_seed(0),
+            ).sum()
+
     h = 1e-6
     e = torch.zeros_like(x0)
     e[0, 0] = h
@@ -91,8 +115,14 @@ def test_gradients_take_the_generic_path():
     a = torch.nn.Parameter(torch.tensor(-0.5, dtype=torch.float64))
     field = sn.LinearSDEField(a=a, d=0.3)
     assert field.affine() is None and any(p is a for p in field.parameters())
-    x = sn.integrate(field, sn.WeakEuler(), torch.ones(4, 1, dtype=torch.float64), t1=1.0, steps=4,
-                     generator=torch.Generator().manual_seed(0))
+    x = sn.integrate(
+        field,
+        sn.WeakEuler(),
+        torch.ones(4, 1, dtype=torch.float64),
+        t1=1.0,
+        steps=4,
+        generator=torch.Generator().manual_seed(0),
+    )
     x.sum().backward()
     assert a.grad is not None
 
@@ -101,8 +131,12 @@ def test_fast_path_only_for_plain_weak_euler():
     field = sn.LinearSDEField(a=-0.5, d=0.3)
     x0 = torch.ones(10, 1, dtype=torch.float64)
     assert fast.fast_integrate(field, sn.StochasticLM(), x0, 0.0, 0.1, 3, None, "last") is None
-    assert fast.fast_integrate(sn.SDEField(lambda t, x: x, lambda t, x: x), sn.WeakEuler(), x0, 0.0, 0.1, 3,
-                               None, "last") is None
+    assert (
+        fast.fast_integrate(
+            sn.SDEField(lambda t, x: x, lambda t, x: x), sn.WeakEuler(), x0, 0.0, 0.1, 3, None, "last"
+        )
+        is None
+    )
     assert fast.fast_integrate(field, sn.WeakEuler(), x0, 0.0, 0.1, 3, None, "last") is not None
     with pytest.raises(ValueError, match="finite"):
         sn.LinearSDEField(a=float("nan"))

@@ -7,8 +7,19 @@ import pytest
 
 from sdenet.cli import main
 
-COMMANDS = [[], ["quickstart"], ["train"], ["eval"], ["refine"], ["plot"], ["models"], ["theory"],
-            ["weak"], ["weak", "check"], ["weak", "order"]]
+COMMANDS = [
+    [],
+    ["quickstart"],
+    ["train"],
+    ["eval"],
+    ["refine"],
+    ["plot"],
+    ["models"],
+    ["theory"],
+    ["weak"],
+    ["weak", "check"],
+    ["weak", "order"],
+]
 
 
 def _help(capsys, argv):

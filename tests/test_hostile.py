@@ -30,9 +30,22 @@ from pathlib import Path
 
 import pytest
 import torch
+from hostile import (
+    EVIL_MODULE,
+    TINY,
+    child,
+    child_cases,
+    copy_run,
+    diff,
+    edit_checkpoint,
+    edit_json,
+    lock_holder,
+    one_line,
+    rewrite_zip,
+    set_config,
+    snapshot,
+)
 
-from hostile import (EVIL_MODULE, TINY, child, child_cases, copy_run, diff, edit_checkpoint, edit_json,
-                     lock_holder, one_line, rewrite_zip, set_config, snapshot)
 from sdenet.cli import main
 
 
@@ -46,8 +59,7 @@ def _interrupted_run(out: Path, extra=()) -> Path:
     """A 2-epoch run stopped after epoch 1 (resumable): last.pt, best.pt, config.json, metrics."""
     os.environ["SDENET_FAULT"] = "interrupt@2"
     try:
-        code = main(["train", "--model", "tiny_resnet", "--epochs", "2", "--out", str(out), *TINY,
-                     *extra])
+        code = main(["train", "--model", "tiny_resnet", "--epochs", "2", "--out", str(out), *TINY, *extra])
     finally:
         del os.environ["SDENET_FAULT"]
     assert code == 130 and (out / "last.pt").is_file()
@@ -62,14 +74,27 @@ def base(tmp_path_factory):
     runs = {"run": _interrupted_run(b / "run")}
     os.environ["SDENET_FAULT"] = "interrupt@2"
     try:
-        code = main(["train", "--model", "tiny_resnet", "--multilevel", "1", "--refine", "2",
-                     "--epochs", "4", "--out", str(b / "ml"), *TINY])
+        code = main(
+            [
+                "train",
+                "--model",
+                "tiny_resnet",
+                "--multilevel",
+                "1",
+                "--refine",
+                "2",
+                "--epochs",
+                "4",
+                "--out",
+                str(b / "ml"),
+                *TINY,
+            ]
+        )
     finally:
         del os.environ["SDENET_FAULT"]
     assert code == 130 and (b / "ml" / "cycle0" / "last.pt").is_file()
     runs["ml"] = b / "ml"
-    assert main(["train", "--model", "tiny_resnet", "--epochs", "1", "--out", str(b / "done"),
-                 *TINY]) == 0
+    assert main(["train", "--model", "tiny_resnet", "--epochs", "1", "--out", str(b / "done"), *TINY]) == 0
     runs["done"] = b / "done"
     return runs
 
@@ -116,9 +141,11 @@ def _evil(root) -> Path:
 def test_a_user_module_named_by_a_file_is_never_imported(root, capsys, command):
     marker = _evil(root)
     set_config(root / "run", model="evilnet:make")
-    argv = {"resume": ["train", "--resume", root / "run"],
-            "eval": ["eval", root / "run"],
-            "refine": ["refine", root / "run", "--out", root / "outside" / "r.pt"]}[command]
+    argv = {
+        "resume": ["train", "--resume", root / "run"],
+        "eval": ["eval", root / "run"],
+        "refine": ["refine", root / "run", "--out", root / "outside" / "r.pt"],
+    }[command]
     line = refused(capsys, root, argv)
     assert "evilnet" in line and not marker.exists()
 
@@ -128,15 +155,32 @@ def test_a_warm_start_takes_only_weights_from_a_file_naming_a_user_module(root, 
     file names is never imported."""
     marker = _evil(root)
     set_config(root / "run", model="evilnet:make")
-    assert main(["train", "--model", "tiny_resnet", "--init", str(root / "run"), "--out",
-                 str(root / "new"), "--epochs", "1", *TINY]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "tiny_resnet",
+                "--init",
+                str(root / "run"),
+                "--out",
+                str(root / "new"),
+                "--epochs",
+                "1",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     assert not marker.exists() and "evilnet" not in sys.modules
 
 
 def test_a_plan_naming_a_user_module_is_refused_unless_the_command_line_names_it(root, capsys):
     marker = _evil(root)
-    edit_json(root / "ml" / "multilevel.json",
-              lambda d: (d.update(model="evilnet:make"), d["train"].update(model="evilnet:make")))
+    edit_json(
+        root / "ml" / "multilevel.json",
+        lambda d: (d.update(model="evilnet:make"), d["train"].update(model="evilnet:make")),
+    )
     refused(capsys, root, ["train", "--resume", root / "ml"], "--model evilnet:make")
     assert not marker.exists()
 
@@ -152,15 +196,18 @@ def test_a_plan_sub_folder_that_is_a_link_out_of_the_run_is_refused(root, capsys
     refused(capsys, root, ["train", "--resume", root / "ml"], "symbolic link")
 
 
-@pytest.mark.parametrize("mutate, needle", [
-    (lambda d: d.update(levels=10 ** 6), "levels"),
-    (lambda d: d["cycles"][0].update(epochs=10 ** 12), "epochs"),
-    (lambda d: d["cycles"][1].update(refine=1e300), "refine"),
-    (lambda d: d["train"].update(out="/tmp/elsewhere"), "unknown"),
-    (lambda d: d["train"].update(resume="/tmp/elsewhere"), "unknown"),
-    (lambda d: d.update(cycles="all"), "cycles"),
-    (lambda d: d.clear(), "format"),
-])
+@pytest.mark.parametrize(
+    "mutate, needle",
+    [
+        (lambda d: d.update(levels=10**6), "levels"),
+        (lambda d: d["cycles"][0].update(epochs=10**12), "epochs"),
+        (lambda d: d["cycles"][1].update(refine=1e300), "refine"),
+        (lambda d: d["train"].update(out="/tmp/elsewhere"), "unknown"),
+        (lambda d: d["train"].update(resume="/tmp/elsewhere"), "unknown"),
+        (lambda d: d.update(cycles="all"), "cycles"),
+        (lambda d: d.clear(), "format"),
+    ],
+)
 def test_a_malformed_plan_is_refused(root, capsys, mutate, needle):
     edit_json(root / "ml" / "multilevel.json", mutate)
     refused(capsys, root, ["train", "--resume", root / "ml"], needle)
@@ -185,8 +232,7 @@ def test_a_plan_does_not_turn_on_downloads(root, capsys, monkeypatch):
 
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
     monkeypatch.setenv("SDENET_DATA", str(root / "outside" / "nodata"))
-    edit_json(root / "ml" / "multilevel.json",
-              lambda d: d["train"].update(download=True, dataset="cifar10"))
+    edit_json(root / "ml" / "multilevel.json", lambda d: d["train"].update(download=True, dataset="cifar10"))
     set_config(root / "ml" / "cycle0", dataset="cifar10")
     line = refused(capsys, root, ["train", "--resume", root / "ml"])
     assert "download" in line.lower()
@@ -197,8 +243,9 @@ def test_a_plan_does_not_turn_on_downloads(root, capsys, monkeypatch):
 # ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["metrics.jsonl", ".lock", "best.pt", "config.json",
-                                  "metrics.json", ".config.json.tmp"])
+@pytest.mark.parametrize(
+    "name", ["metrics.jsonl", ".lock", "best.pt", "config.json", "metrics.json", ".config.json.tmp"]
+)
 def test_a_run_folder_holding_a_link_is_refused(root, capsys, name):
     target = root / "outside" / "precious.txt"
     path = root / "run" / name
@@ -220,14 +267,31 @@ def test_plot_into_a_folder_with_a_link_where_a_figure_goes_is_refused(root, cap
     refused(capsys, root, ["plot", root / "done"], "symbolic link")
 
 
-@pytest.mark.parametrize("kind", ["link-file", "link-dir", "device", "empty", "no-parent", "folder",
-                                  "run-checkpoint", "other-run-checkpoint"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "link-file",
+        "link-dir",
+        "device",
+        "empty",
+        "no-parent",
+        "folder",
+        "run-checkpoint",
+        "other-run-checkpoint",
+    ],
+)
 def test_refine_out_must_be_a_new_or_regular_file(root, capsys, kind):
     o = root / "outside"
-    out = {"link-file": o / "link.pt", "link-dir": o / "linkdir" / "x.pt", "device": os.devnull,
-           "empty": "", "no-parent": o / "missing" / "x.pt", "folder": o,
-           "run-checkpoint": root / "done" / "last.pt",
-           "other-run-checkpoint": root / "ml" / "cycle0" / "best.pt"}[kind]
+    out = {
+        "link-file": o / "link.pt",
+        "link-dir": o / "linkdir" / "x.pt",
+        "device": os.devnull,
+        "empty": "",
+        "no-parent": o / "missing" / "x.pt",
+        "folder": o,
+        "run-checkpoint": root / "done" / "last.pt",
+        "other-run-checkpoint": root / "ml" / "cycle0" / "best.pt",
+    }[kind]
     if kind == "link-file":
         out.symlink_to(o / "precious.txt")
     if kind == "link-dir":
@@ -241,13 +305,14 @@ def test_every_output_option_refuses_links_devices_and_empty_paths(root, capsys,
     o = root / "outside"
     folder = command != "weak"
     link = o / ("linkdir" if folder else "fig.png")
-    link.symlink_to(root / "done" if folder else o / "precious.txt",
-                    target_is_directory=folder)
+    link.symlink_to(root / "done" if folder else o / "precious.txt", target_is_directory=folder)
     out = {"link": link, "device": os.devnull, "empty": ""}[kind]
-    argv = {"train": ["train", "--model", "tiny_resnet", "--epochs", "1", *TINY, "--out", out],
-            "plot": ["plot", root / "done", "--out", out],
-            "theory": ["theory", "--items", "stability", "--quick", "--out", out],
-            "weak": ["weak", "check", "--law", "uniform", "--samples", "100", "--plot", out]}[command]
+    argv = {
+        "train": ["train", "--model", "tiny_resnet", "--epochs", "1", *TINY, "--out", out],
+        "plot": ["plot", root / "done", "--out", out],
+        "theory": ["theory", "--items", "stability", "--quick", "--out", out],
+        "weak": ["weak", "check", "--law", "uniform", "--samples", "100", "--plot", out],
+    }[command]
     if command == "theory":
         pytest.importorskip("theory")
     line = refused(capsys, root, argv)
@@ -263,25 +328,86 @@ def test_every_output_option_refuses_links_devices_and_empty_paths(root, capsys,
 #: process under RLIMIT_AS
 _SIZE_CASES = {
     "refine-factor": (None, lambda run, o: ["refine", run, "--factor", "1000000000", "--out", o / "x.pt"]),
-    "train-refine": (None, lambda run, o: ["train", "--model", "tiny_resnet", "--refine", "1000000000",
-                                           "--epochs", "1", "--out", o / "new", *TINY]),
-    "train-activations": (None, lambda run, o: ["train", "--model", "tiny_resnet", "--epochs", "1",
-                                                "--out", o / "new", "--dataset", "sample",
-                                                "--batch-size", "1000", "--refine", "64",
-                                                "--device", "cpu", "--quiet"]),
-    "train-multilevel": (None, lambda run, o: ["train", "--model", "tiny_resnet", "--multilevel",
-                                               "1000000", "--epochs", "1", "--out", o / "new", *TINY]),
-    "stored-refine": ({"model_overrides": {"refine": 10 ** 9}}, lambda run, o: ["train", "--resume", run]),
-    "stored-widths": ({"model_overrides": {"widths": [1 << 20] * 3}},
-                      lambda run, o: ["train", "--resume", run]),
-    "stored-classes": ({"num_classes": 10 ** 11},
-                       lambda run, o: ["refine", run, "--out", o / "x.pt", "--no-eval"]),
+    "train-refine": (
+        None,
+        lambda run, o: [
+            "train",
+            "--model",
+            "tiny_resnet",
+            "--refine",
+            "1000000000",
+            "--epochs",
+            "1",
+            "--out",
+            o / "new",
+            *TINY,
+        ],
+    ),
+    "train-activations": (
+        None,
+        lambda run, o: [
+            "train",
+            "--model",
+            "tiny_resnet",
+            "--epochs",
+            "1",
+            "--out",
+            o / "new",
+            "--dataset",
+            "sample",
+            "--batch-size",
+            "1000",
+            "--refine",
+            "64",
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+    ),
+    "train-multilevel": (
+        None,
+        lambda run, o: [
+            "train",
+            "--model",
+            "tiny_resnet",
+            "--multilevel",
+            "1000000",
+            "--epochs",
+            "1",
+            "--out",
+            o / "new",
+            *TINY,
+        ],
+    ),
+    "stored-refine": ({"model_overrides": {"refine": 10**9}}, lambda run, o: ["train", "--resume", run]),
+    "stored-widths": (
+        {"model_overrides": {"widths": [1 << 20] * 3}},
+        lambda run, o: ["train", "--resume", run],
+    ),
+    "stored-classes": (
+        {"num_classes": 10**11},
+        lambda run, o: ["refine", run, "--out", o / "x.pt", "--no-eval"],
+    ),
     "eval-overrides": ({"model_overrides": {"widths": [1 << 20] * 3}}, lambda run, o: ["eval", run]),
-    "refine-blocks": ({"model_overrides": {"blocks": [10 ** 8] * 3}},
-                      lambda run, o: ["refine", run, "--out", o / "x.pt", "--no-eval"]),
-    "init-stored": ({"model_overrides": {"refine": 10 ** 12}},
-                    lambda run, o: ["train", "--model", "tiny_resnet", "--init", run, "--epochs", "1",
-                                    "--out", o / "new", *TINY]),
+    "refine-blocks": (
+        {"model_overrides": {"blocks": [10**8] * 3}},
+        lambda run, o: ["refine", run, "--out", o / "x.pt", "--no-eval"],
+    ),
+    "init-stored": (
+        {"model_overrides": {"refine": 10**12}},
+        lambda run, o: [
+            "train",
+            "--model",
+            "tiny_resnet",
+            "--init",
+            run,
+            "--epochs",
+            "1",
+            "--out",
+            o / "new",
+            *TINY,
+        ],
+    ),
 }
 
 
@@ -290,7 +416,7 @@ def test_sizes_that_cannot_fit_are_refused_before_allocation(root):
     one refused with one line (exit 2) before anything is allocated, in a child process whose
     address space is limited (a failure cannot take the machine down)."""
     cases = []
-    for i, (name, (config, argv)) in enumerate(_SIZE_CASES.items()):
+    for i, (_name, (config, argv)) in enumerate(_SIZE_CASES.items()):
         run = root / f"run{i}"
         copy_run(root / "run", run)
         if config:
@@ -299,7 +425,7 @@ def test_sizes_that_cannot_fit_are_refused_before_allocation(root):
     before = snapshot(root)
     results = child_cases(cases, root)
     assert not diff(before, snapshot(root)), diff(before, snapshot(root))
-    for name, (code, err), argv in zip(_SIZE_CASES, results, cases):
+    for name, (code, err), _argv in zip(_SIZE_CASES, results, cases):
         line = one_line(code, err)
         assert "memory" in line or "bound" in line or "beyond" in line, (name, line)
 
@@ -343,15 +469,15 @@ def test_checkpoint_records_are_checked_before_they_are_inflated(root, capsys, v
             pkl = z.read(pkl_name)
         ops = list(pickletools.genops(pkl))
         # the first storage's numel: the int just before the first BINPERSID's TUPLE
-        for i, (op, arg, pos) in enumerate(ops):
+        for i, (op, _arg, _pos) in enumerate(ops):
             if op.name == "BINPERSID":
                 j = i - 1
                 while ops[j][0].name not in ("BININT1", "BININT2", "BININT", "LONG1"):
                     j -= 1
                 op2, arg2, pos2 = ops[j]
-                new = b"\x8a\x05" + (10 ** 12).to_bytes(5, "little")  # LONG1
+                new = b"\x8a\x05" + (10**12).to_bytes(5, "little")  # LONG1
                 size = {"BININT1": 2, "BININT2": 3, "BININT": 5}.get(op2.name, 2 + pkl[pos2 + 1])
-                pkl = pkl[:pos2] + new + pkl[pos2 + size:]
+                pkl = pkl[:pos2] + new + pkl[pos2 + size :]
                 break
         rewrite_zip(path, lambda n, d: (pkl if n == pkl_name else d, zipfile.ZIP_STORED))
         assert edit != path.read_bytes()
@@ -375,8 +501,20 @@ def _writers(root, target: Path) -> list:
     return [
         ["train", "--resume", target],
         ["train", "--model", "tiny_resnet", "--epochs", "1", "--out", target, *TINY],
-        ["train", "--model", "tiny_resnet", "--multilevel", "1", "--refine", "2", "--epochs", "2",
-         "--out", target, *TINY],
+        [
+            "train",
+            "--model",
+            "tiny_resnet",
+            "--multilevel",
+            "1",
+            "--refine",
+            "2",
+            "--epochs",
+            "2",
+            "--out",
+            target,
+            *TINY,
+        ],
         ["refine", root / "done", "--out", target / "refined.pt", "--no-eval"],
         ["plot", target],
         ["plot", root / "done", "--out", target],
@@ -427,8 +565,24 @@ def test_two_simultaneous_starts_exactly_one_proceeds(root, multilevel):
 def test_a_live_multilevel_run_survives_a_refused_resume_and_finishes(root):
     """The bug of issue 16: a refused resume deleted a live multilevel run's cycle files."""
     out = root / "live"
-    live = child(["train", "--model", "tiny_resnet", "--multilevel", "1", "--refine", "2", "--epochs", "60",
-                  "--out", str(out), *TINY], root, wait=False)
+    live = child(
+        [
+            "train",
+            "--model",
+            "tiny_resnet",
+            "--multilevel",
+            "1",
+            "--refine",
+            "2",
+            "--epochs",
+            "60",
+            "--out",
+            str(out),
+            *TINY,
+        ],
+        root,
+        wait=False,
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not (out / "cycle0" / "last.pt").exists():
@@ -451,17 +605,36 @@ def test_a_live_multilevel_run_survives_a_refused_resume_and_finishes(root):
 # ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key, value", [("model", "tiny_lm_resnet"),
-                                        ("model_overrides", {"refine": 2}),
-                                        ("num_classes", 100), ("dataset", "cifar100"),
-                                        ("seed", 7)])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("model", "tiny_lm_resnet"),
+        ("model_overrides", {"refine": 2}),
+        ("num_classes", 100),
+        ("dataset", "cifar100"),
+        ("seed", 7),
+    ],
+)
 @pytest.mark.parametrize("command", ["eval", "resume", "refine", "init"])
 def test_a_folder_whose_config_and_checkpoint_disagree_is_refused(root, capsys, key, value, command):
     edit_json(root / "run" / "config.json", lambda d: d.update({key: value}))
-    argv = {"eval": ["eval", root / "run"], "resume": ["train", "--resume", root / "run"],
-            "refine": ["refine", root / "run", "--out", root / "outside" / "r.pt"],
-            "init": ["train", "--model", "tiny_resnet", "--init", root / "run", "--out", root / "new",
-                     "--epochs", "1", *TINY]}[command]
+    argv = {
+        "eval": ["eval", root / "run"],
+        "resume": ["train", "--resume", root / "run"],
+        "refine": ["refine", root / "run", "--out", root / "outside" / "r.pt"],
+        "init": [
+            "train",
+            "--model",
+            "tiny_resnet",
+            "--init",
+            root / "run",
+            "--out",
+            root / "new",
+            "--epochs",
+            "1",
+            *TINY,
+        ],
+    }[command]
     line = refused(capsys, root, argv, "disagree")
     assert key in line
 
@@ -471,28 +644,44 @@ def test_a_folder_whose_config_and_checkpoint_disagree_is_refused(root, capsys, 
 # ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda c: c["config"].update(model_overrides=[1, 2]),
-    lambda c: c["config"].update(num_classes="ten"),
-    lambda c: c["config"].update(resolution=-3),
-    lambda c: c.update(config=["not", "a", "dict"]),
-    lambda c: c["config"].pop("model"),
-    lambda c: c["config"].update(model_overrides={"refine": "x"}),
-    lambda c: c["config"].update(model_overrides={"widths": None}),
-])
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda c: c["config"].update(model_overrides=[1, 2]),
+        lambda c: c["config"].update(num_classes="ten"),
+        lambda c: c["config"].update(resolution=-3),
+        lambda c: c.update(config=["not", "a", "dict"]),
+        lambda c: c["config"].pop("model"),
+        lambda c: c["config"].update(model_overrides={"refine": "x"}),
+        lambda c: c["config"].update(model_overrides={"widths": None}),
+    ],
+)
 @pytest.mark.parametrize("command", ["init", "refine"])
 def test_malformed_stored_configs_through_init_and_refine(root, capsys, mutate, command):
     path = root / "outside" / "ck.pt"
     path.write_bytes((root / "done" / "last.pt").read_bytes())
     edit_checkpoint(path, mutate)
-    argv = {"init": ["train", "--model", "tiny_resnet", "--init", path, "--out", root / "new",
-                     "--epochs", "1", *TINY],
-            "refine": ["refine", path, "--out", root / "outside" / "r.pt"]}[command]
+    argv = {
+        "init": [
+            "train",
+            "--model",
+            "tiny_resnet",
+            "--init",
+            path,
+            "--out",
+            root / "new",
+            "--epochs",
+            "1",
+            *TINY,
+        ],
+        "refine": ["refine", path, "--out", root / "outside" / "r.pt"],
+    }[command]
     refused(capsys, root, argv, str(path))
 
 
-@pytest.mark.parametrize("how, needle", [("nan", "nan or infinite"), ("inf", "nan or infinite"),
-                                         ("huge", "absurd")])
+@pytest.mark.parametrize(
+    "how, needle", [("nan", "nan or infinite"), ("inf", "nan or infinite"), ("huge", "absurd")]
+)
 def test_eval_says_so_instead_of_printing_a_number_for_broken_weights(root, capsys, how, needle):
     path = root / "outside" / "ck.pt"
     path.write_bytes((root / "done" / "last.pt").read_bytes())
@@ -510,25 +699,42 @@ def test_eval_says_so_instead_of_printing_a_number_for_broken_weights(root, caps
     assert needle in line.lower() and "%" not in line
 
 
-@pytest.mark.parametrize("flag, value", [("--lr", "1e300"), ("--momentum", "1e300"),
-                                         ("--weight-decay", "1e300"), ("--dt", "1e300"),
-                                         ("--seed", str(10 ** 30)), ("--lr", "1e-400")])
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--lr", "1e300"),
+        ("--momentum", "1e300"),
+        ("--weight-decay", "1e300"),
+        ("--dt", "1e300"),
+        ("--seed", str(10**30)),
+        ("--lr", "1e-400"),
+    ],
+)
 def test_numeric_flags_that_overflow_are_refused(root, capsys, flag, value):
-    refused(capsys, root, ["train", "--model", "tiny_resnet", "--epochs", "1", "--out", root / "new",
-                           *TINY, flag, value], flag.lstrip("-").replace("-", "_").split("_")[0])
+    refused(
+        capsys,
+        root,
+        ["train", "--model", "tiny_resnet", "--epochs", "1", "--out", root / "new", *TINY, flag, value],
+        flag.lstrip("-").replace("-", "_").split("_")[0],
+    )
 
 
-@pytest.mark.parametrize("source, line_no, needle", [
-    ("x = 1\ndef make(:\n    pass\n", 2, "SyntaxError"),
-    ("import math\n\nraise RuntimeError('no GPU here')\n", 3, "RuntimeError"),
-    ("x = 1\ny = 1 / 0\n", 2, "ZeroDivisionError"),
-])
-def test_a_user_module_that_fails_to_import_is_one_line_with_file_and_line(root, capsys, source,
-                                                                           line_no, needle):
-    name = f"broken_{abs(hash(source)) % 10 ** 8}"
+@pytest.mark.parametrize(
+    "source, line_no, needle",
+    [
+        ("x = 1\ndef make(:\n    pass\n", 2, "SyntaxError"),
+        ("import math\n\nraise RuntimeError('no GPU here')\n", 3, "RuntimeError"),
+        ("x = 1\ny = 1 / 0\n", 2, "ZeroDivisionError"),
+    ],
+)
+def test_a_user_module_that_fails_to_import_is_one_line_with_file_and_line(
+    root, capsys, source, line_no, needle
+):
+    name = f"broken_{abs(hash(source)) % 10**8}"
     (root / f"{name}.py").write_text(source)
-    line = refused(capsys, root, ["train", "--model", f"{name}:make", "--epochs", "1", "--out",
-                                  root / "new", *TINY])
+    line = refused(
+        capsys, root, ["train", "--model", f"{name}:make", "--epochs", "1", "--out", root / "new", *TINY]
+    )
     assert f"{name}.py:{line_no}" in line and needle in line
 
 
@@ -590,9 +796,18 @@ def test_the_python_api_refuses_what_the_command_refuses(root):
         (lambda: refine_checkpoint(root / "run", os.devnull), "device"),
         (lambda: plot_runs([root / "done"], log=None), "symbolic link"),
         (lambda: load_checkpoint(grown), "record"),
-        (lambda: train_multilevel(10 ** 6, model="tiny_resnet", out=root / "new"), "bound"),
-        (lambda: train(model="tiny_resnet", dataset="sample", overrides={"refine": 10 ** 9},
-                       out=str(root / "new"), device="cpu", quiet=True), "memory"),
+        (lambda: train_multilevel(10**6, model="tiny_resnet", out=root / "new"), "bound"),
+        (
+            lambda: train(
+                model="tiny_resnet",
+                dataset="sample",
+                overrides={"refine": 10**9},
+                out=str(root / "new"),
+                device="cpu",
+                quiet=True,
+            ),
+            "memory",
+        ),
     ]
     for call, needle in cases:
         with pytest.raises(ValueError, match=needle):
@@ -605,8 +820,10 @@ def test_links_above_a_user_given_folder_are_the_users_choice(root, capsys):
     link at the output itself or inside a run folder is not."""
     (root / "disk").mkdir()
     (root / "runs").symlink_to(root / "disk", target_is_directory=True)
-    assert main(["train", "--model", "tiny_resnet", "--epochs", "1", "--out", str(root / "runs" / "a"),
-                 *TINY]) == 0
+    assert (
+        main(["train", "--model", "tiny_resnet", "--epochs", "1", "--out", str(root / "runs" / "a"), *TINY])
+        == 0
+    )
     assert (root / "disk" / "a" / "last.pt").is_file()
     assert main(["plot", str(root / "done"), "--out", str(root / "runs" / "figs")]) == 0
     assert (root / "disk" / "figs" / "errors.png").is_file()

@@ -58,7 +58,8 @@ def _gradcheck_x0_and_weight(run, extra=None):
 
 
 @pytest.mark.parametrize(
-    "make_scheme", [lambda _: sn.Euler(), lambda _: sn.Heun(), lambda _: sn.NeumannEuler(terms=2)],
+    "make_scheme",
+    [lambda _: sn.Euler(), lambda _: sn.Heun(), lambda _: sn.NeumannEuler(terms=2)],
     ids=["euler", "heun", "neumann"],
 )
 def test_gradcheck_deterministic(make_scheme):
@@ -72,7 +73,9 @@ def test_gradcheck_linear_multistep_with_trainable_k():
     _gradcheck_x0_and_weight(run, k)
 
 
-@pytest.mark.parametrize("law", [sn.Gaussian(), sn.Uniform(), sn.Rademacher(), sn.DropBernoulli(0.7)], ids=repr)
+@pytest.mark.parametrize(
+    "law", [sn.Gaussian(), sn.Uniform(), sn.Rademacher(), sn.DropBernoulli(0.7)], ids=repr
+)
 @pytest.mark.parametrize("noise", ["diagonal", "sample"])
 def test_gradcheck_weak_euler_fixed_noise(law, noise):
     field = sn.SDEField(Drift(), lambda t, x: 0.3 * torch.sin(x) + 0.1, noise=noise)
@@ -82,8 +85,13 @@ def test_gradcheck_weak_euler_fixed_noise(law, noise):
 
 def test_gradcheck_stochastic_lm_fixed_noise():
     field = sn.SDEField(Drift(), lambda t, x: 0.2 * torch.cos(x), noise="sample")
-    run = Run(field, lambda g: sn.StochasticLM(g=g, law=sn.DropBernoulli(0.8)), make_generator=lambda: gen(1),
-              steps=4, dt=1.0)
+    run = Run(
+        field,
+        lambda g: sn.StochasticLM(g=g, law=sn.DropBernoulli(0.8)),
+        make_generator=lambda: gen(1),
+        steps=4,
+        dt=1.0,
+    )
     g = torch.tensor([-0.2, 0.1, 0.0], dtype=F64, requires_grad=True)
     _gradcheck_x0_and_weight(run, g)
 
@@ -102,9 +110,16 @@ def test_gradients_reach_x0_parameters_and_k():
 
 
 @pytest.mark.parametrize(
-    "scheme", [sn.WeakEuler(sn.Gaussian()), sn.WeakEuler(sn.Uniform()), sn.WeakEuler(sn.Rademacher()),
-               sn.WeakEuler(sn.ThreePoint()), sn.WeakEuler(sn.DropBernoulli(0.6)), sn.EulerMaruyama(),
-               sn.StochasticLM(g=-0.1, law=sn.Rademacher())],
+    "scheme",
+    [
+        sn.WeakEuler(sn.Gaussian()),
+        sn.WeakEuler(sn.Uniform()),
+        sn.WeakEuler(sn.Rademacher()),
+        sn.WeakEuler(sn.ThreePoint()),
+        sn.WeakEuler(sn.DropBernoulli(0.6)),
+        sn.EulerMaruyama(),
+        sn.StochasticLM(g=-0.1, law=sn.Rademacher()),
+    ],
     ids=repr,
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -147,7 +162,9 @@ def test_sample_noise_moves_each_sample_together(law):
 @pytest.mark.parametrize("law", [sn.Gaussian(), sn.Uniform(), sn.Rademacher()], ids=repr)
 def test_batch_noise_moves_whole_batch_together(law):
     x0 = torch.zeros(40, 3, dtype=F64)
-    x = sn.integrate(_pure_noise("batch"), sn.WeakEuler(law), x0, t1=1.0, steps=10, generator=gen(2), save="all")
+    x = sn.integrate(
+        _pure_noise("batch"), sn.WeakEuler(law), x0, t1=1.0, steps=10, generator=gen(2), save="all"
+    )
     flat = x.reshape(11, -1)
     assert torch.equal(flat, flat[:, :1].expand_as(flat))
     assert (flat[1:, 0] != flat[:-1, 0]).all()  # but moves at every step
@@ -155,7 +172,9 @@ def test_batch_noise_moves_whole_batch_together(law):
 
 def test_diagonal_noise_moves_each_element():
     x0 = torch.zeros(40, 3, dtype=F64)
-    x = sn.integrate(_pure_noise("diagonal"), sn.WeakEuler(sn.Gaussian()), x0, t1=1.0, steps=10, generator=gen(3))
+    x = sn.integrate(
+        _pure_noise("diagonal"), sn.WeakEuler(sn.Gaussian()), x0, t1=1.0, steps=10, generator=gen(3)
+    )
     assert x.unique().numel() == x.numel()
 
 
@@ -164,11 +183,19 @@ def test_sample_noise_with_drop_keeps_or_drops_whole_samples():
     p = 0.6
     f = lambda x: torch.ones_like(x)  # noqa: E731
     field = sn.SDEField(lambda t, x: p * f(x), lambda t, x: math.sqrt(p * (1 - p)) * f(x), noise="sample")
-    x = sn.integrate(field, sn.WeakEuler(sn.DropBernoulli(p)), torch.zeros(200, 4, dtype=F64), steps=1, dt=1.0,
-                     generator=gen(4))
+    x = sn.integrate(
+        field,
+        sn.WeakEuler(sn.DropBernoulli(p)),
+        torch.zeros(200, 4, dtype=F64),
+        steps=1,
+        dt=1.0,
+        generator=gen(4),
+    )
     assert torch.allclose(x, x[:, :1].expand_as(x))
     kept = x[:, 0]
-    assert (torch.isclose(kept, torch.zeros_like(kept), atol=1e-12) | torch.isclose(kept, torch.ones_like(kept))).all()
+    assert (
+        torch.isclose(kept, torch.zeros_like(kept), atol=1e-12) | torch.isclose(kept, torch.ones_like(kept))
+    ).all()
 
 
 # ------------------------------------------------------------------ grid and saving
@@ -301,7 +328,12 @@ X0 = torch.ones(3, 2)
         (COUPLED, sn.CoupledEuler(), (X0,), r"x0 = \(x, y\)"),
         (COUPLED, sn.CoupledEuler(), (X0, X0, X0), r"x0 = \(x, y\)"),
         (COUPLED, sn.CoupledEuler(), (X0, 1.0), r"x0 = \(x, y\)"),
-        (COUPLED, sn.CoupledEuler(), (X0, torch.ones(3, 2, dtype=torch.int32)), r"x0\[1\] \(y\) must be a floating"),
+        (
+            COUPLED,
+            sn.CoupledEuler(),
+            (X0, torch.ones(3, 2, dtype=torch.int32)),
+            r"x0\[1\] \(y\) must be a floating",
+        ),
         (COUPLED, sn.CoupledEuler(), (torch.tensor(1.0), X0), r"x0\[0\] \(x\) must have a batch dimension"),
     ],
 )
@@ -348,11 +380,27 @@ def test_throughput_benchmark_smoke(tmp_path):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "bench"
-    rc = bench.main(["--paths", "1", "20000", "--steps", "3", "--repeats", "1", "--repeats-small", "1",
-                     "--no-torchsde", "--out", str(out)])
+    rc = bench.main(
+        [
+            "--paths",
+            "1",
+            "20000",
+            "--steps",
+            "3",
+            "--repeats",
+            "1",
+            "--repeats-small",
+            "1",
+            "--no-torchsde",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     res = json.loads(out.with_suffix(".json").read_text())
-    assert {(r["paths"], r["law"]) for r in res["rows"]} == {(p, law) for p in (1, 20000) for law in bench.LAWS}
+    assert {(r["paths"], r["law"]) for r in res["rows"]} == {
+        (p, law) for p in (1, 20000) for law in bench.LAWS
+    }
     assert all(r["sdenet_s"] > 0 and r["plain_s"] > 0 for r in res["rows"])
     assert res["hardware"]["logical_cores"] >= 1 and len(res["load_average_before"]) == 3
     assert "| 20,000 | rademacher |" in out.with_suffix(".md").read_text()

@@ -12,7 +12,14 @@ import torch
 import sdenet as sn
 from sdenet.laws import random_bits
 
-LAWS = [sn.Gaussian(), sn.Uniform(), sn.Rademacher(), sn.ThreePoint(), sn.DropBernoulli(0.5), sn.DropBernoulli(0.8)]
+LAWS = [
+    sn.Gaussian(),
+    sn.Uniform(),
+    sn.Rademacher(),
+    sn.ThreePoint(),
+    sn.DropBernoulli(0.5),
+    sn.DropBernoulli(0.8),
+]
 IDS = [repr(law) for law in LAWS]
 
 
@@ -210,9 +217,16 @@ def test_bad_dt_raises_naming_it(law, dt):
 
 @pytest.mark.parametrize(
     "name, cls",
-    [("gaussian", sn.Gaussian), ("normal", sn.Gaussian), ("Uniform", sn.Uniform), ("rademacher", sn.Rademacher),
-     ("three-point", sn.ThreePoint), ("threepoint", sn.ThreePoint), ("drop", sn.DropBernoulli),
-     ("bernoulli", sn.DropBernoulli)],
+    [
+        ("gaussian", sn.Gaussian),
+        ("normal", sn.Gaussian),
+        ("Uniform", sn.Uniform),
+        ("rademacher", sn.Rademacher),
+        ("three-point", sn.ThreePoint),
+        ("threepoint", sn.ThreePoint),
+        ("drop", sn.DropBernoulli),
+        ("bernoulli", sn.DropBernoulli),
+    ],
 )
 def test_get_law_names(name, cls):
     assert type(sn.get_law(name)) is cls

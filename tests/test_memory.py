@@ -13,12 +13,18 @@ from sdenet.nn.reversible import AntisymmetricPair
 
 # (model, overrides) small enough for a quick float64 check; every family of the registry
 FAMILIES = {
-    "tiny_resnet": {}, "resnet20": {"widths": (4, 8, 8), "blocks": (2, 2, 2), "stem_width": 4},
-    "tiny_lm_resnet": {}, "tiny_sd_resnet": {}, "tiny_lm_sd_resnet": {}, "tiny_shake_shake": {},
+    "tiny_resnet": {},
+    "resnet20": {"widths": (4, 8, 8), "blocks": (2, 2, 2), "stem_width": 4},
+    "tiny_lm_resnet": {},
+    "tiny_sd_resnet": {},
+    "tiny_lm_sd_resnet": {},
+    "tiny_shake_shake": {},
     "polynet": {"widths": (4, 8, 8), "blocks": (2, 2, 2), "stem_width": 4},
     "fractalnet": {"widths": (4, 8, 8), "blocks": (3, 3, 3), "stem_width": 4},
     "revnet": {"widths": (8, 16, 16), "blocks": (2, 2, 3), "stem_width": 8},
-    "tiny_hamiltonian": {}, "tiny_midpoint": {}, "tiny_leapfrog": {},
+    "tiny_hamiltonian": {},
+    "tiny_midpoint": {},
+    "tiny_leapfrog": {},
 }
 INVERTIBLE = {"revnet", "tiny_hamiltonian", "tiny_midpoint", "tiny_leapfrog"}
 
@@ -67,9 +73,17 @@ def test_reversible_gradients_equal_store_float64(name):
     assert _compare(name, "reversible", torch.float64) <= 1e-10
 
 
-@pytest.mark.parametrize("name, mode", [("tiny_hamiltonian", "reversible"), ("tiny_midpoint", "reversible"),
-                                        ("revnet", "reversible"), ("tiny_sd_resnet", "checkpoint"),
-                                        ("tiny_lm_resnet", "checkpoint"), ("tiny_leapfrog", "checkpoint")])
+@pytest.mark.parametrize(
+    "name, mode",
+    [
+        ("tiny_hamiltonian", "reversible"),
+        ("tiny_midpoint", "reversible"),
+        ("revnet", "reversible"),
+        ("tiny_sd_resnet", "checkpoint"),
+        ("tiny_lm_resnet", "checkpoint"),
+        ("tiny_leapfrog", "checkpoint"),
+    ],
+)
 def test_gradients_equal_store_float32(name, mode):
     assert _compare(name, mode, torch.float32) <= 1e-4
 
@@ -141,7 +155,9 @@ def test_checkpoint_replays_the_forward_increments():
 def _stage(kind, n, c=8):
     torch.manual_seed(0)
     if kind == "hamiltonian":
-        field = HamiltonianBlockField([TiedBlock(c // 2) for _ in range(n)], [TiedBlock(c // 2) for _ in range(n)])
+        field = HamiltonianBlockField(
+            [TiedBlock(c // 2) for _ in range(n)], [TiedBlock(c // 2) for _ in range(n)]
+        )
         return Stage(field, sn.Hamiltonian())
     scheme = sn.Midpoint() if kind == "midpoint" else sn.Leapfrog()
     return Stage(sn.nn.BlockField([AntisymmetricPair(c) for _ in range(n)], 0.1), scheme)

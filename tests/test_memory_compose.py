@@ -13,15 +13,21 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from test_train import clean  # noqa: F401 (fixture)
 
 import sdenet as sn
 import sdenet.models as M
 from sdenet.nn import HamiltonianBlockField, Stage, TiedBlock, set_memory
 from sdenet.nn.memory import reconstruction_drift
-from test_train import clean  # noqa: F401 (fixture)
 
-CASES = [("tiny_hamiltonian", "reversible"), ("tiny_midpoint", "reversible"), ("tiny_leapfrog", "reversible"),
-         ("revnet", "reversible"), ("tiny_hamiltonian", "checkpoint"), ("tiny_lm_resnet", "checkpoint")]
+CASES = [
+    ("tiny_hamiltonian", "reversible"),
+    ("tiny_midpoint", "reversible"),
+    ("tiny_leapfrog", "reversible"),
+    ("revnet", "reversible"),
+    ("tiny_hamiltonian", "checkpoint"),
+    ("tiny_lm_resnet", "checkpoint"),
+]
 SMALL = {"revnet": {"widths": (8, 16, 16), "blocks": (2, 2, 3), "stem_width": 8}}
 
 
@@ -89,7 +95,9 @@ def test_gradient_accumulation_over_two_backward_passes(name, mode):
 
 def _hamiltonian_stage(n=12, c=8):
     torch.manual_seed(0)
-    field = HamiltonianBlockField([TiedBlock(c // 2) for _ in range(n)], [TiedBlock(c // 2) for _ in range(n)])
+    field = HamiltonianBlockField(
+        [TiedBlock(c // 2) for _ in range(n)], [TiedBlock(c // 2) for _ in range(n)]
+    )
     return Stage(field, sn.Hamiltonian())
 
 
@@ -135,8 +143,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-DDP_MODES = [("tiny_hamiltonian", "store"), ("tiny_hamiltonian", "reversible"), ("tiny_hamiltonian", "checkpoint"),
-             ("tiny_midpoint", "reversible"), ("tiny_lm_resnet", "checkpoint")]
+DDP_MODES = [
+    ("tiny_hamiltonian", "store"),
+    ("tiny_hamiltonian", "reversible"),
+    ("tiny_hamiltonian", "checkpoint"),
+    ("tiny_midpoint", "reversible"),
+    ("tiny_lm_resnet", "checkpoint"),
+]
 GLOBAL_BATCH, STEPS = 8, 3
 
 
@@ -155,7 +168,7 @@ def _train(name, mode, rank, world, ddp):
     per = GLOBAL_BATCH // world
     for step in range(STEPS):
         x, y = _batch(n=GLOBAL_BATCH, seed=10 + step)
-        x, y = x[rank * per:(rank + 1) * per], y[rank * per:(rank + 1) * per]
+        x, y = x[rank * per : (rank + 1) * per], y[rank * per : (rank + 1) * per]
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
         opt.step()
@@ -200,16 +213,32 @@ def test_ddp_store_reversible_checkpoint_agree_across_ranks_and_with_one_process
 def _loop_worker(rank, world, port, data, tmp, memory):
     from sdenet.train import loop
 
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     os.environ.pop("SDENET_FAULT", None)
     torch.set_num_threads(1)
 
     def save(info):
         torch.save(info["model"].state_dict(), os.path.join(tmp, f"{memory}{info['rank']}.pt"))
 
-    loop.train(model="tiny_hamiltonian", dataset=data, epochs=1, batch_size=16, lr=0.05, seed=5, device="cpu",
-               quiet=True, out=os.path.join(tmp, f"run-{memory}"), overrides={"memory": memory}, callback=save)
+    loop.train(
+        model="tiny_hamiltonian",
+        dataset=data,
+        epochs=1,
+        batch_size=16,
+        lr=0.05,
+        seed=5,
+        device="cpu",
+        quiet=True,
+        out=os.path.join(tmp, f"run-{memory}"),
+        overrides={"memory": memory},
+        callback=save,
+    )
 
 
 @pytest.mark.slow
@@ -282,29 +311,69 @@ def test_plain_arithmetic_through_create_and_the_train_command(clean, tmp_path, 
     with it, and without --memory reversible the flag is a one-line usage error."""
     import json
 
-    from sdenet.cli import main
     from test_train import tiny_npz
+
+    from sdenet.cli import main
 
     net = M.create("tiny_hamiltonian", memory="reversible", memory_exact=False)
     stages = [s for s in net.modules() if isinstance(s, Stage) and s.memory == "reversible"]
     assert stages and all(s.memory_exact is False for s in stages)
     again = M.create(net.name, **{k: net.config[k] for k in ("memory", "memory_exact")})
-    assert all(s.memory_exact is False for s in again.modules() if isinstance(s, Stage) and s.memory == "reversible")
+    assert all(
+        s.memory_exact is False for s in again.modules() if isinstance(s, Stage) and s.memory == "reversible"
+    )
     assert "memory_exact" not in M.create("tiny_hamiltonian", memory="reversible").config
     with pytest.raises(ValueError, match="exact must be True or False"):
         M.create("tiny_hamiltonian", memory="reversible", memory_exact=0)
     data = tiny_npz(tmp_path / "tiny.npz")
     out = tmp_path / "run"
-    code = main(["train", "--model", "tiny_hamiltonian", "--memory", "reversible", "--reversible-arithmetic", "plain",
-                 "--dataset", data, "--epochs", "1", "--batch-size", "16", "--device", "cpu", "--quiet",
-                 "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--model",
+            "tiny_hamiltonian",
+            "--memory",
+            "reversible",
+            "--reversible-arithmetic",
+            "plain",
+            "--dataset",
+            data,
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     assert '"memory_exact": false' in (out / "config.json").read_text()
     capsys.readouterr()
-    code = main(["train", "--model", "tiny_hamiltonian", "--reversible-arithmetic", "plain", "--dataset", data,
-                 "--epochs", "1", "--device", "cpu", "--quiet", "--out", str(tmp_path / "bad")])
+    code = main(
+        [
+            "train",
+            "--model",
+            "tiny_hamiltonian",
+            "--reversible-arithmetic",
+            "plain",
+            "--dataset",
+            data,
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--out",
+            str(tmp_path / "bad"),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "needs --memory reversible" in err[0] and err[0].startswith("sdenet")
+    assert (
+        code == 2 and len(err) == 1 and "needs --memory reversible" in err[0] and err[0].startswith("sdenet")
+    )
     json.loads((out / "config.json").read_text())
 
 

@@ -13,11 +13,30 @@ REQUIRED = (
     [f"resnet{d}" for d in (20, 32, 44, 56, 110)]
     + [f"preact_resnet{d}" for d in (20, 32, 44, 56, 110, 164)]
     + [f"lm_resnet{d}" for d in (20, 32, 44, 56, 110, 164)]
-    + ["resnext29_8x64d", "resnext29_16x64d", "lm_resnext29_8x64d", "lm_resnext29_16x64d",
-       "sd_resnet56", "sd_resnet110", "lm_sd_resnet56", "lm_sd_resnet110",
-       "shake_shake26_2x32d", "shake_shake26_2x96d", "polynet", "fractalnet", "revnet",
-       "resnet50", "resnet101", "lm_resnet50", "lm_resnet101",
-       "tiny_resnet", "tiny_lm_resnet", "tiny_sd_resnet", "tiny_lm_sd_resnet", "tiny_shake_shake"]
+    + [
+        "resnext29_8x64d",
+        "resnext29_16x64d",
+        "lm_resnext29_8x64d",
+        "lm_resnext29_16x64d",
+        "sd_resnet56",
+        "sd_resnet110",
+        "lm_sd_resnet56",
+        "lm_sd_resnet110",
+        "shake_shake26_2x32d",
+        "shake_shake26_2x96d",
+        "polynet",
+        "fractalnet",
+        "revnet",
+        "resnet50",
+        "resnet101",
+        "lm_resnet50",
+        "lm_resnet101",
+        "tiny_resnet",
+        "tiny_lm_resnet",
+        "tiny_sd_resnet",
+        "tiny_lm_sd_resnet",
+        "tiny_shake_shake",
+    ]
 )
 
 
@@ -28,7 +47,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
 
 
 def test_registry_has_every_required_name():
@@ -72,7 +90,9 @@ def test_forward_backward(name):
     assert bool(model.lm_coefficients()) == (i["scheme"] in ("lm", "stochastic_lm"))
 
 
-@pytest.mark.parametrize("name", ["tiny_resnet", "preact_resnet20", "resnet20", "sd_resnet56", "polynet", "revnet"])
+@pytest.mark.parametrize(
+    "name", ["tiny_resnet", "preact_resnet20", "resnet20", "sd_resnet56", "polynet", "revnet"]
+)
 def test_registered_default_model_runs(name):
     model = M.create(name)
     out = model(torch.randn(2, 3, 32, 32))
@@ -84,12 +104,22 @@ def test_registered_default_model_runs(name):
 
 # paper (Table 2) / original papers; ResNeXt on CIFAR-100, ResNet-50/101 on ImageNet
 COUNTS = [
-    ("resnet20", 10, 0.27e6), ("resnet32", 10, 0.46e6), ("resnet44", 10, 0.66e6), ("resnet56", 10, 0.85e6),
-    ("resnet110", 10, 1.7e6), ("preact_resnet20", 10, 0.27e6), ("preact_resnet110", 10, 1.7e6),
-    ("preact_resnet164", 10, 1.7e6), ("lm_resnet56", 10, 0.85e6), ("sd_resnet110", 10, 1.7e6),
-    ("resnext29_8x64d", 100, 34.4e6), ("resnext29_16x64d", 100, 68.1e6),
-    ("shake_shake26_2x32d", 10, 2.9e6), ("shake_shake26_2x96d", 10, 26.2e6),
-    ("resnet50", 1000, 25.6e6), ("resnet101", 1000, 44.5e6),
+    ("resnet20", 10, 0.27e6),
+    ("resnet32", 10, 0.46e6),
+    ("resnet44", 10, 0.66e6),
+    ("resnet56", 10, 0.85e6),
+    ("resnet110", 10, 1.7e6),
+    ("preact_resnet20", 10, 0.27e6),
+    ("preact_resnet110", 10, 1.7e6),
+    ("preact_resnet164", 10, 1.7e6),
+    ("lm_resnet56", 10, 0.85e6),
+    ("sd_resnet110", 10, 1.7e6),
+    ("resnext29_8x64d", 100, 34.4e6),
+    ("resnext29_16x64d", 100, 68.1e6),
+    ("shake_shake26_2x32d", 10, 2.9e6),
+    ("shake_shake26_2x96d", 10, 26.2e6),
+    ("resnet50", 1000, 25.6e6),
+    ("resnet101", 1000, 44.5e6),
 ]
 
 
@@ -99,15 +129,24 @@ def test_parameter_counts_match_papers(name, classes, expected):
     assert abs(got / expected - 1) < 0.02, (name, got)
 
 
-@pytest.mark.parametrize("base,lm", [("preact_resnet56", "lm_resnet56"), ("preact_resnet164", "lm_resnet164"),
-                                     ("resnext29_8x64d", "lm_resnext29_8x64d"), ("resnet50", "lm_resnet50"),
-                                     ("sd_resnet110", "lm_sd_resnet110")])
+@pytest.mark.parametrize(
+    "base,lm",
+    [
+        ("preact_resnet56", "lm_resnet56"),
+        ("preact_resnet164", "lm_resnet164"),
+        ("resnext29_8x64d", "lm_resnext29_8x64d"),
+        ("resnet50", "lm_resnet50"),
+        ("sd_resnet110", "lm_sd_resnet110"),
+    ],
+)
 def test_lm_adds_one_parameter_per_stage_block(base, lm):
     # one coefficient per block of each ODE stage; transitions sit outside the ODE
     with torch.device("meta"):
         m = M.create(base)
     extra = sum(layer.stage.steps for layer in m.layers if layer.stage is not None)
-    assert extra == sum(REGISTRY[base]["cfg"]["blocks"]) - sum(layer.transition is not None for layer in m.layers)
+    assert extra == sum(REGISTRY[base]["cfg"]["blocks"]) - sum(
+        layer.transition is not None for layer in m.layers
+    )
     assert M.count_params(lm) - M.count_params(base) == extra
 
 
@@ -115,7 +154,13 @@ def test_info_matches_built_model_and_counts_are_cached():
     i = M.info("tiny_lm_resnet")
     built = M.create("tiny_lm_resnet")
     assert i["params"] == sum(p.numel() for p in built.parameters())
-    assert i == {"name": "tiny_lm_resnet", "params": i["params"], "dataset": "cifar", "scheme": "lm", "law": None}
+    assert i == {
+        "name": "tiny_lm_resnet",
+        "params": i["params"],
+        "dataset": "cifar",
+        "scheme": "lm",
+        "law": None,
+    }
     assert M.info("sd_resnet56")["law"] == "drop" and M.info("shake_shake26_2x32d")["law"] == "uniform"
     assert M.info("resnet50")["dataset"] == "imagenet"
 
@@ -140,7 +185,11 @@ def test_dt_scales_the_network():
 def test_stochastic_overrides():
     m = M.create("sd_resnet110", p_L=0.2, mode="batch")
     rows = m.weak_report()
-    assert len(rows) == 54 and rows[-1]["p"] == pytest.approx(0.2) and rows[0]["p"] == pytest.approx(1 - 0.8 / 54)
+    assert (
+        len(rows) == 54
+        and rows[-1]["p"] == pytest.approx(0.2)
+        and rows[0]["p"] == pytest.approx(1 - 0.8 / 54)
+    )
     assert all(s.field.noise == "batch" for s in m.modules() if hasattr(s, "field") and s.field.noise)
     lm = M.create("tiny_lm_resnet", k_init=(-0.3, -0.2), per_channel=True)
     vals = [v for ks in lm.lm_coefficients().values() for v in ks]
@@ -149,22 +198,25 @@ def test_stochastic_overrides():
     assert sh(torch.randn(2, 3, 16, 16)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("name,kw,match", [
-    ("resnet_20", {}, "unknown model"),
-    ("resnet20", {"p_L": 0.5}, "unknown override"),
-    ("sd_resnet56", {"p_L": 0.0}, "p_L"),
-    ("sd_resnet56", {"p_L": 1.5}, "p_L"),
-    ("sd_resnet56", {"mode": "pixel"}, "mode"),
-    ("tiny_resnet", {"dt": -1.0}, "dt"),
-    ("tiny_resnet", {"dt": "x"}, "dt"),
-    ("tiny_resnet", {"widths": (8, 16)}, "widths"),
-    ("tiny_resnet", {"blocks": (2, 0, 2)}, "blocks"),
-    ("tiny_lm_resnet", {"k_init": (0.1, -0.1)}, "k_init"),
-    ("tiny_lm_resnet", {"per_channel": "yes"}, "per_channel"),
-    ("tiny_shake_shake", {"backward": "wild"}, "backward"),
-    ("fractalnet", {"blocks": (2, 2, 2)}, "Heun"),
-    ("tiny_resnet", {"num_classes": 0}, "num_classes"),
-])
+@pytest.mark.parametrize(
+    "name,kw,match",
+    [
+        ("resnet_20", {}, "unknown model"),
+        ("resnet20", {"p_L": 0.5}, "unknown override"),
+        ("sd_resnet56", {"p_L": 0.0}, "p_L"),
+        ("sd_resnet56", {"p_L": 1.5}, "p_L"),
+        ("sd_resnet56", {"mode": "pixel"}, "mode"),
+        ("tiny_resnet", {"dt": -1.0}, "dt"),
+        ("tiny_resnet", {"dt": "x"}, "dt"),
+        ("tiny_resnet", {"widths": (8, 16)}, "widths"),
+        ("tiny_resnet", {"blocks": (2, 0, 2)}, "blocks"),
+        ("tiny_lm_resnet", {"k_init": (0.1, -0.1)}, "k_init"),
+        ("tiny_lm_resnet", {"per_channel": "yes"}, "per_channel"),
+        ("tiny_shake_shake", {"backward": "wild"}, "backward"),
+        ("fractalnet", {"blocks": (2, 2, 2)}, "Heun"),
+        ("tiny_resnet", {"num_classes": 0}, "num_classes"),
+    ],
+)
 def test_bad_names_and_arguments_raise_clear_errors(name, kw, match):
     with pytest.raises(ValueError, match=match):
         M.create(name, **kw)

@@ -6,17 +6,30 @@ import json
 
 import pytest
 import torch
+from test_train import clean  # noqa: F401 (fixture)
 
 import sdenet.models as M
 from sdenet.cli import main
 from sdenet.nn import refine
 from sdenet.train import checkpoint as ck
 from sdenet.train.multilevel import prolong_momentum, resume_multilevel, train_multilevel
-from test_train import clean  # noqa: F401 (fixture)
 
 SMALL = dict(dataset="sample", limit_train=32, limit_test=16, batch_size=32, device="cpu", quiet=True, seed=3)
-SMALL_CLI = ["--dataset", "sample", "--limit-train", "64", "--limit-test", "32", "--batch-size", "32",
-             "--device", "cpu", "--quiet", "--threads", "1"]
+SMALL_CLI = [
+    "--dataset",
+    "sample",
+    "--limit-train",
+    "64",
+    "--limit-test",
+    "32",
+    "--batch-size",
+    "32",
+    "--device",
+    "cpu",
+    "--quiet",
+    "--threads",
+    "1",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -53,8 +66,17 @@ def _interrupted_then_resumed(path):
 def test_multilevel_two_cycles_writes_every_output_and_resumes(clean, tmp_path):
     d = tmp_path / "cut"
     resumed = _interrupted_then_resumed(d)
-    for name in ("config.json", "metrics.jsonl", "last.pt", "best.pt", "metrics.json", "multilevel.json",
-                 "cycle0/last.pt", "cycle1/init.pt", "cycle1/last.pt"):
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "last.pt",
+        "best.pt",
+        "metrics.json",
+        "multilevel.json",
+        "cycle0/last.pt",
+        "cycle1/init.pt",
+        "cycle1/last.pt",
+    ):
         assert (d / name).is_file(), name
     lines = [json.loads(s) for s in (d / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in lines] == [1, 2, 3] and [m["cycle"] for m in lines] == [0, 1, 1]
@@ -84,7 +106,9 @@ def test_multilevel_errors(clean, tmp_path, capsys):
     with pytest.raises(ValueError, match="impossible"):
         train_multilevel(1, model="tiny_resnet", epochs=2, out=tmp_path / "x", **SMALL)
     with pytest.raises(ValueError, match="at least 3 epochs"):
-        train_multilevel(2, model="tiny_resnet", epochs=2, overrides={"refine": 4}, out=tmp_path / "y", **SMALL)
+        train_multilevel(
+            2, model="tiny_resnet", epochs=2, overrides={"refine": 4}, out=tmp_path / "y", **SMALL
+        )
     with pytest.raises(ValueError, match="levels"):
         train_multilevel(0, model="tiny_resnet", epochs=2, **SMALL)
     code = main(["train", "--model", "tiny_resnet", "--multilevel", "0", *SMALL_CLI])
@@ -105,8 +129,25 @@ def test_prolong_momentum_follows_the_weights():
 
 def test_cli_train_refine_then_refine_checkpoint_and_eval(clean, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--model", "tiny_sd_resnet", "--refine", "2", "--p-schedule", "sqrt", "--epochs", "1",
-                 "--out", str(run), *SMALL_CLI]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "tiny_sd_resnet",
+                "--refine",
+                "2",
+                "--p-schedule",
+                "sqrt",
+                "--epochs",
+                "1",
+                "--out",
+                str(run),
+                *SMALL_CLI,
+            ]
+        )
+        == 0
+    )
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["model_overrides"] == {"refine": 2, "p_schedule": "sqrt"} and cfg["dt"] == 0.5
     capsys.readouterr()
@@ -128,14 +169,44 @@ def test_cli_train_refine_then_refine_checkpoint_and_eval(clean, tmp_path, capsy
 def test_cli_refine_reports_condition_5_and_takes_p_schedule(clean, tmp_path, capsys):
     # a network trained at dt = 1 with the fixed schedule, refined x4 (dt = 1/4) at fixed T
     run = tmp_path / "run"
-    assert main(["train", "--model", "tiny_sd_resnet", "--p-L", "0.5", "--epochs", "1", "--out", str(run),
-                 *SMALL_CLI]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "tiny_sd_resnet",
+                "--p-L",
+                "0.5",
+                "--epochs",
+                "1",
+                "--out",
+                str(run),
+                *SMALL_CLI,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     infos = {}
     for sched in ("fixed", "sqrt"):
         new = tmp_path / f"{sched}.pt"
-        assert main(["refine", str(run), "--factor", "4", "--p-schedule", sched, "--out", str(new),
-                     "--no-eval", "--json"]) == 0
+        assert (
+            main(
+                [
+                    "refine",
+                    str(run),
+                    "--factor",
+                    "4",
+                    "--p-schedule",
+                    sched,
+                    "--out",
+                    str(new),
+                    "--no-eval",
+                    "--json",
+                ]
+            )
+            == 0
+        )
         infos[sched] = json.loads(capsys.readouterr().out)
         assert ck.load_checkpoint(new)["config"]["model_overrides"]["p_schedule"] == sched
     for sched, info in infos.items():
@@ -151,8 +222,22 @@ def test_cli_refine_reports_condition_5_and_takes_p_schedule(clean, tmp_path, ca
                 assert s["exceeds"] == (s["blocks"] if s["bound"] > 0 else 0)  # p = 1/2: C = 0
             else:
                 assert s["exceeds"] == 0 and s["K_max"] <= s["bound"] + 1e-12
-    assert main(["refine", str(run), "--factor", "2", "--p-schedule", "sqrt", "--out", str(tmp_path / "t.pt"),
-                 "--no-eval"]) == 0
+    assert (
+        main(
+            [
+                "refine",
+                str(run),
+                "--factor",
+                "2",
+                "--p-schedule",
+                "sqrt",
+                "--out",
+                str(tmp_path / "t.pt"),
+                "--no-eval",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "condition (5) before" in out and "condition (5) after" in out and "within the dt=1 bound" in out
 

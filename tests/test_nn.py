@@ -21,7 +21,6 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-
 def _block(c=4, seed=0):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.Tanh())
@@ -269,7 +268,9 @@ def test_weak_report_moments_match_the_law():
     for r in rows:
         law = sn.DropBernoulli(r["p"])
         assert r["n"] == 512
-        assert r["C"] == pytest.approx(law.condition(r["dt"])) and r["K"] == pytest.approx(r["C"] / r["dt"] ** 2)
+        assert r["C"] == pytest.approx(law.condition(r["dt"])) and r["K"] == pytest.approx(
+            r["C"] / r["dt"] ** 2
+        )
         m1, m2, m3, m4 = law.moments(r["dt"])
         # ΔŴ = scale(η − p): the empirical mean has stderr √(Var ΔŴ / n)
         assert abs(r["m1"] - m1) <= 5 * math.sqrt(m2 / r["n"])
@@ -447,7 +448,7 @@ def test_lm_model_with_zero_k_equals_preact_model():
     missing, unexpected = lm.load_state_dict(base.state_dict(), strict=False)
     assert unexpected == [] and all(k.endswith("coefficients") for k in missing)
     with torch.no_grad():
-        for name, s in lm.named_modules():
+        for _name, s in lm.named_modules():
             if hasattr(s, "coefficients") and isinstance(s, snn.Stage):
                 s.coefficients.zero_()
     x = torch.randn(4, 3, 16, 16)
@@ -466,7 +467,9 @@ class _TVBasic(nn.Module):
         self.bn2 = nn.BatchNorm2d(c_out)
         self.downsample = None
         if stride != 1 or c_in != c_out:
-            self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+            self.downsample = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
 
     def forward(self, x):
         idt = x if self.downsample is None else self.downsample(x)
@@ -502,8 +505,10 @@ def test_to_lm_on_torchvision_style_resnet():
 
 
 # torchvision is the [vision] extra, not [dev]: installing it can replace the torch build in place
-@pytest.mark.skipif(importlib.util.find_spec("torchvision") is None,
-                    reason="needs the [vision] extra: pip install 'sdenet[vision]'")
+@pytest.mark.skipif(
+    importlib.util.find_spec("torchvision") is None,
+    reason="needs the [vision] extra: pip install 'sdenet[vision]'",
+)
 def test_to_lm_on_torchvision_resnet18():
     import torchvision as tv
 
@@ -522,7 +527,9 @@ def test_lm_stage_on_continuous_field_refines_dt():
     x = torch.randn(7, 5)
     for steps in (10, 20):
         lm = snn.lm_stage(field, dt=1.0 / steps, steps=steps, k_init=(0.0, 0.0))
-        torch.testing.assert_close(lm(x), sn.integrate(field, sn.Euler(), x, t1=1.0, steps=steps), rtol=0, atol=0)
+        torch.testing.assert_close(
+            lm(x), sn.integrate(field, sn.Euler(), x, t1=1.0, steps=steps), rtol=0, atol=0
+        )
     with pytest.raises(ValueError, match="steps"):
         snn.lm_stage(field, dt=0.1)
 

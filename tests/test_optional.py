@@ -28,8 +28,10 @@ def test_importing_every_sdenet_module_loads_no_optional_dependency():
     assert out.stdout.strip() == ""
 
 
-@pytest.mark.parametrize("module, extra", [("sympy", "theory"), ("scipy.linalg", "theory"), ("torchsde", "interop"),
-                                           ("torchdiffeq", "interop")])
+@pytest.mark.parametrize(
+    "module, extra",
+    [("sympy", "theory"), ("scipy.linalg", "theory"), ("torchsde", "interop"), ("torchdiffeq", "interop")],
+)
 def test_require_names_the_extra(monkeypatch, module, extra):
     assert require(module).__name__ == module
     top = module.split(".")[0]

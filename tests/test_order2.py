@@ -30,11 +30,22 @@ def ou_cos_exact(ou=OU):
 # ---------------------------------------------------------------- laws: moments, coupling
 
 
-@pytest.mark.parametrize("law", [sn.Gaussian(), sn.Uniform(), sn.Rademacher(), sn.ThreePoint(),
-                                 sn.DropBernoulli(0.5), sn.DropBernoulli(0.8)])
+@pytest.mark.parametrize(
+    "law",
+    [
+        sn.Gaussian(),
+        sn.Uniform(),
+        sn.Rademacher(),
+        sn.ThreePoint(),
+        sn.DropBernoulli(0.5),
+        sn.DropBernoulli(0.8),
+    ],
+)
 def test_moment_and_characteristic_agree_with_moments_and_samples(law):
     dt = 0.3
-    assert [law.moment(k, dt) for k in range(1, 5)] == pytest.approx(list(law.moments(dt)), rel=1e-12, abs=1e-15)
+    assert [law.moment(k, dt) for k in range(1, 5)] == pytest.approx(
+        list(law.moments(dt)), rel=1e-12, abs=1e-15
+    )
     g = torch.Generator().manual_seed(0)
     w = law.sample((400_000,), dt, generator=g, dtype=F64)
     for s in (0.7, 2.0):
@@ -45,7 +56,9 @@ def test_moment_and_characteristic_agree_with_moments_and_samples(law):
         assert abs(est.imag - phi.imag) < 5 * z.imag.std() / math.sqrt(w.numel()) + 1e-12
 
 
-@pytest.mark.parametrize("law", [sn.Gaussian(), sn.Uniform(), sn.Rademacher(), sn.ThreePoint(), sn.DropBernoulli(0.8)])
+@pytest.mark.parametrize(
+    "law", [sn.Gaussian(), sn.Uniform(), sn.Rademacher(), sn.ThreePoint(), sn.DropBernoulli(0.8)]
+)
 def test_from_gaussian_has_the_law(law):
     dt = 0.25
     g = torch.Generator().manual_seed(1)
@@ -80,7 +93,9 @@ def test_declared_orders():
     assert sn.WeakTaylor2(sn.ThreePoint()).weak_order == 2
     assert sn.Milstein().strong_order == 1 and sn.Milstein().weak_order == 1
     assert sn.Platen().order == 2 and sn.Platen().lookahead == 1 and sn.Heun.lookahead == 1
-    assert isinstance(sn.Platen().mean_scheme(), sn.Heun) and isinstance(sn.Milstein().mean_scheme(), sn.Euler)
+    assert isinstance(sn.Platen().mean_scheme(), sn.Heun) and isinstance(
+        sn.Milstein().mean_scheme(), sn.Euler
+    )
     assert not isinstance(sn.Platen(), sn.WeakEuler)  # weak Euler's closed forms do not apply to it
     assert type(sn.get_scheme("platen", law=sn.Gaussian())) is sn.Platen
     assert type(sn.get_scheme("milstein", derivative="difference")) is sn.Milstein
@@ -111,7 +126,9 @@ def test_weak_order_two_exact_gbm_and_ou(cls, law):
 @pytest.mark.parametrize("law", [sn.Rademacher(), sn.Uniform()])
 def test_platen_with_a_law_that_only_meets_condition_5_is_order_one(law):
     ladder = (256, 512, 1024, 2048)
-    errs = [linear.scheme_moment(GBM.field(), sn.Platen(law), 1.0, 1.0, 1 / n, 2) - GBM.exact(2) for n in ladder]
+    errs = [
+        linear.scheme_moment(GBM.field(), sn.Platen(law), 1.0, 1.0, 1 / n, 2) - GBM.exact(2) for n in ladder
+    ]
     assert slope(ladder, errs) == pytest.approx(1.0, abs=0.05) == sn.Platen(law).weak_order
     errs = [linear.scheme_cos(OU.field(), sn.Platen(law), 1.0, 1.0, 1 / n) - ou_cos_exact() for n in ladder]
     assert slope(ladder, errs) == pytest.approx(1.0, abs=0.05)
@@ -126,20 +143,24 @@ def test_cos_separates_the_laws_under_weak_euler():
     coses = [linear.scheme_cos(OU.field(), sn.WeakEuler(law), 1.0, 1.0, dt) for law in laws]
     # Gaussian, uniform and Rademacher differ (E ΔŴ⁴ = 3, 9/5, 1 Δt²); three-point matches the
     # Gaussian up to the fifth moment, so under weak Euler they differ only at O(Δt³) per step
-    assert min(abs(a - b) for i, a in enumerate(coses[:3]) for b in coses[i + 1:3]) > 1e-4
+    assert min(abs(a - b) for i, a in enumerate(coses[:3]) for b in coses[i + 1 : 3]) > 1e-4
     assert 0 < abs(coses[0] - coses[3]) < 1e-5
     ladder = (64, 128, 256, 512)
     for law in laws:
-        errs = [linear.scheme_cos(OU.field(), sn.WeakEuler(law), 1.0, 1.0, 1 / n) - ou_cos_exact() for n in ladder]
+        errs = [
+            linear.scheme_cos(OU.field(), sn.WeakEuler(law), 1.0, 1.0, 1 / n) - ou_cos_exact() for n in ladder
+        ]
         assert slope(ladder, errs) == pytest.approx(1.0, abs=0.03)
 
 
 def test_step_polynomials_match_weak_euler_closed_form():
     for law in (sn.Gaussian(), sn.Rademacher(), sn.DropBernoulli(0.8)):
         assert linear.scheme_moment(GBM.field(), sn.WeakEuler(law), 1.0, 1.0, 0.25, 3) == pytest.approx(
-            GBM.scheme_expectation(law, 0.25, 3), rel=1e-12)
+            GBM.scheme_expectation(law, 0.25, 3), rel=1e-12
+        )
         assert linear.scheme_moment(OU.field(), sn.WeakEuler(law), 1.0, 1.0, 0.25, 3) == pytest.approx(
-            OU.scheme_expectation(law, 0.25, 3), rel=1e-12)
+            OU.scheme_expectation(law, 0.25, 3), rel=1e-12
+        )
     nonlinear = linear.Arctan().field()
     with pytest.raises(ValueError, match="not X"):
         linear.step_polynomials(nonlinear, sn.Platen(), 0.25)
@@ -153,10 +174,13 @@ def test_monte_carlo_platen_has_its_exact_expectation(law):
     dt, paths = 0.5, 400_000
     g = torch.Generator().manual_seed(3)
     field = weak.GBM(mu=-0.5, sigma=0.6).field()
-    mean, se = sn.weak.monte_carlo(field, scheme, torch.ones(1, 1, dtype=F64), 1.0, dt, lambda x: x**2, paths, g)
+    mean, se = sn.weak.monte_carlo(
+        field, scheme, torch.ones(1, 1, dtype=F64), 1.0, dt, lambda x: x**2, paths, g
+    )
     exact = linear.scheme_moment(field, scheme, 1.0, 1.0, dt, 2)
-    other = linear.scheme_moment(field, sn.Platen(sn.Rademacher() if law == sn.ThreePoint() else sn.ThreePoint()),
-                                 1.0, 1.0, dt, 2)
+    other = linear.scheme_moment(
+        field, sn.Platen(sn.Rademacher() if law == sn.ThreePoint() else sn.ThreePoint()), 1.0, 1.0, dt, 2
+    )
     assert abs(mean - exact) < 4 * se
     assert abs(other - exact) > 10 * se
 
@@ -184,8 +208,11 @@ def test_nonlinear_weak_orders_by_enumeration():
         assert slope(ns, errs) == pytest.approx(2.0, abs=0.15)
     for phi_np, phi in ((np.sin, torch.sin), (np.cos, torch.cos)):
         ns = (8, 12, 16)
-        errs = [linear.enumerate_expectation(pr.field(), sn.WeakEuler(sn.Rademacher()), x0, 1.0, n, phi)
-                - pr.exact(phi_np) for n in ns]
+        errs = [
+            linear.enumerate_expectation(pr.field(), sn.WeakEuler(sn.Rademacher()), x0, 1.0, n, phi)
+            - pr.exact(phi_np)
+            for n in ns
+        ]
         assert slope(ns, errs) == pytest.approx(1.0, abs=0.1)
 
 
@@ -195,16 +222,28 @@ def test_nonlinear_weak_orders_by_enumeration():
 def test_extrapolation_gives_order_two_from_weak_euler():
     ladder = (32, 64, 128, 256)
     for law in (sn.Rademacher(), sn.Gaussian(), sn.Uniform()):
-        errs = [sn.extrapolate(lambda dt: linear.scheme_moment(GBM.field(), sn.WeakEuler(law), 1.0, 1.0, dt, 3), 1 / n)
-                - GBM.exact(3) for n in ladder]
+        errs = [
+            sn.extrapolate(
+                lambda dt: linear.scheme_moment(GBM.field(), sn.WeakEuler(law), 1.0, 1.0, dt, 3),  # noqa: B023
+                1 / n,
+            )
+            - GBM.exact(3)
+            for n in ladder
+        ]
         assert slope(ladder, errs) == pytest.approx(2.0, abs=0.08)
-        errs = [sn.extrapolate(lambda dt: linear.scheme_cos(OU.field(), sn.WeakEuler(law), 1.0, 1.0, dt), 1 / n)
-                - ou_cos_exact() for n in ladder]
+        errs = [
+            sn.extrapolate(lambda dt: linear.scheme_cos(OU.field(), sn.WeakEuler(law), 1.0, 1.0, dt), 1 / n)  # noqa: B023
+            - ou_cos_exact()
+            for n in ladder
+        ]
         assert slope(ladder, errs) == pytest.approx(2.0, abs=0.08)
     # stochastic depth at p = 0.8 has weak order ½: extrapolating as if it were 1 does not help
     law = sn.DropBernoulli(0.8)
-    errs = [sn.extrapolate(lambda dt: linear.scheme_moment(OU.field(), sn.WeakEuler(law), 1.0, 1.0, dt, 3), 1 / n)
-            - OU.exact(3) for n in ladder]
+    errs = [
+        sn.extrapolate(lambda dt: linear.scheme_moment(OU.field(), sn.WeakEuler(law), 1.0, 1.0, dt, 3), 1 / n)
+        - OU.exact(3)
+        for n in ladder
+    ]
     assert slope(ladder, errs) < 0.7
 
 
@@ -237,7 +276,12 @@ def test_milstein_strong_order_one_on_gbm(derivative):
         e = (sn.integrate(sde.field(), sn.Milstein(derivative), x0, t1=1.0, steps=n, dw=dw) - xT).abs()
         errs.append(e.mean().item())
         ses.append(e.std().item() / math.sqrt(paths))
-        errs_em.append((sn.integrate(sde.field(), sn.EulerMaruyama(), x0, t1=1.0, steps=n, dw=dw) - xT).abs().mean().item())
+        errs_em.append(
+            (sn.integrate(sde.field(), sn.EulerMaruyama(), x0, t1=1.0, steps=n, dw=dw) - xT)
+            .abs()
+            .mean()
+            .item()
+        )
     assert slope(ns, errs) == pytest.approx(1.0, abs=0.1)
     assert errs[-1] > 10 * ses[-1]  # the finest error is resolved
     assert slope(ns, errs_em) == pytest.approx(0.5, abs=0.12)
@@ -289,20 +333,26 @@ def test_euler_maruyama_equals_torchsde_on_one_brownian_path(noise):
     w = torch.tensor([[0.2, -0.1, 0.3], [0.0, 0.4, -0.2], [0.1, 0.1, 0.1]], dtype=F64)
     m = 2 if noise == "general" else 1
     if noise == "general":
-        field = sn.SDEField(lambda t, x: torch.sin(x @ w) - 0.3 * x,
-                            lambda t, x: torch.stack([torch.cos(x) * 0.4, 0.2 * x + 0.1 * t], dim=-1),
-                            noise="general", m=2)
+        field = sn.SDEField(
+            lambda t, x: torch.sin(x @ w) - 0.3 * x,
+            lambda t, x: torch.stack([torch.cos(x) * 0.4, 0.2 * x + 0.1 * t], dim=-1),
+            noise="general",
+            m=2,
+        )
         size = (B, m)
     else:
-        field = sn.SDEField(lambda t, x: torch.sin(x @ w) - 0.3 * x, lambda t, x: 0.3 * torch.cos(x) + 0.1 * t,
-                            noise=noise)
+        field = sn.SDEField(
+            lambda t, x: torch.sin(x @ w) - 0.3 * x, lambda t, x: 0.3 * torch.cos(x) + 0.1 * t, noise=noise
+        )
         size = (B, D) if noise == "diagonal" else (B, 1)
     x0 = torch.randn(B, D, generator=torch.Generator().manual_seed(0), dtype=F64)
     steps, dt = 16, 1.0 / 16
     bm = torchsde.BrownianInterval(t0=0.0, t1=1.0, size=size, dtype=F64, entropy=7)
     ts = torch.tensor([0.0, 1.0], dtype=F64)
     ref = torchsde.sdeint(field.to_torchsde(), x0, ts, bm=bm, method="euler", dt=dt)[-1]
-    ours = sn.integrate(field, sn.EulerMaruyama(), x0, t1=1.0, steps=steps, dw=lambda n, t, dt_: bm(t, t + dt_))
+    ours = sn.integrate(
+        field, sn.EulerMaruyama(), x0, t1=1.0, steps=steps, dw=lambda n, t, dt_: bm(t, t + dt_)
+    )
     assert (ours - ref).abs().max().item() < 1e-12
 
 
@@ -311,12 +361,20 @@ def test_euler_maruyama_equals_torchsde_on_one_brownian_path(noise):
 
 def _general_linear(b1, b2, a):
     a, b1, b2 = (torch.tensor(v, dtype=F64) for v in (a, b1, b2))
-    return sn.SDEField(lambda t, x: x @ a.T, lambda t, x: torch.stack([x @ b1.T, x @ b2.T], dim=-1),
-                       noise="general", m=2), a, b1, b2
+    return (
+        sn.SDEField(
+            lambda t, x: x @ a.T, lambda t, x: torch.stack([x @ b1.T, x @ b2.T], dim=-1), noise="general", m=2
+        ),
+        a,
+        b1,
+        b2,
+    )
 
 
 def test_general_noise_shapes_and_increment():
-    field, a, b1, b2 = _general_linear([[0.0, 0.3], [0.0, 0.0]], [[0.0, 0.0], [0.3, 0.0]], [[-1.0, 0.2], [0.0, -0.5]])
+    field, a, b1, b2 = _general_linear(
+        [[0.0, 0.3], [0.0, 0.0]], [[0.0, 0.0], [0.3, 0.0]], [[-1.0, 0.2], [0.0, -0.5]]
+    )
     x = torch.tensor([[1.0, 2.0], [0.5, -1.0]], dtype=F64)
     assert field.noise_shape(x) == (2, 2)
     dw = torch.tensor([[0.1, -0.2], [0.3, 0.4]], dtype=F64)
@@ -353,7 +411,7 @@ def _platen_second_moment(field, scheme, m0, T, n):
 
         class Fixed(sn.Platen):
             def _two_point(self, shape, dt_, generator, like):
-                return torch.full(shape, v, dtype=F64)
+                return torch.full(shape, v, dtype=F64)  # noqa: B023
 
         step = Fixed(sn.Gaussian())  # the increments are used as they are
         cols, _ = step.step(field, 0.0, eye, dt, None, dw=dw)  # rows: images of e_1, e_2
@@ -363,7 +421,9 @@ def _platen_second_moment(field, scheme, m0, T, n):
 
 
 def test_platen_general_noise_is_weak_order_two_with_noncommutative_noise():
-    field, a, b1, b2 = _general_linear([[0.0, 0.6], [0.0, 0.0]], [[0.0, 0.0], [0.6, 0.0]], [[-1.0, 0.2], [0.0, -0.5]])
+    field, a, b1, b2 = _general_linear(
+        [[0.0, 0.6], [0.0, 0.0]], [[0.0, 0.0], [0.6, 0.0]], [[-1.0, 0.2], [0.0, -0.5]]
+    )
     assert not torch.allclose(b1 @ b2, b2 @ b1)  # non-commutative: the V terms matter
     m0 = torch.tensor([[1.0, 0.5], [0.5, 2.0]], dtype=F64)
     exact = _second_moment_exact(a, [b1, b2], m0, 1.0)
@@ -382,7 +442,9 @@ def test_platen_general_noise_is_weak_order_two_with_noncommutative_noise():
 
 
 def test_platen_general_monte_carlo_matches_enumeration():
-    field, a, b1, b2 = _general_linear([[0.0, 0.6], [0.0, 0.0]], [[0.0, 0.0], [0.6, 0.0]], [[-1.0, 0.2], [0.0, -0.5]])
+    field, a, b1, b2 = _general_linear(
+        [[0.0, 0.6], [0.0, 0.0]], [[0.0, 0.0], [0.6, 0.0]], [[-1.0, 0.2], [0.0, -0.5]]
+    )
     n, paths = 4, 200_000
     x0 = torch.tensor([[1.0, 0.0]], dtype=F64).expand(paths, 2).clone()
     g = torch.Generator().manual_seed(11)
@@ -398,21 +460,32 @@ def test_milstein_general_commutative_noise_strong_order_one():
     a = torch.diag(torch.tensor([-0.5, 0.2], dtype=F64))
     b1 = torch.diag(torch.tensor([0.4, 0.3], dtype=F64))
     b2 = torch.diag(torch.tensor([0.2, -0.5], dtype=F64))
-    field = sn.SDEField(lambda t, x: x @ a.T, lambda t, x: torch.stack([x @ b1.T, x @ b2.T], dim=-1),
-                        noise="general", m=2, commutative=True)
+    field = sn.SDEField(
+        lambda t, x: x @ a.T,
+        lambda t, x: torch.stack([x @ b1.T, x @ b2.T], dim=-1),
+        noise="general",
+        m=2,
+        commutative=True,
+    )
     paths, fine = 4000, 128
     g = torch.Generator().manual_seed(2)
     dwf = torch.randn(fine, paths, 2, generator=g, dtype=F64) / math.sqrt(fine)
     w = dwf.sum(0)
     x0 = torch.ones(paths, 2, dtype=F64)
-    expo = (torch.diag(a) - 0.5 * (torch.diag(b1) ** 2 + torch.diag(b2) ** 2)) + w[:, :1] * torch.diag(b1) + w[:, 1:] * torch.diag(b2)
+    expo = (
+        (torch.diag(a) - 0.5 * (torch.diag(b1) ** 2 + torch.diag(b2) ** 2))
+        + w[:, :1] * torch.diag(b1)
+        + w[:, 1:] * torch.diag(b2)
+    )
     xT = torch.exp(expo)
     ns = (8, 16, 32, 64)
     errs, errs_em = [], []
     for n in ns:
         dw = dwf.view(n, fine // n, paths, 2).sum(1)
         errs.append((sn.integrate(field, sn.Milstein(), x0, t1=1.0, steps=n, dw=dw) - xT).abs().mean().item())
-        errs_em.append((sn.integrate(field, sn.EulerMaruyama(), x0, t1=1.0, steps=n, dw=dw) - xT).abs().mean().item())
+        errs_em.append(
+            (sn.integrate(field, sn.EulerMaruyama(), x0, t1=1.0, steps=n, dw=dw) - xT).abs().mean().item()
+        )
     assert slope(ns, errs) == pytest.approx(1.0, abs=0.12)
     assert slope(ns, errs_em) == pytest.approx(0.5, abs=0.12)
 
@@ -442,7 +515,9 @@ def test_platen_network_stage_drop_and_shake():
         k2 = 0.5 * blocks[n + 1](ref + 0.25 * k1)
         ref = ref + 0.125 * (k1 + k2)
     assert torch.allclose(stage(x), ref, atol=1e-6)
-    shake = ShakeField([torch.nn.Linear(4, 4) for _ in range(3)], [torch.nn.Linear(4, 4) for _ in range(3)], dt=0.5)
+    shake = ShakeField(
+        [torch.nn.Linear(4, 4) for _ in range(3)], [torch.nn.Linear(4, 4) for _ in range(3)], dt=0.5
+    )
     s2 = Stage(shake, sn.Platen(sn.Gaussian()))
     assert s2.steps == 2 and s2(x).shape == x.shape
     with pytest.raises(ValueError, match="evaluate 5 blocks"):
@@ -456,7 +531,9 @@ def test_theory_cos_orders_separate_the_laws():
     from sdenet.theory.weak_laws import cos_orders
 
     ou = weak.OU(theta=1.0, sigma=1.0, x0=1.0)
-    res = cos_orders(ou, laws=[sn.Gaussian(), sn.Uniform(), sn.Rademacher()], steps=(64, 128, 256), paths=50_000)
+    res = cos_orders(
+        ou, laws=[sn.Gaussian(), sn.Uniform(), sn.Rademacher()], steps=(64, 128, 256), paths=50_000
+    )
     ats = [r["bias_at"] for r in res.values()]
     assert ats[0] == pytest.approx(-1.68e-2, abs=5e-5) and ats[1] == pytest.approx(-2.03e-2, abs=5e-5)
     assert ats[2] == pytest.approx(-2.27e-2, abs=5e-5)
@@ -467,7 +544,9 @@ def test_theory_cos_orders_separate_the_laws():
 def test_theory_network_stage_is_the_scheme():
     from sdenet.theory.weak_order2 import network_checks
 
-    for name, same, z, eval_diff in network_checks(torch.tensor([[0.8, -0.5, 0.3]], dtype=F64), n=3, paths=20_000):
+    for name, same, z, eval_diff in network_checks(
+        torch.tensor([[0.8, -0.5, 0.3]], dtype=F64), n=3, paths=20_000
+    ):
         assert same and abs(z) < 4 and eval_diff < 1e-12, name
 
 

@@ -110,7 +110,9 @@ def test_platen_diagonal_noise_two_dimensions_weak_order_two():
     ns = (8, 16, 32, 64)
     m0 = torch.tensor([[1.0, 0.5], [0.5, 2.0]], dtype=F64)
     exact = _diagonal_exact(m0, 1.0)
-    errors = [(platen_second_moment(DIAG_FIELD, m0, 1.0, n, noise_dims=2) - exact).abs().max().item() for n in ns]
+    errors = [
+        (platen_second_moment(DIAG_FIELD, m0, 1.0, n, noise_dims=2) - exact).abs().max().item() for n in ns
+    ]
     _assert_order_two(ns, errors, "diagonal noise in 2-D")
 
 
@@ -120,8 +122,9 @@ AG = torch.tensor([[-1.0, 0.2], [0.0, -0.5]], dtype=F64)
 B1 = torch.tensor([[0.0, 0.6], [0.0, 0.0]], dtype=F64)
 B2 = torch.tensor([[0.0, 0.0], [0.6, 0.0]], dtype=F64)
 # dX = A X dt + B1 X dW1 + B2 X dW2, B1 B2 ≠ B2 B1: the V terms of K&P (15.1.3) matter
-GENERAL_FIELD = sn.SDEField(lambda t, x: x @ AG.T, lambda t, x: torch.stack([x @ B1.T, x @ B2.T], -1),
-                            noise="general", m=2)
+GENERAL_FIELD = sn.SDEField(
+    lambda t, x: x @ AG.T, lambda t, x: torch.stack([x @ B1.T, x @ B2.T], -1), noise="general", m=2
+)
 
 
 def _general_exact(m0, T):
@@ -137,8 +140,13 @@ def test_platen_general_noise_weak_order_two():
     ns = (8, 16, 32, 64)
     m0 = torch.tensor([[1.0, 0.5], [0.5, 2.0]], dtype=F64)
     exact = _general_exact(m0, 1.0)
-    errors = [(platen_second_moment(GENERAL_FIELD, m0, 1.0, n, noise_dims=2, general=True) - exact).abs().max().item()
-              for n in ns]
+    errors = [
+        (platen_second_moment(GENERAL_FIELD, m0, 1.0, n, noise_dims=2, general=True) - exact)
+        .abs()
+        .max()
+        .item()
+        for n in ns
+    ]
     _assert_order_two(ns, errors, "general noise")
 
 

@@ -22,35 +22,74 @@ def _weak_entries(rng, epoch, stages=("stage1", "stage2"), blocks=3, p=0.8, dt=1
             m3_exact = dt**1.5 * (1 - 2 * p) / math.sqrt(p * (1 - p))
             m1, m2, m3 = rng.gauss(0, 0.01), dt + rng.gauss(0, 0.01), m3_exact + rng.gauss(0, 0.01)
             c = abs(m1) + abs(m3) + abs(m2 - dt)
-            out.append(dict(stage=s, block=b, law="drop", p=p, dt=dt, C=c, K=c / dt**2,
-                            n=1000 * epoch, m1=m1, m2=m2, m3=m3))
+            out.append(
+                dict(
+                    stage=s,
+                    block=b,
+                    law="drop",
+                    p=p,
+                    dt=dt,
+                    C=c,
+                    K=c / dt**2,
+                    n=1000 * epoch,
+                    m1=m1,
+                    m2=m2,
+                    m3=m3,
+                )
+            )
     return out
 
 
-def make_run(folder, *, model="tiny_resnet", epochs=4, lm=False, weak=False, seed=0,
-             finished=True, partial_tail=False):
+def make_run(
+    folder, *, model="tiny_resnet", epochs=4, lm=False, weak=False, seed=0, finished=True, partial_tail=False
+):
     """A run folder following the format: config.json, metrics.jsonl, metrics.json."""
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(dict(model=model, dataset="sample", seed=seed,
-                                                        epochs=epochs, dt=1.0)))
+    (folder / "config.json").write_text(
+        json.dumps(dict(model=model, dataset="sample", seed=seed, epochs=epochs, dt=1.0))
+    )
     lines = []
     for e in range(1, epochs + 1):
-        rec = dict(epoch=e, train_loss=2.0 / e, train_error=0.9 / e + 0.05 * rng.random(),
-                   test_error=0.9 / e + 0.1, test_loss=2.1 / e, lr=0.1, epoch_time=1.0,
-                   elapsed=float(e),
-                   lm_coefficients={"stage1": [rng.uniform(-0.1, 0) for _ in range(3)],
-                                    "stage2": [rng.uniform(-0.1, 0) for _ in range(3)]} if lm else {},
-                   weak=_weak_entries(rng, e) if weak else [])
+        rec = dict(
+            epoch=e,
+            train_loss=2.0 / e,
+            train_error=0.9 / e + 0.05 * rng.random(),
+            test_error=0.9 / e + 0.1,
+            test_loss=2.1 / e,
+            lr=0.1,
+            epoch_time=1.0,
+            elapsed=float(e),
+            lm_coefficients={
+                "stage1": [rng.uniform(-0.1, 0) for _ in range(3)],
+                "stage2": [rng.uniform(-0.1, 0) for _ in range(3)],
+            }
+            if lm
+            else {},
+            weak=_weak_entries(rng, e) if weak else [],
+        )
         lines.append(json.dumps(rec))
     text = "\n".join(lines) + "\n"
     if partial_tail:
         text += '{"epoch": 99, "train_'
     (folder / "metrics.jsonl").write_text(text)
     if finished:
-        (folder / "metrics.json").write_text(json.dumps(dict(
-            test_error=0.3, best_test_error=0.3, params=1000, epochs=epochs, wall_time=4.0,
-            hardware="test", model=model, dataset="sample", dt=1.0, seed=seed)))
+        (folder / "metrics.json").write_text(
+            json.dumps(
+                dict(
+                    test_error=0.3,
+                    best_test_error=0.3,
+                    params=1000,
+                    epochs=epochs,
+                    wall_time=4.0,
+                    hardware="test",
+                    model=model,
+                    dataset="sample",
+                    dt=1.0,
+                    seed=seed,
+                )
+            )
+        )
     return folder
 
 
@@ -130,14 +169,17 @@ def test_exact_moments_of_drop_law():
     assert plots._exact_moments(dict(law="no-such-law", dt=1.0)) is None
 
 
-@pytest.mark.parametrize("setup, message", [
-    ("missing", "no such run folder"),
-    ("empty_dir", "no metrics.jsonl"),
-    ("empty_file", "no epoch records"),
-    ("bad_line", "line 1 is not valid JSON"),
-    ("no_keys", "lacks"),
-    ("file", "not a folder"),
-])
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        ("missing", "no such run folder"),
+        ("empty_dir", "no metrics.jsonl"),
+        ("empty_file", "no epoch records"),
+        ("bad_line", "line 1 is not valid JSON"),
+        ("no_keys", "lacks"),
+        ("file", "not a folder"),
+    ],
+)
 def test_broken_run_folders_exit_2_with_one_line(tmp_path, capsys, setup, message):
     d = tmp_path / "run"
     if setup == "empty_dir":
@@ -147,7 +189,9 @@ def test_broken_run_folders_exit_2_with_one_line(tmp_path, capsys, setup, messag
         (d / "metrics.jsonl").write_text("\n")
     elif setup == "bad_line":
         d.mkdir()
-        (d / "metrics.jsonl").write_text("{not json\n" + json.dumps(dict(epoch=1, train_error=0.1, test_error=0.1)) + "\n")
+        (d / "metrics.jsonl").write_text(
+            "{not json\n" + json.dumps(dict(epoch=1, train_error=0.1, test_error=0.1)) + "\n"
+        )
     elif setup == "no_keys":
         d.mkdir()
         (d / "metrics.jsonl").write_text(json.dumps(dict(epoch=1)) + "\n")

@@ -150,8 +150,9 @@ def test_laws_answer_for_themselves():
     assert sn.Gaussian().support(0.2) is None and sn.DropBernoulli(1.0).support(0.2) is None
 
 
-@pytest.mark.parametrize("law", [sn.Gaussian(), sn.Uniform(), sn.Rademacher(), sn.ThreePoint(), sn.DropBernoulli(0.7)],
-                         ids=repr)
+@pytest.mark.parametrize(
+    "law", [sn.Gaussian(), sn.Uniform(), sn.Rademacher(), sn.ThreePoint(), sn.DropBernoulli(0.7)], ids=repr
+)
 @pytest.mark.parametrize("n", [7, 20_000])
 def test_buffered_draws_are_the_laws_samples(law, n):
     x = torch.zeros(n, dtype=F64)
@@ -167,7 +168,12 @@ def test_buffered_draws_are_the_laws_samples(law, n):
 
 KINDS = {"laws.py": "law", "fields.py": "field", "fast.py": "field", "nn/fields.py": "field"}
 # the schemes package: each class's home is the one submodule that defines it
-KINDS.update({p.relative_to(ROOT / "sdenet").as_posix(): "scheme" for p in sorted((ROOT / "sdenet" / "schemes").glob("*.py"))})
+KINDS.update(
+    {
+        p.relative_to(ROOT / "sdenet").as_posix(): "scheme"
+        for p in sorted((ROOT / "sdenet" / "schemes").glob("*.py"))
+    }
+)
 
 
 def _defined_classes():
@@ -183,15 +189,23 @@ def _defined_classes():
 def _class_tests(tree):
     """Names of classes tested by isinstance/issubclass or ``type(x) is/in/==``."""
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("isinstance", "issubclass"):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("isinstance", "issubclass")
+        ):
             if len(node.args) == 2:
                 arg = node.args[1]
-                for n in (arg.elts if isinstance(arg, ast.Tuple) else [arg]):
+                for n in arg.elts if isinstance(arg, ast.Tuple) else [arg]:
                     if isinstance(n, (ast.Name, ast.Attribute)):
                         yield (n.id if isinstance(n, ast.Name) else n.attr), node.lineno
-        if isinstance(node, ast.Compare) and isinstance(node.left, ast.Call) and getattr(node.left.func, "id", None) == "type":
+        if (
+            isinstance(node, ast.Compare)
+            and isinstance(node.left, ast.Call)
+            and getattr(node.left.func, "id", None) == "type"
+        ):
             for comp in node.comparators:
-                for n in (comp.elts if isinstance(comp, (ast.Tuple, ast.List)) else [comp]):
+                for n in comp.elts if isinstance(comp, (ast.Tuple, ast.List)) else [comp]:
                     if isinstance(n, (ast.Name, ast.Attribute)):
                         yield (n.id if isinstance(n, ast.Name) else n.attr), node.lineno
 
@@ -213,8 +227,9 @@ def test_nothing_in_sdenet_tests_a_scheme_law_or_field_class_outside_its_module(
 
 def _user_field(noise="diagonal"):
     sig = torch.tensor(0.4, dtype=F64)
-    return sn.SDEField(lambda t, x: -0.7 * x + torch.sin(t) * 0.1, lambda t, x: sig + 0.2 * torch.cos(x),
-                       noise=noise)
+    return sn.SDEField(
+        lambda t, x: -0.7 * x + torch.sin(t) * 0.1, lambda t, x: sig + 0.2 * torch.cos(x), noise=noise
+    )
 
 
 def _both(field, scheme, x0, **kw):
@@ -230,8 +245,9 @@ def _both(field, scheme, x0, **kw):
     return a, b
 
 
-@pytest.mark.parametrize("law", [sn.Gaussian(), sn.Uniform(), sn.Rademacher(), sn.ThreePoint(), sn.DropBernoulli(0.8)],
-                         ids=repr)
+@pytest.mark.parametrize(
+    "law", [sn.Gaussian(), sn.Uniform(), sn.Rademacher(), sn.ThreePoint(), sn.DropBernoulli(0.8)], ids=repr
+)
 @pytest.mark.parametrize("noise", ["diagonal", "sample", "batch"])
 def test_inplace_loop_on_a_user_field_equals_the_generic_loop(law, noise):
     x0 = torch.linspace(-1, 2, 20_000, dtype=F64).reshape(5000, 4)
@@ -258,16 +274,29 @@ def test_inplace_loop_for_euler_is_bit_for_bit_and_with_given_dw():
 def test_the_loop_never_works_in_place_where_a_gradient_is_needed():
     theta = torch.tensor(0.7, dtype=F64, requires_grad=True)  # captured by a lambda, not a parameter
     field = sn.SDEField(lambda t, x: -theta * x, lambda t, x: torch.full_like(x, 0.3))
-    x = sn.integrate(field, sn.WeakEuler(sn.Rademacher()), torch.ones(100, 1, dtype=F64), t1=1.0, steps=8,
-                     generator=gen(0))
+    x = sn.integrate(
+        field, sn.WeakEuler(sn.Rademacher()), torch.ones(100, 1, dtype=F64), t1=1.0, steps=8, generator=gen(0)
+    )
     x.mean().backward()
     assert theta.grad is not None
+
     # the gradient equals a central difference of the same seeded map (run in place, grad off)
     def mean_at(v):
         with torch.no_grad():
             f = sn.SDEField(lambda t, x: -v * x, lambda t, x: torch.full_like(x, 0.3))
-            return sn.integrate(f, sn.WeakEuler(sn.Rademacher()), torch.ones(100, 1, dtype=F64), t1=1.0, steps=8,
-                                generator=gen(0)).mean().item()
+            return (
+                sn.integrate(
+                    f,
+                    sn.WeakEuler(sn.Rademacher()),
+                    torch.ones(100, 1, dtype=F64),
+                    t1=1.0,
+                    steps=8,
+                    generator=gen(0),
+                )
+                .mean()
+                .item()
+            )
+
     h = 1e-6
     fd = (mean_at(0.7 + h) - mean_at(0.7 - h)) / (2 * h)
     assert theta.grad.item() == pytest.approx(fd, rel=1e-7)
@@ -325,5 +354,9 @@ def test_docs_example_scheme_runs_in_integrate_and_in_a_stage_with_its_declared_
     x0 = torch.ones(4, 1, dtype=F64)
     assert not torch.equal(stage(x0), stage(x0))
     stage.eval()
-    torch.testing.assert_close(stage(x0), sn.integrate(sn.ODEField(lambda t, x: -theta * x), sn.Heun(), x0, dt=dt,
-                                                       steps=n), rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(
+        stage(x0),
+        sn.integrate(sn.ODEField(lambda t, x: -theta * x), sn.Heun(), x0, dt=dt, steps=n),
+        rtol=1e-14,
+        atol=1e-14,
+    )

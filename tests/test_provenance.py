@@ -26,7 +26,10 @@ def test_every_recorded_result_states_its_provenance(path):
     block = doc["provenance"]
     for field in P.FIELDS:  # a value, or 'unknown: <a reason>'
         v = block[field]
-        assert v is not None and v != "" and (not P.is_unknown(v) or len(v) > len("unknown: ") + 10), (field, v)
+        assert v is not None and v != "" and (not P.is_unknown(v) or len(v) > len("unknown: ") + 10), (
+            field,
+            v,
+        )
 
 
 def test_provenance_of_a_result_made_now():
@@ -45,11 +48,22 @@ def _strip(m: dict) -> dict:
 
 
 def test_deterministic_runs_are_bit_identical(tmp_path):
-    from sdenet.train import loop
     from sdenet.train import checkpoint as ck
+    from sdenet.train import loop
 
-    kw = dict(model="tiny_lm_sd_resnet", dataset="sample", epochs=1, limit_train=64, limit_test=32,
-              batch_size=16, device="cpu", quiet=True, seed=5, deterministic=True, mc_samples=2)
+    kw = dict(
+        model="tiny_lm_sd_resnet",
+        dataset="sample",
+        epochs=1,
+        limit_train=64,
+        limit_test=32,
+        batch_size=16,
+        device="cpu",
+        quiet=True,
+        seed=5,
+        deterministic=True,
+        mc_samples=2,
+    )
     threads = torch.get_num_threads()
     try:
         a = loop.train(out=str(tmp_path / "a"), **kw)
@@ -61,7 +75,10 @@ def test_deterministic_runs_are_bit_identical(tmp_path):
     ma = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     mb = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [_strip(x) for x in ma] == [_strip(x) for x in mb]
-    wa, wb = ck.load_checkpoint(tmp_path / "a" / "last.pt")["model"], ck.load_checkpoint(tmp_path / "b" / "last.pt")["model"]
+    wa, wb = (
+        ck.load_checkpoint(tmp_path / "a" / "last.pt")["model"],
+        ck.load_checkpoint(tmp_path / "b" / "last.pt")["model"],
+    )
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     cfg = json.loads((tmp_path / "a" / "config.json").read_text())
     assert cfg["deterministic"] is True and cfg["provenance"]["deterministic"] is True

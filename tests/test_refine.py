@@ -12,11 +12,19 @@ import sdenet.nn as snn
 from sdenet.laws import survival_at
 from sdenet.nn import coarsen, refine
 from sdenet.nn.stage import Stage, Transition
-from sdenet.weak import fit_slope
 from sdenet.theory.refinement import old_rule_forward
+from sdenet.weak import fit_slope
 
-FAMILIES = ["tiny_resnet", "tiny_lm_resnet", "tiny_sd_resnet", "tiny_lm_sd_resnet", "tiny_shake_shake",
-            "polynet", "fractalnet", "revnet"]
+FAMILIES = [
+    "tiny_resnet",
+    "tiny_lm_resnet",
+    "tiny_sd_resnet",
+    "tiny_lm_sd_resnet",
+    "tiny_shake_shake",
+    "polynet",
+    "fractalnet",
+    "revnet",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -118,8 +126,10 @@ def test_refined_networks_of_every_family_converge_with_order_one(name):
     assert 0.8 < order < 1.25, (name, order, d)
 
 
-@pytest.mark.parametrize("name,mode", [(n, m) for n in FAMILIES[:5] for m in ("constant", "linear")]
-                         + [(n, "constant") for n in FAMILIES[5:]])
+@pytest.mark.parametrize(
+    "name,mode",
+    [(n, m) for n in FAMILIES[:5] for m in ("constant", "linear")] + [(n, "constant") for n in FAMILIES[5:]],
+)
 def test_coarsen_of_refine_is_exact(name, mode):
     net = _model(name)
     back = coarsen(refine(net, 2, mode), 2)
@@ -216,8 +226,10 @@ def test_coarsen_average_and_create_with_a_fraction():
 
 
 # torchvision is the [vision] extra, not [dev]: installing it can replace the torch build in place
-@pytest.mark.skipif(importlib.util.find_spec("torchvision") is None,
-                    reason="needs the [vision] extra: pip install 'sdenet[vision]'")
+@pytest.mark.skipif(
+    importlib.util.find_spec("torchvision") is None,
+    reason="needs the [vision] extra: pip install 'sdenet[vision]'",
+)
 def test_torchvision_resnet_after_to_lm_refines():
     import torchvision as tv
 

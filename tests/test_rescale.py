@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_train import clean  # noqa: F401 (fixture)
 from torch import nn
 
 from sdenet import models
@@ -18,7 +19,6 @@ from sdenet.cli import main
 from sdenet.nn import rescale
 from sdenet.nn.rescale import moment_transform, rescale_kernel
 from sdenet.train.data import check_resolution, downsample, load_dataset, make_loaders, scaled_pad
-from test_train import clean  # noqa: F401 (fixture)
 
 # ----------------------------------------------------------------------------- the kernel map
 
@@ -40,12 +40,15 @@ def test_moment_transform_keeps_order_0_and_scales_differences():
     assert torch.allclose(T.float() @ ident, ident)
     assert torch.allclose(T.float() @ diff, 2 * diff)
     assert torch.allclose(T.float() @ second, 4 * second)
-    assert torch.equal(moment_transform(5, 1.0), torch.eye(5, dtype=torch.float64)) or \
-        torch.allclose(moment_transform(5, 1.0), torch.eye(5, dtype=torch.float64), atol=1e-13)
+    assert torch.equal(moment_transform(5, 1.0), torch.eye(5, dtype=torch.float64)) or torch.allclose(
+        moment_transform(5, 1.0), torch.eye(5, dtype=torch.float64), atol=1e-13
+    )
 
 
-@pytest.mark.parametrize("shape", [(4, 3, 3, 3), (2, 2, 5, 5), (3, 1, 7, 7), (2, 3, 3, 1),
-                                   (2, 2, 1, 1), (2, 2, 3), (1, 2, 3, 3, 3)])
+@pytest.mark.parametrize(
+    "shape",
+    [(4, 3, 3, 3), (2, 2, 5, 5), (3, 1, 7, 7), (2, 3, 3, 1), (2, 2, 1, 1), (2, 2, 3), (1, 2, 3, 3, 3)],
+)
 @pytest.mark.parametrize("factor", [2, 4, 3])
 def test_round_trip_restores_the_kernel(shape, factor):
     g = torch.Generator().manual_seed(0)
@@ -73,13 +76,14 @@ def test_exact_on_quadratics():
     c = torch.randn(9, generator=g, dtype=torch.float64)
 
     def u(n, h):
-        y, x = torch.meshgrid(torch.arange(n, dtype=torch.float64) * h,
-                              torch.arange(n, dtype=torch.float64) * h, indexing="ij")
-        mono = [x ** p * y ** q for p in range(3) for q in range(3)]
+        y, x = torch.meshgrid(
+            torch.arange(n, dtype=torch.float64) * h, torch.arange(n, dtype=torch.float64) * h, indexing="ij"
+        )
+        mono = [x**p * y**q for p in range(3) for q in range(3)]
         return sum(ci * m for ci, m in zip(c, mono))[None, None]
 
     h = 0.1
-    coarse = F.conv2d(u(12, h), w)                            # nodes 1..10 of the coarse grid
+    coarse = F.conv2d(u(12, h), w)  # nodes 1..10 of the coarse grid
     fine = F.conv2d(u(23, h / 2), rescale_kernel(w, 2))[..., 1::2, 1::2]  # fine nodes 2, 4, ..., 20
     assert torch.allclose(fine, coarse, atol=1e-9, rtol=1e-11)
     # and the unchanged kernel does not
@@ -99,8 +103,7 @@ def test_galerkin_restriction_agrees_on_differences_and_smooths_the_identity():
     R = 0.5 * P.T
 
     def galerkin(w):
-        A = sum(w[k] * torch.roll(torch.eye(n, dtype=torch.float64), k - 1, dims=1)
-                for k in range(3))
+        A = sum(w[k] * torch.roll(torch.eye(n, dtype=torch.float64), k - 1, dims=1) for k in range(3))
         return (R @ A @ P)[4, 3:6]
 
     for w in ([-0.5, 0.0, 0.5], [1.0, -2.0, 1.0]):
@@ -116,15 +119,20 @@ def _smooth_errors(transform, sizes=(16, 32, 64, 128)):
     """max |avgpool(K_h ⋆ u) − K'_{2h} ⋆ avgpool(u)| / max |K_h ⋆ u| for the stencil K_h of a
     fixed operator with all nine terms, a smooth periodic u and K' = transform(K_h)."""
     rng = np.random.default_rng(3)
-    coef = {(p, q): float(rng.uniform(0.5, 1.5) * rng.choice([-1, 1])) / (2 * math.pi) ** (p + q)
-            for p in range(3) for q in range(3)}
+    coef = {
+        (p, q): float(rng.uniform(0.5, 1.5) * rng.choice([-1, 1])) / (2 * math.pi) ** (p + q)
+        for p in range(3)
+        for q in range(3)
+    }
     errs = []
     for n in sizes:
         h = 1.0 / n
         t = (torch.arange(n, dtype=torch.float64) + 0.5) * h  # cell centres
         y, x = torch.meshgrid(t, t, indexing="ij")
-        u = (torch.sin(2 * math.pi * x + 0.3) * torch.cos(2 * math.pi * y)
-             + 0.5 * torch.cos(2 * math.pi * (x + 2 * y) - 1.0))[None, None]
+        u = (
+            torch.sin(2 * math.pi * x + 0.3) * torch.cos(2 * math.pi * y)
+            + 0.5 * torch.cos(2 * math.pi * (x + 2 * y) - 1.0)
+        )[None, None]
         k = _moment_basis_kernel(coef, h)
         fine = F.avg_pool2d(F.conv2d(F.pad(u, (1, 1, 1, 1), mode="circular"), k), 2)
         uc = F.avg_pool2d(u, 2)
@@ -161,8 +169,11 @@ def test_network_round_trip_and_what_is_kept(name):
     for k, v in m.state_dict().items():  # the original is untouched
         assert torch.equal(v, before[k])
     convs = {n + ".weight" for n, mod in m.named_modules() if isinstance(mod, nn.Conv2d)}
-    spatial = {n + ".weight" for n, mod in m.named_modules()
-               if isinstance(mod, nn.Conv2d) and mod.kernel_size != (1, 1)}
+    spatial = {
+        n + ".weight"
+        for n, mod in m.named_modules()
+        if isinstance(mod, nn.Conv2d) and mod.kernel_size != (1, 1)
+    }
     assert spatial
     s_up = up.state_dict()
     for k, v in before.items():
@@ -184,8 +195,15 @@ def test_network_round_trip_and_what_is_kept(name):
 def test_strided_and_imagenet_stem_kernels():
     """Strides, padding and the 7×7 ImageNet stem: the same moment map on the input grid."""
     conv = nn.Conv2d(3, 4, 7, stride=2, padding=3, bias=True).double()
-    net = nn.Sequential(conv, nn.BatchNorm2d(4).double(), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2).double())
+    net = nn.Sequential(
+        conv,
+        nn.BatchNorm2d(4).double(),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2, 1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 2).double(),
+    )
     up = rescale(net, 2, method="moments")
     assert torch.equal(up[0].bias, conv.bias)
     assert torch.allclose(rescale(up, 0.5, method="moments")[0].weight, conv.weight, atol=1e-8, rtol=0)
@@ -227,9 +245,17 @@ def test_downsample_is_the_block_mean_on_the_device():
     assert downsample(x, 32) is x
 
 
-@pytest.mark.parametrize("r, needle", [(0, "positive integer"), (-4, "positive integer"),
-                                       (12, "does not divide"), (64, "larger than"),
-                                       (2.0, "positive integer"), (True, "positive integer")])
+@pytest.mark.parametrize(
+    "r, needle",
+    [
+        (0, "positive integer"),
+        (-4, "positive integer"),
+        (12, "does not divide"),
+        (64, "larger than"),
+        (2.0, "positive integer"),
+        (True, "positive integer"),
+    ],
+)
 def test_bad_resolutions(r, needle):
     with pytest.raises(ValueError, match=needle):
         check_resolution(r, 32, 32)
@@ -248,38 +274,70 @@ def test_loaders_at_a_resolution():
 
 # ----------------------------------------------------------------------------- the CLI
 
-SHORT = ["--dataset", "sample", "--epochs", "1", "--limit-train", "128", "--limit-test", "64",
-         "--batch-size", "32", "--device", "cpu", "--quiet"]
+SHORT = [
+    "--dataset",
+    "sample",
+    "--epochs",
+    "1",
+    "--limit-train",
+    "128",
+    "--limit-test",
+    "64",
+    "--batch-size",
+    "32",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 
 
 def test_train_at_16_then_warm_start_at_32_and_eval(clean, tmp_path, capsys):
     a, b, c = tmp_path / "r16", tmp_path / "warm", tmp_path / "asis"
-    assert main(["train", "--model", "tiny_resnet", "--resolution", "16", "--out", str(a),
-                 *SHORT]) == 0
+    assert main(["train", "--model", "tiny_resnet", "--resolution", "16", "--out", str(a), *SHORT]) == 0
     cfg = json.loads((a / "config.json").read_text())
     assert cfg["resolution"] == 16 and cfg["init"] is None
     assert len((a / "metrics.jsonl").read_text().splitlines()) == 1
-    assert main(["train", "--model", "tiny_resnet", "--init", str(a), "--rescale",
-                 "--out", str(b), *SHORT]) == 0
+    assert (
+        main(["train", "--model", "tiny_resnet", "--init", str(a), "--rescale", "--out", str(b), *SHORT]) == 0
+    )
     cfg = json.loads((b / "config.json").read_text())
     assert cfg["resolution"] == 32 and cfg["init_resolution"] == 16 and cfg["init_rescale"] == 2.0
-    assert main(["train", "--model", "tiny_resnet", "--init", str(a / "last.pt"),
-                 "--out", str(c), *SHORT]) == 0
+    assert (
+        main(["train", "--model", "tiny_resnet", "--init", str(a / "last.pt"), "--out", str(c), *SHORT]) == 0
+    )
     assert json.loads((c / "config.json").read_text())["init_rescale"] is None
     capsys.readouterr()
     # the 16×16 network at 32×32, as it is and rescaled: eval agrees with rescale by hand
     from sdenet.train.checkpoint import load_checkpoint
     from sdenet.train.data import DeviceLoader
 
-    assert main(["eval", str(a), "--resolution", "32", "--rescale", "--json", "--device", "cpu",
-                 "--limit-test", "64"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(a),
+                "--resolution",
+                "32",
+                "--rescale",
+                "--json",
+                "--device",
+                "cpu",
+                "--limit-test",
+                "64",
+            ]
+        )
+        == 0
+    )
     r = json.loads(capsys.readouterr().out)
     assert r["resolution"] == 32 and r["trained_resolution"] == 16 and r["rescaled"]
     m = models.create("tiny_resnet", num_classes=10)
     m.load_state_dict(load_checkpoint(a)["model"])
     ds = load_dataset("sample")
-    xb, yb = next(iter(DeviceLoader(ds.x_test[:64], ds.y_test[:64], batch_size=64, train=False,
-                                    mean=ds.mean, std=ds.std)))
+    xb, yb = next(
+        iter(
+            DeviceLoader(ds.x_test[:64], ds.y_test[:64], batch_size=64, train=False, mean=ds.mean, std=ds.std)
+        )
+    )
     with torch.no_grad():
         err = float((rescale(m, 2).eval()(xb).argmax(1) != yb).float().mean())
     assert r["test_error"] == pytest.approx(err)
@@ -295,28 +353,35 @@ def _one_line(capsys, code):
     return lines[0]
 
 
-@pytest.mark.parametrize("extra, needle", [
-    (["--resolution", "12"], "does not divide"),
-    (["--resolution", "64"], "larger than"),
-    (["--resolution", "0"], "--resolution"),
-    (["--resolution", "x"], "--resolution"),
-    (["--rescale"], "--init"),
-    (["--init", "NOPE", "--rescale"], "missing"),
-])
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--resolution", "12"], "does not divide"),
+        (["--resolution", "64"], "larger than"),
+        (["--resolution", "0"], "--resolution"),
+        (["--resolution", "x"], "--resolution"),
+        (["--rescale"], "--init"),
+        (["--init", "NOPE", "--rescale"], "missing"),
+    ],
+)
 def test_cli_user_errors(clean, tmp_path, capsys, extra, needle):
     extra = [str(tmp_path / "nope") if e == "NOPE" else e for e in extra]
-    line = _one_line(capsys, main(["train", "--model", "tiny_resnet", "--out",
-                                   str(tmp_path / "run"), *SHORT, *extra]))
+    line = _one_line(
+        capsys, main(["train", "--model", "tiny_resnet", "--out", str(tmp_path / "run"), *SHORT, *extra])
+    )
     assert needle in line, line
 
 
 def test_init_from_another_architecture_is_one_line(clean, tmp_path, capsys):
     a = tmp_path / "a"
-    assert main(["train", "--model", "tiny_resnet", "--resolution", "8", "--out", str(a),
-                 *SHORT]) == 0
+    assert main(["train", "--model", "tiny_resnet", "--resolution", "8", "--out", str(a), *SHORT]) == 0
     capsys.readouterr()
-    line = _one_line(capsys, main(["train", "--model", "tiny_shake_shake", "--init", str(a),
-                                   "--out", str(tmp_path / "b"), *SHORT]))
+    line = _one_line(
+        capsys,
+        main(
+            ["train", "--model", "tiny_shake_shake", "--init", str(a), "--out", str(tmp_path / "b"), *SHORT]
+        ),
+    )
     assert "does not fit" in line
 
 
@@ -330,15 +395,31 @@ def test_multiscale_experiment_script_writes_its_results(tmp_path):
 
     ds = load_dataset("sample")
     npz = tmp_path / "small.npz"
-    np.savez(npz, x_train=ds.x_train[:256], y_train=ds.y_train[:256], x_test=ds.x_test[:64],
-             y_test=ds.y_test[:64])
+    np.savez(
+        npz, x_train=ds.x_train[:256], y_train=ds.y_train[:256], x_test=ds.x_test[:64], y_test=ds.y_test[:64]
+    )
     path = Path(__file__).resolve().parents[1] / "experiments" / "multiscale.py"
     spec = importlib.util.spec_from_file_location("multiscale_experiment", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     out = tmp_path / "res"
-    assert mod.main(["--dataset", str(npz), "--epochs16", "1", "--epochs32", "1",
-                     "--runs", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    assert (
+        mod.main(
+            [
+                "--dataset",
+                str(npz),
+                "--epochs16",
+                "1",
+                "--epochs32",
+                "1",
+                "--runs",
+                str(tmp_path / "runs"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     r = json.loads((out / "multiscale.json").read_text())
     s = r["seeds"][0]
     assert set(s["runs"]) == {"cold", "warm", "warm_rescaled"}

@@ -9,7 +9,6 @@ import torch
 import sdenet as sn
 
 
-
 @pytest.fixture(autouse=True)
 def _float64():
     """float64 inside this module's tests only (restored afterwards: other modules expect float32)."""
@@ -44,8 +43,11 @@ def test_flags_and_names():
     assert type(sn.get_scheme("hamiltonian")) is sn.Hamiltonian
     assert sn.get_scheme("midpoint", start="rest").order == 1
     assert sn.get_scheme("leapfrog", velocity=0.5).velocity == 0.5
-    for bad in (lambda: sn.Midpoint(start="x"), lambda: sn.Leapfrog(start="euler"),
-                lambda: sn.Leapfrog(velocity=float("nan"))):
+    for bad in (
+        lambda: sn.Midpoint(start="x"),
+        lambda: sn.Leapfrog(start="euler"),
+        lambda: sn.Leapfrog(velocity=float("nan")),
+    ):
         with pytest.raises(ValueError):
             bad()
 
@@ -95,25 +97,35 @@ def test_leapfrog_order(start, v0):
 
 def _mlp(d, seed):
     g = torch.Generator().manual_seed(seed)
-    W1, W2 = torch.randn(d, d, generator=g) / d ** 0.5, torch.randn(d, d, generator=g) / d ** 0.5
+    W1, W2 = torch.randn(d, d, generator=g) / d**0.5, torch.randn(d, d, generator=g) / d**0.5
     b = torch.randn(d, generator=g)
     return lambda t, x: torch.tanh(x @ W1 + b) @ W2 * (1.0 + 0.1 * t)
 
 
 _ONE_STEP = [sn.Hamiltonian(), sn.CoupledEuler()]
-_TWO_STEP = [sn.Midpoint(), sn.Midpoint("rest"), sn.Leapfrog(), sn.Leapfrog("rest"), sn.Leapfrog(velocity=0.3)]
+_TWO_STEP = [
+    sn.Midpoint(),
+    sn.Midpoint("rest"),
+    sn.Leapfrog(),
+    sn.Leapfrog("rest"),
+    sn.Leapfrog(velocity=0.3),
+]
 
 
 # a history handed in (with_prev) exists only for the two-step schemes: the one-step (coupled) ones
 # carry none, so that combination is not generated
-@pytest.mark.parametrize("scheme, with_prev", [(s, False) for s in _ONE_STEP + _TWO_STEP] + [(s, True) for s in _TWO_STEP])
+@pytest.mark.parametrize(
+    "scheme, with_prev", [(s, False) for s in _ONE_STEP + _TWO_STEP] + [(s, True) for s in _TWO_STEP]
+)
 def test_round_trip(scheme, with_prev):
     d, N, dt = 6, 50, 0.1
     coupled = scheme.coupled
     if coupled:
         field = sn.CoupledField(_mlp(d, 1), _mlp(d, 2))
-        x0 = (torch.randn(4, d, generator=torch.Generator().manual_seed(3)),
-              torch.randn(4, d, generator=torch.Generator().manual_seed(4)))
+        x0 = (
+            torch.randn(4, d, generator=torch.Generator().manual_seed(3)),
+            torch.randn(4, d, generator=torch.Generator().manual_seed(4)),
+        )
     else:
         field = sn.ODEField(_mlp(d, 1))
         x0 = torch.randn(4, d, generator=torch.Generator().manual_seed(3))

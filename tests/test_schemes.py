@@ -142,13 +142,17 @@ def _logistic_rate_k(k):
     x0 = torch.tensor([[0.1, 0.4, 0.7], [0.6, 0.2, 0.9]], dtype=F64)
 
     def exact(rate):
-        return lambda t0, t1, x0: x0 * torch.exp(rate * (t1 - t0)) / (1 - x0 + x0 * torch.exp(rate * (t1 - t0)))
+        return lambda t0, t1, x0: (
+            x0 * torch.exp(rate * (t1 - t0)) / (1 - x0 + x0 * torch.exp(rate * (t1 - t0)))
+        )
 
     return (lambda t, x: x * (1 - x)), x0, 0.0, 3.0, exact(rate), exact(torch.ones_like(rate))
 
 
 @pytest.mark.parametrize(
-    "k", [-0.05, 0.3, -0.5, torch.tensor([-0.05, 0.3, 0.1], dtype=F64)], ids=["-0.05", "0.3", "-0.5", "tensor"]
+    "k",
+    [-0.05, 0.3, -0.5, torch.tensor([-0.05, 0.3, 0.1], dtype=F64)],
+    ids=["-0.05", "0.3", "-0.5", "tensor"],
 )
 def test_lm_is_consistent_with_f_over_one_plus_k(k):
     """``u_{n+1} = (1−k)u_n + k u_{n−1} + Δt f`` converges (order 1) to ``u' = f/(1+k)``, not to ``u' = f``."""
@@ -244,13 +248,18 @@ def test_coupled_euler_inverse_recovers_previous_state():
 
 
 def _block():
-    w = torch.tensor([[0.9, -0.4, 0.3, 0.0], [0.2, 0.5, -1.0, 0.6], [0.0, 0.8, 0.1, -0.3], [-0.7, 0.2, 0.4, 0.5]], dtype=F64)
+    w = torch.tensor(
+        [[0.9, -0.4, 0.3, 0.0], [0.2, 0.5, -1.0, 0.6], [0.0, 0.8, 0.1, -0.3], [-0.7, 0.2, 0.4, 0.5]],
+        dtype=F64,
+    )
     return lambda x: torch.tanh(x @ w) + 0.1
 
 
 @pytest.mark.parametrize("p", [0.5, 0.8])
 @pytest.mark.parametrize(
-    "g", [0.0, -0.3, torch.tensor([-0.2, 0.1, 0.0, -0.5], dtype=F64), "callable"], ids=["0", "-0.3", "tensor", "callable"]
+    "g",
+    [0.0, -0.3, torch.tensor([-0.2, 0.1, 0.0, -0.5], dtype=F64), "callable"],
+    ids=["0", "-0.3", "tensor", "callable"],
 )
 def test_stochastic_lm_at_dt_one_is_the_papers_recursion(p, g):
     """At Δt = 1 with DropBernoulli(p): ``X_{n+1} = (2+g_n) X_n − (1+g_n) X_{n−1} + η_n f(X_n)``, ``X_{−1} = X_0``."""
@@ -263,8 +272,13 @@ def test_stochastic_lm_at_dt_one_is_the_papers_recursion(p, g):
     x0 = torch.randn(16, 4, generator=torch.Generator().manual_seed(4), dtype=F64)
     steps, seed = 12, 123
     path = sn.integrate(
-        field, sn.StochasticLM(g=g_arg, law=law), x0, steps=steps, dt=1.0,
-        generator=torch.Generator().manual_seed(seed), save="all",
+        field,
+        sn.StochasticLM(g=g_arg, law=law),
+        x0,
+        steps=steps,
+        dt=1.0,
+        generator=torch.Generator().manual_seed(seed),
+        save="all",
     )
     # recompute the η's: one law.sample per step of shape (B, 1) in x's dtype, from the same seed
     gen = torch.Generator().manual_seed(seed)
@@ -285,10 +299,22 @@ def test_stochastic_lm_first_step_is_stochastic_depth():
     p = 0.7
     field = sn.SDEField(lambda t, x: p * f(x), lambda t, x: math.sqrt(p * (1 - p)) * f(x), noise="sample")
     x0 = torch.randn(8, 4, generator=torch.Generator().manual_seed(5), dtype=F64)
-    a = sn.integrate(field, sn.StochasticLM(g=-0.4, law=sn.DropBernoulli(p)), x0, steps=1, dt=1.0,
-                     generator=torch.Generator().manual_seed(6))
-    b = sn.integrate(field, sn.WeakEuler(sn.DropBernoulli(p)), x0, steps=1, dt=1.0,
-                     generator=torch.Generator().manual_seed(6))
+    a = sn.integrate(
+        field,
+        sn.StochasticLM(g=-0.4, law=sn.DropBernoulli(p)),
+        x0,
+        steps=1,
+        dt=1.0,
+        generator=torch.Generator().manual_seed(6),
+    )
+    b = sn.integrate(
+        field,
+        sn.WeakEuler(sn.DropBernoulli(p)),
+        x0,
+        steps=1,
+        dt=1.0,
+        generator=torch.Generator().manual_seed(6),
+    )
     torch.testing.assert_close(a, b, rtol=1e-14, atol=1e-14)
 
 
@@ -304,8 +330,14 @@ def test_stochastic_lm_without_noise_is_order_one_for_second_order_ode(law):
     T = 2.0
     errs, dts = [], []
     for n in STEPS:
-        x = sn.integrate(field, sn.StochasticLM(g=0.0, law=law), x0, t1=T, steps=n,
-                         generator=torch.Generator().manual_seed(n))
+        x = sn.integrate(
+            field,
+            sn.StochasticLM(g=0.0, law=law),
+            x0,
+            t1=T,
+            steps=n,
+            generator=torch.Generator().manual_seed(n),
+        )
         errs.append((x - x0 * math.cos(T)).abs().max().item())
         dts.append(T / n)
     assert abs(slope(dts, errs) - sn.StochasticLM.order) <= 0.15, errs
@@ -321,7 +353,9 @@ def test_stochastic_lm_friction_sign():
     exact = x0 * math.exp(g / 2 * T) * (math.cos(w * T) - g / 2 / w * math.sin(w * T))
     errs, dts = [], []
     for n in FINE:
-        x = sn.integrate(field, sn.StochasticLM(g=g), x0, t1=T, steps=n, generator=torch.Generator().manual_seed(0))
+        x = sn.integrate(
+            field, sn.StochasticLM(g=g), x0, t1=T, steps=n, generator=torch.Generator().manual_seed(0)
+        )
         errs.append((x - exact).abs().max().item())
         dts.append(T / n)
     assert abs(slope(dts, errs) - 1.0) <= 0.15, errs
@@ -378,7 +412,9 @@ SDE = sn.SDEField(lambda t, x: -x, lambda t, x: torch.ones_like(x))
 COUPLED = sn.CoupledField(lambda t, y: y, lambda t, x: -x)
 
 
-@pytest.mark.parametrize("scheme", [sn.Euler(), sn.Heun(), sn.NeumannEuler(), sn.LinearMultistep(0.1)], ids=repr)
+@pytest.mark.parametrize(
+    "scheme", [sn.Euler(), sn.Heun(), sn.NeumannEuler(), sn.LinearMultistep(0.1)], ids=repr
+)
 def test_deterministic_scheme_refuses_sde_and_coupled(scheme):
     scheme.check(ODE)
     with pytest.raises(ValueError, match="deterministic"):
@@ -387,7 +423,9 @@ def test_deterministic_scheme_refuses_sde_and_coupled(scheme):
         scheme.check(COUPLED)
 
 
-@pytest.mark.parametrize("scheme", [sn.WeakEuler(sn.Uniform()), sn.EulerMaruyama(), sn.StochasticLM()], ids=repr)
+@pytest.mark.parametrize(
+    "scheme", [sn.WeakEuler(sn.Uniform()), sn.EulerMaruyama(), sn.StochasticLM()], ids=repr
+)
 def test_stochastic_scheme_refuses_ode_and_coupled(scheme):
     scheme.check(SDE)
     with pytest.raises(ValueError, match="stochastic field"):
@@ -404,7 +442,9 @@ def test_coupled_euler_refuses_single_states():
 
 
 @pytest.mark.parametrize("scheme", [sn.Euler(), sn.WeakEuler(), sn.CoupledEuler()], ids=repr)
-@pytest.mark.parametrize("thing", [lambda t, x: -x, torch.nn.Linear(2, 2), None, "euler"], ids=["lambda", "module", "None", "str"])
+@pytest.mark.parametrize(
+    "thing", [lambda t, x: -x, torch.nn.Linear(2, 2), None, "euler"], ids=["lambda", "module", "None", "str"]
+)
 def test_check_refuses_non_fields(scheme, thing):
     with pytest.raises(ValueError, match="Field"):
         scheme.check(thing)
@@ -433,10 +473,21 @@ def test_stochastic_lm_bad_g_and_bad_law():
 
 @pytest.mark.parametrize(
     "name, cls",
-    [("euler", sn.Euler), ("forward-euler", sn.Euler), ("heun", sn.Heun), ("neumann", sn.NeumannEuler),
-     ("lm", sn.LinearMultistep), ("coupled", sn.CoupledEuler), ("revnet", sn.CoupledEuler),
-     ("euler_maruyama", sn.EulerMaruyama), ("em", sn.EulerMaruyama), ("weak_euler", sn.WeakEuler),
-     ("weak-euler", sn.WeakEuler), ("stochastic_lm", sn.StochasticLM), ("LM_SD", sn.StochasticLM)],
+    [
+        ("euler", sn.Euler),
+        ("forward-euler", sn.Euler),
+        ("heun", sn.Heun),
+        ("neumann", sn.NeumannEuler),
+        ("lm", sn.LinearMultistep),
+        ("coupled", sn.CoupledEuler),
+        ("revnet", sn.CoupledEuler),
+        ("euler_maruyama", sn.EulerMaruyama),
+        ("em", sn.EulerMaruyama),
+        ("weak_euler", sn.WeakEuler),
+        ("weak-euler", sn.WeakEuler),
+        ("stochastic_lm", sn.StochasticLM),
+        ("LM_SD", sn.StochasticLM),
+    ],
 )
 def test_get_scheme_names(name, cls):
     assert type(sn.get_scheme(name)) is cls
@@ -460,10 +511,15 @@ def test_get_scheme_unknown_and_wrong_law():
 
 @pytest.mark.parametrize(
     "name, kwargs, match",
-    [("euler", dict(k=0.3), "takes no options; got k"), ("heun", dict(terms=2), "takes no options"),
-     ("neumann", dict(k=0.1), "takes only terms; got k"), ("lm", dict(terms=2, g=1), "takes only k; got g, terms"),
-     ("stochastic_lm", dict(k=0.1), "takes only g; got k"), ("weak_euler", dict(g=0.1), "takes no options"),
-     ("neumann", dict(terms=0), "terms must be")],
+    [
+        ("euler", dict(k=0.3), "takes no options; got k"),
+        ("heun", dict(terms=2), "takes no options"),
+        ("neumann", dict(k=0.1), "takes only terms; got k"),
+        ("lm", dict(terms=2, g=1), "takes only k; got g, terms"),
+        ("stochastic_lm", dict(k=0.1), "takes only g; got k"),
+        ("weak_euler", dict(g=0.1), "takes no options"),
+        ("neumann", dict(terms=0), "terms must be"),
+    ],
 )
 def test_get_scheme_bad_options(name, kwargs, match):
     with pytest.raises(ValueError, match=match):

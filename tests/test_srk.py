@@ -45,7 +45,12 @@ def strong_errors(field, schemes, x0, T, ns, dw, dz, fine, exact=None):
         for n in ns:
             w, z = coarsen_increments(dw, dz, T / fine, fine // n)
             given = (w, z) if getattr(scheme, "space_time", False) else w
-            e = (sn.integrate(field, scheme, x0, t1=T, steps=n, dw=given) - ref).abs().reshape(paths, -1).sum(1)
+            e = (
+                (sn.integrate(field, scheme, x0, t1=T, steps=n, dw=given) - ref)
+                .abs()
+                .reshape(paths, -1)
+                .sum(1)
+            )
             errs.append(e.mean().item())
             ses.append(e.std().item() / math.sqrt(paths))
         slope, ci = fit_slope([T / n for n in ns], errs, ses)
@@ -72,11 +77,31 @@ def test_declarations_and_registry():
     with pytest.raises(ValueError, match="sra must be one of sra1, sra3"):
         sn.SRK(sra="rk4")
     with pytest.raises(ValueError, match="beta2 must sum to 0"):
-        SRATableau("bad", c0=(0, 1), c1=(1, 0), a0=((), (1,)), b0=((), (0,)), alpha=(0.5, 0.5),
-                   beta1=(1, 0), beta2=(1, 0), order=2, weak_order=1)
+        SRATableau(
+            "bad",
+            c0=(0, 1),
+            c1=(1, 0),
+            a0=((), (1,)),
+            b0=((), (0,)),
+            alpha=(0.5, 0.5),
+            beta1=(1, 0),
+            beta2=(1, 0),
+            order=2,
+            weak_order=1,
+        )
     with pytest.raises(ValueError, match="lower triangular"):
-        SRATableau("bad", c0=(0, 1), c1=(1, 0), a0=((), ()), b0=((), (0,)), alpha=(0.5, 0.5),
-                   beta1=(1, 0), beta2=(0, 0), order=2, weak_order=1)
+        SRATableau(
+            "bad",
+            c0=(0, 1),
+            c1=(1, 0),
+            a0=((), ()),
+            b0=((), (0,)),
+            alpha=(0.5, 0.5),
+            beta1=(1, 0),
+            beta2=(0, 0),
+            order=2,
+            weak_order=1,
+        )
 
 
 def test_refuses_what_it_cannot_integrate():
@@ -90,8 +115,12 @@ def test_refuses_what_it_cannot_integrate():
         sn.SRK().check(sn.CoupledField(lambda t, y: y, lambda t, x: x))
     field = sn.AdditiveField(lambda t, x: -x, 0.5)
     with pytest.raises(ValueError, match=r"dw\(0, t, dt\)\[1\] has shape \(3,\)"):
-        sn.integrate(field, sn.SRK(), x, t1=1.0, steps=2, dw=lambda n, t, dt: (torch.zeros(3, 2), torch.zeros(3)))
-    with pytest.raises(ValueError, match="must be a torch.Tensor"):  # a pair only for schemes that declare space_time
+        sn.integrate(
+            field, sn.SRK(), x, t1=1.0, steps=2, dw=lambda n, t, dt: (torch.zeros(3, 2), torch.zeros(3))
+        )
+    with pytest.raises(
+        ValueError, match="must be a torch.Tensor"
+    ):  # a pair only for schemes that declare space_time
         sn.integrate(field, sn.EulerMaruyama(), x, t1=1.0, steps=2, dw=lambda n, t, dt: (x, x))
 
 
@@ -101,8 +130,12 @@ def test_additive_field_declares_and_validates():
     x = torch.ones(4, 2, dtype=F64)
     g = f.diffusion(torch.tensor(0.0, dtype=F64), x)
     assert g.dtype == F64 and g.tolist() == [0.5, 1.0]
-    gm = sn.AdditiveField(lambda t, x: -x, lambda t: torch.tensor([[1.0, 0.0], [0.5, 2.0]], dtype=F64) * (1 + t),
-                          noise="general", m=2)
+    gm = sn.AdditiveField(
+        lambda t, x: -x,
+        lambda t: torch.tensor([[1.0, 0.0], [0.5, 2.0]], dtype=F64) * (1 + t),
+        noise="general",
+        m=2,
+    )
     assert gm.diffusion(torch.tensor(1.0, dtype=F64), x).shape == (4, 2, 2)
     assert gm.noise_shape(x) == (4, 2)
     with pytest.raises(ValueError, match="needs m"):
@@ -192,9 +225,14 @@ def test_equals_torchsde_srk_on_one_brownian_path(noise):
         sde, size, scheme = Additive(), (B, 2), sn.SRK()
     else:
         field = sn.SDEField(drift, lambda t, x: 0.3 * torch.cos(x) + 0.1 * t, noise=noise)
-        sde, size, scheme = field.to_torchsde(), ((B, D) if noise == "diagonal" else (B, 1)), sn.SRK(sri="sri2")
-    bm = torchsde.BrownianInterval(t0=0.0, t1=1.0, size=size, dtype=F64, entropy=7,
-                                   levy_area_approximation="space-time")
+        sde, size, scheme = (
+            field.to_torchsde(),
+            ((B, D) if noise == "diagonal" else (B, 1)),
+            sn.SRK(sri="sri2"),
+        )
+    bm = torchsde.BrownianInterval(
+        t0=0.0, t1=1.0, size=size, dtype=F64, entropy=7, levy_area_approximation="space-time"
+    )
     ref = torchsde.sdeint(sde, x0, ts, bm=bm, method="srk", dt=1 / 16)[-1]
     ours = sn.integrate(field, scheme, x0, t1=1.0, steps=16, dw=lambda n, t, h: bm(t, t + h, return_U=True))
     assert (ours - ref).abs().max().item() < 1e-12
@@ -208,8 +246,10 @@ def _ou_exact_coupling(theta, paths, n, T, g):
     h = T / n
     e = math.exp(-theta * h)
     c_wj, c_zj = (1 - e) / theta, (1 - e * (1 + theta * h)) / theta**2
-    cov = torch.tensor([[h, h * h / 2, c_wj], [h * h / 2, h**3 / 3, c_zj], [c_wj, c_zj, (1 - e * e) / (2 * theta)]],
-                       dtype=F64)
+    cov = torch.tensor(
+        [[h, h * h / 2, c_wj], [h * h / 2, h**3 / 3, c_zj], [c_wj, c_zj, (1 - e * e) / (2 * theta)]],
+        dtype=F64,
+    )
     v = torch.randn(n, paths, 1, 3, generator=g, dtype=F64) @ torch.linalg.cholesky(cov).T
     return v[..., 0], v[..., 1], v[..., 2]
 
@@ -225,7 +265,8 @@ def test_strong_order_on_ou_against_its_exact_solution():
     field = sn.AdditiveField(lambda t, x: -theta * x, sigma)
     ns = (4, 8, 16, 32, 64)
     (s_srk, ci_srk, errs, ses), (s_em, ci_em, *_) = strong_errors(
-        field, [sn.SRK(), sn.EulerMaruyama()], torch.ones(paths, 1, dtype=F64), T, ns, dw, dz, fine, exact=xT)
+        field, [sn.SRK(), sn.EulerMaruyama()], torch.ones(paths, 1, dtype=F64), T, ns, dw, dz, fine, exact=xT
+    )
     assert ci_srk[0] > 1.5 and s_srk == pytest.approx(2.0, abs=0.15)
     assert s_em == pytest.approx(1.0, abs=0.08) and ci_em[1] < ci_srk[0]
     assert errs[-1] > 10 * ses[-1]  # resolved, not Monte Carlo noise
@@ -239,8 +280,16 @@ def test_strong_order_one_and_a_half_nonlinear_additive(sra):
     dw, dz = space_time_increments((fine, paths, 1), T / fine, torch.Generator().manual_seed(1), dtype=F64)
     field = sn.AdditiveField(lambda t, x: torch.sin(3 * x), lambda t: 0.5 + t)
     ns = (4, 8, 16, 32, 64)
-    (s, ci, *_), (s_em, ci_em, *_) = strong_errors(field, [sn.SRK(sra=sra), sn.EulerMaruyama()],
-                                                   torch.full((paths, 1), 0.3, dtype=F64), T, ns, dw, dz, fine)
+    (s, ci, *_), (s_em, ci_em, *_) = strong_errors(
+        field,
+        [sn.SRK(sra=sra), sn.EulerMaruyama()],
+        torch.full((paths, 1), 0.3, dtype=F64),
+        T,
+        ns,
+        dw,
+        dz,
+        fine,
+    )
     assert ci[0] < 1.5 + 0.05 and ci[1] > 1.5 - 0.05 and abs(s - 1.5) < 0.12
     assert abs(s_em - 1.0) < 0.08 and ci_em[1] < ci[0]
 
@@ -254,8 +303,9 @@ def test_strong_order_one_and_a_half_general_additive_noise():
     M = torch.tensor([[0.0, 1.0], [-1.0, 0.0]], dtype=F64)
     field = sn.AdditiveField(lambda t, x: torch.sin(2 * x @ M), G, noise="general", m=2)
     ns = (8, 16, 32, 64)
-    (s, ci, *_), (s_em, *_) = strong_errors(field, [sn.SRK(), sn.EulerMaruyama()],
-                                            torch.full((paths, 2), 0.3, dtype=F64), T, ns, dw, dz, fine)
+    (s, ci, *_), (s_em, *_) = strong_errors(
+        field, [sn.SRK(), sn.EulerMaruyama()], torch.full((paths, 2), 0.3, dtype=F64), T, ns, dw, dz, fine
+    )
     assert abs(s - 1.5) < 0.15 and abs(s_em - 1.0) < 0.08
 
 
@@ -267,8 +317,16 @@ def test_strong_order_one_and_a_half_gbm(sri):
     dw, dz = space_time_increments((fine, paths, 1), T / fine, torch.Generator().manual_seed(4), dtype=F64)
     ns = (16, 32, 64, 128, 256)
     (s, ci, errs, ses), (s_mil, ci_mil, *_) = strong_errors(
-        sde.field(), [sn.SRK(sri=sri), sn.Milstein()], torch.ones(paths, 1, dtype=F64), T, ns, dw, dz, fine,
-        exact=sde.solution(dw.sum(0)))
+        sde.field(),
+        [sn.SRK(sri=sri), sn.Milstein()],
+        torch.ones(paths, 1, dtype=F64),
+        T,
+        ns,
+        dw,
+        dz,
+        fine,
+        exact=sde.solution(dw.sum(0)),
+    )
     assert abs(s - 1.5) < 0.1 and ci[0] < 1.5 < ci[1]
     assert abs(s_mil - 1.0) < 0.1 and ci_mil[1] < ci[0]
     assert errs[-1] > 10 * ses[-1]
@@ -281,16 +339,25 @@ def test_strong_order_one_and_a_half_arctan_and_sample_noise():
     dw, dz = space_time_increments((fine, paths, 1), T / fine, torch.Generator().manual_seed(5), dtype=F64)
     A = Arctan(a=1.5, x0=0.5)
     ns = (32, 64, 128, 256, 512)
-    (s, ci, *_), (s_mil, *_) = strong_errors(A.field(), [sn.SRK(), sn.Milstein("difference")],
-                                             torch.full((paths, 1), 0.5, dtype=F64), T, ns, dw, dz, fine,
-                                             exact=A.solution(dw.sum(0)))
+    (s, ci, *_), (s_mil, *_) = strong_errors(
+        A.field(),
+        [sn.SRK(), sn.Milstein("difference")],
+        torch.full((paths, 1), 0.5, dtype=F64),
+        T,
+        ns,
+        dw,
+        dz,
+        fine,
+        exact=A.solution(dw.sum(0)),
+    )
     assert abs(s - 1.5) < 0.1 and ci[0] < 1.5 < ci[1] and abs(s_mil - 1.0) < 0.1
     mu = torch.tensor([-0.5, 0.0, 0.3], dtype=F64)
     sig = torch.tensor([1.0, 0.6, -0.8], dtype=F64)
     field = sn.SDEField(lambda t, x: mu * x, lambda t, x: sig * x, noise="sample")
     xT = torch.exp((mu - sig**2 / 2) * T + sig * dw.sum(0))
-    (s, ci, *_), = strong_errors(field, [sn.SRK()], torch.ones(paths, 3, dtype=F64), T, (16, 32, 64, 128, 256),
-                                 dw, dz, fine, exact=xT)
+    ((s, ci, *_),) = strong_errors(
+        field, [sn.SRK()], torch.ones(paths, 3, dtype=F64), T, (16, 32, 64, 128, 256), dw, dz, fine, exact=xT
+    )
     assert abs(s - 1.5) < 0.12
 
 
@@ -306,8 +373,17 @@ def test_given_dw_alone_draws_dz_from_its_conditional_law():
     errs = []
     for n in ns:
         w, _ = coarsen_increments(dw, dz, T / fine, fine // n)
-        errs.append((sn.integrate(field, sn.SRK(), x0, t1=T, steps=n, dw=w,
-                                  generator=torch.Generator().manual_seed(n)) - ref).abs().mean().item())
+        errs.append(
+            (
+                sn.integrate(
+                    field, sn.SRK(), x0, t1=T, steps=n, dw=w, generator=torch.Generator().manual_seed(n)
+                )
+                - ref
+            )
+            .abs()
+            .mean()
+            .item()
+        )
     assert abs(fit_slope([T / n for n in ns], errs)[0] - 1.0) < 0.12
 
 
@@ -322,8 +398,10 @@ def test_deterministic_order_without_noise(sra, sri):
     x0 = torch.ones(1, 1, dtype=F64)
     exact = math.exp(math.sin(1.0))
     ns = (4, 8, 16, 32)
-    fields = (sn.AdditiveField(lambda t, x: torch.cos(t) * x, 0.0),
-              sn.SDEField(lambda t, x: torch.cos(t) * x, lambda t, x: 0 * x))
+    fields = (
+        sn.AdditiveField(lambda t, x: torch.cos(t) * x, 0.0),
+        sn.SDEField(lambda t, x: torch.cos(t) * x, lambda t, x: 0 * x),
+    )
     for field, order in zip(fields, (SRA_TABLEAUX[sra].order, SRI_TABLEAUX[sri].order)):
         errs = [abs(sn.integrate(field, scheme, x0, t1=1.0, steps=n).item() - exact) for n in ns]
         assert fit_slope([1 / n for n in ns], errs)[0] == pytest.approx(order, abs=0.15)
@@ -360,8 +438,10 @@ def test_weak_order_exact_on_gbm_and_ou(sra, sri):
     gbm, ou = weak.GBM(mu=-0.5, sigma=1.0), weak.OU(theta=1.0, sigma=0.5)
     ou_field = sn.AdditiveField(lambda t, x: -ou.theta * x, ou.sigma)
     # GBM's ratios of successive errors approach 4 (SRIW1) and 2^1.5 (SRI2) only from Δt ≈ 1/32
-    for field, sde, declared, ns, ks in ((gbm.field(), gbm, SRI_TABLEAUX[sri].weak_order, (32, 64, 128, 256), (2,)),
-                                         (ou_field, ou, SRA_TABLEAUX[sra].weak_order, (8, 16, 32, 64), (2, 3))):
+    for field, sde, declared, ns, ks in (
+        (gbm.field(), gbm, SRI_TABLEAUX[sri].weak_order, (32, 64, 128, 256), (2,)),
+        (ou_field, ou, SRA_TABLEAUX[sra].weak_order, (8, 16, 32, 64), (2, 3)),
+    ):
         for k in ks:
             errs = [_exact_moment(field, scheme, 1.0, 1.0, n, k) - sde.exact(k) for n in ns]
             s = fit_slope([1 / n for n in ns], [abs(e) for e in errs])[0]
@@ -375,8 +455,14 @@ def test_exact_moment_matches_monte_carlo():
     """The quadrature of the test above is the sampled scheme's expectation (within 4 standard errors)."""
     sde = weak.GBM(mu=-0.5, sigma=1.0)
     exact = _exact_moment(sde.field(), sn.SRK(), 1.0, 1.0, 4, 2)
-    x = sn.integrate(sde.field(), sn.SRK(), torch.ones(400_000, 1, dtype=F64), t1=1.0, steps=4,
-                     generator=torch.Generator().manual_seed(7))
+    x = sn.integrate(
+        sde.field(),
+        sn.SRK(),
+        torch.ones(400_000, 1, dtype=F64),
+        t1=1.0,
+        steps=4,
+        generator=torch.Generator().manual_seed(7),
+    )
     v = x.reshape(-1) ** 2
     assert abs(v.mean().item() - exact) < 4 * v.std().item() / math.sqrt(v.numel())
 
@@ -387,7 +473,9 @@ def test_exact_moment_matches_monte_carlo():
 def test_cli_weak_order_runs_srk(capsys):
     from sdenet.cli import main
 
-    code = main(["weak", "order", "--scheme", "srk", "--paths", "4000", "--dt", "0.5", "0.25", "0.125", "--json"])
+    code = main(
+        ["weak", "order", "--scheme", "srk", "--paths", "4000", "--dt", "0.5", "0.25", "0.125", "--json"]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     res = json.loads(out)

@@ -7,10 +7,9 @@ import math
 import numpy as np
 import pytest
 import sympy as sp
-import torch
 
 import sdenet
-from sdenet.theory import lm_stability, modified_equations, stochastic_lm, table1, weak_laws, dt_families
+from sdenet.theory import dt_families, lm_stability, modified_equations, stochastic_lm, table1, weak_laws
 from sdenet.theory.report import ITEMS, run_all
 
 ORDER_TOL = 0.2
@@ -193,7 +192,9 @@ def test_stochastic_lm_at_dt_one_is_the_papers_recursion():
 def test_stochastic_lm_weak_order():
     osc = stochastic_lm.Oscillator(p=0.5)
     law = sdenet.DropBernoulli(0.5)
-    st = stochastic_lm.order_study(osc, law, ks=(1, 2), steps=(64, 128, 256, 512), mc_steps=(8,), paths=40_000)
+    st = stochastic_lm.order_study(
+        osc, law, ks=(1, 2), steps=(64, 128, 256, 512), mc_steps=(8,), paths=40_000
+    )
     declared = sdenet.StochasticLM(osc.g, law).weak_order
     for k, r in st["k"].items():
         assert abs(r["order"][0] - declared) <= ORDER_TOL, k
@@ -203,7 +204,9 @@ def test_stochastic_lm_weak_order():
 def test_stochastic_lm_third_moment_order_half_for_asymmetric_drop():
     osc = stochastic_lm.Oscillator(p=0.8)
     law = sdenet.DropBernoulli(0.8)
-    st = stochastic_lm.order_study(osc, law, ks=(3,), steps=(64, 128, 256, 512, 1024), mc_steps=(8,), paths=20_000)
+    st = stochastic_lm.order_study(
+        osc, law, ks=(3,), steps=(64, 128, 256, 512, 1024), mc_steps=(8,), paths=20_000
+    )
     assert abs(st["k"][3]["order"][0] - sdenet.StochasticLM(osc.g, law).weak_order) <= ORDER_TOL
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from sdenet.train import evaluation, loop
 from sdenet.train.checkpoint import load_checkpoint, save_atomic
 from sdenet.train.monitor import DEFAULT_WEAK_K, WeakConditionError, format_table
 from sdenet.train.presets import PRESETS, get_preset, lr_factor, scale_milestones
+
 
 @pytest.fixture
 def clean(monkeypatch):
@@ -83,15 +83,15 @@ def test_lr_factor_step_and_onecycle():
 
 def test_quick_preset_is_one_cycle(clean, data, tmp_path):
     out = tmp_path / "q"
-    loop.train(model="tiny_resnet", dataset=data, epochs=3, out=str(out),
-               **{**BASE, "preset": "quick", "lr": 0.2})
+    loop.train(
+        model="tiny_resnet", dataset=data, epochs=3, out=str(out), **{**BASE, "preset": "quick", "lr": 0.2}
+    )
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["schedule"] == "onecycle" and cfg["milestones"] == [] and cfg["label_smoothing"] == 0
     lrs = [json.loads(s)["lr"] for s in (out / "metrics.jsonl").read_text().splitlines()]
     # 4 steps per epoch, 12 in all, warm-up over the first 20 %: the rate at the start of each
     # epoch is 0.2 * factor((4e + 0.5)/4 epochs)
-    expect = [0.2 * lr_factor((4 * e + 0.5) / 4, schedule="onecycle", epochs=3, warmup=0.2)
-              for e in range(3)]
+    expect = [0.2 * lr_factor((4 * e + 0.5) / 4, schedule="onecycle", epochs=3, warmup=0.2) for e in range(3)]
     assert lrs == pytest.approx(expect)
     assert lrs[0] < lrs[1] and lrs[2] < lrs[1]
 
@@ -100,17 +100,58 @@ def test_quick_preset_is_one_cycle(clean, data, tmp_path):
 # A full two-epoch run: every file, every key
 # ---------------------------------------------------------------------------------------------
 
-CONFIG_KEYS = {"model", "dataset", "preset", "epochs", "batch_size", "lr", "momentum",
-               "weight_decay", "milestones", "gamma", "schedule", "dt", "seed", "device", "amp",
-               "channels_last", "compile", "weak_K", "strict_weak", "world_size",
-               "model_overrides", "sdenet_version", "git_commit", "command"}
-EPOCH_KEYS = {"epoch", "train_loss", "train_error", "test_error", "test_loss", "lr", "epoch_time",
-              "elapsed", "lm_coefficients", "weak"}
+CONFIG_KEYS = {
+    "model",
+    "dataset",
+    "preset",
+    "epochs",
+    "batch_size",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "milestones",
+    "gamma",
+    "schedule",
+    "dt",
+    "seed",
+    "device",
+    "amp",
+    "channels_last",
+    "compile",
+    "weak_K",
+    "strict_weak",
+    "world_size",
+    "model_overrides",
+    "sdenet_version",
+    "git_commit",
+    "command",
+}
+EPOCH_KEYS = {
+    "epoch",
+    "train_loss",
+    "train_error",
+    "test_error",
+    "test_loss",
+    "lr",
+    "epoch_time",
+    "elapsed",
+    "lm_coefficients",
+    "weak",
+}
 WEAK_KEYS = {"stage", "block", "law", "p", "dt", "C", "K", "n", "m1", "m2", "m3"}
-FINAL_KEYS = {"test_error", "best_test_error", "params", "epochs", "wall_time", "hardware", "model",
-              "dataset", "dt", "seed"}
-CKPT_KEYS = {"model", "optimizer", "scheduler", "scaler", "epoch", "rng", "best_test_error",
-             "config"}
+FINAL_KEYS = {
+    "test_error",
+    "best_test_error",
+    "params",
+    "epochs",
+    "wall_time",
+    "hardware",
+    "model",
+    "dataset",
+    "dt",
+    "seed",
+}
+CKPT_KEYS = {"model", "optimizer", "scheduler", "scaler", "epoch", "rng", "best_test_error", "config"}
 
 
 def test_two_epoch_run_writes_every_output(clean, data, tmp_path, capsys):
@@ -134,7 +175,8 @@ def test_two_epoch_run_writes_every_output(clean, data, tmp_path, capsys):
         assert math.isfinite(m["train_loss"]) and math.isfinite(m["test_loss"])
         assert m["weak"] == []  # deterministic model
         assert m["lm_coefficients"] and all(
-            len(ks) >= 1 and all(math.isfinite(k) for k in ks) for ks in m["lm_coefficients"].values())
+            len(ks) >= 1 and all(math.isfinite(k) for k in ks) for ks in m["lm_coefficients"].values()
+        )
         assert m["epoch_time"] > 0 and m["elapsed"] >= m["epoch_time"]
     # lr: 0.05 in epoch 1, /10 from the (rescaled) milestone at epoch 1 on
     assert lines[0]["lr"] == pytest.approx(0.05) and lines[1]["lr"] == pytest.approx(0.005)
@@ -159,8 +201,9 @@ def test_two_epoch_run_writes_every_output(clean, data, tmp_path, capsys):
 
 def test_stochastic_run_reports_condition_5(clean, data, tmp_path, capsys):
     out = tmp_path / "sd"
-    loop.train(model="tiny_sd_resnet", dataset=data, epochs=1, out=str(out), p_L=0.5, dt=0.25,
-               mc_samples=2, **BASE)
+    loop.train(
+        model="tiny_sd_resnet", dataset=data, epochs=1, out=str(out), p_L=0.5, dt=0.25, mc_samples=2, **BASE
+    )
     m = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert len(m["weak"]) >= 3
     for w in m["weak"]:
@@ -207,7 +250,10 @@ def test_resume_is_exact_for_a_stochastic_model(clean, data, tmp_path, monkeypat
         assert torch.equal(a[k], b[k]), k
     la = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
     lb = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
-    strip = lambda s: {k: v for k, v in json.loads(s).items() if k not in ("epoch_time", "elapsed")}
+
+    def strip(s):
+        return {k: v for k, v in json.loads(s).items() if k not in ("epoch_time", "elapsed")}
+
     assert [strip(s) for s in la] == [strip(s) for s in lb]
     assert final["test_error"] == json.loads(la[-1])["test_error"]
 
@@ -228,8 +274,7 @@ def test_resume_of_a_finished_run_or_a_used_folder_is_refused(clean, data, tmp_p
 # ---------------------------------------------------------------------------------------------
 
 
-def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(clean, data, tmp_path,
-                                                                   monkeypatch):
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(clean, data, tmp_path, monkeypatch):
     out = tmp_path / "nan"
     monkeypatch.setenv("SDENET_FAULT", "nan@2")
     with pytest.raises(loop.TrainingDiverged, match=r"epoch 2.*last\.pt \(epoch 1\)"):
@@ -242,8 +287,9 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(clean, data, 
 
 def test_absurd_learning_rate_diverges(clean, data, tmp_path):
     with pytest.raises(loop.TrainingDiverged, match="epoch 1.*no checkpoint"):
-        loop.train(model="tiny_resnet", dataset=data, epochs=2, out=str(tmp_path / "x"),
-                   **{**BASE, "lr": 1e30})
+        loop.train(
+            model="tiny_resnet", dataset=data, epochs=2, out=str(tmp_path / "x"), **{**BASE, "lr": 1e30}
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,9 +300,8 @@ def test_absurd_learning_rate_diverges(clean, data, tmp_path):
 def test_weak_K_warning_and_strict_failure(clean, data, tmp_path, capsys):
     # survival probabilities decay linearly from 1 to p_L = 0.1 over the six blocks: the last
     # block's law has K = |1 - 2p| / sqrt(p(1-p)) / sqrt(dt) = (0.8/0.3) * 2 at dt = 1/4
-    kw = dict(model="tiny_sd_resnet", dataset=data, epochs=1, p_L=0.1, limit_train=16,
-              limit_test=16, **BASE)
-    k_last = DropBernoulli(0.1).condition(0.25) / 0.25 ** 2
+    kw = dict(model="tiny_sd_resnet", dataset=data, epochs=1, p_L=0.1, limit_train=16, limit_test=16, **BASE)
+    k_last = DropBernoulli(0.1).condition(0.25) / 0.25**2
     assert k_last == pytest.approx(16 / 3)
     loop.train(out=str(tmp_path / "w"), dt=0.25, **kw)
     err = capsys.readouterr().err
@@ -271,8 +316,9 @@ def test_weak_K_warning_and_strict_failure(clean, data, tmp_path, capsys):
         loop.train(out=str(tmp_path / "two"), dt=1.0, weak_K=2.0, strict_weak=True, **kw)
     loop.train(out=str(tmp_path / "k"), dt=0.25, weak_K=6.0, strict_weak=True, **kw)
     # symmetric laws have C = 0 for every dt: shake-shake's uniform increments never warn
-    loop.train(out=str(tmp_path / "u"), **{**kw, "model": "tiny_shake_shake", "p_L": None},
-               dt=0.25, strict_weak=True)
+    loop.train(
+        out=str(tmp_path / "u"), **{**kw, "model": "tiny_shake_shake", "p_L": None}, dt=0.25, strict_weak=True
+    )
     assert "warning" not in capsys.readouterr().err
 
 
@@ -280,24 +326,59 @@ def test_sqrt_p_schedule_is_judged_against_the_dt1_law(clean, data, tmp_path, ca
     # issue 18: K is judged against the law of the original (dt = 1) network, p1, not against
     # the law at the rescheduled p. sqrt: 1 - 2p(dt) = (1 - 2p1) sqrt(dt), K(dt) <= K(1) -> accepted
     # under strict_weak; fixed: K(dt) = K(1)/sqrt(dt) -> rightly refused.
-    kw = dict(model="tiny_sd_resnet", dataset=data, epochs=1, p_L=0.1, limit_train=16,
-              limit_test=16, dt=0.25, strict_weak=True, **BASE)
+    kw = dict(
+        model="tiny_sd_resnet",
+        dataset=data,
+        epochs=1,
+        p_L=0.1,
+        limit_train=16,
+        limit_test=16,
+        dt=0.25,
+        strict_weak=True,
+        **BASE,
+    )
     fin = loop.train(out=str(tmp_path / "sqrt"), overrides={"p_schedule": "sqrt"}, **kw)
     rows = [r for r in fin["weak"] if r["p1"] is not None and r["p1"] < 1 and r["dt"] < 1]
     assert rows and all(r["p"] != r["p1"] for r in rows)
     for r in rows:
         k1 = DropBernoulli(r["p1"]).condition(1.0)
-        assert r["K"] <= k1 + 1e-12 and r["K"] == pytest.approx(DropBernoulli(r["p"]).condition(0.25) / 0.25**2)
+        assert r["K"] <= k1 + 1e-12 and r["K"] == pytest.approx(
+            DropBernoulli(r["p"]).condition(0.25) / 0.25**2
+        )
     assert "warning" not in capsys.readouterr().err
     with pytest.raises(WeakConditionError, match="strict"):
         loop.train(out=str(tmp_path / "fixed"), overrides={"p_schedule": "fixed"}, **kw)
 
 
 def test_format_table_lists_every_stage():
-    rep = [{"stage": "s1", "block": 0, "law": "drop", "p": 0.5, "dt": 1.0, "C": 0.0, "K": 0.0,
-            "n": 10, "m1": 0.0, "m2": 1.0, "m3": 0.0},
-           {"stage": "s2", "block": None, "law": "uniform", "p": None, "dt": 0.5, "C": 0.0,
-            "K": 0.0, "n": 0, "m1": None, "m2": None, "m3": None}]
+    rep = [
+        {
+            "stage": "s1",
+            "block": 0,
+            "law": "drop",
+            "p": 0.5,
+            "dt": 1.0,
+            "C": 0.0,
+            "K": 0.0,
+            "n": 10,
+            "m1": 0.0,
+            "m2": 1.0,
+            "m3": 0.0,
+        },
+        {
+            "stage": "s2",
+            "block": None,
+            "law": "uniform",
+            "p": None,
+            "dt": 0.5,
+            "C": 0.0,
+            "K": 0.0,
+            "n": 0,
+            "m1": None,
+            "m2": None,
+            "m3": None,
+        },
+    ]
     lines = format_table(rep).splitlines()
     assert len(lines) == 3 and "s1" in lines[1] and "uniform" in lines[2]
 
@@ -307,23 +388,35 @@ def test_format_table_lists_every_stage():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(epochs=0), "epochs"), (dict(lr=-1), "lr"), (dict(batch_size=2.5), "batch_size"),
-    (dict(device="tpu"), "device"), (dict(mode="diag"), "mode"), (dict(p_L=1.5), "p_L"),
-    (dict(preset="fast"), "preset"), (dict(model="nope"), "unknown model"),
-    (dict(colour="red"), "unknown training option"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(epochs=0), "epochs"),
+        (dict(lr=-1), "lr"),
+        (dict(batch_size=2.5), "batch_size"),
+        (dict(device="tpu"), "device"),
+        (dict(mode="diag"), "mode"),
+        (dict(p_L=1.5), "p_L"),
+        (dict(preset="fast"), "preset"),
+        (dict(model="nope"), "unknown model"),
+        (dict(colour="red"), "unknown training option"),
+    ],
+)
 def test_bad_settings_raise_value_error(clean, data, tmp_path, bad, match):
-    kw = {**BASE, "model": "tiny_resnet", "dataset": data, "epochs": 1, "out": str(tmp_path / "e"),
-          **bad}
+    kw = {**BASE, "model": "tiny_resnet", "dataset": data, "epochs": 1, "out": str(tmp_path / "e"), **bad}
     with pytest.raises(ValueError, match=match):
         loop.train(**kw)
 
 
 def test_missing_dataset_is_a_value_error_naming_the_file(clean, tmp_path):
     with pytest.raises(ValueError, match="nothere.npz"):
-        loop.train(model="tiny_resnet", dataset=str(tmp_path / "nothere.npz"), epochs=1,
-                   out=str(tmp_path / "e"), **BASE)
+        loop.train(
+            model="tiny_resnet",
+            dataset=str(tmp_path / "nothere.npz"),
+            epochs=1,
+            out=str(tmp_path / "e"),
+            **BASE,
+        )
 
 
 def test_evaluate_a_checkpoint(clean, data, tmp_path, monkeypatch):
@@ -337,8 +430,13 @@ def test_evaluate_a_checkpoint(clean, data, tmp_path, monkeypatch):
     assert r["mc_samples"] == 3 and 0 <= r["test_error_mc"] <= 1
     # the Monte Carlo answer is sdenet.nn.mc_predict's: one big draw of 3 samples per image
     seen = []
-    monkeypatch.setattr(evaluation, "_mc_predict_fn", lambda: lambda model, x, samples, generator:
-                        seen.append(samples) or torch.full((x.shape[0], 4), 0.25))
+    monkeypatch.setattr(
+        evaluation,
+        "_mc_predict_fn",
+        lambda: (
+            lambda model, x, samples, generator: seen.append(samples) or torch.full((x.shape[0], 4), 0.25)
+        ),
+    )
     r = loop.evaluate(out / "best.pt", samples=3, device="cpu")
     assert seen == [3] * 1 and r["test_loss_mc"] == pytest.approx(math.log(4))
     r0 = loop.evaluate(out / "last.pt", samples=0, device="cpu", limit_test=16)
@@ -371,8 +469,9 @@ def test_progress_bar_on_a_terminal_and_hardware_line(clean, data, tmp_path, mon
 
     term = Terminal()
     monkeypatch.setattr(sys, "stderr", term)
-    loop.train(model="tiny_resnet", dataset=data, epochs=1, out=str(tmp_path / "p"),
-               **{**BASE, "quiet": False})
+    loop.train(
+        model="tiny_resnet", dataset=data, epochs=1, out=str(tmp_path / "p"), **{**BASE, "quiet": False}
+    )
     assert "epoch 1/1" in term.getvalue() and "4/4" in term.getvalue()  # tqdm's bar
     assert "epoch 1/1" in capsys.readouterr().out  # and the summary line
     line = describe("cpu")
@@ -383,8 +482,17 @@ def test_progress_bar_on_a_terminal_and_hardware_line(clean, data, tmp_path, mon
 def test_training_learns_on_the_bundled_sample(clean, tmp_path):
     # 1500 real CIFAR-10 images, 4 one-cycle epochs: chance is 90 % error; 80 % is more than
     # 7 binomial standard errors (sqrt(0.09/500) = 1.3 %) below it
-    final = loop.train(model="tiny_lm_resnet", dataset="sample", epochs=4, preset="quick",
-                       batch_size=64, device="cpu", seed=0, quiet=True, out=str(tmp_path / "l"))
+    final = loop.train(
+        model="tiny_lm_resnet",
+        dataset="sample",
+        epochs=4,
+        preset="quick",
+        batch_size=64,
+        device="cpu",
+        seed=0,
+        quiet=True,
+        out=str(tmp_path / "l"),
+    )
     assert final["test_error"] < 0.80
     assert final["best_test_error"] <= final["test_error"]
 
@@ -393,16 +501,50 @@ def test_monitor_fills_the_exact_condition_and_flags_against_the_law_at_dt_1():
     from sdenet.laws import Uniform
     from sdenet.train.monitor import normalize_report, violations
 
-    rows = [{"stage": "s", "block": 0, "law": "drop", "p": 0.2, "dt": dt, "n": torch.tensor(5),
-             "m1": torch.tensor(0.1), "m2": 0.2, "m3": 0.0} for dt in (0.25, 1.0)]
-    rows.append({"stage": "u", "block": 1, "law": "uniform", "p": None, "dt": 0.01, "n": 3,
-                 "m1": 0.0, "m2": 0.01, "m3": 0.0})
-    rows.append({"stage": "d", "block": 2, "law": "drop", "p": 1.0, "dt": 0.01, "n": 3,
-                 "m1": 0.0, "m2": 0.0, "m3": 0.0})
+    rows = [
+        {
+            "stage": "s",
+            "block": 0,
+            "law": "drop",
+            "p": 0.2,
+            "dt": dt,
+            "n": torch.tensor(5),
+            "m1": torch.tensor(0.1),
+            "m2": 0.2,
+            "m3": 0.0,
+        }
+        for dt in (0.25, 1.0)
+    ]
+    rows.append(
+        {
+            "stage": "u",
+            "block": 1,
+            "law": "uniform",
+            "p": None,
+            "dt": 0.01,
+            "n": 3,
+            "m1": 0.0,
+            "m2": 0.01,
+            "m3": 0.0,
+        }
+    )
+    rows.append(
+        {
+            "stage": "d",
+            "block": 2,
+            "law": "drop",
+            "p": 1.0,
+            "dt": 0.01,
+            "n": 3,
+            "m1": 0.0,
+            "m2": 0.0,
+            "m3": 0.0,
+        }
+    )
     rep = normalize_report(rows)
     law = DropBernoulli(0.2)
     for r, dt in zip(rep[:2], (0.25, 1.0)):
-        assert r["C"] == law.condition(dt) and r["K"] == law.condition(dt) / dt ** 2
+        assert r["C"] == law.condition(dt) and r["K"] == law.condition(dt) / dt**2
         assert r["n"] == 5 and isinstance(r["m1"], float)
     assert rep[2]["C"] == Uniform().condition(0.01) == 0.0
     # K(dt) = K(1)/sqrt(dt): only the drop block at dt < 1 is flagged; p = 1 (deterministic) never
@@ -452,23 +594,24 @@ def test_image_folder_root_is_recognised(tmp_path):
 def test_image_folder_without_torchvision_names_the_missing_package(clean, tmp_path):
     root = tiny_image_folder(tmp_path / "imagenet", per_class=1, size=8)
     with pytest.raises(ValueError, match="torchvision"):
-        loop.train(model="tiny_resnet", dataset=str(root), epochs=1, out=str(tmp_path / "run"),
-                   **BASE)
+        loop.train(model="tiny_resnet", dataset=str(root), epochs=1, out=str(tmp_path / "run"), **BASE)
 
 
 def test_image_folder_rejects_array_limits(clean, tmp_path):
     root = tiny_image_folder(tmp_path / "imagenet", per_class=1, size=8)
     with pytest.raises(ValueError, match="limit"):
-        loop.train(model="tiny_resnet", dataset=str(root), epochs=1, limit_train=4,
-                   out=str(tmp_path / "run"), **BASE)
+        loop.train(
+            model="tiny_resnet", dataset=str(root), epochs=1, limit_train=4, out=str(tmp_path / "run"), **BASE
+        )
 
 
 @pytest.mark.skipif(not _torchvision_imports(), reason="torchvision does not import here")
 def test_image_folder_trains_and_evaluates(clean, tmp_path):
     root = tiny_image_folder(tmp_path / "imagenet")
     out = tmp_path / "run"
-    final = loop.train(model="tiny_resnet", dataset=str(root), epochs=1, out=str(out),
-                       **dict(BASE, batch_size=4))
+    final = loop.train(
+        model="tiny_resnet", dataset=str(root), epochs=1, out=str(out), **dict(BASE, batch_size=4)
+    )
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["num_classes"] == 2 and cfg["n_train"] == 8 and cfg["n_test"] == 8
     assert 0.0 <= final["test_error"] <= 1.0

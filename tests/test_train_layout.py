@@ -17,9 +17,24 @@ from sdenet.train import faults
 TRAIN = Path(__file__).resolve().parents[1] / "sdenet" / "train"
 
 #: the modules loop.py and data.py were split into, each importing only modules before it
-ORDER = ["arrays", "augment", "cifar", "loaders", "imagefolder", "data", "jsonio", "faults",
-         "config", "distributed", "usermodel", "datasource", "evaluation", "trainsetup",
-         "trainer", "loop"]
+ORDER = [
+    "arrays",
+    "augment",
+    "cifar",
+    "loaders",
+    "imagefolder",
+    "data",
+    "jsonio",
+    "faults",
+    "config",
+    "distributed",
+    "usermodel",
+    "datasource",
+    "evaluation",
+    "trainsetup",
+    "trainer",
+    "loop",
+]
 
 
 def _sibling_imports(name: str) -> set[str]:
@@ -38,7 +53,7 @@ def _sibling_imports(name: str) -> set[str]:
 
 @pytest.mark.parametrize("name", ORDER)
 def test_split_modules_import_only_earlier_ones(name):
-    later = set(ORDER[ORDER.index(name) + 1:])
+    later = set(ORDER[ORDER.index(name) + 1 :])
     assert not (_sibling_imports(name) & later), (name, _sibling_imports(name) & later)
 
 
@@ -59,15 +74,49 @@ def _top_level_names(source: str) -> set[str]:
 
 def test_loop_and_data_keep_their_names():
     # every name data.py defined before the split, and the public and test-used names of loop.py
-    for name in ("ArrayDataset", "DatasetError", "DeviceLoader", "load_dataset", "make_loaders",
-                 "imagefolder_loaders", "downsample", "scaled_pad", "check_resolution",
-                 "crop_flip", "augment_batch", "channel_stats", "default_root", "SAMPLE_PATH",
-                 "CIFAR10_CLASSES", "IMAGENET_MEAN", "IMAGENET_STD", "_OFFICIAL", "_Official",
-                 "_md5", "_mix_seed", "_FolderLoader", "_load_npz", "_download"):
+    for name in (
+        "ArrayDataset",
+        "DatasetError",
+        "DeviceLoader",
+        "load_dataset",
+        "make_loaders",
+        "imagefolder_loaders",
+        "downsample",
+        "scaled_pad",
+        "check_resolution",
+        "crop_flip",
+        "augment_batch",
+        "channel_stats",
+        "default_root",
+        "SAMPLE_PATH",
+        "CIFAR10_CLASSES",
+        "IMAGENET_MEAN",
+        "IMAGENET_STD",
+        "_OFFICIAL",
+        "_Official",
+        "_md5",
+        "_mix_seed",
+        "_FolderLoader",
+        "_load_npz",
+        "_download",
+    ):
         assert hasattr(data_mod, name), name
-    for name in (*loop_mod.__all__, "_Trainer", "_create_model", "_depth_of_step",
-                 "_mc_predict_fn", "is_image_folder", "is_user_model", "_model_known",
-                 "_default_run_dir", "_read_lines", "_resolve", "_seed", "_Dist", "_jsonable"):
+    for name in (
+        *loop_mod.__all__,
+        "_Trainer",
+        "_create_model",
+        "_depth_of_step",
+        "_mc_predict_fn",
+        "is_image_folder",
+        "is_user_model",
+        "_model_known",
+        "_default_run_dir",
+        "_read_lines",
+        "_resolve",
+        "_seed",
+        "_Dist",
+        "_jsonable",
+    ):
         assert hasattr(loop_mod, name), name
     # one Monte Carlo prediction: loop.py's own copy is gone, evaluation uses sdenet.nn's
     from sdenet.nn import mc_predict

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_train import clean  # noqa: F401 (fixture)
 from torch import nn
 
 from sdenet import models
@@ -18,7 +19,6 @@ from sdenet.cli import main
 from sdenet.nn import rescale
 from sdenet.nn.operators import OPERATORS, DiffConv2d, stencils
 from sdenet.nn.rescale import atrous_factor, rescale_kernel
-from test_train import clean  # noqa: F401 (fixture)
 
 
 def _up(x, f=2):
@@ -41,8 +41,13 @@ def _outputs(model, x):
     out, hooks = {}, []
     for name, m in model.named_modules():
         if name:
-            hooks.append(m.register_forward_hook(
-                lambda mod, i, o, name=name: out.__setitem__(name, o) if torch.is_tensor(o) and o.dim() == 4 else None))
+            hooks.append(
+                m.register_forward_hook(
+                    lambda mod, i, o, name=name: (
+                        out.__setitem__(name, o) if torch.is_tensor(o) and o.dim() == 4 else None
+                    )
+                )
+            )
     with torch.no_grad():
         y = model(x)
     for h in hooks:
@@ -58,10 +63,19 @@ def test_atrous_is_exact_on_nearest_upsampled_input_without_strides(f):
     """No stride: every feature map of the dilated network on ``U x`` is ``U`` of the
     original's, and the logits (global average of ``U O`` = that of ``O``) are equal."""
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
-                        nn.Conv2d(6, 6, 5, padding=2, bias=False), nn.ReLU(), nn.Conv2d(6, 4, 1),
-                        nn.MaxPool2d(3, stride=1), nn.Conv2d(4, 4, (1, 3), padding=(0, 1)),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).double()
+    net = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Conv2d(6, 6, 5, padding=2, bias=False),
+        nn.ReLU(),
+        nn.Conv2d(6, 4, 1),
+        nn.MaxPool2d(3, stride=1),
+        nn.Conv2d(4, 4, (1, 3), padding=(0, 1)),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    ).double()
     _randomise_bn(net).eval()
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     up = rescale(net, f)
@@ -131,6 +145,7 @@ def test_atrous_round_trip_and_what_it_refuses():
 
 # ----------------------------------------------------------------------------- a trained network
 
+
 def _gratings(n, res, seed):
     """Oriented sinusoidal gratings (4 classes: 0°, 45°, 90°, 135°) with random period (in
     units of the image side), phase and contrast, plus pixel noise: the continuous image is
@@ -144,7 +159,7 @@ def _gratings(n, res, seed):
     theta = y * np.pi / 4
     period = g.uniform(0.3, 0.5, n)
     phase = g.uniform(0, 2 * np.pi, n)
-    u = (np.cos(theta)[:, None, None] * X + np.sin(theta)[:, None, None] * Y)
+    u = np.cos(theta)[:, None, None] * X + np.sin(theta)[:, None, None] * Y
     img = np.cos(2 * np.pi * u / period[:, None, None] + phase[:, None, None])
     img *= g.uniform(0.5, 1.0, n)[:, None, None]
     img = img.reshape(n, res, 4, res, 4).mean(axis=(2, 4))
@@ -172,7 +187,7 @@ def test_a_trained_network_keeps_its_accuracy_at_twice_the_resolution():
     for epoch in range(6):
         perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch))
         for i in range(0, len(x), 64):
-            idx = perm[i:i + 64]
+            idx = perm[i : i + 64]
             loss = F.cross_entropy(m(x[idx]), y[idx])
             opt.zero_grad()
             loss.backward()
@@ -218,8 +233,14 @@ def test_stencils_are_pure_moments():
     for k, (p, q) in enumerate(orders):
         for pp in range(3):
             for qq in range(3):
-                mom = float((s[k] * torch.outer(j ** qq, j ** pp)).sum()) / (math.factorial(pp) * math.factorial(qq))
-                assert mom == pytest.approx(1.0 if (pp, qq) == (p, q) else 0.0, abs=1e-14), (OPERATORS[k], pp, qq)
+                mom = float((s[k] * torch.outer(j**qq, j**pp)).sum()) / (
+                    math.factorial(pp) * math.factorial(qq)
+                )
+                assert mom == pytest.approx(1.0 if (pp, qq) == (p, q) else 0.0, abs=1e-14), (
+                    OPERATORS[k],
+                    pp,
+                    qq,
+                )
         w = s[k][None, None]
         assert torch.allclose(rescale_kernel(w, 2.0), 2 ** (p + q) * w, atol=1e-13)
 
@@ -230,9 +251,15 @@ def test_operator_layer_is_exact_on_quadratics_at_every_spacing():
     c = torch.randn(6, generator=g, dtype=torch.float64)
     for h in (1 / 8, 1 / 16, 1 / 32):
         X, Y = _grid(int(round(1 / h)) + 1, h)
-        u = c[0] + c[1] * X + c[2] * Y + c[3] * X ** 2 + c[4] * Y ** 2 + c[5] * X * Y
-        Lu = (coef[0] * u + coef[1] * (c[1] + 2 * c[3] * X + c[5] * Y) + coef[2] * (c[2] + 2 * c[4] * Y + c[5] * X)
-              + coef[3] * 2 * c[3] + coef[4] * 2 * c[4] + coef[5] * c[5])
+        u = c[0] + c[1] * X + c[2] * Y + c[3] * X**2 + c[4] * Y**2 + c[5] * X * Y
+        Lu = (
+            coef[0] * u
+            + coef[1] * (c[1] + 2 * c[3] * X + c[5] * Y)
+            + coef[2] * (c[2] + 2 * c[4] * Y + c[5] * X)
+            + coef[3] * 2 * c[3]
+            + coef[4] * 2 * c[4]
+            + coef[5] * c[5]
+        )
         with torch.no_grad():
             out = _layer(coef, h)(u[None, None])[0, 0]
         assert torch.allclose(out[1:-1, 1:-1], Lu[1:-1, 1:-1], atol=1e-9, rtol=0), h
@@ -245,13 +272,19 @@ def test_operator_converges_at_second_order(k):
     a, b = 2.0, 3.0  # u = sin(a x) cos(b y) + x² y/2 … its exact derivatives below
 
     def u(X, Y):
-        return torch.sin(a * X) * torch.cos(b * Y) + 0.5 * X ** 2 * Y
+        return torch.sin(a * X) * torch.cos(b * Y) + 0.5 * X**2 * Y
 
     def L(X, Y, coef):
         s, c_ = torch.sin(a * X), torch.cos(a * X)
         sy, cy = torch.sin(b * Y), torch.cos(b * Y)
-        parts = [u(X, Y), a * c_ * cy + X * Y, -b * s * sy + 0.5 * X ** 2, -a * a * s * cy + Y,
-                 -b * b * s * cy, -a * b * c_ * sy + X]
+        parts = [
+            u(X, Y),
+            a * c_ * cy + X * Y,
+            -b * s * sy + 0.5 * X**2,
+            -a * a * s * cy + Y,
+            -b * b * s * cy,
+            -a * b * c_ * sy + X,
+        ]
         return sum(ci * p for ci, p in zip(coef, parts))
 
     for coef in ([1.0 if i == k else 0.0 for i in range(6)], [0.3, -1.0, 0.5, 0.2, -0.7, 1.1]):
@@ -280,8 +313,11 @@ def test_operator_family_rescale_rebuilds_or_dilates():
     assert len(layers) == 1 + 2 * 6 and not any(isinstance(x, nn.Conv2d) for x in m.modules())
     op = rescale(m, 2, method="moments")
     at = rescale(m, 2)
-    for (n, a), (_, b), (_, c) in zip(layers, [x for x in op.named_modules() if isinstance(x[1], DiffConv2d)],
-                                      [x for x in at.named_modules() if isinstance(x[1], DiffConv2d)]):
+    for (_n, a), (_, b), (_, c) in zip(
+        layers,
+        [x for x in op.named_modules() if isinstance(x[1], DiffConv2d)],
+        [x for x in at.named_modules() if isinstance(x[1], DiffConv2d)],
+    ):
         assert torch.equal(a.coef, b.coef) and torch.equal(a.coef, c.coef)
         assert float(b.spacing) == 0.5 and b.dilation == 1 and float(c.spacing) == 0.5 and c.dilation == 2
         assert torch.allclose(b.weight(), rescale_kernel(a.weight(), 2.0), atol=1e-12)
@@ -311,8 +347,21 @@ def test_operator_family_is_registered_and_spacing_is_in_the_state_dict():
 
 # ----------------------------------------------------------------------------- the CLI
 
-SHORT = ["--dataset", "sample", "--epochs", "1", "--limit-train", "128", "--limit-test", "64",
-         "--batch-size", "32", "--device", "cpu", "--quiet"]
+SHORT = [
+    "--dataset",
+    "sample",
+    "--epochs",
+    "1",
+    "--limit-train",
+    "128",
+    "--limit-test",
+    "64",
+    "--batch-size",
+    "32",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 
 
 def _one_line(capsys, code):
@@ -326,30 +375,86 @@ def _one_line(capsys, code):
 def test_cli_atrous_warm_start_eval_and_resume(clean, tmp_path, capsys):
     a, b = tmp_path / "r16", tmp_path / "fine"
     assert main(["train", "--model", "tiny_resnet", "--resolution", "16", "--out", str(a), *SHORT]) == 0
-    assert main(["train", "--model", "tiny_resnet", "--init", str(a), "--rescale", "--out", str(b),
-                 *SHORT[:3], "2", *SHORT[4:]]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "tiny_resnet",
+                "--init",
+                str(a),
+                "--rescale",
+                "--out",
+                str(b),
+                *SHORT[:3],
+                "2",
+                *SHORT[4:],
+            ]
+        )
+        == 0
+    )
     cfg = json.loads((b / "config.json").read_text())
     assert cfg["init_rescale"] == 2.0 and cfg["init_rescale_method"] == "atrous" and cfg["dilation"] == 2
     capsys.readouterr()
     # the 16×16 network at 32×32, each way; the JSON says which
     for method in ("atrous", "moments"):
-        assert main(["eval", str(a), "--resolution", "32", "--rescale", "--rescale-method", method,
-                     "--json", "--device", "cpu", "--limit-test", "64"]) == 0
+        assert (
+            main(
+                [
+                    "eval",
+                    str(a),
+                    "--resolution",
+                    "32",
+                    "--rescale",
+                    "--rescale-method",
+                    method,
+                    "--json",
+                    "--device",
+                    "cpu",
+                    "--limit-test",
+                    "64",
+                ]
+            )
+            == 0
+        )
         r = json.loads(capsys.readouterr().out)
-        assert (r["resolution"], r["trained_resolution"], r["rescaled"], r["rescale_method"]) == (32, 16, True, method)
+        assert (r["resolution"], r["trained_resolution"], r["rescaled"], r["rescale_method"]) == (
+            32,
+            16,
+            True,
+            method,
+        )
     # eval agrees with the à trous map applied by hand
     from sdenet.train.checkpoint import load_checkpoint
     from sdenet.train.data import DeviceLoader, load_dataset
 
     ds = load_dataset("sample")
-    xb, yb = next(iter(DeviceLoader(ds.x_test[:64], ds.y_test[:64], batch_size=64, train=False,
-                                    mean=ds.mean, std=ds.std)))
+    xb, yb = next(
+        iter(
+            DeviceLoader(ds.x_test[:64], ds.y_test[:64], batch_size=64, train=False, mean=ds.mean, std=ds.std)
+        )
+    )
     m = models.create("tiny_resnet", num_classes=10)
     m.load_state_dict(load_checkpoint(a)["model"])
     with torch.no_grad():
         err = float((rescale(m, 2).eval()(xb).argmax(1) != yb).float().mean())
-    assert main(["eval", str(a), "--resolution", "32", "--rescale", "--json", "--device", "cpu",
-                 "--limit-test", "64"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(a),
+                "--resolution",
+                "32",
+                "--rescale",
+                "--json",
+                "--device",
+                "cpu",
+                "--limit-test",
+                "64",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["test_error"] == pytest.approx(err)
     # the fine run's network is dilated: eval at its own resolution rebuilds it (its last
     # epoch's test error), and coarsening it à trous back to 16 works
@@ -357,8 +462,23 @@ def test_cli_atrous_warm_start_eval_and_resume(clean, tmp_path, capsys):
     r = json.loads(capsys.readouterr().out)
     last = json.loads((b / "metrics.jsonl").read_text().splitlines()[-1])
     assert r["resolution"] == 32 and r["test_error"] == pytest.approx(last["test_error"])
-    assert main(["eval", str(b), "--resolution", "16", "--rescale", "--json", "--device", "cpu",
-                 "--limit-test", "64"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(b),
+                "--resolution",
+                "16",
+                "--rescale",
+                "--json",
+                "--device",
+                "cpu",
+                "--limit-test",
+                "64",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["rescaled"]
     # coarsening the undilated 16×16 network à trous is refused in one line
     line = _one_line(capsys, main(["eval", str(a), "--resolution", "8", "--rescale", "--device", "cpu"]))
@@ -371,13 +491,22 @@ def test_cli_atrous_warm_start_eval_and_resume(clean, tmp_path, capsys):
     assert "dilation" in line
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["eval", "RUN", "--rescale-method", "atrous"], "--rescale"),
-    (["eval", "RUN", "--rescale", "--rescale-method", "bilinear"], "invalid choice"),
-    (["train", "--model", "tiny_resnet", "--rescale-method", "moments"], "--rescale"),
-    (["train", "--model", "tiny_resnet", "--init", "RUN", "--rescale", "--rescale-method", "x"], "invalid choice"),
-    (["train", "--model", "tiny_resnet", "--init", "RUN", "--rescale", "--resolution", "24"], "does not divide"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["eval", "RUN", "--rescale-method", "atrous"], "--rescale"),
+        (["eval", "RUN", "--rescale", "--rescale-method", "bilinear"], "invalid choice"),
+        (["train", "--model", "tiny_resnet", "--rescale-method", "moments"], "--rescale"),
+        (
+            ["train", "--model", "tiny_resnet", "--init", "RUN", "--rescale", "--rescale-method", "x"],
+            "invalid choice",
+        ),
+        (
+            ["train", "--model", "tiny_resnet", "--init", "RUN", "--rescale", "--resolution", "24"],
+            "does not divide",
+        ),
+    ],
+)
 def test_cli_bad_rescale_input_is_one_line(clean, tmp_path, capsys, argv, needle):
     run = tmp_path / "run"
     assert main(["train", "--model", "tiny_resnet", "--resolution", "16", "--out", str(run), *SHORT]) == 0
@@ -393,8 +522,25 @@ def test_cli_operator_family_end_to_end(clean, tmp_path, capsys):
     assert main(["train", "--model", "tiny_pde_resnet", "--resolution", "16", "--out", str(a), *SHORT]) == 0
     capsys.readouterr()
     for method in ("atrous", "moments"):
-        assert main(["eval", str(a), "--resolution", "32", "--rescale", "--rescale-method", method,
-                     "--json", "--device", "cpu", "--limit-test", "64"]) == 0
+        assert (
+            main(
+                [
+                    "eval",
+                    str(a),
+                    "--resolution",
+                    "32",
+                    "--rescale",
+                    "--rescale-method",
+                    method,
+                    "--json",
+                    "--device",
+                    "cpu",
+                    "--limit-test",
+                    "64",
+                ]
+            )
+            == 0
+        )
         r = json.loads(capsys.readouterr().out)
         assert r["rescaled"] and r["model"] == "tiny_pde_resnet" and math.isfinite(r["test_loss"])
     assert main(["models"]) == 0
@@ -412,16 +558,35 @@ def test_transfer_experiment_script_runs_and_resumes(tmp_path):
 
     ds = load_dataset("sample")
     npz = tmp_path / "small.npz"
-    np.savez(npz, x_train=ds.x_train[:192], y_train=ds.y_train[:192], x_test=ds.x_test[:64],
-             y_test=ds.y_test[:64])
+    np.savez(
+        npz, x_train=ds.x_train[:192], y_train=ds.y_train[:192], x_test=ds.x_test[:64], y_test=ds.y_test[:64]
+    )
     path = Path(__file__).resolve().parents[1] / "experiments" / "transfer_resolution.py"
     spec = importlib.util.spec_from_file_location("transfer_resolution_experiment", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     out, runs = tmp_path / "res", tmp_path / "runs"
-    argv = ["--dataset", str(npz), "--models", "tiny_resnet", "tiny_pde_resnet", "--transfer-only",
-            "tiny_pde_resnet", "--seeds", "0", "--epochs16", "1", "--epochs32", "1", "--fine", "1",
-            "--runs", str(runs), "--out", str(out)]
+    argv = [
+        "--dataset",
+        str(npz),
+        "--models",
+        "tiny_resnet",
+        "tiny_pde_resnet",
+        "--transfer-only",
+        "tiny_pde_resnet",
+        "--seeds",
+        "0",
+        "--epochs16",
+        "1",
+        "--epochs32",
+        "1",
+        "--fine",
+        "1",
+        "--runs",
+        str(runs),
+        "--out",
+        str(out),
+    ]
     assert mod.main(argv) == 0
     r = json.loads((out / "transfer_resolution.json").read_text())
     a = r["runs"]["tiny_resnet/seed0"]
@@ -445,8 +610,15 @@ def test_resume_of_an_atrous_warm_start_is_exact(clean, tmp_path, monkeypatch):
     from sdenet.train import loop
     from sdenet.train.checkpoint import load_checkpoint
 
-    base = dict(dataset="sample", limit_train=96, limit_test=32, batch_size=32, device="cpu",
-                quiet=True, model="tiny_resnet")
+    base = dict(
+        dataset="sample",
+        limit_train=96,
+        limit_test=32,
+        batch_size=32,
+        device="cpu",
+        quiet=True,
+        model="tiny_resnet",
+    )
     loop.train(out=str(tmp_path / "r16"), epochs=1, resolution=16, **base)
     kw = dict(epochs=3, init=str(tmp_path / "r16"), init_rescale=True, **base)
     loop.train(out=str(tmp_path / "a"), **kw)

@@ -22,8 +22,8 @@ from sdenet import (
     WeakEuler,
     get_law,
     integrate,
+    weak,
 )
-from sdenet import weak
 from sdenet.weak import GBM, OU
 
 ALL_LAWS = [
@@ -136,7 +136,10 @@ def test_check_rows_have_the_documented_keys_and_values():
     laws = [Uniform(), DropBernoulli(0.8)]
     rows = weak.check(laws, [0.5, 0.1], samples=20_000, seed=4)
     assert [(r["law"], r["p"], r["dt"]) for r in rows] == [
-        ("uniform", None, 0.5), ("uniform", None, 0.1), ("drop", 0.8, 0.5), ("drop", 0.8, 0.1)
+        ("uniform", None, 0.5),
+        ("uniform", None, 0.1),
+        ("drop", 0.8, 0.5),
+        ("drop", 0.8, 0.1),
     ]
     for r, law in zip(rows, [laws[0]] * 2 + [laws[1]] * 2):
         dt = r["dt"]
@@ -222,7 +225,9 @@ def _mc_moment(sde, law, dt, k, paths, seed):
     return xN.mean().item(), xN.std().item() / math.sqrt(paths)
 
 
-@pytest.mark.parametrize("sde", [GBM(mu=0.5, sigma=0.6, x0=1.0, T=1.0), OU(theta=1.5, sigma=0.8, x0=0.7, T=1.0)], ids=repr)
+@pytest.mark.parametrize(
+    "sde", [GBM(mu=0.5, sigma=0.6, x0=1.0, T=1.0), OU(theta=1.5, sigma=0.8, x0=0.7, T=1.0)], ids=repr
+)
 @pytest.mark.parametrize("law", [Uniform(), ThreePoint(), DropBernoulli(0.8), DropBernoulli(0.3)], ids=repr)
 def test_scheme_expectation_matches_monte_carlo(sde, law):
     """The closed-form E X_N^k of weak Euler against the simulator at a coarse Δt, where the
@@ -281,7 +286,9 @@ def _check_order(res, target, sde):
     assert lo < res["slope"] < hi
 
 
-ORDER_ONE = [(sde, law) for sde in ("gbm", "ou") for law in ("gaussian", "uniform", "rademacher", "threepoint", "drop")]
+ORDER_ONE = [
+    (sde, law) for sde in ("gbm", "ou") for law in ("gaussian", "uniform", "rademacher", "threepoint", "drop")
+]
 # ~15 standard errors of bias at the finest dt for OU, ~40 for GBM (see GBM/OU.default_steps)
 PATHS = {"ou": 4_000_000, "gbm": 400_000}
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import sdenet as sn
-from sdenet import DropBernoulli, Gaussian, Rademacher, StochasticLM, WeakEuler, weak
+from sdenet import Gaussian, Rademacher, StochasticLM, WeakEuler, weak
 from sdenet.cli import main
 from sdenet.weak import GBM, OU, NoClosedForm, WeakProblem
 
@@ -69,8 +69,15 @@ def test_gbm_cos_with_a_given_exact_value_has_weak_order_one():
     z, w = np.polynomial.hermite_e.hermegauss(80)
     xT = sde.x0 * np.exp((sde.mu - sde.sigma**2 / 2) * sde.T + sde.sigma * math.sqrt(sde.T) * z)
     exact = float((w * np.cos(xT)).sum() / math.sqrt(2 * math.pi))
-    res = weak.weak_order(sde, WeakEuler(Gaussian()), dts=[1 / 4, 1 / 6, 1 / 8, 1 / 12, 1 / 16],
-                          paths=200_000, phi="cos", exact=exact, seed=3)
+    res = weak.weak_order(
+        sde,
+        WeakEuler(Gaussian()),
+        dts=[1 / 4, 1 / 6, 1 / 8, 1 / 12, 1 / 16],
+        paths=200_000,
+        phi="cos",
+        exact=exact,
+        seed=3,
+    )
     assert res["exact_from"] == "given"
     assert all(s > 8 for s in res["snr"]), res["snr"]
     assert res["slope"] == pytest.approx(1.0, abs=0.2), res
@@ -96,8 +103,10 @@ def test_weak_order_on_states_of_shape_3_by_4():
     assert res["slope"] == pytest.approx(1.0, abs=0.15), res
     # the interval covers the slope of the exact scheme bias over the same ladder (0.94 here:
     # the ladder is not quite asymptotic, which is what the interval must be able to say)
-    bias = [abs(float((problem.x0**2).mean()) * ((1 - dt) ** 2 + dt / 4) ** round(1 / dt) - problem.exact("x2"))
-            for dt in res["dts"]]
+    bias = [
+        abs(float((problem.x0**2).mean()) * ((1 - dt) ** 2 + dt / 4) ** round(1 / dt) - problem.exact("x2"))
+        for dt in res["dts"]
+    ]
     lo, hi = res["slope_ci"]
     assert lo <= weak.fit_slope(res["dts"], bias)[0] <= hi, res
     # the Monte Carlo estimate matches the exact weak Euler expectation element by element:
@@ -121,7 +130,9 @@ def test_a_problem_is_any_object_with_the_protocol_and_bad_ones_are_refused():
     res = weak.weak_order(Bare(), WeakEuler(), dts=[0.5, 0.25], paths=2000, seed=0)
     assert res["sde"] == "Bare" and res["state_shape"] == [1]
     with pytest.raises(ValueError, match="lacks exact"):
-        weak.weak_order(type("NoExact", (), {"x0": 1.0, "T": 1.0, "field": OU().field})(), WeakEuler(), paths=10)
+        weak.weak_order(
+            type("NoExact", (), {"x0": 1.0, "T": 1.0, "field": OU().field})(), WeakEuler(), paths=10
+        )
     with pytest.raises(ValueError, match="T must be positive"):
         WeakProblem(OU().field(), 1.0, -1.0)
     with pytest.raises(ValueError, match="Field"):
@@ -152,8 +163,9 @@ def test_stochastic_lm_converges_to_its_second_order_limit_with_weak_order_one()
     assert all(s > 10 for s in res["snr"]), res["snr"]
     assert res["slope"] == pytest.approx(1.0, abs=0.2), res
     # against the first-order OU solution the error does not vanish: the slope collapses
-    wrong = weak.weak_order(sde, StochasticLM(law=Rademacher()), paths=400_000, phi="x3", seed=5,
-                            exact=sde.exact("x3"))
+    wrong = weak.weak_order(
+        sde, StochasticLM(law=Rademacher()), paths=400_000, phi="x3", seed=5, exact=sde.exact("x3")
+    )
     assert wrong["slope"] < 0.3, wrong
     with pytest.raises(ValueError, match="constant float g"):
         weak.weak_order(sde, StochasticLM(g=lambda n: 0.1), paths=10)
@@ -165,20 +177,48 @@ def test_stochastic_lm_converges_to_its_second_order_limit_with_weak_order_one()
 def test_verdict_outside_on_gbm_with_drop_08_and_strict_exits_1(capsys):
     """GBM with drop p = 0.8, φ = x³: the O(Δt) term dominates the default ladder, so the slope is
     ≈ 0.95 and its interval is far from the declared 0.5 (the issue's silent case)."""
-    code, out, err = run(capsys, "--sde", "gbm", "--law", "drop", "--p", "0.8", "--paths", "200000",
-                         "--seed", "1", "--json", "--strict")
+    code, out, err = run(
+        capsys,
+        "--sde",
+        "gbm",
+        "--law",
+        "drop",
+        "--p",
+        "0.8",
+        "--paths",
+        "200000",
+        "--seed",
+        "1",
+        "--json",
+        "--strict",
+    )
     assert code == 1
     res = json.loads(out)
     assert res["declared_weak_order"] == 0.5 and res["declared_inside_ci"] is False
     assert res["slope_ci"][0] > 0.75, res  # decisive: the interval is well above 0.5
     assert "OUTSIDE" in res["verdict"] and "strict" in err
-    code, out, _ = run(capsys, "--sde", "gbm", "--law", "drop", "--p", "0.8", "--paths", "200000", "--seed", "1")
+    code, out, _ = run(
+        capsys, "--sde", "gbm", "--law", "drop", "--p", "0.8", "--paths", "200000", "--seed", "1"
+    )
     assert code == 0 and "verdict: declared weak order 0.5 lies OUTSIDE" in out
 
 
 def test_verdict_inside_on_ou_with_drop_08_and_strict_exits_0(capsys):
-    code, out, err = run(capsys, "--sde", "ou", "--law", "drop", "--p", "0.8", "--paths", "1000000",
-                         "--seed", "2", "--json", "--strict")
+    code, out, err = run(
+        capsys,
+        "--sde",
+        "ou",
+        "--law",
+        "drop",
+        "--p",
+        "0.8",
+        "--paths",
+        "1000000",
+        "--seed",
+        "2",
+        "--json",
+        "--strict",
+    )
     assert code == 0, err
     res = json.loads(out)
     lo, hi = res["slope_ci"]
@@ -187,15 +227,46 @@ def test_verdict_inside_on_ou_with_drop_08_and_strict_exits_0(capsys):
 
 
 def test_builtin_parameters_reach_the_problem(capsys):
-    code, out, _ = run(capsys, "--sde", "ou", "--theta", "0.5", "--sigma", "0.7", "--x0", "2", "--T", "2",
-                       "--paths", "2000", "--phi", "exp", "--json")
+    code, out, _ = run(
+        capsys,
+        "--sde",
+        "ou",
+        "--theta",
+        "0.5",
+        "--sigma",
+        "0.7",
+        "--x0",
+        "2",
+        "--T",
+        "2",
+        "--paths",
+        "2000",
+        "--phi",
+        "exp",
+        "--json",
+    )
     assert code == 0
     res = json.loads(out)
     assert res["params"] == {"theta": 0.5, "sigma": 0.7, "x0": 2.0, "T": 2.0}
     assert res["exact"] == pytest.approx(OU(0.5, 0.7, 2.0, 2.0).exact("exp"))
     assert res["dts"] == [2.0 / n for n in OU.default_steps] and res["phi"] == "exp x"
-    code, out, _ = run(capsys, "--sde", "gbm", "--mu", "0.1", "--sigma", "0.2", "--T", "0.5", "--dt", "0.25",
-                       "0.125", "--paths", "2000", "--json")
+    code, out, _ = run(
+        capsys,
+        "--sde",
+        "gbm",
+        "--mu",
+        "0.1",
+        "--sigma",
+        "0.2",
+        "--T",
+        "0.5",
+        "--dt",
+        "0.25",
+        "0.125",
+        "--paths",
+        "2000",
+        "--json",
+    )
     assert code == 0
     res = json.loads(out)
     assert res["params"] == {"mu": 0.1, "sigma": 0.2, "x0": 1.0, "T": 0.5} and res["dts"] == [0.25, 0.125]
@@ -246,8 +317,22 @@ def user_module(tmp_path, monkeypatch):
 
 
 def test_user_problem_module_through_the_cli(user_module, capsys, tmp_path):
-    code, out, err = run(capsys, "--sde", f"{user_module}:Problem", "--law", "rademacher", "--phi", "x2",
-                         "--paths", "50000", "--seed", "4", "--json", "--plot", str(tmp_path / "o.png"))
+    code, out, err = run(
+        capsys,
+        "--sde",
+        f"{user_module}:Problem",
+        "--law",
+        "rademacher",
+        "--phi",
+        "x2",
+        "--paths",
+        "50000",
+        "--seed",
+        "4",
+        "--json",
+        "--plot",
+        str(tmp_path / "o.png"),
+    )
     assert code == 0, err
     res = json.loads(out)
     assert res["sde"] == "user-gbm" and res["state_shape"] == [3, 4]
@@ -256,31 +341,44 @@ def test_user_problem_module_through_the_cli(user_module, capsys, tmp_path):
     # a user test function with its exact value: E Σ X_ij(T) = Σ x0_ij e^{-T}
     x0 = torch.linspace(0.5, 1.5, 12, dtype=torch.float64)
     exact = float(x0.sum()) * math.exp(-1.0)
-    code, out, err = run(capsys, "--sde", f"{user_module}:Problem", "--phi", f"{user_module}:total",
-                         "--exact", repr(exact), "--paths", "50000", "--json")
+    code, out, err = run(
+        capsys,
+        "--sde",
+        f"{user_module}:Problem",
+        "--phi",
+        f"{user_module}:total",
+        "--exact",
+        repr(exact),
+        "--paths",
+        "50000",
+        "--json",
+    )
     assert code == 0, err
     res = json.loads(out)
     assert res["exact"] == exact and res["exact_from"] == "given"
     assert res["slope"] == pytest.approx(1.0, abs=0.2), res
 
 
-@pytest.mark.parametrize("argv,match", [
-    (["--sde", "gbm", "--theta", "1"], "not --theta"),
-    (["--sde", "ou", "--mu", "1"], "not --mu"),
-    (["--sde", "cir"], "unknown --sde"),
-    (["--sde", "no_such_module_xyz:P"], "cannot import"),
-    (["--sde", "os.path:nothing_here"], "no attribute"),
-    (["--sde", "a b:c"], "package.module:Name"),
-    (["--sde", "ou", "--phi", "x7"], "unknown test function"),
-    (["--sde", "gbm", "--phi", "cos"], "no closed form"),
-    (["--sde", "gbm", "--phi", "exp"], "infinite"),
-    (["--sde", "ou", "--phi", "os.path:join"], "--exact"),
-    (["--sde", "ou", "--T", "0"], "T must be positive"),
-    (["--sde", "gbm", "--sigma", "nan"], "sigma"),
-    (["--scheme", "euler"], "deterministic"),
-    (["--scheme", "weak_euler", "--g", "0.5"], "takes no options"),
-    (["--scheme", "stochastic_lm", "--g", "nan"], "g must be finite"),
-])
+@pytest.mark.parametrize(
+    "argv,match",
+    [
+        (["--sde", "gbm", "--theta", "1"], "not --theta"),
+        (["--sde", "ou", "--mu", "1"], "not --mu"),
+        (["--sde", "cir"], "unknown --sde"),
+        (["--sde", "no_such_module_xyz:P"], "cannot import"),
+        (["--sde", "os.path:nothing_here"], "no attribute"),
+        (["--sde", "a b:c"], "package.module:Name"),
+        (["--sde", "ou", "--phi", "x7"], "unknown test function"),
+        (["--sde", "gbm", "--phi", "cos"], "no closed form"),
+        (["--sde", "gbm", "--phi", "exp"], "infinite"),
+        (["--sde", "ou", "--phi", "os.path:join"], "--exact"),
+        (["--sde", "ou", "--T", "0"], "T must be positive"),
+        (["--sde", "gbm", "--sigma", "nan"], "sigma"),
+        (["--scheme", "euler"], "deterministic"),
+        (["--scheme", "weak_euler", "--g", "0.5"], "takes no options"),
+        (["--scheme", "stochastic_lm", "--g", "nan"], "g must be finite"),
+    ],
+)
 def test_bad_problem_arguments_exit_2_with_one_line(argv, match, capsys):
     code, out, err = run(capsys, *argv, "--paths", "100")
     assert code == 2, (out, err)
@@ -300,8 +398,23 @@ def test_user_module_errors_are_one_line(user_module, capsys):
 def test_platen_through_get_scheme(capsys):
     """The command resolves Platen by name through get_scheme."""
     assert type(sn.get_scheme("platen", law=sn.ThreePoint())) is sn.Platen
-    code, out, err = run(capsys, "--sde", "ou", "--law", "threepoint", "--scheme", "platen", "--phi", "cos",
-                         "--dt", "0.5", "0.25", "--paths", "20000", "--json")
+    code, out, err = run(
+        capsys,
+        "--sde",
+        "ou",
+        "--law",
+        "threepoint",
+        "--scheme",
+        "platen",
+        "--phi",
+        "cos",
+        "--dt",
+        "0.5",
+        "0.25",
+        "--paths",
+        "20000",
+        "--json",
+    )
     assert code == 0, err
     res = json.loads(out)
     assert res["scheme"] == "platen" and res["declared_weak_order"] == 2

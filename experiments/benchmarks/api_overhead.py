@@ -61,7 +61,9 @@ def cases(sn, models, torch, repeats):
         r = repeats if paths == 1 else max(3, repeats // 20)
 
         def run(f=field, x0=x0):
-            return sn.integrate(f, scheme, x0, dt=2.0**-7, steps=100, generator=torch.Generator().manual_seed(0))
+            return sn.integrate(
+                f, scheme, x0, dt=2.0**-7, steps=100, generator=torch.Generator().manual_seed(0)
+            )
 
         out[f"integrate, {paths} path(s)"] = (run, r)
         try:
@@ -86,7 +88,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", required=True, help="folder holding the reference 'sdenet' package")
     p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--repeats", type=int, default=100, help="timed calls per case at 1 path (fewer for larger work)")
+    p.add_argument(
+        "--repeats", type=int, default=100, help="timed calls per case at 1 path (fewer for larger work)"
+    )
     p.add_argument("--out", default=str(ROOT / "experiments" / "results" / "api_overhead"))
     args = p.parse_args(argv)
 
@@ -125,31 +129,54 @@ def main(argv=None):
             base = times["reference"][key]
             row["reference s"] = statistics.median(base)
             row["ratio (paired median)"] = statistics.median(m / b for m, b in zip(mine, base))
-            row["ratio range"] = [min(m / b for m, b in zip(mine, base)), max(m / b for m, b in zip(mine, base))]
+            row["ratio range"] = [
+                min(m / b for m, b in zip(mine, base)),
+                max(m / b for m, b in zip(mine, base)),
+            ]
         rows.append(row)
     from sdenet.train.hardware import info as hardware
 
     hw = hardware()
     load = os.getloadavg()
-    result = {"rows": rows, "bit_identical": identical, "rounds": args.rounds, "repeats": args.repeats,
-              "hardware": hw, "load_average": load, "threads": 1}
+    result = {
+        "rows": rows,
+        "bit_identical": identical,
+        "rounds": args.rounds,
+        "repeats": args.repeats,
+        "hardware": hw,
+        "load_average": load,
+        "threads": 1,
+    }
     result["provenance"] = provenance(seed="fixed in the script: generators seeded with 0 and 1")
     Path(args.out + ".json").write_text(json.dumps(result, indent=1, default=str) + "\n")
-    lines = ["# API boundary overhead (first-step checks, t as a tensor)", "",
-             "`python experiments/benchmarks/api_overhead.py --base <the package before the change>`: both trees "
-             f"in one process, {args.rounds} interleaved rounds, one thread, each timing the median of up to "
-             f"{args.repeats} calls. Load average at the end: {', '.join(f'{v:.2f}' for v in load)} "
-             "(a machine shared with other jobs: absolute times are inflated, ratios are paired per round).", "",
-             "| case | reference | this tree | ratio (paired median) | ratio range |", "|---|---|---|---|---|"]
+    lines = [
+        "# API boundary overhead (first-step checks, t as a tensor)",
+        "",
+        "`python experiments/benchmarks/api_overhead.py --base <the package before the change>`: both trees "
+        f"in one process, {args.rounds} interleaved rounds, one thread, each timing the median of up to "
+        f"{args.repeats} calls. Load average at the end: {', '.join(f'{v:.2f}' for v in load)} "
+        "(a machine shared with other jobs: absolute times are inflated, ratios are paired per round).",
+        "",
+        "| case | reference | this tree | ratio (paired median) | ratio range |",
+        "|---|---|---|---|---|",
+    ]
     for row in rows:
         if "reference s" in row:
             lo, hi = row["ratio range"]
-            lines.append(f"| {row['case']} | {row['reference s'] * 1e3:.3f} ms | {row['this tree s'] * 1e3:.3f} ms "
-                         f"| {row['ratio (paired median)']:.3f} | {lo:.2f}–{hi:.2f} |")
+            lines.append(
+                f"| {row['case']} | {row['reference s'] * 1e3:.3f} ms | {row['this tree s'] * 1e3:.3f} ms "
+                f"| {row['ratio (paired median)']:.3f} | {lo:.2f}–{hi:.2f} |"
+            )
         else:
-            lines.append(f"| {row['case']} | — (t is a float there) | {row['this tree s'] * 1e3:.3f} ms | — | — |")
-    lines += ["", "Bit-for-bit identical outputs: " + ", ".join(f"{k}: {v}" for k, v in identical.items()), "",
-              f"Hardware: {json.dumps(hw, default=str)}"]
+            lines.append(
+                f"| {row['case']} | — (t is a float there) | {row['this tree s'] * 1e3:.3f} ms | — | — |"
+            )
+    lines += [
+        "",
+        "Bit-for-bit identical outputs: " + ", ".join(f"{k}: {v}" for k, v in identical.items()),
+        "",
+        f"Hardware: {json.dumps(hw, default=str)}",
+    ]
     Path(args.out + ".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -56,7 +56,10 @@ F64 = torch.float64
 
 
 def schemes_available(log):
-    out = {"weak Euler": sn.WeakEuler(sn.Rademacher()), "extrapolated weak Euler": sn.WeakEuler(sn.Rademacher())}
+    out = {
+        "weak Euler": sn.WeakEuler(sn.Rademacher()),
+        "extrapolated weak Euler": sn.WeakEuler(sn.Rademacher()),
+    }
     try:
         out["Platen"] = sn.get_scheme("platen", law=sn.ThreePoint())
     except ValueError as err:
@@ -69,10 +72,10 @@ def seconds_per_path_step(field, schemes, x0_value, paths, steps, repeats, T, lo
     x0 = torch.full((paths, 1), x0_value, dtype=F64)
     times = {name: [] for name in schemes}
     gen = torch.Generator().manual_seed(0)
-    for name, scheme in schemes.items():  # warm-up
+    for scheme in schemes.values():  # warm-up
         sn.integrate(field, scheme, x0, t1=T, steps=steps, generator=gen)
     for r in range(repeats):
-        order = list(schemes)[r % len(schemes):] + list(schemes)[: r % len(schemes)]
+        order = list(schemes)[r % len(schemes) :] + list(schemes)[: r % len(schemes)]
         for name in order:
             t = time.perf_counter()
             with torch.no_grad():
@@ -91,8 +94,9 @@ def mc_mean(field, scheme, sde, steps, paths, seed, chunk=1 << 18):
     with torch.no_grad():
         while done < paths:
             n = min(chunk, paths - done)
-            x = sn.integrate(field, scheme, torch.full((n, 1), sde.x0, dtype=F64), t1=sde.T, steps=steps,
-                             generator=gen)
+            x = sn.integrate(
+                field, scheme, torch.full((n, 1), sde.x0, dtype=F64), t1=sde.T, steps=steps, generator=gen
+            )
             v = x.reshape(-1) ** K
             total += v.sum().item()
             total2 += (v * v).sum().item()
@@ -115,7 +119,9 @@ def main(argv=None):
     parser.add_argument("--max-steps", type=int, default=1024)
     parser.add_argument("--time-paths", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--bias-paths", type=int, default=4_000_000, help="Monte Carlo paths per N for Platen's bias")
+    parser.add_argument(
+        "--bias-paths", type=int, default=4_000_000, help="Monte Carlo paths per N for Platen's bias"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--out", default=str(ROOT / "experiments" / "results" / "cost_accuracy"))
@@ -131,8 +137,10 @@ def main(argv=None):
     sde = GBM(mu=args.mu, sigma=args.sigma)
     field = sde.field()
     exact = sde.exact(K)
-    sd = math.sqrt(sde.x0 ** (2 * K) * math.exp(2 * K * sde.mu * sde.T + 2 * K * (2 * K - 1) * sde.sigma**2 * sde.T / 2)
-                   - exact**2)  # sd of φ(X(T)) = sqrt(E X^{2k} − (E X^k)²)
+    sd = math.sqrt(
+        sde.x0 ** (2 * K) * math.exp(2 * K * sde.mu * sde.T + 2 * K * (2 * K - 1) * sde.sigma**2 * sde.T / 2)
+        - exact**2
+    )  # sd of φ(X(T)) = sqrt(E X^{2k} − (E X^k)²)
     load_before = os.getloadavg()
     started = time.time()
     schemes = schemes_available(log)
@@ -144,16 +152,28 @@ def main(argv=None):
     sps["extrapolated weak Euler"] = sps["weak Euler"]
 
     law = sn.Rademacher()
-    Ns = sorted({n for n in [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]
-                 if n <= args.max_steps})
+    Ns = sorted(
+        {
+            n
+            for n in [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]
+            if n <= args.max_steps
+        }
+    )
     curves = {}
     we = {n: sde.scheme_expectation(law, sde.T / n, K) for n in Ns + [2 * n for n in Ns]}
-    curves["weak Euler"] = [{"N": n, "bias": abs(we[n] - exact), "bias_se": 0.0, "path_steps": n, "sd": sd}
-                            for n in Ns]
+    curves["weak Euler"] = [
+        {"N": n, "bias": abs(we[n] - exact), "bias_se": 0.0, "path_steps": n, "sd": sd} for n in Ns
+    ]
     curves["extrapolated weak Euler"] = [
-        {"N": n, "bias": abs(sn.extrapolate(lambda dt: we[round(sde.T / dt)], sde.T / n) - exact),
-         "bias_se": 0.0, "path_steps": 3 * n,
-         "sd": math.sqrt(5) * sd} for n in Ns]
+        {
+            "N": n,
+            "bias": abs(sn.extrapolate(lambda dt: we[round(sde.T / dt)], sde.T / n) - exact),
+            "bias_se": 0.0,
+            "path_steps": 3 * n,
+            "sd": math.sqrt(5) * sd,
+        }
+        for n in Ns
+    ]
     try:  # exact scheme moments of linear SDEs for any one-step scheme (added by another branch)
         from sdenet.linear import scheme_moment
     except ImportError:
@@ -162,14 +182,30 @@ def main(argv=None):
         curves["Platen"] = []
         for n in Ns:
             m = scheme_moment(field, schemes["Platen"], sde.x0, sde.T, sde.T / n, K)
-            curves["Platen"].append({"N": n, "bias": abs(m - exact), "bias_se": 0.0, "path_steps": n, "sd": sd,
-                                     "bias_from": "exact (sdenet.linear.scheme_moment)"})
+            curves["Platen"].append(
+                {
+                    "N": n,
+                    "bias": abs(m - exact),
+                    "bias_se": 0.0,
+                    "path_steps": n,
+                    "sd": sd,
+                    "bias_from": "exact (sdenet.linear.scheme_moment)",
+                }
+            )
     elif "Platen" in schemes:
         rows = []
         for n in [n for n in Ns if n <= 16]:
             m, se = mc_mean(field, schemes["Platen"], sde, n, args.bias_paths, seed=1000 + n)
-            rows.append({"N": n, "bias": abs(m - exact) + 2 * se, "bias_mc": m - exact, "bias_se": se,
-                         "path_steps": n, "sd": sd})
+            rows.append(
+                {
+                    "N": n,
+                    "bias": abs(m - exact) + 2 * se,
+                    "bias_mc": m - exact,
+                    "bias_se": se,
+                    "path_steps": n,
+                    "sd": sd,
+                }
+            )
             log(f"  Platen N={n}: bias {m - exact:+.3e} ± {se:.1e}")
         curves["Platen"] = rows
 
@@ -204,23 +240,47 @@ def main(argv=None):
         t = time.perf_counter()
         if name == "extrapolated weak Euler":
             runs = {r["N"]: 7, 2 * r["N"]: 8}  # steps -> seed: two independent Monte Carlo runs
-            m, se = sn.extrapolate(lambda dt: mc_mean(field, schemes[name], sde, round(sde.T / dt), n,
-                                                      seed=runs[round(sde.T / dt)]), sde.T / r["N"])
+            m, se = sn.extrapolate(
+                lambda dt: mc_mean(
+                    field,
+                    schemes[name],  # noqa: B023
+                    sde,
+                    round(sde.T / dt),
+                    n,  # noqa: B023
+                    seed=runs[round(sde.T / dt)],  # noqa: B023
+                ),
+                sde.T / r["N"],
+            )  # noqa: B023
         else:
             m, se = mc_mean(field, schemes[name], sde, r["N"], n, seed=9)
         wall = time.perf_counter() - t
-        verify[name] = {"N": r["N"], "paths": n, "predicted_s": predicted, "wall_s": wall, "error": abs(m - exact),
-                        "error_se": se}
-        log(f"{name}: N={r['N']} paths={n}: predicted {predicted:.2f} s, ran {wall:.2f} s, "
-            f"error {abs(m - exact):.2e} ± {se:.1e}")
+        verify[name] = {
+            "N": r["N"],
+            "paths": n,
+            "predicted_s": predicted,
+            "wall_s": wall,
+            "error": abs(m - exact),
+            "error_se": se,
+        }
+        log(
+            f"{name}: N={r['N']} paths={n}: predicted {predicted:.2f} s, ran {wall:.2f} s, "
+            f"error {abs(m - exact):.2e} ± {se:.1e}"
+        )
 
     hw = describe_hardware("cpu")
     hw["torch_threads"] = torch.get_num_threads()
     data = {
         "problem": {"sde": "gbm", **sde.params(), "phi": f"x^{K}", "exact": exact, "sd_phi": sd},
-        "target": args.target, "hardware": hw, "load_average_before": load_before,
-        "load_average_after": os.getloadavg(), "wall_s": time.time() - started,
-        "seconds_per_path_step": sps, "raw_times_s": raw, "curves": curves, "cost": best, "verify": verify,
+        "target": args.target,
+        "hardware": hw,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "wall_s": time.time() - started,
+        "seconds_per_path_step": sps,
+        "raw_times_s": raw,
+        "curves": curves,
+        "cost": best,
+        "verify": verify,
         "skipped": [s for s in ("Platen",) if s not in schemes],
         "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
     }
@@ -246,11 +306,24 @@ def plot(data, path):
     for i, (name, pts) in enumerate(data["cost"].items()):
         if not pts:
             continue
-        ax.plot([p["seconds"] for p in pts], [p["eps"] for p in pts], "-", color=f"C{i}", label=f"{name} (predicted)")
+        ax.plot(
+            [p["seconds"] for p in pts],
+            [p["eps"] for p in pts],
+            "-",
+            color=f"C{i}",
+            label=f"{name} (predicted)",
+        )
         v = data["verify"].get(name)
         if v:  # the measured error and its upper 2-se bar (the lower bar would reach 0)
-            ax.errorbar([v["wall_s"]], [v["error"]], yerr=[[0.0], [2 * v["error_se"]]], fmt="o", color=f"C{i}",
-                        capsize=3, label=f"{name}: run at its optimum for ε = {data['target']:g} (error, +2se)")
+            ax.errorbar(
+                [v["wall_s"]],
+                [v["error"]],
+                yerr=[[0.0], [2 * v["error_se"]]],
+                fmt="o",
+                color=f"C{i}",
+                capsize=3,
+                label=f"{name}: run at its optimum for ε = {data['target']:g} (error, +2se)",
+            )
     ax.axhline(data["target"], color="k", lw=0.8, ls="--")
     low = min(p["eps"] for pts in data["cost"].values() for p in pts) if any(data["cost"].values()) else 1e-4
     ax.set_ylim(low / 3, 0.2)
@@ -284,23 +357,38 @@ def render(data, png):
         f"- command: `{data['command']}`, wall time {data['wall_s']:.0f} s",
     ]
     if data["skipped"]:
-        lines.append(f"- skipped: {', '.join(data['skipped'])} (`get_scheme('platen')` does not exist on this "
-                     "branch; rerun after merging)")
-    lines += ["", f"![cost to accuracy]({png})", "",
-              f"At ε = {data['target']:g}:", "",
-              "| scheme | N | paths | predicted wall time | measured wall time | actual error ± se |",
-              "|---|---:|---:|---:|---:|---:|"]
+        lines.append(
+            f"- skipped: {', '.join(data['skipped'])} (`get_scheme('platen')` does not exist on this "
+            "branch; rerun after merging)"
+        )
+    lines += [
+        "",
+        f"![cost to accuracy]({png})",
+        "",
+        f"At ε = {data['target']:g}:",
+        "",
+        "| scheme | N | paths | predicted wall time | measured wall time | actual error ± se |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for name, v in data["verify"].items():
         if v is None:
             lines.append(f"| {name} | — | — | not reached | — | — |")
         else:
-            lines.append(f"| {name} | {v['N']} | {v['paths']:,} | {v['predicted_s']:.2f} s | {v['wall_s']:.2f} s | "
-                         f"{v['error']:.2e} ± {v['error_se']:.1e} |")
-    lines += ["", "Weak Euler (and so the extrapolated weak Euler) runs on the in-place fast path of "
-              "`sdenet.fast` (GBM is a `LinearSDEField`); Platen runs the generic path, which is most of "
-              "its higher cost per path-step."]
-    lines += ["", "Seconds per path-step: " + ", ".join(f"{k} {v * 1e9:.1f} ns"
-                                                         for k, v in data["seconds_per_path_step"].items())]
+            lines.append(
+                f"| {name} | {v['N']} | {v['paths']:,} | {v['predicted_s']:.2f} s | {v['wall_s']:.2f} s | "
+                f"{v['error']:.2e} ± {v['error_se']:.1e} |"
+            )
+    lines += [
+        "",
+        "Weak Euler (and so the extrapolated weak Euler) runs on the in-place fast path of "
+        "`sdenet.fast` (GBM is a `LinearSDEField`); Platen runs the generic path, which is most of "
+        "its higher cost per path-step.",
+    ]
+    lines += [
+        "",
+        "Seconds per path-step: "
+        + ", ".join(f"{k} {v * 1e9:.1f} ns" for k, v in data["seconds_per_path_step"].items()),
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -61,7 +61,7 @@ class ArrayImages(torch.utils.data.Dataset):
             h, w = img.shape[1:]
             padded = torch.nn.functional.pad(img, (p, p, p, p))
             dy, dx = (int(v) for v in torch.randint(0, 2 * p + 1, (2,)))
-            img = padded[:, dy:dy + h, dx:dx + w]
+            img = padded[:, dy : dy + h, dx : dx + w]
             if torch.rand(()) < 0.5:
                 img = img.flip(-1)
         return (img.float().div_(255.0) - self.mean) / self.std, self.y[i]
@@ -71,8 +71,15 @@ def plain_loader(ds, batch_size: int, workers: int, device: torch.device, seed: 
     dataset = ArrayImages(ds.x_train, ds.y_train, ds.mean, ds.std)
     g = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers,
-        pin_memory=device.type == "cuda", persistent_workers=workers > 0, generator=g)
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        generator=g,
+    )
 
 
 class _Forever:
@@ -106,8 +113,9 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def measure(model_name, batches: _Forever, *, device, num_classes, steps, warmup, amp,
-            channels_last, seed) -> dict:
+def measure(
+    model_name, batches: _Forever, *, device, num_classes, steps, warmup, amp, channels_last, seed
+) -> dict:
     """Images/s of SGD training steps of ``model_name`` fed by ``batches``."""
     from sdenet import models
 
@@ -189,34 +197,60 @@ def run(args) -> dict:
         raise ValueError(f"--batch-size {args.batch_size} exceeds the {len(ds.x_train)} training images")
     rows = []
     for pipeline in ("device", "dataloader"):
+
         def batches():
-            if pipeline == "device":
-                train, _ = make_loaders(ds, batch_size=args.batch_size, device=device, seed=args.seed,
-                                        channels_last=args.channels_last)
+            if pipeline == "device":  # noqa: B023
+                train, _ = make_loaders(
+                    ds,
+                    batch_size=args.batch_size,
+                    device=device,
+                    seed=args.seed,
+                    channels_last=args.channels_last,
+                )
                 return _Forever(train, device, to_device=False)
-            return _Forever(plain_loader(ds, args.batch_size, args.workers, device, args.seed), device,
-                            to_device=True)
+            return _Forever(
+                plain_loader(ds, args.batch_size, args.workers, device, args.seed), device, to_device=True
+            )
 
         r = measure_loader(batches(), device=device, steps=args.steps, warmup=args.warmup)
         rows.append(dict(model="(loader only)", pipeline=pipeline, **r))
         for model_name in args.models:
-            r = measure(model_name, batches(), device=device, num_classes=ds.num_classes, steps=args.steps,
-                        warmup=args.warmup, amp=args.amp, channels_last=args.channels_last, seed=args.seed)
+            r = measure(
+                model_name,
+                batches(),
+                device=device,
+                num_classes=ds.num_classes,
+                steps=args.steps,
+                warmup=args.warmup,
+                amp=args.amp,
+                channels_last=args.channels_last,
+                seed=args.seed,
+            )
             rows.append(dict(model=model_name, pipeline=pipeline, **r))
             print(f"{model_name:16s} {pipeline:10s} {r['images_per_s']:9.1f} images/s", file=sys.stderr)
     return dict(
-        device=str(device), hardware=_hardware(device), torch=torch.__version__,
+        device=str(device),
+        hardware=_hardware(device),
+        torch=torch.__version__,
         date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        command="python experiments/benchmarks/gpu_throughput.py " + " ".join(shlex.quote(a) for a in args.argv),
+        command="python experiments/benchmarks/gpu_throughput.py "
+        + " ".join(shlex.quote(a) for a in args.argv),
         dataset=f"{ds.name} ({len(ds.x_train)} training images; source {ds.source})",
-        batch_size=args.batch_size, steps=args.steps, warmup=args.warmup, workers=args.workers,
-        amp=bool(args.amp and device.type == "cuda"), channels_last=args.channels_last, rows=rows)
+        batch_size=args.batch_size,
+        steps=args.steps,
+        warmup=args.warmup,
+        workers=args.workers,
+        amp=bool(args.amp and device.type == "cuda"),
+        channels_last=args.channels_last,
+        rows=rows,
+    )
 
 
 def markdown(res: dict) -> str:
     kind = "GPU" if res["device"].startswith("cuda") else "CPU"
     lines = [
-        f"# Training throughput, {kind} ({res['device']})", "",
+        f"# Training throughput, {kind} ({res['device']})",
+        "",
         f"- hardware: {res['hardware']}",
         f"- command: `{res['command']}`",
         f"- written: {res['date']}",
@@ -228,11 +262,15 @@ def markdown(res: dict) -> str:
         "|---|---|---|---|---|",
     ]
     for r in res["rows"]:
-        lines.append(f"| {r['model']} | {r['pipeline']} | {r['images_per_s']:.1f} | {r['images']} | {r['seconds']:.3f} |")
+        lines.append(
+            f"| {r['model']} | {r['pipeline']} | {r['images_per_s']:.1f} | {r['images']} | {r['seconds']:.3f} |"
+        )
     by = {(r["model"], r["pipeline"]): r["images_per_s"] for r in res["rows"]}
-    ratios = [f"{m}: {by[(m, 'device')] / by[(m, 'dataloader')]:.2f}×"
-              for m in dict.fromkeys(r["model"] for r in res["rows"])
-              if (m, "device") in by and (m, "dataloader") in by]
+    ratios = [
+        f"{m}: {by[(m, 'device')] / by[(m, 'dataloader')]:.2f}×"
+        for m in dict.fromkeys(r["model"] for r in res["rows"])
+        if (m, "device") in by and (m, "dataloader") in by
+    ]
     lines += ["", "Device pipeline over DataLoader pipeline: " + ", ".join(ratios) + ".", ""]
     if kind == "CPU":
         lines += ["These are CPU figures (a smoke run of the script), not GPU throughput.", ""]
@@ -251,8 +289,11 @@ def build_parser():
     p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=str(ROOT / "experiments" / "results"),
-                   help="folder for gpu_throughput-<device>.md/.json")
+    p.add_argument(
+        "--out",
+        default=str(ROOT / "experiments" / "results"),
+        help="folder for gpu_throughput-<device>.md/.json",
+    )
     return p
 
 
@@ -272,7 +313,9 @@ def main(argv=None) -> int:
     (out / f"gpu_throughput-{kind}.md").write_text(md)
     from sdenet.provenance import provenance
 
-    res["provenance"] = provenance(seed=getattr(args, "seed", 0), command=res.get("command"), device=res["device"])
+    res["provenance"] = provenance(
+        seed=getattr(args, "seed", 0), command=res.get("command"), device=res["device"]
+    )
     (out / f"gpu_throughput-{kind}.json").write_text(json.dumps(res, indent=1) + "\n")
     print(md)
     return 0

@@ -147,8 +147,13 @@ def worker(spec):
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    out = {"family": family, "units": n, "depth": spec["depth"], "params": sum(p.numel() for p in model.parameters()),
-           "modes": {}}
+    out = {
+        "family": family,
+        "units": n,
+        "depth": spec["depth"],
+        "params": sum(p.numel() for p in model.parameters()),
+        "modes": {},
+    }
     set_memory(model, "store")
     step()  # warm-up
     # memory: the lean modes first, then store, trimming the heap before each
@@ -169,8 +174,12 @@ def worker(spec):
         step()
         sync()
         peak = _rss()["VmHWM"] if ok else None
-        rec = {"saved_bytes": nbytes, "rss_before": before, "rss_peak": peak,
-               "rss_step": (peak - before) if peak is not None else None}
+        rec = {
+            "saved_bytes": nbytes,
+            "rss_before": before,
+            "rss_peak": peak,
+            "rss_step": (peak - before) if peak is not None else None,
+        }
         if device.type == "cuda":
             rec["cuda_peak_step"] = torch.cuda.max_memory_allocated(device) - cuda0
         out["modes"][mode] = rec
@@ -184,9 +193,12 @@ def worker(spec):
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(model(x), y).backward()
             grads[mode] = [p.grad.detach().clone() for p in model.parameters()]
+
         def rel(gs, refs):
-            return max(float((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-30))
-                       for a, b in zip(gs, refs))
+            return max(
+                float((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-30))
+                for a, b in zip(gs, refs)
+            )
 
         out["grad_rel_error"] = rel(grads[lean], grads["store"])
         for m in modes[1:]:
@@ -271,33 +283,61 @@ def main(argv=None):
     rows = []
     t_start = time.time()
     out = Path(args.out)
-    git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "sdenet"], capture_output=True, text=True)
+    git = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "sdenet"], capture_output=True, text=True
+    )
     commit = (git.stdout.strip() or "unknown") + (" (sdenet/ modified)" if dirty.stdout.strip() else "")
 
     def write():  # after every row: an interrupted run still records what it measured
-        result = {"hardware": hardware(args.device), "load_before": load0, "load_after": os.getloadavg(),
-                  "batch": args.batch, "size": args.size, "rounds": args.rounds, "threads": args.threads,
-                  "device": args.device, "rows": rows, "seconds": time.time() - t_start, "commit": commit,
-                  "command": " ".join(["python", "experiments/benchmarks/memory.py", *(argv or sys.argv[1:])])}
+        result = {
+            "hardware": hardware(args.device),
+            "load_before": load0,
+            "load_after": os.getloadavg(),
+            "batch": args.batch,
+            "size": args.size,
+            "rounds": args.rounds,
+            "threads": args.threads,
+            "device": args.device,
+            "rows": rows,
+            "seconds": time.time() - t_start,
+            "commit": commit,
+            "command": " ".join(["python", "experiments/benchmarks/memory.py", *(argv or sys.argv[1:])]),
+        }
         result["verdicts"] = verdicts(rows)
         from sdenet.provenance import provenance
 
-        result["provenance"] = provenance(seed="fixed in the script: torch.manual_seed(0) in each worker",
-                                          command=result.get("command"))
+        result["provenance"] = provenance(
+            seed="fixed in the script: torch.manual_seed(0) in each worker", command=result.get("command")
+        )
         out.mkdir(parents=True, exist_ok=True)
         (out / "memory.json").write_text(json.dumps(result, indent=1))
         plot(rows, out / "memory.png")
         (out / "memory.md").write_text(markdown(result))
+
     for depth in args.depths:
         for family in args.families:
             n, actual = units(family, depth)
-            spec = {"family": family, "units": n, "depth": actual, "batch": args.batch, "size": args.size,
-                    "rounds": args.rounds, "threads": args.threads, "device": args.device}
+            spec = {
+                "family": family,
+                "units": n,
+                "depth": actual,
+                "batch": args.batch,
+                "size": args.size,
+                "rounds": args.rounds,
+                "threads": args.threads,
+                "device": args.device,
+            }
             t0 = time.time()
             env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(args.threads))
-            proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True,
-                                  text=True, env=env)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--worker", json.dumps(spec)],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
             if proc.returncode != 0:
                 print(proc.stderr, file=sys.stderr)
                 raise SystemExit(f"memory benchmark: worker {family} depth {actual} failed")
@@ -305,10 +345,13 @@ def main(argv=None):
             rows.append(row)
             lean = FAMILIES[family][1]
             ratios = ", ".join(f"{m} {row['modes'][m]['time_ratio']:.2f}" for m in FAMILIES[family][1:])
-            print(f"[{time.time() - t_start:6.0f}s] {family:<13} depth {actual:>5}: saved "
-                  f"{row['modes']['store']['saved_bytes'] / 2**20:8.1f} MiB store, "
-                  f"{row['modes'][lean]['saved_bytes'] / 2**20:7.2f} MiB {lean}; time ratio {ratios} "
-                  f"({time.time() - t0:.0f} s)", flush=True)
+            print(
+                f"[{time.time() - t_start:6.0f}s] {family:<13} depth {actual:>5}: saved "
+                f"{row['modes']['store']['saved_bytes'] / 2**20:8.1f} MiB store, "
+                f"{row['modes'][lean]['saved_bytes'] / 2**20:7.2f} MiB {lean}; time ratio {ratios} "
+                f"({time.time() - t0:.0f} s)",
+                flush=True,
+            )
             write()
     print(f"wrote {out / 'memory.md'}")
     return 0
@@ -327,23 +370,41 @@ def verdicts(rows):
         lean = modes[1]
         lo, hi = rs[0], rs[-1]
         growth = {m: hi["modes"][m]["saved_bytes"] / lo["modes"][m]["saved_bytes"] for m in modes}
-        depth_ratio = (hi["units"] / lo["units"])
+        depth_ratio = hi["units"] / lo["units"]
         if lean == "reversible":
-            out.append({"family": family, "target": f"reversible saved bytes at depth {hi['depth']} <= 1.3x depth "
-                        f"{lo['depth']}", "value": growth[lean], "met": growth[lean] <= 1.3,
-                        "note": f"store grows {growth['store']:.1f}x over the same range"})
+            out.append(
+                {
+                    "family": family,
+                    "target": f"reversible saved bytes at depth {hi['depth']} <= 1.3x depth {lo['depth']}",
+                    "value": growth[lean],
+                    "met": growth[lean] <= 1.3,
+                    "note": f"store grows {growth['store']:.1f}x over the same range",
+                }
+            )
         else:
-            out.append({"family": family, "target": f"checkpoint saved bytes grow like sqrt(N): "
-                        f"sqrt({hi['units']}/{lo['units']}) = {math.sqrt(depth_ratio):.1f}x",
-                        "value": growth[lean], "met": growth[lean] <= 1.5 * math.sqrt(depth_ratio),
-                        "note": f"store grows {growth['store']:.1f}x (N ratio {depth_ratio:.1f}); "
-                                f"met when within 1.5x of sqrt(N ratio)"})
+            out.append(
+                {
+                    "family": family,
+                    "target": f"checkpoint saved bytes grow like sqrt(N): "
+                    f"sqrt({hi['units']}/{lo['units']}) = {math.sqrt(depth_ratio):.1f}x",
+                    "value": growth[lean],
+                    "met": growth[lean] <= 1.5 * math.sqrt(depth_ratio),
+                    "note": f"store grows {growth['store']:.1f}x (N ratio {depth_ratio:.1f}); "
+                    f"met when within 1.5x of sqrt(N ratio)",
+                }
+            )
         for m in modes[1:]:
             worst = max(r["modes"][m]["time_ratio"] for r in rs)
-            out.append({"family": family, "target": f"{m} step time <= {TARGETS[m]}x store (every depth)",
-                        "value": worst, "met": worst <= TARGETS[m],
-                        "note": "median paired ratio per depth: " + ", ".join(
-                            f"{r['depth']}: {r['modes'][m]['time_ratio']:.2f}" for r in rs)})
+            out.append(
+                {
+                    "family": family,
+                    "target": f"{m} step time <= {TARGETS[m]}x store (every depth)",
+                    "value": worst,
+                    "met": worst <= TARGETS[m],
+                    "note": "median paired ratio per depth: "
+                    + ", ".join(f"{r['depth']}: {r['modes'][m]['time_ratio']:.2f}" for r in rs),
+                }
+            )
     return out
 
 
@@ -361,13 +422,19 @@ def plot(rows, path):
         d = [r["depth"] for r in rs]
         for m in modes:
             style = "-o" if m == "store" else "--s"
-            axes[0].loglog(d, [r["modes"][m]["saved_bytes"] / 2**20 for r in rs], style, label=f"{family} {m}")
+            axes[0].loglog(
+                d, [r["modes"][m]["saved_bytes"] / 2**20 for r in rs], style, label=f"{family} {m}"
+            )
             peaks = [r["modes"][m]["rss_step"] for r in rs]
             if all(v is not None for v in peaks):
                 axes[1].loglog(d, [max(v, 1) / 2**20 for v in peaks], style, label=f"{family} {m}")
         for m in modes[1:]:
-            axes[2].semilogx(d, [r["modes"][m]["time_ratio"] for r in rs], "-o" if m != "reversible-plain" else ":^",
-                             label=f"{family}: {m} / store")
+            axes[2].semilogx(
+                d,
+                [r["modes"][m]["time_ratio"] for r in rs],
+                "-o" if m != "reversible-plain" else ":^",
+                label=f"{family}: {m} / store",
+            )
     axes[0].set_title("activations saved for backward (MiB)")
     axes[1].set_title("peak process memory of a step above its start (MiB)")
     axes[2].set_title("step time ratio (median of interleaved pairs)")
@@ -386,15 +453,19 @@ def markdown(res):
     hw = res["hardware"]
     hw_s = ", ".join(f"{k} {v}" for k, v in hw.items()) if isinstance(hw, dict) else str(hw)
     lines = [
-        "# Memory modes: saved activations, peak memory and step time by depth", "",
-        f"Produced by `{res['command']}` in {res['seconds']:.0f} s, at commit {res.get('commit', '?')}.", "",
+        "# Memory modes: saved activations, peak memory and step time by depth",
+        "",
+        f"Produced by `{res['command']}` in {res['seconds']:.0f} s, at commit {res.get('commit', '?')}.",
+        "",
         f"- hardware: {hw_s}",
         f"- load average (1/5/15 min) before {[round(v, 2) for v in res['load_before']]}, after "
         f"{[round(v, 2) for v in res['load_after']]} (2 cores shared with other jobs: times are noisy; ratios "
         "are of interleaved pairs)",
         f"- batch {res['batch']} of {res['size']}x{res['size']} random images, float32, {res['threads']} thread(s), "
         f"device {res['device']}; {res['rounds']} timing rounds per depth; one worker process per (family, depth)",
-        "", "![memory](memory.png)", "",
+        "",
+        "![memory](memory.png)",
+        "",
         "| family | depth | params | mode | saved for backward (MiB) | step peak RSS above start (MiB) | step (s) |"
         " ratio to store | grad rel. error vs store | store float32 vs float64 | reconstruction drift per stage"
         " (plain float32 inversion) |",
@@ -407,22 +478,34 @@ def markdown(res):
             lines.append(
                 f"| {r['family']} | {r['depth']} | {r['params'] / 1e6:.2f}M | {m} | {rec['saved_bytes'] / 2**20:.2f} | "
                 f"{(rec['rss_step'] or 0) / 2**20:.1f} | {rec['step_s']:.3f} | "
-                f"{rec['time_ratio']:.2f} ({rec['time_ratio_range'][0]:.2f}–{rec['time_ratio_range'][1]:.2f})" if lean else
-                f"| {r['family']} | {r['depth']} | {r['params'] / 1e6:.2f}M | {m} | {rec['saved_bytes'] / 2**20:.2f} | "
-                f"{(rec['rss_step'] or 0) / 2**20:.1f} | {rec['step_s']:.3f} | 1")
+                f"{rec['time_ratio']:.2f} ({rec['time_ratio_range'][0]:.2f}–{rec['time_ratio_range'][1]:.2f})"
+                if lean
+                else f"| {r['family']} | {r['depth']} | {r['params'] / 1e6:.2f}M | {m} | {rec['saved_bytes'] / 2**20:.2f} | "
+                f"{(rec['rss_step'] or 0) / 2**20:.1f} | {rec['step_s']:.3f} | 1"
+            )
             if lean:
                 ge, lv = rec.get("grad_rel_error", r.get("grad_rel_error")), r.get("grad_store32_vs_64")
                 dr, dp = r.get("reconstruction_drift"), r.get("reconstruction_drift_plain")
-                lines[-1] += (f" | {ge:.2e}" if ge is not None else " | –") + (
-                    f" | {lv:.2e}" if lv is not None else " | –") + (
-                    " | " + ", ".join(f"{v:.1e}" for v in dr) + (
-                        " (" + ", ".join(f"{v:.1e}" for v in dp) + ")" if dp else "") if dr else " | –") + " |"
+                lines[-1] += (
+                    (f" | {ge:.2e}" if ge is not None else " | –")
+                    + (f" | {lv:.2e}" if lv is not None else " | –")
+                    + (
+                        " | "
+                        + ", ".join(f"{v:.1e}" for v in dr)
+                        + (" (" + ", ".join(f"{v:.1e}" for v in dp) + ")" if dp else "")
+                        if dr
+                        else " | –"
+                    )
+                    + " |"
+                )
             else:
                 lines[-1] += " | | | |"
     lines += ["", "## Targets", "", "| family | target | measured | met |", "|---|---|---:|---|"]
     for v in res["verdicts"]:
-        lines.append(f"| {v['family']} | {v['target']} | {v['value']:.2f} ({v['note']}) | "
-                     f"{'yes' if v['met'] else '**no**'} |")
+        lines.append(
+            f"| {v['family']} | {v['target']} | {v['value']:.2f} ({v['note']}) | "
+            f"{'yes' if v['met'] else '**no**'} |"
+        )
     lines.append("")
     return "\n".join(lines)
 

@@ -71,8 +71,9 @@ def run_case(B, d, m, rounds, repeats):
     F = torch.float64
     W = torch.randn(d, m, generator=g, dtype=F) * 0.3
     w = torch.randn(d, generator=g, dtype=F) * 0.3
-    general = sn.SDEField(lambda t, x: -x, lambda t, x: torch.tanh(x.unsqueeze(-1) * W), noise="general", m=m,
-                          commutative=True)
+    general = sn.SDEField(
+        lambda t, x: -x, lambda t, x: torch.tanh(x.unsqueeze(-1) * W), noise="general", m=m, commutative=True
+    )
     diagonal = sn.SDEField(lambda t, x: -x, lambda t, x: torch.tanh(x * w), noise="diagonal")
     x = torch.randn(B, d, generator=g, dtype=F)
     dwg = torch.randn(B, m, generator=g, dtype=F) * 0.1
@@ -89,14 +90,16 @@ def run_case(B, d, m, rounds, repeats):
         times = {k: [] for k in fns}
         names = list(fns)
         for r in range(rounds):
-            order = names[r % 3:] + names[:r % 3]
+            order = names[r % 3 :] + names[: r % 3]
             for k in order:
                 times[k].append(_median_time(fns[k], repeats))
     ratio_before = statistics.median(b / dg for b, dg in zip(times["before"], times["diagonal"]))
     ratio_after = statistics.median(a / dg for a, dg in zip(times["after"], times["diagonal"]))
     speedup = statistics.median(b / a for b, a in zip(times["before"], times["after"]))
     return {
-        "B": B, "d": d, "m": m,
+        "B": B,
+        "d": d,
+        "m": m,
         "median_ms": {k: 1e3 * statistics.median(v) for k, v in times.items()},
         "ratio_general_over_diagonal_before": ratio_before,
         "ratio_general_over_diagonal_after": ratio_after,
@@ -122,7 +125,7 @@ def main(argv=None):
     results = [run_case(B, d, m, args.rounds, args.repeats) for B, d, m in CASES]
     meta = {
         "command": "OMP_NUM_THREADS=1 python experiments/benchmarks/milstein_general.py "
-                   + " ".join(argv or sys.argv[1:]),
+        + " ".join(argv or sys.argv[1:]),
         "commit": _sh("git rev-parse --short HEAD"),
         "threads": torch.get_num_threads(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
@@ -150,18 +153,23 @@ def main(argv=None):
     ]
     for r in results:
         t = r["median_ms"]
-        lines.append(f"| {r['B']} | {r['d']} | {r['m']} | {t['before']:.3f} | {t['after']:.3f} | {t['diagonal']:.3f} | "
-                     f"{r['ratio_general_over_diagonal_before']:.2f} | {r['ratio_general_over_diagonal_after']:.2f} | "
-                     f"{r['after_speedup_over_before']:.2f} | {r['max_abs_difference_before_after']:.1e} |")
+        lines.append(
+            f"| {r['B']} | {r['d']} | {r['m']} | {t['before']:.3f} | {t['after']:.3f} | {t['diagonal']:.3f} | "
+            f"{r['ratio_general_over_diagonal_before']:.2f} | {r['ratio_general_over_diagonal_after']:.2f} | "
+            f"{r['after_speedup_over_before']:.2f} | {r['max_abs_difference_before_after']:.1e} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
         from sdenet.provenance import provenance
 
-        prov = provenance(seed="fixed in the script: torch.Generator().manual_seed(0)", command=meta.get("command"))
+        prov = provenance(
+            seed="fixed in the script: torch.Generator().manual_seed(0)", command=meta.get("command")
+        )
         Path(args.out).write_text(text)
         Path(args.out).with_suffix(".json").write_text(
-            json.dumps({"meta": meta, "results": results, "provenance": prov}, indent=2) + "\n")
+            json.dumps({"meta": meta, "results": results, "provenance": prov}, indent=2) + "\n"
+        )
     return 0
 
 

@@ -55,7 +55,9 @@ def render(result: dict) -> str:
     """The markdown report of a result (``--render JSON`` rewrites it from the recorded JSON)."""
     a = argparse.Namespace(**result["settings"])
     rows, summary, hw = result["rows"], result["summary"], result["hardware"]
-    hw_text = f"{hw.get('cpu')} ({hw.get('cpu_cores')} cores), torch {hw.get('torch')}, Python {hw.get('python')}"
+    hw_text = (
+        f"{hw.get('cpu')} ({hw.get('cpu_cores')} cores), torch {hw.get('torch')}, Python {hw.get('python')}"
+    )
     lines = [
         "# Multilevel against direct training (issue 9, item 5)",
         "",
@@ -78,27 +80,46 @@ def render(result: dict) -> str:
             f"({', '.join(f'{r:.2f}' for r in s['wall_ratios'])}) | "
             f"{100 * s['direct_error']:.1f} ± {100 * s['direct_error_std']:.1f}% | "
             f"{100 * s['multilevel_error']:.1f} ± {100 * s['multilevel_error_std']:.1f}% | "
-            f"{'met' if s['time_target_met'] else '**missed**'} | {'met' if s['error_target_met'] else '**missed**'} |")
+            f"{'met' if s['time_target_met'] else '**missed**'} | {'met' if s['error_target_met'] else '**missed**'} |"
+        )
     chance = all(s["direct_error"] > 0.8 and s["multilevel_error"] > 0.8 for s in summary)
-    lines += ["", "**Reading.** The time ratio is what the depth schedule predicts for L = 3 with equal epochs per "
-              "cycle (stage work (1/8 + 1/4 + 1/2 + 1)/4 = 0.47 of direct, plus the stem, head, transitions, "
-              "evaluation and set-up, which do not shrink)."
-              + (" At this budget (a few hundred images, a few epochs, forced by a 2-core machine shared with "
-                 "other jobs) both methods are close to chance (90% error on 10 classes): the error target is met "
-                 "only in the sense that the difference is within the seed-to-seed spread, and the run says "
-                 "nothing about accuracy at equal training on a real schedule." if chance else "")]
-    lines += ["", "Per run:", "", "| model | method | seed | wall (s) | test error | load before |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "**Reading.** The time ratio is what the depth schedule predicts for L = 3 with equal epochs per "
+        "cycle (stage work (1/8 + 1/4 + 1/2 + 1)/4 = 0.47 of direct, plus the stem, head, transitions, "
+        "evaluation and set-up, which do not shrink)."
+        + (
+            " At this budget (a few hundred images, a few epochs, forced by a 2-core machine shared with "
+            "other jobs) both methods are close to chance (90% error on 10 classes): the error target is met "
+            "only in the sense that the difference is within the seed-to-seed spread, and the run says "
+            "nothing about accuracy at equal training on a real schedule."
+            if chance
+            else ""
+        ),
+    ]
+    lines += [
+        "",
+        "Per run:",
+        "",
+        "| model | method | seed | wall (s) | test error | load before |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         load = "–" if r["load_before"] is None else f"{r['load_before']:.1f}"
-        lines.append(f"| {r['model']} | {r['method']} | {r['seed']} | {r['wall_s']:.1f} | "
-                     f"{100 * r['test_error']:.2f}% | {load} |")
+        lines.append(
+            f"| {r['model']} | {r['method']} | {r['seed']} | {r['wall_s']:.1f} | "
+            f"{100 * r['test_error']:.2f}% | {load} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default="../shared/data/cifar10-subset.npz",
-                    help="the CIFAR-10 subset (a relative path is taken from the repository root)")
+    ap.add_argument(
+        "--data",
+        default="../shared/data/cifar10-subset.npz",
+        help="the CIFAR-10 subset (a relative path is taken from the repository root)",
+    )
     ap.add_argument("--models", nargs="+", default=["preact_resnet56", "lm_resnet56"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=4)
@@ -107,7 +128,9 @@ def main(argv=None) -> int:
     ap.add_argument("--limit-test", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default="experiments/results", help="results folder (relative to the repository root)")
+    ap.add_argument(
+        "--out", default="experiments/results", help="results folder (relative to the repository root)"
+    )
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (one seed, 64 images)")
     ap.add_argument("--render", metavar="JSON", help="only rewrite the markdown next to a recorded JSON")
     a = ap.parse_args(argv)
@@ -120,8 +143,16 @@ def main(argv=None) -> int:
         a.seeds, a.limit_train, a.limit_test, a.models = a.seeds[:1], 64, 64, a.models[:1]
     torch.set_num_threads(a.threads)
     data = a.data if Path(a.data).is_absolute() else str(ROOT / a.data)
-    common = dict(dataset=data, epochs=a.epochs, limit_train=a.limit_train, limit_test=a.limit_test,
-                  batch_size=a.batch_size, preset="cifar10_lm", device="cpu", quiet=True)
+    common = dict(
+        dataset=data,
+        epochs=a.epochs,
+        limit_train=a.limit_train,
+        limit_test=a.limit_test,
+        batch_size=a.batch_size,
+        preset="cifar10_lm",
+        device="cpu",
+        quiet=True,
+    )
     rows = []
     load0 = _load()
     with tempfile.TemporaryDirectory() as tmp:
@@ -138,11 +169,21 @@ def main(argv=None) -> int:
                     else:
                         r = train_multilevel(a.levels, out=str(out), **kw)
                     wall = time.perf_counter() - t0
-                    row = {"model": model, "method": method, "seed": seed, "wall_s": wall,
-                           "test_error": r["test_error"], "train_wall_time": r["wall_time"], "load_before": load}
+                    row = {
+                        "model": model,
+                        "method": method,
+                        "seed": seed,
+                        "wall_s": wall,
+                        "test_error": r["test_error"],
+                        "train_wall_time": r["wall_time"],
+                        "load_before": load,
+                    }
                     rows.append(row)
-                    print(f"{model} {method:10s} seed {seed}: {wall:7.1f} s, test error "
-                          f"{100 * r['test_error']:.2f}% (load {load})", flush=True)
+                    print(
+                        f"{model} {method:10s} seed {seed}: {wall:7.1f} s, test error "
+                        f"{100 * r['test_error']:.2f}% (load {load})",
+                        flush=True,
+                    )
     load1 = _load()
     summary = []
     for model in a.models:
@@ -152,17 +193,39 @@ def main(argv=None) -> int:
         mw, mws = _mean_std([r["wall_s"] for r in m])
         de, des = _mean_std([r["test_error"] for r in d])
         me, mes = _mean_std([r["test_error"] for r in m])
-        ratios = [x["wall_s"] / y["wall_s"] for x, y in zip(sorted(m, key=lambda r: r["seed"]),
-                                                           sorted(d, key=lambda r: r["seed"]))]
+        ratios = [
+            x["wall_s"] / y["wall_s"]
+            for x, y in zip(sorted(m, key=lambda r: r["seed"]), sorted(d, key=lambda r: r["seed"]))
+        ]
         ratio = statistics.median(ratios)
-        summary.append({"model": model, "direct_wall_s": dw, "direct_wall_std": dws, "multilevel_wall_s": mw,
-                        "multilevel_wall_std": mws, "wall_ratio_median": ratio, "wall_ratios": ratios,
-                        "direct_error": de, "direct_error_std": des, "multilevel_error": me,
-                        "multilevel_error_std": mes, "time_target_met": ratio <= 0.6,
-                        "error_target_met": me <= de + des})
+        summary.append(
+            {
+                "model": model,
+                "direct_wall_s": dw,
+                "direct_wall_std": dws,
+                "multilevel_wall_s": mw,
+                "multilevel_wall_std": mws,
+                "wall_ratio_median": ratio,
+                "wall_ratios": ratios,
+                "direct_error": de,
+                "direct_error_std": des,
+                "multilevel_error": me,
+                "multilevel_error_std": mes,
+                "time_target_met": ratio <= 0.6,
+                "error_target_met": me <= de + des,
+            }
+        )
     hw = hardware_info(torch.device("cpu"))
-    result = {"settings": {k: v for k, v in vars(a).items() if k != "out"}, "stem_width": 8, "rows": rows, "summary": summary,
-              "hardware": hw, "threads": a.threads, "load_average_start": load0, "load_average_end": load1}
+    result = {
+        "settings": {k: v for k, v in vars(a).items() if k != "out"},
+        "stem_width": 8,
+        "rows": rows,
+        "summary": summary,
+        "hardware": hw,
+        "threads": a.threads,
+        "load_average_start": load0,
+        "load_average_end": load1,
+    }
     out = Path(a.out) if Path(a.out).is_absolute() else ROOT / a.out
     out.mkdir(parents=True, exist_ok=True)
     tag = "multilevel-quick" if a.quick else "multilevel"
@@ -181,8 +244,13 @@ def main(argv=None) -> int:
         for model, marker in zip(a.models, "os^v"):
             for method, color in (("direct", "C0"), ("multilevel", "C1")):
                 rs = [r for r in rows if r["model"] == model and r["method"] == method]
-                ax.scatter([r["wall_s"] for r in rs], [100 * r["test_error"] for r in rs], c=color, marker=marker,
-                           label=f"{model} {method}")
+                ax.scatter(
+                    [r["wall_s"] for r in rs],
+                    [100 * r["test_error"] for r in rs],
+                    c=color,
+                    marker=marker,
+                    label=f"{model} {method}",
+                )
         ax.set_xlabel("wall time (s)")
         ax.set_ylabel("test error (%)")
         ax.set_title(f"multilevel (L={a.levels}) vs direct, {a.epochs} epochs")

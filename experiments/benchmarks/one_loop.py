@@ -112,6 +112,7 @@ def make_hand(law, x0, steps, seed):
     bits = torch.empty((words, 8, 8), dtype=torch.uint8)
     shifts = torch.arange(8, dtype=torch.uint8)
     if law == "gaussian":
+
         def run():
             x = x0.clone()
             for _ in range(steps):
@@ -119,6 +120,7 @@ def make_hand(law, x0, steps, seed):
                 x.mul_(grow).add_(buf, alpha=SIGMA * sq)
             return x
     else:
+
         def run():
             x = x0.clone()
             for _ in range(steps):
@@ -127,6 +129,7 @@ def make_hand(law, x0, steps, seed):
                 bits.bitwise_and_(1)
                 x.mul_(grow).add_(bits.view(-1)[:n].view(x.shape), alpha=2 * SIGMA * sq).sub_(SIGMA * sq)
             return x
+
     return run
 
 
@@ -193,9 +196,14 @@ def ratio_stats(timed, ref):
     for k, v in times.items():
         ratios = [a / b for a, b in zip(v, times[ref])]
         wall_ratios = [a / b for a, b in zip(wall[k], wall[ref])]
-        out[k] = {"median_s": statistics.median(v), "ratio_median": statistics.median(ratios),
-                  "ratios": ratios, "times_s": v, "wall_median_s": statistics.median(wall[k]),
-                  "wall_ratio_median": statistics.median(wall_ratios)}
+        out[k] = {
+            "median_s": statistics.median(v),
+            "ratio_median": statistics.median(ratios),
+            "ratios": ratios,
+            "times_s": v,
+            "wall_median_s": statistics.median(wall[k]),
+            "wall_ratio_median": statistics.median(wall_ratios),
+        }
     return out
 
 
@@ -205,11 +213,17 @@ def hardware():
             return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
         except Exception:  # pragma: no cover
             return None
+
     model = sh("lscpu | grep 'Model name' | sed 's/.*: *//'")
-    return {"cpu": model, "torch": torch.__version__, "python": platform.python_version(),
-            "threads": torch.get_num_threads(), "load_before": sh("uptime"),
-            "commit": sh(f"git -C {ROOT} rev-parse --short HEAD"),
-            "dirty": bool(sh(f"git -C {ROOT} status --porcelain -- sdenet experiments/benchmarks"))}
+    return {
+        "cpu": model,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "load_before": sh("uptime"),
+        "commit": sh(f"git -C {ROOT} rev-parse --short HEAD"),
+        "dirty": bool(sh(f"git -C {ROOT} status --porcelain -- sdenet experiments/benchmarks")),
+    }
 
 
 def main(argv=None):
@@ -221,16 +235,26 @@ def main(argv=None):
     ap.add_argument("--laws", nargs="+", default=["rademacher", "gaussian"])
     ap.add_argument("--compile", action="store_true", help="also time torch.compile of the step")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--clock", choices=sorted(CLOCK), default="cpu",
-                    help="cpu: the thread's CPU time (robust on a shared machine); wall: perf_counter")
+    ap.add_argument(
+        "--clock",
+        choices=sorted(CLOCK),
+        default="cpu",
+        help="cpu: the thread's CPU time (robust on a shared machine); wall: perf_counter",
+    )
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "one_loop"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     hw = hardware()
-    res = {"command": "python experiments/benchmarks/one_loop.py " + " ".join(argv or sys.argv[1:]),
-           "hardware": hw, "paths": args.paths, "steps": args.steps, "rounds": args.rounds, "clock": args.clock,
-           "laws": {}}
+    res = {
+        "command": "python experiments/benchmarks/one_loop.py " + " ".join(argv or sys.argv[1:]),
+        "hardware": hw,
+        "paths": args.paths,
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "clock": args.clock,
+        "laws": {},
+    }
     dtype = torch.float32
     for law in args.laws:
         log(f"{law}: {args.paths} paths x {args.steps} steps")
@@ -265,8 +289,9 @@ def main(argv=None):
     res["targets"] = targets(res)
     from sdenet.provenance import provenance
 
-    res["provenance"] = provenance(seed="fixed in the script: each contender's own torch.Generator seed",
-                                   command=res.get("command"))
+    res["provenance"] = provenance(
+        seed="fixed in the script: each contender's own torch.Generator seed", command=res.get("command")
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=1))
@@ -279,8 +304,13 @@ def targets(res):
     for law, e in res["laws"].items():
         for who in ("user lambdas", "user subclass"):
             r = e["big"][who]["ratio_median"]
-            rows.append({"target": f"{who}, {law}, {res['paths']} paths: <= 1.2x hand in-place",
-                         "value": r, "met": r <= 1.2})
+            rows.append(
+                {
+                    "target": f"{who}, {law}, {res['paths']} paths: <= 1.2x hand in-place",
+                    "value": r,
+                    "met": r <= 1.2,
+                }
+            )
             us = e["one_path"][who]["us_per_step"]
             rows.append({"target": f"{who}, {law}, 1 path: <= 20 us per step", "value": us, "met": us <= 20})
     return rows
@@ -289,29 +319,53 @@ def targets(res):
 def render(res):
     hw = res["hardware"]
     lines = [
-        "# One stepping loop on a user's field (OU, float32, 100 steps of dt = 2^-7)", "",
+        "# One stepping loop on a user's field (OU, float32, 100 steps of dt = 2^-7)",
+        "",
         f"Command: `{res['command']}`  ",
         f"Commit: {hw['commit']}{' (with uncommitted changes)' if hw['dirty'] else ''}; torch {hw['torch']}, "
         f"Python {hw['python']}; {hw['threads']} thread(s); CPU: {hw['cpu']}  ",
-        f"Load before: `{hw['load_before']}`  ", f"Load after: `{hw.get('load_after')}`", "",
+        f"Load before: `{hw['load_before']}`  ",
+        f"Load after: `{hw.get('load_after')}`",
+        "",
         f"Median over {res['rounds']} interleaved rounds of the per-round ratio to the in-place hand loop "
         "(each round runs every contender twice, rotated then reversed); times are "
-        + ("the thread's CPU time (`time.thread_time`: the machine is shared, waiting for a core is left out); "
-           "wall-clock ratios in the last column" if res.get("clock") == "cpu" else "wall-clock") + ".", "",
+        + (
+            "the thread's CPU time (`time.thread_time`: the machine is shared, waiting for a core is left out); "
+            "wall-clock ratios in the last column"
+            if res.get("clock") == "cpu"
+            else "wall-clock"
+        )
+        + ".",
+        "",
     ]
     for law, e in res["laws"].items():
-        lines += [f"## {law}", "", f"{res['paths']} paths:", "",
-                  "| contender | median time | ratio to hand loop | wall-clock ratio |", "|---|---|---|---|"]
+        lines += [
+            f"## {law}",
+            "",
+            f"{res['paths']} paths:",
+            "",
+            "| contender | median time | ratio to hand loop | wall-clock ratio |",
+            "|---|---|---|---|",
+        ]
         for k, v in e["big"].items():
-            lines.append(f"| {k} | {v['median_s'] * 1e3:.1f} ms | {v['ratio_median']:.2f}x | "
-                         f"{v['wall_ratio_median']:.2f}x |")
+            lines.append(
+                f"| {k} | {v['median_s'] * 1e3:.1f} ms | {v['ratio_median']:.2f}x | "
+                f"{v['wall_ratio_median']:.2f}x |"
+            )
         if "compile_s" in e:
             lines += ["", f"torch.compile of the step: {e['compile_s']:.1f} s to compile (first call)."]
-        lines += ["", "1 path (integrate's fixed cost included):", "",
-                  "| contender | us per step | ratio to hand loop | wall-clock us per step |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "1 path (integrate's fixed cost included):",
+            "",
+            "| contender | us per step | ratio to hand loop | wall-clock us per step |",
+            "|---|---|---|---|",
+        ]
         for k, v in e["one_path"].items():
-            lines.append(f"| {k} | {v['us_per_step']:.1f} | {v['ratio_median']:.2f}x | "
-                         f"{v['wall_median_s'] / res['steps'] * 1e6:.1f} |")
+            lines.append(
+                f"| {k} | {v['us_per_step']:.1f} | {v['ratio_median']:.2f}x | "
+                f"{v['wall_median_s'] / res['steps'] * 1e6:.1f} |"
+            )
         lines.append("")
     lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
     for t in res["targets"]:

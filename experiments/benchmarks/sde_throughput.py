@@ -105,6 +105,7 @@ def make_plain(law_name, x0, steps, seed, device):
     a = math.sqrt(3 * dt)
 
     if law_name == "gaussian":
+
         def run():
             x = x0
             for _ in range(steps):
@@ -112,6 +113,7 @@ def make_plain(law_name, x0, steps, seed, device):
                 x = x + (-theta * x) * dt + sigma * dw
             return x
     elif law_name == "uniform":
+
         def run():
             x = x0
             for _ in range(steps):
@@ -119,6 +121,7 @@ def make_plain(law_name, x0, steps, seed, device):
                 x = x + (-theta * x) * dt + sigma * dw
             return x
     elif law_name == "rademacher":
+
         def run():
             x = x0
             for _ in range(steps):
@@ -143,6 +146,7 @@ def make_inplace(law_name, x0, steps, seed, device):
     shifts = torch.arange(8, dtype=torch.uint8, device=device)
 
     if law_name == "gaussian":
+
         def run():
             x = x0.clone()
             for _ in range(steps):
@@ -150,6 +154,7 @@ def make_inplace(law_name, x0, steps, seed, device):
                 x.mul_(grow).add_(buf, alpha=sigma * sq)
             return x
     elif law_name == "uniform":
+
         def run():
             x = x0.clone()
             for _ in range(steps):
@@ -157,10 +162,13 @@ def make_inplace(law_name, x0, steps, seed, device):
                 x.mul_(grow).add_(buf, alpha=sigma)
             return x
     elif law_name == "rademacher":
+
         def run():
             x = x0.clone()
             for _ in range(steps):
-                w = torch.randint(-(2**63), 2**63 - 1, (words,), dtype=torch.int64, generator=gen, device=device)
+                w = torch.randint(
+                    -(2**63), 2**63 - 1, (words,), dtype=torch.int64, generator=gen, device=device
+                )
                 torch.bitwise_right_shift(w.view(torch.uint8).view(words, 8, 1), shifts, out=bits)
                 bits.bitwise_and_(1)
                 x.mul_(grow).add_(bits.view(-1)[:n].view(x.shape), alpha=2 * sigma * sq).sub_(sigma * sq)
@@ -284,22 +292,43 @@ def main(argv=None):
     parser.add_argument("--paths", type=int, nargs="+", default=[1, 10_000, 1_000_000])
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5, help="repeats at 10^5 paths and more (2 runs each)")
-    parser.add_argument("--repeats-small", type=int, default=15, help="repeats below 10^5 paths (2 runs each)")
+    parser.add_argument(
+        "--repeats-small", type=int, default=15, help="repeats below 10^5 paths (2 runs each)"
+    )
     parser.add_argument("--laws", nargs="+", default=list(LAWS), choices=LAWS)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, nargs="+", default=None,
-                        help="torch.set_num_threads; several values run the whole benchmark once per value "
-                             "(default: torch's choice)")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="run the whole benchmark this many times, alternating the --threads values")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=None,
+        help="torch.set_num_threads; several values run the whole benchmark once per value "
+        "(default: torch's choice)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the whole benchmark this many times, alternating the --threads values",
+    )
     parser.add_argument("--no-torchsde", action="store_true")
-    parser.add_argument("--out", default=str(ROOT / "experiments" / "results" / "sde_throughput"),
-                        help="output path without extension; writes .json and .md")
-    parser.add_argument("--note", action="append", default=None,
-                        help="a paragraph written at the top of the markdown (repeatable; with --render-only "
-                             "it replaces the stored notes)")
-    parser.add_argument("--render-only", action="store_true",
-                        help="re-evaluate the targets and rewrite <out>.md from an existing <out>.json")
+    parser.add_argument(
+        "--out",
+        default=str(ROOT / "experiments" / "results" / "sde_throughput"),
+        help="output path without extension; writes .json and .md",
+    )
+    parser.add_argument(
+        "--note",
+        action="append",
+        default=None,
+        help="a paragraph written at the top of the markdown (repeatable; with --render-only "
+        "it replaces the stored notes)",
+    )
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="re-evaluate the targets and rewrite <out>.md from an existing <out>.json",
+    )
     args = parser.parse_args(argv)
     if args.render_only:
         out = Path(args.out)
@@ -313,14 +342,20 @@ def main(argv=None):
             for t in naive:
                 result["targets"].insert(1, t)
                 result["targets_paired"].insert(
-                    1, dict(t, measured=t["measured"].split(" (")[0] + " (medians; timed apart)"))
+                    1, dict(t, measured=t["measured"].split(" (")[0] + " (medians; timed apart)")
+                )
         data["provenance"] = provenance(seed="fixed in the script (seed argument of each runner)")
         out.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
         out.with_suffix(".md").write_text(render_all(data))
         print(f"rewrote {out.with_suffix('.md')}")
         return 0
-    if (args.steps < 1 or args.repeats < 1 or args.repeats_small < 1 or args.rounds < 1
-            or any(p < 1 for p in args.paths)):
+    if (
+        args.steps < 1
+        or args.repeats < 1
+        or args.repeats_small < 1
+        or args.rounds < 1
+        or any(p < 1 for p in args.paths)
+    ):
         parser.error("--paths, --steps, --repeats, --repeats-small and --rounds must be positive")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -390,7 +425,9 @@ def render_summary(runs):
         "Each row is one full run of the benchmark; runs alternate torch threads 1 and 2. Ratios are medians of "
         "the paired (back-to-back) per-repeat ratios. Load is the 1-minute load average before the run.",
         "",
-        "| round | threads | load | " + " | ".join(f"fast / in-place {law}" for law in laws) + " | "
+        "| round | threads | load | "
+        + " | ".join(f"fast / in-place {law}" for law in laws)
+        + " | "
         + " | ".join(f"generic / in-place {law}" for law in laws)
         + " | Rademacher path-steps/s: fast | in-place | generic | 1 path fast / generic (worst law) |",
         "|---:|---:|---:|" + "---:|" * (2 * len(laws) + 4),
@@ -401,10 +438,16 @@ def render_summary(runs):
         rad = rows.get("rademacher")
         lines.append(
             f"| {r.get('round', 1)} | {r['hardware']['torch_threads']} | {r['load_average_before'][0]:.1f} | "
-            + " | ".join(f"{rows[law]['paired_fast_over_inplace']:.2f}×" for law in laws) + " | "
-            + " | ".join(f"{rows[law]['sdenet_over_inplace']:.2f}×" for law in laws) + " | "
-            + (f"{_rate(rad['fast_steps_per_s'])} | {_rate(rad['inplace_steps_per_s'])} | "
-               f"{_rate(rad['sdenet_steps_per_s'])}" if rad else "— | — | —")
+            + " | ".join(f"{rows[law]['paired_fast_over_inplace']:.2f}×" for law in laws)
+            + " | "
+            + " | ".join(f"{rows[law]['sdenet_over_inplace']:.2f}×" for law in laws)
+            + " | "
+            + (
+                f"{_rate(rad['fast_steps_per_s'])} | {_rate(rad['inplace_steps_per_s'])} | "
+                f"{_rate(rad['sdenet_steps_per_s'])}"
+                if rad
+                else "— | — | —"
+            )
             + f" | {one} |"
         )
     return "\n".join(lines) + "\n\n"
@@ -423,7 +466,9 @@ def run_once(args, argv, device, with_torchsde, log):
     for paths in args.paths:
         repeats = args.repeats if paths >= 100_000 else args.repeats_small
         log(f"paths={paths} steps={args.steps} repeats={repeats}")
-        med, best, times, sanity, exact = bench_size(paths, args.steps, repeats, device, args.laws, with_torchsde, log)
+        med, best, times, sanity, exact = bench_size(
+            paths, args.steps, repeats, device, args.laws, with_torchsde, log
+        )
         raw[str(paths)] = {"/".join(k): v for k, v in times.items()}
         if sanity:
             sanity_all[str(paths)] = {"exact": exact, "empirical": sanity}
@@ -432,47 +477,57 @@ def run_once(args, argv, device, with_torchsde, log):
         for law in args.laws:
             s, p = med[("sdenet", law)], med[("plain", law)]
             s_min, p_min = best[("sdenet", law)], best[("plain", law)]
-            rows.append({
-                "paths": paths,
-                "law": law,
-                "sdenet_s": s,
-                "plain_s": p,
-                "torchsde_gaussian_s": ts,
-                "torchsde_over_sdenet": None if ts is None else ts / s,
-                "sdenet_over_plain": s / p,
-                "sdenet_steps_per_s": paths * args.steps / s,
-                "min_sdenet_s": s_min,
-                "min_plain_s": p_min,
-                "min_torchsde_gaussian_s": ts_min,
-                "min_torchsde_over_sdenet": None if ts_min is None else ts_min / s_min,
-                "min_sdenet_over_plain": s_min / p_min,
-                # paired: ratio within each repeat (contenders run back to back), then the median
-                "paired_torchsde_over_sdenet": None if ts is None else statistics.median(
-                    a / b for a, b in zip(times[("torchsde", "gaussian")], times[("sdenet", law)])),
-                "paired_sdenet_over_plain": statistics.median(
-                    a / b for a, b in zip(times[("sdenet", law)], times[("plain", law)])),
-                # the in-place hand loop and sdenet's fast path (LinearSDEField)
-                "fast_s": med[("fast", law)],
-                "inplace_s": med[("inplace", law)],
-                "min_fast_s": best[("fast", law)],
-                "min_inplace_s": best[("inplace", law)],
-                "fast_over_inplace": med[("fast", law)] / med[("inplace", law)],
-                "sdenet_over_inplace": s / med[("inplace", law)],
-                "fast_over_sdenet": med[("fast", law)] / s,
-                "paired_fast_over_inplace": statistics.median(
-                    a / b for a, b in zip(times[("fast", law)], times[("inplace", law)])),
-                "paired_fast_over_sdenet": statistics.median(
-                    a / b for a, b in zip(times[("fast", law)], times[("sdenet", law)])),
-                "fast_steps_per_s": paths * args.steps / med[("fast", law)],
-                "inplace_steps_per_s": paths * args.steps / med[("inplace", law)],
-                "plain_steps_per_s": paths * args.steps / p,
-                "torchsde_gaussian_steps_per_s": None if ts is None else paths * args.steps / ts,
-                "best_fast_steps_per_s": paths * args.steps / best[("fast", law)],
-            })
+            rows.append(
+                {
+                    "paths": paths,
+                    "law": law,
+                    "sdenet_s": s,
+                    "plain_s": p,
+                    "torchsde_gaussian_s": ts,
+                    "torchsde_over_sdenet": None if ts is None else ts / s,
+                    "sdenet_over_plain": s / p,
+                    "sdenet_steps_per_s": paths * args.steps / s,
+                    "min_sdenet_s": s_min,
+                    "min_plain_s": p_min,
+                    "min_torchsde_gaussian_s": ts_min,
+                    "min_torchsde_over_sdenet": None if ts_min is None else ts_min / s_min,
+                    "min_sdenet_over_plain": s_min / p_min,
+                    # paired: ratio within each repeat (contenders run back to back), then the median
+                    "paired_torchsde_over_sdenet": None
+                    if ts is None
+                    else statistics.median(
+                        a / b for a, b in zip(times[("torchsde", "gaussian")], times[("sdenet", law)])
+                    ),
+                    "paired_sdenet_over_plain": statistics.median(
+                        a / b for a, b in zip(times[("sdenet", law)], times[("plain", law)])
+                    ),
+                    # the in-place hand loop and sdenet's fast path (LinearSDEField)
+                    "fast_s": med[("fast", law)],
+                    "inplace_s": med[("inplace", law)],
+                    "min_fast_s": best[("fast", law)],
+                    "min_inplace_s": best[("inplace", law)],
+                    "fast_over_inplace": med[("fast", law)] / med[("inplace", law)],
+                    "sdenet_over_inplace": s / med[("inplace", law)],
+                    "fast_over_sdenet": med[("fast", law)] / s,
+                    "paired_fast_over_inplace": statistics.median(
+                        a / b for a, b in zip(times[("fast", law)], times[("inplace", law)])
+                    ),
+                    "paired_fast_over_sdenet": statistics.median(
+                        a / b for a, b in zip(times[("fast", law)], times[("sdenet", law)])
+                    ),
+                    "fast_steps_per_s": paths * args.steps / med[("fast", law)],
+                    "inplace_steps_per_s": paths * args.steps / med[("inplace", law)],
+                    "plain_steps_per_s": paths * args.steps / p,
+                    "torchsde_gaussian_steps_per_s": None if ts is None else paths * args.steps / ts,
+                    "best_fast_steps_per_s": paths * args.steps / best[("fast", law)],
+                }
+            )
             r = rows[-1]
-            log(f"  {law:>10}: sdenet {_fmt_t(s)}  fast {_fmt_t(r['fast_s'])}  in-place {_fmt_t(r['inplace_s'])}  "
+            log(
+                f"  {law:>10}: sdenet {_fmt_t(s)}  fast {_fmt_t(r['fast_s'])}  in-place {_fmt_t(r['inplace_s'])}  "
                 f"plain {_fmt_t(p)}  torchsde {_fmt_t(ts)}  fast/in-place {r['fast_over_inplace']:.2f}x  "
-                f"sdenet/plain {s / p:.2f}x")
+                f"sdenet/plain {s / p:.2f}x"
+            )
 
     naive = None
     if with_torchsde and 1 in args.paths:
@@ -489,15 +544,26 @@ def run_once(args, argv, device, with_torchsde, log):
     if naive is not None:
         ones = [r for r in rows if r["paths"] == 1]
         worst = min(naive / r["sdenet_s"] for r in ones)
-        row = {"target": "1 path: sdenet >= 100x faster than torchsde's default-looking call "
-                         "(float32 ts = [0, 1], dt = 0.01: 101 steps, see note)",
-               "measured": f"worst {worst:.0f}x", "met": worst >= 100}
+        row = {
+            "target": "1 path: sdenet >= 100x faster than torchsde's default-looking call "
+            "(float32 ts = [0, 1], dt = 0.01: 101 steps, see note)",
+            "measured": f"worst {worst:.0f}x",
+            "met": worst >= 100,
+        }
         targets.insert(1, row)
         targets_paired.insert(1, dict(row, measured=row["measured"] + " (medians; timed apart)"))
     result = {
         "benchmark": "sde_throughput",
-        "problem": {"equation": "dX = -theta X dt + sigma dW", "theta": THETA, "sigma": SIGMA, "x0": 1.0,
-                    "dt": DT, "steps": args.steps, "dtype": "float32", "noise": "diagonal"},
+        "problem": {
+            "equation": "dX = -theta X dt + sigma dW",
+            "theta": THETA,
+            "sigma": SIGMA,
+            "x0": 1.0,
+            "dt": DT,
+            "steps": args.steps,
+            "dtype": "float32",
+            "noise": "diagonal",
+        },
         "hardware": hw,
         "load_average_before": load_before,
         "load_average_after": load_after,
@@ -518,54 +584,89 @@ def run_once(args, argv, device, with_torchsde, log):
 def evaluate_targets(rows, paired=False):
     """The brief's targets on the median times, or (``paired``) on the medians of per-repeat ratios."""
     if paired:
-        rows = [dict(r, torchsde_over_sdenet=r["paired_torchsde_over_sdenet"],
-                     sdenet_over_plain=r["paired_sdenet_over_plain"]) for r in rows]
+        rows = [
+            dict(
+                r,
+                torchsde_over_sdenet=r["paired_torchsde_over_sdenet"],
+                sdenet_over_plain=r["paired_sdenet_over_plain"],
+            )
+            for r in rows
+        ]
     targets = []
     by = {(r["paths"], r["law"]): r for r in rows}
     ones = [r for r in rows if r["paths"] == 1 and r["torchsde_over_sdenet"] is not None]
     if ones:
         worst = min(r["torchsde_over_sdenet"] for r in ones)
-        targets.append({"target": "1 path: sdenet >= 100x faster than torchsde (every law)",
-                        "measured": f"worst {worst:.1f}x", "met": worst >= 100})
+        targets.append(
+            {
+                "target": "1 path: sdenet >= 100x faster than torchsde (every law)",
+                "measured": f"worst {worst:.1f}x",
+                "met": worst >= 100,
+            }
+        )
     big = [r for r in rows if r["paths"] == 1_000_000]
     if big:
         cands = [by[(1_000_000, law)] for law in ("rademacher", "uniform") if (1_000_000, law) in by]
         cands = [r for r in cands if r["torchsde_over_sdenet"] is not None]
         if cands:
             best = max(cands, key=lambda r: r["torchsde_over_sdenet"])
-            targets.append({"target": "1e6 paths: weak Euler with Rademacher or Uniform >= 3x faster than "
-                                      "torchsde's Gaussian Euler",
-                            "measured": ", ".join(f"{r['law']} {r['torchsde_over_sdenet']:.2f}x" for r in cands),
-                            "met": best["torchsde_over_sdenet"] >= 3})
+            targets.append(
+                {
+                    "target": "1e6 paths: weak Euler with Rademacher or Uniform >= 3x faster than "
+                    "torchsde's Gaussian Euler",
+                    "measured": ", ".join(f"{r['law']} {r['torchsde_over_sdenet']:.2f}x" for r in cands),
+                    "met": best["torchsde_over_sdenet"] >= 3,
+                }
+            )
         worst = max(big, key=lambda r: r["sdenet_over_plain"])
-        targets.append({"target": "1e6 paths: every law within 1.3x of the plain loop with the same law",
-                        "measured": ", ".join(f"{r['law']} {r['sdenet_over_plain']:.2f}x" for r in big),
-                        "met": worst["sdenet_over_plain"] <= 1.3})
+        targets.append(
+            {
+                "target": "1e6 paths: every law within 1.3x of the plain loop with the same law",
+                "measured": ", ".join(f"{r['law']} {r['sdenet_over_plain']:.2f}x" for r in big),
+                "met": worst["sdenet_over_plain"] <= 1.3,
+            }
+        )
         if all("fast_over_inplace" in r for r in big):
             key = "paired_fast_over_inplace" if paired else "fast_over_inplace"
-            targets.append({"target": "1e6 paths: sdenet <= 1.2x the in-place hand loop, every law "
-                                      "(LinearSDEField: the in-place fast path)",
-                            "measured": ", ".join(f"{r['law']} {r[key]:.2f}x" for r in big),
-                            "met": max(r[key] for r in big) <= 1.2})
-            targets.append({"target": "1e6 paths: sdenet <= 1.2x the in-place hand loop, every law "
-                                      "(generic SDEField with lambdas: the generic, differentiable path)",
-                            "measured": ", ".join(f"{r['law']} {r['sdenet_over_inplace']:.2f}x" for r in big),
-                            "met": max(r["sdenet_over_inplace"] for r in big) <= 1.2})
+            targets.append(
+                {
+                    "target": "1e6 paths: sdenet <= 1.2x the in-place hand loop, every law "
+                    "(LinearSDEField: the in-place fast path)",
+                    "measured": ", ".join(f"{r['law']} {r[key]:.2f}x" for r in big),
+                    "met": max(r[key] for r in big) <= 1.2,
+                }
+            )
+            targets.append(
+                {
+                    "target": "1e6 paths: sdenet <= 1.2x the in-place hand loop, every law "
+                    "(generic SDEField with lambdas: the generic, differentiable path)",
+                    "measured": ", ".join(f"{r['law']} {r['sdenet_over_inplace']:.2f}x" for r in big),
+                    "met": max(r["sdenet_over_inplace"] for r in big) <= 1.2,
+                }
+            )
             rad = [r for r in big if r["law"] == "rademacher"]
             if rad:
                 r = rad[0]
-                targets.append({"target": "1e6 paths: Rademacher weak Euler >= 1e9 path-steps/s (fast path)",
-                                "measured": f"{r['fast_steps_per_s']:.2e} (best repeat "
-                                            f"{r['best_fast_steps_per_s']:.2e}; in-place loop "
-                                            f"{r['inplace_steps_per_s']:.2e}, generic "
-                                            f"{r['sdenet_steps_per_s']:.2e})",
-                                "met": r["fast_steps_per_s"] >= 1e9})
+                targets.append(
+                    {
+                        "target": "1e6 paths: Rademacher weak Euler >= 1e9 path-steps/s (fast path)",
+                        "measured": f"{r['fast_steps_per_s']:.2e} (best repeat "
+                        f"{r['best_fast_steps_per_s']:.2e}; in-place loop "
+                        f"{r['inplace_steps_per_s']:.2e}, generic "
+                        f"{r['sdenet_steps_per_s']:.2e})",
+                        "met": r["fast_steps_per_s"] >= 1e9,
+                    }
+                )
     ones = [r for r in rows if r["paths"] == 1 and "fast_over_sdenet" in r]
     if ones:
         key = "paired_fast_over_sdenet" if paired else "fast_over_sdenet"
-        targets.append({"target": "1 path: no slower than today (fast path / generic path, today's code path)",
-                        "measured": ", ".join(f"{r['law']} {r[key]:.2f}x" for r in ones),
-                        "met": max(r[key] for r in ones) <= 1.0})
+        targets.append(
+            {
+                "target": "1 path: no slower than today (fast path / generic path, today's code path)",
+                "measured": ", ".join(f"{r['law']} {r[key]:.2f}x" for r in ones),
+                "met": max(r[key] for r in ones) <= 1.0,
+            }
+        )
     return targets
 
 
@@ -577,7 +678,6 @@ def _fmt_t(s):
     if s is None:
         return "—"
     return f"{s * 1e3:.2f} ms" if s < 1 else f"{s:.3f} s"
-
 
 
 def _time_table(rows, prefix):
@@ -595,6 +695,7 @@ def _time_table(rows, prefix):
         )
     return lines
 
+
 def render_markdown(res):
     hw = res["hardware"]
     p = res["problem"]
@@ -606,7 +707,7 @@ def render_markdown(res):
         f"Median of {res['repeats']} interleaved repeats at 10⁵ paths and more, {res['repeats_small']} below, "
         "after a warm-up run; each repeat is the mean of two runs, in a rotated order and its reverse. "
         "torchsde only has Gaussian increments: each law's sdenet time is compared with torchsde's "
-        "Gaussian Euler (`sdeint(method=\"euler\")`, float64 `ts` so it takes exactly the same 100 steps).",
+        'Gaussian Euler (`sdeint(method="euler")`, float64 `ts` so it takes exactly the same 100 steps).',
         "",
         f"- CPU: {hw['cpu']}, {hw['logical_cores']} logical cores, torch threads {hw['torch_threads']}",
         f"- device: {hw['device']}" + (f" ({hw['gpu']})" if hw.get("gpu") else ""),
@@ -621,8 +722,8 @@ def render_markdown(res):
     if all("fast_s" in r for r in res["rows"]):
         lines += [
             "",
-            "Against the in-place hand loop (medians; \"fast\" is `integrate` on `LinearSDEField`, which takes "
-            "the in-place path of `sdenet.fast`; \"generic\" is `integrate` on an `SDEField` of lambdas). "
+            'Against the in-place hand loop (medians; "fast" is `integrate` on `LinearSDEField`, which takes '
+            'the in-place path of `sdenet.fast`; "generic" is `integrate` on an `SDEField` of lambdas). '
             "Path-steps/s = paths × steps / time:",
             "",
             "| paths | law | generic | fast | in-place loop | fast / in-place | generic / in-place | "
@@ -652,13 +753,22 @@ def render_markdown(res):
         "|---:|---|---:|---:|",
     ]
     for r in res["rows"]:
-        ratio = "—" if r["paired_torchsde_over_sdenet"] is None else f"{r['paired_torchsde_over_sdenet']:.1f}×"
+        ratio = (
+            "—" if r["paired_torchsde_over_sdenet"] is None else f"{r['paired_torchsde_over_sdenet']:.1f}×"
+        )
         lines.append(f"| {r['paths']:,} | {r['law']} | {ratio} | {r['paired_sdenet_over_plain']:.2f}× |")
-    lines += ["", "## Targets", "", "| target | on median times | met | on paired ratios | met |",
-              "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Targets",
+        "",
+        "| target | on median times | met | on paired ratios | met |",
+        "|---|---|---|---|---|",
+    ]
     for t, tp in zip(res["targets"], res["targets_paired"]):
-        lines.append(f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} | "
-                     f"{tp['measured']} | {'yes' if tp['met'] else '**no**'} |")
+        lines.append(
+            f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} | "
+            f"{tp['measured']} | {'yes' if tp['met'] else '**no**'} |"
+        )
     naive = res.get("torchsde_float32_ts_T1_dt001_1path_s")
     if naive is not None:
         ones = [r for r in res["rows"] if r["paths"] == 1]
@@ -671,16 +781,25 @@ def render_markdown(res):
             "the table above uses the fair call.",
         ]
     if res.get("sanity"):
-        lines += ["", "## Sanity: every contender samples the same law of X_T", "",
-                  "| paths | contender | mean | exact mean | variance | exact variance |", "|---:|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "## Sanity: every contender samples the same law of X_T",
+            "",
+            "| paths | contender | mean | exact mean | variance | exact variance |",
+            "|---:|---|---:|---:|---:|---:|",
+        ]
         for paths, s in res["sanity"].items():
             ex = s["exact"]
             for name, v in s["empirical"].items():
-                lines.append(f"| {int(paths):,} | {name} | {v['mean']:.4f} | {ex['exact_mean']:.4f} | "
-                             f"{v['var']:.4f} | {ex['exact_var']:.4f} |")
+                lines.append(
+                    f"| {int(paths):,} | {name} | {v['mean']:.4f} | {ex['exact_mean']:.4f} | "
+                    f"{v['var']:.4f} | {ex['exact_var']:.4f} |"
+                )
         lines.append("")
-        lines.append("(The Euler schemes' own bias at Δt = 2⁻⁷ is O(Δt); the Monte Carlo error of the mean at "
-                     "10⁴ paths is ≈ 0.004.)")
+        lines.append(
+            "(The Euler schemes' own bias at Δt = 2⁻⁷ is O(Δt); the Monte Carlo error of the mean at "
+            "10⁴ paths is ≈ 0.004.)"
+        )
     return "\n".join(lines) + "\n"
 
 

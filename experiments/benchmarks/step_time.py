@@ -123,12 +123,18 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     ap.add_argument("--batch", type=int, default=None, help="batch size (default 128 on cuda, 64 on cpu)")
-    ap.add_argument("--steps", type=int, default=None, help="timed steps per model per round (default 2 cpu, 20 cuda)")
+    ap.add_argument(
+        "--steps", type=int, default=None, help="timed steps per model per round (default 2 cpu, 20 cuda)"
+    )
     ap.add_argument("--rounds", type=int, default=None, help="rounds (default 7 cpu, 10 cuda)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch.set_num_threads (default 1 on cpu: on a small shared machine two OpenMP threads "
-                    "fighting other processes make every timing several times slower and noisier)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads (default 1 on cpu: on a small shared machine two OpenMP threads "
+        "fighting other processes make every timing several times slower and noisier)",
+    )
     ap.add_argument("--quick", action="store_true", help="2 rounds of 1 step, batch 16: a smoke test")
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results"), help="output folder")
     ap.add_argument("--seed", type=int, default=0)
@@ -164,7 +170,7 @@ def main(argv=None) -> int:
     n_ours = sum(p.numel() for p in models["preact_resnet56"].parameters())
     n_hand = sum(p.numel() for p in models["hand_preact_resnet56"].parameters())
     assert n_ours == n_hand, (n_ours, n_hand)
-    for name, m in models.items():
+    for _name, m in models.items():
         m.to(device).train()
         if hasattr(m, "set_generator"):
             m.set_generator(torch.Generator(device=device).manual_seed(args.seed))
@@ -177,14 +183,19 @@ def main(argv=None) -> int:
     clock = time.perf_counter if cuda else time.process_time
     clock_name = "wall time (after cuda synchronize)" if cuda else "process CPU time (1 thread)"
     t_start = time.time()
-    for name, fn in step_fns.items():
+    for _name, fn in step_fns.items():
         for _ in range(warmup):
             fn()
     sync(device)
     comparisons = [
         ("lm_resnet56", "preact_resnet56", 1.05, "LM scheme vs forward Euler"),
         ("preact_resnet56", "hand_preact_resnet56", 1.03, "sdenet stages vs hand-written pre-act ResNet-56"),
-        ("sd_resnet110_batch", "preact_resnet110", 0.80, "stochastic depth, per-batch, p_L=0.5 (dropped blocks skipped)"),
+        (
+            "sd_resnet110_batch",
+            "preact_resnet110",
+            0.80,
+            "stochastic depth, per-batch, p_L=0.5 (dropped blocks skipped)",
+        ),
     ]
     times = {name: [] for name in step_fns}
     walls = {name: [] for name in step_fns}
@@ -210,8 +221,11 @@ def main(argv=None) -> int:
             else:
                 tb, ta = timed(b), timed(a)
             paired[(a, b)].append(ta / tb)
-        print(f"round {r + 1}/{rounds}: " + ", ".join(f"{a}/{b}={paired[(a, b)][-1]:.3f}" for a, b, _, _ in comparisons),
-              flush=True)
+        print(
+            f"round {r + 1}/{rounds}: "
+            + ", ".join(f"{a}/{b}={paired[(a, b)][-1]:.3f}" for a, b, _, _ in comparisons),
+            flush=True,
+        )
     hw["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     med = {n: statistics.median(v) for n, v in times.items()}
     med_wall = {n: statistics.median(v) for n, v in walls.items()}
@@ -222,15 +236,32 @@ def main(argv=None) -> int:
         ratios = paired[(a, b)]
         ratio = statistics.median(ratios)
         q = sorted(ratios)
-        rows.append({"model": a, "reference": b, "ratio": ratio, "ratio_of_medians": med[a] / med[b],
-                     "wall_ratio_of_medians": med_wall[a] / med_wall[b], "target": target,
-                     "meets_target": ratio <= target, "per_round_min": q[0], "per_round_max": q[-1],
-                     "per_round": ratios, "what": what})
+        rows.append(
+            {
+                "model": a,
+                "reference": b,
+                "ratio": ratio,
+                "ratio_of_medians": med[a] / med[b],
+                "wall_ratio_of_medians": med_wall[a] / med_wall[b],
+                "target": target,
+                "meets_target": ratio <= target,
+                "per_round_min": q[0],
+                "per_round_max": q[-1],
+                "per_round": ratios,
+                "what": what,
+            }
+        )
     result = {
         "hardware": hw,
-        "settings": {"batch": batch, "steps_per_round": steps, "rounds": rounds, "warmup": warmup,
-                     "optimizer": "SGD(lr=0.05, momentum=0.9, wd=1e-4)", "input": "3x32x32 random, 10 classes",
-                     "wall_s": round(time.time() - t_start, 1)},
+        "settings": {
+            "batch": batch,
+            "steps_per_round": steps,
+            "rounds": rounds,
+            "warmup": warmup,
+            "optimizer": "SGD(lr=0.05, momentum=0.9, wd=1e-4)",
+            "input": "3x32x32 random, 10 classes",
+            "wall_s": round(time.time() - t_start, 1),
+        },
         "clock": clock_name,
         "median_step_s": med,
         "median_step_wall_s": med_wall,
@@ -250,9 +281,11 @@ def main(argv=None) -> int:
         f"Produced by `python experiments/benchmarks/step_time.py {' '.join(argv if argv is not None else sys.argv[1:])}`.",
         "",
         f"- hardware: {hw['cpu']}, {hw['cpu_count']} cores, torch {hw['torch']} with {hw['torch_threads']} threads"
-        + (f", GPU {hw['gpu']}" if "gpu" in hw else "") + f", device `{hw['device']}`",
+        + (f", GPU {hw['gpu']}" if "gpu" in hw else "")
+        + f", device `{hw['device']}`",
         f"- load average (1/5/15 min) at start {hw['loadavg_start']}, at end {hw['loadavg_end']}",
-        f"- batch {batch}" + (" (smaller than 128 to keep a CPU run to minutes)" if batch != 128 else "")
+        f"- batch {batch}"
+        + (" (smaller than 128 to keep a CPU run to minutes)" if batch != 128 else "")
         + f", {rounds} rounds of {steps} step(s) per model after {warmup} warm-up step(s); in every round"
         " the two models of a comparison run back to back (order alternating); the ratio is the median over"
         f" rounds of the paired ratios. Clock: {clock_name}.",
@@ -261,13 +294,18 @@ def main(argv=None) -> int:
         "|---|---:|---:|",
     ]
     md += [f"| {n} | {med[n] * 1e3:.1f} | {med_wall[n] * 1e3:.1f} |" for n in names]
-    md += ["", "| comparison | ratio (median of paired) | per-round range | ratio of medians (clock / wall) | target | met |",
-           "|---|---:|---|---|---:|---|"]
+    md += [
+        "",
+        "| comparison | ratio (median of paired) | per-round range | ratio of medians (clock / wall) | target | met |",
+        "|---|---:|---|---|---:|---|",
+    ]
     for r in rows:
-        md.append(f"| {r['model']} / {r['reference']} ({r['what']}) | {r['ratio']:.3f} | "
-                  f"{r['per_round_min']:.3f}–{r['per_round_max']:.3f} | "
-                  f"{r['ratio_of_medians']:.3f} / {r['wall_ratio_of_medians']:.3f} | <= {r['target']:.2f} | "
-                  f"{'yes' if r['meets_target'] else 'no'} |")
+        md.append(
+            f"| {r['model']} / {r['reference']} ({r['what']}) | {r['ratio']:.3f} | "
+            f"{r['per_round_min']:.3f}–{r['per_round_max']:.3f} | "
+            f"{r['ratio_of_medians']:.3f} / {r['wall_ratio_of_medians']:.3f} | <= {r['target']:.2f} | "
+            f"{'yes' if r['meets_target'] else 'no'} |"
+        )
     ps = [r["p"] for r in models["sd_resnet110_batch"].weak_report()]
     md += [
         "",

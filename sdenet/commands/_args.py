@@ -43,7 +43,8 @@ def threads(text: str) -> int:
     v = positive_int(text)
     if v > max_threads():
         raise argparse.ArgumentTypeError(
-            f"at most {max_threads()} threads (4 per CPU core of this machine), got {text!r}")
+            f"at most {max_threads()} threads (4 per CPU core of this machine), got {text!r}"
+        )
     return v
 
 
@@ -97,7 +98,9 @@ def check_device(spec, allow_auto: bool = True) -> str:
     try:
         dev = torch.device(s)
     except (RuntimeError, TypeError, ValueError):
-        raise ValueError(f"unknown device {spec!r}; use {'auto, ' if allow_auto else ''}cpu, cuda or cuda:N") from None
+        raise ValueError(
+            f"unknown device {spec!r}; use {'auto, ' if allow_auto else ''}cpu, cuda or cuda:N"
+        ) from None
     if dev.type == "cpu":
         return s
     if dev.type == "cuda":
@@ -137,7 +140,9 @@ def writable_file(path, option: str):
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ValueError(f"{option} {path}: cannot create its folder {str(p.parent)!r} ({_reason(err)})") from None
+        raise ValueError(
+            f"{option} {path}: cannot create its folder {str(p.parent)!r} ({_reason(err)})"
+        ) from None
     try:
         if p.exists():
             with open(p, "ab"):

@@ -22,41 +22,75 @@ def register(subparsers) -> None:
         "networks, the error of the softmax averaged over N noisy passes.",
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt file or a run folder (last.pt)")
-    p.add_argument("--dataset", default=None,
-                   help="dataset to test on (default: the one in the checkpoint's config)")
-    p.add_argument("--samples", type=nonneg_int, default=None, metavar="N",
-                   help="Monte Carlo draws for stochastic networks (default 10; 0: none; at most "
-                        "10000)")
-    p.add_argument("--model", default=None, metavar="SPEC",
-                   help="package.module:factory of a run of your own network (required for such "
-                        "a checkpoint: sdenet imports only a module you name); for a registered "
-                        "model it must match the checkpoint's")
+    p.add_argument(
+        "--dataset", default=None, help="dataset to test on (default: the one in the checkpoint's config)"
+    )
+    p.add_argument(
+        "--samples",
+        type=nonneg_int,
+        default=None,
+        metavar="N",
+        help="Monte Carlo draws for stochastic networks (default 10; 0: none; at most 10000)",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="SPEC",
+        help="package.module:factory of a run of your own network (required for such "
+        "a checkpoint: sdenet imports only a module you name); for a registered "
+        "model it must match the checkpoint's",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=positive_int, default=None)
-    p.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
-                   help="use only the first N test images")
+    p.add_argument(
+        "--limit-test", type=positive_int, default=None, metavar="N", help="use only the first N test images"
+    )
     p.add_argument("--data-root", default=None, metavar="DIR")
     p.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo draws")
-    p.add_argument("--resolution", type=positive_int, default=None, metavar="R",
-                   help="test on images area-downsampled to height R (default: the resolution "
-                        "the network was trained at)")
-    p.add_argument("--rescale", action="store_true",
-                   help="carry the network from its training resolution to R first "
-                        "(sdenet.nn.rescale); without it the kernels are applied as they are")
-    p.add_argument("--rescale-method", default=None, choices=("atrous", "moments"),
-                   help="with --rescale: atrous (default; dilate each kernel by R/R0, integer "
-                        "factors and their inverses) or moments (the moment map, any factor; "
-                        "fails on trained networks, see docs/resolution.md)")
-    p.add_argument("--depths", type=_depths, default=None, metavar="FACTORS",
-                   help="evaluate the network at several depth factors with its own weights, e.g. "
-                        "0.5,1,2 (2: every stage at 2N steps of dt/2, as refine; 0.5: N/2 steps "
-                        "of 2dt, as coarsen) and print a table of error and relative compute")
-    p.add_argument("--plot", default=None, metavar="FILE",
-                   help="with --depths: plot test accuracy against compute to FILE (.png, .pdf)")
+    p.add_argument(
+        "--resolution",
+        type=positive_int,
+        default=None,
+        metavar="R",
+        help="test on images area-downsampled to height R (default: the resolution "
+        "the network was trained at)",
+    )
+    p.add_argument(
+        "--rescale",
+        action="store_true",
+        help="carry the network from its training resolution to R first "
+        "(sdenet.nn.rescale); without it the kernels are applied as they are",
+    )
+    p.add_argument(
+        "--rescale-method",
+        default=None,
+        choices=("atrous", "moments"),
+        help="with --rescale: atrous (default; dilate each kernel by R/R0, integer "
+        "factors and their inverses) or moments (the moment map, any factor; "
+        "fails on trained networks, see docs/resolution.md)",
+    )
+    p.add_argument(
+        "--depths",
+        type=_depths,
+        default=None,
+        metavar="FACTORS",
+        help="evaluate the network at several depth factors with its own weights, e.g. "
+        "0.5,1,2 (2: every stage at 2N steps of dt/2, as refine; 0.5: N/2 steps "
+        "of 2dt, as coarsen) and print a table of error and relative compute",
+    )
+    p.add_argument(
+        "--plot",
+        default=None,
+        metavar="FILE",
+        help="with --depths: plot test accuracy against compute to FILE (.png, .pdf)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    p.add_argument("--deterministic", action="store_true",
-                   help="bit-identical results: deterministic torch algorithms, generators seeded from "
-                        "--seed, 1 CPU thread unless --threads (see docs/reproducibility.md)")
+    p.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="bit-identical results: deterministic torch algorithms, generators seeded from "
+        "--seed, 1 CPU thread unless --threads (see docs/reproducibility.md)",
+    )
     add_threads_option(p, None, "CPU threads for torch (torch.set_num_threads)")
     p.set_defaults(func=run)
 
@@ -74,10 +108,20 @@ def _depths(text: str) -> str:
 def _run_depths(args) -> int:
     from ..train.depth import evaluate_depths, format_depths, plot_depths
 
-    r = evaluate_depths(args.checkpoint, args.depths, dataset=args.dataset, samples=args.samples,
-                        device=args.device, batch_size=args.batch_size, limit_test=args.limit_test,
-                        data_root=args.data_root, seed=args.seed, model=args.model,
-                        resolution=args.resolution, rescale=args.rescale)
+    r = evaluate_depths(
+        args.checkpoint,
+        args.depths,
+        dataset=args.dataset,
+        samples=args.samples,
+        device=args.device,
+        batch_size=args.batch_size,
+        limit_test=args.limit_test,
+        data_root=args.data_root,
+        seed=args.seed,
+        model=args.model,
+        resolution=args.resolution,
+        rescale=args.rescale,
+    )
     if args.plot:
         plot_depths(r, args.plot)
     if args.json:
@@ -109,11 +153,20 @@ def run(args) -> int:
             raise UsageError(f"eval: --plot {args.plot}: folder {parent} does not exist")
     if args.depths is not None:
         return _run_depths(args)
-    r = evaluate(args.checkpoint, dataset=args.dataset, samples=args.samples, device=args.device,
-                 batch_size=args.batch_size, limit_test=args.limit_test,
-                 data_root=args.data_root, seed=args.seed, model=args.model,
-                 resolution=args.resolution, rescale=args.rescale,
-                 rescale_method=args.rescale_method or "atrous")
+    r = evaluate(
+        args.checkpoint,
+        dataset=args.dataset,
+        samples=args.samples,
+        device=args.device,
+        batch_size=args.batch_size,
+        limit_test=args.limit_test,
+        data_root=args.data_root,
+        seed=args.seed,
+        model=args.model,
+        resolution=args.resolution,
+        rescale=args.rescale,
+        rescale_method=args.rescale_method or "atrous",
+    )
     if r.get("warning"):  # an absurd test loss: said on stderr, one line
         import sys
 
@@ -123,15 +176,17 @@ def run(args) -> int:
         return 0
     print(f"{r['model']} (epoch {r['epoch']}) on {r['dataset']}: {r['n_test']} test images")
     if r.get("resolution") is not None and r["resolution"] != r.get("trained_resolution"):
-        how = (f"rescaled, {r['rescale_method']}" if r.get("rescaled")
-               else "kernels as they are")
+        how = f"rescaled, {r['rescale_method']}" if r.get("rescaled") else "kernels as they are"
         print(f"  at resolution {r['resolution']} (trained at {r['trained_resolution']}; {how})")
-    print(f"  test error (drift only): {100 * r['test_error']:.2f}% +- "
-          f"{100 * r['test_error_se']:.2f}%   loss {r['test_loss']:.4f}")
+    print(
+        f"  test error (drift only): {100 * r['test_error']:.2f}% +- "
+        f"{100 * r['test_error_se']:.2f}%   loss {r['test_loss']:.4f}"
+    )
     if "test_error_mc" in r:
-        print(f"  test error ({r['mc_samples']}-sample Monte Carlo): "
-              f"{100 * r['test_error_mc']:.2f}% +- {100 * r['test_error_mc_se']:.2f}%   "
-              f"loss {r['test_loss_mc']:.4f}")
-    print(f"  (+- one binomial standard error over the {r['n_test']} test images, "
-          f"sqrt(e(1-e)/n))")
+        print(
+            f"  test error ({r['mc_samples']}-sample Monte Carlo): "
+            f"{100 * r['test_error_mc']:.2f}% +- {100 * r['test_error_mc_se']:.2f}%   "
+            f"loss {r['test_loss_mc']:.4f}"
+        )
+    print(f"  (+- one binomial standard error over the {r['n_test']} test images, sqrt(e(1-e)/n))")
     return 0

@@ -17,8 +17,12 @@ def register(subparsers) -> None:
         description="List the registered networks (sdenet.models.names()) with their parameter count, "
         "dataset, scheme and noise law.",
     )
-    p.add_argument("--json", action="store_true", help="print a JSON list of {name, params, dataset, scheme, law}")
-    p.add_argument("--dataset", choices=("cifar", "imagenet"), default=None, help="only the models for this dataset")
+    p.add_argument(
+        "--json", action="store_true", help="print a JSON list of {name, params, dataset, scheme, law}"
+    )
+    p.add_argument(
+        "--dataset", choices=("cifar", "imagenet"), default=None, help="only the models for this dataset"
+    )
     p.set_defaults(func=run)
 
 
@@ -45,5 +49,7 @@ def _run(args) -> int:
     width = max(len(r["name"]) for r in rows)
     print(f"{'name':<{width}}  {'params':>10}  {'dataset':<8}  {'scheme':<13}  law")
     for r in rows:
-        print(f"{r['name']:<{width}}  {r['params'] / 1e6:>9.3f}M  {r['dataset']:<8}  {r['scheme']:<13}  {r['law'] or '-'}")
+        print(
+            f"{r['name']:<{width}}  {r['params'] / 1e6:>9.3f}M  {r['dataset']:<8}  {r['scheme']:<13}  {r['law'] or '-'}"
+        )
     return 0

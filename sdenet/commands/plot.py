@@ -19,10 +19,19 @@ def register(subparsers) -> None:
         "stage. PNG files; each path is printed.",
     )
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (with metrics.jsonl)")
-    p.add_argument("--out", default=None, metavar="DIR",
-                   help="folder for the PNG files (default: the run folder for one run, plots/ for several)")
-    p.add_argument("--labels", nargs="+", default=None, metavar="LABEL",
-                   help="legend label per run folder (default: model name, made unique)")
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="folder for the PNG files (default: the run folder for one run, plots/ for several)",
+    )
+    p.add_argument(
+        "--labels",
+        nargs="+",
+        default=None,
+        metavar="LABEL",
+        help="legend label per run folder (default: model name, made unique)",
+    )
     p.set_defaults(func=run)
 
 

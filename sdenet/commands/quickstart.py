@@ -76,28 +76,59 @@ def register(subparsers) -> None:
         "print the test errors, the stochastic network's condition (5) recorded in training and the "
         "condition-(5) table of the built-in noise laws, and write the figures.",
     )
-    p.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS,
-                   help=f"epochs per network (default {DEFAULT_EPOCHS})")
-    p.add_argument("--out", default=None, metavar="DIR",
-                   help="folder for the two runs and plots/ (default runs/quickstart-<time>)")
-    p.add_argument("--device", type=device, default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    p.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=DEFAULT_EPOCHS,
+        help=f"epochs per network (default {DEFAULT_EPOCHS})",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="folder for the two runs and plots/ (default runs/quickstart-<time>)",
+    )
+    p.add_argument(
+        "--device", type=device, default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ..."
+    )
     p.add_argument("--dataset", default="sample", help="dataset (default: the bundled sample)")
-    p.add_argument("--models", nargs=2, default=list(DEFAULT_MODELS), metavar=("BASE", "LM"),
-                   help="the two networks to compare (default resnet20 lm_resnet20)")
-    p.add_argument("--stochastic", default=DEFAULT_STOCHASTIC, metavar="MODEL",
-                   help=f"the stochastic network trained as an SDE discretization (default "
-                        f"{DEFAULT_STOCHASTIC}; 'none' to skip it)")
-    p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH,
-                   help=f"batch size (default {DEFAULT_BATCH}: twice the steps of the preset's 128)")
+    p.add_argument(
+        "--models",
+        nargs=2,
+        default=list(DEFAULT_MODELS),
+        metavar=("BASE", "LM"),
+        help="the two networks to compare (default resnet20 lm_resnet20)",
+    )
+    p.add_argument(
+        "--stochastic",
+        default=DEFAULT_STOCHASTIC,
+        metavar="MODEL",
+        help=f"the stochastic network trained as an SDE discretization (default "
+        f"{DEFAULT_STOCHASTIC}; 'none' to skip it)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=DEFAULT_BATCH,
+        help=f"batch size (default {DEFAULT_BATCH}: twice the steps of the preset's 128)",
+    )
     p.add_argument("--limit-train", type=positive_int, default=None, help="train on the first N images only")
     p.add_argument("--limit-test", type=positive_int, default=None, help="test on the first N images only")
-    p.add_argument("--samples", type=positive_int, default=QUICK_SAMPLES,
-                   help=f"samples per row of the condition-(5) table (default {QUICK_SAMPLES:,})")
+    p.add_argument(
+        "--samples",
+        type=positive_int,
+        default=QUICK_SAMPLES,
+        help=f"samples per row of the condition-(5) table (default {QUICK_SAMPLES:,})",
+    )
     p.add_argument("--seed", type=integer, default=0)
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.add_argument("--no-plots", action="store_true")
-    add_threads_option(p, None, "CPU threads for torch (default: half the cores, at least 1 and at most 4; "
-                                "torch's own one per core stalls when the cores are shared)")
+    add_threads_option(
+        p,
+        None,
+        "CPU threads for torch (default: half the cores, at least 1 and at most 4; "
+        "torch's own one per core stalls when the cores are shared)",
+    )
     p.set_defaults(func=run)
 
 
@@ -127,8 +158,10 @@ def _check_args(args):
     sto = _stochastic(args)
     if sto is not None:
         if not info(sto).get("law"):
-            raise UsageError(f"--stochastic: {sto} is deterministic; choose a network with a noise "
-                             "law (sdenet models: the law column)")
+            raise UsageError(
+                f"--stochastic: {sto} is deterministic; choose a network with a noise "
+                "law (sdenet models: the law column)"
+            )
         if sto in args.models:
             raise UsageError(f"--stochastic {sto} is also one of --models")
     from .. import weak
@@ -156,16 +189,33 @@ def _train_one(args, out: Path, model: str, log=print, **extra) -> dict:
     from ..train import train
 
     folder = out / model
-    want = dict(model=model, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size,
-                limit_train=args.limit_train, limit_test=args.limit_test, **extra)
+    want = dict(
+        model=model,
+        epochs=args.epochs,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        limit_train=args.limit_train,
+        limit_test=args.limit_test,
+        **extra,
+    )
     final = _finished(folder, want)
     if final is not None:
         log(f"{model}: already trained in {folder} (delete it to train again)")
     else:
-        final = train(model=model, dataset=args.dataset, preset="quick", epochs=args.epochs,
-                      seed=args.seed, out=str(folder), device=args.device,
-                      batch_size=args.batch_size, limit_train=args.limit_train,
-                      limit_test=args.limit_test, quiet=args.quiet, **extra)
+        final = train(
+            model=model,
+            dataset=args.dataset,
+            preset="quick",
+            epochs=args.epochs,
+            seed=args.seed,
+            out=str(folder),
+            device=args.device,
+            batch_size=args.batch_size,
+            limit_train=args.limit_train,
+            limit_test=args.limit_test,
+            quiet=args.quiet,
+            **extra,
+        )
     return dict(final, model=model, folder=str(folder))
 
 
@@ -179,26 +229,32 @@ def stochastic_summary(final: dict) -> str:
     noisy passes) and its condition-(5) table recorded in the last training epoch."""
     from ..train.monitor import format_table
 
-    lines = [f"{final['model']} ({final.get('params', 0):,} parameters): test error "
-             f"{100 * final['test_error']:.2f}% with the drift only (eval mode)"]
+    lines = [
+        f"{final['model']} ({final.get('params', 0):,} parameters): test error "
+        f"{100 * final['test_error']:.2f}% with the drift only (eval mode)"
+    ]
     if "test_error_mc" in final:
-        lines[0] += (f", {100 * final['test_error_mc']:.2f}% averaging {final['mc_samples']} "
-                     "noisy passes")
+        lines[0] += f", {100 * final['test_error_mc']:.2f}% averaging {final['mc_samples']} noisy passes"
     if final.get("wall_time") is not None:
         lines[0] += f"; trained in {final['wall_time']:.1f} s"
     if final.get("weak"):
-        lines += ["", "condition (5) of its increments, recorded in training (last epoch; C and K "
-                  "exact for the block's law, m1, m2-dt, m3 empirical over n draws):",
-                  format_table(final["weak"])]
+        lines += [
+            "",
+            "condition (5) of its increments, recorded in training (last epoch; C and K "
+            "exact for the block's law, m1, m2-dt, m3 empirical over n draws):",
+            format_table(final["weak"]),
+        ]
     return "\n".join(lines)
 
 
 def error_table(finals: list) -> str:
     lines = [f"{'model':16s} {'params':>9s} {'test error':>11s} {'best':>8s} {'wall time':>10s}"]
     for f in finals:
-        lines.append(f"{f['model']:16s} {f.get('params', 0):>9,d} {100 * f['test_error']:>10.2f}% "
-                     f"{100 * f.get('best_test_error', f['test_error']):>7.2f}% "
-                     f"{f.get('wall_time', float('nan')):>9.1f}s")
+        lines.append(
+            f"{f['model']:16s} {f.get('params', 0):>9,d} {100 * f['test_error']:>10.2f}% "
+            f"{100 * f.get('best_test_error', f['test_error']):>7.2f}% "
+            f"{f.get('wall_time', float('nan')):>9.1f}s"
+        )
     a, b = finals
     diff = 100 * (b["test_error"] - a["test_error"])
     lines.append(f"{b['model']} - {a['model']}: {diff:+.2f} points of test error")
@@ -224,8 +280,10 @@ def _plain_condition_table(rows) -> str:
     for r in rows:
         law = r["law"] + (f" p={r['p']:g}" if r.get("p") is not None else "")
         c = r["condition"]
-        lines.append(f"{law:>12s} {r['dt']:>6g} {c['exact']:>10.4g} {c['empirical']:>12.4g} "
-                     f"{c['empirical_stderr']:>9.2g} {c['K']:>9.4g}")
+        lines.append(
+            f"{law:>12s} {r['dt']:>6g} {c['exact']:>10.4g} {c['empirical']:>12.4g} "
+            f"{c['empirical_stderr']:>9.2g} {c['K']:>9.4g}"
+        )
     return "\n".join(lines)
 
 
@@ -241,17 +299,39 @@ def change_of_dt(args, out: Path, final: dict, log=print) -> list:
     src = Path(final["folder"]) / "last.pt"
     c = ck.load_checkpoint(src)
     rc = c["config"]
-    net = models.create(rc["model"], num_classes=rc.get("num_classes"), **dict(rc.get("model_overrides") or {}))
+    net = models.create(
+        rc["model"], num_classes=rc.get("num_classes"), **dict(rc.get("model_overrides") or {})
+    )
     net.load_state_dict(c["model"])
-    rows = [dict(label="trained", schedule=None, weak=weak_summary(net), test_error=final["test_error"],
-                 test_error_mc=final.get("test_error_mc"))]
+    rows = [
+        dict(
+            label="trained",
+            schedule=None,
+            weak=weak_summary(net),
+            test_error=final["test_error"],
+            test_error_mc=final.get("test_error_mc"),
+        )
+    ]
     for sched in ("fixed", "sqrt"):
         path = out / f"{final['model']}-dt-half-{sched}.pt"
         info = refine_checkpoint(src, path, factor=2, p_schedule=sched)
-        ev = evaluate(path, samples=STOCHASTIC_MC_SAMPLES, device=args.device, limit_test=args.limit_test,
-                      seed=args.seed)
-        rows.append(dict(label=f"refined x2, p {sched}", schedule=sched, weak=info["weak_after"],
-                         test_error=ev["test_error"], test_error_mc=ev.get("test_error_mc"), path=str(path)))
+        ev = evaluate(
+            path,
+            samples=STOCHASTIC_MC_SAMPLES,
+            device=args.device,
+            limit_test=args.limit_test,
+            seed=args.seed,
+        )
+        rows.append(
+            dict(
+                label=f"refined x2, p {sched}",
+                schedule=sched,
+                weak=info["weak_after"],
+                test_error=ev["test_error"],
+                test_error_mc=ev.get("test_error_mc"),
+                path=str(path),
+            )
+        )
     return rows
 
 
@@ -264,12 +344,17 @@ def format_change_of_dt(rows) -> str:
             if s["stage"].endswith("transition") or s.get("bound") is None:
                 continue
             ok = "exceeds the bound" if s["exceeds"] else "within the bound"
-            lines.append(f"{r['label']:24s} {s['stage']:8s} {s['dt']:>6.3g} {s['K_max']:>8.3g} "
-                         f"{s['bound']:>8.3g}  {ok}")
+            lines.append(
+                f"{r['label']:24s} {s['stage']:8s} {s['dt']:>6.3g} {s['K_max']:>8.3g} "
+                f"{s['bound']:>8.3g}  {ok}"
+            )
     lines.append("")
     for r in rows:
-        mc = "" if r.get("test_error_mc") is None else f", {100 * r['test_error_mc']:.2f}% averaging " \
-             f"{STOCHASTIC_MC_SAMPLES} noisy passes"
+        mc = (
+            ""
+            if r.get("test_error_mc") is None
+            else f", {100 * r['test_error_mc']:.2f}% averaging {STOCHASTIC_MC_SAMPLES} noisy passes"
+        )
         lines.append(f"{r['label']:24s} test error {100 * r['test_error']:.2f}% (drift only){mc}")
     return "\n".join(lines)
 
@@ -280,20 +365,27 @@ def run(args) -> int:
         args.threads = default_threads()
     apply_threads(args)
     t0 = time.perf_counter()
-    out = Path(args.out) if args.out else Path("runs") / (
-        "quickstart-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    out = (
+        Path(args.out)
+        if args.out
+        else Path("runs") / ("quickstart-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    )
     writable_dir(out, "--out")
     sto = _stochastic(args)
-    print(f"sdenet quickstart: {args.models[0]} against {args.models[1]}"
-          + (f", then the stochastic {sto}" if sto else "")
-          + f", {args.epochs} epochs each on {args.dataset} (quick preset, {args.threads} CPU "
-          f"thread{'s' if args.threads > 1 else ''}), runs in {out}")
+    print(
+        f"sdenet quickstart: {args.models[0]} against {args.models[1]}"
+        + (f", then the stochastic {sto}" if sto else "")
+        + f", {args.epochs} epochs each on {args.dataset} (quick preset, {args.threads} CPU "
+        f"thread{'s' if args.threads > 1 else ''}), runs in {out}"
+    )
     finals = train_pair(args, out)
     sto_final = None
     if sto:
         print()
-        print(f"{sto}: stochastic network trained as an SDE discretization (condition (5) is "
-              "recorded every epoch)")
+        print(
+            f"{sto}: stochastic network trained as an SDE discretization (condition (5) is "
+            "recorded every epoch)"
+        )
         sto_final = _train_one(args, out, sto, mc_samples=STOCHASTIC_MC_SAMPLES)
     print()
     print("Test errors after", args.epochs, "epochs:")
@@ -302,13 +394,17 @@ def run(args) -> int:
         print()
         print(stochastic_summary(sto_final))
         print()
-        print(f"Change of dt: {sto} refined to dt/2 at fixed T (twice the blocks, no retraining), its survival "
-              "probabilities kept (fixed) or rescheduled (sqrt: p(dt) = 1/2 + (p - 1/2) sqrt(dt)); condition (5) "
-              "K = C/dt^2 per stage against the bound of the dt = 1 network:")
+        print(
+            f"Change of dt: {sto} refined to dt/2 at fixed T (twice the blocks, no retraining), its survival "
+            "probabilities kept (fixed) or rescheduled (sqrt: p(dt) = 1/2 + (p - 1/2) sqrt(dt)); condition (5) "
+            "K = C/dt^2 per stage against the bound of the dt = 1 network:"
+        )
         print(format_change_of_dt(change_of_dt(args, out, sto_final)))
     print()
-    print("Condition (5), |E ΔŴ| + |E ΔŴ³| + |E ΔŴ² − Δt| ≤ K Δt², of the built-in noise laws "
-          f"({args.samples:,} samples per row; `sdenet weak check` for the full table):")
+    print(
+        "Condition (5), |E ΔŴ| + |E ΔŴ³| + |E ΔŴ² − Δt| ≤ K Δt², of the built-in noise laws "
+        f"({args.samples:,} samples per row; `sdenet weak check` for the full table):"
+    )
     print(condition_table(args.samples, args.seed))
     if not args.no_plots:
         from ..train.plots import plot_runs
@@ -316,9 +412,15 @@ def run(args) -> int:
         runs = finals + ([sto_final] if sto_final is not None else [])
         print()
         print("Figures:")
-        plot_runs([f["folder"] for f in runs], out_dir=out / "plots", labels=[f["model"] for f in runs],
-                  log=lambda s: print("  " + s))
+        plot_runs(
+            [f["folder"] for f in runs],
+            out_dir=out / "plots",
+            labels=[f["model"] for f in runs],
+            log=lambda s: print("  " + s),
+        )
     print()
-    print(f"quickstart finished in {time.perf_counter() - t0:.0f} s. Runs this short on a small "
-          f"sample say little about the paper's 160-epoch CIFAR-10 numbers.")
+    print(
+        f"quickstart finished in {time.perf_counter() - t0:.0f} s. Runs this short on a small "
+        f"sample say little about the paper's 160-epoch CIFAR-10 numbers."
+    )
     return 0

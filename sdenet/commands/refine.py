@@ -27,20 +27,40 @@ def register(subparsers) -> None:
         "reads it) and print the test error before and after.",
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt file or a run folder (last.pt)")
-    p.add_argument("--factor", type=positive_int, default=2, metavar="F", help="refinement factor (default 2)")
-    p.add_argument("--mode", default=None, choices=("constant", "linear", "inject", "average"),
-                   help="prolongation: constant (default) or linear; with --coarsen: inject (default) "
-                        "or average")
+    p.add_argument(
+        "--factor", type=positive_int, default=2, metavar="F", help="refinement factor (default 2)"
+    )
+    p.add_argument(
+        "--mode",
+        default=None,
+        choices=("constant", "linear", "inject", "average"),
+        help="prolongation: constant (default) or linear; with --coarsen: inject (default) or average",
+    )
     p.add_argument("--coarsen", action="store_true", help="restrict instead: dt*F, steps/F")
     p.add_argument("--out", required=True, metavar="NEW.pt", help="where to write the new checkpoint")
-    p.add_argument("--p-schedule", dest="p_schedule", choices=("fixed", "sqrt"), default=None,
-                   help="survival probabilities of stochastic-depth stages at the new dt: fixed (the same p) "
-                        "or sqrt (1/2 + (p - 1/2) sqrt(dt), which keeps condition (5)); default: the network's own")
+    p.add_argument(
+        "--p-schedule",
+        dest="p_schedule",
+        choices=("fixed", "sqrt"),
+        default=None,
+        help="survival probabilities of stochastic-depth stages at the new dt: fixed (the same p) "
+        "or sqrt (1/2 + (p - 1/2) sqrt(dt), which keeps condition (5)); default: the network's own",
+    )
     p.add_argument("--no-eval", dest="evaluate", action="store_false", help="do not evaluate")
-    p.add_argument("--samples", type=nonneg_int, default=0, metavar="N",
-                   help="Monte Carlo draws for a stochastic network's test error (default 0)")
-    p.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
-                   help="evaluate on the first N test images")
+    p.add_argument(
+        "--samples",
+        type=nonneg_int,
+        default=0,
+        metavar="N",
+        help="Monte Carlo draws for a stochastic network's test error (default 0)",
+    )
+    p.add_argument(
+        "--limit-test",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="evaluate on the first N test images",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--data-root", default=None, metavar="DIR")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -57,12 +77,23 @@ def weak_summary(model) -> list[dict]:
 
     rows = model_weak_report(model)
     bad = {(d["stage"], d["block"]) for d in violations(rows)}
-    out = {}
+    out: dict = {}
     for d in rows:
         if d.get("K") is None:
             continue
-        s = out.setdefault(d["stage"], {"stage": d["stage"], "dt": d["dt"], "law": d["law"], "blocks": 0,
-                                        "K_max": -1.0, "block": None, "bound": None, "exceeds": 0})
+        s = out.setdefault(
+            d["stage"],
+            {
+                "stage": d["stage"],
+                "dt": d["dt"],
+                "law": d["law"],
+                "blocks": 0,
+                "K_max": -1.0,
+                "block": None,
+                "bound": None,
+                "exceeds": 0,
+            },
+        )
         s["blocks"] += 1
         if d["K"] > s["K_max"]:
             s.update(K_max=d["K"], block=d["block"], p=d.get("p"), p1=d.get("p1"), bound=reference_K(d))
@@ -73,18 +104,34 @@ def weak_summary(model) -> list[dict]:
 def format_weak_summary(summary: list[dict], label: str) -> list[str]:
     lines = []
     for s in summary:
-        p = "" if s.get("p") is None else f" p={s['p']:.4g}" + (
-            f" (p={s['p1']:.4g} at dt=1)" if s.get("p1") is not None and s["p1"] != s["p"] else "")
-        verdict = (f"exceeds the dt=1 bound {s['bound']:.4g} in {s['exceeds']} of {s['blocks']} blocks"
-                   if s["exceeds"] else
-                   ("within the dt=1 bound " + f"{s['bound']:.4g}" if s.get("bound") is not None else "no bound"))
-        lines.append(f"  condition (5) {label}: stage {s['stage']} ({s['law']}, dt={s['dt']:.4g}): max K = C/dt^2 = "
-                     f"{s['K_max']:.4g} at block {s['block']}{p}; {verdict}")
+        p = (
+            ""
+            if s.get("p") is None
+            else f" p={s['p']:.4g}"
+            + (f" (p={s['p1']:.4g} at dt=1)" if s.get("p1") is not None and s["p1"] != s["p"] else "")
+        )
+        verdict = (
+            f"exceeds the dt=1 bound {s['bound']:.4g} in {s['exceeds']} of {s['blocks']} blocks"
+            if s["exceeds"]
+            else (
+                "within the dt=1 bound " + f"{s['bound']:.4g}" if s.get("bound") is not None else "no bound"
+            )
+        )
+        lines.append(
+            f"  condition (5) {label}: stage {s['stage']} ({s['law']}, dt={s['dt']:.4g}): max K = C/dt^2 = "
+            f"{s['K_max']:.4g} at block {s['block']}{p}; {verdict}"
+        )
     return lines
 
 
-def refine_checkpoint(checkpoint, out, factor: int = 2, mode: str | None = None, coarsen: bool = False,
-                      p_schedule: str | None = None) -> dict:
+def refine_checkpoint(
+    checkpoint,
+    out,
+    factor: int = 2,
+    mode: str | None = None,
+    coarsen: bool = False,
+    p_schedule: str | None = None,
+) -> dict:
     """Write the refined (or coarsened) checkpoint ``out``; return a summary of the change,
     with condition (5) of every stochastic stage before and after (``weak_before``,
     ``weak_after``: :func:`weak_summary`). ``p_schedule`` (``fixed``/``sqrt``) sets how the
@@ -94,9 +141,8 @@ def refine_checkpoint(checkpoint, out, factor: int = 2, mode: str | None = None,
     from ..nn import refine as refine_fn
     from ..train import checkpoint as ck
     from ..train.multilevel import _momentum_by_name, _shape, prolong_momentum
-
-    from ..train.usermodel import _model_known
     from ..train.safe_io import check_model_size, check_refine_out, lock_output
+    from ..train.usermodel import _model_known
 
     out = check_refine_out(out, "--out")
     src = Path(checkpoint)
@@ -107,18 +153,27 @@ def refine_checkpoint(checkpoint, out, factor: int = 2, mode: str | None = None,
     ck.validate_checkpoint(c, where, known_model=_model_known, min_epoch=0)
     rc = dict(c["config"])
     if ":" in rc["model"]:
-        raise ValueError(f"{where}: a checkpoint of the user model {rc['model']!r}; refine works on "
-                         f"registered models (sdenet.nn.refine your network in Python)")
+        raise ValueError(
+            f"{where}: a checkpoint of the user model {rc['model']!r}; refine works on "
+            f"registered models (sdenet.nn.refine your network in Python)"
+        )
     overrides = dict(rc.get("model_overrides") or {})
     check_model_size(rc["model"], rc.get("num_classes"), overrides, where=str(where), train=False)
     new_refine = float(overrides.get("refine", 1)) * (1.0 / factor if coarsen else float(factor))
-    check_model_size(rc["model"], rc.get("num_classes"), {**overrides, "refine": max(new_refine, 1.0)},
-                     where=f"--factor {factor}", train=False)
+    check_model_size(
+        rc["model"],
+        rc.get("num_classes"),
+        {**overrides, "refine": max(new_refine, 1.0)},
+        where=f"--factor {factor}",
+        train=False,
+    )
     net = models.create(rc["model"], num_classes=rc.get("num_classes"), **overrides)
     try:
         net.load_state_dict(c["model"])
     except RuntimeError as e:
-        raise ValueError(f"{checkpoint}: its weights do not fit {rc['model']} with {overrides}: {e}") from None
+        raise ValueError(
+            f"{checkpoint}: its weights do not fit {rc['model']} with {overrides}: {e}"
+        ) from None
     before = _shape(net)
     if coarsen:
         new = coarsen_fn(net, factor, mode or "inject", p_schedule=p_schedule)
@@ -132,9 +187,13 @@ def refine_checkpoint(checkpoint, out, factor: int = 2, mode: str | None = None,
         overrides["p_schedule"] = p_schedule
     # the checkpoint must rebuild: create(name, **overrides) has the new architecture
     check = models.create(rc["model"], num_classes=rc.get("num_classes"), **overrides)
-    if {k: v.shape for k, v in check.state_dict().items()} != {k: v.shape for k, v in new.state_dict().items()}:
-        raise ValueError(f"{rc['model']}: the {'coarsened' if coarsen else 'refined'} network does not match "
-                         f"create({rc['model']!r}, **{overrides}); cannot write a loadable checkpoint")
+    if {k: v.shape for k, v in check.state_dict().items()} != {
+        k: v.shape for k, v in new.state_dict().items()
+    }:
+        raise ValueError(
+            f"{rc['model']}: the {'coarsened' if coarsen else 'refined'} network does not match "
+            f"create({rc['model']!r}, **{overrides}); cannot write a loadable checkpoint"
+        )
     rc["model_overrides"] = overrides
     if isinstance(rc.get("dt"), (int, float)):
         rc["dt"] = rc["dt"] / ratio
@@ -146,10 +205,19 @@ def refine_checkpoint(checkpoint, out, factor: int = 2, mode: str | None = None,
         saved["momentum"] = prolong_momentum(net, momentum, factor, mode or "constant")
     with lock_output(out, "--out"):  # a folder a live run holds is refused
         ck.save_atomic(saved, out)
-    return {"checkpoint": str(checkpoint), "out": str(out), "factor": factor, "coarsen": coarsen,
-            "mode": mode or ("inject" if coarsen else "constant"), "before": before, "after": _shape(new),
-            "refine": overrides["refine"], "p_schedule": p_schedule,
-            "weak_before": weak_summary(net), "weak_after": weak_summary(new)}
+    return {
+        "checkpoint": str(checkpoint),
+        "out": str(out),
+        "factor": factor,
+        "coarsen": coarsen,
+        "mode": mode or ("inject" if coarsen else "constant"),
+        "before": before,
+        "after": _shape(new),
+        "refine": overrides["refine"],
+        "p_schedule": p_schedule,
+        "weak_before": weak_summary(net),
+        "weak_after": weak_summary(new),
+    }
 
 
 def run(args) -> int:
@@ -159,21 +227,29 @@ def run(args) -> int:
     if args.mode is not None:
         allowed = ("inject", "average") if args.coarsen else ("constant", "linear")
         if args.mode not in allowed:
-            raise UsageError(f"refine: --mode {args.mode} needs {'no ' if args.coarsen else ''}--coarsen; "
-                             f"choose {' or '.join(allowed)}")
+            raise UsageError(
+                f"refine: --mode {args.mode} needs {'no ' if args.coarsen else ''}--coarsen; "
+                f"choose {' or '.join(allowed)}"
+            )
     info = refine_checkpoint(args.checkpoint, args.out, args.factor, args.mode, args.coarsen, args.p_schedule)
     if args.evaluate:
-        kw = dict(samples=args.samples, device=args.device, limit_test=args.limit_test, data_root=args.data_root)
+        kw = dict(
+            samples=args.samples, device=args.device, limit_test=args.limit_test, data_root=args.data_root
+        )
         info["eval_before"] = evaluate(args.checkpoint, **kw)
         info["eval_after"] = evaluate(args.out, **kw)
     if args.json:
         print(json.dumps(info, default=str))
         return 0
     b, a = info["before"], info["after"]
-    print(f"{'coarsened' if args.coarsen else 'refined'} x{args.factor} ({info['mode']}): steps per stage "
-          f"{b['steps']} -> {a['steps']}, dt {[round(d, 4) for d in b['dt']]} -> {[round(d, 4) for d in a['dt']]}; "
-          f"wrote {args.out}")
-    for line in format_weak_summary(info["weak_before"], "before") + format_weak_summary(info["weak_after"], "after"):
+    print(
+        f"{'coarsened' if args.coarsen else 'refined'} x{args.factor} ({info['mode']}): steps per stage "
+        f"{b['steps']} -> {a['steps']}, dt {[round(d, 4) for d in b['dt']]} -> {[round(d, 4) for d in a['dt']]}; "
+        f"wrote {args.out}"
+    )
+    for line in format_weak_summary(info["weak_before"], "before") + format_weak_summary(
+        info["weak_after"], "after"
+    ):
         print(line)
     if args.evaluate:
         for key, label in (("eval_before", "before"), ("eval_after", "after")):

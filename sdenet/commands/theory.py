@@ -49,12 +49,22 @@ def register(subparsers) -> None:
         description="Run every theory item and write REPORT.md with its figures. The items, in report "
         "order: " + "; ".join(f"{key} ({what})" for key, what in ITEMS.items()) + ".",
     )
-    p.add_argument("--out", default=None, metavar="DIR",
-                   help="folder for REPORT.md and figures/ (default: a fresh theory-<time>/ in the "
-                        "current directory; --out theory rewrites the report committed in a checkout)")
-    p.add_argument("--quick", action="store_true", help="short ladders and few Monte Carlo paths (about a minute)")
-    p.add_argument("--items", default=None, metavar="LIST",
-                   help=f"comma-separated subset of: {', '.join(ITEMS)} (default: all {len(ITEMS)})")
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="folder for REPORT.md and figures/ (default: a fresh theory-<time>/ in the "
+        "current directory; --out theory rewrites the report committed in a checkout)",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="short ladders and few Monte Carlo paths (about a minute)"
+    )
+    p.add_argument(
+        "--items",
+        default=None,
+        metavar="LIST",
+        help=f"comma-separated subset of: {', '.join(ITEMS)} (default: all {len(ITEMS)})",
+    )
     add_threads_option(p, None, "torch CPU threads (default: torch's choice; the report names the count)")
     p.set_defaults(func=run)
 
@@ -74,8 +84,10 @@ def run(args) -> int:
         items = [s.strip() for s in args.items.split(",") if s.strip()]
         unknown = [s for s in items if s not in theory.ITEMS]
         if unknown or not items:
-            raise UsageError(f"unknown item(s) {', '.join(unknown) or '(none given)'}; "
-                             f"choose from {', '.join(theory.ITEMS)}")
+            raise UsageError(
+                f"unknown item(s) {', '.join(unknown) or '(none given)'}; "
+                f"choose from {', '.join(theory.ITEMS)}"
+            )
     out = Path(args.out) if args.out is not None else fresh_out_dir()
     writable_dir(args.out if args.out is not None else out, "--out")
     writable_dir(out / "figures", "--out")

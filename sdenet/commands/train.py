@@ -24,8 +24,9 @@ def _rate(text: str) -> float:
     """A learning rate or weight decay: finite, at most MAX_RATE."""
     v = _nonneg_float(text)
     if v > MAX_RATE:
-        raise argparse.ArgumentTypeError(f"at most {MAX_RATE:g}, got {text!r} (a rate that "
-                                         f"large overflows the first update)")
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_RATE:g}, got {text!r} (a rate that large overflows the first update)"
+        )
     return v
 
 
@@ -100,106 +101,216 @@ def register(subparsers) -> None:
         "with torchrun. Stochastic networks report condition (5) of their noise every epoch.",
         epilog=f"Presets -- {presets}.",
     )
-    p.add_argument("--model", default=None,
-                   help="model name (see: sdenet models), or package.module:factory for your own "
-                        "network (factory(num_classes=...) must return an nn.Module; the module is "
-                        "imported by its path, never from a file); required unless --resume, "
-                        "where it must name the run's model (and must be given for your own)")
-    p.add_argument("--dataset", default="cifar10",
-                   help="cifar10, cifar100, sample (bundled CIFAR-10 slice) or a path to an .npz "
-                        "or to the official python batches (default: cifar10)")
-    p.add_argument("--preset", default=None, choices=list(PRESETS), metavar="NAME",
-                   help=f"schedule: {', '.join(PRESETS)} (default: quick for the sample, else the "
-                        f"paper's schedule for the model and dataset)")
-    p.add_argument("--epochs", type=positive_int, default=None,
-                   help="number of epochs, at most 10000 (default: the preset's); with a step preset the "
-                        "milestones are rescaled proportionally (cifar10_lm with --epochs 16 "
-                        "divides the rate by 10 at epochs 8 and 12)")
-    p.add_argument("--batch-size", type=positive_int, default=None,
-                   help="images per optimizer step, summed over all processes (default: the "
-                        "preset's)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="model name (see: sdenet models), or package.module:factory for your own "
+        "network (factory(num_classes=...) must return an nn.Module; the module is "
+        "imported by its path, never from a file); required unless --resume, "
+        "where it must name the run's model (and must be given for your own)",
+    )
+    p.add_argument(
+        "--dataset",
+        default="cifar10",
+        help="cifar10, cifar100, sample (bundled CIFAR-10 slice) or a path to an .npz "
+        "or to the official python batches (default: cifar10)",
+    )
+    p.add_argument(
+        "--preset",
+        default=None,
+        choices=list(PRESETS),
+        metavar="NAME",
+        help=f"schedule: {', '.join(PRESETS)} (default: quick for the sample, else the "
+        f"paper's schedule for the model and dataset)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help="number of epochs, at most 10000 (default: the preset's); with a step preset the "
+        "milestones are rescaled proportionally (cifar10_lm with --epochs 16 "
+        "divides the rate by 10 at epochs 8 and 12)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help="images per optimizer step, summed over all processes (default: the preset's)",
+    )
     p.add_argument("--lr", type=_positive_rate, default=None, help="base learning rate")
     p.add_argument("--momentum", type=_momentum, default=None)
     p.add_argument("--weight-decay", type=_rate, default=None)
-    p.add_argument("--dt", type=_positive_float, default=None,
-                   help="step size of the network's stages, keeping their blocks: T = N*dt "
-                        "changes with it (default: the model's, 1)")
-    p.add_argument("--refine", type=positive_int, default=None, metavar="F",
-                   help="F times the steps per stage at dt/F over the same T (fixed-T refinement "
-                        "of the model's architecture, freshly initialised)")
-    p.add_argument("--multilevel", type=positive_int, default=None, metavar="L",
-                   help="multilevel training: train at 1/2^L of the steps per stage (same T), then "
-                        "refine x2 and continue, L times; the epochs are split evenly over the "
-                        "L+1 cycles, each restarting the schedule")
-    p.add_argument("--p-schedule", dest="p_schedule", choices=("fixed", "sqrt"), default=None,
-                   help="stochastic depth: survival p at every dt (fixed) or 1/2 + (p - 1/2) "
-                        "sqrt(dt) (sqrt: keeps condition (5) as dt -> 0)")
-    p.add_argument("--p-L", dest="p_L", type=_probability, default=None,
-                   help="survival probability of the last block (stochastic depth)")
-    p.add_argument("--mode", choices=("sample", "batch"), default=None,
-                   help="noise structure: one increment per sample or one per batch")
-    p.add_argument("--memory", choices=("store", "reversible", "checkpoint"), default=None,
-                   help="what the backward pass keeps: store (every activation, the default), "
-                        "reversible (reconstruct each state from the next: invertible schemes "
-                        "only -- revnet, hamiltonian*, midpoint*, leapfrog*) or checkpoint (every "
-                        "ceil(sqrt(N))-th state of a stage, recompute the rest; any model)")
-    p.add_argument("--random-depth", dest="random_depth", type=_depth_factors, default=None,
-                   metavar="FACTORS",
-                   help="depth-robust training: each batch runs every stage at one of these depth "
-                        "factors, drawn at random with the network's own weights, e.g. 0.5,1,2 "
-                        "(2: 2N steps of dt/2, as refine; 0.5: N/2 steps of 2dt, as coarsen; a "
-                        "stage with an odd number of steps keeps its dt in a 0.5 batch)")
-    p.add_argument("--reversible-arithmetic", dest="reversible_arithmetic", choices=("exact", "plain"),
-                   default=None,
-                   help="with --memory reversible: exact (the default: states on a fixed-point grid, "
-                        "rebuilt bit for bit) or plain (floating-point inversion: faster, drifts by "
-                        "rounding; see docs/memory-modes.md)")
+    p.add_argument(
+        "--dt",
+        type=_positive_float,
+        default=None,
+        help="step size of the network's stages, keeping their blocks: T = N*dt "
+        "changes with it (default: the model's, 1)",
+    )
+    p.add_argument(
+        "--refine",
+        type=positive_int,
+        default=None,
+        metavar="F",
+        help="F times the steps per stage at dt/F over the same T (fixed-T refinement "
+        "of the model's architecture, freshly initialised)",
+    )
+    p.add_argument(
+        "--multilevel",
+        type=positive_int,
+        default=None,
+        metavar="L",
+        help="multilevel training: train at 1/2^L of the steps per stage (same T), then "
+        "refine x2 and continue, L times; the epochs are split evenly over the "
+        "L+1 cycles, each restarting the schedule",
+    )
+    p.add_argument(
+        "--p-schedule",
+        dest="p_schedule",
+        choices=("fixed", "sqrt"),
+        default=None,
+        help="stochastic depth: survival p at every dt (fixed) or 1/2 + (p - 1/2) "
+        "sqrt(dt) (sqrt: keeps condition (5) as dt -> 0)",
+    )
+    p.add_argument(
+        "--p-L",
+        dest="p_L",
+        type=_probability,
+        default=None,
+        help="survival probability of the last block (stochastic depth)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=("sample", "batch"),
+        default=None,
+        help="noise structure: one increment per sample or one per batch",
+    )
+    p.add_argument(
+        "--memory",
+        choices=("store", "reversible", "checkpoint"),
+        default=None,
+        help="what the backward pass keeps: store (every activation, the default), "
+        "reversible (reconstruct each state from the next: invertible schemes "
+        "only -- revnet, hamiltonian*, midpoint*, leapfrog*) or checkpoint (every "
+        "ceil(sqrt(N))-th state of a stage, recompute the rest; any model)",
+    )
+    p.add_argument(
+        "--random-depth",
+        dest="random_depth",
+        type=_depth_factors,
+        default=None,
+        metavar="FACTORS",
+        help="depth-robust training: each batch runs every stage at one of these depth "
+        "factors, drawn at random with the network's own weights, e.g. 0.5,1,2 "
+        "(2: 2N steps of dt/2, as refine; 0.5: N/2 steps of 2dt, as coarsen; a "
+        "stage with an odd number of steps keeps its dt in a 0.5 batch)",
+    )
+    p.add_argument(
+        "--reversible-arithmetic",
+        dest="reversible_arithmetic",
+        choices=("exact", "plain"),
+        default=None,
+        help="with --memory reversible: exact (the default: states on a fixed-point grid, "
+        "rebuilt bit for bit) or plain (floating-point inversion: faster, drifts by "
+        "rounding; see docs/memory-modes.md)",
+    )
     p.add_argument("--seed", type=integer, default=0)
-    p.add_argument("--out", default=None, metavar="DIR",
-                   help="run folder (default: runs/<model>-<dataset>-<timestamp>)")
+    p.add_argument(
+        "--out", default=None, metavar="DIR", help="run folder (default: runs/<model>-<dataset>-<timestamp>)"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--resolution", type=positive_int, default=None, metavar="R",
-                   help="train and test on images area-downsampled to height R on the device "
-                        "(R must divide the image size; crop padding scaled by R/size)")
-    p.add_argument("--init", default=None, metavar="CHECKPOINT",
-                   help="warm start: begin with the weights of CHECKPOINT (a .pt file or a run "
-                        "folder; same architecture), with a fresh optimizer and schedule")
-    p.add_argument("--rescale", action="store_true",
-                   help="with --init: carry the kernels from the resolution CHECKPOINT was "
-                        "trained at to this run's (sdenet.nn.rescale, Haber et al.)")
-    p.add_argument("--rescale-method", default=None, choices=("atrous", "moments"),
-                   help="with --rescale: atrous (default; dilate each kernel by the factor) or "
-                        "moments (the moment map; see docs/resolution.md)")
-    p.add_argument("--resume", default=None, metavar="RUN_DIR",
-                   help="continue the run in RUN_DIR from its last.pt, exactly")
+    p.add_argument(
+        "--resolution",
+        type=positive_int,
+        default=None,
+        metavar="R",
+        help="train and test on images area-downsampled to height R on the device "
+        "(R must divide the image size; crop padding scaled by R/size)",
+    )
+    p.add_argument(
+        "--init",
+        default=None,
+        metavar="CHECKPOINT",
+        help="warm start: begin with the weights of CHECKPOINT (a .pt file or a run "
+        "folder; same architecture), with a fresh optimizer and schedule",
+    )
+    p.add_argument(
+        "--rescale",
+        action="store_true",
+        help="with --init: carry the kernels from the resolution CHECKPOINT was "
+        "trained at to this run's (sdenet.nn.rescale, Haber et al.)",
+    )
+    p.add_argument(
+        "--rescale-method",
+        default=None,
+        choices=("atrous", "moments"),
+        help="with --rescale: atrous (default; dilate each kernel by the factor) or "
+        "moments (the moment map; see docs/resolution.md)",
+    )
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its last.pt, exactly",
+    )
     p.add_argument("--compile", action="store_true", help="run the model through torch.compile")
-    p.add_argument("--no-amp", dest="amp", action="store_false", default=None,
-                   help="no bf16 autocast on CUDA")
-    p.add_argument("--weak-K", dest="weak_K", type=_weak_k, default=None, metavar="K",
-                   help="warn when a stochastic stage's exact K = C/dt^2 of condition (5) exceeds "
-                        "K (a number, or 'law', the default: the K of the stage's own law at "
-                        "dt = 1, the original network; stochastic depth with p != 1/2 then warns "
-                        "for every dt < 1, since its K grows like dt^(-1/2))")
-    p.add_argument("--strict-weak", action="store_true",
-                   help="make the condition-(5) warning an error (exit status 2)")
-    p.add_argument("--deterministic", action="store_true",
-                   help="bit-identical runs: deterministic torch algorithms, every generator seeded, "
-                        "1 CPU thread unless --threads (results depend on the thread count; see "
-                        "docs/reproducibility.md)")
-    p.add_argument("--mc-samples", type=nonneg_int, default=0, metavar="N",
-                   help="Monte Carlo test error of a stochastic network with N draws at the end "
-                        "(at most 10000)")
-    p.add_argument("--limit-train", type=positive_int, default=None, metavar="N",
-                   help="use only the first N training images")
-    p.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
-                   help="use only the first N test images")
-    p.add_argument("--data-root", default=None, metavar="DIR",
-                   help="where cifar10/cifar100 live (default $SDENET_DATA or ~/.cache/sdenet)")
+    p.add_argument(
+        "--no-amp", dest="amp", action="store_false", default=None, help="no bf16 autocast on CUDA"
+    )
+    p.add_argument(
+        "--weak-K",
+        dest="weak_K",
+        type=_weak_k,
+        default=None,
+        metavar="K",
+        help="warn when a stochastic stage's exact K = C/dt^2 of condition (5) exceeds "
+        "K (a number, or 'law', the default: the K of the stage's own law at "
+        "dt = 1, the original network; stochastic depth with p != 1/2 then warns "
+        "for every dt < 1, since its K grows like dt^(-1/2))",
+    )
+    p.add_argument(
+        "--strict-weak", action="store_true", help="make the condition-(5) warning an error (exit status 2)"
+    )
+    p.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="bit-identical runs: deterministic torch algorithms, every generator seeded, "
+        "1 CPU thread unless --threads (results depend on the thread count; see "
+        "docs/reproducibility.md)",
+    )
+    p.add_argument(
+        "--mc-samples",
+        type=nonneg_int,
+        default=0,
+        metavar="N",
+        help="Monte Carlo test error of a stochastic network with N draws at the end (at most 10000)",
+    )
+    p.add_argument(
+        "--limit-train",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="use only the first N training images",
+    )
+    p.add_argument(
+        "--limit-test", type=positive_int, default=None, metavar="N", help="use only the first N test images"
+    )
+    p.add_argument(
+        "--data-root",
+        default=None,
+        metavar="DIR",
+        help="where cifar10/cifar100 live (default $SDENET_DATA or ~/.cache/sdenet)",
+    )
     p.add_argument("--download", action="store_true", help="download cifar10/cifar100 if missing")
-    p.add_argument("--quiet", action="store_true",
-                   help="no progress bar (one summary line per epoch is still printed)")
-    add_threads_option(p, None, "CPU threads for torch (torch.set_num_threads); on a machine shared "
-                       "with other jobs, 1 per process avoids oversubscribed cores")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bar (one summary line per epoch is still printed)"
+    )
+    add_threads_option(
+        p,
+        None,
+        "CPU threads for torch (torch.set_num_threads); on a machine shared "
+        "with other jobs, 1 per process avoids oversubscribed cores",
+    )
     p.set_defaults(func=run)
 
 
@@ -211,18 +322,46 @@ def run(args) -> int:
     apply_threads(args)
     command = " ".join(shlex.quote(a) for a in ["sdenet", *sys.argv[1:]])
     if args.resume:
-        given = [k for k in ("epochs", "batch_size", "lr", "dt", "p_L", "mode", "preset",
-                             "out", "momentum", "weight_decay", "limit_train", "limit_test",
-                             "refine", "multilevel", "p_schedule", "resolution", "init", "memory",
-                             "random_depth", "reversible_arithmetic")
-                 if getattr(args, k) is not None]
+        given = [
+            k
+            for k in (
+                "epochs",
+                "batch_size",
+                "lr",
+                "dt",
+                "p_L",
+                "mode",
+                "preset",
+                "out",
+                "momentum",
+                "weight_decay",
+                "limit_train",
+                "limit_test",
+                "refine",
+                "multilevel",
+                "p_schedule",
+                "resolution",
+                "init",
+                "memory",
+                "random_depth",
+                "reversible_arithmetic",
+            )
+            if getattr(args, k) is not None
+        ]
         if given:
-            raise UsageError(f"train: --resume continues a run with its own settings; drop "
-                             f"{', '.join('--' + g.replace('_', '-') for g in given)}")
+            raise UsageError(
+                f"train: --resume continues a run with its own settings; drop "
+                f"{', '.join('--' + g.replace('_', '-') for g in given)}"
+            )
         if args.rescale or args.rescale_method:
             raise UsageError("train: --resume continues a run with its own settings; drop --rescale")
-        kw = dict(resume=args.resume, device=args.device, quiet=args.quiet,
-                  data_root=args.data_root, download=args.download)
+        kw = dict(
+            resume=args.resume,
+            device=args.device,
+            quiet=args.quiet,
+            data_root=args.data_root,
+            download=args.download,
+        )
         if args.model:
             kw["model"] = args.model
     else:
@@ -232,17 +371,38 @@ def run(args) -> int:
             raise UsageError("train: --rescale rescales the weights of --init; give --init CHECKPOINT")
         if args.rescale_method and not args.rescale:
             raise UsageError("train: --rescale-method chooses how --rescale works; give --rescale")
-        kw = dict(model=args.model, dataset=args.dataset, preset=args.preset, epochs=args.epochs,
-                  batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-                  weight_decay=args.weight_decay, dt=args.dt, p_L=args.p_L, mode=args.mode,
-                  seed=args.seed, out=args.out, device=args.device, amp=args.amp,
-                  compile=args.compile, weak_K=args.weak_K, strict_weak=args.strict_weak,
-                  mc_samples=args.mc_samples, limit_train=args.limit_train,
-                  limit_test=args.limit_test, data_root=args.data_root,
-                  download=args.download, quiet=args.quiet, command=command,
-                  resolution=args.resolution, init=args.init, init_rescale=args.rescale,
-                  init_rescale_method=args.rescale_method or "atrous",
-                  deterministic=args.deterministic)
+        kw = dict(
+            model=args.model,
+            dataset=args.dataset,
+            preset=args.preset,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            momentum=args.momentum,
+            weight_decay=args.weight_decay,
+            dt=args.dt,
+            p_L=args.p_L,
+            mode=args.mode,
+            seed=args.seed,
+            out=args.out,
+            device=args.device,
+            amp=args.amp,
+            compile=args.compile,
+            weak_K=args.weak_K,
+            strict_weak=args.strict_weak,
+            mc_samples=args.mc_samples,
+            limit_train=args.limit_train,
+            limit_test=args.limit_test,
+            data_root=args.data_root,
+            download=args.download,
+            quiet=args.quiet,
+            command=command,
+            resolution=args.resolution,
+            init=args.init,
+            init_rescale=args.rescale,
+            init_rescale_method=args.rescale_method or "atrous",
+            deterministic=args.deterministic,
+        )
         if args.random_depth is not None:
             kw["random_depth"] = args.random_depth
         overrides = {}
@@ -265,8 +425,14 @@ def run(args) -> int:
 
     try:
         if args.resume and is_multilevel(args.resume):
-            resume_multilevel(args.resume, device=args.device, quiet=args.quiet, model=args.model,
-                              data_root=args.data_root, download=args.download)
+            resume_multilevel(
+                args.resume,
+                device=args.device,
+                quiet=args.quiet,
+                model=args.model,
+                data_root=args.data_root,
+                download=args.download,
+            )
         elif args.multilevel:
             out = kw.pop("out", None)
             train_multilevel(args.multilevel, out=out, **kw)

@@ -18,8 +18,10 @@ from ._args import add_threads_option, apply_threads, device, finite_float, inte
 DEFAULT_SAMPLES = 1_000_000
 #: ``--paths`` default: None, i.e. chosen (doubling from 2^16 until the interval is decisive)
 DEFAULT_PATHS = None
-_THREADS_HELP = ("torch CPU threads (default 1: the work is many vector operations of ~10^6 elements, "
-                 "which a second thread barely speeds up and which stall when the cores are shared)")
+_THREADS_HELP = (
+    "torch CPU threads (default 1: the work is many vector operations of ~10^6 elements, "
+    "which a second thread barely speeds up and which stall when the cores are shared)"
+)
 
 
 def register(subparsers) -> None:
@@ -46,11 +48,19 @@ def register(subparsers) -> None:
     )
     chk.add_argument("--law", help="gaussian, uniform, rademacher, threepoint or drop (default: all)")
     chk.add_argument(
-        "--dt", type=finite_float, nargs="+", default=list(DEFAULT_CHECK_DTS), metavar="DT",
+        "--dt",
+        type=finite_float,
+        nargs="+",
+        default=list(DEFAULT_CHECK_DTS),
+        metavar="DT",
         help="step sizes, each in [1e-50, 1e50] (default: %(default)s)",
     )
-    chk.add_argument("--samples", type=integer, default=DEFAULT_SAMPLES,
-                     help="draws per (law, dt) (default 10^6; at most 10^11 draws in all)")
+    chk.add_argument(
+        "--samples",
+        type=integer,
+        default=DEFAULT_SAMPLES,
+        help="draws per (law, dt) (default 10^6; at most 10^11 draws in all)",
+    )
     chk.add_argument("--json", action="store_true", help="print a JSON list, one object per (law, dt)")
     chk.add_argument("--plot", metavar="FILE", help="draw C/dt^2 against dt (log-log) into FILE")
     _common_options(chk, "sample")
@@ -79,48 +89,99 @@ def register(subparsers) -> None:
             "limit, the second-order system dX = Y dt, dY = f dt + g Y dt + sigma dW from rest."
         ),
     )
-    order.add_argument("--sde", default="ou", metavar="gbm|ou|package.module:Name",
-                       help="problem: gbm, ou, or a user problem object/class/factory imported from the named "
-                            "module (default ou)")
-    for name, what in (("mu", "gbm drift rate"), ("sigma", "noise scale (gbm, ou)"),
-                       ("theta", "ou mean-reversion rate"), ("x0", "initial value (gbm, ou)"),
-                       ("T", "horizon (gbm, ou)")):
+    order.add_argument(
+        "--sde",
+        default="ou",
+        metavar="gbm|ou|package.module:Name",
+        help="problem: gbm, ou, or a user problem object/class/factory imported from the named "
+        "module (default ou)",
+    )
+    for name, what in (
+        ("mu", "gbm drift rate"),
+        ("sigma", "noise scale (gbm, ou)"),
+        ("theta", "ou mean-reversion rate"),
+        ("x0", "initial value (gbm, ou)"),
+        ("T", "horizon (gbm, ou)"),
+    ):
         order.add_argument(f"--{name}", type=float, default=None, help=f"{what}; default: the problem's")
     order.add_argument("--law", default="gaussian", help="increment law (default gaussian)")
     order.add_argument(
-        "--scheme", default="weak_euler",
+        "--scheme",
+        default="weak_euler",
         help="any stochastic scheme of sdenet.schemes.get_scheme: weak_euler (default), euler_maruyama "
-             "(Gaussian increments only), stochastic_lm (against its second-order limit), platen, ...",
+        "(Gaussian increments only), stochastic_lm (against its second-order limit), platen, ...",
     )
     order.add_argument("--g", type=float, default=None, help="stochastic_lm's constant g (default 0)")
-    order.add_argument("--dt", type=finite_float, nargs="+", metavar="DT", help="step sizes (default: T/N for the SDE's ladder)")
-    order.add_argument("--phi", default="x3", metavar="NAME|package.module:function",
-                       help="test function: x, x2, x3, x4, cos, exp, a power 1..4, or a function of the (B, ...) "
-                            "states imported from the named module (then --exact is required) (default x3)")
-    order.add_argument("--exact", type=float, default=None, metavar="VALUE",
-                       help="E phi(X(T)) to compare with, for pairs without a built-in exact value")
-    order.add_argument("--paths", type=integer, default=DEFAULT_PATHS,
-                       help="Monte Carlo paths per dt (default: chosen, doubling from 65536 until the 95%% "
-                            "interval of the slope is at most 0.5 wide or --budget is spent; at most 10^12 "
-                            "path-steps in all)")
-    order.add_argument("--budget", type=finite_float, default=None, metavar="SECONDS",
-                       help="time for choosing the paths (and, without --dt, the ladder) (default 120)")
-    order.add_argument("--no-control", dest="control", action="store_const", const="none", default="auto",
-                       help="no control variate (default: the weak Euler path on the same increments, whose "
-                            "expectation GBM and OU know exactly, for any other scheme with a power phi)")
-    order.add_argument("--strict", action="store_true",
-                       help="exit with status 1 when the declared weak order lies outside the confidence interval")
+    order.add_argument(
+        "--dt",
+        type=finite_float,
+        nargs="+",
+        metavar="DT",
+        help="step sizes (default: T/N for the SDE's ladder)",
+    )
+    order.add_argument(
+        "--phi",
+        default="x3",
+        metavar="NAME|package.module:function",
+        help="test function: x, x2, x3, x4, cos, exp, a power 1..4, or a function of the (B, ...) "
+        "states imported from the named module (then --exact is required) (default x3)",
+    )
+    order.add_argument(
+        "--exact",
+        type=float,
+        default=None,
+        metavar="VALUE",
+        help="E phi(X(T)) to compare with, for pairs without a built-in exact value",
+    )
+    order.add_argument(
+        "--paths",
+        type=integer,
+        default=DEFAULT_PATHS,
+        help="Monte Carlo paths per dt (default: chosen, doubling from 65536 until the 95%% "
+        "interval of the slope is at most 0.5 wide or --budget is spent; at most 10^12 "
+        "path-steps in all)",
+    )
+    order.add_argument(
+        "--budget",
+        type=finite_float,
+        default=None,
+        metavar="SECONDS",
+        help="time for choosing the paths (and, without --dt, the ladder) (default 120)",
+    )
+    order.add_argument(
+        "--no-control",
+        dest="control",
+        action="store_const",
+        const="none",
+        default="auto",
+        help="no control variate (default: the weak Euler path on the same increments, whose "
+        "expectation GBM and OU know exactly, for any other scheme with a power phi)",
+    )
+    order.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit with status 1 when the declared weak order lies outside the confidence interval",
+    )
     order.add_argument("--json", action="store_true", help="print one JSON object")
-    order.add_argument("--plot", metavar="FILE", help="draw log error against log dt with the fitted line into FILE")
+    order.add_argument(
+        "--plot", metavar="FILE", help="draw log error against log dt with the fitted line into FILE"
+    )
     _common_options(order, "simulate")
     order.set_defaults(func=run_order)
 
 
 def _common_options(parser, verb: str) -> None:
     """Options both ``weak check`` and ``weak order`` take."""
-    parser.add_argument("--p", type=finite_float, help="survival probability of the drop law, in (0, 1] (default 0.5)")
+    parser.add_argument(
+        "--p", type=finite_float, help="survival probability of the drop law, in (0, 1] (default 0.5)"
+    )
     parser.add_argument("--seed", type=integer, default=0, help="random seed (default 0)")
-    parser.add_argument("--device", type=device, default=None, help=f"torch device to {verb} on: cpu, cuda, cuda:N (default cpu)")
+    parser.add_argument(
+        "--device",
+        type=device,
+        default=None,
+        help=f"torch device to {verb} on: cpu, cuda, cuda:N (default cpu)",
+    )
     add_threads_option(parser, 1, _THREADS_HELP)
 
 
@@ -232,7 +293,7 @@ def plot_check(rows, file) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = {}
+    groups: dict = {}
     for r in rows:
         groups.setdefault((r["law"], r["p"]), []).append(r)
     positive = [v for r in rows for v in (r["condition"]["K"], r["condition"]["K_empirical"]) if v > 0]
@@ -250,10 +311,17 @@ def plot_check(rows, file) -> Path:
             [d * dodge for d in dts],
             [r["condition"]["K_empirical"] for r in rs],
             yerr=[
-                [min(r["condition"]["empirical_stderr"] / r["dt"] ** 2, r["condition"]["K_empirical"]) for r in rs],
+                [
+                    min(r["condition"]["empirical_stderr"] / r["dt"] ** 2, r["condition"]["K_empirical"])
+                    for r in rs
+                ],
                 [r["condition"]["empirical_stderr"] / r["dt"] ** 2 for r in rs],
             ],  # C >= 0: the lower bar stops at 0
-            fmt="o", ms=4, color=color, capsize=2, alpha=0.8,
+            fmt="o",
+            ms=4,
+            color=color,
+            capsize=2,
+            alpha=0.8,
         )
     ax.set_xscale("log")
     ax.set_yscale("symlog", linthresh=linthresh)
@@ -286,21 +354,26 @@ def _problem_from(args):
     if key in SDE_NAMES:
         extra = sorted(set(given) - set(_BUILTIN_PARAMS[key]))
         if extra:
-            raise ValueError(f"--sde {key} takes {', '.join('--' + k for k in _BUILTIN_PARAMS[key])}, "
-                             f"not {', '.join('--' + k for k in extra)}")
+            raise ValueError(
+                f"--sde {key} takes {', '.join('--' + k for k in _BUILTIN_PARAMS[key])}, "
+                f"not {', '.join('--' + k for k in extra)}"
+            )
         return get_sde(key, **given)
     if ":" not in args.sde:
         raise ValueError(f"unknown --sde {args.sde!r}; choose gbm, ou or give package.module:Name")
     if given:
-        raise ValueError(f"{', '.join('--' + k for k in sorted(given))} apply to the built-in problems only; "
-                         "a user problem sets its own parameters")
+        raise ValueError(
+            f"{', '.join('--' + k for k in sorted(given))} apply to the built-in problems only; "
+            "a user problem sets its own parameters"
+        )
     obj = import_object(args.sde, "--sde")
     if isinstance(obj, type) or (callable(obj) and not hasattr(obj, "exact")):
         try:
             obj = obj()  # a class or a factory without arguments
         except Exception as err:
-            raise ValueError(f"--sde {args.sde}: calling it without arguments failed: {type(err).__name__}: {err}") \
-                from None
+            raise ValueError(
+                f"--sde {args.sde}: calling it without arguments failed: {type(err).__name__}: {err}"
+            ) from None
     return _check_problem(obj)  # the protocol, before anything reads problem.T
 
 
@@ -309,7 +382,9 @@ def _phi_from(args):
 
     if ":" in args.phi:
         if args.exact is None:
-            raise ValueError(f"--phi {args.phi} is a user function: give its exact E phi(X(T)) with --exact VALUE")
+            raise ValueError(
+                f"--phi {args.phi} is a user function: give its exact E phi(X(T)) with --exact VALUE"
+            )
         fn = import_object(args.phi, "--phi")
         if not callable(fn):
             raise ValueError(f"--phi {args.phi} is not callable")
@@ -332,8 +407,10 @@ def run_order(args) -> int:
     options = {} if args.g is None else {"g": args.g}
     scheme = get_scheme(args.scheme, law=law, **options)
     if not getattr(scheme, "stochastic", False):
-        raise ValueError(f"--scheme {args.scheme} is deterministic and cannot simulate an SDE; "
-                         "use weak_euler, euler_maruyama, stochastic_lm, ...")
+        raise ValueError(
+            f"--scheme {args.scheme} is deterministic and cannot simulate an SDE; "
+            "use weak_euler, euler_maruyama, stochastic_lm, ..."
+        )
     sde = _problem_from(args)
     # refuses absurd work before any of it (with automatic paths: the first round's paths)
     _check_order_work(sde, args.dt, AUTO_START_PATHS if args.paths is None else args.paths)
@@ -342,8 +419,17 @@ def run_order(args) -> int:
     phi = _phi_from(args)
     budget = {} if args.budget is None else {"budget": args.budget}
     res = weak_order(
-        sde, scheme, dts=args.dt, paths=args.paths, phi=phi, seed=args.seed, device=_device(args.device),
-        exact=args.exact, scheme_name=args.scheme.lower().replace("-", "_"), control=args.control, **budget,
+        sde,
+        scheme,
+        dts=args.dt,
+        paths=args.paths,
+        phi=phi,
+        seed=args.seed,
+        device=_device(args.device),
+        exact=args.exact,
+        scheme_name=args.scheme.lower().replace("-", "_"),
+        control=args.control,
+        **budget,
     )
     out = sys.stderr if args.json else sys.stdout
     if args.json:
@@ -360,7 +446,9 @@ def run_order(args) -> int:
 
 
 def format_order(res) -> str:
-    params = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in res["params"].items())
+    params = ", ".join(
+        f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in res["params"].items()
+    )
     law = _label(res["law"], res["p"])
     lines = [
         f"weak order of {res['scheme']} with {law} increments on {res['sde']} ({params}), phi = {res['phi']}",
@@ -368,14 +456,22 @@ def format_order(res) -> str:
         f"state shape {tuple(res['state_shape'])}",
     ]
     if res.get("control"):
-        lines.append("control variate: the weak Euler path on the same increments (its E phi(X_N) is exact), "
-                     "optimal coefficient")
+        lines.append(
+            "control variate: the weak Euler path on the same increments (its E phi(X_N) is exact), "
+            "optimal coefficient"
+        )
     a = res.get("auto")
     if a:
-        lines.append(f"paths chosen: {a['rounds']} round(s) up to {a['paths']} per dt in {a['seconds']:.1f} s "
-                     f"(stop at a 95% interval at most {a['target_width']:g} wide or after {a['budget_s']:g} s)"
-                     + (f"; dropped dt {', '.join(f'{d:.4g}' for d in a['dropped_dts'])} (error within one "
-                        "standard error of 0)" if a["dropped_dts"] else ""))
+        lines.append(
+            f"paths chosen: {a['rounds']} round(s) up to {a['paths']} per dt in {a['seconds']:.1f} s "
+            f"(stop at a 95% interval at most {a['target_width']:g} wide or after {a['budget_s']:g} s)"
+            + (
+                f"; dropped dt {', '.join(f'{d:.4g}' for d in a['dropped_dts'])} (error within one "
+                "standard error of 0)"
+                if a["dropped_dts"]
+                else ""
+            )
+        )
     lines += [
         "",
         f"{'dt':>8} {'mean phi(X_N)':>14} {'error':>10} {'stderr':>9} {'error/se':>8}"
@@ -401,7 +497,9 @@ def format_order(res) -> str:
     if a and not a["decisive"]:
         lines.append(f"could not decide: the interval is wider than {a['target_width']:g} within the budget")
     if any(v is not None and v < 3 for v in res["snr"]):
-        lines.append("warning: some errors are within 3 standard errors of 0; use more --paths or coarser --dt")
+        lines.append(
+            "warning: some errors are within 3 standard errors of 0; use more --paths or coarser --dt"
+        )
     return "\n".join(lines)
 
 
@@ -427,8 +525,9 @@ def plot_order(res, file) -> Path:
     lower = [min(s, e * 0.999) for s, e in zip(se, errors)]  # keep bars above 0 on a log axis
     from ..train.plots import PALETTE
 
-    ax.errorbar(dts, errors, yerr=[lower, se], fmt="o", color=PALETTE[4], capsize=3,
-                label="Monte Carlo |error| ± se")
+    ax.errorbar(
+        dts, errors, yerr=[lower, se], fmt="o", color=PALETTE[4], capsize=3, label="Monte Carlo |error| ± se"
+    )
     x = [math.log(d) for d in dts]
     y = [math.log(e) for e in errors if e > 0]
     if len(y) == len(x):
@@ -436,16 +535,24 @@ def plot_order(res, file) -> Path:
         a = sum(y) / len(y) - b * sum(x) / len(x)
         grid = [min(dts), max(dts)]
         lo, hi = res["slope_ci"]
-        ax.plot(grid, [math.exp(a + b * math.log(d)) for d in grid], "-", color=PALETTE[5],
-                label=f"fit: slope {b:.2f} [{lo:.2f}, {hi:.2f}]")
+        ax.plot(
+            grid,
+            [math.exp(a + b * math.log(d)) for d in grid],
+            "-",
+            color=PALETTE[5],
+            label=f"fit: slope {b:.2f} [{lo:.2f}, {hi:.2f}]",
+        )
     if res.get("bias") and all(v != 0 for v in res["bias"]):
         ax.plot(dts, [abs(v) for v in res["bias"]], "k--", lw=1, label="exact scheme bias")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("dt")
     ax.set_ylabel(f"|mean phi(X_N) - E phi(X(T))|, phi(x) = {res['phi']}")
-    ax.set_title(f"{res['scheme']}, {_label(res['law'], res['p'])}, {res['sde']}: "
-                 f"declared weak order {_declared(res['declared_weak_order'])}", fontsize=9)
+    ax.set_title(
+        f"{res['scheme']}, {_label(res['law'], res['p'])}, {res['sde']}: "
+        f"declared weak order {_declared(res['declared_weak_order'])}",
+        fontsize=9,
+    )
     ax.legend(fontsize=8)
     path = _savefig(fig, file)
     plt.close(fig)

@@ -31,28 +31,57 @@ from .blocks import (
     ShakeBranch,
     ShakeShortcut,
 )
-from .fields import BlockField, CoupledBlockField, DropField, ShakeField
-from .network import Layer, Network, lm_coefficients, mc_predict, reset_weak_stats, weak_report
-from .stage import Stage, Transition, lm_stage, mean_scheme, noise_on, set_generator
-from .transform import to_lm
-from .refine import coarsen, refine
 from .depth import at_depth
+from .fields import BlockField, CoupledBlockField, DropField, ShakeField
+from .memory import MEMORY_MODES, memory_problem, saved_tensor_bytes
+from .network import Layer, Network, lm_coefficients, mc_predict, reset_weak_stats, weak_report
 from .operators import DiffConv2d
+from .refine import coarsen, refine
 from .rescale import rescale
 from .reversible import AntisymmetricPair, HalfPadPool, HamiltonianBlockField, TiedBlock
-from .memory import MEMORY_MODES, memory_problem, saved_tensor_bytes
-from .stage import set_memory
+from .stage import Stage, Transition, lm_stage, mean_scheme, noise_on, set_generator, set_memory
+from .transform import to_lm
 
 __all__ = [
-    "blocks", "PreActBasic", "PostActBasic", "PreActBottleneck", "PostActBottleneck", "ShakeBranch",
-    "PadShortcut", "ConvShortcut", "ProjectionShortcut", "ShakeShortcut",
-    "BlockField", "DropField", "ShakeField", "CoupledBlockField",
-    "Stage", "Transition", "lm_stage", "mean_scheme", "noise_on", "set_generator",
-    "Layer", "Network", "lm_coefficients", "weak_report", "reset_weak_stats", "mc_predict",
-    "to_lm", "refine", "coarsen", "at_depth",
+    "blocks",
+    "PreActBasic",
+    "PostActBasic",
+    "PreActBottleneck",
+    "PostActBottleneck",
+    "ShakeBranch",
+    "PadShortcut",
+    "ConvShortcut",
+    "ProjectionShortcut",
+    "ShakeShortcut",
+    "BlockField",
+    "DropField",
+    "ShakeField",
+    "CoupledBlockField",
+    "Stage",
+    "Transition",
+    "lm_stage",
+    "mean_scheme",
+    "noise_on",
+    "set_generator",
+    "Layer",
+    "Network",
+    "lm_coefficients",
+    "weak_report",
+    "reset_weak_stats",
+    "mc_predict",
+    "to_lm",
+    "refine",
+    "coarsen",
+    "at_depth",
     "rescale",
     "DiffConv2d",
     "to_lm",
-    "TiedBlock", "AntisymmetricPair", "HamiltonianBlockField", "HalfPadPool",
-    "MEMORY_MODES", "set_memory", "memory_problem", "saved_tensor_bytes",
+    "TiedBlock",
+    "AntisymmetricPair",
+    "HamiltonianBlockField",
+    "HalfPadPool",
+    "MEMORY_MODES",
+    "set_memory",
+    "memory_problem",
+    "saved_tensor_bytes",
 ]

@@ -39,7 +39,6 @@ stage's own.
 from __future__ import annotations
 
 import contextlib
-import math
 import weakref
 from fractions import Fraction
 from typing import cast
@@ -49,14 +48,20 @@ from torch import nn
 
 from .stage import Stage, Transition
 
-__all__ = ["at_depth", "parse_depth_factor", "parse_depth_factors", "depth_steps", "depth_compute",
-           "MAX_DEPTH_FACTOR"]
+__all__ = [
+    "at_depth",
+    "parse_depth_factor",
+    "parse_depth_factors",
+    "depth_steps",
+    "depth_compute",
+    "MAX_DEPTH_FACTOR",
+]
 
 #: the largest refinement (and coarsening) factor accepted (a typo like 2000 would build a
 #: network 2000× deeper)
 MAX_DEPTH_FACTOR = 16
 
-_VIEWS: "weakref.WeakKeyDictionary[Stage, dict]" = weakref.WeakKeyDictionary()
+_VIEWS: weakref.WeakKeyDictionary[Stage, dict] = weakref.WeakKeyDictionary()
 
 
 def parse_depth_factor(value) -> Fraction:
@@ -65,7 +70,11 @@ def parse_depth_factor(value) -> Fraction:
     if isinstance(value, bool):
         raise ValueError(f"depth factor must be a number like 0.5, 1 or 2, got {value!r}")
     try:
-        f = Fraction(str(value).strip()) if isinstance(value, str) else Fraction(value).limit_denominator(1000)
+        f = (
+            Fraction(str(value).strip())
+            if isinstance(value, str)
+            else Fraction(value).limit_denominator(1000)
+        )
     except (ValueError, TypeError, ZeroDivisionError):
         raise ValueError(f"depth factor must be a number like 0.5, 1 or 2, got {value!r}") from None
     if f <= 0:
@@ -73,7 +82,9 @@ def parse_depth_factor(value) -> Fraction:
     if f.numerator != 1 and f.denominator != 1:
         raise ValueError(f"depth factor must be an integer (refine) or 1/integer (coarsen), got {value!r}")
     if max(f.numerator, f.denominator) > MAX_DEPTH_FACTOR:
-        raise ValueError(f"depth factor {value!r} is beyond the bound of ×{MAX_DEPTH_FACTOR} (or 1/{MAX_DEPTH_FACTOR})")
+        raise ValueError(
+            f"depth factor {value!r} is beyond the bound of ×{MAX_DEPTH_FACTOR} (or 1/{MAX_DEPTH_FACTOR})"
+        )
     return f
 
 
@@ -89,7 +100,11 @@ def parse_depth_factors(spec) -> list[Fraction]:
 
 
 def _stages(model):
-    return [(path, m) for path, m in model.named_modules() if isinstance(m, Stage) and not isinstance(m, Transition)]
+    return [
+        (path, m)
+        for path, m in model.named_modules()
+        if isinstance(m, Stage) and not isinstance(m, Transition)
+    ]
 
 
 def _fits(stage: Stage, f: Fraction) -> bool:
@@ -174,7 +189,7 @@ def _view(stage: Stage, f: Fraction) -> Stage:
         view.field._powers = view.field._powers.to(sums.device)
     depth_index = cast("torch.Tensor | None", view._depth_index)  # set by _build_view
     if depth_index is not None:
-        c = cast(torch.Tensor, stage.coefficients)  # a tensor whenever the index is
+        c = stage.coefficients  # a tensor whenever the index is
         view.__dict__["coefficients"] = c[depth_index.to(c.device)]
     return view
 
@@ -200,8 +215,10 @@ def at_depth(model: nn.Module, factor=1, *, strict: bool = True):
         raise ValueError(f"at_depth: expected an nn.Module, got {type(model).__name__}")
     f = parse_depth_factor(factor)
     if isinstance(model, Stage):
-        raise ValueError("at_depth: give the network that holds the stage, not a Stage itself "
-                         "(use sdenet.nn.refine / coarsen for a lone stage)")
+        raise ValueError(
+            "at_depth: give the network that holds the stage, not a Stage itself "
+            "(use sdenet.nn.refine / coarsen for a lone stage)"
+        )
     stages = _stages(model)
     if not stages:
         raise ValueError(f"at_depth: {type(model).__name__} has no sdenet Stage")
@@ -212,8 +229,10 @@ def at_depth(model: nn.Module, factor=1, *, strict: bool = True):
     for path, stage in stages:
         if not _fits(stage, f):
             if strict:
-                raise ValueError(f"at_depth: stage {stage.name or path!r} takes {stage.steps} steps, not a "
-                                 f"multiple of {f.denominator} (factor {float(f):g})")
+                raise ValueError(
+                    f"at_depth: stage {stage.name or path!r} takes {stage.steps} steps, not a "
+                    f"multiple of {f.denominator} (factor {float(f):g})"
+                )
             continue
         todo.append((path, stage))
     swapped = []
@@ -235,5 +254,3 @@ def factor_label(f) -> str:
 def factor_float(f) -> float:
     v = float(Fraction(f))
     return int(v) if v.is_integer() else v
-
-

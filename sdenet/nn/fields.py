@@ -25,7 +25,8 @@ running sums of the increments they were given in training mode, on the device, 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -57,11 +58,15 @@ def _as_blocks(blocks, what="blocks") -> nn.ModuleList:
         try:
             items = list(blocks)
         except TypeError:
-            raise ValueError(f"{what} must be a sequence of nn.Module blocks, got {type(blocks).__name__}") from None
+            raise ValueError(
+                f"{what} must be a sequence of nn.Module blocks, got {type(blocks).__name__}"
+            ) from None
         out = nn.ModuleList()
         for i, b in enumerate(items):
             if not isinstance(b, nn.Module):
-                raise ValueError(f"{what}[{i}] must be an nn.Module (a residual branch), got {type(b).__name__}")
+                raise ValueError(
+                    f"{what}[{i}] must be an nn.Module (a residual branch), got {type(b).__name__}"
+                )
             out.append(b)
     if len(out) == 0:
         raise ValueError(f"{what}: need at least one block")
@@ -137,7 +142,7 @@ class _NoiseStats(_MixinBase):
             return
         with torch.no_grad():
             w = dw.detach().reshape(-1, 1).to(self._sums.dtype)
-            self._sums[n].add_((w ** self._powers).sum(0))
+            self._sums[n].add_((w**self._powers).sum(0))
         self._counts[n] += dw.numel()
 
     def reset_weak_stats(self):
@@ -174,8 +179,9 @@ class DropField(_NoiseStats, BlockField):
     coefficient costs one host read of a single number per block.
     """
 
-    def __init__(self, blocks, p, dt: float = 1.0, t0: float = 0.0, noise: str = "sample",
-                 p_schedule: str = "fixed"):
+    def __init__(
+        self, blocks, p, dt: float = 1.0, t0: float = 0.0, noise: str = "sample", p_schedule: str = "fixed"
+    ):
         BlockField.__init__(self, blocks, dt, t0)
         n = len(self.blocks)
         ps = [p] * n if isinstance(p, (int, float)) else list(p)
@@ -263,13 +269,23 @@ class ShakeField(_NoiseStats, Field):
 
     tensor_time = False
 
-    def __init__(self, branches1, branches2, dt: float = 1.0, t0: float = 0.0, noise: str = "sample",
-                 forward: str = "shake", backward: str = "shake"):
+    def __init__(
+        self,
+        branches1,
+        branches2,
+        dt: float = 1.0,
+        t0: float = 0.0,
+        noise: str = "sample",
+        forward: str = "shake",
+        backward: str = "shake",
+    ):
         super().__init__()
         self.blocks1 = _as_blocks(branches1, "branches1")
         self.blocks2 = _as_blocks(branches2, "branches2")
         if len(self.blocks1) != len(self.blocks2):
-            raise ValueError(f"ShakeField: {len(self.blocks1)} first branches but {len(self.blocks2)} second ones")
+            raise ValueError(
+                f"ShakeField: {len(self.blocks1)} first branches but {len(self.blocks2)} second ones"
+            )
         self.dt = _check_dt(dt)
         self.t0 = float(t0)
         self.noise = _check_noise(noise, "ShakeField")
@@ -297,7 +313,9 @@ class ShakeField(_NoiseStats, Field):
     def _beta(self, x, dt):
         if self.backward == "even":
             return x.new_full((), 0.5)
-        dw = Uniform().sample(noise_shape(self.noise, x), dt, generator=self._generator, device=x.device, dtype=x.dtype)
+        dw = Uniform().sample(
+            noise_shape(self.noise, x), dt, generator=self._generator, device=x.device, dtype=x.dtype
+        )
         return dw.mul_(1.0 / (dt * _SQRT12)).add_(0.5)
 
     def _combine(self, f1, f2, alpha, x, dt):
@@ -333,8 +351,9 @@ class ShakeField(_NoiseStats, Field):
         return out if dt == 1.0 else out * dt
 
     def extra_repr(self):
-        return (f"noise={self.noise!r}, forward={self.forward_mode!r}, backward={self.backward!r}, "
-                f"dt={self.dt:g}")
+        return (
+            f"noise={self.noise!r}, forward={self.forward_mode!r}, backward={self.backward!r}, dt={self.dt:g}"
+        )
 
 
 class CoupledBlockField(Field):
@@ -350,7 +369,9 @@ class CoupledBlockField(Field):
         self.blocks1 = _as_blocks(blocks1, "blocks1")
         self.blocks2 = _as_blocks(blocks2, "blocks2")
         if len(self.blocks1) != len(self.blocks2):
-            raise ValueError(f"CoupledBlockField: {len(self.blocks1)} f1 blocks but {len(self.blocks2)} f2 blocks")
+            raise ValueError(
+                f"CoupledBlockField: {len(self.blocks1)} f1 blocks but {len(self.blocks2)} f2 blocks"
+            )
         self.dt = _check_dt(dt)
         self.t0 = float(t0)
 

@@ -65,8 +65,7 @@ import math
 
 import torch
 
-__all__ = ["MEMORY_MODES", "FixedPoint", "memory_problem", "saved_tensor_bytes",
-           "reconstruction_drift"]
+__all__ = ["MEMORY_MODES", "FixedPoint", "memory_problem", "saved_tensor_bytes", "reconstruction_drift"]
 
 MEMORY_MODES = ("store", "reversible", "checkpoint")
 
@@ -98,8 +97,8 @@ class FixedPoint:
         #: whether :meth:`add_` and :meth:`sub_` may overwrite their first argument (the caller owns
         #: the carries: a memory mode does, :func:`reconstruction_drift`, which compares, does not)
         self.inplace = inplace
-        self.scale = 2.0 ** self.bits
-        self.unit = 2.0 ** -self.bits
+        self.scale = 2.0**self.bits
+        self.unit = 2.0**-self.bits
         self.limit = 2.0 ** (52 - self.bits)
 
     def grid(self, v):
@@ -141,8 +140,10 @@ class FixedPoint:
         grid arithmetic stops being exact (non-finite states go on: the loss check sees them)."""
         top = float(peak)
         if math.isfinite(top) and top >= self.limit:
-            raise ValueError(f"{where} reached |state| = {top:.3g}, beyond {self.limit:.3g} where the exact "
-                             f"fixed-point reconstruction holds")
+            raise ValueError(
+                f"{where} reached |state| = {top:.3g}, beyond {self.limit:.3g} where the exact "
+                f"fixed-point reconstruction holds"
+            )
 
     @staticmethod
     def checksum(tensors):
@@ -171,7 +172,9 @@ def memory_problem(stage, mode: str) -> str | None:
     if stage.field.stochastic:
         return "it is stochastic: its increments cannot be recovered backward (use memory='checkpoint')"
     if stage.post is not None:
-        return f"its post-activation {stage.post!r} after every step is not invertible (use memory='checkpoint')"
+        return (
+            f"its post-activation {stage.post!r} after every step is not invertible (use memory='checkpoint')"
+        )
     return None
 
 
@@ -191,7 +194,7 @@ def saved_tensor_bytes(fn) -> tuple:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = fn()
     # count storages once
-    storages = {}
+    storages: dict = {}
     for (ptr, *_), nbytes in seen.items():
         storages[ptr] = max(storages.get(ptr, 0), nbytes)
     return sum(storages.values()), out
@@ -242,7 +245,9 @@ def _generator(stage, device):
     if gen is not None:
         return gen
     if device.type == "cuda":
-        return torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+        return torch.cuda.default_generators[
+            device.index if device.index is not None else torch.cuda.current_device()
+        ]
     if device.type == "cpu":
         return torch.default_generator
     return None
@@ -258,8 +263,11 @@ class _Plan:
         self.state0 = state
         self.device = tensors[0].device
         dev = self.device.type
-        self.autocast = (dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev)) \
-            if dev in ("cuda", "cpu") else None
+        self.autocast = (
+            (dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
+            if dev in ("cuda", "cpu")
+            else None
+        )
 
     def autocast_ctx(self):
         if self.autocast is None or not self.autocast[1]:
@@ -319,7 +327,8 @@ class _Sweep:
                     raise RuntimeError(
                         f"memory mode of {self.where}: the field uses a tensor that requires grad "
                         f"(shape {tuple(v.shape)}) but is not a parameter of the stage; register it as an "
-                        f"nn.Parameter of the field, or use memory='store'")
+                        f"nn.Parameter of the field, or use memory='store'"
+                    )
                 continue
             stack.extend(f for f, _ in fn.next_functions)
         return found
@@ -386,10 +395,15 @@ class _StageFunction(torch.autograd.Function):
     def forward(ctx, plan, n_carry, *tensors):
         carry, params = tensors[:n_carry], tensors[n_carry:]
         dtype = carry[0].dtype
-        fp = FixedPoint(dtype, inplace=True) if plan.mode == "reversible" and plan.exact and \
-            exact_arithmetic(plan.stage, dtype) else None
-        where = (f"memory='reversible' (use memory='checkpoint', exact=False or float64): stage "
-                 f"{plan.stage.name or 'stage'}")
+        fp = (
+            FixedPoint(dtype, inplace=True)
+            if plan.mode == "reversible" and plan.exact and exact_arithmetic(plan.stage, dtype)
+            else None
+        )
+        where = (
+            f"memory='reversible' (use memory='checkpoint', exact=False or float64): stage "
+            f"{plan.stage.name or 'stage'}"
+        )
         if fp is not None:
             # the cheap bound: the largest |state| at the stage's input (and below, its output);
             # what happens between them is verified after the backward sweep (checksum)
@@ -405,8 +419,9 @@ class _StageFunction(torch.autograd.Function):
             for n in range(n_steps):
                 if plan.mode == "checkpoint" and n % k == 0:
                     t, layout = _split(x, state)
-                    segments.append((n, len(t), layout, _strip(state),
-                                     gen.get_state() if gen is not None else None, t))
+                    segments.append(
+                        (n, len(t), layout, _strip(state), gen.get_state() if gen is not None else None, t)
+                    )
                 x, state = plan.step(n, x, state, fp)
         final, layout = _split(x, state)
         if fp is not None:
@@ -420,8 +435,8 @@ class _StageFunction(torch.autograd.Function):
         else:
             ctx.save_for_backward(*final)
         if fp is not None:
-            return tuple(t.to(dtype) for t in final[:layout[1]])
-        return tuple(final[:layout[1]])
+            return tuple(t.to(dtype) for t in final[: layout[1]])
+        return tuple(final[: layout[1]])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -430,9 +445,11 @@ class _StageFunction(torch.autograd.Function):
         stage = plan.stage
         if ctx.fp is not None:  # before unpacking: autograd would only say "modified by an inplace operation"
             if getattr(ctx, "swept", False):
-                raise RuntimeError(f"{ctx.where}: a second backward pass through the stage (retain_graph=True) "
-                                   f"is not supported by the exact reversible mode; use exact=False or "
-                                   f"memory='checkpoint'")
+                raise RuntimeError(
+                    f"{ctx.where}: a second backward pass through the stage (retain_graph=True) "
+                    f"is not supported by the exact reversible mode; use exact=False or "
+                    f"memory='checkpoint'"
+                )
             ctx.swept = True
         saved = list(ctx.saved_tensors)
         sweep = _Sweep(stage, plan.params)
@@ -448,14 +465,26 @@ class _StageFunction(torch.autograd.Function):
                 kw = {} if ctx.fp is None else {"fp": ctx.fp}  # exact: bit for bit on grid carries
                 for n in reversed(range(stage.steps)):
                     scheme = plan.schemes[n]
-                    if hasattr(scheme, "reverse_step"):  # one field evaluation per sub-step: rebuild and pull back
+                    if hasattr(
+                        scheme, "reverse_step"
+                    ):  # one field evaluation per sub-step: rebuild and pull back
                         with torch.no_grad():
-                            x, state, g = scheme.reverse_step(stage.field, stage.t0 + n * stage.dt, x, stage.dt,
-                                                              state, tuple(g), sweep.vjp, **kw)
+                            x, state, g = scheme.reverse_step(
+                                stage.field,
+                                stage.t0 + n * stage.dt,
+                                x,
+                                stage.dt,
+                                state,
+                                tuple(g),
+                                sweep.vjp,
+                                **kw,
+                            )
                         g = list(g)
                         continue
                     with torch.no_grad():
-                        xp, sp = scheme.invert_step(stage.field, stage.t0 + n * stage.dt, x, stage.dt, state, **kw)
+                        xp, sp = scheme.invert_step(
+                            stage.field, stage.t0 + n * stage.dt, x, stage.dt, state, **kw
+                        )
                     inputs, layout = _split(xp, sp)
                     inputs = [t.detach().requires_grad_() for t in inputs]
                     with torch.enable_grad():
@@ -466,10 +495,14 @@ class _StageFunction(torch.autograd.Function):
                     x, state = _join([t.detach() for t in inputs], layout, sp)
                 if ctx.fp is not None:
                     back, _ = _split(x, state)
-                    if FixedPoint.checksum(back) != ctx.checksum and all(bool(t.isfinite().all()) for t in back):
-                        raise ValueError(f"{ctx.where}: the reconstructed input of the stage differs from the "
-                                         f"forward one (a state went beyond {ctx.fp.limit:.3g} between its input "
-                                         f"and output, where the exact fixed-point arithmetic holds)")
+                    if FixedPoint.checksum(back) != ctx.checksum and all(
+                        bool(t.isfinite().all()) for t in back
+                    ):
+                        raise ValueError(
+                            f"{ctx.where}: the reconstructed input of the stage differs from the "
+                            f"forward one (a state went beyond {ctx.fp.limit:.3g} between its input "
+                            f"and output, where the exact fixed-point arithmetic holds)"
+                        )
             else:
                 gen = _generator(stage, plan.device)
                 here = gen.get_state() if gen is not None else None
@@ -480,7 +513,7 @@ class _StageFunction(torch.autograd.Function):
                     for seg, end in zip(reversed(ctx.segments), reversed(ends)):
                         start, count, layout, st_strip, rng = seg
                         pos -= count
-                        inputs = [t.detach().requires_grad_() for t in saved[pos:pos + count]]
+                        inputs = [t.detach().requires_grad_() for t in saved[pos : pos + count]]
                         if rng is not None:
                             gen.set_state(rng)
                         with torch.enable_grad():
@@ -494,7 +527,7 @@ class _StageFunction(torch.autograd.Function):
                     if here is not None:
                         gen.set_state(here)
         g = list(g) + [None] * (ctx.n_carry - len(g))
-        g = [None if t is None else t for t in g[:ctx.n_carry]]
+        g = [None if t is None else t for t in g[: ctx.n_carry]]
         # a gradient of the carry in float64 (exact mode) goes back in the input's dtype
         g = [t if t is None or t.dtype == d else t.to(d) for t, d in zip(g, plan.carry_dtypes)]
         return (None, None, *g, *sweep.grads)
@@ -568,8 +601,10 @@ def reconstruction_drift(stage, x, prev=None, exact=None) -> dict:
     if exact is None:
         exact = exact_arithmetic(stage, dtype)
     elif exact and not exact_arithmetic(stage, dtype):
-        raise ValueError("reconstruction_drift: exact=True needs float32/16 states and schemes that declare "
-                         "exact_arithmetic")
+        raise ValueError(
+            "reconstruction_drift: exact=True needs float32/16 states and schemes that declare "
+            "exact_arithmetic"
+        )
     fp = FixedPoint(dtype) if exact else None
     kw = {} if fp is None else {"fp": fp}
     with torch.no_grad(), _FrozenSideEffects(stage):
@@ -581,7 +616,9 @@ def reconstruction_drift(stage, x, prev=None, exact=None) -> dict:
         xs, st = x0, state
         peak = torch.zeros((), dtype=torch.float64)
         for n in range(stage.steps):
-            xs, st = stage.schemes[n].step(field, stage.t0 + n * stage.dt, xs, stage.dt, st, stage._generator, **kw)
+            xs, st = stage.schemes[n].step(
+                field, stage.t0 + n * stage.dt, xs, stage.dt, st, stage._generator, **kw
+            )
             if fp is not None:
                 for t in _split(xs, st)[0]:
                     peak = torch.maximum(peak, t.abs().amax().cpu())
@@ -593,6 +630,10 @@ def reconstruction_drift(stage, x, prev=None, exact=None) -> dict:
         back, _ = _split(xs, st)
     num = math.sqrt(sum(float((a.double() - b.double()).square().sum()) for a, b in zip(back, start)))
     den = math.sqrt(sum(float(b.double().square().sum()) for b in start))
-    return {"steps": stage.steps, "rel_error": num / max(den, 1e-300), "exact": bool(exact),
-            "max_abs_error": max(float((a.double() - b.double()).abs().max()) for a, b in zip(back, start)),
-            "state_norm": math.sqrt(sum(float(f.double().square().sum()) for f in final))}
+    return {
+        "steps": stage.steps,
+        "rel_error": num / max(den, 1e-300),
+        "exact": bool(exact),
+        "max_abs_error": max(float((a.double() - b.double()).abs().max()) for a, b in zip(back, start)),
+        "state_norm": math.sqrt(sum(float(f.double().square().sum()) for f in final)),
+    }

@@ -82,11 +82,11 @@ from .blocks import (
     conv3x3,
 )
 from .fields import CoupledBlockField, DropField, ShakeField, _check_dt
-from .network import Layer, Network
-from .refine import resample_values
 from .memory import MEMORY_MODES
-from .stage import Stage, Transition, lm_stage, set_memory
+from .network import Layer, Network
 from .operators import DiffConv2d, PDEBasic
+from .refine import resample_values
+from .stage import Stage, Transition, lm_stage, set_memory
 
 __all__ = ["create", "names", "info", "REGISTRY"]
 
@@ -121,8 +121,10 @@ def _stem(kind: str, width: int) -> nn.Module:
         return DiffConv2d(3, width)
     if kind == "imagenet":
         return nn.Sequential(
-            nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(width),
-            nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2, padding=1),
+            nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, stride=2, padding=1),
         )
     raise AssertionError(kind)
 
@@ -137,17 +139,26 @@ def _stem(kind: str, width: int) -> nn.Module:
 ARCHS: dict[str, dict] = {}
 
 
-def register_arch(name, *, stem, head, post, shortcut, expansion=1, options=(), fixed_shortcut=False,
-                  even_widths=False):
+def register_arch(
+    name, *, stem, head, post, shortcut, expansion=1, options=(), fixed_shortcut=False, even_widths=False
+):
     """Register the decorated branch factory as architecture ``name`` (timm style: one decorator
     per constructor, no chain of ``arch ==`` tests). ``options`` are the extra config keys it reads;
     ``fixed_shortcut``: the shortcut is part of the paper's model (no ``shortcut`` override);
     ``even_widths``: its blocks split the channels in two halves."""
 
     def deco(branch):
-        ARCHS[name] = {"stem": stem, "head": head, "post": post, "shortcut": shortcut,
-                       "expansion": expansion, "branch": branch, "options": tuple(options),
-                       "fixed_shortcut": bool(fixed_shortcut), "even_widths": bool(even_widths)}
+        ARCHS[name] = {
+            "stem": stem,
+            "head": head,
+            "post": post,
+            "shortcut": shortcut,
+            "expansion": expansion,
+            "branch": branch,
+            "options": tuple(options),
+            "fixed_shortcut": bool(fixed_shortcut),
+            "even_widths": bool(even_widths),
+        }
         return branch
 
     return deco
@@ -192,15 +203,28 @@ def _postact_bottleneck(cfg, c_in, c_out, stride, i):
     return PostActBottleneck(c_in, cfg["widths"][i], c_out, stride)
 
 
-@register_arch("resnext", stem="conv_bn_relu", head="none", post="relu", shortcut=_conv_bn,
-               options=("cardinality", "base_width"))
+@register_arch(
+    "resnext",
+    stem="conv_bn_relu",
+    head="none",
+    post="relu",
+    shortcut=_conv_bn,
+    options=("cardinality", "base_width"),
+)
 def _resnext(cfg, c_in, c_out, stride, i):
     inner = cfg["cardinality"] * cfg["base_width"] * 2**i
     return PostActBottleneck(c_in, inner, c_out, stride, groups=cfg["cardinality"])
 
 
-@register_arch("shake", stem="conv_bn", head="relu", post=None, shortcut=ShakeShortcut, fixed_shortcut=True,
-               even_widths=True)
+@register_arch(
+    "shake",
+    stem="conv_bn",
+    head="relu",
+    post=None,
+    shortcut=ShakeShortcut,
+    fixed_shortcut=True,
+    even_widths=True,
+)
 def _shake(cfg, c_in, c_out, stride, i):
     return ShakeBranch(c_in, c_out, stride)
 
@@ -249,8 +273,10 @@ def _refined_count(cfg, name, count, lookahead):
         return count
     steps = (count - lookahead) * factor
     if abs(steps - round(steps)) > 1e-9 or round(steps) < 1:
-        raise ValueError(f"refine={factor:g}: {name} takes {count - lookahead} steps, and "
-                         f"{count - lookahead} x {factor:g} is not a positive whole number of steps")
+        raise ValueError(
+            f"refine={factor:g}: {name} takes {count - lookahead} steps, and "
+            f"{count - lookahead} x {factor:g} is not a positive whole number of steps"
+        )
     return int(round(steps)) + lookahead
 
 
@@ -275,20 +301,34 @@ def _drop_transition(cfg, s, short, c_in, c_out, stride):
 
 
 def _shake_transition(cfg, s, short, c_in, c_out, stride):
-    field = ShakeField([_branch(cfg, c_in, c_out, stride, s.i)], [_branch(cfg, c_in, c_out, stride, s.i)],
-                       1.0, noise=cfg["level_noise"], forward=cfg["forward"], backward=cfg["backward"])
+    field = ShakeField(
+        [_branch(cfg, c_in, c_out, stride, s.i)],
+        [_branch(cfg, c_in, c_out, stride, s.i)],
+        1.0,
+        noise=cfg["level_noise"],
+        forward=cfg["forward"],
+        backward=cfg["backward"],
+    )
     return Transition(short, field, WeakEuler(_law(cfg)), post=s.post, name=s.tname)
 
 
-def register_method(name, *, scheme, law=None, options=(), lookahead=0, stochastic_depth=False,
-                    transition=_euler_transition):
+def register_method(
+    name, *, scheme, law=None, options=(), lookahead=0, stochastic_depth=False, transition=_euler_transition
+):
     """Register the decorated stage builder ``stage(cfg, s)`` as method ``name`` (``s``: the stage's
     index ``i``, ``name``, block ``count`` after refinement and ``coarse_count`` before, ``c_out``,
     ``dt``, ``post``, and for stochastic depth the survival probabilities ``ps`` from block ``l``)."""
 
     def deco(stage):
-        METHODS[name] = {"scheme": scheme, "law": law, "options": tuple(options), "lookahead": lookahead,
-                         "stochastic_depth": stochastic_depth, "transition": transition, "stage": stage}
+        METHODS[name] = {
+            "scheme": scheme,
+            "law": law,
+            "options": tuple(options),
+            "lookahead": lookahead,
+            "stochastic_depth": stochastic_depth,
+            "transition": transition,
+            "stage": stage,
+        }
         return stage
 
     return deco
@@ -317,8 +357,15 @@ def _neumann_stage(cfg, s):
 
 @register_method("lm", scheme="lm", options=("k_init", "per_channel"))
 def _lm_stage(cfg, s):
-    return lm_stage(_blocks(cfg, s), dt=s.dt, k_init=cfg["k_init"], per_channel=cfg["per_channel"],
-                    channels=s.c_out, post=s.post, name=s.name)
+    return lm_stage(
+        _blocks(cfg, s),
+        dt=s.dt,
+        k_init=cfg["k_init"],
+        per_channel=cfg["per_channel"],
+        channels=s.c_out,
+        post=s.post,
+        name=s.name,
+    )
 
 
 @register_method("coupled", scheme="coupled")
@@ -330,34 +377,59 @@ def _coupled_stage(cfg, s):
 
 
 def _drop_field(cfg, s):
-    p_blocks = s.ps[s.l:s.l + s.coarse_count]
+    p_blocks = s.ps[s.l : s.l + s.coarse_count]
     if s.count != s.coarse_count:  # survival interpolated in t (sdenet.nn.refine)
         p_blocks = resample_values(p_blocks, s.count, s.count / s.coarse_count)
     field = DropField(_blocks(cfg, s), p_blocks, s.dt, noise=s.noise, p_schedule=cfg["p_schedule"])
     return field, [_law(cfg, p) for p in field.p]
 
 
-@register_method("sd", scheme="weak_euler", law="drop", options=("p_L", "mode", "law", "p_schedule"),
-                 stochastic_depth=True, transition=_drop_transition)
+@register_method(
+    "sd",
+    scheme="weak_euler",
+    law="drop",
+    options=("p_L", "mode", "law", "p_schedule"),
+    stochastic_depth=True,
+    transition=_drop_transition,
+)
 def _sd_stage(cfg, s):
     field, laws = _drop_field(cfg, s)
     return Stage(field, [WeakEuler(law) for law in laws], name=s.name, post=s.post)
 
 
-@register_method("lm_sd", scheme="stochastic_lm", law="drop",
-                 options=("p_L", "mode", "k_init", "per_channel", "law", "p_schedule"),
-                 stochastic_depth=True, transition=_drop_transition)
+@register_method(
+    "lm_sd",
+    scheme="stochastic_lm",
+    law="drop",
+    options=("p_L", "mode", "k_init", "per_channel", "law", "p_schedule"),
+    stochastic_depth=True,
+    transition=_drop_transition,
+)
 def _lm_sd_stage(cfg, s):
     field, laws = _drop_field(cfg, s)
-    return lm_stage(field, k_init=cfg["k_init"], per_channel=cfg["per_channel"], channels=s.c_out,
-                    post=s.post, name=s.name, stochastic_laws=laws)
+    return lm_stage(
+        field,
+        k_init=cfg["k_init"],
+        per_channel=cfg["per_channel"],
+        channels=s.c_out,
+        post=s.post,
+        name=s.name,
+        stochastic_laws=laws,
+    )
 
 
-@register_method("shake", scheme="weak_euler", law="uniform", options=("forward", "backward", "level", "law"),
-                 transition=_shake_transition)
+@register_method(
+    "shake",
+    scheme="weak_euler",
+    law="uniform",
+    options=("forward", "backward", "level", "law"),
+    transition=_shake_transition,
+)
 def _shake_stage(cfg, s):
     b1, b2 = _blocks(cfg, s), _blocks(cfg, s)
-    field = ShakeField(b1, b2, s.dt, noise=cfg["level_noise"], forward=cfg["forward"], backward=cfg["backward"])
+    field = ShakeField(
+        b1, b2, s.dt, noise=cfg["level_noise"], forward=cfg["forward"], backward=cfg["backward"]
+    )
     return Stage(field, WeakEuler(_law(cfg)), name=s.name, post=s.post)
 
 
@@ -365,13 +437,18 @@ def _build(cfg) -> Network:
     arch, entry = cfg["arch"], METHODS[cfg["method"]]
     stem_kind, head_act, post = ARCHS[arch]["stem"], ARCHS[arch]["head"], ARCHS[arch]["post"]
     if entry["stage"] is None:  # Chang et al.'s families build the whole network (sdenet/nn/reversible.py)
-        net = entry["network"](cfg, _stem(stem_kind, cfg["stem_width"]),
-                               _Head(cfg["widths"][-1], cfg["num_classes"], head_act))
+        net = entry["network"](
+            cfg, _stem(stem_kind, cfg["stem_width"]), _Head(cfg["widths"][-1], cfg["num_classes"], head_act)
+        )
         net.config = {k: v for k, v in cfg.items() if k != "level_noise"}
         return net
-    s = SimpleNamespace(dt=cfg["dt"] / cfg.get("refine", 1), post=post, noise=cfg.get("mode", "sample"),
-                        ps=_survival(cfg) if entry["stochastic_depth"] else None,
-                        l=0)  # l: global block counter (stochastic depth)
+    s = SimpleNamespace(
+        dt=cfg["dt"] / cfg.get("refine", 1),
+        post=post,
+        noise=cfg.get("mode", "sample"),
+        ps=_survival(cfg) if entry["stochastic_depth"] else None,
+        l=0,
+    )  # l: global block counter (stochastic depth)
     stem_width = cfg["stem_width"]
     layers = []
     c_in = stem_width
@@ -415,22 +492,44 @@ REGISTRY: dict[str, dict] = {}
 
 _COMMON = ("dt", "widths", "blocks", "stem_width", "refine")
 _DEFAULTS = {
-    "dt": 1.0, "k_init": (-0.1, 0.0), "per_channel": False, "p_L": 0.5, "mode": "sample",
-    "forward": "shake", "backward": "shake", "level": "image", "terms": 2, "law": None, "shortcut": None,
-    "p_schedule": "fixed", "refine": 1,
+    "dt": 1.0,
+    "k_init": (-0.1, 0.0),
+    "per_channel": False,
+    "p_L": 0.5,
+    "mode": "sample",
+    "forward": "shake",
+    "backward": "shake",
+    "level": "image",
+    "terms": 2,
+    "law": None,
+    "shortcut": None,
+    "p_schedule": "fixed",
+    "refine": 1,
 }
 
 
 def _register(name, *, arch, method, widths, blocks, stem_width, dataset="cifar", strides=None, **extra):
     cfg = dict(_DEFAULTS)
-    cfg.update(arch=arch, method=method, widths=tuple(widths), blocks=tuple(blocks), stem_width=stem_width,
-               strides=tuple(strides or ((1,) + (2,) * (len(widths) - 1))))
+    cfg.update(
+        arch=arch,
+        method=method,
+        widths=tuple(widths),
+        blocks=tuple(blocks),
+        stem_width=stem_width,
+        strides=tuple(strides or ((1,) + (2,) * (len(widths) - 1))),
+    )
     cfg.update(extra)
     options = _COMMON + METHODS[method]["options"] + ARCHS[arch]["options"]
     options += () if ARCHS[arch]["fixed_shortcut"] else ("shortcut",)
     scheme, law = METHODS[method]["scheme"], METHODS[method]["law"]
-    REGISTRY[name] = {"cfg": cfg, "dataset": dataset, "scheme": scheme, "law": law, "options": options,
-                      "params": None}
+    REGISTRY[name] = {
+        "cfg": cfg,
+        "dataset": dataset,
+        "scheme": scheme,
+        "law": law,
+        "options": options,
+        "params": None,
+    }
 
 
 def _cifar_depths():
@@ -438,65 +537,141 @@ def _cifar_depths():
 
 
 for _d, _n in _cifar_depths().items():
-    _register(f"resnet{_d}", arch="postact", method="euler", widths=(16, 32, 64), blocks=(_n,) * 3, stem_width=16)
+    _register(
+        f"resnet{_d}", arch="postact", method="euler", widths=(16, 32, 64), blocks=(_n,) * 3, stem_width=16
+    )
 for _d, _n in _cifar_depths().items():
-    _register(f"preact_resnet{_d}", arch="preact", method="euler", widths=(16, 32, 64), blocks=(_n,) * 3,
-              stem_width=16)
-_register("preact_resnet164", arch="preact_bottleneck", method="euler", widths=(16, 32, 64), blocks=(18,) * 3,
-          stem_width=16)
+    _register(
+        f"preact_resnet{_d}",
+        arch="preact",
+        method="euler",
+        widths=(16, 32, 64),
+        blocks=(_n,) * 3,
+        stem_width=16,
+    )
+_register(
+    "preact_resnet164",
+    arch="preact_bottleneck",
+    method="euler",
+    widths=(16, 32, 64),
+    blocks=(18,) * 3,
+    stem_width=16,
+)
 for _d, _n in _cifar_depths().items():
-    _register(f"lm_resnet{_d}", arch="preact", method="lm", widths=(16, 32, 64), blocks=(_n,) * 3, stem_width=16)
-_register("lm_resnet164", arch="preact_bottleneck", method="lm", widths=(16, 32, 64), blocks=(18,) * 3,
-          stem_width=16)
+    _register(
+        f"lm_resnet{_d}", arch="preact", method="lm", widths=(16, 32, 64), blocks=(_n,) * 3, stem_width=16
+    )
+_register(
+    "lm_resnet164",
+    arch="preact_bottleneck",
+    method="lm",
+    widths=(16, 32, 64),
+    blocks=(18,) * 3,
+    stem_width=16,
+)
 for _c in (8, 16):
     for _m in ("euler", "lm"):
-        _register(f"{'lm_' if _m == 'lm' else ''}resnext29_{_c}x64d", arch="resnext", method=_m,
-                  widths=(256, 512, 1024), blocks=(3, 3, 3), stem_width=64, cardinality=_c, base_width=64)
+        _register(
+            f"{'lm_' if _m == 'lm' else ''}resnext29_{_c}x64d",
+            arch="resnext",
+            method=_m,
+            widths=(256, 512, 1024),
+            blocks=(3, 3, 3),
+            stem_width=64,
+            cardinality=_c,
+            base_width=64,
+        )
 for _d in (56, 110):
     _n = _cifar_depths()[_d]
-    _register(f"sd_resnet{_d}", arch="preact", method="sd", widths=(16, 32, 64), blocks=(_n,) * 3, stem_width=16)
-    _register(f"lm_sd_resnet{_d}", arch="preact", method="lm_sd", widths=(16, 32, 64), blocks=(_n,) * 3,
-              stem_width=16)
+    _register(
+        f"sd_resnet{_d}", arch="preact", method="sd", widths=(16, 32, 64), blocks=(_n,) * 3, stem_width=16
+    )
+    _register(
+        f"lm_sd_resnet{_d}",
+        arch="preact",
+        method="lm_sd",
+        widths=(16, 32, 64),
+        blocks=(_n,) * 3,
+        stem_width=16,
+    )
 for _w in (32, 96):
-    _register(f"shake_shake26_2x{_w}d", arch="shake", method="shake", widths=(_w, 2 * _w, 4 * _w), blocks=(4, 4, 4),
-              stem_width=16)
+    _register(
+        f"shake_shake26_2x{_w}d",
+        arch="shake",
+        method="shake",
+        widths=(_w, 2 * _w, 4 * _w),
+        blocks=(4, 4, 4),
+        stem_width=16,
+    )
 _register("polynet", arch="preact", method="neumann", widths=(16, 32, 64), blocks=(3, 3, 3), stem_width=16)
 _register("fractalnet", arch="preact", method="heun", widths=(16, 32, 64), blocks=(4, 4, 4), stem_width=16)
 _register("revnet", arch="revnet", method="coupled", widths=(32, 64, 128), blocks=(3, 3, 3), stem_width=32)
 # tiny models for tests and quick CPU runs: widths 8/16/32, two blocks per stage
-for _name, _m, _arch in (("tiny_resnet", "euler", "preact"), ("tiny_lm_resnet", "lm", "preact"),
-                         ("tiny_sd_resnet", "sd", "preact"), ("tiny_lm_sd_resnet", "lm_sd", "preact"),
-                         ("tiny_shake_shake", "shake", "shake")):
+for _name, _m, _arch in (
+    ("tiny_resnet", "euler", "preact"),
+    ("tiny_lm_resnet", "lm", "preact"),
+    ("tiny_sd_resnet", "sd", "preact"),
+    ("tiny_lm_sd_resnet", "lm_sd", "preact"),
+    ("tiny_shake_shake", "shake", "shake"),
+):
     _register(_name, arch=_arch, method=_m, widths=(8, 16, 32), blocks=(2, 2, 2), stem_width=8)
 # Ruthotto & Haber's PDE-based CNNs: every 3x3 kernel a combination of differential operators
 # scaled by the grid spacing, so the network is resolution independent (sdenet/nn/operators.py)
 _register("tiny_pde_resnet", arch="pde", method="euler", widths=(8, 16, 32), blocks=(2, 2, 2), stem_width=8)
 _register("pde_resnet20", arch="pde", method="euler", widths=(16, 32, 64), blocks=(3, 3, 3), stem_width=16)
 # Chang et al. (AAAI 2018): Hamiltonian, midpoint and leapfrog networks (sdenet/nn/reversible.py)
-from .reversible import FAMILIES as _REV_FAMILIES, build_reversible as _build_reversible  # noqa: E402
+from .reversible import FAMILIES as _REV_FAMILIES  # noqa: E402
+from .reversible import build_reversible as _build_reversible  # noqa: E402
 
 # the reversible families build their own blocks (build_reversible): only stem and head come from here
-ARCHS["reversible"] = {"stem": "conv_bn_relu", "head": "bn_relu", "post": None, "shortcut": None,
-                       "expansion": 1, "branch": None, "options": (), "fixed_shortcut": False,
-                       "even_widths": False}
+ARCHS["reversible"] = {
+    "stem": "conv_bn_relu",
+    "head": "bn_relu",
+    "post": None,
+    "shortcut": None,
+    "expansion": 1,
+    "branch": None,
+    "options": (),
+    "fixed_shortcut": False,
+    "even_widths": False,
+}
 for _m, _scheme in _REV_FAMILIES.items():  # each family builds its whole network
-    METHODS[_m] = {"scheme": _scheme, "law": None, "options": (), "lookahead": 0, "stochastic_depth": False,
-                   "transition": None, "stage": None, "network": _build_reversible}
-for _name, _m, _w, _u in (("hamiltonian74", "hamiltonian", (32, 64, 112), 6),
-                          ("hamiltonian218", "hamiltonian", (32, 64, 128), 18),
-                          ("hamiltonian1202", "hamiltonian", (32, 64, 128), 100),
-                          ("midpoint62", "midpoint", (32, 64, 112), 5),
-                          ("midpoint200", "midpoint", (32, 64, 128), 16),
-                          ("leapfrog62", "leapfrog", (32, 64, 112), 5),
-                          ("leapfrog200", "leapfrog", (32, 64, 128), 16),
-                          ("tiny_hamiltonian", "hamiltonian", (8, 16, 32), 2),
-                          ("tiny_midpoint", "midpoint", (8, 16, 32), 2),
-                          ("tiny_leapfrog", "leapfrog", (8, 16, 32), 2)):
-    _register(_name, arch="reversible", method=_m, widths=_w, blocks=(_u,) * 3, stem_width=_w[0])
+    METHODS[_m] = {
+        "scheme": _scheme,
+        "law": None,
+        "options": (),
+        "lookahead": 0,
+        "stochastic_depth": False,
+        "transition": None,
+        "stage": None,
+        "network": _build_reversible,
+    }
+for _name, _m, _widths, _units in (
+    ("hamiltonian74", "hamiltonian", (32, 64, 112), 6),
+    ("hamiltonian218", "hamiltonian", (32, 64, 128), 18),
+    ("hamiltonian1202", "hamiltonian", (32, 64, 128), 100),
+    ("midpoint62", "midpoint", (32, 64, 112), 5),
+    ("midpoint200", "midpoint", (32, 64, 128), 16),
+    ("leapfrog62", "leapfrog", (32, 64, 112), 5),
+    ("leapfrog200", "leapfrog", (32, 64, 128), 16),
+    ("tiny_hamiltonian", "hamiltonian", (8, 16, 32), 2),
+    ("tiny_midpoint", "midpoint", (8, 16, 32), 2),
+    ("tiny_leapfrog", "leapfrog", (8, 16, 32), 2),
+):
+    _register(
+        _name, arch="reversible", method=_m, widths=_widths, blocks=(_units,) * 3, stem_width=_widths[0]
+    )
 for _d, _b in ((50, (3, 4, 6, 3)), (101, (3, 4, 23, 3))):
     for _m in ("euler", "lm"):
-        _register(f"{'lm_' if _m == 'lm' else ''}resnet{_d}", arch="imagenet", method=_m, widths=(64, 128, 256, 512),
-                  blocks=_b, stem_width=64, dataset="imagenet")
+        _register(
+            f"{'lm_' if _m == 'lm' else ''}resnet{_d}",
+            arch="imagenet",
+            method=_m,
+            widths=(64, 128, 256, 512),
+            blocks=_b,
+            stem_width=64,
+            dataset="imagenet",
+        )
 
 
 def names() -> list:
@@ -533,8 +708,9 @@ def _resolve(name, num_classes, overrides) -> dict:
     cfg = dict(entry["cfg"])
     unknown = sorted(set(overrides) - set(entry["options"]))
     if unknown:
-        raise ValueError(f"{name}: unknown override(s) {', '.join(unknown)}; "
-                         f"{name} accepts {', '.join(entry['options'])}")
+        raise ValueError(
+            f"{name}: unknown override(s) {', '.join(unknown)}; {name} accepts {', '.join(entry['options'])}"
+        )
     cfg.update(overrides)
     if num_classes is None:
         num_classes = 1000 if entry["dataset"] == "imagenet" else 10
@@ -545,7 +721,9 @@ def _resolve(name, num_classes, overrides) -> dict:
     cfg["stem_width"] = _positive_int(name, "stem_width", cfg["stem_width"])
     r = cfg["refine"]
     if isinstance(r, bool) or not isinstance(r, (int, float)) or not (r > 0 and math.isfinite(r)):
-        raise ValueError(f"{name}: refine must be a positive factor (blocks x F, dt / F at fixed T), got {r!r}")
+        raise ValueError(
+            f"{name}: refine must be a positive factor (blocks x F, dt / F at fixed T), got {r!r}"
+        )
     cfg["refine"] = int(r) if float(r).is_integer() else float(r)
     try:
         cfg["dt"] = _check_dt(cfg["dt"])
@@ -556,12 +734,18 @@ def _resolve(name, num_classes, overrides) -> dict:
         raise ValueError(f"{name}: p_L (final survival probability) must lie in (0, 1], got {p_L!r}")
     cfg["p_L"] = float(p_L)
     if cfg["p_schedule"] not in P_SCHEDULES:
-        raise ValueError(f"{name}: p_schedule must be one of {', '.join(P_SCHEDULES)}, got {cfg['p_schedule']!r}")
+        raise ValueError(
+            f"{name}: p_schedule must be one of {', '.join(P_SCHEDULES)}, got {cfg['p_schedule']!r}"
+        )
     if cfg["p_schedule"] == "sqrt" and cfg["dt"] / cfg["refine"] > 1:
-        raise ValueError(f"{name}: p_schedule='sqrt' needs dt <= 1 (survival 1/2 + (p - 1/2) sqrt(dt)), "
-                         f"got dt={cfg['dt']:g}")
+        raise ValueError(
+            f"{name}: p_schedule='sqrt' needs dt <= 1 (survival 1/2 + (p - 1/2) sqrt(dt)), "
+            f"got dt={cfg['dt']:g}"
+        )
     if cfg["mode"] not in ("sample", "batch"):
-        raise ValueError(f"{name}: mode must be 'sample' (per image) or 'batch' (per batch), got {cfg['mode']!r}")
+        raise ValueError(
+            f"{name}: mode must be 'sample' (per image) or 'batch' (per batch), got {cfg['mode']!r}"
+        )
     try:
         lo, hi = (float(v) for v in cfg["k_init"])
     except (TypeError, ValueError):
@@ -587,8 +771,10 @@ def _resolve(name, num_classes, overrides) -> dict:
         except ValueError as err:
             raise ValueError(f"{name}: {err}") from None
     if cfg["shortcut"] is not None and cfg["shortcut"] not in SHORTCUTS:
-        raise ValueError(f"{name}: shortcut must be one of {', '.join(SHORTCUTS)} (or None for the "
-                         f"architecture's own), got {cfg['shortcut']!r}")
+        raise ValueError(
+            f"{name}: shortcut must be one of {', '.join(SHORTCUTS)} (or None for the "
+            f"architecture's own), got {cfg['shortcut']!r}"
+        )
     for key in ARCHS[cfg["arch"]]["options"]:  # resnext's cardinality and base_width
         cfg[key] = _positive_int(name, key, cfg[key])
     if ARCHS[cfg["arch"]]["even_widths"] and any(w % 2 for w in cfg["widths"]):
@@ -596,13 +782,15 @@ def _resolve(name, num_classes, overrides) -> dict:
     if METHODS[cfg["method"]]["lookahead"]:  # Heun (FractalNet)
         short = [i + 1 for i, b in enumerate(cfg["blocks"]) if b < 3]
         if short:
-            raise ValueError(f"{name}: each Heun stage needs at least 3 blocks (transition + 2), "
-                             f"stages {short} have fewer")
+            raise ValueError(
+                f"{name}: each Heun stage needs at least 3 blocks (transition + 2), stages {short} have fewer"
+            )
     return cfg
 
 
-def create(name: str, num_classes: int | None = None, memory: str = "store", memory_exact: bool = True,
-           **overrides) -> Network:
+def create(
+    name: str, num_classes: int | None = None, memory: str = "store", memory_exact: bool = True, **overrides
+) -> Network:
     """Build the registered model ``name`` (``num_classes`` defaults to 10 on CIFAR, 1000 on ImageNet).
 
     ``refine=F`` builds the fixed-T refinement directly: every ODE stage takes F× the steps at
@@ -643,5 +831,10 @@ def info(name: str) -> dict:
     entry = _entry(name)
     if entry["params"] is None:
         entry["params"] = count_params(name)
-    return {"name": name, "params": entry["params"], "dataset": entry["dataset"], "scheme": entry["scheme"],
-            "law": entry["law"]}
+    return {
+        "name": name,
+        "params": entry["params"],
+        "dataset": entry["dataset"],
+        "scheme": entry["scheme"],
+        "law": entry["law"],
+    }

@@ -48,6 +48,10 @@ class Network(nn.Module):
     """``logits = head(layers(stem(x)))``, each layer ``x ↦ stage(transition(x))`` (a stage being
     ``N`` steps of a scheme on the field of its blocks), with the sdenet reports as methods."""
 
+    #: set by :func:`sdenet.models.create`: the registered name and its resolved configuration
+    name: str
+    config: dict
+
     def __init__(self, stem: nn.Module, layers, head: nn.Module):
         super().__init__()
         self.stem = stem
@@ -140,7 +144,9 @@ def reset_weak_stats(model: nn.Module) -> None:
             cast(Any, m).reset_weak_stats()
 
 
-def mc_predict(model: nn.Module, x: torch.Tensor, samples: int = 16, generator: torch.Generator | None = None):
+def mc_predict(
+    model: nn.Module, x: torch.Tensor, samples: int = 16, generator: torch.Generator | None = None
+):
     """Monte Carlo prediction: the mean of ``softmax(model(x))`` over ``samples`` forwards with
     batch norm in eval mode but the network noise on (see :func:`sdenet.nn.noise_on`).
 
@@ -152,7 +158,11 @@ def mc_predict(model: nn.Module, x: torch.Tensor, samples: int = 16, generator: 
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"mc_predict: x must be a tensor, got {type(x).__name__}")
     modes = [(m, m.training) for m in model.modules()]
-    gens = [(m, m._generator) for m in model.modules() if isinstance(m, Stage) or getattr(m, "records_noise", False)]
+    gens = [
+        (m, m._generator)
+        for m in model.modules()
+        if isinstance(m, Stage) or getattr(m, "records_noise", False)
+    ]
     try:
         model.eval()
         if generator is not None:
@@ -169,4 +179,3 @@ def mc_predict(model: nn.Module, x: torch.Tensor, samples: int = 16, generator: 
             m.training = mode
         for m, g in gens:
             m._generator = g
-

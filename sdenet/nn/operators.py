@@ -70,8 +70,16 @@ def stencils(dtype=torch.float64) -> torch.Tensor:
     e1 = torch.tensor([-0.5, 0.0, 0.5], dtype=torch.float64)
     e2 = torch.tensor([1.0, -2.0, 1.0], dtype=torch.float64)
     # outer(y-stencil, x-stencil)
-    s = torch.stack([torch.outer(e0, e0), torch.outer(e0, e1), torch.outer(e1, e0),
-                     torch.outer(e0, e2), torch.outer(e2, e0), torch.outer(e1, e1)])
+    s = torch.stack(
+        [
+            torch.outer(e0, e0),
+            torch.outer(e0, e1),
+            torch.outer(e1, e0),
+            torch.outer(e0, e2),
+            torch.outer(e2, e0),
+            torch.outer(e1, e1),
+        ]
+    )
     return s.to(dtype)
 
 
@@ -97,8 +105,7 @@ class DiffConv2d(nn.Module):
     basis: torch.Tensor
     orders: torch.Tensor
 
-    def __init__(self, c_in: int, c_out: int, stride: int = 1, spacing: float = 1.0,
-                 dilation: int = 1):
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, spacing: float = 1.0, dilation: int = 1):
         super().__init__()
         self.c_in = _positive_int("DiffConv2d", "c_in", c_in)
         self.c_out = _positive_int("DiffConv2d", "c_out", c_out)
@@ -136,12 +143,15 @@ class DiffConv2d(nn.Module):
         return torch.einsum("oik,kab->oiab", self.coef * s, self.basis.to(self.coef.dtype))
 
     def forward(self, x):
-        return F.conv2d(x, self.weight().to(x.dtype), stride=self.stride, padding=self.dilation,
-                        dilation=self.dilation)
+        return F.conv2d(
+            x, self.weight().to(x.dtype), stride=self.stride, padding=self.dilation, dilation=self.dilation
+        )
 
     def extra_repr(self):
-        return (f"{self.c_in}, {self.c_out}, stride={self.stride}, spacing={float(self.spacing):g}, "
-                f"dilation={self.dilation}, operators={'/'.join(OPERATORS)}")
+        return (
+            f"{self.c_in}, {self.c_out}, stride={self.stride}, spacing={float(self.spacing):g}, "
+            f"dilation={self.dilation}, operators={'/'.join(OPERATORS)}"
+        )
 
 
 class PDEBasic(nn.Module):

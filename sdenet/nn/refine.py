@@ -149,12 +149,16 @@ def _combine_tensor(t: torch.Tensor, plan) -> torch.Tensor:
 
 def _time_lists(field, n_blocks):
     """The field's lists of blocks in time: its ``nn.ModuleList`` children of length ``n_blocks``."""
-    return [name for name, child in field.named_children()
-            if isinstance(child, nn.ModuleList) and len(child) == n_blocks]
+    return [
+        name
+        for name, child in field.named_children()
+        if isinstance(child, nn.ModuleList) and len(child) == n_blocks
+    ]
 
 
-def _resample_stage(stage: Stage, new_steps: int, block_plan, step_plan, ratio: float,
-                    p_schedule: str | None = None) -> Stage:
+def _resample_stage(
+    stage: Stage, new_steps: int, block_plan, step_plan, ratio: float, p_schedule: str | None = None
+) -> Stage:
     field = stage.field
     n_old = len(field)
     extra = n_old - stage.steps  # blocks evaluated past the last step (Heun's look-ahead)
@@ -164,8 +168,10 @@ def _resample_stage(stage: Stage, new_steps: int, block_plan, step_plan, ratio: 
     new = copy.deepcopy(stage, {id(getattr(field, name)): nn.ModuleList() for name in names})
     nf = new.field
     if not names:
-        raise ValueError(f"refine: stage {stage.name!r} has a {type(field).__name__} with no list of blocks in "
-                         f"time (an nn.ModuleList of its {n_old} blocks) to prolong")
+        raise ValueError(
+            f"refine: stage {stage.name!r} has a {type(field).__name__} with no list of blocks in "
+            f"time (an nn.ModuleList of its {n_old} blocks) to prolong"
+        )
     plan = [block_plan(i, n_old) for i in range(n_new)]
     for name in names:
         old_list = getattr(field, name)
@@ -197,8 +203,9 @@ def _resample_stage(stage: Stage, new_steps: int, block_plan, step_plan, ratio: 
     coeffs = getattr(new, "coefficients", None)
     if isinstance(coeffs, torch.Tensor):
         with torch.no_grad():
-            new.coefficients = nn.Parameter(_combine_tensor(coeffs.detach(), splan),
-                                            requires_grad=coeffs.requires_grad)
+            new.coefficients = nn.Parameter(
+                _combine_tensor(coeffs.detach(), splan), requires_grad=coeffs.requires_grad
+            )
     for s in schemes:
         s.check(nf)
     new.schemes = schemes
@@ -208,7 +215,11 @@ def _resample_stage(stage: Stage, new_steps: int, block_plan, step_plan, ratio: 
 
 
 def _stages(model):
-    return [(path, m) for path, m in model.named_modules() if isinstance(m, Stage) and not isinstance(m, Transition)]
+    return [
+        (path, m)
+        for path, m in model.named_modules()
+        if isinstance(m, Stage) and not isinstance(m, Transition)
+    ]
 
 
 def _replace(root, path, new):
@@ -232,18 +243,25 @@ def _transform(model, what, ratio, block_plan, step_plan, check_steps, p_schedul
         raise ValueError(f"{what}: expected an nn.Module, got {type(model).__name__}")
     stages = _stages(model)
     if not stages:
-        raise ValueError(f"{what}: {type(model).__name__} has no sdenet Stage to {what} (build it with "
-                         f"sdenet.models.create, or convert a torchvision ResNet with sdenet.nn.to_lm)")
+        raise ValueError(
+            f"{what}: {type(model).__name__} has no sdenet Stage to {what} (build it with "
+            f"sdenet.models.create, or convert a torchvision ResNet with sdenet.nn.to_lm)"
+        )
     for path, stage in stages:
         check_steps(stage, path)
     if isinstance(model, Stage) and not isinstance(model, Transition):
         stage = model
-        return _resample_stage(stage, int(round(stage.steps * ratio)), block_plan, step_plan, ratio, p_schedule)
+        return _resample_stage(
+            stage, int(round(stage.steps * ratio)), block_plan, step_plan, ratio, p_schedule
+        )
     out = copy.deepcopy(model)
     for path, _ in _stages(out):
         stage = out.get_submodule(path)
-        _replace(out, path, _resample_stage(stage, int(round(stage.steps * ratio)), block_plan, step_plan, ratio,
-                                            p_schedule))
+        _replace(
+            out,
+            path,
+            _resample_stage(stage, int(round(stage.steps * ratio)), block_plan, step_plan, ratio, p_schedule),
+        )
     cfg = getattr(out, "config", None)
     if isinstance(cfg, dict):
         cfg = dict(cfg)
@@ -256,7 +274,9 @@ def _transform(model, what, ratio, block_plan, step_plan, check_steps, p_schedul
     return out
 
 
-def refine(model: nn.Module, factor: int = 2, mode: str = "constant", p_schedule: str | None = None) -> nn.Module:
+def refine(
+    model: nn.Module, factor: int = 2, mode: str = "constant", p_schedule: str | None = None
+) -> nn.Module:
     """A new network whose every stage integrates the same T with ``factor``× the steps at Δt/``factor``.
 
     ``mode``: ``"constant"`` (block n's weights over its sub-steps) or ``"linear"`` (weights
@@ -285,7 +305,9 @@ def refine(model: nn.Module, factor: int = 2, mode: str = "constant", p_schedule
     return _transform(model, "refine", float(factor), block_plan, step_plan, lambda s, p: None, p_schedule)
 
 
-def coarsen(model: nn.Module, factor: int = 2, mode: str = "inject", p_schedule: str | None = None) -> nn.Module:
+def coarsen(
+    model: nn.Module, factor: int = 2, mode: str = "inject", p_schedule: str | None = None
+) -> nn.Module:
     """The restriction: every stage takes ``steps/factor`` steps of ``factor·Δt`` over the same T.
 
     ``mode="inject"`` keeps the blocks (and LM coefficients, survival probabilities) at
@@ -301,8 +323,10 @@ def coarsen(model: nn.Module, factor: int = 2, mode: str = "inject", p_schedule:
 
     def check(stage, path):
         if stage.steps % factor:
-            raise ValueError(f"coarsen: stage {stage.name or path!r} takes {stage.steps} steps, not a multiple "
-                             f"of factor={factor}")
+            raise ValueError(
+                f"coarsen: stage {stage.name or path!r} takes {stage.steps} steps, not a multiple "
+                f"of factor={factor}"
+            )
 
     def block_plan(i, n_old):
         return _restrict(i, factor, n_old, mode)

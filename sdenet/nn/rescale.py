@@ -88,12 +88,16 @@ __all__ = ["rescale", "rescale_kernel", "moment_transform", "dilate_", "atrous_f
 
 def _check_factor(factor, where: str) -> float:
     if isinstance(factor, bool) or not isinstance(factor, numbers.Real):
-        raise ValueError(f"{where}: factor must be a positive number (2 prolongs to twice the "
-                         f"resolution, 0.5 restricts to half), got {factor!r}")
+        raise ValueError(
+            f"{where}: factor must be a positive number (2 prolongs to twice the "
+            f"resolution, 0.5 restricts to half), got {factor!r}"
+        )
     f = float(factor)
     if not math.isfinite(f) or f <= 0:
-        raise ValueError(f"{where}: factor must be a positive finite number (2 prolongs to "
-                         f"twice the resolution, 0.5 restricts to half), got {factor!r}")
+        raise ValueError(
+            f"{where}: factor must be a positive finite number (2 prolongs to "
+            f"twice the resolution, 0.5 restricts to half), got {factor!r}"
+        )
     return f
 
 
@@ -109,7 +113,7 @@ def moment_transform(k: int, factor: float, dtype=torch.float64) -> torch.Tensor
     fact = torch.exp(torch.lgamma(q + 1))
     V = j[None, :] ** q[:, None] / fact[:, None]
     V[0, :] = 1.0  # 0**0
-    D = torch.diag(f ** q)
+    D = torch.diag(f**q)
     T = torch.linalg.solve(V, D @ V)
     return T.to(dtype)
 
@@ -126,8 +130,7 @@ def _check_order(order, where: str):
     if order is None:
         return None
     if isinstance(order, bool) or not isinstance(order, numbers.Integral) or order < 0:
-        raise ValueError(f"{where}: order must be None (every moment) or an integer >= 0, got "
-                         f"{order!r}")
+        raise ValueError(f"{where}: order must be None (every moment) or an integer >= 0, got {order!r}")
     return int(order)
 
 
@@ -140,8 +143,10 @@ def rescale_kernel(weight: torch.Tensor, factor: float, order: int | None = None
     f = _check_factor(factor, "rescale_kernel")
     cap = _check_order(order, "rescale_kernel")
     if not isinstance(weight, torch.Tensor) or weight.dim() < 3:
-        raise ValueError(f"rescale_kernel: expected a convolution weight (C_out, C_in, k...), "
-                         f"got {getattr(weight, 'shape', type(weight).__name__)}")
+        raise ValueError(
+            f"rescale_kernel: expected a convolution weight (C_out, C_in, k...), "
+            f"got {getattr(weight, 'shape', type(weight).__name__)}"
+        )
     w = weight.detach().to(torch.float64)
     axes = [a for a in range(2, w.dim()) if w.shape[a] > 1]
     if cap is None:  # separable: T = V^-1 diag(f^q) V along each axis
@@ -150,15 +155,14 @@ def rescale_kernel(weight: torch.Tensor, factor: float, order: int | None = None
             w = torch.movedim(torch.tensordot(w, T, dims=([axis], [1])), -1, axis)
         return w.to(weight.dtype)
     # moments M = V w along every axis, scaled by f^(total order) up to the cap, mapped back
-    total = torch.zeros([w.shape[a] if a in axes else 1 for a in range(2, w.dim())],
-                        dtype=torch.float64)
-    for i, axis in enumerate(axes):
+    total = torch.zeros([w.shape[a] if a in axes else 1 for a in range(2, w.dim())], dtype=torch.float64)
+    for _i, axis in enumerate(axes):
         V = _moment_matrix(w.shape[axis]).to(w.device)
         w = torch.movedim(torch.tensordot(w, V, dims=([axis], [1])), -1, axis)
         shape = [1] * total.dim()
         shape[axis - 2] = w.shape[axis]
         total = total + torch.arange(w.shape[axis], dtype=torch.float64).reshape(shape)
-    scale = torch.where(total <= cap, f ** total, torch.ones_like(total)).to(w.device)
+    scale = torch.where(total <= cap, f**total, torch.ones_like(total)).to(w.device)
     w = w * scale
     for axis in axes:
         Vinv = torch.linalg.inv(_moment_matrix(w.shape[axis])).to(w.device)
@@ -193,9 +197,11 @@ def atrous_factor(factor, where: str = "rescale") -> tuple[int, int]:
     inv = 1.0 / f
     if abs(inv - round(inv)) < 1e-9 * inv:
         return 1, int(round(inv))
-    raise ValueError(f"{where}: the à trous map takes an integer factor (2: twice the "
-                     f"resolution) or the inverse of one (0.5: half), got {factor!r}; "
-                     f"method='moments' takes any positive factor")
+    raise ValueError(
+        f"{where}: the à trous map takes an integer factor (2: twice the "
+        f"resolution) or the inverse of one (0.5: half), got {factor!r}; "
+        f"method='moments' takes any positive factor"
+    )
 
 
 def _spatial(m) -> list[int]:
@@ -219,11 +225,16 @@ def dilate_(model: nn.Module, factor) -> nn.Module:
     convs = list(_convs(model))
     ops = list(_operator_layers(model))
     pools = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.pooling._MaxPoolNd)]
-    avg = [n or type(m).__name__ for n, m in model.named_modules()
-           if isinstance(m, nn.modules.pooling._AvgPoolNd) and _wide_kernel(m)]
+    avg = [
+        n or type(m).__name__
+        for n, m in model.named_modules()
+        if isinstance(m, nn.modules.pooling._AvgPoolNd) and _wide_kernel(m)
+    ]
     if avg:
-        raise ValueError(f"rescale: average pool(s) {', '.join(avg[:4])} have no dilation, so "
-                         f"the à trous map cannot keep what they see; use method='moments'")
+        raise ValueError(
+            f"rescale: average pool(s) {', '.join(avg[:4])} have no dilation, so "
+            f"the à trous map cannot keep what they see; use method='moments'"
+        )
     plan = []
     for name, m in convs:
         axes = _spatial(m)
@@ -240,7 +251,8 @@ def dilate_(model: nn.Module, factor) -> nn.Module:
                         f"rescale: coarsening by {down} with the à trous map needs dilation and "
                         f"padding divisible by {down}; {name or type(m).__name__} has dilation "
                         f"{tuple(m.dilation)} and padding {m.padding} (it was not refined à "
-                        f"trous); use method='moments'")
+                        f"trous); use method='moments'"
+                    )
                 dil[a] //= down
                 if not isinstance(pad, str):
                     pad[a] //= down
@@ -257,21 +269,27 @@ def dilate_(model: nn.Module, factor) -> nn.Module:
         if (k if isinstance(k, int) else max(k)) > 1:
             ds, ps = (d,) if isinstance(d, int) else d, (p,) if isinstance(p, int) else p
             if up > 1 and any(ps):
-                raise ValueError(f"rescale: max pool {name or type(m).__name__} pads its input, "
-                                 f"and torch caps a max pool's padding at half its kernel, so it "
-                                 f"cannot be dilated à trous; use method='moments'")
+                raise ValueError(
+                    f"rescale: max pool {name or type(m).__name__} pads its input, "
+                    f"and torch caps a max pool's padding at half its kernel, so it "
+                    f"cannot be dilated à trous; use method='moments'"
+                )
             if down > 1 and any(v % down for v in ds + ps):
-                raise ValueError(f"rescale: coarsening by {down} with the à trous map needs the "
-                                 f"dilation and padding of {name} divisible by {down}; use "
-                                 f"method='moments'")
+                raise ValueError(
+                    f"rescale: coarsening by {down} with the à trous map needs the "
+                    f"dilation and padding of {name} divisible by {down}; use "
+                    f"method='moments'"
+                )
             fd = (lambda v: v // down) if down > 1 else (lambda v: v * up)
             d = fd(d) if isinstance(d, int) else tuple(fd(v) for v in d)
             p = fd(p) if isinstance(p, int) else tuple(fd(v) for v in p)
         pool_plan.append((m, d, p))
     for name, m in ops:
         if down > 1 and m.dilation % down:
-            raise ValueError(f"rescale: coarsening by {down} with the à trous map needs the "
-                             f"dilation of {name} divisible by {down}; use method='moments'")
+            raise ValueError(
+                f"rescale: coarsening by {down} with the à trous map needs the "
+                f"dilation of {name} divisible by {down}; use method='moments'"
+            )
     for m, new_dil, new_pad in plan:  # checked everything first: no half-dilated model on an error
         m.dilation = new_dil
         m.padding = new_pad
@@ -285,8 +303,7 @@ def dilate_(model: nn.Module, factor) -> nn.Module:
     return model
 
 
-def rescale(model: nn.Module, factor: float, order: int | None = None,
-            method: str = "atrous") -> nn.Module:
+def rescale(model: nn.Module, factor: float, order: int | None = None, method: str = "atrous") -> nn.Module:
     """A copy of ``model`` for images ``factor`` times the resolution it was trained on
     (``factor = 2``: 16×16 → 32×32, a prolongation; ``factor = 0.5``: 32×32 → 16×16, a
     restriction; 1 is a plain copy). ``model`` itself is not modified.
@@ -344,18 +361,24 @@ def rescale(model: nn.Module, factor: float, order: int | None = None,
     f = _check_factor(factor, "rescale")
     cap = _check_order(order, "rescale")
     if method == "atrous" and cap is not None:
-        raise ValueError("rescale: order applies to method='moments' (which moments to scale); "
-                         "the à trous map keeps every weight")
+        raise ValueError(
+            "rescale: order applies to method='moments' (which moments to scale); "
+            "the à trous map keeps every weight"
+        )
     if not isinstance(model, nn.Module):
         raise ValueError(f"rescale: expected a torch.nn.Module, got {type(model).__name__}")
     convs = list(_convs(model))
     if not convs and not list(_operator_layers(model)):
-        raise ValueError(f"rescale: {type(model).__name__} has no convolution, so there is "
-                         f"nothing to carry to another resolution")
+        raise ValueError(
+            f"rescale: {type(model).__name__} has no convolution, so there is "
+            f"nothing to carry to another resolution"
+        )
     bad = [name or type(m).__name__ for name, m in convs if m.transposed]
     if bad:
-        raise ValueError(f"rescale: transposed convolution(s) {', '.join(bad[:4])} are not "
-                         f"supported (only stencils on their input grid: nn.Conv1d/2d/3d)")
+        raise ValueError(
+            f"rescale: transposed convolution(s) {', '.join(bad[:4])} are not "
+            f"supported (only stencils on their input grid: nn.Conv1d/2d/3d)"
+        )
     if method == "atrous":
         atrous_factor(f, "rescale")
         return dilate_(copy.deepcopy(model), f)

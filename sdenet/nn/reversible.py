@@ -46,7 +46,14 @@ from .fields import BlockField, CoupledBlockField
 from .network import Layer, Network
 from .stage import Stage
 
-__all__ = ["TiedBlock", "AntisymmetricPair", "HamiltonianBlockField", "HalfPadPool", "build_reversible", "FAMILIES"]
+__all__ = [
+    "TiedBlock",
+    "AntisymmetricPair",
+    "HamiltonianBlockField",
+    "HalfPadPool",
+    "build_reversible",
+    "FAMILIES",
+]
 
 
 class TiedBlock(nn.Module):
@@ -127,12 +134,16 @@ def build_reversible(cfg, stem, head) -> Network:
         # resolution (their pooling and padding follow it), so that stage keeps one unit more
         n_here = n - (1 if i > 0 else 0) + (1 if i < last else 0)
         if n_here < 1:
-            raise ValueError(f"{method}: stage{i + 1} needs at least {2 if i == last else 1} units "
-                             f"(its first unit runs at the previous stage's width), got blocks={tuple(blocks)}")
+            raise ValueError(
+                f"{method}: stage{i + 1} needs at least {2 if i == last else 1} units "
+                f"(its first unit runs at the previous stage's width), got blocks={tuple(blocks)}"
+            )
         steps = n_here * factor
         if abs(steps - round(steps)) > 1e-9 or round(steps) < 1:
-            raise ValueError(f"refine={factor:g}: stage{i + 1} of {method} takes {n_here} steps, and {n_here} x "
-                             f"{factor:g} is not a positive whole number of steps")
+            raise ValueError(
+                f"refine={factor:g}: stage{i + 1} of {method} takes {n_here} steps, and {n_here} x "
+                f"{factor:g} is not a positive whole number of steps"
+            )
         units.append(int(round(steps)))
     if any(w % 2 for w in (cfg["stem_width"], *widths)):
         raise ValueError(f"{method} networks need even widths (two channel halves), got {widths}")
@@ -142,8 +153,9 @@ def build_reversible(cfg, stem, head) -> Network:
         name = f"stage{i + 1}"
         transition = HalfPadPool(c_in, c, stride) if (c != c_in or stride != 1) else None
         if method == "hamiltonian":
-            field = HamiltonianBlockField([TiedBlock(c // 2) for _ in range(n)],
-                                          [TiedBlock(c // 2) for _ in range(n)], dt)
+            field = HamiltonianBlockField(
+                [TiedBlock(c // 2) for _ in range(n)], [TiedBlock(c // 2) for _ in range(n)], dt
+            )
             stage = Stage(field, Hamiltonian(), name=name)
         else:
             scheme = Midpoint() if method == "midpoint" else Leapfrog()

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -96,10 +96,24 @@ class Stage(nn.Module):
     training (:mod:`sdenet.nn.memory`).
     """
 
+    # plain attributes (not tensors or modules), declared for type checkers
+    coefficients: torch.Tensor
+    memory_exact: bool
+    coefficient_kind: str
+
     memory = "store"
 
-    def __init__(self, blocks_or_field, scheme, *, dt: float | None = None, steps: int | None = None,
-                 t0: float = 0.0, post=None, name: str | None = None):
+    def __init__(
+        self,
+        blocks_or_field,
+        scheme,
+        *,
+        dt: float | None = None,
+        steps: int | None = None,
+        t0: float = 0.0,
+        post=None,
+        name: str | None = None,
+    ):
         super().__init__()
         if is_field(blocks_or_field):
             field = blocks_or_field
@@ -169,8 +183,11 @@ class Stage(nn.Module):
         return _POSTS[post](x) if isinstance(post, str) else post(x)
 
     def _noisy(self) -> bool:
-        return (self.field.noise is not None and (self.training or self._noise_on)
-                and getattr(self.field, "forward_noise", True))
+        return (
+            self.field.noise is not None
+            and (self.training or self._noise_on)
+            and getattr(self.field, "forward_noise", True)
+        )
 
     def coefficient(self, n: int):
         """The trained LM coefficient of step ``n`` (``k_n`` or ``g_n``), shaped to broadcast."""
@@ -197,9 +214,19 @@ class Stage(nn.Module):
             # first call: step 0 sees the field through the boundary checks (same outputs)
             check = FieldCheck(field, x, self._where())
         # the one loop (sdenet.loop); a user's time-continuous field gets t as a 0-dim tensor
-        x, state = run_steps(field, schemes, x, state, t0=t0, dt=dt, steps=self.steps, generator=gen,
-                             post=None if post is None else self._post, check_field=check,
-                             tensor_time=field.tensor_time)
+        x, state = run_steps(
+            field,
+            schemes,
+            x,
+            state,
+            t0=t0,
+            dt=dt,
+            steps=self.steps,
+            generator=gen,
+            post=None if post is None else self._post,
+            check_field=check,
+            tensor_time=field.tensor_time,
+        )
         if check is not None:
             self._boundary_checked = True
         if split:
@@ -268,9 +295,18 @@ class Transition(Stage):
         lifted = _AtInput(self.field, x)
         check = not torch.compiler.is_compiling() and not self._boundary_checked
         # one step of the one loop, from S(x) (first call: checked against S(x))
-        out, _ = run_steps(lifted, scheme, s, scheme.init(lifted, self.t0, s, 1.0), t0=self.t0, dt=1.0, steps=1,
-                           generator=self._generator, check_field=FieldCheck(lifted, s, self._where()) if check
-                           else None, tensor_time=self.field.tensor_time)
+        out, _ = run_steps(
+            lifted,
+            scheme,
+            s,
+            scheme.init(lifted, self.t0, s, 1.0),
+            t0=self.t0,
+            dt=1.0,
+            steps=1,
+            generator=self._generator,
+            check_field=FieldCheck(lifted, s, self._where()) if check else None,
+            tensor_time=self.field.tensor_time,
+        )
         if check:
             self._boundary_checked = True
         if self.post is not None:
@@ -290,8 +326,11 @@ def set_memory(module: nn.Module, mode: str, *, exact: bool = True) -> nn.Module
     naming the stage and the reason when the mode cannot work for one of them (nothing is
     changed then).
     """
-    stages = [(path, m) for path, m in module.named_modules()
-              if isinstance(m, Stage) and not isinstance(m, Transition)]
+    stages = [
+        (path, m)
+        for path, m in module.named_modules()
+        if isinstance(m, Stage) and not isinstance(m, Transition)
+    ]
     if mode not in MEMORY_MODES:
         raise ValueError(f"memory must be one of {', '.join(MEMORY_MODES)}, got {mode!r}")
     if not isinstance(exact, bool):
@@ -306,9 +345,19 @@ def set_memory(module: nn.Module, mode: str, *, exact: bool = True) -> nn.Module
     return module
 
 
-def lm_stage(blocks_or_field, *, dt=None, k_init=(-0.1, 0.0), per_channel: bool = False,
-             channels: int | None = None, post=None, name=None, stochastic_laws: Sequence | None = None,
-             generator: torch.Generator | None = None, steps: int | None = None) -> Stage:
+def lm_stage(
+    blocks_or_field,
+    *,
+    dt=None,
+    k_init=(-0.1, 0.0),
+    per_channel: bool = False,
+    channels: int | None = None,
+    post=None,
+    name=None,
+    stochastic_laws: Sequence | None = None,
+    generator: torch.Generator | None = None,
+    steps: int | None = None,
+) -> Stage:
     """An LM stage with one trained coefficient per step.
 
     Deterministic (``stochastic_laws=None``): ``LinearMultistep`` with ``k_n`` initialised
@@ -319,7 +368,9 @@ def lm_stage(blocks_or_field, *, dt=None, k_init=(-0.1, 0.0), per_channel: bool 
     number of blocks (or of laws); a time-continuous field needs it.
     """
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(f"lm_stage: generator must be a torch.Generator or None, got {type(generator).__name__}")
+        raise ValueError(
+            f"lm_stage: generator must be a torch.Generator or None, got {type(generator).__name__}"
+        )
     if is_field(blocks_or_field):
         field = blocks_or_field
     else:
@@ -339,7 +390,7 @@ def lm_stage(blocks_or_field, *, dt=None, k_init=(-0.1, 0.0), per_channel: bool 
         if not hasattr(field, "__len__"):
             raise ValueError(f"lm_stage: a {type(field).__name__} is continuous in time; give steps=")
         steps = len(field)
-    shape = (steps,)
+    shape: tuple[int, ...] = (steps,)
     if per_channel:
         if not channels:
             raise ValueError("lm_stage: per_channel=True needs the number of channels")
@@ -393,5 +444,5 @@ def set_generator(model: nn.Module, generator: torch.Generator | None) -> nn.Mod
         raise ValueError(f"set_generator: expected a torch.Generator or None, got {type(generator).__name__}")
     for m in model.modules():
         if isinstance(m, Stage) or getattr(m, "records_noise", False):
-            m._generator = generator
+            m._generator = generator  # type: ignore[assignment]  # a plain attribute of a field module
     return model

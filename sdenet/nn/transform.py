@@ -53,8 +53,16 @@ def _lm_from_stage(stage: Stage, k_init, per_channel, generator):
     field = stage.field
     channels = _channels(field) if per_channel else None
     laws = [s.law for s in stage.schemes] if kind == "drop" else None
-    new = lm_stage(field, k_init=k_init, per_channel=per_channel, channels=channels, post=stage.post,
-                   name=stage.name, stochastic_laws=laws, generator=generator)
+    new = lm_stage(
+        field,
+        k_init=k_init,
+        per_channel=per_channel,
+        channels=channels,
+        post=stage.post,
+        name=stage.name,
+        stochastic_laws=laws,
+        generator=generator,
+    )
     new.train(stage.training)
     return new
 
@@ -86,21 +94,40 @@ def _torchvision_layer(seq: nn.Sequential, name, k_init, per_channel, generator)
     if blocks[0].downsample is not None or getattr(blocks[0].conv1, "stride", (1, 1)) != (1, 1):
         first = blocks.pop(0)
         downsample = cast("nn.Module | None", first.downsample)  # torchvision's BasicBlock/Bottleneck
-        transition = Transition(downsample or nn.Identity(), _TorchvisionBranch(first), Euler(), post="relu",
-                                name=f"{name}.transition")
+        transition = Transition(
+            downsample or nn.Identity(),
+            _TorchvisionBranch(first),
+            Euler(),
+            post="relu",
+            name=f"{name}.transition",
+        )
     stage = None
     if blocks:
         branches = [_TorchvisionBranch(b) for b in blocks]
         channels = _channels(branches[0]) if per_channel else None
-        stage = lm_stage(branches, k_init=k_init, per_channel=per_channel, channels=channels, post="relu",
-                         name=name, generator=generator)
+        stage = lm_stage(
+            branches,
+            k_init=k_init,
+            per_channel=per_channel,
+            channels=channels,
+            post="relu",
+            name=name,
+            generator=generator,
+        )
     layer = Layer(transition, stage, name)
     layer.train(seq.training)
     return layer
 
 
-def to_lm(model: nn.Module, *, k_init=(-0.1, 0.0), per_channel: bool = False, layers=None, inplace: bool = False,
-          generator=None) -> nn.Module:
+def to_lm(
+    model: nn.Module,
+    *,
+    k_init=(-0.1, 0.0),
+    per_channel: bool = False,
+    layers=None,
+    inplace: bool = False,
+    generator=None,
+) -> nn.Module:
     """Return ``model`` with every Euler (and stochastic-depth) stage made an LM stage.
 
     ``layers`` restricts the conversion to the named stages (an sdenet stage's ``name`` or
@@ -129,8 +156,11 @@ def to_lm(model: nn.Module, *, k_init=(-0.1, 0.0), per_channel: bool = False, la
         return bool(hit)
 
     # sdenet stages
-    targets = [(path, m) for path, m in model.named_modules()
-               if isinstance(m, Stage) and _convertible(m) and wanted(m.name, path)]
+    targets = [
+        (path, m)
+        for path, m in model.named_modules()
+        if isinstance(m, Stage) and _convertible(m) and wanted(m.name, path)
+    ]
     for path, stage in targets:
         new = _lm_from_stage(stage, k_init, per_channel, generator)
         new.to(next((p.device for p in stage.parameters()), None) or "cpu")
@@ -142,8 +172,12 @@ def to_lm(model: nn.Module, *, k_init=(-0.1, 0.0), per_channel: bool = False, la
     # torchvision-style ResNets
     for name in ("layer1", "layer2", "layer3", "layer4"):
         seq = getattr(model, name, None)
-        if (isinstance(seq, nn.Sequential) and len(seq) and all(_is_torchvision_block(b) for b in seq)
-                and wanted(name)):
+        if (
+            isinstance(seq, nn.Sequential)
+            and len(seq)
+            and all(_is_torchvision_block(b) for b in seq)
+            and wanted(name)
+        ):
             layer = _torchvision_layer(seq, name, k_init, per_channel, generator)
             device = next((p.device for p in seq.parameters()), None)
             if device is not None:

@@ -101,8 +101,10 @@ def _coefficient(cls: str, name: str, value):
             finite = bool(torch.isfinite(value).all())
         if not finite:
             bad = int((~torch.isfinite(value.detach())).sum())
-            raise ValueError(f"{cls}: {name} must be finite; the tensor {name} has {bad} NaN or infinite "
-                             f"entr{'y' if bad == 1 else 'ies'}")
+            raise ValueError(
+                f"{cls}: {name} must be finite; the tensor {name} has {bad} NaN or infinite "
+                f"entr{'y' if bad == 1 else 'ies'}"
+            )
         return value
     if isinstance(value, (bool, str)):
         raise ValueError(f"{cls}: {name} must be a float, a tensor or a callable, got {value!r}")
@@ -172,7 +174,7 @@ class Scheme:
         closed forms :mod:`sdenet.weak` uses), else ``None``."""
         return self.law if self.euler_step else None
 
-    def mean_scheme(self) -> "Scheme":
+    def mean_scheme(self) -> Scheme:
         """The scheme this one reduces to without noise (a stage in eval mode); itself when deterministic."""
         return self
 
@@ -211,8 +213,9 @@ class Scheme:
         if self.stochastic and not field.stochastic:
             raise ValueError(f"{name} needs a stochastic field (with a diffusion); this field is an ODE")
         if self.stochastic and field.noise not in self.noise_types:
-            raise ValueError(f"{name} supports {', '.join(self.noise_types)} noise; this field has "
-                             f"noise={field.noise!r}")
+            raise ValueError(
+                f"{name} supports {', '.join(self.noise_types)} noise; this field has noise={field.noise!r}"
+            )
 
     def init(self, field, t0, x0, dt):
         return None

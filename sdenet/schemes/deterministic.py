@@ -3,7 +3,6 @@ backward Euler (PolyNet) and the two-step linear multistep scheme (LM-ResNet).""
 
 from __future__ import annotations
 
-
 import torch
 
 from .base import Scheme, _coefficient, _fits, _recording
@@ -143,5 +142,9 @@ class LinearMultistep(Scheme):
         return x_next, {"prev": x, "n": n + 1}
 
     def __repr__(self):
-        k = "callable" if callable(self.k) else (tuple(self.k.shape) if isinstance(self.k, torch.Tensor) else self.k)
+        k = (
+            "callable"
+            if callable(self.k)
+            else (tuple(self.k.shape) if isinstance(self.k, torch.Tensor) else self.k)
+        )
         return f"LinearMultistep(k={k})"

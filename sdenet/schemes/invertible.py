@@ -133,7 +133,6 @@ class Midpoint(_TwoStepInvertible):
     construction — while for real ``λ < 0`` the parasitic root has modulus > 1 (weak instability).
     """
 
-
     def __init__(self, start: str = "euler"):
         if start not in ("euler", "rest"):
             raise ValueError(f"Midpoint: start must be 'euler' or 'rest', got {start!r}")
@@ -188,7 +187,6 @@ class Leapfrog(_TwoStepInvertible):
     Exactly invertible: ``Y_{n−1} = 2Y_n − Y_{n+1} + Δt² f(t_n, Y_n)``.
     """
 
-
     def __init__(self, start: str = "taylor", velocity: float = 0.0):
         if start not in ("taylor", "rest"):
             raise ValueError(f"Leapfrog: start must be 'taylor' or 'rest', got {start!r}")
@@ -211,8 +209,9 @@ class Leapfrog(_TwoStepInvertible):
             fx = field.drift(t, fp.value(x))
             if prev is None:
                 if self.velocity:  # the start step only: grid(c0·f + Δt·v0)
-                    return x + fp.grid(fx * self._start_coefficient(dt) + self.velocity * dt), \
-                        _next_state(state, x, n, prev)
+                    return x + fp.grid(fx * self._start_coefficient(dt) + self.velocity * dt), _next_state(
+                        state, x, n, prev
+                    )
                 return fp.add(x, fx, self._start_coefficient(dt)), _next_state(state, x, n, prev)
             return fp.add_(2.0 * x - prev, fx, dt * dt), _next_state(state, x, n, prev)
         fx = field.drift(t, x)

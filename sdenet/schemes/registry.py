@@ -13,8 +13,23 @@ from .weak import Milstein, Platen, WeakTaylor2
 __all__ = ["get_scheme", "register_scheme", "SCHEME_NAMES"]
 
 
-SCHEME_NAMES = ("euler", "heun", "neumann", "lm", "coupled", "euler_maruyama", "weak_euler", "stochastic_lm",
-                "platen", "weak_taylor2", "milstein", "hamiltonian", "midpoint", "leapfrog", "srk")
+SCHEME_NAMES = (
+    "euler",
+    "heun",
+    "neumann",
+    "lm",
+    "coupled",
+    "euler_maruyama",
+    "weak_euler",
+    "stochastic_lm",
+    "platen",
+    "weak_taylor2",
+    "milstein",
+    "hamiltonian",
+    "midpoint",
+    "leapfrog",
+    "srk",
+)
 
 #: schemes defined in their own modules, which register themselves on import (``sdenet.srk``):
 #: name -> (class, options it takes, whether it takes only Gaussian increments)
@@ -67,7 +82,9 @@ def get_scheme(name: str, law: NoiseLaw | None = None, **kwargs) -> Scheme:
         return build(WeakTaylor2, ("time_dependent",), law=law)
     if key == "milstein":
         if law is not None and law != Gaussian():
-            raise ValueError("milstein uses Gaussian increments (it is a strong scheme); use platen for another law")
+            raise ValueError(
+                "milstein uses Gaussian increments (it is a strong scheme); use platen for another law"
+            )
         return build(Milstein, ("derivative",))
     if key in ("hamiltonian", "verlet"):
         return build(Hamiltonian)
@@ -78,6 +95,8 @@ def get_scheme(name: str, law: NoiseLaw | None = None, **kwargs) -> Scheme:
     if key in _REGISTERED:
         cls, options, gaussian_only = _REGISTERED[key]
         if gaussian_only and law is not None and law != Gaussian():
-            raise ValueError(f"{key} uses Gaussian increments (it is a strong scheme); use platen for another law")
+            raise ValueError(
+                f"{key} uses Gaussian increments (it is a strong scheme); use platen for another law"
+            )
         return build(cls, options)
     raise ValueError(f"unknown scheme {name!r}; choose one of {', '.join(SCHEME_NAMES)}")

@@ -3,7 +3,6 @@ shake-shake), Euler–Maruyama and the LM stochastic-depth scheme."""
 
 from __future__ import annotations
 
-
 import torch
 
 from ..laws import DropBernoulli, Gaussian, NoiseLaw, is_law
@@ -98,8 +97,16 @@ class WeakEuler(_LawDriven):
             if grad_mode() and (getattr(f, "requires_grad", False) or (tensor_g and g.requires_grad)):
                 return False  # autograd records the field: the generic step
             # (a drift on another device than x fails in add_ below, as it would out of place)
-            if not (f is x or (isinstance(f, Tensor) and f.shape == x.shape and f.dtype == x.dtype
-                               and f.data_ptr() != x.data_ptr()) or _fits(f, x)):
+            if not (
+                f is x
+                or (
+                    isinstance(f, Tensor)
+                    and f.shape == x.shape
+                    and f.dtype == x.dtype
+                    and f.data_ptr() != x.data_ptr()
+                )
+                or _fits(f, x)
+            ):
                 return False
             if tensor_g:
                 if g.dim() != 0 and not _fits(g, x):
@@ -206,5 +213,9 @@ class StochasticLM(WeakEuler):
         return x_next, {"prev": x, "n": n + 1}
 
     def __repr__(self):
-        g = "callable" if callable(self.g) else (tuple(self.g.shape) if isinstance(self.g, torch.Tensor) else self.g)
+        g = (
+            "callable"
+            if callable(self.g)
+            else (tuple(self.g.shape) if isinstance(self.g, torch.Tensor) else self.g)
+        )
         return f"StochasticLM(g={g}, law={self.law!r})"

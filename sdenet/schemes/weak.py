@@ -35,7 +35,9 @@ def _column(dw, j, like):
 
 def _two_point(shape, dt, generator, like):
     """Two-point ``±Δt`` variables ``V`` with probability ½ each (K&P 14.2.8)."""
-    return Rademacher().sample(shape, dt, generator=generator, device=like.device, dtype=like.dtype) * math.sqrt(dt)
+    return Rademacher().sample(
+        shape, dt, generator=generator, device=like.device, dtype=like.dtype
+    ) * math.sqrt(dt)
 
 
 class _LawScheme(_LawDriven):
@@ -133,7 +135,9 @@ class Platen(_Weak2):
             bj = b[..., j]
             gp = field.diffusion(t1, base + bj * s)[..., j]
             gm = field.diffusion(t1, base - bj * s)[..., j]
-            out = out + (gp + gm + 2.0 * bj) * (0.25 * cols[j]) + (gp - gm) * ((cols[j] ** 2 - dt) * (0.25 / s))
+            out = (
+                out + (gp + gm + 2.0 * bj) * (0.25 * cols[j]) + (gp - gm) * ((cols[j] ** 2 - dt) * (0.25 / s))
+            )
         if m > 1:
             v = self._two_point((x.shape[0], m, m), dt, generator, x)
             v = torch.triu(v, diagonal=1)
@@ -192,7 +196,9 @@ class WeakTaylor2(_Weak2):
     def check(self, field):
         if getattr(field, "noise", None) == "general":
             _is_field(field)
-            raise ValueError("WeakTaylor2 supports sample, batch and diagonal noise; use Platen for noise='general'")
+            raise ValueError(
+                "WeakTaylor2 supports sample, batch and diagonal noise; use Platen for noise='general'"
+            )
         super().check(field)
 
     def _L0(self, fn, t, x, a, b):
@@ -299,8 +305,9 @@ class Milstein(_LawScheme):
                 u = torch.zeros_like(g, requires_grad=True)
                 (h,) = torch.autograd.grad(g, xg, u, create_graph=True, allow_unused=True)
                 if h is not None and h.requires_grad:
-                    (L,) = torch.autograd.grad(h, u, directions, create_graph=graph, is_grads_batched=True,
-                                               allow_unused=True)
+                    (L,) = torch.autograd.grad(
+                        h, u, directions, create_graph=graph, is_grads_batched=True, allow_unused=True
+                    )
         b = g if graph else g.detach()
         out = x + a * dt + field.noise_term(b, dw)
         if L is None:  # g does not depend on the state

@@ -16,12 +16,18 @@ def main(argv=None, prog: str = "python -m sdenet.theory") -> int:
     from sdenet.commands.theory import fresh_out_dir
 
     parser = argparse.ArgumentParser(prog=prog, description=__doc__)
-    parser.add_argument("--out", default=None,
-                        help="output folder (default: a fresh theory-<time>/ in the current directory)")
+    parser.add_argument(
+        "--out", default=None, help="output folder (default: a fresh theory-<time>/ in the current directory)"
+    )
     parser.add_argument("--quick", action="store_true", help="smaller ladders and fewer paths (for tests)")
     parser.add_argument("--items", default=None, help=f"comma-separated subset of: {', '.join(ITEMS)}")
-    parser.add_argument("--threads", type=threads, default=None, metavar="N",
-                        help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads",
+        type=threads,
+        default=None,
+        metavar="N",
+        help="torch CPU threads (default: torch's choice)",
+    )
     args = parser.parse_args(argv)
     items = None if args.items is None else [s.strip() for s in args.items.split(",") if s.strip()]
     try:

@@ -120,4 +120,3 @@ def reference_line(ax, dts, anchor_dt, anchor_err, order, **kw):
     """A dashed ``C Δt^order`` guide through ``(anchor_dt, anchor_err)``."""
     dts = np.asarray(dts, dtype=float)
     ax.plot(dts, anchor_err * (dts / anchor_dt) ** order, "--", color="gray", lw=1, **kw)
-

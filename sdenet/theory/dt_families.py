@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import time
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -108,7 +107,11 @@ def original_architecture_gap(blocks=6, batch=32, dim=4, p=0.7, seed=0):
         g2 = torch.Generator().manual_seed(seed + 1)
         x = x0
         for n in range(blocks):
-            alpha = torch.empty(batch, 1, dtype=_F64).uniform_(-math.sqrt(3.0), math.sqrt(3.0), generator=g2) / _SQRT12 + 0.5
+            alpha = (
+                torch.empty(batch, 1, dtype=_F64).uniform_(-math.sqrt(3.0), math.sqrt(3.0), generator=g2)
+                / _SQRT12
+                + 0.5
+            )
             x = x + alpha * f1[n](x) + (1 - alpha) * f2[n](x)
         out["shake-shake"] = float((ours - x).abs().max())
 
@@ -148,11 +151,22 @@ def run(out, quick: bool = False) -> ItemResult:
             z = [(m - gbm.scheme_expectation(law, dt, k)) / se for (m, se), dt in zip(mc, mc_dts)]
             s = slope(dts[fit_from:], rel[fit_from:])
             # the part of the error due to E ΔŴ³ (zero for symmetric laws): law against Gaussian increments
-            m3 = [abs(gbm.scheme_expectation(law, dt, k) - gbm.scheme_expectation(sdenet.Gaussian(), dt, k)) / abs(exact)
-                  for dt in dts]
+            m3 = [
+                abs(gbm.scheme_expectation(law, dt, k) - gbm.scheme_expectation(sdenet.Gaussian(), dt, k))
+                / abs(exact)
+                for dt in dts
+            ]
             m3_order = slope(dts[m3_from:], m3[m3_from:])[0] if min(m3) > 1e-14 else None
-            r["k"][k] = {"exact": exact, "rel": rel, "order": s, "mc": mc, "z": z, "m3": m3, "m3_order": m3_order,
-                         "at_one": gbm.scheme_expectation(law, 1.0, k)}
+            r["k"][k] = {
+                "exact": exact,
+                "rel": rel,
+                "order": s,
+                "mc": mc,
+                "z": z,
+                "m3": m3,
+                "m3_order": m3_order,
+                "at_one": gbm.scheme_expectation(law, 1.0, k),
+            }
         res[name] = r
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
@@ -161,14 +175,30 @@ def run(out, quick: bool = False) -> ItemResult:
             (line,) = ax.plot(dts, v["rel"], "-", label=f"φ = x^{k}: order {v['order'][0]:.2f} (Δt ≤ 1/8)")
             ex = v["exact"]
             mc_rel = [abs(m - ex) / abs(ex) for m, _ in v["mc"]]
-            ax.errorbar(mc_dts, mc_rel, yerr=[2 * se / abs(ex) for _, se in v["mc"]], fmt="o", ms=3, color=line.get_color(), capsize=2)
+            ax.errorbar(
+                mc_dts,
+                mc_rel,
+                yerr=[2 * se / abs(ex) for _, se in v["mc"]],
+                fmt="o",
+                ms=3,
+                color=line.get_color(),
+                capsize=2,
+            )
             ax.plot([1.0], [v["rel"][0]], "*", ms=12, color=line.get_color())
             if v["m3_order"] is not None:
-                ax.plot(dts, v["m3"], ":", color=line.get_color(),
-                        label=f"φ = x^{k}, part due to E ΔŴ³: order {v['m3_order']:.2f} (Δt ≤ 1/128)")
+                ax.plot(
+                    dts,
+                    v["m3"],
+                    ":",
+                    color=line.get_color(),
+                    label=f"φ = x^{k}, part due to E ΔŴ³: order {v['m3_order']:.2f} (Δt ≤ 1/128)",
+                )
         loglog_axes(ax, f"Δt  (n = {T:g}/Δt blocks)", "|E φ(X_T) − E φ(X(T))| / |E φ(X(T))|")
-        ax.set_title(f"{name}: network stage → SDE as Δt → 0 (★ = original, Δt = 1)\n"
-                     f"lines: exact; dots: Monte Carlo of the sdenet.nn stage ± 2 s.e.", fontsize=9)
+        ax.set_title(
+            f"{name}: network stage → SDE as Δt → 0 (★ = original, Δt = 1)\n"
+            f"lines: exact; dots: Monte Carlo of the sdenet.nn stage ± 2 s.e.",
+            fontsize=9,
+        )
         ax.legend(fontsize=8)
     fig1 = save_figure(fig, out, "dt_families.png")
 
@@ -185,19 +215,39 @@ def run(out, quick: bool = False) -> ItemResult:
             # check for the asymmetric law is on the part of the error that E ΔŴ³ causes
             observed = v["m3_order"] if e == 0.5 else v["order"][0]
             ok &= abs(observed - e) <= 0.2
-            rows.append((name, f"x^{k}", fmt(v["exact"], 5), fmt(v["at_one"], 5), fmt(v["rel"][0]), fmt(v["rel"][-1]),
-                         fmt(v["order"][0]), "–" if v["m3_order"] is None else fmt(v["m3_order"]), f"{e:g}",
-                         fmt(max(abs(z) for z in v["z"]), 2)))
+            rows.append(
+                (
+                    name,
+                    f"x^{k}",
+                    fmt(v["exact"], 5),
+                    fmt(v["at_one"], 5),
+                    fmt(v["rel"][0]),
+                    fmt(v["rel"][-1]),
+                    fmt(v["order"][0]),
+                    "–" if v["m3_order"] is None else fmt(v["m3_order"]),
+                    f"{e:g}",
+                    fmt(max(abs(z) for z in v["z"]), 2),
+                )
+            )
     findings = [
-        Finding("at Δt = 1 the families are the original shake-shake and stochastic-depth networks",
-                f"sdenet.nn stages vs the hand-written rules with the same draws: max |diff| "
-                f"{fmt(gaps['shake-shake'])} (shake-shake), {fmt(gaps['stochastic depth'])} (stochastic depth)",
-                "yes" if max(gaps.values()) < 1e-12 else "no"),
-        Finding("as Δt → 0 with T = nΔt fixed, the network's E φ(X_T) converges to the SDE's",
-                f"relative error at Δt = 1 → 1/{int(round(1 / dts[-1]))}: " + "; ".join(f"{r[0]} {r[1]}: {r[4]} → {r[5]} (order {r[6]}"
-                            + ("" if r[7] == "–" else f"; its E ΔŴ³ part {r[7]}, expected ½") + ")" for r in rows)
-                + f"; stage Monte Carlo vs exact max |z| = {z_max:.1f}",
-                "yes" if ok and z_max < 4.5 else "no"),
+        Finding(
+            "at Δt = 1 the families are the original shake-shake and stochastic-depth networks",
+            f"sdenet.nn stages vs the hand-written rules with the same draws: max |diff| "
+            f"{fmt(gaps['shake-shake'])} (shake-shake), {fmt(gaps['stochastic depth'])} (stochastic depth)",
+            "yes" if max(gaps.values()) < 1e-12 else "no",
+        ),
+        Finding(
+            "as Δt → 0 with T = nΔt fixed, the network's E φ(X_T) converges to the SDE's",
+            f"relative error at Δt = 1 → 1/{int(round(1 / dts[-1]))}: "
+            + "; ".join(
+                f"{r[0]} {r[1]}: {r[4]} → {r[5]} (order {r[6]}"
+                + ("" if r[7] == "–" else f"; its E ΔŴ³ part {r[7]}, expected ½")
+                + ")"
+                for r in rows
+            )
+            + f"; stage Monte Carlo vs exact max |z| = {z_max:.1f}",
+            "yes" if ok and z_max < 4.5 else "no",
+        ),
     ]
     g_shake = res["shake-shake"]["gbm"]
     g_drop = res[drop_name]["gbm"]
@@ -208,11 +258,11 @@ time span `T = nΔt` fixed and letting Δt → 0 the network converges (weakly) 
 **Δt = 1 is the original architecture.** A `Stage(ShakeField(f1, f2, dt=1), WeakEuler(Uniform()))` and a
 `Stage(DropField(f, p=0.7, dt=1), WeakEuler(DropBernoulli(0.7)))` on six random tanh blocks, against
 Gastaldi's `X + α f1 + (1−α) f2` (α ~ U[0, 1] per image) and Huang's `X + η f(X)` written out by hand with the same
-draws: max |difference| {fmt(gaps['shake-shake'])} and {fmt(gaps['stochastic depth'])} (float64 round-off).
+draws: max |difference| {fmt(gaps["shake-shake"])} and {fmt(gaps["stochastic depth"])} (float64 round-off).
 
 **Δt → 0.** Toy field with linear branches: shake-shake with `f1 = x`, `f2 = −0.6x` (the SDE is GBM with
-μ = {fmt(g_shake['mu'])}, σ = {fmt(g_shake['sigma'])}); stochastic depth with `f = x`, p = 0.8 (GBM with
-μ = {fmt(g_drop['mu'])}, σ = {fmt(g_drop['sigma'])}); T = {T:g}, X(0) = 1, so Δt = 1 is a {T:g}-block network and
+μ = {fmt(g_shake["mu"])}, σ = {fmt(g_shake["sigma"])}); stochastic depth with `f = x`, p = 0.8 (GBM with
+μ = {fmt(g_drop["mu"])}, σ = {fmt(g_drop["sigma"])}); T = {T:g}, X(0) = 1, so Δt = 1 is a {T:g}-block network and
 Δt = 1/1024 a {int(T * 1024)}-block one. Exact `E X_N^k` of the stage (product of independent factors
 `1 + μΔt + σΔŴ`) against the closed form `E X(T)^k`, and Monte Carlo of the actual `sdenet.nn` stages
 ({paths:,} images) at Δt ∈ {list(mc_dts)} ("max |z|": distance to the exact stage moment in standard errors).

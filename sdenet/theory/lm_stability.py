@@ -20,7 +20,6 @@ are not stable for ``λ < 0`` (k = 1 is leapfrog, which is unstable on dissipati
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -62,7 +61,9 @@ def closed_form_interval(z: float):
     return (-1.0, hi) if hi > -1.0 else None
 
 
-def stable_interval(z: float, k_range: tuple[float, float] = (-3.0, 3.0), grid: int = 6001, tol: float = 1e-12):
+def stable_interval(
+    z: float, k_range: tuple[float, float] = (-3.0, 3.0), grid: int = 6001, tol: float = 1e-12
+):
     """The k-interval where ``max|ρ| < 1`` at ``z``, found numerically from the roots.
 
     Scans a grid of k, then refines each end of the stable run by bisection on

@@ -24,11 +24,9 @@ Euler: ``f̃ = f − Δt/2 f'f``; LM: ``f̃ = f/(1+k) − Δt (1−k) f'f / (2(1
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
-import numpy as np
 import torch
 
 import sdenet
@@ -79,7 +77,8 @@ def _f_at(delta, order):
     """``f(U + δ)`` expanded in δ (a polynomial in Δt) up to ``Δt^order``, f evaluated at ``U(t)``."""
     fu = _f(_U(_t))
     expr = sum(
-        sp.Subs(sp.diff(_f(_u), _u, j), _u, _U(_t)).doit() * delta**j / sp.factorial(j) for j in range(order + 1)
+        sp.Subs(sp.diff(_f(_u), _u, j), _u, _U(_t)).doit() * delta**j / sp.factorial(j)
+        for j in range(order + 1)
     )
     return sp.series(sp.expand(expr), _h, 0, order + 1).removeO() if delta != 0 else fu
 
@@ -281,7 +280,12 @@ def run(out, quick: bool = False) -> ItemResult:
         f"LM k={_K}, start on ũ": follow_orders("lm", steps, lm_start="modified"),
         f"LM k={_K}, Euler first step": follow_orders("lm", steps, lm_start="euler"),
     }
-    expected = {"Euler": (1, 2), "Heun": (2, 3), f"LM k={_K}, start on ũ": (1, 2), f"LM k={_K}, Euler first step": (1, 1)}
+    expected = {
+        "Euler": (1, 2),
+        "Heun": (2, 3),
+        f"LM k={_K}, start on ũ": (1, 2),
+        f"LM k={_K}, Euler first step": (1, 1),
+    }
 
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.8), sharey=False)
     for ax, (label, r) in zip(axes, runs.items()):
@@ -295,14 +299,20 @@ def run(out, quick: bool = False) -> ItemResult:
     latex_rows = []
     for name, title in (("euler", "forward Euler"), ("lm", "LM scheme"), ("heun", "Heun")):
         lhs, rhs, a = eqs[name]
-        corr = [ai for ai in a if ai != 0]
+        [ai for ai in a if ai != 0]
         terms = []
         for i, ai in enumerate(a):
             if ai == 0:
                 continue
             c = sp.latex(sp.factor(_pretty_f(ai)))
-            terms.append(c if i == 0 else (f"\\Delta t \\left({c}\\right)" if i == 1 else f"\\Delta t^{i} \\left({c}\\right)"))
-        progress(f"item 1: {title}: {latex_equation(lhs, rhs)};  \\tilde f = {' + '.join(terms)} + O(\\Delta t^3)")
+            terms.append(
+                c
+                if i == 0
+                else (f"\\Delta t \\left({c}\\right)" if i == 1 else f"\\Delta t^{i} \\left({c}\\right)")
+            )
+        progress(
+            f"item 1: {title}: {latex_equation(lhs, rhs)};  \\tilde f = {' + '.join(terms)} + O(\\Delta t^3)"
+        )
         latex_rows.append(
             f"- {title}, difference form: $${latex_equation(lhs, rhs)}$$\n"
             f"  first-order form: $$\\tilde f = {' + '.join(terms)} + O(\\Delta t^3)$$"
@@ -330,7 +340,9 @@ def run(out, quick: bool = False) -> ItemResult:
             "each scheme follows its modified equation to one order higher than u' = f "
             "(LM: than its leading equation (1+k)u' = f)",
             "observed orders (leading → modified): "
-            + ", ".join(f"{lab}: {r['order_leading']:.2f} → {r['order_modified']:.2f}" for lab, r in runs.items()),
+            + ", ".join(
+                f"{lab}: {r['order_leading']:.2f} → {r['order_modified']:.2f}" for lab, r in runs.items()
+            ),
             "partly" if ok_num else "no",
         ),
     ]
@@ -345,7 +357,7 @@ whose exact flow reproduces one step (first-order form, with `f' = df/du`):
 {chr(10).join(latex_rows)}
 
 The difference forms of Euler and LM equal the paper's eqs. (2) and (3) symbolically
-({'both' if all(paper_ok.values()) else 'NOT both'}). The LM scheme is consistent with `u' = f/(1+k)`, not with
+({"both" if all(paper_ok.values()) else "NOT both"}). The LM scheme is consistent with `u' = f/(1+k)`, not with
 `u' = f`: its leading equation is `a₀ = f/(1+k)`, which is the "u' = f" of that row below.
 
 **Numerical check.** On the logistic field `f(u) = u(1−u)`, `u(0) = {_U0}`, `T = {_T}`, each scheme (from `sdenet`)

@@ -74,8 +74,13 @@ def family_refinement(levels: int = 6, seed: int = 0):
         diff = [float((a - b).norm() / ys[-1].norm()) for a, b in zip(ys, ys[1:])]
         dts = [2.0**-j for j in range(levels)]
         order, ci = slope(dts[-3:], diff[-3:])
-        out[label] = {"dts": dts, "diff": diff, "order": order, "ci": ci,
-                      "norm": [float(y.norm()) for y in ys]}
+        out[label] = {
+            "dts": dts,
+            "diff": diff,
+            "order": order,
+            "ci": ci,
+            "norm": [float(y.norm()) for y in ys],
+        }
         progress(f"item 7: {label}: observed order {order:.2f}")
     return out
 
@@ -154,15 +159,20 @@ def run(out, quick: bool = False) -> ItemResult:
     ax.set_title("refine(m, 2^j) at fixed T, eval mode, random weights\n(legend: observed order)", fontsize=9)
     ax.legend(fontsize=6.5)
     ax = axes[1]
-    for key, style, lab in (("old", "s-", "X₋₁ = S(x) (old rule)"), ("fixed", "o-", "X₋₁ = X₀ + Δt (S(x) − X₀) (fixed)"),
-                            ("rest", "^--", "from rest")):
+    for key, style, lab in (
+        ("old", "s-", "X₋₁ = S(x) (old rule)"),
+        ("fixed", "o-", "X₋₁ = X₀ + Δt (S(x) − X₀) (fixed)"),
+        ("rest", "^--", "from rest"),
+    ):
         ax.plot(toy["dts"], toy[key], style, ms=4, label=lab)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("Δt")
     ax.set_ylabel("mean |X_T|")
     ax.grid(True, which="both", alpha=0.3)
-    ax.set_title("LM stochastic depth after a transition, toy field\nT = 4, g = −0.95 (mean equation)", fontsize=9)
+    ax.set_title(
+        "LM stochastic depth after a transition, toy field\nT = 4, g = −0.95 (mean equation)", fontsize=9
+    )
     ax.legend(fontsize=7)
     ax = axes[2]
     ax.plot(net["dts"], net["old"], "s-", label="old rule")
@@ -176,21 +186,37 @@ def run(out, quick: bool = False) -> ItemResult:
     ax.legend(fontsize=7)
     fig_path = save_figure(fig, out, "refinement.png")
 
-    rows = [(label, " ".join(fmt(v, 2) for v in r["diff"]), f"{r['order']:.2f} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]")
-            for label, r in fam.items()]
+    rows = [
+        (
+            label,
+            " ".join(fmt(v, 2) for v in r["diff"]),
+            f"{r['order']:.2f} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]",
+        )
+        for label, r in fam.items()
+    ]
     ok = all(0.75 <= r["order"] <= 1.3 for r in fam.values())
-    toy_rows = [(fmt(dt), fmt(o), fmt(f), fmt(s)) for dt, o, f, s in zip(toy["dts"], toy["old"], toy["fixed"], toy["rest"])]
+    toy_rows = [
+        (fmt(dt), fmt(o), fmt(f), fmt(s))
+        for dt, o, f, s in zip(toy["dts"], toy["old"], toy["fixed"], toy["rest"])
+    ]
     net_rows = [(fmt(dt), fmt(o), fmt(f)) for dt, o, f in zip(net["dts"], net["old"], net["fixed"])]
     old_grows = toy["old"][-1] > 3 * toy["old"][0]
-    fixed_conv = abs(toy["fixed"][-1] - toy["fixed"][-2]) < 0.6 * abs(toy["fixed"][-2] - toy["fixed"][-3]) + 1e-12
+    fixed_conv = (
+        abs(toy["fixed"][-1] - toy["fixed"][-2]) < 0.6 * abs(toy["fixed"][-2] - toy["fixed"][-3]) + 1e-12
+    )
     findings = [
-        Finding("a network refined at fixed T (refine(m, 2^j)) converges, order 1, for every family",
-                "; ".join(f"{lab.split(' (')[0]} {r['order']:.2f}" for lab, r in fam.items()), "yes" if ok else "partly"),
-        Finding("LM stochastic depth has a Δt → 0 limit after a transition only with the fixed history rule",
-                f"toy |X_T|: old rule {fmt(toy['old'][0])} → {fmt(toy['old'][-1])}, fixed {fmt(toy['fixed'][0])} → "
-                f"{fmt(toy['fixed'][-1])}; tiny_lm_sd_resnet max|logits| old {fmt(net['old'][-1])}, fixed "
-                f"{fmt(net['fixed'][-1])} at Δt = {fmt(net['dts'][-1])}",
-                "yes" if old_grows and fixed_conv else "no"),
+        Finding(
+            "a network refined at fixed T (refine(m, 2^j)) converges, order 1, for every family",
+            "; ".join(f"{lab.split(' (')[0]} {r['order']:.2f}" for lab, r in fam.items()),
+            "yes" if ok else "partly",
+        ),
+        Finding(
+            "LM stochastic depth has a Δt → 0 limit after a transition only with the fixed history rule",
+            f"toy |X_T|: old rule {fmt(toy['old'][0])} → {fmt(toy['old'][-1])}, fixed {fmt(toy['fixed'][0])} → "
+            f"{fmt(toy['fixed'][-1])}; tiny_lm_sd_resnet max|logits| old {fmt(net['old'][-1])}, fixed "
+            f"{fmt(net['fixed'][-1])} at Δt = {fmt(net['dts'][-1])}",
+            "yes" if old_grows and fixed_conv else "no",
+        ),
     ]
     body = f"""**Claim (DESIGN.md, "Depth is a step size").** Refining a network at fixed T — every stage 2^j× the steps
 at Δt/2^j, block n's weights over its sub-steps (`sdenet.nn.refine`, `mode="constant"`) — is the same
@@ -217,8 +243,15 @@ On `tiny_lm_sd_resnet` (max |logits| of `refine(m, 2^j)`):
 
 {md_table(["Δt", "old rule", "fixed rule"], net_rows)}
 
-**Verdict.** {'Every family converges with order close to 1.' if ok else 'Not every family shows order 1 at these levels (see the table).'}
+**Verdict.** {"Every family converges with order close to 1." if ok else "Not every family shows order 1 at these levels (see the table)."}
 The old start has no limit (its |X_T| grows as Δt shrinks); the fixed one converges, like the start from rest.
 """
-    return ItemResult("refinement", "8. Depth is a step size: refinement at fixed T", findings, body, [fig_path],
-                      {"families": fam, "toy": toy, "network": net}, time.perf_counter() - t0)
+    return ItemResult(
+        "refinement",
+        "8. Depth is a step size: refinement at fixed T",
+        findings,
+        body,
+        [fig_path],
+        {"families": fam, "toy": toy, "network": net},
+        time.perf_counter() - t0,
+    )

@@ -49,7 +49,7 @@ def write_report(results: list[ItemResult], out, quick: bool = False, seconds: f
     """Write ``out/REPORT.md`` from item results: a summary table, then one section per item."""
     out = out_dir(out)
     summary = []
-    for n, r in enumerate(results, 1):
+    for _n, r in enumerate(results, 1):
         for f in r.findings:
             summary.append((r.title.split(".")[0], f.claim, f.evidence, _MARK.get(f.agrees, f.agrees)))
     mode = "quick mode (`--quick`: short ladders, few paths — numbers are noisier)" if quick else "full mode"
@@ -64,7 +64,7 @@ def write_report(results: list[ItemResult], out, quick: bool = False, seconds: f
         "",
         "## Summary",
         "",
-        "\"agrees\" is *yes* when the evidence supports the claim as the paper (or DESIGN.md) states it, *partly* "
+        '"agrees" is *yes* when the evidence supports the claim as the paper (or DESIGN.md) states it, *partly* '
         "when it holds only with a qualification spelled out in the section, *no* when the evidence contradicts it.",
         "",
         md_table(["item", "claim", "evidence", "agrees with the paper?"], summary),
@@ -101,8 +101,14 @@ def run_all(out=None, quick: bool = False, items=None) -> Path:
         except Exception as err:  # keep going; report it
             failed.append(key)
             tb = traceback.format_exc(limit=4)
-            results.append(ItemResult(key, f"{key} (FAILED)", [Finding(f"item {key}", f"raised {type(err).__name__}: {err}", "no")],
-                                      f"The item raised an exception:\n\n```\n{tb}\n```"))
+            results.append(
+                ItemResult(
+                    key,
+                    f"{key} (FAILED)",
+                    [Finding(f"item {key}", f"raised {type(err).__name__}: {err}", "no")],
+                    f"The item raised an exception:\n\n```\n{tb}\n```",
+                )
+            )
         progress(f"{key} done in {results[-1].seconds:.1f} s")
     path = write_report(results, out, quick=quick, seconds=time.perf_counter() - t0)
     if failed:

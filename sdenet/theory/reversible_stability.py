@@ -84,8 +84,15 @@ def closed_form_radius(scheme, s_max: float, h: float) -> float:
     raise ValueError(scheme)
 
 
-def layer_norms(kind: str, layers: int = 1000, d: int = 16, h: float = 0.1, batch: int = 8, seed: int = 0,
-                scale: float = 1.0):
+def layer_norms(
+    kind: str,
+    layers: int = 1000,
+    d: int = 16,
+    h: float = 0.1,
+    batch: int = 8,
+    seed: int = 0,
+    scale: float = 1.0,
+):
     """Forward-state and gradient norms at every layer (float64; ``scale`` multiplies the random ``K_j``)."""
     g = torch.Generator().manual_seed(seed)
     Ks = torch.randn(layers, 2 * d, 2 * d, generator=g, dtype=torch.float64) * (scale / math.sqrt(2 * d))
@@ -141,12 +148,21 @@ def run(out, quick: bool = False) -> ItemResult:
     for scheme in SCHEMES:
         ev = np.linalg.eigvals(step_matrix(scheme, K, h))
         eig[scheme] = ev
-        rows.append((scheme, fmt(float(np.abs(ev).max()), 6), fmt(closed_form_radius(scheme, s_max, h), 6),
-                     fmt(float(np.abs(ev).min()), 6)))
+        rows.append(
+            (
+                scheme,
+                fmt(float(np.abs(ev).max()), 6),
+                fmt(closed_form_radius(scheme, s_max, h), 6),
+                fmt(float(np.abs(ev).min()), 6),
+            )
+        )
     hs = np.linspace(0.01, 3.0 / s_max, 120 if quick else 300)
     radii = {s: [spectral_radius(s, K, float(x)) for x in hs] for s in SCHEMES}
-    cf_err = max(abs(spectral_radius(s, K, float(x)) - closed_form_radius(s, s_max, float(x)))
-                 for s in SCHEMES for x in hs[::10])
+    cf_err = max(
+        abs(spectral_radius(s, K, float(x)) - closed_form_radius(s, s_max, float(x)))
+        for s in SCHEMES
+        for x in hs[::10]
+    )
 
     fig, axes = plt.subplots(1, 5, figsize=(17, 3.6))
     th = np.linspace(0, 2 * np.pi, 200)
@@ -159,9 +175,14 @@ def run(out, quick: bool = False) -> ItemResult:
         ax.set_ylabel("Im ρ")
     ax = axes[4]
     for scheme in SCHEMES:
-        ax.plot(hs * s_max, radii[scheme], "--" if scheme == "hamiltonian" else "-", lw=2.5 if scheme == "hamiltonian"
-                else 1.5, label=scheme + (" (= leapfrog)" if scheme == "hamiltonian" else ""), zorder=3 if
-                scheme == "hamiltonian" else 2)
+        ax.plot(
+            hs * s_max,
+            radii[scheme],
+            "--" if scheme == "hamiltonian" else "-",
+            lw=2.5 if scheme == "hamiltonian" else 1.5,
+            label=scheme + (" (= leapfrog)" if scheme == "hamiltonian" else ""),
+            zorder=3 if scheme == "hamiltonian" else 2,
+        )
     ax.axhline(1, color="gray", lw=0.8)
     ax.set_xlabel("h · s_max")
     ax.set_ylabel("spectral radius of the step")
@@ -174,8 +195,20 @@ def run(out, quick: bool = False) -> ItemResult:
     layers = 300 if quick else 1000
     scales = (1.0, 4.0)
     norms = {(k, sc): layer_norms(k, layers=layers, h=0.1, scale=sc) for sc in scales for k in KINDS}
-    s_typ = {sc: float(np.mean([np.linalg.svd(np.random.default_rng(j).standard_normal((32, 32)) * sc / math.sqrt(32),
-                                              compute_uv=False).max() for j in range(5)])) for sc in scales}
+    s_typ = {
+        sc: float(
+            np.mean(
+                [
+                    np.linalg.svd(
+                        np.random.default_rng(j).standard_normal((32, 32)) * sc / math.sqrt(32),
+                        compute_uv=False,
+                    ).max()
+                    for j in range(5)
+                ]
+            )
+        )
+        for sc in scales
+    }
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     for r, sc in enumerate(scales):
         for kind in KINDS:
@@ -192,7 +225,9 @@ def run(out, quick: bool = False) -> ItemResult:
     for sc in scales:
         for k in KINDS:
             f, g = norms[(k, sc)]
-            table.append((f"{sc:g}", k, fmt(f[-1]), fmt(f.min()), fmt(f.max()), fmt(g[0]), fmt(g.min()), fmt(g.max())))
+            table.append(
+                (f"{sc:g}", k, fmt(f[-1]), fmt(f.min()), fmt(f.max()), fmt(g[0]), fmt(g.min()), fmt(g.max()))
+            )
 
     def spread(k, sc):
         f, g = norms[(k, sc)]
@@ -205,23 +240,33 @@ def run(out, quick: bool = False) -> ItemResult:
     ham_best = worst[("hamiltonian", 4.0)] <= min(worst[(k, 4.0)] for k in KINDS)
     euler_r = closed_form_radius("euler", s_max, h)
     findings = [
-        Finding("Forward Euler (ResNet) on an antisymmetric field is unstable for every step h > 0",
-                f"max|ρ| = √(1 + h²s²) = {fmt(euler_r, 5)} at h·s = {h * s_max:.2f}; numerical eigenvalues agree "
-                f"with the closed forms to {fmt(cf_err)}", "yes"),
-        Finding("Hamiltonian, midpoint and leapfrog steps are stable (non-dissipative) on such fields",
-                "|ρ| = 1 exactly, but only under a step restriction: h·s_max ≤ 2 (Hamiltonian, leapfrog), "
-                "h·s_max ≤ 1 (midpoint); beyond it max|ρ| > 1 (figure)", "partly"),
-        Finding("Hamiltonian, midpoint and leapfrog networks propagate states and gradients stably over "
-                "1,000 layers with random weights",
-                "largest growth/decay factor of state or gradient norms over the layers, K_j scale 1 / 4: " + "; ".join(
-                    f"{k} {fmt(worst[(k, 1.0)])} / {fmt(worst[(k, 4.0)])}" for k in KINDS),
-                "yes" if ok_small and ok_large else "partly"),
+        Finding(
+            "Forward Euler (ResNet) on an antisymmetric field is unstable for every step h > 0",
+            f"max|ρ| = √(1 + h²s²) = {fmt(euler_r, 5)} at h·s = {h * s_max:.2f}; numerical eigenvalues agree "
+            f"with the closed forms to {fmt(cf_err)}",
+            "yes",
+        ),
+        Finding(
+            "Hamiltonian, midpoint and leapfrog steps are stable (non-dissipative) on such fields",
+            "|ρ| = 1 exactly, but only under a step restriction: h·s_max ≤ 2 (Hamiltonian, leapfrog), "
+            "h·s_max ≤ 1 (midpoint); beyond it max|ρ| > 1 (figure)",
+            "partly",
+        ),
+        Finding(
+            "Hamiltonian, midpoint and leapfrog networks propagate states and gradients stably over "
+            "1,000 layers with random weights",
+            "largest growth/decay factor of state or gradient norms over the layers, K_j scale 1 / 4: "
+            + "; ".join(f"{k} {fmt(worst[(k, 1.0)])} / {fmt(worst[(k, 4.0)])}" for k in KINDS),
+            "yes" if ok_small and ok_large else "partly",
+        ),
     ]
     verdict_text = (
         f"The Hamiltonian network is the most stable of the five at the larger weight scale "
-        f"(factor {fmt(worst[('hamiltonian', 4.0)])})" if ham_best else
-        f"The Hamiltonian network is not the most stable at the larger weight scale "
-        f"(factor {fmt(worst[('hamiltonian', 4.0)])})")
+        f"(factor {fmt(worst[('hamiltonian', 4.0)])})"
+        if ham_best
+        else f"The Hamiltonian network is not the most stable at the larger weight scale "
+        f"(factor {fmt(worst[('hamiltonian', 4.0)])})"
+    )
     body = f"""
 {__doc__.split("Two checks:")[1].strip()}
 
@@ -257,7 +302,16 @@ experiment separates the architectures only through their gradients at the large
 nonlinear networks here use the paper's simplified single-kernel fields; the networks of
 `sdenet.nn.reversible` use the tied ``Kᵀσ(BN(K·))`` blocks.
 """
-    return ItemResult(key="reversible", title="9. Stability of reversible architectures (Chang et al. 2018)",
-                      findings=findings, body=body, figures=[fig1, fig2],
-                      data={"rows": rows, "norms_table": table, "worst": {f"{k}@{sc:g}": v for (k, sc), v in worst.items()}},
-                      seconds=time.perf_counter() - t_start)
+    return ItemResult(
+        key="reversible",
+        title="9. Stability of reversible architectures (Chang et al. 2018)",
+        findings=findings,
+        body=body,
+        figures=[fig1, fig2],
+        data={
+            "rows": rows,
+            "norms_table": table,
+            "worst": {f"{k}@{sc:g}": v for (k, sc), v in worst.items()},
+        },
+        seconds=time.perf_counter() - t_start,
+    )

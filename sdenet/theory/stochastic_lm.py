@@ -104,7 +104,9 @@ class Oscillator:
             for start in range(0, paths, chunk):
                 n = min(chunk, paths - start)
                 x0 = torch.full((n, 1), self.x0, dtype=_F64)
-                out.append(sdenet.integrate(self.field(), scheme, x0, t1=self.T, dt=dt, generator=g).reshape(-1))
+                out.append(
+                    sdenet.integrate(self.field(), scheme, x0, t1=self.T, dt=dt, generator=g).reshape(-1)
+                )
         return torch.cat(out)
 
     def params(self):
@@ -124,8 +126,15 @@ def paper_recursion_gap(p=0.7, g=(-0.1, -0.3, -0.2), steps=12, batch=64, dim=5, 
     gn = lambda n: g[n % len(g)]  # noqa: E731
     law = sdenet.DropBernoulli(p)
     x0 = torch.randn(batch, dim, generator=gen, dtype=_F64)
-    ours = sdenet.integrate(field, sdenet.StochasticLM(gn, law), x0, dt=1.0, steps=steps,
-                            generator=torch.Generator().manual_seed(seed + 1), save="all")
+    ours = sdenet.integrate(
+        field,
+        sdenet.StochasticLM(gn, law),
+        x0,
+        dt=1.0,
+        steps=steps,
+        generator=torch.Generator().manual_seed(seed + 1),
+        save="all",
+    )
     g2 = torch.Generator().manual_seed(seed + 1)
     xs = [x0]
     for n in range(steps):
@@ -138,7 +147,15 @@ def paper_recursion_gap(p=0.7, g=(-0.1, -0.3, -0.2), steps=12, batch=64, dim=5, 
     return float((ours - torch.stack(xs)).abs().max())
 
 
-def order_study(osc: Oscillator, law, ks=(1, 2, 3), steps=(16, 32, 64, 128, 256, 512), mc_steps=(8, 16, 32), paths=400_000, seed=0):
+def order_study(
+    osc: Oscillator,
+    law,
+    ks=(1, 2, 3),
+    steps=(16, 32, 64, 128, 256, 512),
+    mc_steps=(8, 16, 32),
+    paths=400_000,
+    seed=0,
+):
     """Exact weak errors ``|E X_N^k − E X(T)^k|`` and their fitted orders, plus Monte Carlo
     estimates of the implementation with z-scores against the exact scheme expectation."""
     dts = [osc.T / n for n in steps]
@@ -156,8 +173,17 @@ def order_study(osc: Oscillator, law, ks=(1, 2, 3), steps=(16, 32, 64, 128, 256,
             mc_se.append(se)
         line_dts = sorted(set(dts) | {osc.T / n for n in mc_steps}, reverse=True)
         line_err = [abs(osc.scheme_expectation(law, dt, k) - exact) for dt in line_dts]
-        out["k"][k] = {"exact": exact, "err": err, "order": slope(dts, err), "z": z, "line_dts": line_dts, "line_err": line_err,
-                       "mc_dts": [osc.T / n for n in mc_steps], "mc_err": mc_err, "mc_se": mc_se}
+        out["k"][k] = {
+            "exact": exact,
+            "err": err,
+            "order": slope(dts, err),
+            "z": z,
+            "line_dts": line_dts,
+            "line_err": line_err,
+            "mc_dts": [osc.T / n for n in mc_steps],
+            "mc_err": mc_err,
+            "mc_se": mc_se,
+        }
     return out
 
 
@@ -172,38 +198,84 @@ def run(out, quick: bool = False) -> ItemResult:
     sym = Oscillator(p=0.5)
     asym = Oscillator(p=0.8)
     studies = {
-        "p = 0.5": (sym, sdenet.DropBernoulli(0.5), order_study(sym, sdenet.DropBernoulli(0.5), steps=steps, mc_steps=mc_steps, paths=paths)),
-        "p = 0.8": (asym, sdenet.DropBernoulli(0.8), order_study(asym, sdenet.DropBernoulli(0.8), steps=steps, mc_steps=mc_steps, paths=paths)),
+        "p = 0.5": (
+            sym,
+            sdenet.DropBernoulli(0.5),
+            order_study(sym, sdenet.DropBernoulli(0.5), steps=steps, mc_steps=mc_steps, paths=paths),
+        ),
+        "p = 0.8": (
+            asym,
+            sdenet.DropBernoulli(0.8),
+            order_study(asym, sdenet.DropBernoulli(0.8), steps=steps, mc_steps=mc_steps, paths=paths),
+        ),
     }
     # expected: x, x² depend on the first two moments of ΔŴ only (order 1); x³ feels E ΔŴ³
-    expected = {("p = 0.5", 1): 1.0, ("p = 0.5", 2): 1.0, ("p = 0.5", 3): 1.0,
-                ("p = 0.8", 1): 1.0, ("p = 0.8", 2): 1.0, ("p = 0.8", 3): 0.5}
+    expected = {
+        ("p = 0.5", 1): 1.0,
+        ("p = 0.5", 2): 1.0,
+        ("p = 0.5", 3): 1.0,
+        ("p = 0.8", 1): 1.0,
+        ("p = 0.8", 2): 1.0,
+        ("p = 0.8", 3): 0.5,
+    }
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
     rows, z_max, ok = [], 0.0, True
     for ax, (lab, (osc, law, st)) in zip(axes, studies.items()):
         declared = sdenet.StochasticLM(osc.g, law).weak_order
         for k, r in st["k"].items():
-            (line,) = ax.plot(r["line_dts"], r["line_err"], "-", label=f"φ = x^{k}: order {r['order'][0]:.2f} (Δt ≤ {fmt(st['dts'][0])})")
+            (line,) = ax.plot(
+                r["line_dts"],
+                r["line_err"],
+                "-",
+                label=f"φ = x^{k}: order {r['order'][0]:.2f} (Δt ≤ {fmt(st['dts'][0])})",
+            )
             up = 2 * np.asarray(r["mc_se"])
-            ax.errorbar(r["mc_dts"], r["mc_err"], yerr=[np.zeros_like(up), up], fmt="o", ms=3, color=line.get_color(), capsize=2)
+            ax.errorbar(
+                r["mc_dts"],
+                r["mc_err"],
+                yerr=[np.zeros_like(up), up],
+                fmt="o",
+                ms=3,
+                color=line.get_color(),
+                capsize=2,
+            )
             zm = max(abs(v) for v in r["z"])
             z_max = max(z_max, zm)
             exp_ = expected[(lab, k)]
             ok &= abs(r["order"][0] - exp_) <= 0.2
-            rows.append((lab, f"x^{k}", fmt(r["exact"], 5), fmt(r["order"][0]), f"{exp_:g}", f"{declared:g}", fmt(zm, 2)))
+            rows.append(
+                (
+                    lab,
+                    f"x^{k}",
+                    fmt(r["exact"], 5),
+                    fmt(r["order"][0]),
+                    f"{exp_:g}",
+                    f"{declared:g}",
+                    fmt(zm, 2),
+                )
+            )
         loglog_axes(ax, "Δt", "|E φ(X_N) − E φ(X(T))|")
-        ax.set_title(f"StochasticLM, drop {lab}, ω={osc.omega}, g={osc.g}, T={osc.T}\nlines: exact; dots: Monte Carlo, bar = +2 s.e.", fontsize=9)
+        ax.set_title(
+            f"StochasticLM, drop {lab}, ω={osc.omega}, g={osc.g}, T={osc.T}\nlines: exact; dots: Monte Carlo, bar = +2 s.e.",
+            fontsize=9,
+        )
         ax.legend(fontsize=8)
     fig1 = save_figure(fig, out, "stochastic_lm_order.png")
 
     findings = [
-        Finding("at Δt = 1 StochasticLM is the paper's X_{n+1} = (2+g_n)X_n − (1+g_n)X_{n−1} + η_n f(X_n)",
-                f"same η draws, random tanh field, per-block g_n: max |difference| = {gap:.1e}", "yes" if gap < 1e-12 else "no"),
-        Finding("the general-Δt LM stochastic scheme converges weakly (order 1 with condition (5))",
-                "damped oscillator, exact moments: " + "; ".join(f"{r[0]} {r[1]}: {r[3]}" for r in rows)
-                + f"; Monte Carlo of the implementation vs exact scheme moments: max |z| = {z_max:.1f}",
-                "yes" if ok and z_max < 4.5 else "no"),
+        Finding(
+            "at Δt = 1 StochasticLM is the paper's X_{n+1} = (2+g_n)X_n − (1+g_n)X_{n−1} + η_n f(X_n)",
+            f"same η draws, random tanh field, per-block g_n: max |difference| = {gap:.1e}",
+            "yes" if gap < 1e-12 else "no",
+        ),
+        Finding(
+            "the general-Δt LM stochastic scheme converges weakly (order 1 with condition (5))",
+            "damped oscillator, exact moments: "
+            + "; ".join(f"{r[0]} {r[1]}: {r[3]}" for r in rows)
+            + f"; Monte Carlo of the implementation vs exact scheme moments: max |z| = {z_max:.1f}",
+            "yes" if ok and z_max < 4.5 else "no",
+        ),
     ]
     osc = sym
     body = f"""**Claim.** The LM stochastic-depth network `X_{{n+1}} = (2 + g_n) X_n − (1 + g_n) X_{{n−1}} + η_n f(X_n)` is the
@@ -238,6 +310,11 @@ top; local slopes fall from about 0.62 at Δt ≈ 1/16 to 0.58 at Δt ≈ 1/1000
         findings=findings,
         body=body,
         figures=[fig1],
-        data={"gap": gap, "studies": {k: v[2] for k, v in studies.items()}, "expected": expected, "z_max": z_max},
+        data={
+            "gap": gap,
+            "studies": {k: v[2] for k, v in studies.items()},
+            "expected": expected,
+            "z_max": z_max,
+        },
         seconds=time.perf_counter() - t_start,
     )

@@ -91,7 +91,9 @@ def build_stage(arch: str, fields, steps: int, T: float = _T):
     nblocks = steps + (1 if arch == "FractalNet" else 0)
     field: BlockField | CoupledBlockField
     if arch == "RevNet":
-        field = CoupledBlockField([_Block(f, n * dt) for n in range(steps)], [_Block(f2, n * dt) for n in range(steps)], dt)
+        field = CoupledBlockField(
+            [_Block(f, n * dt) for n in range(steps)], [_Block(f2, n * dt) for n in range(steps)], dt
+        )
     else:
         field = BlockField([_Block(f, n * dt) for n in range(nblocks)], dt)
     return Stage(field, scheme, steps=steps)
@@ -139,7 +141,14 @@ def observed_orders(steps=(8, 16, 32, 64, 128, 256), dim=8, batch=16, seed=0):
                 errs.append(_err(stage(start), ref))
                 dts.append(_T / n)
             s, ci = slope(dts, errs)
-            out[arch] = {"scheme": scheme_name, "declared": make().order, "dts": dts, "errors": errs, "order": s, "ci": ci}
+            out[arch] = {
+                "scheme": scheme_name,
+                "declared": make().order,
+                "dts": dts,
+                "errors": errs,
+                "order": s,
+                "ci": ci,
+            }
         # the block stage and the time-continuous field give the same network
         n = steps[0]
         a = build_stage("FractalNet", (f, f2), n)(x0)
@@ -157,19 +166,36 @@ def run(out, quick: bool = False) -> ItemResult:
     fig, ax = plt.subplots(figsize=(6.8, 4.8))
     rows, ok = [], True
     for arch, r in res.items():
-        ax.plot(r["dts"], r["errors"], "o-", label=f"{arch} ({r['scheme']}): {r['order']:.2f}, declared {r['declared']}")
+        ax.plot(
+            r["dts"],
+            r["errors"],
+            "o-",
+            label=f"{arch} ({r['scheme']}): {r['order']:.2f}, declared {r['declared']}",
+        )
         good = abs(r["order"] - r["declared"]) <= 0.2
         ok &= good
-        rows.append((arch, r["scheme"], r["declared"], fmt(r["order"]), f"[{fmt(r['ci'][0])}, {fmt(r['ci'][1])}]",
-                     fmt(r["errors"][0]), fmt(r["errors"][-1]), "yes" if good else "NO"))
+        rows.append(
+            (
+                arch,
+                r["scheme"],
+                r["declared"],
+                fmt(r["order"]),
+                f"[{fmt(r['ci'][0])}, {fmt(r['ci'][1])}]",
+                fmt(r["errors"][0]),
+                fmt(r["errors"][-1]),
+                "yes" if good else "NO",
+            )
+        )
     loglog_axes(ax, "Δt = T/N  (N blocks, T = 1)", "max |x_N − x(T)|")
     ax.set_title("Table 1: observed order of each architecture's stage", fontsize=10)
     ax.legend(fontsize=7)
     fig1 = save_figure(fig, out, "table1_orders.png")
     findings = [
-        Finding("Table 1: ResNet, PolyNet, RevNet, LM-ResNet are 1st-order schemes, FractalNet 2nd-order",
-                "observed orders " + ", ".join(f"{a} {r['order']:.2f}" for a, r in res.items()),
-                "yes" if ok else "no"),
+        Finding(
+            "Table 1: ResNet, PolyNet, RevNet, LM-ResNet are 1st-order schemes, FractalNet 2nd-order",
+            "observed orders " + ", ".join(f"{a} {r['order']:.2f}" for a, r in res.items()),
+            "yes" if ok else "no",
+        ),
     ]
     body = f"""**Claim (paper, Table 1).** ResNet/ResNeXt, PolyNet, FractalNet, RevNet and LM-ResNet are numerical schemes
 for `u' = f(t, u)` (RevNet for the coupled system `X' = f1(Y), Y' = f2(X)`), with the orders of those schemes.
@@ -178,7 +204,7 @@ for `u' = f(t, u)` (RevNet for the coupled system `X' = f1(Y), Y' = f2(X)`), wit
 one `f2` for RevNet. Each architecture is a `sdenet.nn.Stage` whose blocks are the field frozen at `t_n = nΔt`
 (a `BlockField`; `CoupledBlockField` for RevNet; FractalNet's Heun stage gets one extra block because its second
 stage evaluates `t_{{n+1}}`). The span `[0, 1]` is fixed and the number of blocks N = 1/Δt grows
-(N = {', '.join(map(str, steps))}); the error is the largest entry of `|x_N − x(1)|` over 16 random inputs,
+(N = {", ".join(map(str, steps))}); the error is the largest entry of `|x_N − x(1)|` over 16 random inputs,
 against torchdiffeq (dopri5, tolerance 1e-12). The LM stage uses a constant k = {_K}; it is consistent with
 `u' = f/(1 + k)` (item 1), which is its reference. The block stage equals the stage built on the time-continuous
 field directly (`Stage(ODEField(f), Heun(), dt, steps)`) to {fmt(same)}.

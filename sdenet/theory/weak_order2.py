@@ -52,7 +52,10 @@ def linear_orders(steps=(16, 32, 64, 128, 256, 512)):
     extrapolated weak Euler (Rademacher). Returns {sde: {label: {"dts", "bias", "order", "declared"}}}."""
     gbm, ou = weak.GBM(mu=-0.5, sigma=1.0), weak.OU(theta=1.0, sigma=0.5)
     problems = {
-        "GBM, φ = x²": (lambda sch, dt: linear.scheme_moment(gbm.field(), sch, 1.0, 1.0, dt, 2), gbm.exact(2)),
+        "GBM, φ = x²": (
+            lambda sch, dt: linear.scheme_moment(gbm.field(), sch, 1.0, 1.0, dt, 2),
+            gbm.exact(2),
+        ),
         "OU, φ = cos": (lambda sch, dt: linear.scheme_cos(ou.field(), sch, 1.0, 1.0, dt), _ou_cos(ou)),
     }
     dts = [1.0 / n for n in steps]
@@ -63,8 +66,13 @@ def linear_orders(steps=(16, 32, 64, 128, 256, 512)):
             bias = [abs(expect(sch, dt) - exact) for dt in dts]
             res[lab] = {"dts": dts, "bias": bias, "order": slope(dts, bias)[0], "declared": sch.weak_order}
         sch = sdenet.WeakEuler(sdenet.Rademacher())
-        bias = [abs(sdenet.extrapolate(lambda d: expect(sch, d), dt) - exact) for dt in dts]
-        res["extrapolated weak Euler, Rademacher"] = {"dts": dts, "bias": bias, "order": slope(dts, bias)[0], "declared": 2.0}
+        bias = [abs(sdenet.extrapolate(lambda d: expect(sch, d), dt) - exact) for dt in dts]  # noqa: B023
+        res["extrapolated weak Euler, Rademacher"] = {
+            "dts": dts,
+            "bias": bias,
+            "order": slope(dts, bias)[0],
+            "declared": 2.0,
+        }
         out[name] = res
     return out, {"gbm": gbm.params(), "ou": ou.params()}
 
@@ -76,9 +84,18 @@ def nonlinear_orders(quick=False):
     exact = pr.exact(np.sin)
     runs = {
         "Platen, three-point": (sdenet.Platen(), (3, 4, 6, 8) if quick else (3, 4, 6, 8, 10)),
-        "weak Taylor 2, three-point": (sdenet.WeakTaylor2(sdenet.ThreePoint()), (3, 4, 6, 8) if quick else (3, 4, 6, 8, 10)),
-        "weak Euler, Rademacher": (sdenet.WeakEuler(sdenet.Rademacher()), (4, 8, 12) if quick else (4, 8, 12, 16)),
-        "weak Euler, three-point": (sdenet.WeakEuler(sdenet.ThreePoint()), (3, 4, 6, 8) if quick else (3, 4, 6, 8, 10)),
+        "weak Taylor 2, three-point": (
+            sdenet.WeakTaylor2(sdenet.ThreePoint()),
+            (3, 4, 6, 8) if quick else (3, 4, 6, 8, 10),
+        ),
+        "weak Euler, Rademacher": (
+            sdenet.WeakEuler(sdenet.Rademacher()),
+            (4, 8, 12) if quick else (4, 8, 12, 16),
+        ),
+        "weak Euler, three-point": (
+            sdenet.WeakEuler(sdenet.ThreePoint()),
+            (3, 4, 6, 8) if quick else (3, 4, 6, 8, 10),
+        ),
     }
     out = {}
     for lab, (sch, ns) in runs.items():
@@ -96,14 +113,20 @@ def milstein_strong(paths=20_000, fine=512, steps=(16, 32, 64, 128, 256), seed=0
     g = torch.Generator().manual_seed(seed)
     dwf = torch.randn(fine, paths, 1, generator=g, dtype=F64) / math.sqrt(fine)
     xT = sde.solution(dwf.sum(0))
-    schemes = {"Euler–Maruyama": sdenet.EulerMaruyama(), "Milstein (autograd)": sdenet.Milstein(),
-               "Milstein (difference)": sdenet.Milstein("difference")}
+    schemes = {
+        "Euler–Maruyama": sdenet.EulerMaruyama(),
+        "Milstein (autograd)": sdenet.Milstein(),
+        "Milstein (difference)": sdenet.Milstein("difference"),
+    }
     out = {}
     for lab, sch in schemes.items():
         errs, ses = [], []
         for n in steps:
             dw = dwf.view(n, fine // n, paths, 1).sum(1)
-            e = (sdenet.integrate(sde.field(), sch, torch.ones(paths, 1, dtype=F64), t1=1.0, steps=n, dw=dw) - xT).abs()
+            e = (
+                sdenet.integrate(sde.field(), sch, torch.ones(paths, 1, dtype=F64), t1=1.0, steps=n, dw=dw)
+                - xT
+            ).abs()
             errs.append(e.mean().item())
             ses.append(e.std().item() / math.sqrt(paths))
         dts = [1.0 / n for n in steps]
@@ -122,7 +145,9 @@ def _tiny_blocks(seed=0, width=3, hidden=8, scale=1.0):
         lin1, lin2 = torch.nn.Linear(width, hidden), torch.nn.Linear(hidden, width)
         with torch.no_grad():
             for lin in (lin1, lin2):
-                lin.weight.copy_(torch.randn(lin.weight.shape, generator=g) * scale / math.sqrt(lin.weight.shape[1]))
+                lin.weight.copy_(
+                    torch.randn(lin.weight.shape, generator=g) * scale / math.sqrt(lin.weight.shape[1])
+                )
                 lin.bias.copy_(torch.randn(lin.bias.shape, generator=g) * 0.3)
         return torch.nn.Sequential(lin1, torch.nn.Tanh(), lin2).double()
 
@@ -159,10 +184,10 @@ def network_orders(quick=False, T=1.0):
 
         def expect(sch, n):
             key = (repr(sch), n)
-            if key not in cache:
-                field = _network_fields(n, T / n)[name].train()
-                cache[key] = linear.enumerate_expectation(field, sch, x0, T, n, _phi)
-            return cache[key]
+            if key not in cache:  # noqa: B023
+                field = _network_fields(n, T / n)[name].train()  # noqa: B023
+                cache[key] = linear.enumerate_expectation(field, sch, x0, T, n, _phi)  # noqa: B023
+            return cache[key]  # noqa: B023
 
         def richardson(n1, n2):
             r = (n2 / n1) ** 2
@@ -173,9 +198,19 @@ def network_orders(quick=False, T=1.0):
         plat = [abs(expect(sdenet.Platen(), n) - ref) for n in ns_p]
         eul = [abs(expect(sdenet.WeakEuler(sdenet.Rademacher()), n) - ref) for n in ns_e]
         out[name] = {
-            "ref": ref, "ref_err": ref_err, "ref_ns": (n_a, n_b, n_c),
-            "platen": {"dts": [T / n for n in ns_p], "bias": plat, "order": slope([T / n for n in ns_p][-3:], plat[-3:])[0]},
-            "euler": {"dts": [T / n for n in ns_e], "bias": eul, "order": slope([T / n for n in ns_e], eul)[0]},
+            "ref": ref,
+            "ref_err": ref_err,
+            "ref_ns": (n_a, n_b, n_c),
+            "platen": {
+                "dts": [T / n for n in ns_p],
+                "bias": plat,
+                "order": slope([T / n for n in ns_p][-3:], plat[-3:])[0],
+            },
+            "euler": {
+                "dts": [T / n for n in ns_e],
+                "bias": eul,
+                "order": slope([T / n for n in ns_e], eul)[0],
+            },
         }
     return out, x0
 
@@ -191,7 +226,9 @@ def network_checks(x0, n=4, T=1.0, paths=200_000, seed=0):
         set_generator(stage, torch.Generator().manual_seed(seed))
         with torch.no_grad():
             y = stage(xb)
-            z = sdenet.integrate(field, sdenet.Platen(), xb, t1=T, steps=n, generator=torch.Generator().manual_seed(seed))
+            z = sdenet.integrate(
+                field, sdenet.Platen(), xb, t1=T, steps=n, generator=torch.Generator().manual_seed(seed)
+            )
         same = bool(torch.equal(y, z))
         v = _phi(y)
         exact = linear.enumerate_expectation(field, sdenet.Platen(), x0, T, n, _phi)
@@ -217,8 +254,16 @@ def run(out, quick: bool = False) -> ItemResult:
     for law in (sdenet.ThreePoint(), sdenet.Gaussian(), sdenet.Rademacher()):
         sch = sdenet.Platen(law)
         g = torch.Generator().manual_seed(1)
-        mean, se = weak.monte_carlo(gbm_mc.field(), sch, torch.ones(1, 1, dtype=F64), 1.0, 0.25, lambda x: x**2,
-                                    200_000 if quick else 1_000_000, g)
+        mean, se = weak.monte_carlo(
+            gbm_mc.field(),
+            sch,
+            torch.ones(1, 1, dtype=F64),
+            1.0,
+            0.25,
+            lambda x: x**2,
+            200_000 if quick else 1_000_000,
+            g,
+        )
         exact = linear.scheme_moment(gbm_mc.field(), sch, 1.0, 1.0, 0.25, 2)
         mc_rows.append((law.name, exact, mean, se, (mean - exact) / se))
     progress("Milstein: strong order on shared Brownian paths")
@@ -231,13 +276,17 @@ def run(out, quick: bool = False) -> ItemResult:
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     for ax, (name, res) in zip(axes[:2], lin.items()):
         for lab, r in res.items():
-            ax.plot(r["dts"], r["bias"], "o-", ms=3, label=f"{lab}: {r['order']:.2f} (declared {r['declared']:g})")
+            ax.plot(
+                r["dts"], r["bias"], "o-", ms=3, label=f"{lab}: {r['order']:.2f} (declared {r['declared']:g})"
+            )
         loglog_axes(ax, "Δt", "|exact scheme bias|")
         ax.set_title(f"{name}, exact (no Monte Carlo)", fontsize=9)
         ax.legend(fontsize=6)
     ax = axes[2]
     for lab, r in nl.items():
-        ax.plot(r["dts"], r["bias"], "o-", ms=3, label=f"{lab}: {r['order']:.2f} (declared {r['declared']:g})")
+        ax.plot(
+            r["dts"], r["bias"], "o-", ms=3, label=f"{lab}: {r['order']:.2f} (declared {r['declared']:g})"
+        )
     loglog_axes(ax, "Δt", "|E sin X_N − E sin X(T)|")
     ax.set_title(f"arctan SDE (a={pr.a}, x0={pr.x0}), exact by enumerating 3^N / 2^N paths", fontsize=9)
     ax.legend(fontsize=6)
@@ -247,8 +296,15 @@ def run(out, quick: bool = False) -> ItemResult:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     for lab, r in mil.items():
-        ax.errorbar(r["dts"], r["err"], yerr=2 * np.asarray(r["se"]), fmt="o-", ms=3, capsize=2,
-                    label=f"{lab}: slope {r['order']:.2f} (declared strong {r['declared']:g})")
+        ax.errorbar(
+            r["dts"],
+            r["err"],
+            yerr=2 * np.asarray(r["se"]),
+            fmt="o-",
+            ms=3,
+            capsize=2,
+            label=f"{lab}: slope {r['order']:.2f} (declared strong {r['declared']:g})",
+        )
     loglog_axes(ax, "Δt", "E |X_N − X(T)|  (bar ±2 s.e.)")
     ax.set_title(f"strong error on GBM {mil_sde.params()}\nsame Brownian paths for every scheme", fontsize=9)
     ax.legend(fontsize=7)
@@ -256,8 +312,18 @@ def run(out, quick: bool = False) -> ItemResult:
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
     for ax, (name, r) in zip(axes, net.items()):
-        ax.plot(r["platen"]["dts"], r["platen"]["bias"], "o-", label=f"Platen, three-point: {r['platen']['order']:.2f}")
-        ax.plot(r["euler"]["dts"], r["euler"]["bias"], "s-", label=f"weak Euler, Rademacher: {r['euler']['order']:.2f}")
+        ax.plot(
+            r["platen"]["dts"],
+            r["platen"]["bias"],
+            "o-",
+            label=f"Platen, three-point: {r['platen']['order']:.2f}",
+        )
+        ax.plot(
+            r["euler"]["dts"],
+            r["euler"]["bias"],
+            "s-",
+            label=f"weak Euler, Rademacher: {r['euler']['order']:.2f}",
+        )
         ax.axhline(r["ref_err"], color="gray", ls=":", lw=1, label="reference uncertainty")
         loglog_axes(ax, "Δt = T/N (T = 1 fixed)", "|E Σ cos X_N − reference|")
         ax.set_title(f"{name}: tiny random network (3→8→3, tanh), exact by enumeration", fontsize=9)
@@ -269,33 +335,80 @@ def run(out, quick: bool = False) -> ItemResult:
     nl_ok = all(abs(r["order"] - r["declared"]) <= 0.25 for r in nl.values())
     mc_ok = all(abs(z) < 4 for *_, z in mc_rows)
     mil_ok = all(abs(r["order"] - r["declared"]) <= 0.15 for r in mil.values())
-    net_ok = all(abs(r["platen"]["order"] - 2) <= 0.3 and abs(r["euler"]["order"] - 1) <= 0.2 and r["ref_err"] < 0.3 * min(r["platen"]["bias"][-3:])
-                 for r in net.values())
+    net_ok = all(
+        abs(r["platen"]["order"] - 2) <= 0.3
+        and abs(r["euler"]["order"] - 1) <= 0.2
+        and r["ref_err"] < 0.3 * min(r["platen"]["bias"][-3:])
+        for r in net.values()
+    )
     checks_ok = all(same and abs(z) < 4 and d < 1e-12 for _, same, z, d in checks)
     findings = [
-        Finding("Platen and the weak order-2 Taylor scheme have weak order 2 with Gaussian or three-point increments, "
-                "1 with Rademacher (E ΔŴ⁴ wrong); Talay–Tubaro extrapolation lifts weak Euler to 2",
-                "; ".join(f"{name}: " + ", ".join(f"{lab} {r['order']:.2f}" for lab, r in res.items()) for name, res in lin.items()),
-                "yes" if lin_ok else "no"),
-        Finding("the same orders on a nonlinear SDE (arctan, exact by enumeration)",
-                ", ".join(f"{lab} {r['order']:.2f}" for lab, r in nl.items()), "yes" if nl_ok else "no"),
-        Finding("the sampled Platen scheme has its exact expectation",
-                ", ".join(f"{row[0]}: z = {row[4]:.1f}" for row in mc_rows), "yes" if mc_ok else "no"),
-        Finding("Milstein has strong order 1 (Euler–Maruyama ½) on the same Brownian paths",
-                ", ".join(f"{lab} {r['order']:.2f}" for lab, r in mil.items()), "yes" if mil_ok else "no"),
-        Finding("a stochastic-depth / shake-shake stage run with Platen has network-level weak order 2 as Δt → 0 at "
-                "fixed T (weak Euler: 1)",
-                ", ".join(f"{n}: Platen {r['platen']['order']:.2f}, weak Euler {r['euler']['order']:.2f}" for n, r in net.items()),
-                "yes" if net_ok and checks_ok else "no"),
+        Finding(
+            "Platen and the weak order-2 Taylor scheme have weak order 2 with Gaussian or three-point increments, "
+            "1 with Rademacher (E ΔŴ⁴ wrong); Talay–Tubaro extrapolation lifts weak Euler to 2",
+            "; ".join(
+                f"{name}: " + ", ".join(f"{lab} {r['order']:.2f}" for lab, r in res.items())
+                for name, res in lin.items()
+            ),
+            "yes" if lin_ok else "no",
+        ),
+        Finding(
+            "the same orders on a nonlinear SDE (arctan, exact by enumeration)",
+            ", ".join(f"{lab} {r['order']:.2f}" for lab, r in nl.items()),
+            "yes" if nl_ok else "no",
+        ),
+        Finding(
+            "the sampled Platen scheme has its exact expectation",
+            ", ".join(f"{row[0]}: z = {row[4]:.1f}" for row in mc_rows),
+            "yes" if mc_ok else "no",
+        ),
+        Finding(
+            "Milstein has strong order 1 (Euler–Maruyama ½) on the same Brownian paths",
+            ", ".join(f"{lab} {r['order']:.2f}" for lab, r in mil.items()),
+            "yes" if mil_ok else "no",
+        ),
+        Finding(
+            "a stochastic-depth / shake-shake stage run with Platen has network-level weak order 2 as Δt → 0 at "
+            "fixed T (weak Euler: 1)",
+            ", ".join(
+                f"{n}: Platen {r['platen']['order']:.2f}, weak Euler {r['euler']['order']:.2f}"
+                for n, r in net.items()
+            ),
+            "yes" if net_ok and checks_ok else "no",
+        ),
     ]
-    lin_rows = [(name, lab, f"{r['declared']:g}", fmt(r["order"]), fmt(r["bias"][0]), fmt(r["bias"][-1]))
-                for name, res in lin.items() for lab, r in res.items()]
-    nl_rows = [(lab, f"{r['declared']:g}", fmt(r["order"]), ", ".join(fmt(b) for b in r["bias"])) for lab, r in nl.items()]
-    mil_rows = [(lab, f"{r['declared']:g}", fmt(r["order"]), f"[{fmt(r['ci'][0])}, {fmt(r['ci'][1])}]",
-                 ", ".join(fmt(e) for e in r["err"])) for lab, r in mil.items()]
+    lin_rows = [
+        (name, lab, f"{r['declared']:g}", fmt(r["order"]), fmt(r["bias"][0]), fmt(r["bias"][-1]))
+        for name, res in lin.items()
+        for lab, r in res.items()
+    ]
+    nl_rows = [
+        (lab, f"{r['declared']:g}", fmt(r["order"]), ", ".join(fmt(b) for b in r["bias"]))
+        for lab, r in nl.items()
+    ]
+    mil_rows = [
+        (
+            lab,
+            f"{r['declared']:g}",
+            fmt(r["order"]),
+            f"[{fmt(r['ci'][0])}, {fmt(r['ci'][1])}]",
+            ", ".join(fmt(e) for e in r["err"]),
+        )
+        for lab, r in mil.items()
+    ]
     mc_tab = [(name, fmt(e, 6), f"{fmt(m, 6)} ± {fmt(2 * s)}", f"{z:.2f}") for name, e, m, s, z in mc_rows]
-    net_rows = [(name, fmt(r["ref"], 8), fmt(r["ref_err"]), fmt(r["platen"]["order"]), ", ".join(fmt(b) for b in r["platen"]["bias"]),
-                 fmt(r["euler"]["order"]), ", ".join(fmt(b) for b in r["euler"]["bias"])) for name, r in net.items()]
+    net_rows = [
+        (
+            name,
+            fmt(r["ref"], 8),
+            fmt(r["ref_err"]),
+            fmt(r["platen"]["order"]),
+            ", ".join(fmt(b) for b in r["platen"]["bias"]),
+            fmt(r["euler"]["order"]),
+            ", ".join(fmt(b) for b in r["euler"]["bias"]),
+        )
+        for name, r in net.items()
+    ]
     check_rows = [(name, "yes" if same else "NO", f"{z:.2f}", fmt(d)) for name, same, z, d in checks]
     body = f"""**Claims.** Platen's explicit scheme (Kloeden & Platen §15.1; `sdenet.Platen`) and the simplified weak order-2
 Taylor scheme (K&P 14.2.1, derivatives by autograd; `sdenet.WeakTaylor2`) have weak order 2 when the increments
@@ -308,8 +421,8 @@ show weak order 2 at the level of the network output as Δt → 0 at fixed depth
 quadratic P, Q; `sdenet.linear.step_polynomials` reads P and Q off the implementation (one step at a few increments,
 degree checked), and the law's exact moments (`NoiseLaw.moment`) or characteristic function
 (`NoiseLaw.characteristic`) give `E X_N^k` and `E cos X_N` exactly. φ = x² already separates Rademacher from the
-order-2 laws under Platen (it feels `E ΔŴ⁴`); φ = cos feels every moment. GBM {params['gbm']}, OU {params['ou']};
-Δt from 1/{round(1 / lin['GBM, φ = x²']['weak Euler, Gaussian']['dts'][0])} to 1/{round(1 / lin['GBM, φ = x²']['weak Euler, Gaussian']['dts'][-1])}.
+order-2 laws under Platen (it feels `E ΔŴ⁴`); φ = cos feels every moment. GBM {params["gbm"]}, OU {params["ou"]};
+Δt from 1/{round(1 / lin["GBM, φ = x²"]["weak Euler, Gaussian"]["dts"][0])} to 1/{round(1 / lin["GBM, φ = x²"]["weak Euler, Gaussian"]["dts"][-1])}.
 
 {md_table(["problem", "scheme", "declared", "fitted order", "bias at coarsest Δt", "bias at finest Δt"], lin_rows)}
 
@@ -329,7 +442,7 @@ scheme lands on its own.
 {md_table(["law", "exact E X_N²", "Monte Carlo", "z"], mc_tab)}
 
 **Milstein.** Strong error `E|X_N − X(T)|` against the exact GBM solution, every scheme driven by the same Brownian
-paths through `integrate(..., dw=...)` ({mil['Euler–Maruyama']['err'].__len__()} step sizes; fine grid summed to coarse
+paths through `integrate(..., dw=...)` ({mil["Euler–Maruyama"]["err"].__len__()} step sizes; fine grid summed to coarse
 increments). `derivative="autograd"` computes `L¹b = b ∂b/∂x` by a Jacobian–vector product, `"difference"` is the
 derivative-free Runge–Kutta form `(b(X + aΔ + b√Δ) − b(X))/√Δ`.
 
@@ -342,9 +455,9 @@ the same branch at every block so the continuous-time field is the same at every
 (`DropField`, p = ½: `dX = ½f dt + ½f dB`) and shake-shake (`ShakeField`: `dX = ½(f1 + f2)dt + (f1 − f2)/√12 dB`),
 one Brownian motion per sample, T = 1, N = T/Δt steps. Platen evaluates block n at `t_n` and block n + 1 at `t_{{n+1}}`,
 as Heun, so the stage holds N + 1 blocks (`Platen.lookahead = 1`). φ = Σ cos x_i of the output, expectation exact by
-enumeration; the reference is Platen at N = {net[next(iter(net))]['ref_ns'][1]} and {net[next(iter(net))]['ref_ns'][2]}, Richardson-extrapolated with
-order 2; its uncertainty (dotted line) is the spread against the extrapolation from N = {net[next(iter(net))]['ref_ns'][0]} and
-{net[next(iter(net))]['ref_ns'][2]}. Platen's order is fitted on its finest three Δt.
+enumeration; the reference is Platen at N = {net[next(iter(net))]["ref_ns"][1]} and {net[next(iter(net))]["ref_ns"][2]}, Richardson-extrapolated with
+order 2; its uncertainty (dotted line) is the spread against the extrapolation from N = {net[next(iter(net))]["ref_ns"][0]} and
+{net[next(iter(net))]["ref_ns"][2]}. Platen's order is fitted on its finest three Δt.
 
 {md_table(["field", "reference E φ", "reference uncertainty", "Platen order", "Platen biases", "weak Euler order", "weak Euler biases"], net_rows)}
 
@@ -364,6 +477,13 @@ expectation (z); in eval mode the stage integrates the drift with Heun (`Platen.
         findings=findings,
         body=body,
         figures=[fig_orders, fig_mil, fig_net],
-        data={"linear": lin, "nonlinear": nl, "milstein": mil, "network": net, "mc": mc_rows, "checks": checks},
+        data={
+            "linear": lin,
+            "nonlinear": nl,
+            "milstein": mil,
+            "network": net,
+            "mc": mc_rows,
+            "checks": checks,
+        },
         seconds=time.perf_counter() - t_start,
     )

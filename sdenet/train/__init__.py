@@ -14,6 +14,16 @@ from .loop import RUN_FILES, TrainConfig, TrainingDiverged, evaluate, resolve_de
 from .monitor import DEFAULT_WEAK_K, WeakConditionError
 from .presets import PRESET_NAMES, PRESETS, get_preset
 
-__all__ = ["TrainConfig", "train", "evaluate", "TrainingDiverged", "WeakConditionError",
-           "resolve_device", "RUN_FILES", "DEFAULT_WEAK_K", "PRESETS", "PRESET_NAMES",
-           "get_preset"]
+__all__ = [
+    "TrainConfig",
+    "train",
+    "evaluate",
+    "TrainingDiverged",
+    "WeakConditionError",
+    "resolve_device",
+    "RUN_FILES",
+    "DEFAULT_WEAK_K",
+    "PRESETS",
+    "PRESET_NAMES",
+    "get_preset",
+]

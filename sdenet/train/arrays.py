@@ -3,21 +3,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["ArrayDataset", "DatasetError", "channel_stats", "SAMPLE_PATH", "CIFAR10_CLASSES",
-           "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = [
+    "ArrayDataset",
+    "DatasetError",
+    "channel_stats",
+    "SAMPLE_PATH",
+    "CIFAR10_CLASSES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+]
 
 
 SAMPLE_PATH = Path(__file__).resolve().parent.parent / "data" / "cifar10-sample.npz"
 
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
-                   "dog", "frog", "horse", "ship", "truck")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -61,33 +67,55 @@ class ArrayDataset:
         self.x_train = _check_images(self.x_train, "x_train", where)
         self.x_test = _check_images(self.x_test, "x_test", where)
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
-            raise DatasetError(f"{where}: x_train images are {self.x_train.shape[1:]} but x_test "
-                               f"images are {self.x_test.shape[1:]}; both splits must match")
+            raise DatasetError(
+                f"{where}: x_train images are {self.x_train.shape[1:]} but x_test "
+                f"images are {self.x_test.shape[1:]}; both splits must match"
+            )
         self.y_train = _check_labels(self.y_train, len(self.x_train), self.num_classes, "y_train", where)
         self.y_test = _check_labels(self.y_test, len(self.x_test), self.num_classes, "y_test", where)
         c = self.x_train.shape[-1]
         self.mean = tuple(float(m) for m in self.mean)
         self.std = tuple(float(s) for s in self.std)
         if len(self.mean) != c or len(self.std) != c or min(self.std) <= 0:
-            raise DatasetError(f"{where}: mean/std must have {c} entries (one per channel) and "
-                               f"std > 0; got mean={self.mean}, std={self.std}")
+            raise DatasetError(
+                f"{where}: mean/std must have {c} entries (one per channel) and "
+                f"std > 0; got mean={self.mean}, std={self.std}"
+            )
         self.classes = tuple(str(s) for s in self.classes)
         if self.classes and len(self.classes) != self.num_classes:
-            raise DatasetError(f"{where}: {len(self.classes)} class names for "
-                               f"{self.num_classes} classes")
+            raise DatasetError(f"{where}: {len(self.classes)} class names for {self.num_classes} classes")
 
     @classmethod
-    def from_arrays(cls, name: str, x_train, y_train, x_test, y_test, *,
-                    num_classes: int | None = None, source: str = "",
-                    classes: Sequence[str] = ()) -> "ArrayDataset":
+    def from_arrays(
+        cls,
+        name: str,
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        *,
+        num_classes: int | None = None,
+        source: str = "",
+        classes: Sequence[str] = (),
+    ) -> ArrayDataset:
         """Validate the arrays, infer ``num_classes`` (max label + 1) if not given, compute stats."""
         where = source or name
         x_train = _check_images(x_train, "x_train", where)
         if num_classes is None:
             num_classes = len(classes) or _infer_num_classes(y_train, y_test, where)
         mean, std = channel_stats(x_train)
-        return cls(name, x_train, y_train, x_test, y_test, int(num_classes), mean, std,
-                   source or name, tuple(classes))
+        return cls(
+            name,
+            x_train,
+            y_train,
+            x_test,
+            y_test,
+            int(num_classes),
+            mean,
+            std,
+            source or name,
+            tuple(classes),
+        )
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -96,8 +124,10 @@ class ArrayDataset:
         return (c, h, w)
 
     def __str__(self) -> str:
-        return (f"{self.name}: {len(self.x_train)} train / {len(self.x_test)} test images "
-                f"{self.x_train.shape[1:]} uint8, {self.num_classes} classes (from {self.source})")
+        return (
+            f"{self.name}: {len(self.x_train)} train / {len(self.x_test)} test images "
+            f"{self.x_train.shape[1:]} uint8, {self.num_classes} classes (from {self.source})"
+        )
 
 
 def channel_stats(x_uint8_nhwc: np.ndarray, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -109,7 +139,7 @@ def channel_stats(x_uint8_nhwc: np.ndarray, chunk: int = 4096) -> tuple[tuple[fl
     c = x.shape[-1]
     counts = np.zeros((c, 256), dtype=np.int64)
     for i in range(0, len(x), chunk):
-        flat = x[i:i + chunk].reshape(-1, c)
+        flat = x[i : i + chunk].reshape(-1, c)
         for k in range(c):
             counts[k] += np.bincount(flat[:, k], minlength=256)
     values = np.arange(256, dtype=np.float64) / 255.0
@@ -131,8 +161,10 @@ def _check_images(x, what: str, where: str) -> np.ndarray:
     if x.dtype != np.uint8:
         raise DatasetError(f"{where}: {what} has dtype {x.dtype}; expected uint8 pixel values 0..255")
     if x.ndim != 4 or x.shape[-1] not in (1, 3):
-        raise DatasetError(f"{where}: {what} has shape {tuple(x.shape)}; expected (N, H, W, C) "
-                           f"with C = 1 or 3 (channels last, NHWC)")
+        raise DatasetError(
+            f"{where}: {what} has shape {tuple(x.shape)}; expected (N, H, W, C) "
+            f"with C = 1 or 3 (channels last, NHWC)"
+        )
     if x.shape[0] == 0:
         raise DatasetError(f"{where}: {what} holds no images")
     return x
@@ -160,14 +192,17 @@ def _as_label_array(y, what: str, where: str) -> np.ndarray:
 def _check_labels(y, n: int, num_classes: int, what: str, where: str) -> np.ndarray:
     y = _as_label_array(y, what, where)
     if len(y) != n:
-        raise DatasetError(f"{where}: {what} has {len(y)} labels but there are {n} images; "
-                           f"the lengths must match")
+        raise DatasetError(
+            f"{where}: {what} has {len(y)} labels but there are {n} images; the lengths must match"
+        )
     if len(y):
         bad = np.flatnonzero((y < 0) | (y >= num_classes))
         if bad.size:
             i = int(bad[0])
-            raise DatasetError(f"{where}: {what}[{i}] = {int(y[i])} is out of range "
-                               f"[0, {num_classes}) ({bad.size} such labels)")
+            raise DatasetError(
+                f"{where}: {what}[{i}] = {int(y[i])} is out of range "
+                f"[0, {num_classes}) ({bad.size} such labels)"
+            )
     return np.ascontiguousarray(y)
 
 
@@ -178,10 +213,8 @@ def _infer_num_classes(y_train, y_test, where: str) -> int:
         if len(y):
             if y.min() < 0:
                 i = int(np.argmin(y))
-                raise DatasetError(f"{where}: {what}[{i}] = {int(y[i])} is out of range: labels "
-                                   f"must be >= 0")
+                raise DatasetError(f"{where}: {what}[{i}] = {int(y[i])} is out of range: labels must be >= 0")
             top = max(top, int(y.max()))
     if top < 0:
         raise DatasetError(f"{where}: no labels")
     return top + 1
-

@@ -42,15 +42,16 @@ def crop_flip(x: Tensor, dy: Tensor, dx: Tensor, flip: Tensor | None, pad: int =
     cols = cols.expand(b, w)
     if flip is not None:
         cols = torch.where(flip.to(dev, torch.bool)[:, None], (w - 1) - cols, cols)
-    rows = dy[:, None] + torch.arange(h, device=dev)                   # (B, H)
-    cols = dx[:, None] + cols                                          # (B, W)
+    rows = dy[:, None] + torch.arange(h, device=dev)  # (B, H)
+    cols = dx[:, None] + cols  # (B, W)
     index = (rows[:, :, None] * wp + cols[:, None, :]).reshape(b, 1, h * w)
     out = torch.gather(xp.reshape(b, c, hp * wp), 2, index.expand(b, c, h * w))
     return out.reshape(b, c, h, w)
 
 
-def augment_batch(x_uint8_nchw: Tensor, generator: torch.Generator, pad: int = 4,
-                  flip: bool = True) -> Tensor:
+def augment_batch(
+    x_uint8_nchw: Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True
+) -> Tensor:
     """Random crop (zero padding ``pad``, window of the image's size) and horizontal flip
     (p = 1/2) of each image of a ``(B, C, H, W)`` batch, vectorised, on the batch's device.
 
@@ -74,16 +75,18 @@ def check_resolution(resolution, height: int, width: int) -> int:
     ``height × width``; ValueError unless ``resolution`` is a positive integer that divides
     ``height`` with ``s`` dividing ``width`` too (``resolution`` is the new height)."""
     if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 1:
-        raise ValueError(f"resolution must be a positive integer (the new image height), got "
-                         f"{resolution!r}")
+        raise ValueError(f"resolution must be a positive integer (the new image height), got {resolution!r}")
     r = int(resolution)
     if r > height:
-        raise ValueError(f"resolution {r} is larger than the images ({height}x{width}); area "
-                         f"downsampling only goes down")
+        raise ValueError(
+            f"resolution {r} is larger than the images ({height}x{width}); area downsampling only goes down"
+        )
     if height % r or width % (height // r):
         ok = [d for d in range(1, height + 1) if height % d == 0 and width % (height // d) == 0]
-        raise ValueError(f"resolution {r} does not divide the images' {height}x{width} into whole "
-                         f"pixels; choose one of {', '.join(map(str, ok))}")
+        raise ValueError(
+            f"resolution {r} does not divide the images' {height}x{width} into whole "
+            f"pixels; choose one of {', '.join(map(str, ok))}"
+        )
     return height // r
 
 
@@ -92,17 +95,21 @@ def downsample(x_uint8_nchw: Tensor, resolution: int) -> Tensor:
     device: each new pixel is the mean of an ``s × s`` block (``s = H / resolution``), rounded
     back to uint8 (an error of at most 1/510 of the range). ``resolution == H`` returns ``x``."""
     if not isinstance(x_uint8_nchw, Tensor) or x_uint8_nchw.ndim != 4:
-        raise ValueError(f"downsample: expected a (N, C, H, W) tensor, got "
-                         f"{tuple(getattr(x_uint8_nchw, 'shape', ()))}")
+        raise ValueError(
+            f"downsample: expected a (N, C, H, W) tensor, got {tuple(getattr(x_uint8_nchw, 'shape', ()))}"
+        )
     s = check_resolution(resolution, x_uint8_nchw.shape[2], x_uint8_nchw.shape[3])
     if s == 1:
         return x_uint8_nchw
-    out = torch.empty((*x_uint8_nchw.shape[:2], x_uint8_nchw.shape[2] // s,
-                       x_uint8_nchw.shape[3] // s), dtype=torch.uint8, device=x_uint8_nchw.device)
+    out = torch.empty(
+        (*x_uint8_nchw.shape[:2], x_uint8_nchw.shape[2] // s, x_uint8_nchw.shape[3] // s),
+        dtype=torch.uint8,
+        device=x_uint8_nchw.device,
+    )
     step = 4096  # in chunks: the float copy of a whole CIFAR split would be 600 MB
     for i in range(0, len(x_uint8_nchw), step):
-        xb = x_uint8_nchw[i:i + step].to(torch.float32)
-        out[i:i + step] = torch.nn.functional.avg_pool2d(xb, s).round_().clamp_(0, 255).to(torch.uint8)
+        xb = x_uint8_nchw[i : i + step].to(torch.float32)
+        out[i : i + step] = torch.nn.functional.avg_pool2d(xb, s).round_().clamp_(0, 255).to(torch.uint8)
     return out
 
 
@@ -112,4 +119,3 @@ def scaled_pad(pad: int, height: int, resolution: int | None) -> int:
     if resolution is None:
         return int(pad)
     return int(math.floor(pad * resolution / height + 0.5))
-

@@ -32,8 +32,17 @@ from typing import TypeGuard
 
 import torch
 
-__all__ = ["save_atomic", "load_checkpoint", "validate_checkpoint", "check_model_state",
-           "check_optimizer_state", "rng_state", "set_rng_state", "FORMAT", "SUPPORTED_FORMATS"]
+__all__ = [
+    "save_atomic",
+    "load_checkpoint",
+    "validate_checkpoint",
+    "check_model_state",
+    "check_optimizer_state",
+    "rng_state",
+    "set_rng_state",
+    "FORMAT",
+    "SUPPORTED_FORMATS",
+]
 
 #: the format this release writes; SUPPORTED_FORMATS are those it reads
 FORMAT = 1
@@ -80,11 +89,14 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     except pickle.UnpicklingError as e:
         m = re.search(r"GLOBAL ([\w.]+)", str(e))
         what = f"it names {m.group(1)}" if m else "it holds objects other than tensors and plain values"
-        raise ValueError(f"{path}: refused: not a plain checkpoint ({what}, and loading it could "
-                         f"run code); nothing in it was run") from None
+        raise ValueError(
+            f"{path}: refused: not a plain checkpoint ({what}, and loading it could "
+            f"run code); nothing in it was run"
+        ) from None
     except Exception as e:  # truncated, not a torch file, ...
-        raise ValueError(f"{path}: cannot read it as a checkpoint ({type(e).__name__}: "
-                         f"{_first_line(e)})") from None
+        raise ValueError(
+            f"{path}: cannot read it as a checkpoint ({type(e).__name__}: {_first_line(e)})"
+        ) from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise ValueError(f"{path}: not an sdenet training checkpoint (no model state or config)")
     check_run_agreement(ckpt, path)
@@ -92,8 +104,19 @@ def load_checkpoint(path, map_location="cpu") -> dict:
 
 
 #: what a run folder's config.json and its checkpoints must agree on
-AGREE_KEYS = ("model", "model_overrides", "num_classes", "dataset", "resolution", "dt", "p_L",
-              "mode", "seed", "preset", "batch_size")
+AGREE_KEYS = (
+    "model",
+    "model_overrides",
+    "num_classes",
+    "dataset",
+    "resolution",
+    "dt",
+    "p_L",
+    "mode",
+    "seed",
+    "preset",
+    "batch_size",
+)
 
 
 def _norm(v):
@@ -119,9 +142,11 @@ def check_run_agreement(ckpt: dict, path) -> None:
     stored = read_json(cfg_path)
     for key in AGREE_KEYS:
         if key in stored and key in cfg and _norm(stored[key]) != _norm(cfg[key]):
-            raise ValueError(f"{path.parent}: config.json and {path.name} disagree on {key} "
-                             f"({_short(stored[key], 40)} against {_short(cfg[key], 40)}); the run "
-                             f"folder was altered, refused")
+            raise ValueError(
+                f"{path.parent}: config.json and {path.name} disagree on {key} "
+                f"({_short(stored[key], 40)} against {_short(cfg[key], 40)}); the run "
+                f"folder was altered, refused"
+            )
 
 
 def _first_line(err) -> str:
@@ -157,10 +182,9 @@ _CONFIG_NEEDS = {
     "momentum": lambda v: _finite(v) and 0 <= v <= 1,
     "weight_decay": lambda v: _finite(v) and v >= 0,
     "schedule": lambda v: isinstance(v, str),
-    "milestones": lambda v: isinstance(v, (list, tuple)) and len(v) <= 10_000 and all(
-        _finite(x) for x in v),
+    "milestones": lambda v: isinstance(v, (list, tuple)) and len(v) <= 10_000 and all(_finite(x) for x in v),
     "gamma": lambda v: _finite(v) and v > 0,
-    "seed": lambda v: _is_int(v) and 0 <= v < 2 ** 63,
+    "seed": lambda v: _is_int(v) and 0 <= v < 2**63,
     "model_overrides": lambda v: isinstance(v, dict),
 }
 
@@ -177,8 +201,9 @@ _CONFIG_SHAPE = {
 }
 
 
-def validate_checkpoint(ckpt: dict, path, *, resume: bool = False, known_model=None,
-                        min_epoch: int = 1) -> None:
+def validate_checkpoint(
+    ckpt: dict, path, *, resume: bool = False, known_model=None, min_epoch: int = 1
+) -> None:
     """Check a loaded checkpoint's structure before it is used; ValueError (one line naming
     ``path``) on the first problem.
 
@@ -192,12 +217,15 @@ def validate_checkpoint(ckpt: dict, path, *, resume: bool = False, known_model=N
     """
     fmt = ckpt.get("format")
     if not _is_int(fmt) or fmt not in SUPPORTED_FORMATS:
-        raise ValueError(f"{path}: unsupported checkpoint format {fmt!r} (this sdenet reads "
-                         f"format {', '.join(map(str, SUPPORTED_FORMATS))})")
+        raise ValueError(
+            f"{path}: unsupported checkpoint format {fmt!r} (this sdenet reads "
+            f"format {', '.join(map(str, SUPPORTED_FORMATS))})"
+        )
     epoch = ckpt.get("epoch")
     if not _is_int(epoch) or epoch < min_epoch:
-        raise ValueError(f"{path}: the checkpoint's epoch count is missing or not a positive "
-                         f"integer ({epoch!r})")
+        raise ValueError(
+            f"{path}: the checkpoint's epoch count is missing or not a positive integer ({epoch!r})"
+        )
     cfg = ckpt.get("config")
     if not isinstance(cfg, dict):
         raise ValueError(f"{path}: the checkpoint's config is not a dict")
@@ -206,31 +234,45 @@ def validate_checkpoint(ckpt: dict, path, *, resume: bool = False, known_model=N
         raise ValueError(f"{path}: the checkpoint's config names no model")
     for key, ok in _CONFIG_SHAPE.items():
         if key in cfg and not ok(cfg[key]):
-            raise ValueError(f"{path}: the checkpoint's config entry {key!r} is malformed "
-                             f"({_short(cfg[key])})")
+            raise ValueError(
+                f"{path}: the checkpoint's config entry {key!r} is malformed ({_short(cfg[key])})"
+            )
     if known_model is not None and not known_model(name):
-        raise ValueError(f"{path}: the checkpoint is of model {name!r}, which this sdenet does not "
-                         f"know (sdenet models lists the known ones)")
+        raise ValueError(
+            f"{path}: the checkpoint is of model {name!r}, which this sdenet does not "
+            f"know (sdenet models lists the known ones)"
+        )
     state = ckpt.get("model")
-    if not isinstance(state, dict) or not state or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+    if (
+        not isinstance(state, dict)
+        or not state
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    ):
         raise ValueError(f"{path}: the checkpoint's model entry is not a state dict of tensors")
     if not resume:
         return
     for key, ok in _CONFIG_NEEDS.items():
         if key not in cfg or not ok(cfg[key]):
-            raise ValueError(f"{path}: the checkpoint's config entry {key!r} is missing or "
-                             f"malformed ({_short(cfg.get(key))})")
+            raise ValueError(
+                f"{path}: the checkpoint's config entry {key!r} is missing or "
+                f"malformed ({_short(cfg.get(key))})"
+            )
     if cfg["model_overrides"] and not all(isinstance(k, str) for k in cfg["model_overrides"]):
         raise ValueError(f"{path}: the checkpoint's config entry 'model_overrides' is malformed")
     if epoch > cfg["epochs"]:
         raise ValueError(f"{path}: the checkpoint holds epoch {epoch} of a {cfg['epochs']}-epoch run")
     opt = ckpt.get("optimizer")
     groups = opt.get("param_groups") if isinstance(opt, dict) else None
-    if (not isinstance(opt, dict) or not isinstance(opt.get("state"), dict)
-            or not isinstance(groups, list) or not groups
-            or not all(isinstance(g, dict) and isinstance(g.get("params"), list)
-                       and all(_is_int(i) for i in g["params"]) for g in groups)):
+    if (
+        not isinstance(opt, dict)
+        or not isinstance(opt.get("state"), dict)
+        or not isinstance(groups, list)
+        or not groups
+        or not all(
+            isinstance(g, dict) and isinstance(g.get("params"), list) and all(_is_int(i) for i in g["params"])
+            for g in groups
+        )
+    ):
         raise ValueError(f"{path}: the checkpoint's optimizer state is missing or malformed")
     if not isinstance(ckpt.get("scheduler"), dict):
         raise ValueError(f"{path}: the checkpoint's scheduler state is missing or malformed")
@@ -240,8 +282,10 @@ def validate_checkpoint(ckpt: dict, path, *, resume: bool = False, known_model=N
     size = torch.get_rng_state().numel()
     t = rng.get("torch")
     if not _byte_state(t) or t.numel() != size:
-        raise ValueError(f"{path}: the checkpoint's torch RNG state is malformed (expected "
-                         f"{size} bytes, got {_describe(t)})")
+        raise ValueError(
+            f"{path}: the checkpoint's torch RNG state is malformed (expected "
+            f"{size} bytes, got {_describe(t)})"
+        )
     # a network noise generator's state: a CPU generator's (as the global one) or a CUDA one's
     noise_sizes = (size, _CUDA_GENERATOR_STATE_BYTES)
     v = rng.get("noise")
@@ -249,15 +293,16 @@ def validate_checkpoint(ckpt: dict, path, *, resume: bool = False, known_model=N
         raise ValueError(f"{path}: the checkpoint's noise RNG state is malformed ({_describe(v)})")
     for key, sizes in (("noise_ranks", noise_sizes), ("cuda", None)):
         v = rng.get(key)
-        if v is not None and (not isinstance(v, (list, tuple)) or not all(
-                _byte_state(s) and (sizes is None or s.numel() in sizes) for s in v)):
+        if v is not None and (
+            not isinstance(v, (list, tuple))
+            or not all(_byte_state(s) and (sizes is None or s.numel() in sizes) for s in v)
+        ):
             raise ValueError(f"{path}: the checkpoint's {key} RNG states are malformed")
     for key in ("best_test_error", "elapsed"):
         if key in ckpt and not _is_number(ckpt[key]):
             raise ValueError(f"{path}: the checkpoint's {key!r} is not a number ({ckpt[key]!r})")
     if "best_epoch" in ckpt and not (_is_int(ckpt["best_epoch"]) and 0 <= ckpt["best_epoch"] <= epoch):
-        raise ValueError(f"{path}: the checkpoint's best epoch {ckpt['best_epoch']!r} is not in "
-                         f"0..{epoch}")
+        raise ValueError(f"{path}: the checkpoint's best epoch {ckpt['best_epoch']!r} is not in 0..{epoch}")
 
 
 #: bytes of a CUDA (Philox) generator's state: seed and offset
@@ -292,12 +337,16 @@ def check_model_state(model: torch.nn.Module, state: dict, path, name: str = "th
             parts.append(f"{len(missing)} entries missing ({_names(missing)})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected ({_names(unexpected)})")
-        raise ValueError(f"{path}: its weights are not those of {name}: "
-                         f"{'; '.join(parts)}; is it a checkpoint of another model?")
+        raise ValueError(
+            f"{path}: its weights are not those of {name}: "
+            f"{'; '.join(parts)}; is it a checkpoint of another model?"
+        )
     for k, v in own.items():
         if tuple(state[k].shape) != tuple(v.shape):
-            raise ValueError(f"{path}: its weights are not those of {name}: {k} has shape "
-                             f"{tuple(state[k].shape)}, the model's {tuple(v.shape)}")
+            raise ValueError(
+                f"{path}: its weights are not those of {name}: {k} has shape "
+                f"{tuple(state[k].shape)}, the model's {tuple(v.shape)}"
+            )
 
 
 def check_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, path) -> None:
@@ -305,23 +354,27 @@ def check_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, path) -
     groups and sizes and its per-parameter tensors (momentum buffers) the parameters' shapes."""
     own = optimizer.param_groups
     groups = state["param_groups"]
-    if len(groups) != len(own) or any(len(g["params"]) != len(o["params"])
-                                      for g, o in zip(groups, own)):
-        raise ValueError(f"{path}: its optimizer state does not fit the model (parameter groups "
-                         f"of {[len(g['params']) for g in groups]} against "
-                         f"{[len(o['params']) for o in own]} parameters)")
+    if len(groups) != len(own) or any(len(g["params"]) != len(o["params"]) for g, o in zip(groups, own)):
+        raise ValueError(
+            f"{path}: its optimizer state does not fit the model (parameter groups "
+            f"of {[len(g['params']) for g in groups]} against "
+            f"{[len(o['params']) for o in own]} parameters)"
+        )
     params: dict[int, torch.Tensor] = {}
     for g, o in zip(groups, own):
         params.update(zip(g["params"], o["params"]))
     for idx, entry in state["state"].items():
         if idx not in params or not isinstance(entry, dict):
-            raise ValueError(f"{path}: its optimizer state names parameter {idx!r}, which the "
-                             f"model does not have")
+            raise ValueError(
+                f"{path}: its optimizer state names parameter {idx!r}, which the model does not have"
+            )
         p = params[idx]
         for key, v in entry.items():
             if isinstance(v, torch.Tensor) and v.dim() > 0 and tuple(v.shape) != tuple(p.shape):
-                raise ValueError(f"{path}: its optimizer state {key!r} of parameter {idx} has shape "
-                                 f"{tuple(v.shape)}, the parameter {tuple(p.shape)}")
+                raise ValueError(
+                    f"{path}: its optimizer state {key!r} of parameter {idx} has shape "
+                    f"{tuple(v.shape)}, the parameter {tuple(p.shape)}"
+                )
 
 
 def rng_state(noise_generator: torch.Generator | None = None) -> dict:

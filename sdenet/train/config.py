@@ -25,8 +25,15 @@ from .safe_io import MAX_DT
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["TrainConfig", "TrainingDiverged", "RUN_FILES", "MAX_EPOCHS", "MAX_MC_SAMPLES",
-           "DIVERGENCE_FACTOR", "is_user_model"]
+__all__ = [
+    "TrainConfig",
+    "TrainingDiverged",
+    "RUN_FILES",
+    "MAX_EPOCHS",
+    "MAX_MC_SAMPLES",
+    "DIVERGENCE_FACTOR",
+    "is_user_model",
+]
 
 RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt", "metrics.json")
 
@@ -126,12 +133,13 @@ class TrainConfig:
     init_rescale_method: str = "atrous"
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ValueError(f"unknown training option(s): {', '.join(unknown)}; "
-                             f"known: {', '.join(sorted(names))}")
+            raise ValueError(
+                f"unknown training option(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}"
+            )
         return cls(**d)
 
 
@@ -184,13 +192,21 @@ def is_user_model(name) -> bool:
 def _check_user_spec(spec: str) -> tuple[str, str]:
     module, _, attr = spec.partition(":")
     if "/" in module or "\\" in module or module.endswith(".py"):
-        raise ValueError(f"--model {spec}: name an importable module (package.module:factory), "
-                         f"not a file; sdenet imports only module paths you name")
+        raise ValueError(
+            f"--model {spec}: name an importable module (package.module:factory), "
+            f"not a file; sdenet imports only module paths you name"
+        )
     parts = module.split(".")
-    if not module or not all(p.isidentifier() for p in parts) or not attr or not all(
-            a.isidentifier() for a in attr.split(".")):
-        raise ValueError(f"--model {spec}: expected package.module:factory (a module path, a "
-                         f"colon, the name of a function that returns an nn.Module)")
+    if (
+        not module
+        or not all(p.isidentifier() for p in parts)
+        or not attr
+        or not all(a.isidentifier() for a in attr.split("."))
+    ):
+        raise ValueError(
+            f"--model {spec}: expected package.module:factory (a module path, a "
+            f"colon, the name of a function that returns an nn.Module)"
+        )
     return module, attr
 
 
@@ -207,8 +223,9 @@ def _random_depth(spec, compiled: bool):
     if factors == [1]:
         raise ValueError("random_depth: give at least one factor other than 1, e.g. 0.5,1,2")
     if compiled:
-        raise ValueError("random_depth changes the network's depth from batch to batch; it does not "
-                         "combine with compile")
+        raise ValueError(
+            "random_depth changes the network's depth from batch to batch; it does not combine with compile"
+        )
     return [factor_float(f) for f in factors]
 
 
@@ -220,8 +237,10 @@ def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
     if is_user_model(cfg.model):
         _check_user_spec(cfg.model)
     elif known is not None and cfg.model not in known:
-        raise ValueError(f"unknown model {cfg.model!r}; choose one of {', '.join(known)} "
-                         f"(sdenet models lists them), or package.module:factory for your own")
+        raise ValueError(
+            f"unknown model {cfg.model!r}; choose one of {', '.join(known)} "
+            f"(sdenet models lists them), or package.module:factory for your own"
+        )
     preset = get_preset(cfg.preset or default_preset(cfg.model, cfg.dataset))
     epochs = _positive_int("epochs", cfg.epochs) or preset.epochs
     if epochs > MAX_EPOCHS:
@@ -235,12 +254,14 @@ def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
     p_L = _number("p_L", cfg.p_L, lo=0.0, lo_open=True, hi=1.0)
     weak_K = parse_weak_K(cfg.weak_K)
     seed = int(_number("seed", cfg.seed, allow_none=False))
-    if not 0 <= seed < 2 ** 63:
+    if not 0 <= seed < 2**63:
         raise ValueError(f"seed must lie in 0 .. 2^63 - 1, got {cfg.seed!r}")
     mc = int(_number("mc_samples", cfg.mc_samples or 0, lo=0.0))
     if mc > MAX_MC_SAMPLES:
-        raise ValueError(f"mc_samples={mc} is above the bound of {MAX_MC_SAMPLES:,} Monte Carlo "
-                         f"draws (each is a pass over the test set)")
+        raise ValueError(
+            f"mc_samples={mc} is above the bound of {MAX_MC_SAMPLES:,} Monte Carlo "
+            f"draws (each is a pass over the test set)"
+        )
     _positive_int("limit_train", cfg.limit_train)
     _positive_int("limit_test", cfg.limit_test)
     _positive_int("eval_batch_size", cfg.eval_batch_size)
@@ -250,8 +271,10 @@ def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
     from ..nn.rescale import METHODS as _RESCALE_METHODS
 
     if cfg.init_rescale_method not in _RESCALE_METHODS:
-        raise ValueError(f"init_rescale_method must be one of {', '.join(_RESCALE_METHODS)}, "
-                         f"got {cfg.init_rescale_method!r}")
+        raise ValueError(
+            f"init_rescale_method must be one of {', '.join(_RESCALE_METHODS)}, "
+            f"got {cfg.init_rescale_method!r}"
+        )
     if cfg.mode is not None and cfg.mode not in ("sample", "batch"):
         raise ValueError(f"mode must be 'sample' or 'batch', got {cfg.mode!r}")
     random_depth = _random_depth(cfg.random_depth, cfg.compile)
@@ -262,8 +285,9 @@ def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
         overrides["p_L"] = p_L
     if cfg.mode is not None:
         overrides["mode"] = cfg.mode
-    milestones = (scale_milestones(preset.milestones, preset.epochs, epochs)
-                  if preset.schedule == "step" else [])
+    milestones = (
+        scale_milestones(preset.milestones, preset.epochs, epochs) if preset.schedule == "step" else []
+    )
     cuda = device.type == "cuda"
     return {
         "model": cfg.model,
@@ -301,8 +325,9 @@ def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
         "data_root": cfg.data_root,
         "sdenet_version": _version(),
         "git_commit": _git_commit(),
-        "command": cfg.command if cfg.command is not None else " ".join(
-            shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": cfg.command
+        if cfg.command is not None
+        else " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]),
         "run_dir": None,
         "resolution": cfg.resolution,
         "init": None if cfg.init is None else str(cfg.init),
@@ -338,8 +363,9 @@ def _default_run_dir(model: str, dataset: str) -> Path:
 def _git_commit() -> str | None:
     root = Path(__file__).resolve().parents[2]
     try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=3)
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=3
+        )
     except Exception:
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None

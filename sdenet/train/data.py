@@ -42,16 +42,43 @@ device), :mod:`sdenet.train.loaders` (:class:`DeviceLoader`, :func:`make_loaders
 
 from __future__ import annotations
 
-from .arrays import (ArrayDataset, CIFAR10_CLASSES, DatasetError, IMAGENET_MEAN, IMAGENET_STD,  # noqa: F401 - re-exported
-                     SAMPLE_PATH, channel_stats, _NPZ_KEYS, _as_label_array, _check_images,
-                     _check_labels, _infer_num_classes)
-from .cifar import (default_root, load_dataset, _CifarUnpickler, _OFFICIAL, _Official, _download,  # noqa: F401 - re-exported
-                    _extract, _load_folder, _load_named, _load_npz, _load_official,
-                    _load_official_archive, _load_official_folder, _md5, _official_in, _parse_batch,
-                    _parse_meta, _unpickle)
-from .augment import (augment_batch, check_resolution, crop_flip, downsample, scaled_pad)  # noqa: F401 - re-exported
-from .loaders import (DeviceLoader, make_loaders, _mix_seed)  # noqa: F401 - re-exported
-from .imagefolder import (imagefolder_loaders, _FolderLoader)  # noqa: F401 - re-exported
+from .arrays import (  # noqa: F401 - re-exported
+    _NPZ_KEYS,
+    CIFAR10_CLASSES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SAMPLE_PATH,
+    ArrayDataset,
+    DatasetError,
+    _as_label_array,
+    _check_images,
+    _check_labels,
+    _infer_num_classes,
+    channel_stats,
+)
+from .augment import augment_batch, check_resolution, crop_flip, downsample, scaled_pad  # noqa: F401 - re-exported
+from .cifar import (  # noqa: F401 - re-exported
+    _OFFICIAL,
+    _CifarUnpickler,
+    _download,
+    _extract,
+    _load_folder,
+    _load_named,
+    _load_npz,
+    _load_official,
+    _load_official_archive,
+    _load_official_folder,
+    _md5,
+    _Official,
+    _official_in,
+    _parse_batch,
+    _parse_meta,
+    _unpickle,
+    default_root,
+    load_dataset,
+)
+from .imagefolder import _FolderLoader, imagefolder_loaders  # noqa: F401 - re-exported
+from .loaders import DeviceLoader, _mix_seed, make_loaders  # noqa: F401 - re-exported
 
 __all__ = [
     "ArrayDataset",
@@ -72,4 +99,3 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
 ]
-

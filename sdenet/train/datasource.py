@@ -17,8 +17,13 @@ def _load_data(spec: str, root=None, download=False, limit_train=None, limit_tes
     if limit_train is not None or limit_test is not None:
         ntr = len(ds.x_train) if limit_train is None else min(int(limit_train), len(ds.x_train))
         nte = len(ds.x_test) if limit_test is None else min(int(limit_test), len(ds.x_test))
-        ds = replace(ds, x_train=ds.x_train[:ntr], y_train=ds.y_train[:ntr],
-                     x_test=ds.x_test[:nte], y_test=ds.y_test[:nte])
+        ds = replace(
+            ds,
+            x_train=ds.x_train[:ntr],
+            y_train=ds.y_train[:ntr],
+            x_test=ds.x_test[:nte],
+            y_test=ds.y_test[:nte],
+        )
     return ds
 
 
@@ -35,8 +40,9 @@ def _image_folder_loaders(spec, *, limit_train=None, limit_test=None, **kwargs):
     """``(train, val)`` loaders of an image-folder dataset (torchvision's ``ImageFolder`` with the
     paper's scale augmentation, :func:`sdenet.train.data.imagefolder_loaders`)."""
     if limit_train is not None or limit_test is not None:
-        raise ValueError(f"{spec}: --limit-train/--limit-test apply to CIFAR-style arrays, "
-                         f"not to image folders")
+        raise ValueError(
+            f"{spec}: --limit-train/--limit-test apply to CIFAR-style arrays, not to image folders"
+        )
     from .imagefolder import imagefolder_loaders
 
     return imagefolder_loaders(Path(str(spec)).expanduser(), **kwargs)
@@ -50,7 +56,9 @@ def _agreed_data_root(rc: dict, given, run_dir) -> str | None:
     if recorded is None:
         return given
     if given is None or Path(str(given)).expanduser().resolve() != Path(str(recorded)).expanduser().resolve():
-        raise ValueError(f"{run_dir}: the run records the data root {recorded!r}; a run folder "
-                         f"does not choose where data are read from, so pass --data-root "
-                         f"{recorded} yourself (or move the run)")
+        raise ValueError(
+            f"{run_dir}: the run records the data root {recorded!r}; a run folder "
+            f"does not choose where data are read from, so pass --data-root "
+            f"{recorded} yourself (or move the run)"
+        )
     return given

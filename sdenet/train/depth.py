@@ -32,8 +32,20 @@ def evaluate_depths(checkpoint, factors, **evaluate_kwargs) -> dict:
     for f in sorted(fs):
         rows.append(evaluate(checkpoint, depth=f, **evaluate_kwargs))
     first = rows[0]
-    keep = ("checkpoint", "model", "dataset", "epoch", "n_test", "stochastic", "device", "hardware",
-            "resolution", "trained_resolution", "rescaled", "steps_trained")
+    keep = (
+        "checkpoint",
+        "model",
+        "dataset",
+        "epoch",
+        "n_test",
+        "stochastic",
+        "device",
+        "hardware",
+        "resolution",
+        "trained_resolution",
+        "rescaled",
+        "steps_trained",
+    )
     return {**{k: first.get(k) for k in keep}, "depths": rows}
 
 
@@ -41,23 +53,33 @@ def format_depths(result: dict) -> str:
     """The table ``sdenet eval --depths`` prints."""
     rows = result["depths"]
     mc = any("test_error_mc" in r for r in rows)
-    head = (f"{result['model']} (epoch {result['epoch']}) on {result['dataset']}: {result['n_test']} "
-            f"test images; trained at {result['steps_trained']} steps (depth factor 1)")
+    head = (
+        f"{result['model']} (epoch {result['epoch']}) on {result['dataset']}: {result['n_test']} "
+        f"test images; trained at {result['steps_trained']} steps (depth factor 1)"
+    )
     cols = ["factor", "steps", "test error (drift)", "relative compute"]
     if mc:
         cols.insert(3, f"test error (MC, {rows[0].get('mc_samples')} samples)")
     lines = [head, "  " + " | ".join(cols)]
     for r in rows:
-        cells = [f"{r['depth']:g}", f"{r['steps']}",
-                 f"{100 * r['test_error']:.2f}% +- {100 * r['test_error_se']:.2f}%"]
+        cells = [
+            f"{r['depth']:g}",
+            f"{r['steps']}",
+            f"{100 * r['test_error']:.2f}% +- {100 * r['test_error_se']:.2f}%",
+        ]
         if mc:
-            cells.append(f"{100 * r['test_error_mc']:.2f}% +- {100 * r['test_error_mc_se']:.2f}%"
-                         if "test_error_mc" in r else "-")
+            cells.append(
+                f"{100 * r['test_error_mc']:.2f}% +- {100 * r['test_error_mc_se']:.2f}%"
+                if "test_error_mc" in r
+                else "-"
+            )
         cells.append(f"{r['relative_compute']:.2f}x")
         lines.append("  " + " | ".join(cells))
-    lines.append(f"  (+- one binomial standard error over the {result['n_test']} test images; "
-                 f"compute: residual-branch evaluations per image relative to factor 1, stem and "
-                 f"head excluded)")
+    lines.append(
+        f"  (+- one binomial standard error over the {result['n_test']} test images; "
+        f"compute: residual-branch evaluations per image relative to factor 1, stem and "
+        f"head excluded)"
+    )
     return "\n".join(lines)
 
 
@@ -75,12 +97,22 @@ def plot_depths(result: dict, path) -> Path:
     fig, ax = plt.subplots(figsize=(5, 3.6))
     ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label="drift (eval mode)")
     if all("test_error_mc" in r for r in rows):
-        ax.errorbar(x, [100 * (1 - r["test_error_mc"]) for r in rows],
-                    yerr=[100 * r["test_error_mc_se"] for r in rows], marker="s", capsize=3,
-                    label=f"Monte Carlo ({rows[0]['mc_samples']} samples)")
+        ax.errorbar(
+            x,
+            [100 * (1 - r["test_error_mc"]) for r in rows],
+            yerr=[100 * r["test_error_mc_se"] for r in rows],
+            marker="s",
+            capsize=3,
+            label=f"Monte Carlo ({rows[0]['mc_samples']} samples)",
+        )
     for r, xi, yi in zip(rows, x, y):
-        ax.annotate(f"×{r['depth']:g} ({r['steps']} steps)", (xi, yi), textcoords="offset points",
-                    xytext=(4, -12), fontsize=8)
+        ax.annotate(
+            f"×{r['depth']:g} ({r['steps']} steps)",
+            (xi, yi),
+            textcoords="offset points",
+            xytext=(4, -12),
+            fontsize=8,
+        )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("relative compute (residual-branch evaluations, factor 1 = 1)")
     ax.set_ylabel("test accuracy (%)")

@@ -54,8 +54,9 @@ class _Dist:
         if not dist.is_initialized():
             if device.type == "cuda":
                 torch.cuda.set_device(device)
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                    rank=self.rank, world_size=self.world_size)
+            dist.init_process_group(
+                "nccl" if device.type == "cuda" else "gloo", rank=self.rank, world_size=self.world_size
+            )
             self.owned = True
 
     def all_reduce(self, t: torch.Tensor) -> torch.Tensor:

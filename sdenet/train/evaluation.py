@@ -35,8 +35,7 @@ def _eval_sums(fwd, loader, device, amp: bool, dist: _Dist):
         loss += F.cross_entropy(out.float(), y, reduction="sum").double()
         correct += (out.argmax(1) == y).sum()
         count += y.shape[0]
-    t = torch.stack([loss, correct.double(), torch.tensor(float(count), dtype=torch.float64,
-                                                          device=device)])
+    t = torch.stack([loss, correct.double(), torch.tensor(float(count), dtype=torch.float64, device=device)])
     t = dist.all_reduce(t).cpu()
     n = max(t[2].item(), 1.0)
     return t[0].item() / n, 1.0 - t[1].item() / n, int(t[2].item())
@@ -64,8 +63,7 @@ def _mc_sums(model, loader, device, samples: int, generator, dist: _Dist, amp: b
         loss += -(prob.gather(1, y[:, None]).clamp_min(1e-12).log()).sum().double()
         correct += (prob.argmax(1) == y).sum()
         count += y.shape[0]
-    t = torch.stack([loss, correct.double(), torch.tensor(float(count), dtype=torch.float64,
-                                                          device=device)])
+    t = torch.stack([loss, correct.double(), torch.tensor(float(count), dtype=torch.float64, device=device)])
     t = dist.all_reduce(t).cpu()
     n = max(t[2].item(), 1.0)
     return t[0].item() / n, 1.0 - t[1].item() / n
@@ -89,8 +87,10 @@ def _check_fits(model, image_shape, num_classes: int, rc: dict, device, noise=No
     for path, m in model.named_modules():
         if isinstance(m, torch.nn.modules.conv._ConvNd):
             if m.in_channels != c:
-                raise ValueError(f"{what}, but {name}'s first convolution ({path or 'the model'}) "
-                                 f"takes {m.in_channels}-channel images")
+                raise ValueError(
+                    f"{what}, but {name}'s first convolution ({path or 'the model'}) "
+                    f"takes {m.in_channels}-channel images"
+                )
             break
     x = torch.zeros(2, c, h, w, device=device)
     if rc.get("channels_last"):
@@ -102,12 +102,12 @@ def _check_fits(model, image_shape, num_classes: int, rc: dict, device, noise=No
     try:
         # the same autocast as the training pass, so the probe runs the code training will run
         amp = bool(rc.get("amp")) and (device.type != "cuda" or torch.cuda.is_bf16_supported())
-        with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                                             enabled=amp):
+        with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
             out = model(x)
     except Exception as e:
-        raise ValueError(f"{what}, and {name} cannot take them ({type(e).__name__}: "
-                         f"{_first_line(e)})") from None
+        raise ValueError(
+            f"{what}, and {name} cannot take them ({type(e).__name__}: {_first_line(e)})"
+        ) from None
     finally:
         model.train(was)
         torch.set_rng_state(cpu_state)
@@ -115,8 +115,10 @@ def _check_fits(model, image_shape, num_classes: int, rc: dict, device, noise=No
             noise.set_state(noise_state)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"{what}, and {name} returns {got} for 2 of them; expected logits of "
-                         f"shape (2, {num_classes}) for its {num_classes} classes")
+        raise ValueError(
+            f"{what}, and {name} returns {got} for 2 of them; expected logits of "
+            f"shape (2, {num_classes}) for its {num_classes} classes"
+        )
 
 
 def _eval_precision(rc: dict, dev: torch.device) -> tuple[bool, bool]:
@@ -141,13 +143,20 @@ def _check_finite_weights(state: dict, path) -> None:
     :data:`ABSURD_WEIGHT`: no test error of such a network means anything."""
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
-        raise ValueError(f"{path}: its weights hold NaN or infinite values ({len(bad)} tensors, "
-                         f"e.g. {bad[0]}); the network is broken, nothing to evaluate")
-    big = [(k, float(v.abs().max())) for k, v in state.items()
-           if v.is_floating_point() and v.numel() and float(v.abs().max()) > ABSURD_WEIGHT]
+        raise ValueError(
+            f"{path}: its weights hold NaN or infinite values ({len(bad)} tensors, "
+            f"e.g. {bad[0]}); the network is broken, nothing to evaluate"
+        )
+    big = [
+        (k, float(v.abs().max()))
+        for k, v in state.items()
+        if v.is_floating_point() and v.numel() and float(v.abs().max()) > ABSURD_WEIGHT
+    ]
     if big:
-        raise ValueError(f"{path}: its weights are absurd ({big[0][0]} reaches {big[0][1]:.3g}, "
-                         f"beyond {ABSURD_WEIGHT:.0e}); the network is broken, nothing to evaluate")
+        raise ValueError(
+            f"{path}: its weights are absurd ({big[0][0]} reaches {big[0][1]:.3g}, "
+            f"beyond {ABSURD_WEIGHT:.0e}); the network is broken, nothing to evaluate"
+        )
 
 
 def _check_sane_loss(loss: float, num_classes: int, path) -> str | None:
@@ -156,11 +165,15 @@ def _check_sane_loss(loss: float, num_classes: int, path) -> str | None:
     ``log(classes)`` (a network applied to images it does not suit can do that)."""
     ref = math.log(max(int(num_classes), 2))
     if not math.isfinite(loss):
-        raise ValueError(f"{path}: its test loss is {loss}: the network overflows on these "
-                         f"images, so no test error is reported")
+        raise ValueError(
+            f"{path}: its test loss is {loss}: the network overflows on these "
+            f"images, so no test error is reported"
+        )
     if loss > DIVERGENCE_FACTOR * ref:
-        return (f"{path}: its test loss {loss:.4g} is absurd against {ref:.3g} for a uniform guess: "
-                f"the weights are broken or do not suit these images; read the error with care")
+        return (
+            f"{path}: its test loss {loss:.4g} is absurd against {ref:.3g} for a uniform guess: "
+            f"the weights are broken or do not suit these images; read the error with care"
+        )
     return None
 
 
@@ -172,9 +185,12 @@ def _depth_context(model, depth):
 
     f = parse_depth_factor(depth)
     # at_depth refuses (ValueError) a stage it cannot coarsen when entered, before any work
-    return at_depth(model, f), {"depth": factor_float(f), "steps": depth_steps(model, f),
-                                "steps_trained": depth_steps(model, 1),
-                                "relative_compute": depth_compute(model, f)}
+    return at_depth(model, f), {
+        "depth": factor_float(f),
+        "steps": depth_steps(model, f),
+        "steps_trained": depth_steps(model, 1),
+        "relative_compute": depth_compute(model, f),
+    }
 
 
 def _binomial_se(error: float, n: int) -> float:
@@ -182,11 +198,22 @@ def _binomial_se(error: float, n: int) -> float:
     return math.sqrt(max(error * (1.0 - error), 0.0) / n) if n > 0 else float("nan")
 
 
-def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = None,
-             device="auto", batch_size: int | None = None, limit_test: int | None = None,
-             data_root=None, seed: int = 0, model: str | None = None,
-             resolution: int | None = None, rescale: bool = False,
-             rescale_method: str = "atrous", depth=None) -> dict:
+def evaluate(
+    checkpoint,
+    *,
+    dataset: str | None = None,
+    samples: int | None = None,
+    device="auto",
+    batch_size: int | None = None,
+    limit_test: int | None = None,
+    data_root=None,
+    seed: int = 0,
+    model: str | None = None,
+    resolution: int | None = None,
+    rescale: bool = False,
+    rescale_method: str = "atrous",
+    depth=None,
+) -> dict:
     """Test error of a saved network.
 
     The checkpoint's config names the model and dataset (``dataset`` overrides). Returns
@@ -217,12 +244,15 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
     from ..nn.rescale import METHODS as _RESCALE_METHODS
 
     if rescale_method not in _RESCALE_METHODS:
-        raise ValueError(f"rescale_method must be one of {', '.join(_RESCALE_METHODS)}, got "
-                         f"{rescale_method!r}")
+        raise ValueError(
+            f"rescale_method must be one of {', '.join(_RESCALE_METHODS)}, got {rescale_method!r}"
+        )
     samples = None if samples is None else int(_number("samples", samples, lo=0.0, allow_none=False))
     if samples is not None and samples > MAX_MC_SAMPLES:
-        raise ValueError(f"samples={samples} is above the bound of {MAX_MC_SAMPLES:,} Monte Carlo "
-                         f"draws (each is a pass over the test set)")
+        raise ValueError(
+            f"samples={samples} is above the bound of {MAX_MC_SAMPLES:,} Monte Carlo "
+            f"draws (each is a pass over the test set)"
+        )
     batch_size = _positive_int("batch_size", batch_size)
     limit_test = _positive_int("limit_test", limit_test)
     dev = resolve_device(device)
@@ -231,8 +261,10 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
     ck.validate_checkpoint(c, path, known_model=_model_known)
     rc = c["config"]
     if is_user_model(rc["model"]) and model != rc["model"]:
-        raise ValueError(f"{path}: a checkpoint of the user model {rc['model']!r}; importing it "
-                         f"runs its code, so name it yourself with --model {rc['model']}")
+        raise ValueError(
+            f"{path}: a checkpoint of the user model {rc['model']!r}; importing it "
+            f"runs its code, so name it yourself with --model {rc['model']}"
+        )
     if model is not None and model != rc["model"]:
         raise ValueError(f"{path}: a checkpoint of {rc['model']!r}, not {model!r}")
     if not isinstance(rc.get("model_overrides", {}), dict):
@@ -248,15 +280,16 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
     eval_batch = batch_size or rc.get("eval_batch_size") or max(rc.get("batch_size", 128), 256)
     if is_image_folder(spec):
         if resolution is not None or rescale:
-            raise ValueError(f"{spec}: resolution and rescale apply to CIFAR-style arrays, not "
-                             f"to image folders")
-        _, loader = _image_folder_loaders(spec, limit_test=limit_test, batch_size=eval_batch,
-                                          device=dev, seed=seed)
+            raise ValueError(
+                f"{spec}: resolution and rescale apply to CIFAR-style arrays, not to image folders"
+            )
+        _, loader = _image_folder_loaders(
+            spec, limit_test=limit_test, batch_size=eval_batch, device=dev, seed=seed
+        )
         num_classes = loader.num_classes
         n_images = eval_batch
     else:
-        ds = load_dataset(spec, root=_agreed_data_root(rc, data_root, path) if dataset is None
-                          else data_root)
+        ds = load_dataset(spec, root=_agreed_data_root(rc, data_root, path) if dataset is None else data_root)
         num_classes = ds.num_classes
         image_shape = tuple(int(v) for v in ds.x_test.shape[1:])
         x_test, y_test = ds.x_test, ds.y_test
@@ -268,17 +301,34 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
         r0 = checkpoint_resolution(c, ds.image_shape[1])
         res = r0 if resolution is None else resolution
         # normalise with the statistics of the training data the network saw
-        loader = DeviceLoader(x_test, y_test, batch_size=eval_batch, train=False, mean=ds.mean,
-                              std=ds.std, device=dev, seed=seed, resolution=res,
-                              channels_last=_eval_precision(rc, dev)[1])
+        loader = DeviceLoader(
+            x_test,
+            y_test,
+            batch_size=eval_batch,
+            train=False,
+            mean=ds.mean,
+            std=ds.std,
+            device=dev,
+            seed=seed,
+            resolution=res,
+            channels_last=_eval_precision(rc, dev)[1],
+        )
     if rc.get("num_classes") not in (None, num_classes):
-        raise ValueError(f"{spec}: {num_classes} classes, but {checkpoint} was trained on "
-                         f"{rc['num_classes']}")
+        raise ValueError(
+            f"{spec}: {num_classes} classes, but {checkpoint} was trained on {rc['num_classes']}"
+        )
     torch.manual_seed(seed)
     spec_model = rc["model"]
-    net = usermodel._create_model(spec_model, num_classes, dict(rc.get("model_overrides") or {}),
-                                  where=str(path), batch=min(eval_batch, n_images), image=res,
-                                  train=False, device=dev)
+    net = usermodel._create_model(
+        spec_model,
+        num_classes,
+        dict(rc.get("model_overrides") or {}),
+        where=str(path),
+        batch=min(eval_batch, n_images),
+        image=res,
+        train=False,
+        device=dev,
+    )
     from .multiscale import apply_dilation, checkpoint_dilation
 
     apply_dilation(net, checkpoint_dilation(rc, path))
@@ -287,8 +337,9 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
     try:
         net.load_state_dict(c["model"])
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: its weights do not load into {spec_model!r} "
-                         f"({type(e).__name__}: {_first_line(e)})") from None
+        raise ValueError(
+            f"{path}: its weights do not load into {spec_model!r} ({type(e).__name__}: {_first_line(e)})"
+        ) from None
     amp, channels_last = _eval_precision(rc, dev)
     if rescale and res != r0 and res is not None and r0 is not None:  # arrays only
         from ..nn import rescale as rescale_model
@@ -298,8 +349,13 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
     if channels_last:
         net.to(memory_format=torch.channels_last)
     if not is_image_folder(spec):
-        _check_fits(net, image_shape, num_classes,
-                    {**rc, "dataset": spec, "amp": amp, "channels_last": channels_last}, dev)
+        _check_fits(
+            net,
+            image_shape,
+            num_classes,
+            {**rc, "dataset": spec, "amp": amp, "channels_last": channels_last},
+            dev,
+        )
     stochastic = _is_stochastic(net)
     one = _Dist.__new__(_Dist)
     one.world_size, one.rank, one.local_rank, one.owned = 1, 0, 0, False
@@ -335,6 +391,10 @@ def evaluate(checkpoint, *, dataset: str | None = None, samples: int | None = No
         _set_generator(net, g)
         with _depth_context(net, depth)[0]:
             mc_loss, mc_err = _mc_sums(net, loader, dev, samples, g, one, amp)
-        out.update(test_error_mc=mc_err, test_error_mc_se=_binomial_se(mc_err, n),
-                   test_loss_mc=mc_loss, mc_samples=samples)
+        out.update(
+            test_error_mc=mc_err,
+            test_error_mc_se=_binomial_se(mc_err, n),
+            test_loss_mc=mc_loss,
+            mc_samples=samples,
+        )
     return _jsonable(out)

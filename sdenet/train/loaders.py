@@ -5,7 +5,7 @@ builds the train and test loaders of an :class:`~sdenet.train.arrays.ArrayDatase
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -43,12 +43,28 @@ class DeviceLoader:
     every sample once and their shares differ by at most one.  ``shuffle`` defaults to ``train``.
     """
 
-    def __init__(self, images_uint8_nhwc: np.ndarray | Tensor, labels, *, batch_size: int,
-                 train: bool, mean: Sequence[float], std: Sequence[float], device="cpu",
-                 dtype: torch.dtype = torch.float32, seed: int = 0, drop_last: bool | None = None,
-                 channels_last: bool = False, rank: int = 0, world_size: int = 1,
-                 augment: bool | None = None, shuffle: bool | None = None, pad: int = 4,
-                 flip: bool = True, resolution: int | None = None):
+    def __init__(
+        self,
+        images_uint8_nhwc: np.ndarray | Tensor,
+        labels,
+        *,
+        batch_size: int,
+        train: bool,
+        mean: Sequence[float],
+        std: Sequence[float],
+        device="cpu",
+        dtype: torch.dtype = torch.float32,
+        seed: int = 0,
+        drop_last: bool | None = None,
+        channels_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        augment: bool | None = None,
+        shuffle: bool | None = None,
+        pad: int = 4,
+        flip: bool = True,
+        resolution: int | None = None,
+    ):
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if int(world_size) < 1 or not 0 <= int(rank) < int(world_size):
@@ -70,9 +86,11 @@ class DeviceLoader:
         if isinstance(x, np.ndarray):
             x = torch.from_numpy(np.ascontiguousarray(x))
         if not isinstance(x, Tensor) or x.dtype != torch.uint8 or x.ndim != 4:
-            raise ValueError(f"DeviceLoader: images must be uint8 (N, H, W, C); got "
-                             f"{getattr(x, 'dtype', type(x).__name__)} "
-                             f"{tuple(getattr(x, 'shape', ()))}")
+            raise ValueError(
+                f"DeviceLoader: images must be uint8 (N, H, W, C); got "
+                f"{getattr(x, 'dtype', type(x).__name__)} "
+                f"{tuple(getattr(x, 'shape', ()))}"
+            )
         y = labels if isinstance(labels, Tensor) else torch.as_tensor(np.asarray(labels))
         y = y.reshape(-1).to(torch.int64)
         if len(y) != len(x):
@@ -81,8 +99,9 @@ class DeviceLoader:
         mean_t = torch.as_tensor(mean, dtype=torch.float64).reshape(-1)
         std_t = torch.as_tensor(std, dtype=torch.float64).reshape(-1)
         if mean_t.numel() != c or std_t.numel() != c or (std_t <= 0).any():
-            raise ValueError(f"DeviceLoader: mean/std need {c} entries and std > 0; got "
-                             f"{list(mean)}, {list(std)}")
+            raise ValueError(
+                f"DeviceLoader: mean/std need {c} entries and std > 0; got {list(mean)}, {list(std)}"
+            )
         # the split, once, on the device; channels first for the gather in crop_flip
         self.images = x.to(self.device).permute(0, 3, 1, 2).contiguous()
         if resolution is not None:  # area-downsampled once, on the device (see downsample)
@@ -96,9 +115,11 @@ class DeviceLoader:
         stop = (n // self.world_size) * self.world_size if self.drop_last else n
         self._positions = torch.arange(self.rank, stop, self.world_size)
         if self.drop_last and len(self._positions) < self.batch_size:
-            raise ValueError(f"DeviceLoader: rank {self.rank} gets {len(self._positions)} of the "
-                             f"{n} samples, fewer than batch_size={self.batch_size}, and drop_last "
-                             f"leaves no batch; lower the batch size")
+            raise ValueError(
+                f"DeviceLoader: rank {self.rank} gets {len(self._positions)} of the "
+                f"{n} samples, fewer than batch_size={self.batch_size}, and drop_last "
+                f"leaves no batch; lower the batch size"
+            )
 
     @property
     def num_samples(self) -> int:
@@ -127,8 +148,7 @@ class DeviceLoader:
             if not self.flip:
                 fl = None
         pos = self._positions
-        return order[pos], (offs[pos] if offs is not None else None), \
-            (fl[pos] if fl is not None else None)
+        return order[pos], (offs[pos] if offs is not None else None), (fl[pos] if fl is not None else None)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         epoch = self.epoch
@@ -145,8 +165,7 @@ class DeviceLoader:
             i = idx[sl]
             xb = self.images.index_select(0, i)
             if offs is not None:
-                xb = crop_flip(xb, offs[sl, 0], offs[sl, 1], None if fl is None else fl[sl],
-                               self.pad)
+                xb = crop_flip(xb, offs[sl, 0], offs[sl, 1], None if fl is None else fl[sl], self.pad)
             yield self.normalize(xb), self.labels.index_select(0, i)
 
     def normalize(self, x_uint8_nchw: Tensor) -> Tensor:
@@ -159,15 +178,26 @@ class DeviceLoader:
         return out
 
     def __repr__(self) -> str:
-        return (f"DeviceLoader({len(self.images)} images on {self.device}, batch_size="
-                f"{self.batch_size}, batches={len(self)}, train={self.train}, augment="
-                f"{self.augment}, rank={self.rank}/{self.world_size})")
+        return (
+            f"DeviceLoader({len(self.images)} images on {self.device}, batch_size="
+            f"{self.batch_size}, batches={len(self)}, train={self.train}, augment="
+            f"{self.augment}, rank={self.rank}/{self.world_size})"
+        )
 
 
-def make_loaders(ds: ArrayDataset, *, batch_size: int, device, seed: int,
-                 dtype: torch.dtype = torch.float32, channels_last: bool = False, rank: int = 0,
-                 world_size: int = 1, eval_batch_size: int | None = None,
-                 resolution: int | None = None) -> tuple[DeviceLoader, DeviceLoader]:
+def make_loaders(
+    ds: ArrayDataset,
+    *,
+    batch_size: int,
+    device,
+    seed: int,
+    dtype: torch.dtype = torch.float32,
+    channels_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    eval_batch_size: int | None = None,
+    resolution: int | None = None,
+) -> tuple[DeviceLoader, DeviceLoader]:
     """(train, test) loaders for ``ds``: training shuffles, augments and drops the last partial
     batch; testing does none of these and covers every test image once across the ranks.
 
@@ -178,12 +208,19 @@ def make_loaders(ds: ArrayDataset, *, batch_size: int, device, seed: int,
     _, h, w = ds.image_shape
     if resolution is not None:
         check_resolution(resolution, h, w)
-    common = dict(mean=ds.mean, std=ds.std, device=device, dtype=dtype, seed=seed,
-                  channels_last=channels_last, rank=rank, world_size=world_size,
-                  resolution=resolution)
-    train = DeviceLoader(ds.x_train, ds.y_train, batch_size=batch_size, train=True,
-                         pad=scaled_pad(4, h, resolution), **common)
-    test = DeviceLoader(ds.x_test, ds.y_test, batch_size=eval_batch_size or batch_size,
-                        train=False, **common)
+    common = dict(
+        mean=ds.mean,
+        std=ds.std,
+        device=device,
+        dtype=dtype,
+        seed=seed,
+        channels_last=channels_last,
+        rank=rank,
+        world_size=world_size,
+        resolution=resolution,
+    )
+    train = DeviceLoader(
+        ds.x_train, ds.y_train, batch_size=batch_size, train=True, pad=scaled_pad(4, h, resolution), **common
+    )
+    test = DeviceLoader(ds.x_test, ds.y_test, batch_size=eval_batch_size or batch_size, train=False, **common)
     return train, test
-

@@ -50,24 +50,66 @@ The code lives in one module per concern; this module gathers their names (the i
 
 from __future__ import annotations
 
-from .config import (DIVERGENCE_FACTOR, MAX_EPOCHS, MAX_MC_SAMPLES, RUN_FILES, TrainConfig,  # noqa: F401 - re-exported
-                     TrainingDiverged, _check_user_spec, _dataset_tag, _default_run_dir,
-                     _git_commit, _known_models, _number, _positive_int, _random_depth, _resolve,
-                     _version, is_user_model)
+from .config import (  # noqa: F401 - re-exported
+    DIVERGENCE_FACTOR,
+    MAX_EPOCHS,
+    MAX_MC_SAMPLES,
+    RUN_FILES,
+    TrainConfig,
+    TrainingDiverged,
+    _check_user_spec,
+    _dataset_tag,
+    _default_run_dir,
+    _git_commit,
+    _known_models,
+    _number,
+    _positive_int,
+    _random_depth,
+    _resolve,
+    _version,
+    is_user_model,
+)
 from .datasource import _agreed_data_root, _image_folder_loaders, _load_data, is_image_folder  # noqa: F401 - re-exported
 from .distributed import _Dist, _seed, resolve_device  # noqa: F401 - re-exported
-from .evaluation import (ABSURD_WEIGHT, _binomial_se, _check_finite_weights, _check_fits,  # noqa: F401 - re-exported
-                         _check_sane_loss, _checkpoint_error, _depth_context, _eval_precision,
-                         _eval_sums, _mc_predict_fn, _mc_sums, evaluate)
+from .evaluation import (  # noqa: F401 - re-exported
+    ABSURD_WEIGHT,
+    _binomial_se,
+    _check_finite_weights,
+    _check_fits,
+    _check_sane_loss,
+    _checkpoint_error,
+    _depth_context,
+    _eval_precision,
+    _eval_sums,
+    _mc_predict_fn,
+    _mc_sums,
+    evaluate,
+)
 from .faults import _fault  # noqa: F401 - re-exported
 from .jsonio import _jsonable, _read_lines, _write_json  # noqa: F401 - re-exported
 from .monitor import DEFAULT_WEAK_K, WeakConditionError  # noqa: F401 - re-exported
 from .trainer import _depth_of_step, _lm_coefficients, _loss_fn, _Trainer, train  # noqa: F401 - re-exported
-from .trainsetup import (_ROUNDOFF, _check_random_depth, _check_step_precision, _TrainerSetup,  # noqa: F401 - re-exported
-                         _weak_report)
-from .usermodel import (_create_model, _create_model_check, _create_user_model, _first_line,  # noqa: F401 - re-exported
-                        _is_stochastic, _model_known, _set_generator, _where_failed)
+from .trainsetup import _ROUNDOFF, _check_random_depth, _check_step_precision, _TrainerSetup, _weak_report  # noqa: F401 - re-exported
+from .usermodel import (  # noqa: F401 - re-exported
+    _create_model,
+    _create_model_check,
+    _create_user_model,
+    _first_line,
+    _is_stochastic,
+    _model_known,
+    _set_generator,
+    _where_failed,
+)
 
-__all__ = ["TrainConfig", "train", "evaluate", "TrainingDiverged", "WeakConditionError",
-           "resolve_device", "RUN_FILES", "MAX_EPOCHS", "MAX_MC_SAMPLES", "DIVERGENCE_FACTOR"]
-
+__all__ = [
+    "TrainConfig",
+    "train",
+    "evaluate",
+    "TrainingDiverged",
+    "WeakConditionError",
+    "resolve_device",
+    "RUN_FILES",
+    "MAX_EPOCHS",
+    "MAX_MC_SAMPLES",
+    "DIVERGENCE_FACTOR",
+]

@@ -38,9 +38,21 @@ import math
 
 import torch
 
-__all__ = ["DEFAULT_WEAK_K", "WeakConditionError", "normalize_report", "reduce_report",
-           "violations", "reference_K", "parse_weak_K", "warning_message", "format_table", "exact_condition",
-           "model_weak_report", "model_is_stochastic", "reset_model_weak_stats"]
+__all__ = [
+    "DEFAULT_WEAK_K",
+    "WeakConditionError",
+    "normalize_report",
+    "reduce_report",
+    "violations",
+    "reference_K",
+    "parse_weak_K",
+    "warning_message",
+    "format_table",
+    "exact_condition",
+    "model_weak_report",
+    "model_is_stochastic",
+    "reset_model_weak_stats",
+]
 
 #: default bound: each stage's law's own K at Δt = 1 (see the module docstring)
 DEFAULT_WEAK_K = "law"
@@ -188,9 +200,11 @@ def warning_message(bad: list[dict], weak_K="law") -> str:
         bound = f"{worst['bound']:.4g}, the K of its law at dt=1"
     else:
         bound = f"weak_K = {worst['bound']:g}"
-    return (f"condition (5): {_where(worst)} ({worst.get('law')}{p}, dt={worst.get('dt'):g}) has "
-            f"K = C/dt^2 = {worst['K']:.4g} > {bound}{more}; its skewed increments cost the weak "
-            f"Euler step its weak order 1 as dt shrinks")
+    return (
+        f"condition (5): {_where(worst)} ({worst.get('law')}{p}, dt={worst.get('dt'):g}) has "
+        f"K = C/dt^2 = {worst['K']:.4g} > {bound}{more}; its skewed increments cost the weak "
+        f"Euler step its weak order 1 as dt shrinks"
+    )
 
 
 def _fmt(v, spec=".3g"):
@@ -210,10 +224,21 @@ def format_table(report: list[dict]) -> str:
     for d in report:
         m2 = d.get("m2")
         dm2 = None if m2 is None or d.get("dt") is None else m2 - d["dt"]
-        rows.append((_fmt(d.get("stage")), _fmt(d.get("block")), _fmt(d.get("law")),
-                     _fmt(d.get("p")), _fmt(d.get("dt")), _fmt(d.get("C")), _fmt(d.get("K")),
-                     _fmt(d.get("n")), _fmt(d.get("m1"), ".2e"), _fmt(dm2, ".2e"),
-                     _fmt(d.get("m3"), ".2e")))
+        rows.append(
+            (
+                _fmt(d.get("stage")),
+                _fmt(d.get("block")),
+                _fmt(d.get("law")),
+                _fmt(d.get("p")),
+                _fmt(d.get("dt")),
+                _fmt(d.get("C")),
+                _fmt(d.get("K")),
+                _fmt(d.get("n")),
+                _fmt(d.get("m1"), ".2e"),
+                _fmt(dm2, ".2e"),
+                _fmt(d.get("m3"), ".2e"),
+            )
+        )
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
     lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
@@ -229,9 +254,15 @@ def _law_row(where: str, block, law, dt, stats=None) -> dict:
     dt = float(dt)
     C = float(law.condition(dt))
     p = getattr(law, "survival", None)
-    row = {"stage": where, "block": block, "law": getattr(law, "name", type(law).__name__),
-           "p": float(p) if p is not None else None, "dt": dt, "C": C,
-           "K": C / (dt * dt)}
+    row = {
+        "stage": where,
+        "block": block,
+        "law": getattr(law, "name", type(law).__name__),
+        "p": float(p) if p is not None else None,
+        "dt": dt,
+        "C": C,
+        "K": C / (dt * dt),
+    }
     if stats:
         row.update(stats)
     return row
@@ -268,8 +299,10 @@ def model_weak_report(model) -> list[dict]:
         return normalize_report(fn())
     from ..fields import is_field
     from ..laws import is_law
+
     try:
         from ..nn.stage import Stage
+
         have_stage = True
     except ImportError:  # pragma: no cover - sdenet.nn is part of the package
         have_stage = False
@@ -313,6 +346,7 @@ def model_is_stochastic(model) -> bool:
     except Exception:
         pass
     from ..fields import is_field
+
     for m in model.modules():
         if is_field(m) and m.stochastic:
             return True

@@ -109,8 +109,11 @@ def _shape(model) -> dict:
 
     stages = _steps(model)
     transitions = sum(1 for m in model.modules() if isinstance(m, Transition))
-    return {"steps": [s.steps for s in stages], "dt": [s.dt for s in stages],
-            "blocks": transitions + sum(len(s.field) for s in stages)}
+    return {
+        "steps": [s.steps for s in stages],
+        "dt": [s.dt for s in stages],
+        "blocks": transitions + sum(len(s.field) for s in stages),
+    }
 
 
 def _write_json(path: Path, obj) -> None:
@@ -135,6 +138,8 @@ class _NoLock:
 
 #: most levels of a multilevel run (2^30 times the steps of the coarsest network)
 MAX_LEVELS = 30
+
+
 #: entries of a plan's "train" that are passed on to each cycle's training
 def _train_keys() -> frozenset:
     """Every training option a plan may carry: the fields of :class:`TrainConfig` except those a
@@ -144,8 +149,13 @@ def _train_keys() -> frozenset:
 
     from .config import TrainConfig
 
-    return frozenset(f.name for f in fields(TrainConfig)) - {"epochs", "overrides", "out", "resume",
-                                                              "init"} | {"command"}
+    return frozenset(f.name for f in fields(TrainConfig)) - {
+        "epochs",
+        "overrides",
+        "out",
+        "resume",
+        "init",
+    } | {"command"}
 
 
 def _check_plan(run_dir: Path, state, *, model=None, data_root=None, download=False) -> dict:
@@ -170,8 +180,7 @@ def _check_plan(run_dir: Path, state, *, model=None, data_root=None, download=Fa
         raise bad(f"prolong is {state.get('prolong')!r}")
     cycles = state.get("cycles")
     if not isinstance(cycles, list) or len(cycles) != levels + 1:
-        raise bad(f"it lists {len(cycles) if isinstance(cycles, list) else 'no'} cycles for "
-                  f"{levels} levels")
+        raise bad(f"it lists {len(cycles) if isinstance(cycles, list) else 'no'} cycles for {levels} levels")
     dirs = set()
     for i, c in enumerate(cycles):
         if not isinstance(c, dict) or c.get("cycle") != i:
@@ -196,16 +205,22 @@ def _check_plan(run_dir: Path, state, *, model=None, data_root=None, download=Fa
     if not isinstance(recorded, str) or recorded != state.get("model"):
         raise bad("its model entries disagree")
     if is_user_model(recorded) and model != recorded:
-        raise ValueError(f"{where}: the run trains the user model {recorded!r}; importing it runs "
-                         f"its code, so name it yourself with --model {recorded}")
+        raise ValueError(
+            f"{where}: the run trains the user model {recorded!r}; importing it runs "
+            f"its code, so name it yourself with --model {recorded}"
+        )
     if model is not None and model != recorded:
         raise ValueError(f"{where}: the run trains {recorded!r}, not {model!r}")
     root = train.get("data_root")
-    if root is not None and (data_root is None or Path(str(data_root)).expanduser().resolve()
-                             != Path(str(root)).expanduser().resolve()):
-        raise ValueError(f"{where}: the run records the data root {root!r}; a run folder does "
-                         f"not choose where data are read from, so pass --data-root {root} "
-                         f"yourself")
+    if root is not None and (
+        data_root is None
+        or Path(str(data_root)).expanduser().resolve() != Path(str(root)).expanduser().resolve()
+    ):
+        raise ValueError(
+            f"{where}: the run records the data root {root!r}; a run folder does "
+            f"not choose where data are read from, so pass --data-root {root} "
+            f"yourself"
+        )
     train["download"] = bool(download)  # the command line alone decides on downloads
     return state
 
@@ -217,7 +232,9 @@ def _split_epochs(epochs: int, cycles: int) -> list[int]:
     return out
 
 
-def train_multilevel(levels: int, *, out=None, prolong: str = "constant", callback=None, **train_kwargs) -> dict:
+def train_multilevel(
+    levels: int, *, out=None, prolong: str = "constant", callback=None, **train_kwargs
+) -> dict:
     """Train ``train_kwargs["model"]`` in ``levels + 1`` cycles of doubling depth (see the module).
 
     ``train_kwargs`` are :func:`sdenet.train.train`'s (``epochs`` is the total over all cycles,
@@ -233,14 +250,17 @@ def train_multilevel(levels: int, *, out=None, prolong: str = "constant", callba
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
         raise ValueError(f"multilevel: levels must be a positive integer, got {levels!r}")
     if levels > MAX_LEVELS:
-        raise ValueError(f"multilevel: {levels} levels is above the bound of {MAX_LEVELS} "
-                         f"(2^{MAX_LEVELS} times the steps of the coarsest network)")
+        raise ValueError(
+            f"multilevel: {levels} levels is above the bound of {MAX_LEVELS} "
+            f"(2^{MAX_LEVELS} times the steps of the coarsest network)"
+        )
     if prolong not in REFINE_MODES:
         raise ValueError(f"multilevel: prolong must be one of {', '.join(REFINE_MODES)}, got {prolong!r}")
     for key in ("resume", "init", "out"):
         if train_kwargs.get(key) is not None:
-            raise ValueError(f"multilevel: {key}= is not an option of a multilevel run "
-                             f"(use resume_multilevel / out=)")
+            raise ValueError(
+                f"multilevel: {key}= is not an option of a multilevel run (use resume_multilevel / out=)"
+            )
     train_kwargs.pop("resume", None)
     train_kwargs.pop("init", None)
     train_kwargs.pop("out", None)
@@ -253,8 +273,10 @@ def train_multilevel(levels: int, *, out=None, prolong: str = "constant", callba
         epochs = get_preset(train_kwargs.get("preset") or default_preset(model, dataset)).epochs
     cycles = levels + 1
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < cycles:
-        raise ValueError(f"multilevel: {levels} levels need at least {cycles} epochs (one per cycle), "
-                         f"got epochs={epochs!r}")
+        raise ValueError(
+            f"multilevel: {levels} levels need at least {cycles} epochs (one per cycle), "
+            f"got epochs={epochs!r}"
+        )
     overrides = dict(train_kwargs.get("overrides") or {})
     if train_kwargs.get("dt") is not None:  # the dt of the final network, before refinement
         overrides["dt"] = train_kwargs.pop("dt")
@@ -274,8 +296,9 @@ def train_multilevel(levels: int, *, out=None, prolong: str = "constant", callba
             with torch.device("meta"):
                 shape = _shape(models.create(model, **{**overrides, "refine": r}))
         except ValueError as err:
-            raise ValueError(f"multilevel: level {c} ({levels - c} halvings of the final network) is "
-                             f"impossible: {err}") from None
+            raise ValueError(
+                f"multilevel: level {c} ({levels - c} halvings of the final network) is impossible: {err}"
+            ) from None
         plan.append({"cycle": c, "refine": r, "epochs": ep, "dir": f"cycle{c}", **shape})
     from .runfolder import RunLock, check_out_dir, make_run_dir
 
@@ -292,13 +315,23 @@ def train_multilevel(levels: int, *, out=None, prolong: str = "constant", callba
         raise
     try:
         if _main_rank() and any(os.path.lexists(run_dir / n) for n in (PLAN_FILE, "last.pt", "config.json")):
-            raise ValueError(f"{run_dir}: already holds a run; use --resume {run_dir} to continue "
-                             f"it or choose another --out")
+            raise ValueError(
+                f"{run_dir}: already holds a run; use --resume {run_dir} to continue "
+                f"it or choose another --out"
+            )
         kwargs = {k: v for k, v in train_kwargs.items() if k not in ("epochs", "overrides")}
-        state = {"format": 1, "levels": levels, "prolong": prolong, "epochs": epochs, "model": model,
-                 "overrides": overrides, "train": kwargs, "cycles": plan,
-                 "schedule": "the preset's schedule restarted in every cycle over its own epochs",
-                 "momentum": "prolonged with the weights; stage buffers divided by the factor"}
+        state = {
+            "format": 1,
+            "levels": levels,
+            "prolong": prolong,
+            "epochs": epochs,
+            "model": model,
+            "overrides": overrides,
+            "train": kwargs,
+            "cycles": plan,
+            "schedule": "the preset's schedule restarted in every cycle over its own epochs",
+            "momentum": "prolonged with the weights; stage buffers divided by the factor",
+        }
         if _main_rank():
             _write_json(run_dir / PLAN_FILE, state)
         return _run(run_dir, state, callback=callback)
@@ -306,8 +339,9 @@ def train_multilevel(levels: int, *, out=None, prolong: str = "constant", callba
         lock.release()
 
 
-def resume_multilevel(run_dir, *, device=None, quiet=None, callback=None, model=None,
-                      data_root=None, download=False) -> dict:
+def resume_multilevel(
+    run_dir, *, device=None, quiet=None, callback=None, model=None, data_root=None, download=False
+) -> dict:
     """Continue the multilevel run in ``run_dir`` where it stopped (finished cycles are skipped).
 
     The run folder is locked first (a live run's folder is refused and nothing in it changes).
@@ -321,12 +355,16 @@ def resume_multilevel(run_dir, *, device=None, quiet=None, callback=None, model=
         raise ValueError(f"{run_dir}: not a multilevel run folder (no {PLAN_FILE})")
     lock = RunLock(run_dir).acquire() if _main_rank() else _NoLock()
     try:
-        state = _check_plan(run_dir, read_json(run_dir / PLAN_FILE), model=model,
-                            data_root=data_root, download=download)
+        state = _check_plan(
+            run_dir, read_json(run_dir / PLAN_FILE), model=model, data_root=data_root, download=download
+        )
         if (run_dir / "metrics.json").exists() and all(
-                (run_dir / c["dir"] / "metrics.json").exists() for c in state["cycles"]):
-            raise ValueError(f"{run_dir}: the multilevel run already finished its "
-                             f"{len(state['cycles'])} cycles; nothing to resume")
+            (run_dir / c["dir"] / "metrics.json").exists() for c in state["cycles"]
+        ):
+            raise ValueError(
+                f"{run_dir}: the multilevel run already finished its "
+                f"{len(state['cycles'])} cycles; nothing to resume"
+            )
         if device is not None:
             state["train"]["device"] = device
         if quiet is not None:
@@ -342,15 +380,16 @@ def _prolong(prev_ckpt: Path, target: Path, state: dict, cycle: dict) -> float:
     from ..nn.refine import refine
 
     t0 = time.perf_counter()
-    from .usermodel import _model_known
     from .safe_io import check_model_size
+    from .usermodel import _model_known
 
     c = ck.load_checkpoint(prev_ckpt)
     ck.validate_checkpoint(c, prev_ckpt, known_model=_model_known)
     rc = c["config"]
     overrides = dict(rc.get("model_overrides") or {})
-    check_model_size(rc["model"], rc.get("num_classes"), {**overrides, "refine": cycle["refine"]},
-                     where=str(prev_ckpt))
+    check_model_size(
+        rc["model"], rc.get("num_classes"), {**overrides, "refine": cycle["refine"]}, where=str(prev_ckpt)
+    )
     net = models.create(rc["model"], num_classes=rc.get("num_classes"), **overrides)
     net.load_state_dict(c["model"])
     momentum = _momentum_by_name(net, c.get("optimizer"))
@@ -358,8 +397,17 @@ def _prolong(prev_ckpt: Path, target: Path, state: dict, cycle: dict) -> float:
     mom = prolong_momentum(net, momentum, 2, state["prolong"]) if momentum else {}
     config = dict(rc)
     config["model_overrides"] = {**overrides, "refine": cycle["refine"]}
-    ck.save_atomic({"format": ck.FORMAT, "epoch": 0, "model": fine.state_dict(), "momentum": mom,
-                    "config": config, "refined_from": str(prev_ckpt)}, target)
+    ck.save_atomic(
+        {
+            "format": ck.FORMAT,
+            "epoch": 0,
+            "model": fine.state_dict(),
+            "momentum": mom,
+            "config": config,
+            "refined_from": str(prev_ckpt),
+        },
+        target,
+    )
     return time.perf_counter() - t0
 
 
@@ -376,8 +424,15 @@ def _collect(run_dir: Path, state: dict) -> list[dict]:
                     m = json.loads(raw)
                 except ValueError:
                     continue
-                m = {**m, "cycle": cyc["cycle"], "cycle_epoch": m.get("epoch"), "refine": cyc["refine"],
-                     "blocks": cyc["blocks"], "steps": cyc["steps"], "dt": cyc["dt"]}
+                m = {
+                    **m,
+                    "cycle": cyc["cycle"],
+                    "cycle_epoch": m.get("epoch"),
+                    "refine": cyc["refine"],
+                    "blocks": cyc["blocks"],
+                    "steps": cyc["steps"],
+                    "dt": cyc["dt"],
+                }
                 m["epoch"] = before + int(m["cycle_epoch"])
                 lines.append(m)
         before += cyc["epochs"]
@@ -414,10 +469,15 @@ def _run(run_dir: Path, state: dict, callback=None) -> dict:
             pass
         elif (sub / "last.pt").exists():
             model_kw = {"model": user_model} if user_model else {}
-            train(resume=str(sub), device=state["train"].get("device", "auto"),
-                  quiet=bool(state["train"].get("quiet", False)), callback=on_epoch,
-                  data_root=state["train"].get("data_root"),
-                  download=bool(state["train"].get("download")), **model_kw)
+            train(
+                resume=str(sub),
+                device=state["train"].get("device", "auto"),
+                quiet=bool(state["train"].get("quiet", False)),
+                callback=on_epoch,
+                data_root=state["train"].get("data_root"),
+                download=bool(state["train"].get("download")),
+                **model_kw,
+            )
         else:
             kw = dict(state["train"])
             kw.update(out=str(sub), epochs=cyc["epochs"], overrides={**overrides, "refine": cyc["refine"]})
@@ -446,11 +506,21 @@ def _run(run_dir: Path, state: dict, callback=None) -> dict:
     _write_json(run_dir / "config.json", config)
     final = dict(summaries[-1])
     final["wall_time"] = sum(float(s.get("wall_time") or 0.0) for s in summaries) + sum(
-        float(v) for v in prolong_s.values())
+        float(v) for v in prolong_s.values()
+    )
     final["epochs"] = state["epochs"]
     final["run_dir"] = str(run_dir)
-    final["cycles"] = [{"cycle": c["cycle"], "epochs": c["epochs"], "blocks": c["blocks"], "steps": c["steps"],
-                        "dt": c["dt"], "test_error": s.get("test_error"), "wall_time": s.get("wall_time")}
-                       for c, s in zip(state["cycles"], summaries)]
+    final["cycles"] = [
+        {
+            "cycle": c["cycle"],
+            "epochs": c["epochs"],
+            "blocks": c["blocks"],
+            "steps": c["steps"],
+            "dt": c["dt"],
+            "test_error": s.get("test_error"),
+            "wall_time": s.get("wall_time"),
+        }
+        for c, s in zip(state["cycles"], summaries)
+    ]
     _write_json(run_dir / "metrics.json", final)
     return final

@@ -31,8 +31,7 @@ def checkpoint_dilation(config: dict, path="checkpoint") -> int:
     if d is None:
         return 1
     if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= 64:
-        raise ValueError(f"{path}: the config entry 'dilation' must be an integer from 1 to 64, "
-                         f"got {d!r}")
+        raise ValueError(f"{path}: the config entry 'dilation' must be an integer from 1 to 64, got {d!r}")
     return d
 
 
@@ -46,8 +45,16 @@ def apply_dilation(model: torch.nn.Module, dilation: int) -> torch.nn.Module:
     return model
 
 
-def init_weights(model: torch.nn.Module, ckpt: dict, path, *, resolution: int | None,
-                 native: int | None, rescale: bool = False, method: str = "atrous") -> dict:
+def init_weights(
+    model: torch.nn.Module,
+    ckpt: dict,
+    path,
+    *,
+    resolution: int | None,
+    native: int | None,
+    rescale: bool = False,
+    method: str = "atrous",
+) -> dict:
     """Load the weights of the checkpoint ``ckpt`` (read from ``path`` by
     :func:`sdenet.train.checkpoint.load_checkpoint`) into ``model``, which will see images of
     height ``resolution`` (``native``: the data's own height, what a checkpoint without a
@@ -68,10 +75,14 @@ def init_weights(model: torch.nn.Module, ckpt: dict, path, *, resolution: int | 
     from ..nn.rescale import METHODS, atrous_factor, dilate_
 
     src = (ckpt.get("config") or {}).get("model", "?")
-    ck.check_model_state(model, ckpt["model"], path, f"this model (the checkpoint's network, {src}, does not fit it)")
+    ck.check_model_state(
+        model, ckpt["model"], path, f"this model (the checkpoint's network, {src}, does not fit it)"
+    )
     if rescale and (resolution is None or native is None):
-        raise ValueError(f"{path}: rescaling a warm start needs images of a known resolution "
-                         f"(CIFAR-style arrays, not image folders)")
+        raise ValueError(
+            f"{path}: rescaling a warm start needs images of a known resolution "
+            f"(CIFAR-style arrays, not image folders)"
+        )
     if method not in METHODS:
         raise ValueError(f"rescale method must be one of {', '.join(METHODS)}, got {method!r}")
     r0 = None if native is None else checkpoint_resolution(ckpt, native)
@@ -83,8 +94,10 @@ def init_weights(model: torch.nn.Module, ckpt: dict, path, *, resolution: int | 
         if factor != 1 and method == "atrous":
             up, down = atrous_factor(factor, f"{path}: rescaling from {r0} to {resolution}")
             if (d * up) % down:
-                raise ValueError(f"{path}: its network (dilation {d}) cannot be coarsened by "
-                                 f"{down} with the à trous map; use the moment map (--rescale-method moments)")
+                raise ValueError(
+                    f"{path}: its network (dilation {d}) cannot be coarsened by "
+                    f"{down} with the à trous map; use the moment map (--rescale-method moments)"
+                )
     apply_dilation(model, d)
     model.load_state_dict(ckpt["model"])
     if rescale and factor != 1:
@@ -94,5 +107,10 @@ def init_weights(model: torch.nn.Module, ckpt: dict, path, *, resolution: int | 
         else:
             assert factor is not None  # set above whenever rescale is
             model.load_state_dict(rescale_model(model, factor, method="moments").state_dict())
-    return {"init": str(path), "init_resolution": r0, "init_rescale": factor,
-            "init_rescale_method": method if rescale else None, "dilation": d}
+    return {
+        "init": str(path),
+        "init_resolution": r0,
+        "init_rescale": factor,
+        "init_rescale_method": method if rescale else None,
+        "dilation": d,
+    }

@@ -28,9 +28,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 __all__ = [
     "RunFolderError",
@@ -84,7 +84,9 @@ def _read_json(path: Path, folder: Path):
     except (OSError, UnicodeDecodeError) as err:
         raise RunFolderError(f"{folder}: cannot read {path.name}: {err}") from None
     except json.JSONDecodeError as err:
-        raise RunFolderError(f"{folder}: {path.name} is not valid JSON ({err.msg}, line {err.lineno})") from None
+        raise RunFolderError(
+            f"{folder}: {path.name} is not valid JSON ({err.msg}, line {err.lineno})"
+        ) from None
 
 
 def load_run(run_dir, label: str | None = None) -> Run:
@@ -155,8 +157,10 @@ def _default_labels(runs: Sequence[Run]) -> list:
     base = [r.model for r in runs]
     labels = list(base)
     if len(set(labels)) < len(labels):
-        labels = [f"{b} seed {r.config.get('seed')}" if r.config.get("seed") is not None else b
-                  for b, r in zip(base, runs)]
+        labels = [
+            f"{b} seed {r.config.get('seed')}" if r.config.get("seed") is not None else b
+            for b, r in zip(base, runs)
+        ]
     if len(set(labels)) < len(labels):
         labels = [f"{l} ({r.path.name})" for l, r in zip(labels, runs)]
     return labels
@@ -223,7 +227,9 @@ def _moment_se(entry: dict):
         if law.drops and entry.get("p") is not None:
             law = law.with_survival(float(entry["p"]))
         dt = float(entry["dt"])
-        return tuple(math.sqrt(max(law.moment(2 * k, dt) - law.moment(k, dt) ** 2, 0.0) / n) for k in (1, 2, 3))
+        return tuple(
+            math.sqrt(max(law.moment(2 * k, dt) - law.moment(k, dt) ** 2, 0.0) / n) for k in (1, 2, 3)
+        )
     except Exception:  # an unknown law, a law without higher moments: no error bars
         return None
 
@@ -268,21 +274,43 @@ def plot_errors(runs: Sequence[Run], out_dir, filename: str = "errors.png") -> P
         c = _colour(i, len(runs), plt)
         ep = run.epochs
         mk = MARKERS[i % len(MARKERS)] if len(ep) < 30 else None
-        axes[0].plot(ep, [100 * _finite(m["train_error"]) for m in run.metrics], "-", color=c,
-                     marker=mk, ms=4, label=run.label)
+        axes[0].plot(
+            ep,
+            [100 * _finite(m["train_error"]) for m in run.metrics],
+            "-",
+            color=c,
+            marker=mk,
+            ms=4,
+            label=run.label,
+        )
         # the test error of a finished epoch is a mean over n_test images: ± its binomial se
         n_test = run.config.get("n_test") if isinstance(getattr(run, "config", None), dict) else None
         te = [_finite(m["test_error"]) for m in run.metrics]
         se = [100 * math.sqrt(e * (1 - e) / n_test) if n_test and 0 <= e <= 1 else 0.0 for e in te]
-        axes[1].errorbar(ep, [100 * e for e in te], yerr=se if any(se) else None, fmt="-", color=c,
-                         marker=mk, ms=4, capsize=2, label=run.label)
+        axes[1].errorbar(
+            ep,
+            [100 * e for e in te],
+            yerr=se if any(se) else None,
+            fmt="-",
+            color=c,
+            marker=mk,
+            ms=4,
+            capsize=2,
+            label=run.label,
+        )
     _epoch_ticks(axes[0], {e for run in runs for e in run.epochs})
     for ax, what in zip(axes, ("training", "test")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"{what} error (%)")
-        ax.set_title(f"{what} error" + (" (± one binomial standard error over the test images)"
-                                         if what == "test" else " (running mean over the epoch)"),
-                     fontsize=9)
+        ax.set_title(
+            f"{what} error"
+            + (
+                " (± one binomial standard error over the test images)"
+                if what == "test"
+                else " (running mean over the epoch)"
+            ),
+            fontsize=9,
+        )
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8)
     fig.suptitle("Training and test error against epoch")
@@ -324,8 +352,15 @@ def plot_lm_coefficients(runs: Sequence[Run], out_dir, filename: str = "lm_coeff
             edges.append(n)
         kind = "g_n" if _is_stochastic(run) else "k_n"
         kinds.add(kind)
-        ax.plot(range(1, len(ks) + 1), ks, "-", marker=MARKERS[i % len(MARKERS)], ms=4,
-                color=_colour(i, len(series), plt), label=f"{run.label}: ${kind}$ (epoch {epoch})")
+        ax.plot(
+            range(1, len(ks) + 1),
+            ks,
+            "-",
+            marker=MARKERS[i % len(MARKERS)],
+            ms=4,
+            color=_colour(i, len(series), plt),
+            label=f"{run.label}: ${kind}$ (epoch {epoch})",
+        )
         bounds = bounds or edges[:-1]
     for b in bounds or []:
         ax.axvline(b + 0.5, color="0.6", ls=":", lw=1)
@@ -382,7 +417,8 @@ def _weak_by_stage(run: Run):
             if not isinstance(entry, dict) or "stage" not in entry or "block" not in entry:
                 continue
             stages.setdefault(str(entry["stage"]), {}).setdefault(int(entry["block"]), []).append(
-                (rec["epoch"], entry))
+                (rec["epoch"], entry)
+            )
     return stages
 
 
@@ -408,10 +444,17 @@ def plot_weak(run: Run, out_dir) -> list:
             dts = [_finite(en.get("dt")) for _, en in hist]
             # ± se of the empirical K: (se1 + se2 + se3)/Δt², as sdenet weak check bounds it
             kse = [sum(se) / d**2 if se is not None and d > 0 else 0.0 for se, d in zip(ses, dts)]
-            ax_k.errorbar([e for e, _ in hist], [_empirical_K(en) for _, en in hist],
-                          yerr=kse if any(kse) else None, fmt="-", color=color, capsize=2,
-                          marker=MARKERS[j % len(MARKERS)] if len(hist) < 30 else None, ms=4,
-                          label=f"block {block}" if nb <= 12 else None)
+            ax_k.errorbar(
+                [e for e, _ in hist],
+                [_empirical_K(en) for _, en in hist],
+                yerr=kse if any(kse) else None,
+                fmt="-",
+                color=color,
+                capsize=2,
+                marker=MARKERS[j % len(MARKERS)] if len(hist) < 30 else None,
+                ms=4,
+                label=f"block {block}" if nb <= 12 else None,
+            )
             exact = _exact_moments(hist[-1][1])
             dt = _finite(hist[-1][1].get("dt"))
             if exact is not None and dt > 0:
@@ -427,7 +470,9 @@ def plot_weak(run: Run, out_dir) -> list:
             ax_k.legend(fontsize=7, ncol=2)
         else:
             ax_k.legend(fontsize=7)
-            sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(min(blocks), min(blocks) + (max(blocks) - min(blocks)) / 0.8))
+            sm = plt.cm.ScalarMappable(
+                cmap=cmap, norm=plt.Normalize(min(blocks), min(blocks) + (max(blocks) - min(blocks)) / 0.8)
+            )
             fig.colorbar(sm, ax=ax_k, label="block")
 
         last = [(block, hist[-1][1]) for block, hist in sorted(blocks.items())]
@@ -442,15 +487,27 @@ def plot_weak(run: Run, out_dir) -> list:
         ses = [_moment_se(en) for _, en in last]
         for i, (name, vals) in enumerate(emp.items()):
             err = [se[i] if se is not None else 0.0 for se in ses]
-            ax_m.errorbar(xs, vals, yerr=err if any(err) else None, fmt=MARKERS[i], color=colors[name],
-                          capsize=3, label=f"empirical {name} ± se")
+            ax_m.errorbar(
+                xs,
+                vals,
+                yerr=err if any(err) else None,
+                fmt=MARKERS[i],
+                color=colors[name],
+                capsize=3,
+                label=f"empirical {name} ± se",
+            )
             ex = [e[i] if e is not None else math.nan for e in exact]
             if any(not math.isnan(v) for v in ex):
                 ax_m.plot(xs, ex, "_", color=colors[name], ms=14, mew=2, label=f"exact {name}")
         laws = []
         for name in dict.fromkeys(str(en.get("law")) for _, en in last):
-            ps = sorted({_finite(en.get("p")) for _, en in last
-                         if str(en.get("law")) == name and en.get("p") is not None})
+            ps = sorted(
+                {
+                    _finite(en.get("p"))
+                    for _, en in last
+                    if str(en.get("law")) == name and en.get("p") is not None
+                }
+            )
             if not ps:
                 laws.append(name)
             elif len(ps) == 1:
@@ -462,11 +519,16 @@ def plot_weak(run: Run, out_dir) -> list:
         ax_m.set_xlabel("block")
         ax_m.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax_m.set_ylabel("moment of the increment (empirical ± one standard error)")
-        ax_m.set_title(f"Moments of the increments in epoch {max(e for hist in blocks.values() for e, _ in hist)}: "
-                       f"{', '.join(laws)}; Δt = {', '.join(f'{d:g}' for d in dts)}", fontsize=9)
+        ax_m.set_title(
+            f"Moments of the increments in epoch {max(e for hist in blocks.values() for e, _ in hist)}: "
+            f"{', '.join(laws)}; Δt = {', '.join(f'{d:g}' for d in dts)}",
+            fontsize=9,
+        )
         ax_m.grid(alpha=0.3)
         ax_m.legend(fontsize=7)
-        fig.suptitle(f"{run.label}, {stage_words(stage)}: condition (5), |E ΔŴ| + |E ΔŴ³| + |E ΔŴ² − Δt| ≤ K Δt²")
+        fig.suptitle(
+            f"{run.label}, {stage_words(stage)}: condition (5), |E ΔŴ| + |E ΔŴ³| + |E ΔŴ² − Δt| ≤ K Δt²"
+        )
         paths.append(_save(fig, Path(out_dir) / f"weak-{_slug(run.label)}-{_slug(stage)}.png", plt))
     return paths
 
@@ -477,8 +539,12 @@ def default_out_dir(run_dirs: Sequence) -> Path:
     return Path(run_dirs[0]) if len(run_dirs) == 1 else Path("plots")
 
 
-def plot_runs(run_dirs: Iterable, out_dir=None, labels: Sequence[str] | None = None,
-              log: Callable[[str], None] | None = print) -> list:
+def plot_runs(
+    run_dirs: Iterable,
+    out_dir=None,
+    labels: Sequence[str] | None = None,
+    log: Callable[[str], None] | None = print,
+) -> list:
     """Read every run folder and write all figures into ``out_dir`` (see
     :func:`default_out_dir`). Returns the written paths; ``log`` (default ``print``) gets one
     line per file and per skipped figure."""
@@ -496,8 +562,7 @@ def plot_runs(run_dirs: Iterable, out_dir=None, labels: Sequence[str] | None = N
         raise ValueError(f"plot: --out {out} exists and is not a folder")
     from .safe_io import check_output_path, lock_output
 
-    out = check_output_path(out_dir if out_dir is not None else out, "--out", folder=True,
-                            make_parents=True)
+    out = check_output_path(out_dir if out_dir is not None else out, "--out", folder=True, make_parents=True)
     say = log or (lambda s: None)
     with lock_output(out, "--out", folder=True):  # a run folder: its run lock, for the writes
         paths = [plot_errors(runs, out)]

@@ -27,8 +27,15 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-__all__ = ["Preset", "PRESETS", "PRESET_NAMES", "get_preset", "scale_milestones", "lr_factor",
-           "default_preset"]
+__all__ = [
+    "Preset",
+    "PRESETS",
+    "PRESET_NAMES",
+    "get_preset",
+    "scale_milestones",
+    "lr_factor",
+    "default_preset",
+]
 
 
 @dataclass(frozen=True)
@@ -58,20 +65,76 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
-        Preset("cifar10_lm", 160, 128, 0.1, 0.9, 1e-4, "step", (80, 120),
-               description="CIFAR-10 LM-ResNet (paper): lr 0.1, /10 at epochs 80 and 120"),
-        Preset("cifar100_lm", 300, 128, 0.1, 0.9, 1e-4, "step", (150, 225),
-               description="CIFAR-100 LM-ResNet (paper): lr 0.1, /10 at epochs 150 and 225"),
-        Preset("lm_resnext", 300, 128, 0.1, 0.9, 5e-4, "step", (150, 225),
-               description="LM-ResNeXt (paper): weight decay 5e-4, /10 at epochs 150 and 225"),
-        Preset("stochastic_depth", 500, 128, 0.1, 0.9, 1e-4, "step", (250, 375),
-               description="(LM) stochastic depth (paper): /10 at epochs 250 and 375"),
-        Preset("imagenet", 90, 256, 0.1, 0.9, 1e-4, "step", (30, 60),
-               description="ImageNet ResNet/LM-ResNet (He et al. 2016, as in the paper's Table 3): "
-                           "lr 0.1, /10 at epochs 30 and 60, 90 epochs, batch 256"),
-        Preset("quick", 10, 128, 0.2, 0.9, 5e-4, "onecycle", (), warmup=0.2, nesterov=True,
-               description="short one-cycle run: linear warm-up over 20% of the steps, "
-                           "then linearly down to 0; no label smoothing"),
+        Preset(
+            "cifar10_lm",
+            160,
+            128,
+            0.1,
+            0.9,
+            1e-4,
+            "step",
+            (80, 120),
+            description="CIFAR-10 LM-ResNet (paper): lr 0.1, /10 at epochs 80 and 120",
+        ),
+        Preset(
+            "cifar100_lm",
+            300,
+            128,
+            0.1,
+            0.9,
+            1e-4,
+            "step",
+            (150, 225),
+            description="CIFAR-100 LM-ResNet (paper): lr 0.1, /10 at epochs 150 and 225",
+        ),
+        Preset(
+            "lm_resnext",
+            300,
+            128,
+            0.1,
+            0.9,
+            5e-4,
+            "step",
+            (150, 225),
+            description="LM-ResNeXt (paper): weight decay 5e-4, /10 at epochs 150 and 225",
+        ),
+        Preset(
+            "stochastic_depth",
+            500,
+            128,
+            0.1,
+            0.9,
+            1e-4,
+            "step",
+            (250, 375),
+            description="(LM) stochastic depth (paper): /10 at epochs 250 and 375",
+        ),
+        Preset(
+            "imagenet",
+            90,
+            256,
+            0.1,
+            0.9,
+            1e-4,
+            "step",
+            (30, 60),
+            description="ImageNet ResNet/LM-ResNet (He et al. 2016, as in the paper's Table 3): "
+            "lr 0.1, /10 at epochs 30 and 60, 90 epochs, batch 256",
+        ),
+        Preset(
+            "quick",
+            10,
+            128,
+            0.2,
+            0.9,
+            5e-4,
+            "onecycle",
+            (),
+            warmup=0.2,
+            nesterov=True,
+            description="short one-cycle run: linear warm-up over 20% of the steps, "
+            "then linearly down to 0; no label smoothing",
+        ),
     )
 }
 PRESET_NAMES = tuple(PRESETS)
@@ -93,8 +156,9 @@ def scale_milestones(milestones, preset_epochs: int, epochs: int) -> list[int]:
     return [max(1, int(math.floor(m * epochs / preset_epochs + 0.5))) for m in milestones]
 
 
-def lr_factor(t: float, *, schedule: str, epochs: int, milestones=(), gamma: float = 0.1,
-              warmup: float = 0.0) -> float:
+def lr_factor(
+    t: float, *, schedule: str, epochs: int, milestones=(), gamma: float = 0.1, warmup: float = 0.0
+) -> float:
     """Multiplier of the base learning rate at training time ``t`` (in epochs, fractional).
 
     step:      ``gamma ** #{m in milestones : m ≤ t}``, evaluated at ``t = epoch + step/steps``

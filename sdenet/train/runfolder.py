@@ -21,8 +21,13 @@ __all__ = ["check_out_dir", "RunLock", "RunLocked", "remove_stale_temporaries", 
 
 LOCK_NAME = ".lock"
 
-_TEMP_PATTERNS = (".last.pt.*.tmp", ".best.pt.*.tmp", ".config.json.*tmp", ".metrics.json.*tmp",
-                  ".metrics.jsonl.*tmp")
+_TEMP_PATTERNS = (
+    ".last.pt.*.tmp",
+    ".best.pt.*.tmp",
+    ".config.json.*tmp",
+    ".metrics.json.*tmp",
+    ".metrics.jsonl.*tmp",
+)
 
 
 class RunLocked(ValueError):
@@ -43,8 +48,13 @@ def check_out_dir(path, live: bool = True) -> Path:
     refuse a folder a live run holds (off on the ranks of a run other than the one that locks)."""
     from .safe_io import check_output_path
 
-    if path is not None and str(path).strip() and Path(path).expanduser().exists() \
-            and not Path(path).expanduser().is_symlink() and not Path(path).expanduser().is_dir():
+    if (
+        path is not None
+        and str(path).strip()
+        and Path(path).expanduser().exists()
+        and not Path(path).expanduser().is_symlink()
+        and not Path(path).expanduser().is_dir()
+    ):
         raise ValueError(f"--out {path}: exists and is not a folder")
     path = check_output_path(path, "--out", folder=True, make_parents=True, live=live)
     probe = path
@@ -60,8 +70,7 @@ def check_out_dir(path, live: bool = True) -> Path:
         except OSError:
             resolved = path
         if str(resolved) == special or str(resolved).startswith(special + "/"):
-            raise ValueError(f"--out {path}: {special} is a kernel file system, not a place "
-                             f"for a run folder")
+            raise ValueError(f"--out {path}: {special} is a kernel file system, not a place for a run folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ValueError(f"--out {path}: {probe} is not writable")
     return path
@@ -104,7 +113,7 @@ class RunLock:
         self.path = self.run_dir / LOCK_NAME
         self.fd: int | None = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         import fcntl
 
         from .safe_io import check_folder_links
@@ -116,10 +125,13 @@ class RunLock:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
             except OSError as e:
                 if e.errno == errno.ELOOP:
-                    raise ValueError(f"{self.path}: the lock file is a symbolic link; sdenet "
-                                     f"follows no link in a run folder (remove it)") from None
-                raise ValueError(f"--out {self.run_dir}: cannot write in the run folder "
-                                 f"({_reason(e)})") from None
+                    raise ValueError(
+                        f"{self.path}: the lock file is a symbolic link; sdenet "
+                        f"follows no link in a run folder (remove it)"
+                    ) from None
+                raise ValueError(
+                    f"--out {self.run_dir}: cannot write in the run folder ({_reason(e)})"
+                ) from None
             import stat
 
             if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -130,8 +142,7 @@ class RunLock:
             except OSError as e:
                 os.close(fd)
                 if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise ValueError(f"{self.run_dir}: cannot lock the run folder "
-                                     f"({_reason(e)})") from None
+                    raise ValueError(f"{self.run_dir}: cannot lock the run folder ({_reason(e)})") from None
                 pid = None
                 for _ in range(20):  # the owner writes its pid right after locking
                     pid = _read_pid(self.path)
@@ -141,8 +152,10 @@ class RunLock:
 
                     time.sleep(0.01)
                 who = f"pid {pid}" if pid is not None else "a process whose pid it has not written yet"
-                raise RunLocked(f"{self.run_dir}: another sdenet run is using this folder "
-                                f"({who}); wait for it to end or choose another --out") from None
+                raise RunLocked(
+                    f"{self.run_dir}: another sdenet run is using this folder "
+                    f"({who}); wait for it to end or choose another --out"
+                ) from None
             try:
                 same = os.fstat(fd).st_ino == os.lstat(self.path).st_ino
             except OSError:
@@ -156,12 +169,15 @@ class RunLock:
                 os.fsync(fd)
             except OSError as e:
                 os.close(fd)
-                raise ValueError(f"--out {self.run_dir}: cannot write in the run folder "
-                                 f"({_reason(e)})") from None
+                raise ValueError(
+                    f"--out {self.run_dir}: cannot write in the run folder ({_reason(e)})"
+                ) from None
             self.fd = fd
             return self
-        raise RunLocked(f"{self.run_dir}: the lock file keeps changing; another process is "
-                        f"starting and stopping runs in this folder")
+        raise RunLocked(
+            f"{self.run_dir}: the lock file keeps changing; another process is "
+            f"starting and stopping runs in this folder"
+        )
 
     def release(self) -> None:
         if self.fd is None:

@@ -36,11 +36,30 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-__all__ = ["DiskFull", "write_bytes_atomic", "write_text_atomic", "save_figure", "open_append",
-           "refuse_link", "check_folder_links", "safe_subfolder", "check_output_path",
-           "enclosing_run_dir", "lock_output", "live_holder", "check_refine_out", "read_json", "machine_memory", "check_memory",
-           "estimate_model_bytes", "check_model_size", "check_archive", "os_error",
-           "MAX_JSON_BYTES", "RUN_MARKERS"]
+__all__ = [
+    "DiskFull",
+    "write_bytes_atomic",
+    "write_text_atomic",
+    "save_figure",
+    "open_append",
+    "refuse_link",
+    "check_folder_links",
+    "safe_subfolder",
+    "check_output_path",
+    "enclosing_run_dir",
+    "lock_output",
+    "live_holder",
+    "check_refine_out",
+    "read_json",
+    "machine_memory",
+    "check_memory",
+    "estimate_model_bytes",
+    "check_model_size",
+    "check_archive",
+    "os_error",
+    "MAX_JSON_BYTES",
+    "RUN_MARKERS",
+]
 
 #: largest JSON file (config.json, multilevel.json, metrics.json) sdenet reads
 MAX_JSON_BYTES = 64 << 20
@@ -57,12 +76,13 @@ def os_error(err: OSError, path, what: str = "write") -> ValueError:
     folder."""
     path = Path(path)
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DiskFull(f"{path.parent}: the disk is full (no space left to {what} {path.name}); "
-                        f"free some space and run the command again (a previous {path.name}, if "
-                        f"any, is intact)")
+        return DiskFull(
+            f"{path.parent}: the disk is full (no space left to {what} {path.name}); "
+            f"free some space and run the command again (a previous {path.name}, if "
+            f"any, is intact)"
+        )
     if err.errno == errno.ELOOP:
-        return ValueError(f"{path}: is a symbolic link; sdenet does not {what} through links "
-                          f"(remove it)")
+        return ValueError(f"{path}: is a symbolic link; sdenet does not {what} through links (remove it)")
     return ValueError(f"{path}: cannot {what} it ({err.strerror or err})")
 
 
@@ -79,8 +99,10 @@ def refuse_link(path, what: str = "write into") -> None:
             target = os.readlink(path)
         except OSError:
             target = "?"
-        raise ValueError(f"{path}: is a symbolic link (to {target}); sdenet does not {what} "
-                         f"links in a run folder; remove it or use another folder")
+        raise ValueError(
+            f"{path}: is a symbolic link (to {target}); sdenet does not {what} "
+            f"links in a run folder; remove it or use another folder"
+        )
 
 
 def _check_target(path: Path) -> None:
@@ -196,8 +218,10 @@ def safe_subfolder(run_dir, name, where) -> Path:
         raise ValueError(f"{where}: records a sub-folder {name!r}, which is not a plain folder name")
     p = Path(name)
     if p.is_absolute() or ".." in p.parts or "\\" in name or "\x00" in name:
-        raise ValueError(f"{where}: records the sub-folder {name!r}, which leaves the run folder; "
-                         f"refused (sub-folders must be relative, without '..')")
+        raise ValueError(
+            f"{where}: records the sub-folder {name!r}, which leaves the run folder; "
+            f"refused (sub-folders must be relative, without '..')"
+        )
     run_dir = Path(run_dir)
     full = run_dir / p
     refuse_link(full, "write into")
@@ -210,8 +234,9 @@ def safe_subfolder(run_dir, name, where) -> Path:
     return full
 
 
-def check_output_path(path, option: str, *, folder: bool = False, make_parents: bool = False,
-                      live: bool = True) -> Path:
+def check_output_path(
+    path, option: str, *, folder: bool = False, make_parents: bool = False, live: bool = True
+) -> Path:
     """A user-given output path, checked before any work: not empty, not a symbolic link, not a
     device or other special file; a file must be new or regular, a folder new or a folder; its
     parent must exist (``make_parents``: its nearest existing ancestor must be a writable folder).
@@ -220,8 +245,10 @@ def check_output_path(path, option: str, *, folder: bool = False, make_parents: 
         raise ValueError(f"{option}: an empty path; give a {'folder' if folder else 'file'} name")
     p = Path(path).expanduser()
     if not folder and p.parent.is_symlink():  # a file is written next to its folder's entries
-        raise ValueError(f"{option} {path}: its folder {p.parent} is a symbolic link; give the "
-                         f"real folder (sdenet writes through no link)")
+        raise ValueError(
+            f"{option} {path}: its folder {p.parent} is a symbolic link; give the "
+            f"real folder (sdenet writes through no link)"
+        )
     try:
         st = os.lstat(p)
     except (FileNotFoundError, NotADirectoryError):
@@ -230,16 +257,17 @@ def check_output_path(path, option: str, *, folder: bool = False, make_parents: 
         raise ValueError(f"{option} {path}: cannot use it ({e.strerror or e})") from None
     if st is not None:
         if stat.S_ISLNK(st.st_mode):
-            raise ValueError(f"{option} {path}: is a symbolic link; give the real "
-                             f"{'folder' if folder else 'file'} (sdenet writes through no link)")
+            raise ValueError(
+                f"{option} {path}: is a symbolic link; give the real "
+                f"{'folder' if folder else 'file'} (sdenet writes through no link)"
+            )
         if folder and not stat.S_ISDIR(st.st_mode):
             raise ValueError(f"{option} {path}: exists and is not a folder")
         if not folder:
             if stat.S_ISDIR(st.st_mode):
                 raise ValueError(f"{option} {path}: is a folder; give a file name")
             if not stat.S_ISREG(st.st_mode):
-                raise ValueError(f"{option} {path}: is a device or special file, not a regular "
-                                 f"file; refused")
+                raise ValueError(f"{option} {path}: is a device or special file, not a regular file; refused")
     parent = p.parent
     if make_parents:
         while not parent.exists() and parent.parent != parent:
@@ -247,8 +275,9 @@ def check_output_path(path, option: str, *, folder: bool = False, make_parents: 
     if not parent.exists():
         raise ValueError(f"{option} {path}: its folder {parent} does not exist")
     if not parent.is_dir():
-        raise ValueError(f"{option} {path}: {parent} is a file, not a folder, so nothing can be "
-                         f"made below it")
+        raise ValueError(
+            f"{option} {path}: {parent} is a file, not a folder, so nothing can be made below it"
+        )
     for special in ("/proc", "/sys", "/dev"):
         try:
             resolved = str(p.parent.resolve())
@@ -261,9 +290,11 @@ def check_output_path(path, option: str, *, folder: bool = False, make_parents: 
     for run in _run_dirs_above(p if folder else p.parent) if live else ():
         pid = live_holder(run)
         if pid is not None:
-            raise ValueError(f"{option} {path}: another sdenet run is using the run folder {run} "
-                             f"({pid}); nothing is written into it until that run ends; wait or "
-                             f"choose another {option}")
+            raise ValueError(
+                f"{option} {path}: another sdenet run is using the run folder {run} "
+                f"({pid}); nothing is written into it until that run ends; wait or "
+                f"choose another {option}"
+            )
     return p
 
 
@@ -309,8 +340,10 @@ def check_refine_out(path, option: str = "--out") -> Path:
     folder's own checkpoint (``last.pt``, ``best.pt``, ``init.pt`` of a run)."""
     p = check_output_path(path, option)
     if os.path.lexists(p) and p.name in ("last.pt", "best.pt", "init.pt") and is_run_dir(p.parent):
-        raise ValueError(f"{option} {path}: is the checkpoint of the run in {p.parent}; sdenet "
-                         f"does not overwrite a run's checkpoints, choose a new file name")
+        raise ValueError(
+            f"{option} {path}: is the checkpoint of the run in {p.parent}; sdenet "
+            f"does not overwrite a run's checkpoints, choose a new file name"
+        )
     return p
 
 
@@ -438,7 +471,7 @@ def machine_memory(device=None) -> int:
 
 
 def _gib(n: float) -> str:
-    return f"{n / 2 ** 30:.3g} GiB"
+    return f"{n / 2**30:.3g} GiB"
 
 
 def check_memory(needed: float, what: str, device=None) -> None:
@@ -446,8 +479,9 @@ def check_memory(needed: float, what: str, device=None) -> None:
     have = machine_memory(device)
     if not math.isfinite(needed) or needed > have:
         need = "an unbounded amount" if not math.isfinite(needed) else f"at least {_gib(needed)}"
-        raise ValueError(f"{what} needs {need} of memory, more than this machine's {_gib(have)}; "
-                         f"ask for less")
+        raise ValueError(
+            f"{what} needs {need} of memory, more than this machine's {_gib(have)}; ask for less"
+        )
 
 
 #: sizes above these are refused outright, before any estimate (no machine holds them)
@@ -455,12 +489,21 @@ _MAX_COUNT = 1 << 40
 #: largest step of a stage: its update dt * f(x) beyond it overflows float32 within a few blocks
 MAX_DT = 1e6
 #: the entries of a model configuration that count something allocated
-_COUNT_KEYS = ("num_classes", "refine", "widths", "blocks", "stem_width", "terms", "cardinality",
-               "base_width")
+_COUNT_KEYS = (
+    "num_classes",
+    "refine",
+    "widths",
+    "blocks",
+    "stem_width",
+    "terms",
+    "cardinality",
+    "base_width",
+)
 
 
-def estimate_model_bytes(name: str, num_classes, overrides: dict, *, batch: int = 0,
-                         image: int | None = None, train: bool = True) -> float:
+def estimate_model_bytes(
+    name: str, num_classes, overrides: dict, *, batch: int = 0, image: int | None = None, train: bool = True
+) -> float:
     """A lower estimate of the bytes a registered model needs: its parameters (with gradient and
     momentum when ``train``) and, for ``batch`` images of height ``image``, its activations.
     Computed from the configuration alone (nothing is built): at least ``w²`` weights per block of
@@ -501,8 +544,17 @@ def estimate_model_bytes(name: str, num_classes, overrides: dict, *, batch: int 
     return total
 
 
-def check_model_size(name: str, num_classes, overrides: dict, *, where: str, batch: int = 0,
-                     image: int | None = None, train: bool = True, device=None) -> None:
+def check_model_size(
+    name: str,
+    num_classes,
+    overrides: dict,
+    *,
+    where: str,
+    batch: int = 0,
+    image: int | None = None,
+    train: bool = True,
+    device=None,
+) -> None:
     """Refuse, before anything is allocated, a registered model (with ``num_classes`` and
     ``overrides``, from a flag, a stored config or ``model_overrides``) that cannot fit this
     machine: one line naming ``where`` and the sizes. A user's own model (``module:factory``) is
@@ -514,25 +566,35 @@ def check_model_size(name: str, num_classes, overrides: dict, *, where: str, bat
             continue
         vals = v if isinstance(v, (list, tuple)) else [v]
         for x in vals:
-            if isinstance(x, (int, float)) and not isinstance(x, bool) and (
-                    not math.isfinite(x) or abs(x) > _MAX_COUNT):
+            if (
+                isinstance(x, (int, float))
+                and not isinstance(x, bool)
+                and (not math.isfinite(x) or abs(x) > _MAX_COUNT)
+            ):
                 raise ValueError(f"{where}: {key}={v!r} is beyond any machine's memory; refused")
     dt = (overrides or {}).get("dt")
     if isinstance(dt, (int, float)) and not isinstance(dt, bool) and not abs(dt) <= MAX_DT:
-        raise ValueError(f"{where}: dt={dt!r} is above the bound of {MAX_DT:g} (a stage's update "
-                         f"dt * f(x) would overflow float32)")
+        raise ValueError(
+            f"{where}: dt={dt!r} is above the bound of {MAX_DT:g} (a stage's update "
+            f"dt * f(x) would overflow float32)"
+        )
     try:
-        need = estimate_model_bytes(name, num_classes, overrides, batch=batch, image=image,
-                                    train=train)
+        need = estimate_model_bytes(name, num_classes, overrides, batch=batch, image=image, train=train)
     except (KeyError, TypeError, ValueError) as e:
         msg = _first_line(e)
         if msg.startswith(f"{where}:"):
             raise
         raise ValueError(f"{where}: {msg}") from None
-    sizes = ", ".join(f"{k}={v}" for k, v in sorted((overrides or {}).items())
-                      if k in ("refine", "widths", "blocks", "stem_width", "terms"))
-    what = (f"{where}: {name} with {num_classes or 'its default number of'} classes" + (f" and {sizes}" if sizes else "")
-            + (f" at batch {batch}" if batch else ""))
+    sizes = ", ".join(
+        f"{k}={v}"
+        for k, v in sorted((overrides or {}).items())
+        if k in ("refine", "widths", "blocks", "stem_width", "terms")
+    )
+    what = (
+        f"{where}: {name} with {num_classes or 'its default number of'} classes"
+        + (f" and {sizes}" if sizes else "")
+        + (f" at batch {batch}" if batch else "")
+    )
     check_memory(need, what, device)
 
 
@@ -542,11 +604,26 @@ def check_model_size(name: str, num_classes, overrides: dict, *, where: str, bat
 
 #: bytes per element of the storage types torch writes
 _STORAGE_BYTES = {
-    "DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2,
-    "LongStorage": 8, "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1,
-    "BoolStorage": 1, "ComplexFloatStorage": 8, "ComplexDoubleStorage": 16,
-    "UntypedStorage": 1, "QInt8Storage": 1, "QUInt8Storage": 1, "QInt32Storage": 4,
-    "Float8_e4m3fnStorage": 1, "Float8_e5m2Storage": 1, "UInt16Storage": 2, "UInt32Storage": 4,
+    "DoubleStorage": 8,
+    "FloatStorage": 4,
+    "HalfStorage": 2,
+    "BFloat16Storage": 2,
+    "LongStorage": 8,
+    "IntStorage": 4,
+    "ShortStorage": 2,
+    "CharStorage": 1,
+    "ByteStorage": 1,
+    "BoolStorage": 1,
+    "ComplexFloatStorage": 8,
+    "ComplexDoubleStorage": 16,
+    "UntypedStorage": 1,
+    "QInt8Storage": 1,
+    "QUInt8Storage": 1,
+    "QInt32Storage": 4,
+    "Float8_e4m3fnStorage": 1,
+    "Float8_e5m2Storage": 1,
+    "UInt16Storage": 2,
+    "UInt32Storage": 4,
     "UInt64Storage": 8,
 }
 #: largest data.pkl read for inspection
@@ -622,11 +699,15 @@ def check_archive(path, budget: float | None = None) -> None:
         pkl = [i for i in infos if i.filename.endswith("/data.pkl") or i.filename == "data.pkl"]
         for i in infos:
             if i.compress_type != zipfile.ZIP_STORED:
-                raise ValueError(f"{path}: record {i.filename} is compressed (torch writes none); "
-                                 f"refused before inflating it")
+                raise ValueError(
+                    f"{path}: record {i.filename} is compressed (torch writes none); "
+                    f"refused before inflating it"
+                )
             if i.file_size > budget:
-                raise ValueError(f"{path}: record {i.filename} holds {_gib(i.file_size)}, more than "
-                                 f"this machine's memory; refused before reading it")
+                raise ValueError(
+                    f"{path}: record {i.filename} holds {_gib(i.file_size)}, more than "
+                    f"this machine's memory; refused before reading it"
+                )
         if len(pkl) != 1:
             raise ValueError(f"{path}: not a torch checkpoint archive ({len(pkl)} data.pkl records)")
         if pkl[0].file_size > _MAX_PICKLE_BYTES:
@@ -639,18 +720,25 @@ def check_archive(path, budget: float | None = None) -> None:
             raise ValueError(f"{path}: its pickle nests too deep; refused") from None
         except Exception as e:  # noqa: BLE001 - any malformed pickle
             raise ValueError(f"{path}: refused: its pickle is malformed ({_first_line(e)})") from None
-        records = {i.filename[len(prefix) + len("data/"):]: i for i in infos
-                   if i.filename.startswith(prefix + "data/")}
+        records = {
+            i.filename[len(prefix) + len("data/") :]: i
+            for i in infos
+            if i.filename.startswith(prefix + "data/")
+        }
         total = 0.0
         for key, nbytes in ins.storages.items():
             rec = records.get(key)
             if rec is None:
                 raise ValueError(f"{path}: the tensor storage {key!r} has no record in the archive")
             if rec.file_size != nbytes:
-                raise ValueError(f"{path}: record data/{key} holds {rec.file_size} bytes, but the "
-                                 f"tensor storage it should hold is {int(nbytes)} bytes; refused "
-                                 f"before reading it")
+                raise ValueError(
+                    f"{path}: record data/{key} holds {rec.file_size} bytes, but the "
+                    f"tensor storage it should hold is {int(nbytes)} bytes; refused "
+                    f"before reading it"
+                )
             total += nbytes
         if total > budget:
-            raise ValueError(f"{path}: its tensors need {_gib(total)}, more than this machine's "
-                             f"{_gib(budget)}; refused before reading them")
+            raise ValueError(
+                f"{path}: its tensors need {_gib(total)}, more than this machine's "
+                f"{_gib(budget)}; refused before reading them"
+            )

@@ -114,8 +114,11 @@ class _Trainer(_TrainerSetup):
         if self.main:
             gone = remove_stale_temporaries(self.run_dir)
             if gone:
-                self.log(f"sdenet: removed {len(gone)} temporary file(s) an interrupted write left "
-                         f"in {self.run_dir}: {', '.join(gone)}", err=True)
+                self.log(
+                    f"sdenet: removed {len(gone)} temporary file(s) an interrupted write left "
+                    f"in {self.run_dir}: {', '.join(gone)}",
+                    err=True,
+                )
             self.run_dir.mkdir(parents=True, exist_ok=True)
             from .safe_io import write_text_atomic
 
@@ -132,11 +135,13 @@ class _Trainer(_TrainerSetup):
                         except (ValueError, KeyError, TypeError):
                             continue
                 write_text_atomic(metrics_path, "".join(k + "\n" for k in keep))
-        self.log(f"run {self.run_dir}: {rc['model']} ({self.params:,} parameters) on "
-                 f"{rc['dataset']} ({rc['n_train']} train / {rc['n_test']} test), "
-                 f"{rc['epochs']} epochs, preset {rc['preset']}, device {device}"
-                 + (f" x {dist.world_size}" if dist.world_size > 1 else "")
-                 + (f", resuming after epoch {self.start_epoch}" if self.ckpt is not None else ""))
+        self.log(
+            f"run {self.run_dir}: {rc['model']} ({self.params:,} parameters) on "
+            f"{rc['dataset']} ({rc['n_train']} train / {rc['n_test']} test), "
+            f"{rc['epochs']} epochs, preset {rc['preset']}, device {device}"
+            + (f" x {dist.world_size}" if dist.world_size > 1 else "")
+            + (f", resuming after epoch {self.start_epoch}" if self.ckpt is not None else "")
+        )
 
         t_start = time.perf_counter()
         epoch = self.start_epoch
@@ -148,9 +153,11 @@ class _Trainer(_TrainerSetup):
                 last = self._epoch(epoch, t_start, warned)
         except KeyboardInterrupt:
             done = epoch - 1
-            where = (f"{self.run_dir / 'last.pt'} holds epoch {done}; continue with "
-                     f"--resume {self.run_dir}") if done > 0 else (
-                f"no checkpoint was written yet; --resume {self.run_dir} starts it over")
+            where = (
+                (f"{self.run_dir / 'last.pt'} holds epoch {done}; continue with --resume {self.run_dir}")
+                if done > 0
+                else (f"no checkpoint was written yet; --resume {self.run_dir} starts it over")
+            )
             self.log(f"sdenet: interrupted in epoch {epoch}: {where}", err=True)
             raise
         return self._finish(last, t_start)
@@ -174,8 +181,13 @@ class _Trainer(_TrainerSetup):
             try:
                 from tqdm import tqdm
 
-                bar = tqdm(total=len(self.train_loader), desc=f"epoch {epoch}/{rc['epochs']}",
-                           file=sys.stderr, leave=False, dynamic_ncols=True)
+                bar = tqdm(
+                    total=len(self.train_loader),
+                    desc=f"epoch {epoch}/{rc['epochs']}",
+                    file=sys.stderr,
+                    leave=False,
+                    dynamic_ncols=True,
+                )
             except Exception:
                 bar = None
         every = max(1, len(self.train_loader) // 20)
@@ -217,8 +229,9 @@ class _Trainer(_TrainerSetup):
                 bar.close()
         if dist.world_size > 1:  # every rank evaluates and saves rank 0's BN statistics
             dist.broadcast_buffers(model)
-        t = torch.stack([loss_sum, correct.double(),
-                         torch.tensor(float(count), dtype=torch.float64, device=device)])
+        t = torch.stack(
+            [loss_sum, correct.double(), torch.tensor(float(count), dtype=torch.float64, device=device)]
+        )
         t = dist.all_reduce(t).cpu()
         n = max(t[2].item(), 1.0)
         train_loss, train_error = t[0].item() / n, 1.0 - t[1].item() / n
@@ -267,8 +280,11 @@ class _Trainer(_TrainerSetup):
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": {},
-                "rng": {**ck.rng_state(self.noise), "noise_ranks": noise_ranks,
-                        "loader": {"seed": rc["seed"], "epoch": epoch}},
+                "rng": {
+                    **ck.rng_state(self.noise),
+                    "noise_ranks": noise_ranks,
+                    "loader": {"seed": rc["seed"], "epoch": epoch},
+                },
                 "best_test_error": self.best,
                 "best_epoch": self.best_epoch,
                 "loss_ref": self.loss_ref,
@@ -281,14 +297,23 @@ class _Trainer(_TrainerSetup):
                 os.kill(os.getpid(), 9)
             if improved:  # after last.pt: a kill in between is repaired on --resume
                 self._save(state, self.run_dir / "best.pt")
-            self.log(f"epoch {epoch}/{rc['epochs']}  train loss {train_loss:.4f} err "
-                     f"{100 * train_error:.2f}%  test loss {test_loss:.4f} err "
-                     f"{100 * test_error:.2f}%  lr {lr:.4g}  {metrics['epoch_time']:.1f}s")
+            self.log(
+                f"epoch {epoch}/{rc['epochs']}  train loss {train_loss:.4f} err "
+                f"{100 * train_error:.2f}%  test loss {test_loss:.4f} err "
+                f"{100 * test_error:.2f}%  lr {lr:.4g}  {metrics['epoch_time']:.1f}s"
+            )
         if weak:
             self._check_weak(weak, warned)
         if self.callback is not None:
-            self.callback({"epoch": epoch, "metrics": metrics, "model": model,
-                           "run_dir": str(self.run_dir), "rank": dist.rank})
+            self.callback(
+                {
+                    "epoch": epoch,
+                    "metrics": metrics,
+                    "model": model,
+                    "run_dir": str(self.run_dir),
+                    "rank": dist.rank,
+                }
+            )
         return metrics
 
     def _at_random_depth(self, x, step: int):
@@ -303,16 +328,24 @@ class _Trainer(_TrainerSetup):
             self._diverged(epoch, f"the training loss is {loss}")
         ref = self.loss_ref
         if ref is not None and ref > 0 and loss > DIVERGENCE_FACTOR * ref:
-            self._diverged(epoch, f"the training loss {loss:.4g} exploded past "
-                           f"{DIVERGENCE_FACTOR:.0e} x its first value {ref:.4g}")
+            self._diverged(
+                epoch,
+                f"the training loss {loss:.4g} exploded past "
+                f"{DIVERGENCE_FACTOR:.0e} x its first value {ref:.4g}",
+            )
 
     def _diverged(self, epoch: int, reason: str = "the loss became NaN or infinite"):
         good = epoch - 1
         last = self.run_dir / "last.pt"
-        where = (f"the last good checkpoint is {last} (epoch {good})" if good > 0
-                 else "no checkpoint was written (--resume would start the run over)")
-        raise TrainingDiverged(f"training diverged: {reason} in epoch {epoch}; {where}. Lower "
-                               f"the learning rate (--lr) and try again")
+        where = (
+            f"the last good checkpoint is {last} (epoch {good})"
+            if good > 0
+            else "no checkpoint was written (--resume would start the run over)"
+        )
+        raise TrainingDiverged(
+            f"training diverged: {reason} in epoch {epoch}; {where}. Lower "
+            f"the learning rate (--lr) and try again"
+        )
 
     def _finish(self, last: dict | None, t_start: float) -> dict:
         rc, dist, device = self.rc, self.dist, self.device
@@ -343,8 +376,9 @@ class _Trainer(_TrainerSetup):
         if self.stochastic and rc.get("mc_samples", 0) > 0:
             g = torch.Generator(device=device)
             g.manual_seed(_seed(rc["seed"], dist.rank, 11))
-            mc_loss, mc_err = _mc_sums(self.model, self.test_loader, device, rc["mc_samples"], g,
-                                       dist, self.amp)
+            mc_loss, mc_err = _mc_sums(
+                self.model, self.test_loader, device, rc["mc_samples"], g, dist, self.amp
+            )
             final["test_error_mc"] = mc_err
             final["test_loss_mc"] = mc_loss
             final["mc_samples"] = rc["mc_samples"]
@@ -353,12 +387,16 @@ class _Trainer(_TrainerSetup):
         final["provenance"] = rc["provenance"]
         if self.main:
             _write_json(self.run_dir / "metrics.json", final)
-            line = (f"done: test error {100 * final['test_error']:.2f}% (best "
-                    f"{100 * self.best:.2f}% at epoch {self.best_epoch})")
+            line = (
+                f"done: test error {100 * final['test_error']:.2f}% (best "
+                f"{100 * self.best:.2f}% at epoch {self.best_epoch})"
+            )
             if "test_error_mc" in final:
                 line += f", {final['mc_samples']}-sample MC {100 * final['test_error_mc']:.2f}%"
             self.log(line + f", {final['wall_time']:.1f}s; run folder {self.run_dir}")
             if final["weak"]:
-                self.log("condition (5) per stochastic stage (exact C, K = C/dt^2; empirical "
-                         "moments of the last epoch's increments):\n" + format_table(final["weak"]))
+                self.log(
+                    "condition (5) per stochastic stage (exact C, K = C/dt^2; empirical "
+                    "moments of the last epoch's increments):\n" + format_table(final["weak"])
+                )
         return _jsonable(final)

@@ -22,12 +22,10 @@ from .evaluation import _check_fits, _checkpoint_error
 from .monitor import WeakConditionError, model_weak_report, violations, warning_message
 from .presets import lr_factor
 from .runfolder import RunLock, check_out_dir, make_run_dir
-from .usermodel import (_create_model_check, _first_line, _is_stochastic, _model_known,
-                        _set_generator)
-
+from .usermodel import _create_model_check, _first_line, _is_stochastic, _model_known, _set_generator
 
 #: float32's unit roundoff: a step whose update dt * f is below it relative to the state is lost
-_ROUNDOFF = 2.0 ** -24
+_ROUNDOFF = 2.0**-24
 
 
 def _check_step_precision(model, rc: dict, log) -> None:
@@ -45,9 +43,11 @@ def _check_step_precision(model, rc: dict, log) -> None:
     small = min(dts)
     if small >= eps:
         return
-    msg = (f"a stage steps with dt = {small:.3g}, below float32's resolution {eps:.3g}: x + dt f(x) "
-           f"rounds to x, so the stage is the identity at working precision; use a larger dt or "
-           f"fewer refinements")
+    msg = (
+        f"a stage steps with dt = {small:.3g}, below float32's resolution {eps:.3g}: x + dt f(x) "
+        f"rounds to x, so the stage is the identity at working precision; use a larger dt or "
+        f"fewer refinements"
+    )
     if rc.get("strict_weak"):
         raise ValueError(msg + " (--strict-weak)")
     log(f"sdenet: warning: {msg}", err=True)
@@ -63,9 +63,11 @@ def _check_random_depth(model, factors) -> None:
     for f in factors:
         k = parse_depth_factor(f).denominator
         if k > 1 and not any(n % k == 0 for n in steps):
-            raise ValueError(f"random_depth: factor {f} coarsens no stage of the model (steps per "
-                             f"stage {steps}, none a multiple of {k}); refine the model first, "
-                             f"e.g. overrides refine=2")
+            raise ValueError(
+                f"random_depth: factor {f} coarsens no stage of the model (steps per "
+                f"stage {steps}, none a multiple of {k}); refine the model first, "
+                f"e.g. overrides refine=2"
+            )
 
 
 def _weak_report(model) -> list[dict]:
@@ -118,19 +120,25 @@ class _TrainerSetup:
                 from .safe_io import read_json
 
                 rc = read_json(cfg_path)
-                ck.validate_checkpoint({"format": ck.FORMAT, "epoch": 1, "config": rc,
-                                        "model": {"-": torch.zeros(0)}}, cfg_path,
-                                       known_model=_model_known)
+                ck.validate_checkpoint(
+                    {"format": ck.FORMAT, "epoch": 1, "config": rc, "model": {"-": torch.zeros(0)}},
+                    cfg_path,
+                    known_model=_model_known,
+                )
             except (OSError, ValueError) as e:
                 raise ValueError(f"{cfg_path}: cannot continue the run from it: {_first_line(e)}") from None
             for key, ok in ck._CONFIG_NEEDS.items():
                 if key not in rc or not ok(rc[key]):
-                    raise ValueError(f"{cfg_path}: config entry {key!r} is missing or malformed "
-                                     f"({rc.get(key)!r})")
+                    raise ValueError(
+                        f"{cfg_path}: config entry {key!r} is missing or malformed ({rc.get(key)!r})"
+                    )
             if not isinstance(rc.get("weak_K"), (int, float, str)) or isinstance(rc.get("weak_K"), bool):
                 rc["weak_K"] = "law"
-            self.log(f"sdenet: {run_dir} stopped before its first checkpoint; starting the run "
-                     f"over from epoch 1 with its config.json", err=True)
+            self.log(
+                f"sdenet: {run_dir} stopped before its first checkpoint; starting the run "
+                f"over from epoch 1 with its config.json",
+                err=True,
+            )
             return run_dir, None, rc
         raise ValueError(f"{path}: checkpoint file is missing")
 
@@ -142,11 +150,13 @@ class _TrainerSetup:
             where = run_dir / "last.pt" if self.ckpt is not None else run_dir / "config.json"
             if is_user_model(rc["model"]) or is_user_model(cfg.model):
                 if cfg.model != rc["model"]:
-                    raise ValueError(f"{where}: the run trains the user model {rc['model']!r}; "
-                                     f"importing it runs its code, so name it yourself with "
-                                     f"--model {rc['model']}" if is_user_model(rc["model"]) else
-                                     f"{where}: the run trains {rc['model']!r}, not "
-                                     f"{cfg.model!r}")
+                    raise ValueError(
+                        f"{where}: the run trains the user model {rc['model']!r}; "
+                        f"importing it runs its code, so name it yourself with "
+                        f"--model {rc['model']}"
+                        if is_user_model(rc["model"])
+                        else f"{where}: the run trains {rc['model']!r}, not {cfg.model!r}"
+                    )
             elif cfg.model != TrainConfig.model and cfg.model != rc["model"]:
                 raise ValueError(f"{where}: the run trains {rc['model']!r}, not {cfg.model!r}")
             if torch.device(rc.get("device", "cpu")).type != device.type:
@@ -154,9 +164,12 @@ class _TrainerSetup:
                 rc["amp"], rc["channels_last"] = cuda, cuda
             rc["device"] = str(device)
             if rc.get("world_size", 1) != dist.world_size:
-                self.log(f"sdenet: warning: resuming a {rc.get('world_size', 1)}-process run with "
-                         f"{dist.world_size} process(es): the network noise of the other ranks "
-                         f"is reseeded, so the result will not match an uninterrupted run", err=True)
+                self.log(
+                    f"sdenet: warning: resuming a {rc.get('world_size', 1)}-process run with "
+                    f"{dist.world_size} process(es): the network noise of the other ranks "
+                    f"is reseeded, so the result will not match an uninterrupted run",
+                    err=True,
+                )
             rc["world_size"] = dist.world_size
             rc.setdefault("amp", device.type == "cuda")
             rc.setdefault("channels_last", device.type == "cuda")
@@ -170,25 +183,35 @@ class _TrainerSetup:
             rc.setdefault("random_depth", None)
             self.run_dir = run_dir
             if self.ckpt is not None and self.ckpt["epoch"] >= rc["epochs"]:
-                if (run_dir / "metrics.json").exists() or not isinstance(
-                        self.ckpt.get("metrics"), dict):
-                    raise ValueError(f"{run_dir}: the run already finished its {rc['epochs']} "
-                                     f"epochs; nothing to resume")
+                if (run_dir / "metrics.json").exists() or not isinstance(self.ckpt.get("metrics"), dict):
+                    raise ValueError(
+                        f"{run_dir}: the run already finished its {rc['epochs']} epochs; nothing to resume"
+                    )
                 # stopped after its last checkpoint, before metrics.json: finish it
-                self.log(f"sdenet: {run_dir} trained all {rc['epochs']} epochs but stopped before "
-                         f"writing metrics.json; finishing it", err=True)
+                self.log(
+                    f"sdenet: {run_dir} trained all {rc['epochs']} epochs but stopped before "
+                    f"writing metrics.json; finishing it",
+                    err=True,
+                )
         else:
             rc = _resolve(cfg, device, dist.world_size)
-            self.run_dir = check_out_dir(cfg.out if cfg.out is not None else
-                                         _default_run_dir(rc["model"], rc["dataset"]), live=self.main)
+            self.run_dir = check_out_dir(
+                cfg.out if cfg.out is not None else _default_run_dir(rc["model"], rc["dataset"]),
+                live=self.main,
+            )
             created = make_run_dir(self.run_dir) if self.main else False
             self._lock(self.run_dir, created)
             if (self.run_dir / "last.pt").exists() or (self.run_dir / "best.pt").exists():
-                raise ValueError(f"{self.run_dir}: already holds a run; use --resume {self.run_dir} "
-                                 f"to continue it or choose another --out")
+                raise ValueError(
+                    f"{self.run_dir}: already holds a run; use --resume {self.run_dir} "
+                    f"to continue it or choose another --out"
+                )
             if (self.run_dir / "config.json").exists() or (self.run_dir / "metrics.jsonl").exists():
-                self.log(f"sdenet: {self.run_dir} holds a run that stopped before its first "
-                         f"checkpoint; this run takes the folder over", err=True)
+                self.log(
+                    f"sdenet: {self.run_dir} holds a run that stopped before its first "
+                    f"checkpoint; this run takes the folder over",
+                    err=True,
+                )
         rc["run_dir"] = str(self.run_dir)
         if rc.get("deterministic"):  # before any generator is seeded or the model is built
             from ..provenance import set_deterministic
@@ -205,28 +228,41 @@ class _TrainerSetup:
 
         # batch_size is the global batch of one optimizer step, split over the processes
         if rc["batch_size"] % dist.world_size:
-            raise ValueError(f"batch size {rc['batch_size']} does not split over "
-                             f"{dist.world_size} processes; use a multiple of {dist.world_size}")
-        loader_kw = dict(batch_size=rc["batch_size"] // dist.world_size, device=device, seed=rc["seed"],
-                         channels_last=rc["channels_last"], rank=dist.rank, world_size=dist.world_size,
-                         eval_batch_size=rc.get("eval_batch_size"))
+            raise ValueError(
+                f"batch size {rc['batch_size']} does not split over "
+                f"{dist.world_size} processes; use a multiple of {dist.world_size}"
+            )
+        loader_kw = dict(
+            batch_size=rc["batch_size"] // dist.world_size,
+            device=device,
+            seed=rc["seed"],
+            channels_last=rc["channels_last"],
+            rank=dist.rank,
+            world_size=dist.world_size,
+            eval_batch_size=rc.get("eval_batch_size"),
+        )
         native = None  # the data's image height (arrays only)
         if is_image_folder(rc["dataset"]):
             if rc.get("resolution") is not None:
-                raise ValueError(f"{rc['dataset']}: resolution applies to CIFAR-style arrays, "
-                                 f"not to image folders")
+                raise ValueError(
+                    f"{rc['dataset']}: resolution applies to CIFAR-style arrays, not to image folders"
+                )
             self.train_loader, self.test_loader = _image_folder_loaders(
-                rc["dataset"], limit_train=rc.get("limit_train"), limit_test=rc.get("limit_test"),
-                **loader_kw)
+                rc["dataset"], limit_train=rc.get("limit_train"), limit_test=rc.get("limit_test"), **loader_kw
+            )
             num_classes = self.train_loader.num_classes
             rc["dataset_source"] = f"ImageFolder {rc['dataset']}"
             rc["n_train"] = len(self.train_loader.dataset)
             rc["n_test"] = len(self.test_loader.dataset)
         else:
             root = _agreed_data_root(rc, cfg.data_root, self.run_dir) if cfg.resume else cfg.data_root
-            ds = _load_data(rc["dataset"], root=root,
-                            download=cfg.download, limit_train=rc.get("limit_train"),
-                            limit_test=rc.get("limit_test"))
+            ds = _load_data(
+                rc["dataset"],
+                root=root,
+                download=cfg.download,
+                limit_train=rc.get("limit_train"),
+                limit_test=rc.get("limit_test"),
+            )
             num_classes = ds.num_classes
             rc["dataset_source"] = ds.source
             rc["n_train"], rc["n_test"] = len(ds.x_train), len(ds.x_test)
@@ -234,33 +270,49 @@ class _TrainerSetup:
             from .loaders import make_loaders
 
             self.train_loader, self.test_loader = make_loaders(
-                ds, resolution=rc.get("resolution"), **loader_kw)
+                ds, resolution=rc.get("resolution"), **loader_kw
+            )
             native = ds.image_shape[1]
             if rc.get("resolution") is None:
                 rc["resolution"] = native
         if rc.get("num_classes") not in (None, num_classes):
-            raise ValueError(f"{rc['dataset']}: {num_classes} classes, but the checkpoint was "
-                             f"trained on {rc['num_classes']}")
+            raise ValueError(
+                f"{rc['dataset']}: {num_classes} classes, but the checkpoint was "
+                f"trained on {rc['num_classes']}"
+            )
         rc["num_classes"] = num_classes
 
         torch.manual_seed(rc["seed"])
         n_train = rc.get("n_train") or rc["batch_size"]
         model = usermodel._create_model(
-            rc["model"], num_classes, dict(rc["model_overrides"]),
+            rc["model"],
+            num_classes,
+            dict(rc["model_overrides"]),
             where=str(self.run_dir / "config.json") if cfg.resume else "train",
             batch=min(rc["batch_size"], n_train) // dist.world_size,
-            image=rc.get("resolution"), device=device)
+            image=rc.get("resolution"),
+            device=device,
+        )
         if self.ckpt is None and rc.get("init"):  # warm start (sdenet.train.multiscale)
             from .multiscale import init_weights
 
             self.init_ckpt = ck.load_checkpoint(rc["init"])  # read once: weights here, momentum below
             ck.validate_checkpoint(self.init_ckpt, rc["init"], known_model=_model_known, min_epoch=0)
             ic = self.init_ckpt["config"]  # its stored config, checked as data
-            _create_model_check(ic["model"], ic.get("num_classes"), ic.get("model_overrides") or {},
-                                str(rc["init"]))
-            rc.update(init_weights(model, self.init_ckpt, rc["init"], resolution=rc["resolution"],
-                                   native=native, rescale=bool(rc.get("init_rescale")),
-                                   method=rc.get("init_rescale_method") or "atrous"))
+            _create_model_check(
+                ic["model"], ic.get("num_classes"), ic.get("model_overrides") or {}, str(rc["init"])
+            )
+            rc.update(
+                init_weights(
+                    model,
+                    self.init_ckpt,
+                    rc["init"],
+                    resolution=rc["resolution"],
+                    native=native,
+                    rescale=bool(rc.get("init_rescale")),
+                    method=rc.get("init_rescale_method") or "atrous",
+                )
+            )
         elif rc.get("dilation", 1) != 1:  # a resumed run of a network refined a trous
             from .multiscale import apply_dilation, checkpoint_dilation
 
@@ -278,8 +330,11 @@ class _TrainerSetup:
         self.stochastic = _is_stochastic(model)
         _check_step_precision(model, rc, self.log)
         if rc.get("dt") is None:
-            mdt = (getattr(model, "config", None) or {}).get("dt", getattr(model, "dt", None)) \
-                if isinstance(getattr(model, "config", None), dict) else getattr(model, "dt", None)
+            mdt = (
+                (getattr(model, "config", None) or {}).get("dt", getattr(model, "dt", None))
+                if isinstance(getattr(model, "config", None), dict)
+                else getattr(model, "dt", None)
+            )
             if isinstance(mdt, (int, float)):  # the stages' step: the model's dt over its refine factor
                 rc["dt"] = float(mdt) / float((getattr(model, "config", None) or {}).get("refine", 1) or 1)
             else:
@@ -289,16 +344,26 @@ class _TrainerSetup:
         if rc.get("random_depth"):
             _check_random_depth(model, rc["random_depth"])
 
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=rc["lr"], momentum=rc["momentum"],
-                                         weight_decay=rc["weight_decay"],
-                                         nesterov=bool(rc["nesterov"]) and rc["momentum"] > 0)
+        self.optimizer = torch.optim.SGD(
+            model.parameters(),
+            lr=rc["lr"],
+            momentum=rc["momentum"],
+            weight_decay=rc["weight_decay"],
+            nesterov=bool(rc["nesterov"]) and rc["momentum"] > 0,
+        )
         spe = len(self.train_loader)
         self.steps_per_epoch = spe
         shift = 0.5 if rc["schedule"] == "onecycle" else 0.0
-        sched = dict(schedule=rc["schedule"], epochs=rc["epochs"], milestones=rc["milestones"],
-                     gamma=rc["gamma"], warmup=rc["warmup"])
+        sched = dict(
+            schedule=rc["schedule"],
+            epochs=rc["epochs"],
+            milestones=rc["milestones"],
+            gamma=rc["gamma"],
+            warmup=rc["warmup"],
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda k: lr_factor((k + shift) / spe, **sched))
+            self.optimizer, lambda k: lr_factor((k + shift) / spe, **sched)
+        )
 
         self.start_epoch, self.best, self.best_epoch, self.elapsed0 = 0, float("inf"), 0, 0.0
         if self.ckpt is None and rc.get("init"):
@@ -313,14 +378,18 @@ class _TrainerSetup:
                 self.optimizer.load_state_dict(c["optimizer"])
                 self.scheduler.load_state_dict(c["scheduler"])
             except (RuntimeError, ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}: its state does not load into the run "
-                                 f"({type(e).__name__}: {_first_line(e)})") from None
+                raise ValueError(
+                    f"{path}: its state does not load into the run ({type(e).__name__}: {_first_line(e)})"
+                ) from None
             self.start_epoch = int(c["epoch"])
             self.best, self.best_epoch = self._best_on_resume(c)
             self.elapsed0 = float(c.get("elapsed", 0.0))
             ref = c.get("loss_ref")
-            self.loss_ref = float(ref) if isinstance(ref, (int, float)) and math.isfinite(ref) \
-                and ref > 0 else math.log(max(num_classes, 2))
+            self.loss_ref = (
+                float(ref)
+                if isinstance(ref, (int, float)) and math.isfinite(ref) and ref > 0
+                else math.log(max(num_classes, 2))
+            )
             rng = dict(c["rng"])
             noise_ranks = rng.get("noise_ranks")
             if noise_ranks and len(noise_ranks) == dist.world_size:
@@ -330,16 +399,20 @@ class _TrainerSetup:
                 self.noise.manual_seed(_seed(rc["seed"], dist.rank, 7, self.start_epoch))
             saved_on = torch.device(self.ckpt["config"].get("device", "cpu")).type
             if saved_on != device.type:  # a CUDA generator state does not fit a CPU generator
-                self.log(f"sdenet: warning: resuming a {saved_on} run on {device.type}: the "
-                         f"network noise is reseeded, so the result will not match an "
-                         f"uninterrupted run", err=True)
+                self.log(
+                    f"sdenet: warning: resuming a {saved_on} run on {device.type}: the "
+                    f"network noise is reseeded, so the result will not match an "
+                    f"uninterrupted run",
+                    err=True,
+                )
                 rng["noise"] = None
                 self.noise.manual_seed(_seed(rc["seed"], dist.rank, 7, self.start_epoch))
             try:
                 ck.set_rng_state(rng, self.noise)
             except (RuntimeError, ValueError, TypeError) as e:
-                raise ValueError(f"{self.run_dir / 'last.pt'}: its RNG state does not fit "
-                                 f"({_first_line(e)})") from None
+                raise ValueError(
+                    f"{self.run_dir / 'last.pt'}: its RNG state does not fit ({_first_line(e)})"
+                ) from None
 
         # wrappers: DDP for several processes, torch.compile on request
         self.fwd_train = self.fwd_eval = model
@@ -352,8 +425,11 @@ class _TrainerSetup:
             mode = mcfg.get("mode") if isinstance(mcfg, dict) else None
             unused = self.stochastic and (mode is None or mode == "batch")
             unused = unused or bool(rc.get("random_depth"))  # coarsened: every other block idle
-            self.fwd_train = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                 find_unused_parameters=unused)
+            self.fwd_train = DDP(
+                model,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=unused,
+            )
         if rc["compile"]:
             self.fwd_train = torch.compile(self.fwd_train)
             self.fwd_eval = self.fwd_train if dist.world_size == 1 else model
@@ -386,8 +462,11 @@ class _TrainerSetup:
             b = ck.load_checkpoint(best_path)
             ck.validate_checkpoint(b, best_path, known_model=_model_known)
         if c.get("best_epoch") == epoch and (b is None or b["epoch"] != epoch) and self.main:
-            self.log(f"sdenet: {best_path} did not hold epoch {epoch}, the best so far (a write "
-                     f"was interrupted); writing it from last.pt", err=True)
+            self.log(
+                f"sdenet: {best_path} did not hold epoch {epoch}, the best so far (a write "
+                f"was interrupted); writing it from last.pt",
+                err=True,
+            )
             self._save(c, best_path)
             b = c
         if b is None:

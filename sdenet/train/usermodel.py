@@ -28,8 +28,11 @@ def _where_failed(err: BaseException) -> str:
     while importing a user's module."""
     if isinstance(err, SyntaxError) and err.filename:
         return f"{err.filename}:{err.lineno}: {type(err).__name__}: {err.msg}"
-    frames = [f for f in traceback.extract_tb(err.__traceback__)
-              if "importlib" not in f.filename and not f.filename.startswith("<frozen")]
+    frames = [
+        f
+        for f in traceback.extract_tb(err.__traceback__)
+        if "importlib" not in f.filename and not f.filename.startswith("<frozen")
+    ]
     where = f"{frames[-1].filename}:{frames[-1].lineno}: " if frames else ""
     return f"{where}{type(err).__name__}: {_first_line(err)}"
 
@@ -47,11 +50,13 @@ def _create_user_model(spec: str, num_classes: int, overrides: dict):
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise ValueError(f"--model {spec}: cannot import module {module_name!r} "
-                         f"({type(e).__name__}: {_first_line(e)})") from None
+        raise ValueError(
+            f"--model {spec}: cannot import module {module_name!r} ({type(e).__name__}: {_first_line(e)})"
+        ) from None
     except Exception as e:  # noqa: BLE001 - the user's module failed while importing
-        raise ValueError(f"--model {spec}: module {module_name!r} fails to import: "
-                         f"{_where_failed(e)}") from None
+        raise ValueError(
+            f"--model {spec}: module {module_name!r} fails to import: {_where_failed(e)}"
+        ) from None
     finally:
         if added and cwd in sys.path:
             sys.path.remove(cwd)
@@ -63,12 +68,13 @@ def _create_user_model(spec: str, num_classes: int, overrides: dict):
     try:
         model = factory(num_classes=num_classes, **overrides)
     except TypeError as e:
-        raise ValueError(f"--model {spec}: {attr}(num_classes={num_classes}"
-                         f"{''.join(f', {k}=...' for k in sorted(overrides))}) failed: "
-                         f"{_first_line(e)}") from None
+        raise ValueError(
+            f"--model {spec}: {attr}(num_classes={num_classes}"
+            f"{''.join(f', {k}=...' for k in sorted(overrides))}) failed: "
+            f"{_first_line(e)}"
+        ) from None
     if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"--model {spec}: {attr}() returned {type(model).__name__!r}, not a "
-                         f"torch.nn.Module")
+        raise ValueError(f"--model {spec}: {attr}() returned {type(model).__name__!r}, not a torch.nn.Module")
     return model
 
 
@@ -85,27 +91,39 @@ def _create_model_check(name, num_classes, overrides, where: str) -> None:
     check_model_size(name, num_classes, overrides, where=where, train=False)
 
 
-def _create_model(name: str, num_classes: int, overrides: dict, *, where: str = "model",
-                  batch: int = 0, image: int | None = None, train: bool = True, device=None):
+def _create_model(
+    name: str,
+    num_classes: int,
+    overrides: dict,
+    *,
+    where: str = "model",
+    batch: int = 0,
+    image: int | None = None,
+    train: bool = True,
+    device=None,
+):
     """Build a registered model, or a user's ``package.module:factory`` one (indirection so tests
     can substitute a stand-in). A registered model's size is checked first against this
     machine's memory (:func:`sdenet.train.safe_io.check_model_size`): its sizes may come from a
     stored config."""
-    check_model_size(name, num_classes, overrides, where=where, batch=batch, image=image,
-                     train=train, device=device)
+    check_model_size(
+        name, num_classes, overrides, where=where, batch=batch, image=image, train=train, device=device
+    )
     if is_user_model(name):
         return _create_user_model(name, num_classes, overrides)
     try:
         from .. import models
     except ImportError as e:
-        raise ValueError(f"cannot build model {name!r}: the model registry sdenet.models does "
-                         f"not import ({e})") from None
+        raise ValueError(
+            f"cannot build model {name!r}: the model registry sdenet.models does not import ({e})"
+        ) from None
 
     try:
         return models.create(name, num_classes=num_classes, **overrides)
     except TypeError as e:
-        raise ValueError(f"model {name!r} does not take the option(s) "
-                         f"{', '.join(sorted(overrides)) or '(none)'}: {e}") from None
+        raise ValueError(
+            f"model {name!r} does not take the option(s) {', '.join(sorted(overrides)) or '(none)'}: {e}"
+        ) from None
 
 
 def _set_generator(model, generator) -> None:

@@ -5,7 +5,7 @@ moments (:func:`condition`, :func:`condition_K`) and empirical from samples with
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 

@@ -48,8 +48,10 @@ def _check_check_dt(dt) -> float:
     dt = _check_dt(dt)
     lo, hi = CHECK_DT_RANGE
     if not lo <= dt <= hi:
-        raise ValueError(f"dt = {dt:g} is outside the range {lo:g} <= dt <= {hi:g} where condition (5) "
-                         "is computed in float64 (dt^2 and the variance of dW^4 ~ dt^4 must stay normal numbers)")
+        raise ValueError(
+            f"dt = {dt:g} is outside the range {lo:g} <= dt <= {hi:g} where condition (5) "
+            "is computed in float64 (dt^2 and the variance of dW^4 ~ dt^4 must stay normal numbers)"
+        )
     return dt
 
 

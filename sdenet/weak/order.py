@@ -4,7 +4,8 @@ and path count, control variates), the work it would take (:func:`order_work`) a
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
+from typing import cast
 
 import torch
 
@@ -174,8 +175,13 @@ def _control_of(sde, scheme, field, phi, target, device):
     (``sde.scheme_expectation``), or None (no closed form, not a power φ, no law, a
     multistep scheme, or a scheme whose step *is* that weak Euler step: nothing to gain)."""
     law = getattr(scheme, "law", None)
-    if (target != "closed form" or phi.power is None or not is_law(law)
-            or not callable(getattr(sde, "scheme_expectation", None)) or getattr(scheme, "history", 0)):
+    if (
+        target != "closed form"
+        or phi.power is None
+        or not is_law(law)
+        or not callable(getattr(sde, "scheme_expectation", None))
+        or getattr(scheme, "history", 0)
+    ):
         return None
     ref = WeakEuler(law)
     try:
@@ -292,7 +298,9 @@ def weak_order(
         target = f"second-order limit dX = Y dt, dY = f dt + {g:g} Y dt + sigma dW, Y(0) = 0"
     else:
         if _PHIS.get(phi.name) is not phi:
-            raise ValueError(f"weak_order: phi {phi.name!r} is a user function; give its exact E phi(X(T)) as exact=")
+            raise ValueError(
+                f"weak_order: phi {phi.name!r} is a user function; give its exact E phi(X(T)) as exact="
+            )
         exact = float(sde.exact(phi))
         target = "closed form"
     ref = _control_of(sde, scheme, field, phi, target, device) if control == "auto" else None
@@ -315,13 +323,14 @@ def weak_order(
                     acc.add(phi(xN).to(_F64).reshape(1, -1))
                     continue
                 steps = _steps(sde.T, dt)
-                dw = torch.randn((steps,) + tuple(field.noise_shape(x0)), generator=g, device=g.device,
-                                 dtype=_F64) * math.sqrt(dt)
+                dw = torch.randn(
+                    (steps,) + tuple(field.noise_shape(x0)), generator=g, device=g.device, dtype=_F64
+                ) * math.sqrt(dt)
                 xs = integrate(field, scheme, x0, t1=sde.T, dt=dt, dw=dw, generator=g)
                 xr = integrate(field, ref, x0, t1=sde.T, dt=dt, dw=dw, generator=g)
                 acc.add(phi(xs).to(_F64), phi(xr).to(_F64))
 
-    def summary(row):
+    def summary(row) -> tuple[float, float, float]:
         if ref is None:
             est, se = float(row["acc"].mean[0]), float(row["acc"].stderr()[0])
         else:
@@ -361,8 +370,14 @@ def weak_order(
             rounds += 1
             last = _time.perf_counter() - t_round
             sums, fitted = fit(active)
-            while (fitted is not None and fitted[1][1] - fitted[1][0] > target_width and auto_ladder
-                   and len(active) > 3 and sums[-1][2] > 0 and sums[-1][1] < sums[-1][2]):
+            while (
+                fitted is not None
+                and fitted[1][1] - fitted[1][0] > target_width
+                and auto_ladder
+                and len(active) > 3
+                and sums[-1][2] > 0
+                and sums[-1][1] < sums[-1][2]
+            ):
                 dropped.append(active.pop())  # the finest Δt: its bias is swamped by Monte Carlo error
                 sums, fitted = fit(active)
             decisive = fitted is not None and fitted[1][1] - fitted[1][0] <= target_width
@@ -370,24 +385,33 @@ def weak_order(
             if decisive or 2 * total > max_paths or spent + 2.2 * last > budget:
                 break
             total *= 2
-        info = {"decisive": decisive, "target_width": target_width, "budget_s": budget, "rounds": rounds,
-                "seconds": _time.perf_counter() - t_start, "paths": total,
-                "dropped_dts": [r["dt"] for r in dropped]}
+        info = {
+            "decisive": decisive,
+            "target_width": target_width,
+            "budget_s": budget,
+            "rounds": rounds,
+            "seconds": _time.perf_counter() - t_start,
+            "paths": total,
+            "dropped_dts": [r["dt"] for r in dropped],
+        }
         paths = total
-    dts = [r["dt"] for r in active]
+    dts = [cast(float, r["dt"]) for r in active]
     estimates = [est for est, _, _ in sums]
     errors = [e for _, e, _ in sums]
     stderr = [se for _, _, se in sums]
     if any(e == 0 for e in errors):
-        raise ValueError("weak_order: an error is exactly 0 (a deterministic X_N equal to the exact value); "
-                         "nothing to fit")
+        raise ValueError(
+            "weak_order: an error is exactly 0 (a deterministic X_N equal to the exact value); nothing to fit"
+        )
     slope, ci = fitted
     declared = getattr(scheme, "weak_order", None)
     v = verdict(declared, ci)
     if info is not None and not info["decisive"]:
-        v["text"] += (f"; NOT DECISIVE: the interval is {ci[1] - ci[0]:.2f} wide (target {target_width:g}) after "
-                      f"{paths} paths per dt in {info['seconds']:.0f} s; give coarser dts, a problem with a larger "
-                      "error, or a longer budget")
+        v["text"] += (
+            f"; NOT DECISIVE: the interval is {ci[1] - ci[0]:.2f} wide (target {target_width:g}) after "
+            f"{paths} paths per dt in {info['seconds']:.0f} s; give coarser dts, a problem with a larger "
+            "error, or a longer budget"
+        )
     out = {
         "sde": name,
         "params": _problem_params(sde),
@@ -415,8 +439,12 @@ def weak_order(
         "declared_inside_ci": v["inside"],
         "verdict": v["text"],
     }
-    if (scheme.euler_law is not None and hasattr(sde, "scheme_expectation") and phi.power is not None
-            and target == "closed form"):
+    if (
+        scheme.euler_law is not None
+        and hasattr(sde, "scheme_expectation")
+        and phi.power is not None
+        and target == "closed form"
+    ):
         bias = [sde.scheme_expectation(scheme.law, dt, phi.power) - exact for dt in dts]
         out["bias"] = bias
         out["bias_slope"] = fit_slope(dts, [abs(b) for b in bias])[0] if all(b != 0 for b in bias) else None

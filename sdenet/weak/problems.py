@@ -5,7 +5,7 @@ protocol (:class:`WeakProblem`, user problems by ``import_object``) and the clos
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -122,7 +122,9 @@ def get_phi(phi) -> TestFunction:
     if isinstance(phi, TestFunction):
         return phi
     if isinstance(phi, bool):
-        raise ValueError(f"phi must be a name ({', '.join(PHI_NAMES)}), a power 1..4 or a callable, got {phi!r}")
+        raise ValueError(
+            f"phi must be a name ({', '.join(PHI_NAMES)}), a power 1..4 or a callable, got {phi!r}"
+        )
     if isinstance(phi, int):
         if not 1 <= phi <= 4:
             raise ValueError(f"phi must be a power k in 1..4 (φ(x) = x^k), got {phi!r}")
@@ -150,8 +152,11 @@ def import_object(spec: str, what: str = "object"):
     if not isinstance(spec, str) or spec.count(":") != 1:
         raise ValueError(f"{what} must be given as package.module:Name, got {spec!r}")
     modname, attr = spec.split(":")
-    if not modname or not attr or not all(p.isidentifier() for p in modname.split(".")) or not all(
-        p.isidentifier() for p in attr.split(".")
+    if (
+        not modname
+        or not attr
+        or not all(p.isidentifier() for p in modname.split("."))
+        or not all(p.isidentifier() for p in attr.split("."))
     ):
         raise ValueError(f"{what} must be given as package.module:Name with Python identifiers, got {spec!r}")
     try:
@@ -161,7 +166,9 @@ def import_object(spec: str, what: str = "object"):
             f"cannot import module {modname!r} for {what} {spec!r} ({err}); is its folder on PYTHONPATH?"
         ) from None
     except Exception as err:  # the user's module failed while importing
-        raise ValueError(f"importing {modname!r} for {what} {spec!r} failed: {type(err).__name__}: {err}") from None
+        raise ValueError(
+            f"importing {modname!r} for {what} {spec!r} failed: {type(err).__name__}: {err}"
+        ) from None
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -201,8 +208,16 @@ class WeakProblem:
     name = "problem"
     default_steps = (4, 6, 8, 12, 16)
 
-    def __init__(self, field, x0, T: float, exact=None, name: str | None = None,
-                 default_steps: Sequence[int] | None = None, lm_exact=None):
+    def __init__(
+        self,
+        field,
+        x0,
+        T: float,
+        exact=None,
+        name: str | None = None,
+        default_steps: Sequence[int] | None = None,
+        lm_exact=None,
+    ):
         if not is_field(field):
             raise ValueError(f"WeakProblem: field must be an sdenet Field, got {type(field).__name__}")
         if not isinstance(x0, torch.Tensor):
@@ -210,7 +225,9 @@ class WeakProblem:
         elif not x0.is_floating_point():
             raise ValueError(f"WeakProblem: x0 must be a floating-point tensor, got dtype {x0.dtype}")
         if exact is not None and not callable(exact) and not hasattr(exact, "get"):
-            raise ValueError("WeakProblem: exact must be a mapping {phi name: value} or a callable exact(phi)")
+            raise ValueError(
+                "WeakProblem: exact must be a mapping {phi name: value} or a callable exact(phi)"
+            )
         self._field = field
         self.x0 = x0
         self.T = _positive("WeakProblem: T", T)
@@ -243,7 +260,9 @@ class WeakProblem:
             raise NoClosedForm(f"{self.name}: no exact expectation of the stochastic_lm limit is known")
         value = self._lm_exact(get_phi(phi), g)
         if value is None:
-            raise NoClosedForm(f"{self.name}: no exact expectation of the stochastic_lm limit for {get_phi(phi).label}")
+            raise NoClosedForm(
+                f"{self.name}: no exact expectation of the stochastic_lm limit for {get_phi(phi).label}"
+            )
         return float(value)
 
     def __repr__(self):

@@ -4,7 +4,7 @@ confidence interval (:func:`fit_slope`), and whether a declared order lies insid
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def _t_cdf_two_sided(t: float, dof: int) -> float:
@@ -66,7 +66,9 @@ def fit_slope(dts: Sequence[float], errors: Sequence[float], stderr: Sequence[fl
     errors = [float(v) for v in errors]
     n = len(dts)
     if n < 2 or len(errors) != n:
-        raise ValueError(f"fit_slope: need at least two (dt, error) pairs of equal length, got {n} and {len(errors)}")
+        raise ValueError(
+            f"fit_slope: need at least two (dt, error) pairs of equal length, got {n} and {len(errors)}"
+        )
     if stderr is None:
         stderr = [0.0] * n
     stderr = [float(v) for v in stderr]
@@ -111,8 +113,12 @@ def verdict(declared, ci) -> dict:
         return {"declared": None, "inside": None, "text": "the scheme declares no weak order"}
     inside = bool(lo <= declared <= hi)
     where = "inside" if inside else "OUTSIDE"
-    text = f"declared weak order {declared:g} lies {where} the 95% CI [{lo:.3f}, {hi:.3f}] of the fitted slope"
+    text = (
+        f"declared weak order {declared:g} lies {where} the 95% CI [{lo:.3f}, {hi:.3f}] of the fitted slope"
+    )
     if not inside:
-        text += (" (over this dt ladder the error does not decay at the declared rate: the ladder is not in the "
-                 "asymptotic regime, the Monte Carlo error is too large, or the declaration is wrong)")
+        text += (
+            " (over this dt ladder the error does not decay at the declared rate: the ladder is not in the "
+            "asymptotic regime, the Monte Carlo error is too large, or the declaration is wrong)"
+        )
     return {"declared": float(declared), "inside": inside, "text": text}
