@@ -115,6 +115,46 @@ def test_multilevel_errors(clean, tmp_path, capsys):
     assert "positive integer" in _one_line_error(capsys, code)
 
 
+def test_multilevel_continue_runs_one_schedule_over_its_cycles(clean, tmp_path, capsys):
+    """schedule="continue": the learning rates of the cycles, read back from metrics.jsonl, are
+    those of one run of the preset's schedule over all epochs (and not a restart per cycle)."""
+    from sdenet.train.presets import get_preset, lr_factor
+
+    kw = dict(KW, epochs=4, preset="quick")
+    out = tmp_path / "cont"
+    code = main(
+        ["train", "--model", "tiny_lm_resnet", "--refine", "2", "--multilevel", "1",
+         "--multilevel-schedule", "continue", "--epochs", "4", "--preset", "quick",
+         "--out", str(out), *SMALL_CLI]
+    )  # fmt: skip
+    assert code == 0
+    restart = train_multilevel(1, out=tmp_path / "restart", **kw)
+    assert json.loads((out / "multilevel.json").read_text())["schedule"] == "continue"
+    lrs = [m["lr"] for m in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())]
+    p = get_preset("quick")
+    # the learning rate logged for an epoch is the one of its first step (t = epoch - 1 + 1/2 step)
+    spe = 2  # 64 images, batch 32
+    want = [p.lr * lr_factor(e + 0.5 / spe, schedule=p.schedule, epochs=4, warmup=p.warmup) for e in range(4)]
+    assert lrs == pytest.approx(want, rel=1e-9)
+    lrs_restart = [
+        m["lr"] for m in map(json.loads, (tmp_path / "restart" / "metrics.jsonl").read_text().splitlines())
+    ]
+    assert lrs_restart[2] == pytest.approx(lrs_restart[0]) and lrs_restart[2] != pytest.approx(lrs[2])
+    assert restart["epochs"] == 4
+    code = main(["train", "--model", "tiny_lm_resnet", "--multilevel-schedule", "continue", *SMALL_CLI])
+    assert "needs --multilevel" in _one_line_error(capsys, code)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        train_multilevel(1, schedule="cosine", out=tmp_path / "z", **kw)
+
+
+def test_schedule_window_is_checked(clean, tmp_path):
+    from sdenet.train import train
+
+    for bad in ([3, 4], [0], ["0", 4], [-1, 4]):
+        with pytest.raises(ValueError, match="schedule_window"):
+            train(model="tiny_resnet", epochs=2, schedule_window=bad, out=str(tmp_path / "w"), **SMALL)
+
+
 def test_prolong_momentum_follows_the_weights():
     torch.manual_seed(0)
     net = M.create("tiny_resnet")

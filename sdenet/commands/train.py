@@ -162,7 +162,15 @@ def register(subparsers) -> None:
         metavar="L",
         help="multilevel training: train at 1/2^L of the steps per stage (same T), then "
         "refine x2 and continue, L times; the epochs are split evenly over the "
-        "L+1 cycles, each restarting the schedule",
+        "L+1 cycles, each restarting the schedule (see --multilevel-schedule)",
+    )
+    p.add_argument(
+        "--multilevel-schedule",
+        dest="multilevel_schedule",
+        choices=("restart", "continue"),
+        default=None,
+        help="with --multilevel: restart the preset's schedule in every cycle (default) or "
+        "continue one schedule over all cycles, the deepest network getting its final decay",
     )
     p.add_argument(
         "--p-schedule",
@@ -321,6 +329,8 @@ def run(args) -> int:
         args.threads = 1
     apply_threads(args)
     command = " ".join(shlex.quote(a) for a in ["sdenet", *sys.argv[1:]])
+    if args.multilevel_schedule is not None and not args.multilevel and not args.resume:
+        raise UsageError("train: --multilevel-schedule needs --multilevel L")
     if args.resume:
         given = [
             k
@@ -339,6 +349,7 @@ def run(args) -> int:
                 "limit_test",
                 "refine",
                 "multilevel",
+                "multilevel_schedule",
                 "p_schedule",
                 "resolution",
                 "init",
@@ -435,7 +446,7 @@ def run(args) -> int:
             )
         elif args.multilevel:
             out = kw.pop("out", None)
-            train_multilevel(args.multilevel, out=out, **kw)
+            train_multilevel(args.multilevel, out=out, schedule=args.multilevel_schedule or "restart", **kw)
         else:
             train(**kw)
     except TrainingDiverged as err:

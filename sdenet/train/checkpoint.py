@@ -198,6 +198,15 @@ _CONFIG_SHAPE = {
     "device": lambda v: v is None or isinstance(v, str),
     "eval_batch_size": lambda v: v is None or (_is_int(v) and 1 <= v <= 1 << 24),
     "batch_size": lambda v: v is None or (_is_int(v) and 1 <= v <= 1 << 24),
+    "schedule_window": lambda v: (
+        v is None
+        or (
+            isinstance(v, (list, tuple))
+            and len(v) == 2
+            and all(_is_int(x) and 0 <= x <= 10_000 for x in v)
+            and v[0] < v[1]
+        )
+    ),
 }
 
 

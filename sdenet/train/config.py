@@ -93,6 +93,10 @@ class TrainConfig:
                       resume), with the network's own weights (:func:`sdenet.nn.at_depth`:
                       ``F`` = 2 refines, ½ coarsens each stage; a stage whose steps are not a
                       multiple of ``1/F`` keeps its Δt for that batch).
+    schedule_window:  ``(offset, total)``: this run's epochs are epochs ``offset`` …
+                      ``offset + epochs`` of the preset's schedule stretched over ``total``
+                      epochs (multilevel training's ``schedule="continue"``: one schedule over
+                      all cycles); ``None``: the schedule spans this run's own epochs.
     """
 
     model: str = "tiny_resnet"
@@ -131,6 +135,7 @@ class TrainConfig:
     init_rescale: bool = False
     random_depth: str | list | None = None
     init_rescale_method: str = "atrous"
+    schedule_window: tuple | list | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -229,6 +234,25 @@ def _random_depth(spec, compiled: bool):
     return [factor_float(f) for f in factors]
 
 
+def _schedule_window(spec, epochs: int) -> list[int] | None:
+    """``schedule_window`` checked: ``[offset, total]`` integers with ``0 <= offset`` and
+    ``offset + epochs <= total <= MAX_EPOCHS`` (``None``: off)."""
+    if spec is None:
+        return None
+    if not isinstance(spec, (list, tuple)) or len(spec) != 2:
+        raise ValueError(f"schedule_window must be a pair (offset, total), got {spec!r}")
+    offset, total = spec
+    for name, v in (("offset", offset), ("total", total)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"schedule_window: {name} must be an integer, got {v!r}")
+    if offset < 0 or total > MAX_EPOCHS or offset + epochs > total:
+        raise ValueError(
+            f"schedule_window ({offset}, {total}) does not hold the run's {epochs} epochs "
+            f"(need 0 <= offset and offset + epochs <= total <= {MAX_EPOCHS:,})"
+        )
+    return [offset, total]
+
+
 def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
     """The fully resolved run configuration (what config.json holds)."""
     if not isinstance(cfg.model, str) or not cfg.model:
@@ -285,9 +309,9 @@ def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
         overrides["p_L"] = p_L
     if cfg.mode is not None:
         overrides["mode"] = cfg.mode
-    milestones = (
-        scale_milestones(preset.milestones, preset.epochs, epochs) if preset.schedule == "step" else []
-    )
+    window = _schedule_window(cfg.schedule_window, epochs)
+    span = epochs if window is None else window[1]
+    milestones = scale_milestones(preset.milestones, preset.epochs, span) if preset.schedule == "step" else []
     cuda = device.type == "cuda"
     return {
         "model": cfg.model,
@@ -336,6 +360,7 @@ def _resolve(cfg: TrainConfig, device: torch.device, world_size: int) -> dict:
         "init_rescale_method": cfg.init_rescale_method if cfg.init_rescale else None,
         "dilation": 1,
         "deterministic": bool(cfg.deterministic),
+        "schedule_window": window,
     }
 
 

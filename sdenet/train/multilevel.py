@@ -9,8 +9,11 @@ continues training, ending at the requested depth.
 
 Choices (Chang et al. train in cycles, interpolating at the end of each and restarting the
 learning-rate schedule): the ``E`` epochs are split evenly over the ``L + 1`` cycles (the
-remainder goes to the last, deepest cycle), and each cycle runs the preset's schedule over
-its own epochs (warm-up and decay per cycle: a restart). The SGD momentum buffers are
+remainder goes to the last, deepest cycle), and with ``schedule="restart"`` (the default) each
+cycle runs the preset's schedule over its own epochs (warm-up and decay per cycle: a restart);
+``schedule="continue"`` runs one schedule over all ``E`` epochs instead, each cycle its window
+of it (``TrainConfig.schedule_window``), so that the deepest network gets the final decay
+and no prolongation is followed by a warm-up back to the peak rate. The SGD momentum buffers are
 prolonged with the weights (the same map) and the buffers of stage parameters are divided by
 the factor: a block's gradient is proportional to its Δt, so after halving Δt each of the two
 copies receives half the gradient the coarse block did, and so would its momentum.
@@ -155,6 +158,7 @@ def _train_keys() -> frozenset:
         "out",
         "resume",
         "init",
+        "schedule_window",
     } | {"command"}
 
 
@@ -178,6 +182,8 @@ def _check_plan(run_dir: Path, state, *, model=None, data_root=None, download=Fa
         raise bad(f"levels is {levels!r}, not an integer in 1..{MAX_LEVELS}")
     if state.get("prolong") not in REFINE_MODES:
         raise bad(f"prolong is {state.get('prolong')!r}")
+    if not isinstance(state.get("schedule", "restart"), str):  # older plans: a sentence (a restart)
+        raise bad(f"schedule is {state.get('schedule')!r}")
     cycles = state.get("cycles")
     if not isinstance(cycles, list) or len(cycles) != levels + 1:
         raise bad(f"it lists {len(cycles) if isinstance(cycles, list) else 'no'} cycles for {levels} levels")
@@ -232,14 +238,24 @@ def _split_epochs(epochs: int, cycles: int) -> list[int]:
     return out
 
 
+SCHEDULES = ("restart", "continue")
+
+
 def train_multilevel(
-    levels: int, *, out=None, prolong: str = "constant", callback=None, **train_kwargs
+    levels: int,
+    *,
+    out=None,
+    prolong: str = "constant",
+    schedule: str = "restart",
+    callback=None,
+    **train_kwargs,
 ) -> dict:
     """Train ``train_kwargs["model"]`` in ``levels + 1`` cycles of doubling depth (see the module).
 
     ``train_kwargs`` are :func:`sdenet.train.train`'s (``epochs`` is the total over all cycles,
     default the preset's; ``overrides`` may hold the final network's ``refine``); ``prolong`` is
-    :func:`sdenet.nn.refine`'s mode between cycles. Returns the
+    :func:`sdenet.nn.refine`'s mode between cycles; ``schedule`` is ``"restart"`` (the preset's
+    schedule in every cycle) or ``"continue"`` (one schedule over all cycles). Returns the
     final metrics (``metrics.json``) with ``run_dir``. ``ValueError`` for bad levels (a stage
     whose steps are not divisible by ``2^levels``, fewer epochs than cycles, …).
     """
@@ -256,7 +272,9 @@ def train_multilevel(
         )
     if prolong not in REFINE_MODES:
         raise ValueError(f"multilevel: prolong must be one of {', '.join(REFINE_MODES)}, got {prolong!r}")
-    for key in ("resume", "init", "out"):
+    if schedule not in SCHEDULES:
+        raise ValueError(f"multilevel: schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    for key in ("resume", "init", "out", "schedule_window"):
         if train_kwargs.get(key) is not None:
             raise ValueError(
                 f"multilevel: {key}= is not an option of a multilevel run (use resume_multilevel / out=)"
@@ -329,7 +347,7 @@ def train_multilevel(
             "overrides": overrides,
             "train": kwargs,
             "cycles": plan,
-            "schedule": "the preset's schedule restarted in every cycle over its own epochs",
+            "schedule": schedule,
             "momentum": "prolonged with the weights; stage buffers divided by the factor",
         }
         if _main_rank():
@@ -481,6 +499,9 @@ def _run(run_dir: Path, state: dict, callback=None) -> dict:
         else:
             kw = dict(state["train"])
             kw.update(out=str(sub), epochs=cyc["epochs"], overrides={**overrides, "refine": cyc["refine"]})
+            if state.get("schedule") == "continue":  # this cycle's window of one schedule
+                done = sum(c["epochs"] for c in state["cycles"][: cyc["cycle"]])
+                kw["schedule_window"] = [done, sum(c["epochs"] for c in state["cycles"])]
             if cyc["cycle"] > 0:
                 init = sub / "init.pt"
                 if not init.exists():

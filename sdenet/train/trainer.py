@@ -165,6 +165,7 @@ class _Trainer(_TrainerSetup):
     def _epoch(self, epoch: int, t_start: float, warned: set) -> dict:
         rc, dist, device, model = self.rc, self.dist, self.device, self.model
         t0 = time.perf_counter()
+        c0 = time.process_time()  # CPU time of this process: the load-independent cost of the epoch
         model.train()
         if self.stochastic:
             reset_model_weak_stats(model)
@@ -255,6 +256,7 @@ class _Trainer(_TrainerSetup):
             "test_loss": test_loss,
             "lr": lr,
             "epoch_time": now - t0,
+            "epoch_cpu_time": time.process_time() - c0,
             "elapsed": self.elapsed0 + (now - t_start),
             "lm_coefficients": _lm_coefficients(model),
             "weak": weak,

@@ -181,6 +181,7 @@ class _TrainerSetup:
             rc.setdefault("compile", False)
             rc.setdefault("mc_samples", 0)
             rc.setdefault("random_depth", None)
+            rc.setdefault("schedule_window", None)
             self.run_dir = run_dir
             if self.ckpt is not None and self.ckpt["epoch"] >= rc["epochs"]:
                 if (run_dir / "metrics.json").exists() or not isinstance(self.ckpt.get("metrics"), dict):
@@ -354,15 +355,17 @@ class _TrainerSetup:
         spe = len(self.train_loader)
         self.steps_per_epoch = spe
         shift = 0.5 if rc["schedule"] == "onecycle" else 0.0
+        window = rc.get("schedule_window")  # checked when resolved (or by the checkpoint's checks)
+        offset, span = (0, rc["epochs"]) if not window else (int(window[0]), int(window[1]))
         sched = dict(
             schedule=rc["schedule"],
-            epochs=rc["epochs"],
+            epochs=span,
             milestones=rc["milestones"],
             gamma=rc["gamma"],
             warmup=rc["warmup"],
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda k: lr_factor((k + shift) / spe, **sched)
+            self.optimizer, lambda k: lr_factor(offset + (k + shift) / spe, **sched)
         )
 
         self.start_epoch, self.best, self.best_epoch, self.elapsed0 = 0, float("inf"), 0, 0.0
