@@ -1,20 +1,25 @@
 """Multilevel against direct training at a meaningful scale (issue 19, item 3).
 
 On the whole CIFAR-10 subset (5,085 training / 1,017 test images), one architecture — by
-default ``tiny_lm_resnet`` refined to 8/4/4 steps per stage (``refine=4``) — trained two ways,
-3 seeds each, interleaved (the order alternates from seed to seed):
+default ``tiny_lm_resnet`` refined to 8/4/4 steps per stage (``refine=4``) — trained three ways,
+3 seeds each, interleaved (the order rotates from seed to seed):
 
-* ``direct``:     ``train(model, epochs=E)`` at the final depth from the start;
-* ``multilevel``: ``train_multilevel(L=2, model, epochs=E)`` — ``E`` split over 3 cycles at 2/1/1,
-  4/2/2 and 8/4/4 steps (same T), refined ×2 between cycles (``sdenet train --multilevel 2``).
+* ``direct``:              ``train(model, epochs=E)`` at the final depth from the start;
+* ``multilevel``:          ``train_multilevel(L=2, model, epochs=E)`` — ``E`` split over 3 cycles
+  at 2/1/1, 4/2/2 and 8/4/4 steps (same T), refined ×2 between cycles, the preset's schedule
+  restarted in every cycle (``sdenet train --multilevel 2``);
+* ``multilevel-continue``: the same cycles under one schedule over all ``E`` epochs
+  (``--multilevel-schedule continue``).
 
-Time axis: the cumulative training time of the run's epochs (each epoch's training and test
-evaluation, ``epoch_time`` of ``metrics.jsonl``; set-up and the prolongations between cycles,
-recorded separately, are small). "Time to the same accuracy": the target is the *lowest final*
-test accuracy of the direct runs (so every direct run reaches it); for every run, the time until
-its test accuracy first reaches the target. Reported: mean ± sd over seeds of that time for both
-methods, their ratio (seed by seed and of the means), and the final accuracies. Target of the
-issue: multilevel ≤ 0.6× the direct time at equal accuracy; the network must reach ≥ 55 %.
+Time axis: the cumulative CPU time of the run's epochs (``epoch_cpu_time`` of ``metrics.jsonl``:
+training and test evaluation of each epoch, one thread, so it does not grow when other jobs share
+the cores; ``--clock wall`` uses ``epoch_time`` instead; set-up and the prolongations between
+cycles, recorded separately, are small). "Time to the same accuracy": the target is the *lowest
+final* test accuracy of the direct runs (so every direct run reaches it); for every run, the time
+until its test accuracy first reaches the target. Reported: mean ± sd over seeds of that time for
+every method, each multilevel variant's ratio to direct (seed by seed and of the means), and the
+final accuracies. Target of the issue: multilevel ≤ 0.6× the direct time at equal accuracy; the
+network must reach ≥ 55 %.
 
 Resumable: every run lives in ``--runs/<method>-s<seed>/``; a finished run is reused, an
 interrupted one resumed (``resume_multilevel`` / ``train(resume=)``); results are rewritten after
@@ -37,7 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments._common import curve, load_average, provenance, rel, repo_path, run_training, write_json  # noqa: E402
 
-METHODS = ("direct", "multilevel")
+METHODS = ("direct", "multilevel", "multilevel-continue")
+VARIANTS = METHODS[1:]  # the multilevel ones
+SCHEDULE = {"multilevel": "restart", "multilevel-continue": "continue"}
+COLORS = {"direct": "#0072B2", "multilevel": "#D55E00", "multilevel-continue": "#009E73"}  # Okabe–Ito
 
 
 def _mean_sd(v):
@@ -72,14 +80,19 @@ def one_run(a, method: str, seed: int, runs_dir: Path) -> dict:
             print(f"  resuming {rel(out)}", flush=True)
             resume_multilevel(out, device=a.device, quiet=True)
         else:
-            train_multilevel(a.levels, out=str(out), quiet=True, **kw)
+            train_multilevel(a.levels, out=str(out), quiet=True, schedule=SCHEDULE[method], **kw)
         final = json.loads((out / "metrics.json").read_text())
     c = curve(out)
-    cum, t = [], 0.0
+    cum, wall, t, w = [], [], 0.0, 0.0
+    key = "epoch_cpu_time" if a.clock == "cpu" else "epoch_time"
     for m in c:
-        t += float(m["epoch_time"])
+        if key not in m:
+            raise SystemExit(f"{rel(out)}: its epochs record no {key} (a run of an older sdenet); remove it")
+        t += float(m[key])
+        w += float(m["epoch_time"])
         cum.append(t)
-    plan = json.loads((out / "multilevel.json").read_text()) if method == "multilevel" else None
+        wall.append(w)
+    plan = json.loads((out / "multilevel.json").read_text()) if method != "direct" else None
     return {
         "method": method,
         "seed": seed,
@@ -88,7 +101,10 @@ def one_run(a, method: str, seed: int, runs_dir: Path) -> dict:
         "wall_time": final.get("wall_time"),
         "accuracy": [1 - m["test_error"] for m in c],
         "time": cum,
+        "clock": a.clock,
+        "wall": wall,
         "epoch_time": [m["epoch_time"] for m in c],
+        "epoch_cpu_time": [m.get("epoch_cpu_time") for m in c],
         "cycle": [m.get("cycle") for m in c],
         "prolong_seconds": (plan or {}).get("prolong_seconds"),
         "seconds_this_invocation": round(time.time() - t0, 1),
@@ -105,56 +121,60 @@ def time_to(run: dict, target: float):
 
 def summarise(runs: list[dict]) -> dict:
     direct = [r for r in runs if r["method"] == "direct"]
-    ml = [r for r in runs if r["method"] == "multilevel"]
-    s = {"n_direct": len(direct), "n_multilevel": len(ml)}
+    s: dict = {f"n_{m}": sum(r["method"] == m for r in runs) for m in METHODS}
     if not direct:
         return s
     target = min(r["final_accuracy"] for r in direct)
     s["target_accuracy"] = target
-    for name, rs in (("direct", direct), ("multilevel", ml)):
+    for name in METHODS:
+        rs = [r for r in runs if r["method"] == name]
         tt = [time_to(r, target) for r in rs]
         s[f"{name}_time_to_target"] = tt
         s[f"{name}_time_to_target_mean_sd"] = _mean_sd(tt)
         s[f"{name}_reached"] = sum(t is not None for t in tt)
         s[f"{name}_final_accuracy_mean_sd"] = _mean_sd([r["final_accuracy"] for r in rs])
         s[f"{name}_total_time_mean_sd"] = _mean_sd([r["time"][-1] for r in rs])
-    by_seed = {r["seed"]: r for r in direct}
-    ratios = []
-    for r in ml:
-        d = by_seed.get(r["seed"])
-        tm, td = time_to(r, target), (time_to(d, target) if d else None)
-        ratios.append(None if tm is None or td is None else tm / td)
-    s["ratio_per_seed"] = ratios
-    # the other way round: the accuracy multilevel ends at, and the time direct needs for it
-    matched = []
-    for r in ml:
-        d = by_seed.get(r["seed"])
-        if d is None:
-            continue
-        acc = r["final_accuracy"]
-        tm, td = time_to(r, acc), time_to(d, acc)
-        matched.append(
-            {
-                "seed": r["seed"],
-                "accuracy": acc,
-                "multilevel_time": tm,
-                "direct_time": td,
-                "ratio": None if td is None else tm / td,
-            }
-        )
-    s["at_multilevel_accuracy"] = matched
-    dm, mm = s["direct_time_to_target_mean_sd"][0], s["multilevel_time_to_target_mean_sd"][0]
-    s["ratio_of_means"] = (
-        None if (dm is None or mm is None or len(ml) == 0 or s["multilevel_reached"] < len(ml)) else mm / dm
-    )
-    s["total_time_ratio"] = (
-        None if not ml else s["multilevel_total_time_mean_sd"][0] / s["direct_total_time_mean_sd"][0]
-    )
     s["reaches_55"] = s["direct_final_accuracy_mean_sd"][0] >= 0.55
-    if ml and s["multilevel_reached"] < len(ml):
-        s["target_met"] = False  # a multilevel run never reached the accuracy: no time at equal accuracy
-    else:
-        s["target_met"] = None if s["ratio_of_means"] is None else s["ratio_of_means"] <= 0.6
+    by_seed = {r["seed"]: r for r in direct}
+    s["variants"] = {}
+    for name in VARIANTS:
+        ml = [r for r in runs if r["method"] == name]
+        if not ml:
+            continue
+        v: dict = {}
+        ratios = []
+        for r in ml:
+            d = by_seed.get(r["seed"])
+            tm, td = time_to(r, target), (time_to(d, target) if d else None)
+            ratios.append(None if tm is None or td is None else tm / td)
+        v["ratio_per_seed"] = ratios
+        # the other way round: the accuracy multilevel ends at, and the time direct needs for it
+        matched = []
+        for r in ml:
+            d = by_seed.get(r["seed"])
+            if d is None:
+                continue
+            acc = r["final_accuracy"]
+            tm, td = time_to(r, acc), time_to(d, acc)
+            matched.append(
+                {
+                    "seed": r["seed"],
+                    "accuracy": acc,
+                    "multilevel_time": tm,
+                    "direct_time": td,
+                    "ratio": None if td is None else tm / td,
+                }
+            )
+        v["at_multilevel_accuracy"] = matched
+        dm, mm = s["direct_time_to_target_mean_sd"][0], s[f"{name}_time_to_target_mean_sd"][0]
+        reached = s[f"{name}_reached"]
+        v["ratio_of_means"] = None if (dm is None or mm is None or reached < len(ml)) else mm / dm
+        v["total_time_ratio"] = s[f"{name}_total_time_mean_sd"][0] / s["direct_total_time_mean_sd"][0]
+        if reached < len(ml):
+            v["target_met"] = False  # a run never reached the accuracy: no time at equal accuracy
+        else:
+            v["target_met"] = None if v["ratio_of_means"] is None else v["ratio_of_means"] <= 0.6
+        s["variants"][name] = v
     return s
 
 
@@ -169,27 +189,34 @@ def _f(ms, pct=False, unit=""):
 
 def render(result: dict) -> str:
     p, a, s = result["provenance"], result["settings"], result["summary"]
+    clock = a.get("clock", "wall")
+    unit = "CPU s" if clock == "cpu" else "s"
     lines = [
         "# Multilevel against direct training on the CIFAR-10 subset (issue 19, item 3)",
         "",
         f"Command: `{p['command']}` (commit {p['commit']}); torch {p['torch']}, {p['threads']} thread(s); "
         f"hardware {p['hardware']}; load average at the start {p['load_average_start']}, at the last "
-        f"update {result.get('load_average_end')} (the 2 cores are shared with other jobs: times are "
-        f"noisy, the methods interleaved). Model `{a['model']}` with `refine={a['refine']}`"
+        f"update {result.get('load_average_end')}. Model `{a['model']}` with `refine={a['refine']}`"
         f"{' and overrides ' + json.dumps(a['overrides']) if a.get('overrides') else ''} "
         f"(final network), data {a['data']}, {a['epochs']} epochs, preset {a['preset']}, multilevel "
-        f"L = {a['levels']} ({a['levels'] + 1} cycles, the preset's schedule restarted per cycle), "
-        f"seeds {a['seeds']}. Time = cumulative epoch time (training + test evaluation of each epoch).",
+        f"L = {a['levels']} ({a['levels'] + 1} cycles; `multilevel` restarts the preset's schedule in "
+        f"every cycle, `multilevel-continue` runs one schedule over all of them), seeds {a['seeds']}, "
+        f"methods interleaved. Time = cumulative "
+        + (
+            "CPU time of the epochs (training + test evaluation of each epoch, one thread: it does not "
+            "grow when other jobs share the cores; wall times are in the JSON)."
+            if clock == "cpu"
+            else "wall time of the epochs (training + test evaluation of each epoch)."
+        ),
         "",
     ]
     if "target_accuracy" not in s:
         return "\n".join(lines + ["(no finished direct run yet)", ""])
-    ratio = s.get("ratio_of_means")
     lines += [
         f"Target accuracy (the lowest final accuracy of the direct runs): "
         f"**{100 * s['target_accuracy']:.1f} %**.",
         "",
-        "| method | runs | final accuracy | time to the target (s) | reached | total time (s) |",
+        f"| method | runs | final accuracy | time to the target ({unit}) | reached | total time ({unit}) |",
         "|---|---|---|---|---|---|",
     ]
     for m in METHODS:
@@ -199,48 +226,55 @@ def render(result: dict) -> str:
                 f"{_f(s[f'{m}_time_to_target_mean_sd'])} | {s[f'{m}_reached']}/{s[f'n_{m}']} | "
                 f"{_f(s[f'{m}_total_time_mean_sd'])} |"
             )
-    per = ", ".join("not reached" if r is None else f"{r:.2f}" for r in s.get("ratio_per_seed", []))
-    lines += [
-        "",
-        f"Time to the target, multilevel / direct: **{'–' if ratio is None else f'{ratio:.2f}×'}** "
-        f"(ratio of the means; per seed: {per or '–'}); target ≤ 0.6×: "
-        f"{'met' if s.get('target_met') else ('**missed**' if s.get('target_met') is False else 'not measured')}"
-        f"{' (not every multilevel run reached the target accuracy)' if s.get('multilevel_reached', 0) < s.get('n_multilevel', 0) else ''}. "
-        f"Total time ratio (all epochs): "
-        f"{'–' if s.get('total_time_ratio') is None else format(s['total_time_ratio'], '.2f') + '×'}. "
-        f"Direct runs reach ≥ 55 %: {'yes' if s.get('reaches_55') else '**no**'}.",
-        "",
-        "The other way round — the accuracy each multilevel run ends at, and the time its seed's direct "
-        "run needed to first reach it: "
-        + (
-            "; ".join(
-                f"seed {m['seed']}: {100 * m['accuracy']:.1f} % in {m['multilevel_time']:.0f} s (multilevel) vs "
-                + (
-                    "not reached (direct)"
-                    if m["direct_time"] is None
-                    else f"{m['direct_time']:.0f} s (direct), ratio {m['ratio']:.2f}×"
+    lines += ["", f"Direct runs reach ≥ 55 %: {'yes' if s.get('reaches_55') else '**no**'}.", ""]
+    for name, v in s.get("variants", {}).items():
+        ratio = v.get("ratio_of_means")
+        met = v.get("target_met")
+        per = ", ".join("not reached" if r is None else f"{r:.2f}" for r in v.get("ratio_per_seed", []))
+        lines += [
+            f"**{name}**: time to the target / direct's: **{'–' if ratio is None else f'{ratio:.2f}×'}** "
+            f"(ratio of the means; per seed: {per or '–'}); target ≤ 0.6×: "
+            f"{'met' if met else ('**missed**' if met is False else 'not measured')}"
+            f"{' (not every run reached the target accuracy)' if s.get(f'{name}_reached', 0) < s.get(f'n_{name}', 0) else ''}. "
+            f"Total time ratio (all epochs): {v['total_time_ratio']:.2f}×. "
+            "The other way round — the accuracy each run ends at, and the time its seed's direct run "
+            "needed to first reach it: "
+            + (
+                "; ".join(
+                    f"seed {m['seed']}: {100 * m['accuracy']:.1f} % in {m['multilevel_time']:.0f} {unit} vs "
+                    + (
+                        "not reached by direct"
+                        if m["direct_time"] is None
+                        else f"{m['direct_time']:.0f} {unit} (direct), ratio {m['ratio']:.2f}×"
+                    )
+                    for m in v.get("at_multilevel_accuracy", [])
                 )
-                for m in s.get("at_multilevel_accuracy", [])
+                or "–"
             )
-            or "–"
-        )
-        + ".",
-        "",
+            + ".",
+            "",
+        ]
+    lines += [
         "Per run:",
         "",
-        "| method | seed | final accuracy % | time to target (s) | total time (s) | "
-        "wall time incl. set-up (s) |",
-        "|---|---|---|---|---|---|",
+        f"| method | seed | final accuracy % | time to target ({unit}) | total time ({unit}) | "
+        "epochs' wall time (s) | wall time incl. set-up (s) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in result["runs"]:
         t = time_to(r, s["target_accuracy"])
+        wall = r.get("wall") or r["time"]
         lines.append(
             f"| {r['method']} | {r['seed']} | {100 * r['final_accuracy']:.1f} | "
-            f"{'not reached' if t is None else f'{t:.0f}'} | {r['time'][-1]:.0f} | "
+            f"{'not reached' if t is None else f'{t:.0f}'} | {r['time'][-1]:.0f} | {wall[-1]:.0f} | "
             f"{r['wall_time']:.0f} |"
         )
     lines += ["", f"![time-to-accuracy curves]({a['name']}.png)", ""]
     return "\n".join(lines)
+
+
+def a_clock(result: dict) -> str:
+    return result["settings"].get("clock", "wall")
 
 
 def figure(result: dict, path: Path) -> None:
@@ -250,7 +284,7 @@ def figure(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for m, color in (("direct", "C0"), ("multilevel", "C3")):
+    for m, color in COLORS.items():
         for k, r in enumerate(rr for rr in result["runs"] if rr["method"] == m):
             ax.plot(
                 r["time"],
@@ -260,7 +294,7 @@ def figure(result: dict, path: Path) -> None:
                 alpha=0.8,
                 label=m if k == 0 else None,
             )
-            if m == "multilevel":  # mark the refinements
+            if m != "direct":  # mark the refinements
                 for i in range(1, len(r["cycle"])):
                     if r["cycle"][i] != r["cycle"][i - 1]:
                         ax.axvline(r["time"][i - 1], color=color, lw=0.5, ls=":", alpha=0.6)
@@ -273,10 +307,17 @@ def figure(result: dict, path: Path) -> None:
             lw=1,
             label=f"target {100 * s['target_accuracy']:.1f} %",
         )
-    ax.set_xlabel("cumulative epoch time (s)")
+    ax.set_xlabel(
+        "cumulative CPU time of the epochs (s, one thread)"
+        if a_clock(result) == "cpu"
+        else "cumulative epoch time (s)"
+    )
     ax.set_ylabel("test accuracy (%)")
     a = result["settings"]
-    ax.set_title(f"{a['model']} refine={a['refine']}: multilevel (L={a['levels']}) vs direct", fontsize=10)
+    ax.set_title(
+        f"Multilevel (L = {a['levels']}) against direct training, {a['model']} refined ×{a['refine']}",
+        fontsize=10,
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -301,6 +342,13 @@ def main(argv=None) -> int:
         help="more model overrides as JSON, e.g. '{\"stem_width\": 8}' (ResNet-56 with L = 3)",
     )
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    ap.add_argument(
+        "--clock",
+        choices=("cpu", "wall"),
+        default="cpu",
+        help="time axis: the epochs' CPU time (default; steady on shared cores) or wall time",
+    )
     ap.add_argument("--epochs", type=int, default=None, help="default 12 (3 with --quick)")
     ap.add_argument("--preset", default="quick")
     ap.add_argument("--limit-train", type=int, default=None)
@@ -345,8 +393,10 @@ def main(argv=None) -> int:
     prov = provenance(a.threads, a.seeds)
     settings = {k: v for k, v in vars(a).items() if k != "data_path"}
     todo = []
+    methods = [m for m in METHODS if m in a.methods]
     for i, seed in enumerate(a.seeds):
-        for m in METHODS if i % 2 == 0 else METHODS[::-1]:
+        k = i % len(methods)
+        for m in methods[k:] + methods[:k]:  # the order rotates from seed to seed
             todo.append((m, seed))
     runs = []
     t_all = time.time()
