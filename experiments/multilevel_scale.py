@@ -346,8 +346,8 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--clock",
         choices=("cpu", "wall"),
-        default="cpu",
-        help="time axis: the epochs' CPU time (default; steady on shared cores) or wall time",
+        default=None,
+        help="time axis: the epochs' CPU time (steady on shared cores; the default on the CPU) or wall time (the default on a GPU, where the CPU clock does not see the work)",
     )
     ap.add_argument("--epochs", type=int, default=None, help="default 12 (3 with --quick)")
     ap.add_argument("--preset", default="quick")
@@ -378,6 +378,8 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(a.threads)
+    if a.clock is None:  # the CPU clock does not see a GPU's work
+        a.clock = "cpu" if a.device == "cpu" else "wall"
     if a.quick:
         a.epochs, a.seeds = a.epochs or 3, a.seeds[:1]
         a.limit_train, a.limit_test = a.limit_train or 512, a.limit_test or 256

@@ -196,9 +196,9 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--clock",
         choices=("cpu", "wall"),
-        default="cpu",
-        help="time of coarse to fine against direct: the epochs' CPU time (default; steady on "
-        "shared cores) or wall time",
+        default=None,
+        help="time of coarse to fine against direct: the epochs' CPU time (steady on "
+        "shared cores; the default on the CPU) or wall time (the default on a GPU, where the CPU clock does not see the work)",
     )
     ap.add_argument(
         "--fine-lr",
@@ -231,6 +231,8 @@ def main(argv=None) -> int:
         print(f"wrote {out / (NAME + '.md')} from {out / (NAME + '.json')}", flush=True)
         return 0
     torch.set_num_threads(args.threads)
+    if args.clock is None:  # the CPU clock does not see a GPU's work
+        args.clock = "cpu" if args.device == "cpu" else "wall"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{NAME}.json"
