@@ -5,9 +5,10 @@
         dw = the given increment n, if any
         x, state = schemes[n].step(field, t_n, x, Δt, state, generator, dw=dw)
 
-:func:`sdenet.integrate` and :class:`sdenet.nn.Stage` (store mode) call it; so can the memory
-modes of :mod:`sdenet.nn.memory` (a reversible stage runs it graph-free and then its own
-reverse sweep; a checkpointed one runs it segment by segment with ``first`` and ``steps``).
+:func:`sdenet.integrate`, :class:`sdenet.nn.Stage` (store mode) and the memory modes of
+:mod:`sdenet.nn.memory` call it (a reversible stage runs it graph-free, its fixed-point ``fp``
+passed through ``step_kw``, and then its own reverse sweep; a checkpointed one runs it segment
+by segment with ``first`` and ``steps``, forward and again in its backward).
 
 Where autograd does not record (grad mode off, or nothing in the step needs a gradient) and a
 scheme declares a fused in-place kernel (:meth:`sdenet.Scheme.inplace`), the loop works in
@@ -63,6 +64,7 @@ def run_steps(
     check_field: Any = None,
     tensor_time: bool | None = None,
     inplace: bool | None = None,
+    step_kw: dict[str, Any] | None = None,
 ) -> tuple[Any, Any]:
     """Run steps ``first … steps − 1`` of ``schemes`` on ``field`` from ``(x, state)``; return ``(x, state)``.
 
@@ -74,8 +76,12 @@ def run_steps(
     field step ``first`` sees instead of ``field`` (``FieldCheck``: the boundary checks on the
     first step). ``tensor_time`` (default ``field.tensor_time``) passes ``t`` as a 0-dim tensor.
     ``inplace``: ``None`` decides by :func:`inplace_allowed`, ``False`` never. ``x`` itself is never
-    modified: the in-place path works on a copy.
+    modified: the in-place path works on a copy. ``step_kw``: keyword arguments every
+    ``scheme.step`` receives besides the protocol's (the reversible memory mode's ``fp=``); the
+    in-place kernels take none, so it also means ``inplace=False``.
     """
+    # chosen once: the plain loop pays nothing for the keywords it does not have
+    step = _step if step_kw is None else _step_with(step_kw)
     per_step = isinstance(schemes, (list, tuple))
     like = x[0] if isinstance(x, tuple) else x
     if tensor_time is None:
@@ -85,19 +91,19 @@ def run_steps(
     if check_field is not None and n < steps:  # the first step through the boundary checks
         t = next(times)
         s = schemes[n] if per_step else schemes
-        x, state = _step(s, check_field, t, x, dt, state, generator, dw, n, t0)
+        x, state = step(s, check_field, t, x, dt, state, generator, dw, n, t0)
         if post is not None:
             x = post(x)
         if save is not None:
             save.append(x)
         n += 1
-    if n < steps and (inplace is None or inplace) and inplace_allowed(x, post):
+    if n < steps and step_kw is None and (inplace is None or inplace) and inplace_allowed(x, post):
         x, state, n, times = _run_inplace(
             field, schemes, per_step, x, state, times, n, steps, dt, generator, dw, t0, save
         )
     for t in times:
         s = schemes[n] if per_step else schemes
-        x, state = _step(s, field, t, x, dt, state, generator, dw, n, t0)
+        x, state = step(s, field, t, x, dt, state, generator, dw, n, t0)
         if post is not None:
             x = post(x)
         if save is not None:
@@ -124,6 +130,31 @@ def _step(
     else:
         out = scheme.step(field, t, x, dt, state, generator, dw=dw(n, t0 + n * dt, dt))
     return out
+
+
+def _step_with(kw: dict[str, Any]) -> Callable[..., tuple[Any, Any]]:
+    """:func:`_step` passing ``kw`` to every ``scheme.step``."""
+
+    def step(
+        scheme: Any,
+        field: Any,
+        t: Time,
+        x: Any,
+        dt: float,
+        state: Any,
+        generator: torch.Generator | None,
+        dw: Callable[..., Any] | None,
+        n: int,
+        t0: float,
+    ) -> tuple[Any, Any]:
+        out: tuple[Any, Any]
+        if dw is None:
+            out = scheme.step(field, t, x, dt, state, generator, **kw)
+        else:
+            out = scheme.step(field, t, x, dt, state, generator, dw=dw(n, t0 + n * dt, dt), **kw)
+        return out
+
+    return step
 
 
 def _run_inplace(

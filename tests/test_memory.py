@@ -289,3 +289,34 @@ def test_reconstruction_drift_refuses_states_beyond_its_grid():
     with pytest.raises(ValueError, match="exact fixed-point reconstruction holds"):
         reconstruction_drift(stage, x)
     assert reconstruction_drift(stage, x, exact=False)["exact"] is False
+
+
+@pytest.mark.parametrize("mode", ["reversible", "checkpoint"])
+def test_memory_modes_step_through_the_one_loop(mode, monkeypatch):
+    """The memory modes step the scheme through sdenet.loop.run_steps (no loop of their own): every
+    forward step, and a checkpointed segment's re-run in backward, goes through it."""
+    import sdenet.nn.memory as memory
+
+    calls = []
+    real = memory.run_steps
+
+    def counting(*args, **kwargs):
+        calls.append((kwargs.get("first", 0), kwargs["steps"], torch.is_grad_enabled()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(memory, "run_steps", counting)
+    stage = set_memory(_stage("midpoint", 9), mode)
+    x = torch.randn(2, 8, 4, 4, requires_grad=True)
+    out = stage(x)
+    forward = list(calls)
+    assert forward and not any(grad for *_, grad in forward)  # graph-free
+    assert [n for a, b, _ in sorted(forward) for n in range(a, b)] == list(range(9))  # each step once
+    if mode == "checkpoint":
+        assert len(forward) == 3  # segments of ⌈√9⌉ = 3 steps
+    out.square().sum().backward()
+    again = calls[len(forward) :]
+    if mode == "checkpoint":  # each segment re-run under autograd
+        assert sorted(again) == [(a, b, True) for a, b, _ in sorted(forward)]
+    else:  # the reverse sweep is its own loop (reverse_step), no forward re-run
+        assert again == []
+    assert x.grad is not None

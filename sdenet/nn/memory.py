@@ -50,6 +50,11 @@ eagerly inside the compiled model) work as with ``"store"``. A field that uses a
 requiring grad which is not a parameter of the stage is refused in the backward pass (its
 gradient would have nowhere to go). Double backward is not supported.
 
+Every forward step of a mode runs through the one loop, :func:`sdenet.loop.run_steps` (the
+graph-free forward pass, a checkpointed segment's re-run in backward, the re-run of a step that
+``invert_step`` rebuilt); the reverse sweep of ``"reversible"`` — steps undone from the last to
+the first, carrying gradients — is a loop of its own.
+
 Recomputation must not count twice what a forward pass records as a side effect: the batch
 norm running statistics and the weak-condition running sums (``_NoiseStats``) of the stage are
 saved before a backward recomputation and restored after it. Under CUDA autocast the
@@ -64,6 +69,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from ..loop import run_steps
 
 __all__ = ["MEMORY_MODES", "FixedPoint", "memory_problem", "saved_tensor_bytes", "reconstruction_drift"]
 
@@ -274,13 +281,28 @@ class _Plan:
             return torch.autocast(self.device.type, enabled=False) if self.autocast else _null()
         return torch.autocast(self.autocast[0], dtype=self.autocast[2])
 
-    def step(self, n, x, state, fp=None):
+    def run(self, first, end, x, state, fp=None):
+        """Steps ``first … end − 1`` from ``(x, state)`` through the one loop (:func:`sdenet.loop.run_steps`),
+        as :meth:`Stage.forward` runs them except: ``t`` a Python float (what the reverse sweep's
+        ``reverse_step``/``invert_step`` get: the forward and its undoing see the same time), never
+        in place (a fused kernel may round differently from the ``step`` a backward re-runs), no
+        boundary checks; ``fp`` (exact reversible mode) reaches every ``scheme.step``."""
         st = self.stage
-        kw = {} if fp is None else {"fp": fp}
-        out, state = self.schemes[n].step(st.field, st.t0 + n * st.dt, x, st.dt, state, st._generator, **kw)
-        if st.post is not None:  # refused for "reversible" (not invertible)
-            out = st._post(out)
-        return out, state
+        return run_steps(
+            st.field,
+            self.schemes,
+            x,
+            state,
+            t0=st.t0,
+            dt=st.dt,
+            steps=end,
+            first=first,
+            generator=st._generator,
+            post=None if st.post is None else st._post,  # refused for "reversible" (not invertible)
+            tensor_time=False,
+            inplace=False,
+            step_kw=None if fp is None else {"fp": fp},
+        )
 
 
 class _null:
@@ -416,13 +438,15 @@ class _StageFunction(torch.autograd.Function):
         k = max(1, math.ceil(math.sqrt(n_steps)))
         gen = _generator(plan.stage, plan.device) if plan.mode == "checkpoint" else None
         with torch.no_grad():
-            for n in range(n_steps):
-                if plan.mode == "checkpoint" and n % k == 0:
+            if plan.mode == "checkpoint":  # segment by segment, keeping each one's start
+                for n in range(0, n_steps, k):
                     t, layout = _split(x, state)
                     segments.append(
                         (n, len(t), layout, _strip(state), gen.get_state() if gen is not None else None, t)
                     )
-                x, state = plan.step(n, x, state, fp)
+                    x, state = plan.run(n, min(n + k, n_steps), x, state)
+            else:
+                x, state = plan.run(0, n_steps, x, state, fp)
         final, layout = _split(x, state)
         if fp is not None:
             fp.check(_peak(final), where)
@@ -463,6 +487,10 @@ class _StageFunction(torch.autograd.Function):
                 x, state = _join(saved, ctx.final_layout, ctx.final_state)
                 g = list(grad_out) + [None] * (len(saved) - len(grad_out))
                 kw = {} if ctx.fp is None else {"fp": ctx.fp}  # exact: bit for bit on grid carries
+                # Its own loop, not sdenet.loop.run_steps: it walks n downwards, calling the scheme's
+                # reverse_step (or invert_step) rather than step, and carries the gradients with the
+                # states; only the fallback's re-run of step n below is a forward step, and that goes
+                # through the one loop.
                 for n in reversed(range(stage.steps)):
                     scheme = plan.schemes[n]
                     if hasattr(
@@ -489,7 +517,7 @@ class _StageFunction(torch.autograd.Function):
                     inputs = [t.detach().requires_grad_() for t in inputs]
                     with torch.enable_grad():
                         xi, si = _join([t if ctx.fp is None else ctx.fp.value(t) for t in inputs], layout, sp)
-                        xo, so = plan.step(n, xi, si)
+                        xo, so = plan.run(n, n + 1, xi, si)
                         outs, _ = _split(xo, so)
                         g = sweep.pull(outs, g, inputs)
                     x, state = _join([t.detach() for t in inputs], layout, sp)
@@ -516,10 +544,9 @@ class _StageFunction(torch.autograd.Function):
                         inputs = [t.detach().requires_grad_() for t in saved[pos : pos + count]]
                         if rng is not None:
                             gen.set_state(rng)
-                        with torch.enable_grad():
+                        with torch.enable_grad():  # the segment's forward again, through the one loop
                             x, state = _join(inputs, layout, st_strip)
-                            for n in range(start, end):
-                                x, state = plan.step(n, x, state)
+                            x, state = plan.run(start, end, x, state)
                             outs, _ = _split(x, state)
                             g = g + [None] * (len(outs) - len(g))
                             g = sweep.pull(outs, g, inputs)
@@ -613,18 +640,35 @@ def reconstruction_drift(stage, x, prev=None, exact=None) -> dict:
         if fp is not None:
             start = [fp.grid(t) for t in start]
             x0, state = _join(start, layout, state)
-        xs, st = x0, state
         peak = torch.zeros((), dtype=torch.float64)
-        for n in range(stage.steps):
-            xs, st = stage.schemes[n].step(
-                field, stage.t0 + n * stage.dt, xs, stage.dt, st, stage._generator, **kw
-            )
-            if fp is not None:
-                for t in _split(xs, st)[0]:
-                    peak = torch.maximum(peak, t.abs().amax().cpu())
-        final, _ = _split(xs, st)
+
+        def watch(xn):  # the largest |state| of every step (an observer in the loop's post slot)
+            nonlocal peak
+            for t in xn if isinstance(xn, tuple) else (xn,):
+                peak = torch.maximum(peak, t.abs().amax().cpu())
+            return xn
+
+        # forward as the reversible mode runs it (sdenet.loop.run_steps, Python-float times, fp)
+        xs, st = run_steps(
+            field,
+            stage.schemes,
+            x0,
+            state,
+            t0=stage.t0,
+            dt=stage.dt,
+            steps=stage.steps,
+            generator=stage._generator,
+            post=None if fp is None else watch,
+            tensor_time=False,
+            inplace=False,
+            step_kw=kw or None,
+        )
+        final, final_layout = _split(xs, st)
         if fp is not None:  # as memory="reversible" refuses such a stage, rather than a meaningless error
+            if final_layout[2] and stage.steps:  # a two-step scheme's history holds x_0 too
+                watch(x0)
             fp.check(peak, "reconstruction_drift (exact=False measures plain inversion): the stage")
+        # the walk back is its own loop (the schemes' invert_step, n downwards), not run_steps
         for n in reversed(range(stage.steps)):
             xs, st = stage.schemes[n].invert_step(field, stage.t0 + n * stage.dt, xs, stage.dt, st, **kw)
         back, _ = _split(xs, st)
