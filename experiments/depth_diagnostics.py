@@ -1,0 +1,207 @@
+"""Why a family does or does not keep its accuracy at another depth (issue 19, item 2).
+
+Reads the trained networks of ``experiments/transfer_depth.py`` (``--runs``, default
+``runs/transfer_depth``) and measures, per run, on the first ``--images`` test images:
+
+* **step size**: every block's update relative to the state it updates, ``‖Δt f(x)‖ / ‖x‖``
+  (median and largest over the blocks of the network at its trained depth). Refinement and
+  coarsening at fixed T treat the network as a discretisation of one flow; that reading needs
+  each step to be a small change of the state.
+* **re-staggered Hamiltonian** (Hamiltonian runs only): Chang et al.'s step read on a staggered
+  grid (``Z_n`` standing for ``Z(t_{n+1/2})``, :class:`sdenet.schemes.Hamiltonian`) means a
+  stage refined to ``Δt' = Δt/F`` receives ``Z`` half a coarse step late. Shifting ``Z`` by
+  ``−(Δt − Δt')/2 · f2(Y)`` on entry and back on exit is the consistent change of step size for
+  that reading; the test accuracy at ×0.5 and ×2 with and without the shift tells whether the
+  staggering is what breaks the Hamiltonian network's transfer. (The shift is applied here by
+  wrapping the depth views; it is not a library option.)
+
+Writes ``--out/depth_diagnostics.{json,md}``.
+
+    python experiments/depth_diagnostics.py --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments._common import provenance, rel, repo_path, write_json  # noqa: E402
+
+
+def _images(data: str, n: int):
+    """The first ``n`` test images, normalised with the training set's channel statistics (as
+    the training normalises them)."""
+    import numpy as np
+    import torch
+
+    from sdenet.train.arrays import channel_stats
+
+    d = np.load(repo_path(data))
+    mean, std = channel_stats(d["x_train"])
+    x = torch.as_tensor(d["x_test"][:n]).permute(0, 3, 1, 2).float() / 255
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
+def step_sizes(net, x) -> list[float]:
+    import torch
+
+    from sdenet.nn.stage import Stage, Transition
+
+    ratios: list[float] = []
+    hooks = []
+    for m in net.modules():
+        if isinstance(m, Stage) and not isinstance(m, Transition):
+            for name in ("blocks", "blocks1", "blocks2"):
+                for blk in getattr(m.field, name, None) or []:
+
+                    def hook(mod, inp, out, dt=float(m.dt)):
+                        ratios.append(dt * float(out.norm() / inp[0].norm()))
+
+                    hooks.append(blk.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            net(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return ratios
+
+
+def restaggered(build_view):
+    """A depth view builder that shifts a Hamiltonian stage's ``Z`` for its new step size."""
+    import torch
+
+    from sdenet.schemes.invertible import Hamiltonian
+
+    def build(stage, f):
+        view = build_view(stage, f)
+        if not all(isinstance(s, Hamiltonian) for s in stage.schemes):
+            return view
+        h, hp, n = float(stage.dt), float(view.dt), stage.steps
+        forward = view.forward
+
+        def shifted(x, prev=None):
+            c = (h - hp) / 2
+            y, z = x.chunk(2, dim=1)
+            z = z - c * stage.field.f2(stage.t0, y)
+            y, z = forward(torch.cat([y, z], 1), prev).chunk(2, dim=1)
+            z = z + c * stage.field.f2(stage.t0 + (n - 1) * h, y)
+            return torch.cat([y, z], 1)
+
+        view.forward = shifted
+        return view
+
+    return build
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", default="runs/transfer_depth")
+    ap.add_argument("--data", default="../shared/data/cifar10-subset.npz")
+    ap.add_argument("--images", type=int, default=256, help="test images for the step sizes")
+    ap.add_argument("--out", default="experiments/results")
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args(argv)
+    import torch
+
+    import sdenet.models as M
+    import sdenet.nn.depth as D
+    from sdenet.train import checkpoint as ck
+    from sdenet.train.depth import evaluate_depths
+
+    torch.set_num_threads(a.threads)
+    runs_dir = repo_path(a.runs)
+    x = _images(a.data, a.images)
+    rows = []
+    for run in sorted(p for p in runs_dir.iterdir() if (p / "depths.json").is_file()):
+        c = ck.load_checkpoint(run / "last.pt")
+        rc = c["config"]
+        net = M.create(
+            rc["model"], num_classes=rc.get("num_classes") or 10, **(rc.get("model_overrides") or {})
+        )
+        net.load_state_dict(c["model"])
+        net.eval()
+        r = step_sizes(net, x)
+        family, condition, seed = run.name.rsplit("-", 2)
+        row = {
+            "run": rel(run),
+            "family": family,
+            "condition": condition,
+            "seed": int(seed.lstrip("s")),
+            "model": rc["model"],
+            "update_over_state_median": statistics.median(r),
+            "update_over_state_max": max(r),
+        }
+        if family == "hamiltonian":
+            plain = D._build_view
+            acc = {}
+            for mode in ("as trained", "re-staggered"):
+                D._build_view = plain if mode == "as trained" else restaggered(plain)
+                D._VIEWS.clear()
+                try:
+                    ev = evaluate_depths(run / "last.pt", "0.5,1,2", samples=0, device="cpu")
+                finally:
+                    D._build_view = plain
+                    D._VIEWS.clear()
+                acc[mode] = {f"{d['depth']:g}": 1 - d["test_error"] for d in ev["depths"]}
+            row["accuracy"] = acc
+        rows.append(row)
+        print(
+            f"{run.name}: |dt f(x)|/|x| median {row['update_over_state_median']:.2f}, "
+            f"max {row['update_over_state_max']:.2f}" + (f"; {row['accuracy']}" if "accuracy" in row else ""),
+            flush=True,
+        )
+    result = {"provenance": provenance(a.threads), "settings": vars(a), "runs": rows}
+    out = repo_path(a.out)
+    write_json(out / "depth_diagnostics.json", result)
+    (out / "depth_diagnostics.md").write_text(render(result))
+    print((out / "depth_diagnostics.md").read_text())
+    return 0
+
+
+def render(result: dict) -> str:
+    p, rows = result["provenance"], result["runs"]
+    lines = [
+        "# Depth transfer: why a family keeps its accuracy or not",
+        "",
+        f"Command: `{p['command']}` (commit {p['commit']}); torch {p['torch']}, {p['threads']} thread(s); "
+        f"hardware {p['hardware']}. The networks of `experiments/transfer_depth.py`; "
+        f"{result['settings']['images']} test images.",
+        "",
+        "## Step size: ‖Δt f(x)‖ / ‖x‖ per block, at the trained depth",
+        "",
+        "| family | condition | runs | median (mean over seeds) | largest (mean over seeds) |",
+        "|---|---|---|---|---|",
+    ]
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["family"], r["condition"]), []).append(r)
+    for (fam, cond), rs in groups.items():
+        med = statistics.mean(r["update_over_state_median"] for r in rs)
+        mx = statistics.mean(r["update_over_state_max"] for r in rs)
+        lines.append(f"| {fam} | {cond} | {len(rs)} | {med:.2f} | {mx:.2f} |")
+    ham = [r for r in rows if "accuracy" in r]
+    if ham:
+        lines += [
+            "",
+            "## Hamiltonian: test accuracy % with Z re-staggered for the new step",
+            "",
+            "| condition | seed | ×0.5 as trained | ×0.5 re-staggered | ×1 | ×2 as trained | ×2 re-staggered |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in ham:
+            a, b = r["accuracy"]["as trained"], r["accuracy"]["re-staggered"]
+            lines.append(
+                f"| {r['condition']} | {r['seed']} | {100 * a['0.5']:.1f} | {100 * b['0.5']:.1f} | "
+                f"{100 * a['1']:.1f} | {100 * a['2']:.1f} | {100 * b['2']:.1f} |"
+            )
+    lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
