@@ -18,7 +18,8 @@ allocation). A kernel that finds the field's output recorded by autograd (a para
 needs a gradient, a tensor captured by a lambda) declines before touching ``x``, and the loop
 runs ``step`` from there on. The in-place arithmetic may group the sum differently from
 ``step`` (``(x + fΔt) + gΔŴ`` against ``x + (fΔt + gΔŴ)``): results agree to rounding, and
-``ENABLED = False`` in :mod:`sdenet.fast` switches the in-place path off everywhere.
+``ENABLED = False`` here switches the in-place path off everywhere (``sdenet.fast.ENABLED`` is
+the same switch, kept there for its users).
 """
 
 from __future__ import annotations
@@ -28,18 +29,21 @@ from typing import Any
 
 import torch
 
-from . import fast as _fast
 from .fields import Time, time_points
 from .laws import Draw
 
-__all__ = ["run_steps", "inplace_allowed"]
+__all__ = ["run_steps", "inplace_allowed", "ENABLED"]
+
+#: set to False to force the generic path everywhere (benchmarks and tests compare the two);
+#: the loop owns the switch, :mod:`sdenet.fast` only forwards its ``ENABLED`` here
+ENABLED = True
 
 
 def inplace_allowed(x: Any, post: Callable[[Any], Any] | None = None) -> bool:
     """Whether the loop may work in place on ``x``: a single tensor, no per-step ``post``, the
     in-place path enabled, and autograd not recording through ``x`` (grad mode off, or ``x``
     needs no gradient); never while ``torch.compile`` traces."""
-    if not _fast.ENABLED or post is not None or not isinstance(x, torch.Tensor):
+    if not ENABLED or post is not None or not isinstance(x, torch.Tensor):
         return False
     if torch.compiler.is_compiling():
         return False
