@@ -37,10 +37,7 @@ LAYERS = [
     ("sdenet.__main__", 5),
 ]
 
-#: edges that close a cycle or go up today, in code another change owns; each must still exist
-#: (so it is removed from here when it is fixed):
-#: - train.runfolder → train.safe_io: ``train/`` is being split by another change.
-KNOWN = {("sdenet.train.runfolder", "sdenet.train.safe_io")}
+KNOWN: set[tuple[str, str]] = set()
 
 
 def _modules():
