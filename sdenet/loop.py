@@ -25,6 +25,7 @@ the same switch, kept there for its users).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from itertools import islice
 from typing import Any
 
 import torch
@@ -87,18 +88,35 @@ def run_steps(
     times: Iterator[Time] = time_points(t0, dt, steps, like, tensor_time, first=first)
     n = first
     if check_field is not None and n < steps:  # the first step through the boundary checks
-        t = next(times)
-        s = schemes[n] if per_step else schemes
-        x, state = _step(s, check_field, t, x, dt, state, generator, dw, n, t0)
-        if post is not None:
-            x = post(x)
-        if save is not None:
-            save.append(x)
-        n += 1
+        x, state, n = _run_generic(
+            check_field, schemes, per_step, x, state, islice(times, 1), n, dt, generator, dw, t0, save, post
+        )
     if n < steps and (inplace is None or inplace) and inplace_allowed(x, post):
         x, state, n, times = _run_inplace(
             field, schemes, per_step, x, state, times, n, steps, dt, generator, dw, t0, save
         )
+    x, state, _ = _run_generic(
+        field, schemes, per_step, x, state, times, n, dt, generator, dw, t0, save, post
+    )
+    return x, state
+
+
+def _run_generic(
+    field: Any,
+    schemes: Any,
+    per_step: bool,
+    x: Any,
+    state: Any,
+    times: Iterator[Time],
+    n: int,
+    dt: float,
+    generator: torch.Generator | None,
+    dw: Callable[..., Any] | None,
+    t0: float,
+    save: list[Any] | None,
+    post: Callable[[Any], Any] | None,
+) -> tuple[Any, Any, int]:
+    """``step`` at each of ``times`` from step ``n``; returns ``(x, state, n)`` after the last."""
     for t in times:
         s = schemes[n] if per_step else schemes
         x, state = _step(s, field, t, x, dt, state, generator, dw, n, t0)
@@ -107,7 +125,7 @@ def run_steps(
         if save is not None:
             save.append(x)
         n += 1
-    return x, state
+    return x, state, n
 
 
 def _step(
@@ -167,30 +185,23 @@ def _run_inplace(
     with torch.no_grad():
         y = x.detach().clone()
     pending: Time | None = None
-    if not per_step and dw is None:  # one scheme, drawn increments: the tight loop
-        kern, drawer, s = first
-        take: Callable[[], Draw | None] = _NOTHING if drawer is None else drawer.draw
-        for t in times:
-            if not kern(t, y, take):  # declined before drawing: the generic step takes it
+    # one scheme drawing its own increments (the common case): kernel and draw fixed once
+    fixed = not per_step and dw is None
+    kern, drawer, s = first
+    take: Callable[[], Draw | None] = _NOTHING if drawer is None else drawer.draw
+    for t in times:
+        if not fixed:
+            s = schemes[n] if per_step else schemes
+            kern, drawer, _ = kernel_of(s)
+            if kern is None:
                 pending = t
                 break
-            if save is not None:
-                save.append(y.clone())
-            n += 1
-        rest = times if pending is None else _chain(pending, times)
-        return y, state, n, rest
-    for t in times:
-        s = schemes[n] if per_step else schemes
-        kern, drawer, _ = kernel_of(s)
-        if kern is None:
-            pending = t
-            break
-        if s.law is None:
-            take = _NOTHING
-        elif dw is not None:
-            take = _given(s.law, dw, n, t0 + n * dt, dt)
-        else:
-            take = drawer.draw
+            if s.law is None:
+                take = _NOTHING
+            elif dw is not None:
+                take = _given(s.law, dw, n, t0 + n * dt, dt)
+            else:
+                take = drawer.draw
         if not kern(t, y, take):  # declined before drawing: the generic step takes it
             pending = t
             break
