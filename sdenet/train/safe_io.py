@@ -95,15 +95,21 @@ def os_error(err: OSError, path, what: str = "write") -> ValueError:
     return ValueError(f"{path}: cannot {what} it ({err.strerror or err})")
 
 
-def refuse_link(path, what: str = "write into") -> None:
-    """ValueError when ``path`` exists and is a symbolic link."""
+def _lstat(path) -> os.stat_result | None:
+    """``os.lstat(path)`` (no link followed); None when nothing is there, another OSError as
+    :func:`os_error`'s one-line ValueError."""
     try:
-        st = os.lstat(path)
+        return os.lstat(path)
     except FileNotFoundError:
-        return
+        return None
     except OSError as e:
         raise os_error(e, path, "inspect") from None
-    if stat.S_ISLNK(st.st_mode):
+
+
+def refuse_link(path, what: str = "write into") -> None:
+    """ValueError when ``path`` exists and is a symbolic link."""
+    st = _lstat(path)
+    if st is not None and stat.S_ISLNK(st.st_mode):
         try:
             target = os.readlink(path)
         except OSError:
@@ -117,12 +123,9 @@ def refuse_link(path, what: str = "write into") -> None:
 def _check_target(path: Path) -> None:
     """The file ``path`` may be replaced: absent or a regular file, not a link; its folder no link."""
     refuse_link(path.parent)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
+    st = _lstat(path)
+    if st is None:
         return
-    except OSError as e:
-        raise os_error(e, path, "inspect") from None
     if stat.S_ISLNK(st.st_mode):
         refuse_link(path, "write through")
     if not stat.S_ISREG(st.st_mode):
