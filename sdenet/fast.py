@@ -60,6 +60,7 @@ def _coefficient(name: str, value: Any) -> float | torch.Tensor:
         if value.numel() != 1 and value.dim() > 0:
             raise ValueError(f"LinearSDEField: {name} must be a number or a one-element tensor")
         return value
+    # shaped like the checks of integrate/fast/schemes.base/weak.problems; not shared: each has its messages
     try:
         out = float(value)
     except (TypeError, ValueError):

@@ -110,6 +110,7 @@ def _coefficient(cls: str, name: str, value):
         return value
     if isinstance(value, (bool, str)):
         raise ValueError(f"{cls}: {name} must be a float, a tensor or a callable, got {value!r}")
+    # shaped like the checks of integrate/fast/schemes.base/weak.problems; not shared: each has its messages
     try:
         out = float(value)
     except (TypeError, ValueError):
