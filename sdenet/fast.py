@@ -25,27 +25,34 @@ draw) and applied as ``X ← (1 + aΔt) X + 2d√Δt·bit − d√Δt`` without 
 a float tensor first.
 
 ``ENABLED = False`` switches every in-place path of the loop off (benchmarks and tests compare
-the two); :func:`fast_integrate` is the affine path alone.
+the two): the switch is :data:`sdenet.loop.ENABLED`, which ``sdenet.fast.ENABLED`` reads and
+sets. :func:`fast_integrate` is the affine path alone. This module is a user-facing layer over
+the loop: it imports :mod:`sdenet.loop`, which never imports it.
 """
 
 from __future__ import annotations
 
 import math
+import sys
+import types
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from . import loop as _loop
 from .fields import Field, Time, _check_noise
 from .laws import Draw
+from .loop import inplace_allowed, run_steps
 
 #: an in-place kernel: ``kernel(t, x, take) -> accepted`` (``take()`` draws the increment)
 Kernel = Callable[[Time, torch.Tensor, Callable[[], Draw]], bool]
 
 __all__ = ["LinearSDEField", "fast_integrate", "ENABLED"]
 
-#: set to False to force the generic path everywhere
-ENABLED = True
+#: set to False to force the generic path everywhere: the loop's own switch
+#: (:data:`sdenet.loop.ENABLED`), read and set through this module (see ``_Module`` below)
+ENABLED: bool
 
 
 def _coefficient(name: str, value: Any) -> float | torch.Tensor:
@@ -53,6 +60,7 @@ def _coefficient(name: str, value: Any) -> float | torch.Tensor:
         if value.numel() != 1 and value.dim() > 0:
             raise ValueError(f"LinearSDEField: {name} must be a number or a one-element tensor")
         return value
+    # shaped like the checks of integrate/fast/schemes.base/weak.problems; not shared: each has its messages
     try:
         out = float(value)
     except (TypeError, ValueError):
@@ -142,10 +150,9 @@ class LinearSDEField(Field):
 
 def _applicable(field: Any, scheme: Any, x: torch.Tensor) -> bool:
     """Whether :func:`fast_integrate` runs: a plain weak Euler step on a field with a numeric affine
-    form, in-place path enabled, no gradient needed through ``x``."""
-    from .loop import inplace_allowed
-
-    if not ENABLED or getattr(scheme, "euler_law", None) is None:
+    form, in-place path enabled, no gradient needed through ``x`` (the last two:
+    :func:`~sdenet.loop.inplace_allowed`)."""
+    if getattr(scheme, "euler_law", None) is None:
         return False
     own = getattr(field, "inplace_weak_euler", None)
     if not callable(own) or field.affine() is None:
@@ -171,8 +178,6 @@ def fast_integrate(
     """
     if not _applicable(field, scheme, x0):
         return None
-    from .loop import run_steps
-
     path: list[torch.Tensor] | None = [x0.detach().clone()] if save == "all" else None
     x: torch.Tensor
     with torch.no_grad():
@@ -188,3 +193,20 @@ def fast_integrate(
             save=path,
         )
     return torch.stack(path) if path is not None else x
+
+
+class _Module(types.ModuleType):
+    """This module's type: ``ENABLED`` reads and sets :data:`sdenet.loop.ENABLED`, so that
+    ``sdenet.fast.ENABLED = False`` keeps switching the loop's in-place path off while the loop
+    owns the switch (and imports nothing from here)."""
+
+    @property
+    def ENABLED(self) -> bool:
+        return _loop.ENABLED
+
+    @ENABLED.setter
+    def ENABLED(self, value: bool) -> None:
+        _loop.ENABLED = value
+
+
+sys.modules[__name__].__class__ = _Module

@@ -16,6 +16,7 @@ __all__ = ["integrate", "make_grid"]
 
 
 def _finite(name: str, value: Any, what: str = "a finite number") -> float:
+    # shaped like the checks of integrate/fast/schemes.base/weak.problems; not shared: each has its messages
     try:
         out = float(value)
     except (TypeError, ValueError):

@@ -19,28 +19,33 @@ allocation). A kernel that finds the field's output recorded by autograd (a para
 needs a gradient, a tensor captured by a lambda) declines before touching ``x``, and the loop
 runs ``step`` from there on. The in-place arithmetic may group the sum differently from
 ``step`` (``(x + fΔt) + gΔŴ`` against ``x + (fΔt + gΔŴ)``): results agree to rounding, and
-``ENABLED = False`` in :mod:`sdenet.fast` switches the in-place path off everywhere.
+``ENABLED = False`` here switches the in-place path off everywhere (``sdenet.fast.ENABLED`` is
+the same switch, kept there for its users).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from itertools import islice
 from typing import Any
 
 import torch
 
-from . import fast as _fast
 from .fields import Time, time_points
 from .laws import Draw
 
-__all__ = ["run_steps", "inplace_allowed"]
+__all__ = ["run_steps", "inplace_allowed", "ENABLED"]
+
+#: set to False to force the generic path everywhere (benchmarks and tests compare the two);
+#: the loop owns the switch, :mod:`sdenet.fast` only forwards its ``ENABLED`` here
+ENABLED = True
 
 
 def inplace_allowed(x: Any, post: Callable[[Any], Any] | None = None) -> bool:
     """Whether the loop may work in place on ``x``: a single tensor, no per-step ``post``, the
     in-place path enabled, and autograd not recording through ``x`` (grad mode off, or ``x``
     needs no gradient); never while ``torch.compile`` traces."""
-    if not _fast.ENABLED or post is not None or not isinstance(x, torch.Tensor):
+    if not ENABLED or post is not None or not isinstance(x, torch.Tensor):
         return False
     if torch.compiler.is_compiling():
         return False
@@ -89,18 +94,50 @@ def run_steps(
     times: Iterator[Time] = time_points(t0, dt, steps, like, tensor_time, first=first)
     n = first
     if check_field is not None and n < steps:  # the first step through the boundary checks
-        t = next(times)
-        s = schemes[n] if per_step else schemes
-        x, state = step(s, check_field, t, x, dt, state, generator, dw, n, t0)
-        if post is not None:
-            x = post(x)
-        if save is not None:
-            save.append(x)
-        n += 1
+        x, state, n = _run_generic(
+            step,
+            check_field,
+            schemes,
+            per_step,
+            x,
+            state,
+            islice(times, 1),
+            n,
+            dt,
+            generator,
+            dw,
+            t0,
+            save,
+            post,
+        )
     if n < steps and step_kw is None and (inplace is None or inplace) and inplace_allowed(x, post):
         x, state, n, times = _run_inplace(
             field, schemes, per_step, x, state, times, n, steps, dt, generator, dw, t0, save
         )
+    x, state, _ = _run_generic(
+        step, field, schemes, per_step, x, state, times, n, dt, generator, dw, t0, save, post
+    )
+    return x, state
+
+
+def _run_generic(
+    step: Callable[..., tuple[Any, Any]],
+    field: Any,
+    schemes: Any,
+    per_step: bool,
+    x: Any,
+    state: Any,
+    times: Iterator[Time],
+    n: int,
+    dt: float,
+    generator: torch.Generator | None,
+    dw: Callable[..., Any] | None,
+    t0: float,
+    save: list[Any] | None,
+    post: Callable[[Any], Any] | None,
+) -> tuple[Any, Any, int]:
+    """``step`` (:func:`_step` or :func:`_step_with`'s) at each of ``times`` from step ``n``;
+    returns ``(x, state, n)`` after the last."""
     for t in times:
         s = schemes[n] if per_step else schemes
         x, state = step(s, field, t, x, dt, state, generator, dw, n, t0)
@@ -109,7 +146,7 @@ def run_steps(
         if save is not None:
             save.append(x)
         n += 1
-    return x, state
+    return x, state, n
 
 
 def _step(
@@ -194,30 +231,23 @@ def _run_inplace(
     with torch.no_grad():
         y = x.detach().clone()
     pending: Time | None = None
-    if not per_step and dw is None:  # one scheme, drawn increments: the tight loop
-        kern, drawer, s = first
-        take: Callable[[], Draw | None] = _NOTHING if drawer is None else drawer.draw
-        for t in times:
-            if not kern(t, y, take):  # declined before drawing: the generic step takes it
+    # one scheme drawing its own increments (the common case): kernel and draw fixed once
+    fixed = not per_step and dw is None
+    kern, drawer, s = first
+    take: Callable[[], Draw | None] = _NOTHING if drawer is None else drawer.draw
+    for t in times:
+        if not fixed:
+            s = schemes[n] if per_step else schemes
+            kern, drawer, _ = kernel_of(s)
+            if kern is None:
                 pending = t
                 break
-            if save is not None:
-                save.append(y.clone())
-            n += 1
-        rest = times if pending is None else _chain(pending, times)
-        return y, state, n, rest
-    for t in times:
-        s = schemes[n] if per_step else schemes
-        kern, drawer, _ = kernel_of(s)
-        if kern is None:
-            pending = t
-            break
-        if s.law is None:
-            take = _NOTHING
-        elif dw is not None:
-            take = _given(s.law, dw, n, t0 + n * dt, dt)
-        else:
-            take = drawer.draw
+            if s.law is None:
+                take = _NOTHING
+            elif dw is not None:
+                take = _given(s.law, dw, n, t0 + n * dt, dt)
+            else:
+                take = drawer.draw
         if not kern(t, y, take):  # declined before drawing: the generic step takes it
             pending = t
             break

@@ -382,6 +382,9 @@ class SRK(Scheme):
     stochastic = True
     strong_order = 1.5
     lookahead = 1
+    aliases = ("srk",)
+    options = ("sra", "sri")
+    only_gaussian = " (it is a strong scheme); use platen for another law"
     #: a step accepts ``dw=(ΔW, ΔZ)``: the Brownian increment with its space-time integral
     space_time = True
 
@@ -545,4 +548,4 @@ class SRK(Scheme):
         return f"SRK(sra={self.sra.name!r}, sri={self.sri.name!r})"
 
 
-register_scheme(("srk",), SRK, options=("sra", "sri"), gaussian_only=True)
+register_scheme(SRK)

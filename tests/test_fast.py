@@ -140,3 +140,18 @@ def test_fast_path_only_for_plain_weak_euler():
     assert fast.fast_integrate(field, sn.WeakEuler(), x0, 0.0, 0.1, 3, None, "last") is not None
     with pytest.raises(ValueError, match="finite"):
         sn.LinearSDEField(a=float("nan"))
+
+
+def test_fast_enabled_is_the_loops_switch():
+    from sdenet import loop
+
+    field = sn.LinearSDEField(a=-0.5, d=0.3)
+    x0 = torch.ones(10, 1, dtype=torch.float64)
+    assert fast.ENABLED is loop.ENABLED is True
+    fast.ENABLED = False
+    try:
+        assert loop.ENABLED is False and not loop.inplace_allowed(x0)
+        assert fast.fast_integrate(field, sn.WeakEuler(), x0, 0.0, 0.1, 3, None, "last") is None
+    finally:
+        fast.ENABLED = True
+    assert loop.ENABLED is True and "ENABLED" not in vars(fast)  # one switch, held by the loop

@@ -13,6 +13,8 @@ import pytest
 import torch
 
 import sdenet as sn
+from sdenet.schemes import register_scheme
+from sdenet.schemes.registry import registered
 
 F64 = torch.float64
 STEPS = (16, 32, 64, 128, 256)
@@ -524,3 +526,53 @@ def test_get_scheme_unknown_and_wrong_law():
 def test_get_scheme_bad_options(name, kwargs, match):
     with pytest.raises(ValueError, match=match):
         sn.get_scheme(name, **kwargs)
+
+
+# ---------------------------------------------------------------- generated from the registry
+
+REGISTERED = sorted(registered().items())
+
+
+@pytest.mark.parametrize("name, entry", REGISTERED, ids=[n for n, _ in REGISTERED])
+def test_every_registered_name_builds_with_and_without_a_law(name, entry):
+    assert type(sn.get_scheme(name)) is entry.cls
+    assert type(sn.get_scheme(name.upper().replace("_", "-"))) is entry.cls
+    assert type(sn.get_scheme(name, law=sn.Gaussian())) is entry.cls
+    other = sn.Uniform()
+    if entry.takes_law:
+        s = sn.get_scheme(name, law=other)
+        assert type(s) is entry.cls and s.law == other
+    elif entry.refuse(name, other) is not None:  # only Gaussian increments: the scheme says so
+        with pytest.raises(ValueError, match="uses Gaussian increments"):
+            sn.get_scheme(name, law=other)
+    else:  # takes no law: a given one is not passed on
+        assert type(sn.get_scheme(name, law=other)) is entry.cls
+
+
+@pytest.mark.parametrize("name, entry", REGISTERED, ids=[n for n, _ in REGISTERED])
+def test_every_registered_name_refuses_an_unknown_option_by_name(name, entry):
+    with pytest.raises(ValueError, match=f"scheme '{name}' takes .*; got not_an_option$"):
+        sn.get_scheme(name, not_an_option=1)
+
+
+def test_the_registry_lists_one_name_per_scheme():
+    table = registered()
+    listed = [table[n].cls for n in sn.SCHEME_NAMES]
+    assert len(set(listed)) == len(listed) == len({e.cls for e in table.values()})
+    assert all(n == table[n].cls.aliases[0] for n in sn.SCHEME_NAMES)  # each class's first alias
+    assert sn.SCHEME_NAMES == tuple(sn.SCHEME_NAMES) and "srk" in sn.SCHEME_NAMES
+
+
+def test_register_scheme_refuses_a_taken_name_and_inherited_aliases():
+    class Mine(sn.Scheme):
+        aliases = ("euler",)
+
+    with pytest.raises(ValueError, match="already Euler's"):
+        register_scheme(Mine)
+
+    class Sub(sn.Euler):
+        pass
+
+    with pytest.raises(ValueError, match="no aliases of its own"):
+        register_scheme(Sub)
+    assert type(sn.get_scheme("euler")) is sn.Euler

@@ -31,8 +31,10 @@ deterministic scheme), ``increments`` (ΔŴ draws per step), ``accepts_dw``, ``e
 others), ``mean_scheme()`` (what it reduces to in eval mode), ``euler_law`` (the law when a
 step is exactly the one-step weak Euler step ``X + fΔt + gΔŴ``, whose closed forms
 :mod:`sdenet.weak` and :mod:`sdenet.nn.transform` use), ``name``, ``invertible`` /
-``invert_step`` / ``reverse_step`` and ``exact_arithmetic`` (memory="reversible"), and
-optionally a fused in-place kernel ``inplace(field, x, dt)`` (:mod:`sdenet.loop`).
+``invert_step`` / ``reverse_step`` and ``exact_arithmetic`` (memory="reversible"),
+optionally a fused in-place kernel ``inplace(field, x, dt)`` (:mod:`sdenet.loop`), and how
+:func:`~sdenet.get_scheme` builds it: ``aliases``, ``options``, ``takes_law``, ``only_gaussian``
+and :meth:`Scheme.refuse_law` (:mod:`sdenet.schemes.registry`).
 
 Networks read as schemes (Lu et al., ICML 2018, Table 1): ResNet is :class:`Euler`,
 FractalNet :class:`Heun`, PolyNet :class:`NeumannEuler`, RevNet :class:`CoupledEuler`,
@@ -47,7 +49,7 @@ import math
 import torch
 
 from ..fields import NOISE_TYPES, is_field
-from ..laws import NoiseLaw
+from ..laws import Gaussian, NoiseLaw
 
 __all__ = ["Scheme", "is_scheme"]
 
@@ -108,6 +110,7 @@ def _coefficient(cls: str, name: str, value):
         return value
     if isinstance(value, (bool, str)):
         raise ValueError(f"{cls}: {name} must be a float, a tensor or a callable, got {value!r}")
+    # shaped like the checks of integrate/fast/schemes.base/weak.problems; not shared: each has its messages
     try:
         out = float(value)
     except (TypeError, ValueError):
@@ -147,6 +150,29 @@ class Scheme:
     noise_types: tuple = NOISE_TYPES
     #: the scheme's command-line name where it has one (reports use it)
     name: str | None = None
+
+    # How :func:`~sdenet.get_scheme` builds the scheme (:mod:`sdenet.schemes.registry` reads these
+    # on the classes it registers; each declares its own ``aliases``, the rest may be inherited).
+    #: the names ``get_scheme`` knows the class by (case and ``-``/``_`` aside); the first is the
+    #: one ``SCHEME_NAMES`` lists; ``()``: not built by name
+    aliases: tuple[str, ...] = ()
+    #: the constructor's keyword arguments ``get_scheme`` passes on (it refuses any other)
+    options: tuple[str, ...] = ()
+    #: True when the constructor takes ``law=``, which ``get_scheme`` then passes on; otherwise a
+    #: given law is not passed (and ignored, unless :meth:`refuse_law` refuses it)
+    takes_law: bool = False
+    #: set on a scheme that takes only Gaussian increments: the end of ``get_scheme``'s message
+    #: refusing another law (``"; use weak_euler for another law"``); ``None``: any law
+    only_gaussian: str | None = None
+
+    @classmethod
+    def refuse_law(cls, law: NoiseLaw | None) -> str | None:
+        """Why ``get_scheme`` cannot build this scheme with increments of ``law`` (its ValueError's
+        message), or ``None`` when it can: only a law other than the Gaussian, for a scheme that
+        declares :attr:`only_gaussian`."""
+        if cls.only_gaussian is None or law is None or law == Gaussian():
+            return None
+        return f"{cls.aliases[0]} uses Gaussian increments{cls.only_gaussian}"
 
     @property
     def increments(self) -> int:

@@ -15,6 +15,7 @@ class Euler(Scheme):
 
     order = 1
     name = "euler"
+    aliases = ("euler", "forward_euler")
 
     def step(self, field, t, x, dt, state, generator=None, *, dw=None):
         self._refuse_dw(dw)
@@ -48,6 +49,7 @@ class Heun(Scheme):
 
     order = 2
     name = "heun"
+    aliases = ("heun",)
     #: the second stage evaluates the field at ``t_{n+1}`` (block ``n + 1`` of a network)
     lookahead = 1
     evaluations = (0.0, 1.0)
@@ -77,6 +79,8 @@ class NeumannEuler(Scheme):
         self.terms = terms
 
     name = "neumann"
+    aliases = ("neumann", "neumann_euler")
+    options = ("terms",)
 
     @property
     def evaluations(self):
@@ -126,6 +130,8 @@ class LinearMultistep(Scheme):
         return self.k(n) if callable(self.k) else self.k
 
     name = "lm"
+    aliases = ("lm", "linear_multistep")
+    options = ("k",)
 
     def step(self, field, t, x, dt, state, generator=None, *, dw=None):
         self._refuse_dw(dw)

@@ -24,6 +24,7 @@ class CoupledEuler(Scheme):
     coupled = True
     invertible = True
     exact_arithmetic = True
+    aliases: tuple[str, ...] = ("coupled", "coupled_euler", "revnet")
 
     def step(self, field, t, state_xy, dt, state, generator=None, fp=None):
         x, y = state_xy
@@ -90,6 +91,7 @@ class Hamiltonian(CoupledEuler):
     order = 1
     staggered_order = 2
     invertible = True
+    aliases = ("hamiltonian", "verlet")
 
     def __repr__(self):
         return "Hamiltonian()"
@@ -132,6 +134,9 @@ class Midpoint(_TwoStepInvertible):
     (``|λΔt| ≤ 1``) both have modulus 1 — stable and non-dissipative, the point of Chang et al.'s
     construction — while for real ``λ < 0`` the parasitic root has modulus > 1 (weak instability).
     """
+
+    aliases = ("midpoint",)
+    options = ("start",)
 
     def __init__(self, start: str = "euler"):
         if start not in ("euler", "rest"):
@@ -186,6 +191,9 @@ class Leapfrog(_TwoStepInvertible):
 
     Exactly invertible: ``Y_{n−1} = 2Y_n − Y_{n+1} + Δt² f(t_n, Y_n)``.
     """
+
+    aliases = ("leapfrog",)
+    options = ("start", "velocity")
 
     def __init__(self, start: str = "taylor", velocity: float = 0.0):
         if start not in ("taylor", "rest"):

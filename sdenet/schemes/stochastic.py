@@ -44,6 +44,8 @@ class WeakEuler(_LawDriven):
     order = 1
     stochastic = True
     name = "weak_euler"
+    aliases = ("weak_euler", "weak")
+    takes_law = True
 
     @property
     def weak_order(self):
@@ -139,6 +141,9 @@ class EulerMaruyama(WeakEuler):
 
     strong_order = 0.5
     name = "euler_maruyama"
+    aliases = ("euler_maruyama", "em")
+    takes_law = False
+    only_gaussian = "; use weak_euler for another law"
 
     def __init__(self):
         super().__init__(Gaussian())
@@ -180,6 +185,8 @@ class StochasticLM(WeakEuler):
     order = 1
     history = 1
     name = "stochastic_lm"
+    aliases = ("stochastic_lm", "lm_sd")
+    options = ("g",)
 
     def __init__(self, g=0.0, law: NoiseLaw | None = None):
         super().__init__(law)

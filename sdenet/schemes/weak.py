@@ -110,6 +110,8 @@ class Platen(_Weak2):
 
     lookahead = 1
     name = "platen"
+    aliases = ("platen",)
+    takes_law = True
     #: coefficients at t_n, the drift at Ῡ and the diffusion at Ῡ± at t_{n+1} (``2 + 4m`` for general noise)
     evaluations = (0.0, 0.0, 1.0, 1.0, 1.0)
 
@@ -187,6 +189,9 @@ class WeakTaylor2(_Weak2):
     """
 
     name = "weak_taylor2"
+    aliases = ("weak_taylor2", "taylor2")
+    options = ("time_dependent",)
+    takes_law = True
     noise_types = ("sample", "batch", "diagonal")
 
     def __init__(self, law: NoiseLaw | None = None, time_dependent: bool = False):
@@ -244,6 +249,9 @@ class Milstein(_LawScheme):
 
     strong_order = 1.0
     weak_order = 1.0
+    aliases = ("milstein",)
+    options = ("derivative",)
+    only_gaussian = " (it is a strong scheme); use platen for another law"
 
     def __init__(self, derivative: str = "autograd"):
         super().__init__(Gaussian())

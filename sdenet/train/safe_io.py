@@ -13,6 +13,10 @@ checks that make the rule true, and every writer in the package goes through it:
   whose parent exists; never a device, a symbolic link or an empty string) and
   :func:`lock_output` takes the run lock of the run folder that would receive it, so nothing is
   written into a folder a live run holds.
+* :class:`RunLock` is the run lock itself: an exclusive ``flock`` on ``RUN_DIR/.lock`` holding
+  the owner's pid (:mod:`sdenet.train.runfolder`, which makes run folders, re-exports it; the
+  lock lives here because :func:`lock_output` and :func:`check_output_path` need it and
+  :mod:`~sdenet.train.runfolder` builds on this module's checks).
 * :func:`check_folder_links` refuses a run folder holding a symbolic link;
   :func:`safe_subfolder` a recorded sub-folder that is absolute, has ``..`` or leaves the folder.
 * :func:`read_json` reads a JSON file of bounded size that must be a plain object.
@@ -49,6 +53,9 @@ __all__ = [
     "enclosing_run_dir",
     "lock_output",
     "live_holder",
+    "RunLock",
+    "RunLocked",
+    "LOCK_NAME",
     "check_refine_out",
     "read_json",
     "machine_memory",
@@ -65,6 +72,8 @@ __all__ = [
 MAX_JSON_BYTES = 64 << 20
 #: files whose presence makes a folder a run folder
 RUN_MARKERS = ("config.json", "multilevel.json", "last.pt", "best.pt", "metrics.jsonl")
+#: the run lock's file in a run folder (:class:`RunLock`)
+LOCK_NAME = ".lock"
 
 
 class DiskFull(ValueError):
@@ -86,15 +95,21 @@ def os_error(err: OSError, path, what: str = "write") -> ValueError:
     return ValueError(f"{path}: cannot {what} it ({err.strerror or err})")
 
 
-def refuse_link(path, what: str = "write into") -> None:
-    """ValueError when ``path`` exists and is a symbolic link."""
+def _lstat(path) -> os.stat_result | None:
+    """``os.lstat(path)`` (no link followed); None when nothing is there, another OSError as
+    :func:`os_error`'s one-line ValueError."""
     try:
-        st = os.lstat(path)
+        return os.lstat(path)
     except FileNotFoundError:
-        return
+        return None
     except OSError as e:
         raise os_error(e, path, "inspect") from None
-    if stat.S_ISLNK(st.st_mode):
+
+
+def refuse_link(path, what: str = "write into") -> None:
+    """ValueError when ``path`` exists and is a symbolic link."""
+    st = _lstat(path)
+    if st is not None and stat.S_ISLNK(st.st_mode):
         try:
             target = os.readlink(path)
         except OSError:
@@ -108,12 +123,9 @@ def refuse_link(path, what: str = "write into") -> None:
 def _check_target(path: Path) -> None:
     """The file ``path`` may be replaced: absent or a regular file, not a link; its folder no link."""
     refuse_link(path.parent)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
+    st = _lstat(path)
+    if st is None:
         return
-    except OSError as e:
-        raise os_error(e, path, "inspect") from None
     if stat.S_ISLNK(st.st_mode):
         refuse_link(path, "write through")
     if not stat.S_ISREG(st.st_mode):
@@ -315,7 +327,7 @@ def live_holder(run_dir) -> str | None:
     lock file is opened read-only (no link followed) and probed with a shared ``flock``."""
     import fcntl
 
-    lock = Path(run_dir) / ".lock"
+    lock = Path(run_dir) / LOCK_NAME
     try:
         fd = os.open(lock, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except OSError:
@@ -350,7 +362,7 @@ def check_refine_out(path, option: str = "--out") -> Path:
 def is_run_dir(folder, lock: bool = False) -> bool:
     """True when ``folder`` holds a run's files (``lock``: or a run lock file)."""
     folder = Path(folder)
-    return any(os.path.lexists(folder / m) for m in RUN_MARKERS + ((".lock",) if lock else ()))
+    return any(os.path.lexists(folder / m) for m in RUN_MARKERS + ((LOCK_NAME,) if lock else ()))
 
 
 def enclosing_run_dir(path, levels: int = 2) -> Path | None:
@@ -364,6 +376,125 @@ def enclosing_run_dir(path, levels: int = 2) -> Path | None:
             break
         folder = folder.parent
     return None
+
+
+# --------------------------------------------------------------------------------------------
+# The run lock
+# --------------------------------------------------------------------------------------------
+
+
+class RunLocked(ValueError):
+    """Another live process holds the run folder's lock."""
+
+
+def _reason(err: OSError) -> str:
+    return err.strerror or type(err).__name__
+
+
+def _read_pid(path: Path) -> int | None:
+    """The pid in a lock file (its first 32 bytes, no link followed), or None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            text = os.read(fd, 32).decode("ascii", "replace").strip()
+        finally:
+            os.close(fd)
+        return int(text) if text.isdigit() and len(text) < 12 else None
+    except (OSError, ValueError):
+        return None
+
+
+class RunLock:
+    """Exclusive lock of a run folder for the life of one run (or until :meth:`release`).
+
+    ``RunLock(run_dir).acquire()`` creates ``run_dir/.lock``, takes ``flock(LOCK_EX | LOCK_NB)``
+    on it and writes the pid; a folder locked by a live process raises :class:`RunLocked` naming
+    its pid. On release the lock file is removed. A lock file whose owner died holds no
+    ``flock`` and is taken over.
+    """
+
+    def __init__(self, run_dir):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_NAME
+        self.fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        import fcntl
+
+        if self.run_dir.is_dir():  # a folder holding a link is refused before anything is written
+            check_folder_links(self.run_dir)
+        for _ in range(10):  # retried only when the file was replaced while we locked it
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            except OSError as e:
+                if e.errno == errno.ELOOP:
+                    raise ValueError(
+                        f"{self.path}: the lock file is a symbolic link; sdenet "
+                        f"follows no link in a run folder (remove it)"
+                    ) from None
+                raise ValueError(
+                    f"--out {self.run_dir}: cannot write in the run folder ({_reason(e)})"
+                ) from None
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise ValueError(f"{self.path}: the lock file is not a regular file; remove it")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(fd)
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise ValueError(f"{self.run_dir}: cannot lock the run folder ({_reason(e)})") from None
+                pid = None
+                for _ in range(20):  # the owner writes its pid right after locking
+                    pid = _read_pid(self.path)
+                    if pid is not None:
+                        break
+                    import time
+
+                    time.sleep(0.01)
+                who = f"pid {pid}" if pid is not None else "a process whose pid it has not written yet"
+                raise RunLocked(
+                    f"{self.run_dir}: another sdenet run is using this folder "
+                    f"({who}); wait for it to end or choose another --out"
+                ) from None
+            try:
+                same = os.fstat(fd).st_ino == os.lstat(self.path).st_ino
+            except OSError:
+                same = False
+            if not same:  # released and removed by its owner between our open and our lock
+                os.close(fd)
+                continue
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                os.fsync(fd)
+            except OSError as e:
+                os.close(fd)
+                raise ValueError(
+                    f"--out {self.run_dir}: cannot write in the run folder ({_reason(e)})"
+                ) from None
+            self.fd = fd
+            return self
+        raise RunLocked(
+            f"{self.run_dir}: the lock file keeps changing; another process is "
+            f"starting and stopping runs in this folder"
+        )
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(self.fd)  # closing drops the flock
+        self.fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
 
 
 class _Locks:
@@ -387,11 +518,9 @@ class _Locks:
 def lock_output(path, option: str, *, folder: bool = False) -> _Locks:
     """Take the run lock of every run folder that would receive ``path`` (the folder itself when
     ``folder``, else the file's folder, and the run above a cycle folder): a folder that a live
-    run holds is refused (:class:`~sdenet.train.runfolder.RunLocked`), and a run folder holding a
+    run holds is refused (:class:`RunLocked`), and a run folder holding a
     symbolic link is refused (elsewhere each file written refuses a link in its own place). Use
     as a context manager around the write."""
-    from .runfolder import RunLock
-
     p = Path(path)
     start = p if folder else p.parent
     locks = []

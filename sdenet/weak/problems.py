@@ -44,6 +44,7 @@ def _positive(name, value) -> float:
 
 
 def _finite(name, value) -> float:
+    # shaped like the checks of integrate/fast/schemes.base/weak.problems; not shared: each has its messages
     try:
         value = float(value)
     except (TypeError, ValueError):
