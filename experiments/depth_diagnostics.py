@@ -15,7 +15,7 @@ Reads the trained networks of ``experiments/transfer_depth.py`` (``--runs``, def
   staggering is what breaks the Hamiltonian network's transfer. (The shift is applied here by
   wrapping the depth views; it is not a library option.)
 
-Writes ``--out/depth_diagnostics.{json,md}``.
+Writes ``--out/depth_diagnostics.{json,md,png}``.
 
     python experiments/depth_diagnostics.py --threads 1
 """
@@ -159,8 +159,69 @@ def main(argv=None) -> int:
     out = repo_path(a.out)
     write_json(out / "depth_diagnostics.json", result)
     (out / "depth_diagnostics.md").write_text(render(result))
+    figure(result, out / "depth_diagnostics.png")
     print((out / "depth_diagnostics.md").read_text())
     return 0
+
+
+def figure(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["runs"]
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["family"], r["condition"]), []).append(r)
+    keys = sorted(groups)
+    ham = [r for r in rows if "accuracy" in r]
+    fig, axes = plt.subplots(1, 2 if ham else 1, figsize=(11 if ham else 6, 4.2), squeeze=False)
+    ax = axes[0][0]
+    colors = {"plain": "#0072B2", "robust": "#D55E00"}
+    for i, k in enumerate(keys):
+        rs = groups[k]
+        for j, what in enumerate(("update_over_state_median", "update_over_state_max")):
+            v = [r[what] for r in rs]
+            m = statistics.mean(v)
+            se = statistics.stdev(v) / len(v) ** 0.5 if len(v) > 1 else 0.0
+            ax.bar(
+                i + (j - 0.5) * 0.38,
+                m,
+                0.36,
+                yerr=se,
+                color=colors.get(k[1], "grey"),
+                alpha=1.0 if j == 0 else 0.45,
+                capsize=2,
+                label=(f"{k[1]}: {'median' if j == 0 else 'largest'} block") if i < 2 else None,
+            )
+    ax.set_xticks(range(len(keys)))
+    ax.set_xticklabels([f"{f}\n{c}" for f, c in keys], fontsize=7, rotation=30)
+    ax.set_ylabel("‖Δt f(x)‖ / ‖x‖")
+    ax.set_title("How large a step is, per block (mean over seeds ± s.e.)", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    if ham:
+        ax = axes[0][1]
+        factors = ["0.5", "1", "2"]
+        for cond, color in colors.items():
+            rs = [r for r in ham if r["condition"] == cond]
+            if not rs:
+                continue
+            for mode, style in (("as trained", "-o"), ("re-staggered", "--s")):
+                ys = [statistics.mean(100 * r["accuracy"][mode][f] for r in rs) for f in factors]
+                ax.plot([0.5, 1, 2], ys, style, color=color, label=f"{cond}, {mode}")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([0.5, 1, 2])
+        ax.set_xticklabels(["×½", "×1", "×2"])
+        ax.set_xlabel("depth factor")
+        ax.set_ylabel("test accuracy % (mean over seeds)")
+        ax.set_title("Hamiltonian network: Z re-staggered for the new step", fontsize=9)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def render(result: dict) -> str:
@@ -199,7 +260,7 @@ def render(result: dict) -> str:
                 f"| {r['condition']} | {r['seed']} | {100 * a['0.5']:.1f} | {100 * b['0.5']:.1f} | "
                 f"{100 * a['1']:.1f} | {100 * a['2']:.1f} | {100 * b['2']:.1f} |"
             )
-    lines.append("")
+    lines += ["", "![step sizes and the re-staggered Hamiltonian](depth_diagnostics.png)", ""]
     return "\n".join(lines)
 
 
