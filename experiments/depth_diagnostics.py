@@ -35,15 +35,16 @@ from experiments._common import provenance, rel, repo_path, write_json  # noqa: 
 def _images(data: str, n: int):
     """The first ``n`` test images, normalised with the training set's channel statistics (as
     the training normalises them)."""
-    import numpy as np
     import torch
 
-    from sdenet.train.arrays import channel_stats
+    from sdenet.train.data import load_dataset
 
-    d = np.load(repo_path(data))
-    mean, std = channel_stats(d["x_train"])
-    x = torch.as_tensor(d["x_test"][:n]).permute(0, 3, 1, 2).float() / 255
-    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    spec = str(repo_path(data)) if data.endswith(".npz") else data
+    ds = load_dataset(spec)
+    x = torch.as_tensor(ds.x_test[:n]).permute(0, 3, 1, 2).float() / 255
+    mean = torch.tensor(ds.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(ds.std, dtype=torch.float32).view(1, -1, 1, 1)
+    return (x - mean) / std
 
 
 def step_sizes(net, x) -> list[float]:

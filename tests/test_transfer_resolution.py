@@ -592,7 +592,12 @@ def test_transfer_experiment_script_runs_and_resumes(tmp_path):
     a = r["runs"]["tiny_resnet/seed0"]
     assert set(a["acc"]) == {"at16", "as_is", "atrous", "moments"} and "c2f" in a
     assert "c2f" not in r["runs"]["tiny_pde_resnet/seed0"]
+    assert set(a["c2f"]) == {"atrous", "as_is"} and a["c2f"]["as_is"]["clock"] == "cpu"
     assert json.loads((runs / "tiny_resnet-seed0" / "fine32" / "config.json").read_text())["dilation"] == 2
+    assert (
+        json.loads((runs / "tiny_resnet-seed0" / "fine32-as_is" / "config.json").read_text())["dilation"] == 1
+    )
+    assert (out / "transfer_resolution_time.png").stat().st_size > 0
     for k in ("command", "commit", "torch", "threads", "hardware", "load_before", "seeds"):
         assert k in r, k
     stamp = {p: p.stat().st_mtime_ns for p in runs.rglob("last.pt")}
