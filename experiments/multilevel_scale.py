@@ -9,7 +9,9 @@ default ``tiny_lm_resnet`` refined to 8/4/4 steps per stage (``refine=4``) — t
   at 2/1/1, 4/2/2 and 8/4/4 steps (same T), refined ×2 between cycles, the preset's schedule
   restarted in every cycle (``sdenet train --multilevel 2``);
 * ``multilevel-continue``: the same cycles under one schedule over all ``E`` epochs
-  (``--multilevel-schedule continue``).
+  (``--multilevel-schedule continue``);
+* ``multilevel-continue-long`` (with ``--methods``): the same with ``--long-epochs`` epochs, more
+  than direct's, to see the time multilevel needs to reach the direct accuracy.
 
 Time axis: the cumulative CPU time of the run's epochs (``epoch_cpu_time`` of ``metrics.jsonl``:
 training and test evaluation of each epoch, one thread, so it does not grow when other jobs share
@@ -42,10 +44,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments._common import curve, load_average, provenance, rel, repo_path, run_training, write_json  # noqa: E402
 
-METHODS = ("direct", "multilevel", "multilevel-continue")
+METHODS = ("direct", "multilevel", "multilevel-continue", "multilevel-continue-long")
 VARIANTS = METHODS[1:]  # the multilevel ones
-SCHEDULE = {"multilevel": "restart", "multilevel-continue": "continue"}
-COLORS = {"direct": "#0072B2", "multilevel": "#D55E00", "multilevel-continue": "#009E73"}  # Okabe–Ito
+SCHEDULE = {
+    "multilevel": "restart",
+    "multilevel-continue": "continue",
+    "multilevel-continue-long": "continue",
+}
+DEFAULT_METHODS = METHODS[:3]  # the long arm (--long-epochs) on request
+COLORS = {  # Okabe–Ito
+    "direct": "#0072B2",
+    "multilevel": "#D55E00",
+    "multilevel-continue": "#009E73",
+    "multilevel-continue-long": "#CC79A7",
+}
 
 
 def _mean_sd(v):
@@ -62,7 +74,7 @@ def one_run(a, method: str, seed: int, runs_dir: Path) -> dict:
     kw = dict(
         model=a.model,
         dataset=a.data_path,
-        epochs=a.epochs,
+        epochs=a.long_epochs if method.endswith("-long") else a.epochs,
         preset=a.preset,
         seed=seed,
         device=a.device,
@@ -200,7 +212,13 @@ def render(result: dict) -> str:
         f"{' and overrides ' + json.dumps(a['overrides']) if a.get('overrides') else ''} "
         f"(final network), data {a['data']}, {a['epochs']} epochs, preset {a['preset']}, multilevel "
         f"L = {a['levels']} ({a['levels'] + 1} cycles; `multilevel` restarts the preset's schedule in "
-        f"every cycle, `multilevel-continue` runs one schedule over all of them), seeds {a['seeds']}, "
+        f"every cycle, `multilevel-continue` runs one schedule over all of them"
+        + (
+            f", `multilevel-continue-long` the same over {a.get('long_epochs')} epochs"
+            if "multilevel-continue-long" in a.get("methods", [])
+            else ""
+        )
+        + f"), seeds {a['seeds']}, "
         f"methods interleaved. Time = cumulative "
         + (
             "CPU time of the epochs (training + test evaluation of each epoch, one thread: it does not "
@@ -342,7 +360,14 @@ def main(argv=None) -> int:
         help="more model overrides as JSON, e.g. '{\"stem_width\": 8}' (ResNet-56 with L = 3)",
     )
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEFAULT_METHODS))
+    ap.add_argument(
+        "--long-epochs",
+        type=int,
+        default=16,
+        help="epochs of the multilevel-continue-long arm (more epochs than direct, to reach its "
+        "accuracy; default 16)",
+    )
     ap.add_argument(
         "--clock",
         choices=("cpu", "wall"),
