@@ -8,6 +8,7 @@ from typing import Any, overload
 
 import torch
 
+from ._checks import checked_float
 from .fields import Field, FieldCheck
 from .loop import run_steps
 from .schemes import Scheme, is_scheme
@@ -16,13 +17,8 @@ __all__ = ["integrate", "make_grid"]
 
 
 def _finite(name: str, value: Any, what: str = "a finite number") -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"integrate: {name} must be {what}, got {name}={value!r}") from None
-    if not math.isfinite(out):
-        raise ValueError(f"integrate: {name} must be {what}, got {name}={value!r}")
-    return out
+    bad = "integrate: {name} must be {what}, got {name}={value!r}"
+    return checked_float(value, bad, bad, name=name, what=what)
 
 
 def _whole_steps(steps: Any) -> int:

@@ -28,6 +28,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from ._checks import checked_float
+
 __all__ = [
     "NoiseLaw",
     "Draws",
@@ -118,13 +120,12 @@ def _check_dtype(dtype: Any) -> torch.dtype:
 
 
 def _check_dt(dt: Any) -> float:
-    try:
-        value = float(dt)
-    except (TypeError, ValueError):
-        raise ValueError(f"dt must be a positive number, got {dt!r}") from None
-    if not value > 0 or not math.isfinite(value):
-        raise ValueError(f"dt must be positive and finite, got dt={dt!r}")
-    return value
+    return checked_float(
+        dt,
+        "dt must be a positive number, got {value!r}",
+        "dt must be positive and finite, got dt={value!r}",
+        positive=True,
+    )
 
 
 #: the 5/6 quantile of the standard normal (−_Q16 is the 1/6 quantile)

@@ -42,10 +42,9 @@ LM stochastic depth :class:`StochasticLM`.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from .._checks import checked_float
 from ..fields import NOISE_TYPES, is_field
 from ..laws import NoiseLaw
 
@@ -108,13 +107,13 @@ def _coefficient(cls: str, name: str, value):
         return value
     if isinstance(value, (bool, str)):
         raise ValueError(f"{cls}: {name} must be a float, a tensor or a callable, got {value!r}")
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{cls}: {name} must be a float, a tensor or a callable, got {value!r}") from None
-    if not math.isfinite(out):
-        raise ValueError(f"{cls}: {name} must be finite, got {name}={value!r}")
-    return out
+    return checked_float(
+        value,
+        "{cls}: {name} must be a float, a tensor or a callable, got {value!r}",
+        "{cls}: {name} must be finite, got {name}={value!r}",
+        cls=cls,
+        name=name,
+    )
 
 
 class Scheme:

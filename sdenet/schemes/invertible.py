@@ -3,10 +3,9 @@ Hamiltonian step (AAAI 2018), and the two-step midpoint and leapfrog schemes."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from .._checks import checked_float
 from .base import Scheme
 
 __all__ = ["CoupledEuler", "Hamiltonian", "Midpoint", "Leapfrog"]
@@ -190,12 +189,11 @@ class Leapfrog(_TwoStepInvertible):
     def __init__(self, start: str = "taylor", velocity: float = 0.0):
         if start not in ("taylor", "rest"):
             raise ValueError(f"Leapfrog: start must be 'taylor' or 'rest', got {start!r}")
-        try:
-            velocity = float(velocity)
-        except (TypeError, ValueError):
-            raise ValueError(f"Leapfrog: velocity must be a number, got {velocity!r}") from None
-        if not math.isfinite(velocity):
-            raise ValueError(f"Leapfrog: velocity must be finite, got {velocity!r}")
+        velocity = checked_float(
+            velocity,
+            "Leapfrog: velocity must be a number, got {value!r}",
+            "Leapfrog: velocity must be finite, got {number!r}",
+        )
         self.first_step = start
         self.velocity = velocity
 

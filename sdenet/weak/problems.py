@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .._checks import checked_float
 from ..fast import LinearSDEField
 from ..fields import Field, is_field
 from ..integrate import make_grid
@@ -34,23 +35,19 @@ def _steps(T: float, dt: float) -> int:
 
 
 def _positive(name, value) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not value > 0 or not math.isfinite(value):
-        raise ValueError(f"{name} must be positive and finite, got {value!r}")
-    return value
+    return checked_float(
+        value,
+        "{name} must be a number, got {value!r}",
+        "{name} must be positive and finite, got {number!r}",
+        positive=True,
+        name=name,
+    )
 
 
 def _finite(name, value) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return value
+    return checked_float(
+        value, "{name} must be a number, got {value!r}", "{name} must be finite, got {number!r}", name=name
+    )
 
 
 def _law_moments(law: NoiseLaw, dt: float) -> tuple[float, ...]:
