@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, overload
+from typing import Any, TypeVar, cast
 
 import torch
 
@@ -95,12 +95,15 @@ def _check_tensor(name: str, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-# a tensor state gives a tensor (X(t1), or the stacked path), a coupled pair a pair
-@overload
+#: a state: a tensor, or a pair of tensors for a coupled field; ``integrate`` returns the same kind
+#: (X(t1), or the stacked path)
+State = TypeVar("State", torch.Tensor, tuple[torch.Tensor, torch.Tensor])
+
+
 def integrate(
     field: Field,
     scheme: Scheme,
-    x0: torch.Tensor,
+    x0: State,
     t0: float = 0.0,
     t1: float | None = None,
     steps: int | None = None,
@@ -108,36 +111,7 @@ def integrate(
     generator: torch.Generator | None = None,
     save: str = "last",
     dw: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | Callable[..., Any] | None = None,
-) -> torch.Tensor: ...
-
-
-@overload
-def integrate(
-    field: Field,
-    scheme: Scheme,
-    x0: tuple[torch.Tensor, torch.Tensor],
-    t0: float = 0.0,
-    t1: float | None = None,
-    steps: int | None = None,
-    dt: float | None = None,
-    generator: torch.Generator | None = None,
-    save: str = "last",
-    dw: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | Callable[..., Any] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-
-def integrate(
-    field: Field,
-    scheme: Scheme,
-    x0: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
-    t0: float = 0.0,
-    t1: float | None = None,
-    steps: int | None = None,
-    dt: float | None = None,
-    generator: torch.Generator | None = None,
-    save: str = "last",
-    dw: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | Callable[..., Any] | None = None,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+) -> State:
     """Integrate ``field`` with ``scheme`` from ``x0`` at ``t0`` over a uniform grid:
 
         X_{n+1} = Φ_Δt(t_n, X_n, ΔŴ_n),   t_n = t0 + nΔt,   n = 0 … N−1,   X_0 = x0,
@@ -212,12 +186,14 @@ def integrate(
         check_field=FieldCheck(field, x, "integrate"),
         tensor_time=getattr(field, "tensor_time", True),
     )
+    out: torch.Tensor | tuple[torch.Tensor, ...]
     if path is None:
-        out: torch.Tensor | tuple[torch.Tensor, torch.Tensor] = x
-        return out
-    if field.coupled:
-        return torch.stack([p[0] for p in path]), torch.stack([p[1] for p in path])
-    return torch.stack(path)
+        out = x
+    elif field.coupled:
+        out = torch.stack([p[0] for p in path]), torch.stack([p[1] for p in path])
+    else:
+        out = torch.stack(path)
+    return cast(State, out)
 
 
 def _check_increments(dw: Any, field: Field, scheme: Scheme, x: Any, steps: int) -> Callable[..., Any]:
