@@ -254,3 +254,25 @@ class Scheme:
 
     def __repr__(self):
         return f"{type(self).__name__}()"
+
+
+class _TwoStep(Scheme):
+    """A two-step scheme: the state carries ``"prev"`` (``X_{n−1}``; ``None`` before the first
+    step, until :meth:`Scheme.start` hands a history in) and the step count ``"n"``."""
+
+    history = 1
+
+    def init(self, field, t0, x0, dt):
+        return {"prev": None, "n": 0}
+
+
+def _at(coefficient, n: int):
+    """A two-step scheme's coefficient of step ``n``: ``coefficient(n)`` when it is a callable."""
+    return coefficient(n) if callable(coefficient) else coefficient
+
+
+def _shown(coefficient):
+    """A coefficient as a repr shows it: ``callable``, a tensor's shape, or the number."""
+    if callable(coefficient):
+        return "callable"
+    return tuple(coefficient.shape) if isinstance(coefficient, torch.Tensor) else coefficient
