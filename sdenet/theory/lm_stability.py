@@ -20,14 +20,12 @@ are not stable for ``λ < 0`` (k = 1 is leapfrog, which is unstable on dissipati
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 
 import sdenet
 
-from ._common import Finding, ItemResult, fmt, md_table, plt, progress, save_figure
+from ._common import Finding, Parts, fmt, item, md_table, plt, progress, save_figure
 
 __all__ = [
     "characteristic_roots",
@@ -110,8 +108,8 @@ def lm_gradient_flow(k: float, dt: float, eigenvalues=(0.1, 1.0), steps: int = 6
     return path.norm(dim=-1).squeeze(-1).numpy()
 
 
-def run(out, quick: bool = False) -> ItemResult:
-    t_start = time.perf_counter()
+@item("stability", "2. Stability of the LM scheme")
+def run(out, quick: bool = False) -> Parts:
     progress("item 2: characteristic roots over (k, λΔt)")
     n = 301 if quick else 801
     ks = np.linspace(-1.6, 1.6, n)
@@ -231,12 +229,5 @@ from the roots matches the closed form; but the condition is necessary only. Ins
 the scheme still blows up when k ≥ 1 + λΔt/2 (k = 0.6 with LΔt = 1.75 above), and the endpoints
 k = ±1 are unstable on a dissipative problem.
 """
-    return ItemResult(
-        key="stability",
-        title="2. Stability of the LM scheme",
-        findings=findings,
-        body=body,
-        figures=[fig1, fig2],
-        data={"checks": checks, "interval_at_minus_one": at_m1, "trajectories": traj_rows},
-        seconds=time.perf_counter() - t_start,
-    )
+    data = {"checks": checks, "interval_at_minus_one": at_m1, "trajectories": traj_rows}
+    return findings, body, [fig1, fig2], data

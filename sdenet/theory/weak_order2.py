@@ -15,7 +15,6 @@ with Euler–Maruyama (``integrate(..., dw=...)``).
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import torch
@@ -25,7 +24,7 @@ import sdenet
 from sdenet import linear, weak
 from sdenet.nn import DropField, ShakeField, Stage, set_generator
 
-from ._common import Finding, ItemResult, fmt, loglog_axes, md_table, plt, progress, save_figure, slope
+from ._common import Finding, Parts, fmt, item, md_table, panel, plt, progress, save_figure, se_bars, slope
 
 __all__ = ["linear_orders", "nonlinear_orders", "milstein_strong", "network_orders", "run"]
 
@@ -242,8 +241,8 @@ def network_checks(x0, n=4, T=1.0, paths=200_000, seed=0):
     return rows
 
 
-def run(out, quick: bool = False) -> ItemResult:
-    t_start = time.perf_counter()
+@item("weak2", "7. Weak order 2: Platen, extrapolation, Milstein, networks")
+def run(out, quick: bool = False) -> Parts:
     progress("weak order 2: exact biases on GBM (x²) and OU (cos)")
     lin, params = linear_orders((16, 32, 64, 128) if quick else (16, 32, 64, 128, 256, 512))
     progress("weak order 2: arctan SDE by enumeration")
@@ -279,35 +278,24 @@ def run(out, quick: bool = False) -> ItemResult:
             ax.plot(
                 r["dts"], r["bias"], "o-", ms=3, label=f"{lab}: {r['order']:.2f} (declared {r['declared']:g})"
             )
-        loglog_axes(ax, "Δt", "|exact scheme bias|")
-        ax.set_title(f"{name}, exact (no Monte Carlo)", fontsize=9)
-        ax.legend(fontsize=6)
+        panel(ax, "Δt", "|exact scheme bias|", f"{name}, exact (no Monte Carlo)", 9, 6)
     ax = axes[2]
     for lab, r in nl.items():
         ax.plot(
             r["dts"], r["bias"], "o-", ms=3, label=f"{lab}: {r['order']:.2f} (declared {r['declared']:g})"
         )
-    loglog_axes(ax, "Δt", "|E sin X_N − E sin X(T)|")
-    ax.set_title(f"arctan SDE (a={pr.a}, x0={pr.x0}), exact by enumerating 3^N / 2^N paths", fontsize=9)
-    ax.legend(fontsize=6)
+    title = f"arctan SDE (a={pr.a}, x0={pr.x0}), exact by enumerating 3^N / 2^N paths"
+    panel(ax, "Δt", "|E sin X_N − E sin X(T)|", title, 9, 6)
     for ax in axes:
         ax.xaxis.set_minor_formatter(NullFormatter())
     fig_orders = save_figure(fig, out, "weak2_orders.png")
 
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     for lab, r in mil.items():
-        ax.errorbar(
-            r["dts"],
-            r["err"],
-            yerr=2 * np.asarray(r["se"]),
-            fmt="o-",
-            ms=3,
-            capsize=2,
-            label=f"{lab}: slope {r['order']:.2f} (declared strong {r['declared']:g})",
-        )
-    loglog_axes(ax, "Δt", "E |X_N − X(T)|  (bar ±2 s.e.)")
-    ax.set_title(f"strong error on GBM {mil_sde.params()}\nsame Brownian paths for every scheme", fontsize=9)
-    ax.legend(fontsize=7)
+        label = f"{lab}: slope {r['order']:.2f} (declared strong {r['declared']:g})"
+        se_bars(ax, r["dts"], r["err"], r["se"], "o-", upper=False, ms=3, label=label)
+    title = f"strong error on GBM {mil_sde.params()}\nsame Brownian paths for every scheme"
+    panel(ax, "Δt", "E |X_N − X(T)|  (bar ±2 s.e.)", title)
     fig_mil = save_figure(fig, out, "weak2_milstein.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
@@ -325,9 +313,8 @@ def run(out, quick: bool = False) -> ItemResult:
             label=f"weak Euler, Rademacher: {r['euler']['order']:.2f}",
         )
         ax.axhline(r["ref_err"], color="gray", ls=":", lw=1, label="reference uncertainty")
-        loglog_axes(ax, "Δt = T/N (T = 1 fixed)", "|E Σ cos X_N − reference|")
-        ax.set_title(f"{name}: tiny random network (3→8→3, tanh), exact by enumeration", fontsize=9)
-        ax.legend(fontsize=7)
+        title = f"{name}: tiny random network (3→8→3, tanh), exact by enumeration"
+        panel(ax, "Δt = T/N (T = 1 fixed)", "|E Σ cos X_N − reference|", title)
     fig_net = save_figure(fig, out, "weak2_network.png")
 
     # ---------------------------------------------------------------- verdicts
@@ -471,19 +458,12 @@ expectation (z); in eval mode the stage integrates the drift with Heun (`Platen.
 
 **Verdict.** Each declared order is what the fitted slopes show, on linear and nonlinear SDEs and at the network level.
 """
-    return ItemResult(
-        key="weak2",
-        title="7. Weak order 2: Platen, extrapolation, Milstein, networks",
-        findings=findings,
-        body=body,
-        figures=[fig_orders, fig_mil, fig_net],
-        data={
-            "linear": lin,
-            "nonlinear": nl,
-            "milstein": mil,
-            "network": net,
-            "mc": mc_rows,
-            "checks": checks,
-        },
-        seconds=time.perf_counter() - t_start,
-    )
+    data = {
+        "linear": lin,
+        "nonlinear": nl,
+        "milstein": mil,
+        "network": net,
+        "mc": mc_rows,
+        "checks": checks,
+    }
+    return findings, body, [fig_orders, fig_mil, fig_net], data
