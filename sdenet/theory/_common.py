@@ -137,7 +137,13 @@ def fmt(x, digits=3) -> str:
 
 
 def verdict(ok: bool, partly: bool = False) -> str:
+    """A finding's ``agrees``: "yes" when ``ok``, else "partly" (a qualified claim) or "no"."""
     return "yes" if ok else ("partly" if partly else "no")
+
+
+def orders(results: dict, sep: str = ", ") -> str:
+    """``label order, label order, …`` of ``{label: {"order": …}}`` (a finding's evidence)."""
+    return sep.join(f"{label} {r['order']:.2f}" for label, r in results.items())
 
 
 def loglog_axes(ax, xlabel="Δt", ylabel="error"):

@@ -26,7 +26,7 @@ from torch import nn
 import sdenet
 from sdenet import weak
 
-from ._common import Finding, Parts, fmt, item, md_table, panel, plt, progress, save_figure, se_bars, slope
+from ._common import Finding, fmt, item, md_table, panel, plt, progress, save_figure, se_bars, slope, verdict
 
 __all__ = ["Scale", "families", "network_moment", "original_architecture_gap", "run"]
 
@@ -128,7 +128,7 @@ def original_architecture_gap(blocks=6, batch=32, dim=4, p=0.7, seed=0):
 
 
 @item("dt_families", "5. Δt away from 1: shake-shake and stochastic-depth families")
-def run(out, quick: bool = False) -> Parts:
+def run(out, quick: bool = False):
     progress("item 5: Δt = 1 stages against the original shake-shake / stochastic-depth rules")
     gaps = original_architecture_gap()
     progress("item 5: refining Δt with T = nΔt fixed (closed forms + Monte Carlo of the stages)")
@@ -224,7 +224,7 @@ def run(out, quick: bool = False) -> Parts:
             "at Δt = 1 the families are the original shake-shake and stochastic-depth networks",
             f"sdenet.nn stages vs the hand-written rules with the same draws: max |diff| "
             f"{fmt(gaps['shake-shake'])} (shake-shake), {fmt(gaps['stochastic depth'])} (stochastic depth)",
-            "yes" if max(gaps.values()) < 1e-12 else "no",
+            verdict(max(gaps.values()) < 1e-12),
         ),
         Finding(
             "as Δt → 0 with T = nΔt fixed, the network's E φ(X_T) converges to the SDE's",
@@ -236,7 +236,7 @@ def run(out, quick: bool = False) -> Parts:
                 for r in rows
             )
             + f"; stage Monte Carlo vs exact max |z| = {z_max:.1f}",
-            "yes" if ok and z_max < 4.5 else "no",
+            verdict(ok and z_max < 4.5),
         ),
     ]
     g_shake = res["shake-shake"]["gbm"]

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 import sdenet
+from sdenet.weak.regression import bisect
 
-from ._common import Finding, Parts, fmt, item, md_table, plt, progress, save_figure
+from ._common import Finding, fmt, item, md_table, plt, progress, save_figure, verdict
 
 __all__ = [
     "characteristic_roots",
@@ -75,20 +76,12 @@ def stable_interval(
     if not np.all(np.diff(idx) == 1):
         raise ValueError("stable set is not an interval on this grid")
 
-    def bisect(a, b):  # a inside, b outside
-        for _ in range(200):
-            m = 0.5 * (a + b)
-            if spectral_radius(m, z) < 1.0:
-                a = m
-            else:
-                b = m
-            if abs(b - a) < tol:
-                break
-        return 0.5 * (a + b)
+    def boundary(a, b):  # a inside, b outside
+        return bisect(lambda k: spectral_radius(k, z) < 1.0, a, b, lambda a, b: abs(b - a) < tol)
 
     i0, i1 = idx[0], idx[-1]
-    lo = bisect(ks[i0], ks[i0 - 1]) if i0 > 0 else ks[0]
-    hi = bisect(ks[i1], ks[i1 + 1]) if i1 < grid - 1 else ks[-1]
+    lo = boundary(ks[i0], ks[i0 - 1]) if i0 > 0 else ks[0]
+    hi = boundary(ks[i1], ks[i1 + 1]) if i1 < grid - 1 else ks[-1]
     return float(lo), float(hi)
 
 
@@ -109,7 +102,7 @@ def lm_gradient_flow(k: float, dt: float, eigenvalues=(0.1, 1.0), steps: int = 6
 
 
 @item("stability", "2. Stability of the LM scheme")
-def run(out, quick: bool = False) -> Parts:
+def run(out, quick: bool = False):
     progress("item 2: characteristic roots over (k, λΔt)")
     n = 301 if quick else 801
     ks = np.linspace(-1.6, 1.6, n)
@@ -183,7 +176,7 @@ def run(out, quick: bool = False) -> Parts:
             "(derived here) stable region −1 < k < 1 + λΔt/2, λΔt < 0: closed form vs roots and vs simulation",
             f"max |numeric − closed form| over 6 values of λΔt = {fmt(max(c[3] for c in checks))}; "
             f"gradient-flow runs grow exactly where max|ρ| > 1 ({'all' if traj_ok else 'NOT all'} {len(traj_rows)} cases)",
-            "yes" if boundary_ok and traj_ok else "no",
+            verdict(boundary_ok and traj_ok),
         ),
     ]
     rows = [

@@ -31,7 +31,7 @@ import torch
 import sdenet
 from sdenet._optional import require
 
-from ._common import Finding, Parts, fmt, item, md_table, panel, plt, progress, save_figure, slope
+from ._common import Finding, fmt, item, md_table, panel, plt, progress, save_figure, slope, verdict
 
 sp = require("sympy", "theory")
 
@@ -259,7 +259,7 @@ def follow_orders(name: str, steps=(10, 20, 40, 80, 160, 320), k: float = _K, lm
 
 
 @item("modified", "1. Modified equations")
-def run(out, quick: bool = False) -> Parts:
+def run(out, quick: bool = False):
     progress("item 1: deriving modified equations with sympy")
     eqs = {}
     for name in SCHEMES:
@@ -331,7 +331,7 @@ def run(out, quick: bool = False) -> Parts:
             "sympy Taylor expansion equals eqs. (2), (3) symbolically"
             if all(paper_ok.values())
             else f"sympy derivation differs: {paper_ok}",
-            "yes" if all(paper_ok.values()) else "no",
+            verdict(all(paper_ok.values())),
         ),
         Finding(
             "each scheme follows its modified equation to one order higher than u' = f "

@@ -22,7 +22,7 @@ import sdenet
 import sdenet.models as M
 from sdenet.nn import refine
 
-from ._common import Finding, Parts, fmt, item, md_table, panel, plt, progress, save_figure, slope
+from ._common import Finding, fmt, item, md_table, panel, plt, progress, save_figure, slope, verdict
 
 __all__ = ["FAMILIES", "family_refinement", "toy_lm_sd", "network_lm_sd", "run"]
 
@@ -139,7 +139,7 @@ def network_lm_sd(levels: int = 6, seed: int = 0):
 
 
 @item("refinement", "8. Depth is a step size: refinement at fixed T")
-def run(out, quick: bool = False) -> Parts:
+def run(out, quick: bool = False):
     levels = 4 if quick else 6
     progress("item 7: refine(m, 2^j) for every family")
     fam = family_refinement(levels)
@@ -205,14 +205,14 @@ def run(out, quick: bool = False) -> Parts:
         Finding(
             "a network refined at fixed T (refine(m, 2^j)) converges, order 1, for every family",
             "; ".join(f"{lab.split(' (')[0]} {r['order']:.2f}" for lab, r in fam.items()),
-            "yes" if ok else "partly",
+            verdict(ok, partly=True),
         ),
         Finding(
             "LM stochastic depth has a Δt → 0 limit after a transition only with the fixed history rule",
             f"toy |X_T|: old rule {fmt(toy['old'][0])} → {fmt(toy['old'][-1])}, fixed {fmt(toy['fixed'][0])} → "
             f"{fmt(toy['fixed'][-1])}; tiny_lm_sd_resnet max|logits| old {fmt(net['old'][-1])}, fixed "
             f"{fmt(net['fixed'][-1])} at Δt = {fmt(net['dts'][-1])}",
-            "yes" if old_grows and fixed_conv else "no",
+            verdict(old_grows and fixed_conv),
         ),
     ]
     body = f"""**Claim (DESIGN.md, "Depth is a step size").** Refining a network at fixed T — every stage 2^j× the steps

@@ -32,7 +32,7 @@ from typing import cast
 import numpy as np
 import torch
 
-from ._common import Finding, Parts, fmt, item, md_table, plt, progress, save_figure
+from ._common import Finding, fmt, item, md_table, plt, progress, save_figure, verdict
 
 __all__ = ["step_matrix", "spectral_radius", "closed_form_radius", "layer_norms", "run", "SCHEMES"]
 
@@ -136,7 +136,7 @@ KINDS = ("resnet", "resnet_antisym", "hamiltonian", "midpoint", "leapfrog")
 
 
 @item("reversible", "9. Stability of reversible architectures (Chang et al. 2018)")
-def run(out, quick: bool = False) -> Parts:
+def run(out, quick: bool = False):
     progress("reversible: eigenvalues of the linearised steps")
     rng = np.random.default_rng(0)
     d = 12
@@ -256,7 +256,7 @@ def run(out, quick: bool = False) -> Parts:
             "1,000 layers with random weights",
             "largest growth/decay factor of state or gradient norms over the layers, K_j scale 1 / 4: "
             + "; ".join(f"{k} {fmt(worst[(k, 1.0)])} / {fmt(worst[(k, 4.0)])}" for k in KINDS),
-            "yes" if ok_small and ok_large else "partly",
+            verdict(ok_small and ok_large, partly=True),
         ),
     ]
     verdict_text = (

@@ -28,7 +28,7 @@ import torch
 import sdenet
 from sdenet._optional import require
 
-from ._common import Finding, Parts, fmt, item, md_table, panel, plt, progress, save_figure, se_bars, slope
+from ._common import Finding, fmt, item, md_table, panel, plt, progress, save_figure, se_bars, slope, verdict
 
 expm = require("scipy.linalg", "theory").expm
 
@@ -187,7 +187,7 @@ def order_study(
 
 
 @item("stochastic_lm", "6. The LM stochastic scheme")
-def run(out, quick: bool = False) -> Parts:
+def run(out, quick: bool = False):
     progress("item 6: StochasticLM at Δt = 1 against the paper's recursion")
     gap = paper_recursion_gap()
     steps = (64, 128, 256, 512, 1024) if quick else (64, 128, 256, 512, 1024, 2048, 4096)
@@ -253,14 +253,14 @@ def run(out, quick: bool = False) -> Parts:
         Finding(
             "at Δt = 1 StochasticLM is the paper's X_{n+1} = (2+g_n)X_n − (1+g_n)X_{n−1} + η_n f(X_n)",
             f"same η draws, random tanh field, per-block g_n: max |difference| = {gap:.1e}",
-            "yes" if gap < 1e-12 else "no",
+            verdict(gap < 1e-12),
         ),
         Finding(
             "the general-Δt LM stochastic scheme converges weakly (order 1 with condition (5))",
             "damped oscillator, exact moments: "
             + "; ".join(f"{r[0]} {r[1]}: {r[3]}" for r in rows)
             + f"; Monte Carlo of the implementation vs exact scheme moments: max |z| = {z_max:.1f}",
-            "yes" if ok and z_max < 4.5 else "no",
+            verdict(ok and z_max < 4.5),
         ),
     ]
     osc = sym

@@ -29,7 +29,7 @@ from torch import nn
 import sdenet
 from sdenet._optional import require
 
-from ._common import Finding, Parts, fmt, item, md_table, panel, plt, progress, save_figure, slope
+from ._common import Finding, fmt, item, md_table, orders, panel, plt, progress, save_figure, slope, verdict
 
 __all__ = ["SmoothField", "ARCHITECTURES", "build_stage", "observed_orders", "run"]
 
@@ -157,7 +157,7 @@ def observed_orders(steps=(8, 16, 32, 64, 128, 256), dim=8, batch=16, seed=0):
 
 
 @item("table1", "3. Table 1, executable")
-def run(out, quick: bool = False) -> Parts:
+def run(out, quick: bool = False):
     progress("item 3: Table 1 stages from sdenet.nn, refining Δt on [0, 1]")
     steps = (8, 16, 32, 64) if quick else (8, 16, 32, 64, 128, 256)
     res = observed_orders(steps)
@@ -191,8 +191,8 @@ def run(out, quick: bool = False) -> Parts:
     findings = [
         Finding(
             "Table 1: ResNet, PolyNet, RevNet, LM-ResNet are 1st-order schemes, FractalNet 2nd-order",
-            "observed orders " + ", ".join(f"{a} {r['order']:.2f}" for a, r in res.items()),
-            "yes" if ok else "no",
+            "observed orders " + orders(res),
+            verdict(ok),
         ),
     ]
     body = f"""**Claim (paper, Table 1).** ResNet/ResNeXt, PolyNet, FractalNet, RevNet and LM-ResNet are numerical schemes

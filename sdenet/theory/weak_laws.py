@@ -25,7 +25,7 @@ import torch
 import sdenet
 from sdenet import weak
 
-from ._common import Finding, Parts, fmt, item, md_table, panel, plt, progress, save_figure, se_bars, slope
+from ._common import Finding, fmt, item, md_table, panel, plt, progress, save_figure, se_bars, slope, verdict
 
 __all__ = [
     "test_sdes",
@@ -246,7 +246,7 @@ def drop_schedules(
 
 
 @item("weak", "4. Weak convergence of each law")
-def run(out, quick: bool = False) -> Parts:
+def run(out, quick: bool = False):
     gbm, ou = test_sdes()
     samples = 200_000 if quick else 1_000_000
     paths = 100_000 if quick else 400_000
@@ -447,13 +447,13 @@ def run(out, quick: bool = False) -> Parts:
             "symmetric laws satisfy condition (5) (C = 0); drop with fixed p ≠ ½ fails it (C/Δt² ~ Δt^−½)",
             f"exact C/Δt² and empirical estimates (within 4 s.e.: {'yes' if cond_ok else 'NO'}); drop p=0.8: "
             f"C/Δt² = {fmt(curves['drop p=0.8']['K'][-1])} at Δt = {cdts[-1]}",
-            "yes" if cond_ok else "no",
+            verdict(cond_ok),
         ),
         Finding(
             "weak Euler has weak order 1 for every law meeting (5), ½ for drop with fixed p ≠ ½",
             f"{len(order_rows)} fitted orders on GBM and OU, all within ±0.2 of declared: {'yes' if all_ok else 'NO'}; "
             f"Monte Carlo matches the exact scheme expectation (max |z| = {z_max:.1f})",
-            "yes" if all_ok else "no",
+            verdict(all_ok),
         ),
         Finding(
             "φ = cos separates the laws: each symmetric law its own weak Euler bias, all of order 1; drop p = 0.8 order ½",
@@ -461,7 +461,7 @@ def run(out, quick: bool = False) -> Parts:
             + ", ".join(f"{lab} {r['bias_at']:+.2e}" for lab, r in coses.items())
             + "; orders "
             + ", ".join(f"{r['order']:.2f}" for r in coses.values()),
-            "yes" if cos_ok and cos_sep else "no",
+            verdict(cos_ok and cos_sep),
         ),
         Finding(
             "with 1 − 2p = O(√Δt) (paper's assumption) stochastic depth regains weak order 1",
@@ -469,12 +469,12 @@ def run(out, quick: bool = False) -> Parts:
                 f"{n}: fixed {r['fixed']['order'][0]:.2f} vs scheduled {r['scheduled']['order'][0]:.2f}"
                 for n, r in ds.items()
             ),
-            "yes" if ds_ok else "no",
+            verdict(ds_ok),
         ),
         Finding(
             "Rademacher increments converge weakly, not strongly",
             f"strong error slope {rad['strong_order'][0]:.2f} (EM: {em['strong_order'][0]:.2f}); weak slope {rad['weak_order'][0]:.2f}",
-            "yes" if strong_flat and abs(rad["weak_order"][0] - 1) < 0.2 else "no",
+            verdict(strong_flat and abs(rad["weak_order"][0] - 1) < 0.2),
         ),
     ]
     sw_rows = [

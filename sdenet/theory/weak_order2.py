@@ -24,7 +24,20 @@ import sdenet
 from sdenet import linear, weak
 from sdenet.nn import DropField, ShakeField, Stage, set_generator
 
-from ._common import Finding, Parts, fmt, item, md_table, panel, plt, progress, save_figure, se_bars, slope
+from ._common import (
+    Finding,
+    fmt,
+    item,
+    md_table,
+    orders,
+    panel,
+    plt,
+    progress,
+    save_figure,
+    se_bars,
+    slope,
+    verdict,
+)
 
 __all__ = ["linear_orders", "nonlinear_orders", "milstein_strong", "network_orders", "run"]
 
@@ -242,7 +255,7 @@ def network_checks(x0, n=4, T=1.0, paths=200_000, seed=0):
 
 
 @item("weak2", "7. Weak order 2: Platen, extrapolation, Milstein, networks")
-def run(out, quick: bool = False) -> Parts:
+def run(out, quick: bool = False):
     progress("weak order 2: exact biases on GBM (x²) and OU (cos)")
     lin, params = linear_orders((16, 32, 64, 128) if quick else (16, 32, 64, 128, 256, 512))
     progress("weak order 2: arctan SDE by enumeration")
@@ -333,26 +346,23 @@ def run(out, quick: bool = False) -> Parts:
         Finding(
             "Platen and the weak order-2 Taylor scheme have weak order 2 with Gaussian or three-point increments, "
             "1 with Rademacher (E ΔŴ⁴ wrong); Talay–Tubaro extrapolation lifts weak Euler to 2",
-            "; ".join(
-                f"{name}: " + ", ".join(f"{lab} {r['order']:.2f}" for lab, r in res.items())
-                for name, res in lin.items()
-            ),
-            "yes" if lin_ok else "no",
+            "; ".join(f"{name}: " + orders(res) for name, res in lin.items()),
+            verdict(lin_ok),
         ),
         Finding(
             "the same orders on a nonlinear SDE (arctan, exact by enumeration)",
-            ", ".join(f"{lab} {r['order']:.2f}" for lab, r in nl.items()),
-            "yes" if nl_ok else "no",
+            orders(nl),
+            verdict(nl_ok),
         ),
         Finding(
             "the sampled Platen scheme has its exact expectation",
             ", ".join(f"{row[0]}: z = {row[4]:.1f}" for row in mc_rows),
-            "yes" if mc_ok else "no",
+            verdict(mc_ok),
         ),
         Finding(
             "Milstein has strong order 1 (Euler–Maruyama ½) on the same Brownian paths",
-            ", ".join(f"{lab} {r['order']:.2f}" for lab, r in mil.items()),
-            "yes" if mil_ok else "no",
+            orders(mil),
+            verdict(mil_ok),
         ),
         Finding(
             "a stochastic-depth / shake-shake stage run with Platen has network-level weak order 2 as Δt → 0 at "
@@ -361,7 +371,7 @@ def run(out, quick: bool = False) -> Parts:
                 f"{n}: Platen {r['platen']['order']:.2f}, weak Euler {r['euler']['order']:.2f}"
                 for n, r in net.items()
             ),
-            "yes" if net_ok and checks_ok else "no",
+            verdict(net_ok and checks_ok),
         ),
     ]
     lin_rows = [
