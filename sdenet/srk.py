@@ -302,7 +302,31 @@ def _used_later(rows: Sequence[Sequence[Sequence[float]]], i: int) -> bool:
 # --------------------------------------------------------------------------- schemes
 
 
-class ExplicitRK(Scheme):
+class _OneStep(Scheme):
+    """The protocol's step for this module's one-step schemes, typed once: the state passes
+    through, and extra keywords are refused (no ``**extras``, hence the narrower signature)."""
+
+    def step(  # type: ignore[override]
+        self,
+        field: Any,
+        t: Time,
+        x: torch.Tensor,
+        dt: float,
+        state: Any,
+        generator: torch.Generator | None = None,
+        *,
+        dw: Any = None,
+    ) -> tuple[torch.Tensor, Any]:
+        return self._advance(field, t, x, dt, generator, dw), state
+
+    def _advance(
+        self, field: Any, t: Time, x: torch.Tensor, dt: float, generator: torch.Generator | None, dw: Any
+    ) -> torch.Tensor:
+        """``X_{n+1}`` from ``X_n = x`` (``dw``: given increments, or None)."""
+        raise NotImplementedError
+
+
+class ExplicitRK(_OneStep):
     """The explicit Runge–Kutta scheme ``k_i = f(t + c_i h, X + h Σ_{j<i} a_ij k_j)``,
     ``X_{n+1} = X + h Σ b_i k_i`` on the drift: what :class:`SRK` reduces to without noise
     (its ``mean_scheme``). ``order`` is the tableau's declared deterministic order."""
@@ -328,18 +352,9 @@ class ExplicitRK(Scheme):
         self.evaluations = tuple(sorted(set(self.c)))
         self._needed = [self.b[i] != 0 or _used_later((self.a,), i) for i in range(s)]
 
-    # the protocol's step; extra keywords are refused (no **extras), hence the narrower signature
-    def step(  # type: ignore[override]
-        self,
-        field: Any,
-        t: Time,
-        x: torch.Tensor,
-        dt: float,
-        state: Any,
-        generator: torch.Generator | None = None,
-        *,
-        dw: Any = None,
-    ) -> tuple[torch.Tensor, Any]:
+    def _advance(
+        self, field: Any, t: Time, x: torch.Tensor, dt: float, generator: torch.Generator | None, dw: Any
+    ) -> torch.Tensor:
         self._refuse_dw(dw)  # type: ignore[no-untyped-call]  # Scheme (sdenet.schemes) is not annotated yet
         ks: list[torch.Tensor | None] = []
         out = x
@@ -357,13 +372,13 @@ class ExplicitRK(Scheme):
             ks.append(k)
             if self.b[i]:
                 out = out + (self.b[i] * dt) * k
-        return out, state
+        return out
 
     def __repr__(self) -> str:
         return f"ExplicitRK({self.name!r})"
 
 
-class SRK(Scheme):
+class SRK(_OneStep):
     r"""Rößler's stochastic Runge–Kutta scheme of strong order 1.5 (see :mod:`sdenet.srk`).
 
     ``SRK(sra="sra1", sri="sriw1")``: the SRA tableau steps fields that declare additive
@@ -443,21 +458,13 @@ class SRK(Scheme):
         du = torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype) * math.sqrt(dt)
         return w, space_time_integral(w, du, dt)
 
-    def step(  # type: ignore[override]  # extra keywords are refused (no **extras)
-        self,
-        field: Any,
-        t: Time,
-        x: torch.Tensor,
-        dt: float,
-        state: Any,
-        generator: torch.Generator | None = None,
-        *,
-        dw: Any = None,
-    ) -> tuple[torch.Tensor, Any]:
+    def _advance(
+        self, field: Any, t: Time, x: torch.Tensor, dt: float, generator: torch.Generator | None, dw: Any
+    ) -> torch.Tensor:
         dw, dz = self.draw(field, x, dt, generator, dw)
         if field.additive:
-            return self._additive_step(field, t, x, dt, dw, dz), state
-        return self._ito_step(field, t, x, dt, dw, dz), state
+            return self._additive_step(field, t, x, dt, dw, dz)
+        return self._ito_step(field, t, x, dt, dw, dz)
 
     @staticmethod
     def _at(t: Time, c: float, dt: float) -> Time:
