@@ -64,7 +64,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -151,8 +151,35 @@ def _check_sum(name: str, what: str, values: Sequence[float], target: float) -> 
         )
 
 
+class _Tableau:
+    """What ``__post_init__`` checks of a tableau: the vectors with one entry per stage (as many as
+    ``alpha``), the lower-triangular rows, and the weights with the sums they must have."""
+
+    _kind: ClassVar[str]
+    _vectors: ClassVar[tuple[str, ...]]
+    _rows: ClassVar[tuple[str, ...]]
+    _sums: ClassVar[tuple[tuple[str, float], ...]]
+    name: str
+    alpha: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        label = f"{self._kind} {self.name}"
+        s = len(self.alpha)
+        for what in self._vectors:
+            if len(getattr(self, what)) != s:
+                raise ValueError(f"{label}: {what} must have {s} entries")
+        for what in self._rows:
+            _check_rows(label, what, getattr(self, what), s)
+        for what, target in self._sums:
+            _check_sum(label, what, getattr(self, what), target)
+
+    @property
+    def stages(self) -> int:
+        return len(self.alpha)
+
+
 @dataclass(frozen=True)
-class SRATableau:
+class SRATableau(_Tableau):
     """Rößler's SRA tableau for additive noise: ``c0, c1`` (drift and diffusion times),
     ``a0, b0`` (lower-triangular rows; ``a0[i]`` has ``i`` entries), weights ``alpha``,
     ``beta1``, ``beta2``; ``order`` (deterministic) and ``weak_order`` as declared."""
@@ -168,24 +195,14 @@ class SRATableau:
     order: int
     weak_order: float
 
-    def __post_init__(self) -> None:
-        s = len(self.alpha)
-        for what in ("c0", "c1", "beta1", "beta2"):
-            if len(getattr(self, what)) != s:
-                raise ValueError(f"SRATableau {self.name}: {what} must have {s} entries")
-        _check_rows(f"SRATableau {self.name}", "a0", self.a0, s)
-        _check_rows(f"SRATableau {self.name}", "b0", self.b0, s)
-        _check_sum(f"SRATableau {self.name}", "alpha", self.alpha, 1.0)
-        _check_sum(f"SRATableau {self.name}", "beta1", self.beta1, 1.0)
-        _check_sum(f"SRATableau {self.name}", "beta2", self.beta2, 0.0)
-
-    @property
-    def stages(self) -> int:
-        return len(self.alpha)
+    _kind = "SRATableau"
+    _vectors = ("c0", "c1", "beta1", "beta2")
+    _rows = ("a0", "b0")
+    _sums = (("alpha", 1.0), ("beta1", 1.0), ("beta2", 0.0))
 
 
 @dataclass(frozen=True)
-class SRITableau:
+class SRITableau(_Tableau):
     """Rößler's SRI tableau for scalar / diagonal Itô noise: ``c0, c1``, lower-triangular
     ``a0, a1, b0, b1``, weights ``alpha``, ``beta1`` … ``beta4``; ``order`` and ``weak_order``."""
 
@@ -204,21 +221,10 @@ class SRITableau:
     order: int
     weak_order: float
 
-    def __post_init__(self) -> None:
-        s = len(self.alpha)
-        for what in ("c0", "c1", "beta1", "beta2", "beta3", "beta4"):
-            if len(getattr(self, what)) != s:
-                raise ValueError(f"SRITableau {self.name}: {what} must have {s} entries")
-        for what in ("a0", "a1", "b0", "b1"):
-            _check_rows(f"SRITableau {self.name}", what, getattr(self, what), s)
-        _check_sum(f"SRITableau {self.name}", "alpha", self.alpha, 1.0)
-        _check_sum(f"SRITableau {self.name}", "beta1", self.beta1, 1.0)
-        for what in ("beta2", "beta3", "beta4"):
-            _check_sum(f"SRITableau {self.name}", what, getattr(self, what), 0.0)
-
-    @property
-    def stages(self) -> int:
-        return len(self.alpha)
+    _kind = "SRITableau"
+    _vectors = ("c0", "c1", "beta1", "beta2", "beta3", "beta4")
+    _rows = ("a0", "a1", "b0", "b1")
+    _sums = (("alpha", 1.0), ("beta1", 1.0), ("beta2", 0.0), ("beta3", 0.0), ("beta4", 0.0))
 
 
 #: Rößler (2010)'s SRA tableaux for additive noise, by name
