@@ -155,7 +155,6 @@ class _Tableau:
     """What ``__post_init__`` checks of a tableau: the vectors with one entry per stage (as many as
     ``alpha``), the lower-triangular rows, and the weights with the sums they must have."""
 
-    _kind: ClassVar[str]
     _vectors: ClassVar[tuple[str, ...]]
     _rows: ClassVar[tuple[str, ...]]
     _sums: ClassVar[tuple[tuple[str, float], ...]]
@@ -163,7 +162,7 @@ class _Tableau:
     alpha: tuple[float, ...]
 
     def __post_init__(self) -> None:
-        label = f"{self._kind} {self.name}"
+        label = f"{type(self).__name__} {self.name}"
         s = len(self.alpha)
         for what in self._vectors:
             if len(getattr(self, what)) != s:
@@ -195,7 +194,6 @@ class SRATableau(_Tableau):
     order: int
     weak_order: float
 
-    _kind = "SRATableau"
     _vectors = ("c0", "c1", "beta1", "beta2")
     _rows = ("a0", "b0")
     _sums = (("alpha", 1.0), ("beta1", 1.0), ("beta2", 0.0))
@@ -221,7 +219,6 @@ class SRITableau(_Tableau):
     order: int
     weak_order: float
 
-    _kind = "SRITableau"
     _vectors = ("c0", "c1", "beta1", "beta2", "beta3", "beta4")
     _rows = ("a0", "a1", "b0", "b1")
     _sums = (("alpha", 1.0), ("beta1", 1.0), ("beta2", 0.0), ("beta3", 0.0), ("beta4", 0.0))
