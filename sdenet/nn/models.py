@@ -536,39 +536,19 @@ def _cifar_depths():
     return {20: 3, 32: 5, 44: 7, 56: 9, 110: 18}
 
 
+def _cifar(name, arch, method, n):
+    """A CIFAR network: three stages of widths 16, 32, 64 with ``n`` blocks each, a 16-channel stem."""
+    _register(name, arch=arch, method=method, widths=(16, 32, 64), blocks=(n,) * 3, stem_width=16)
+
+
 for _d, _n in _cifar_depths().items():
-    _register(
-        f"resnet{_d}", arch="postact", method="euler", widths=(16, 32, 64), blocks=(_n,) * 3, stem_width=16
-    )
+    _cifar(f"resnet{_d}", "postact", "euler", _n)
 for _d, _n in _cifar_depths().items():
-    _register(
-        f"preact_resnet{_d}",
-        arch="preact",
-        method="euler",
-        widths=(16, 32, 64),
-        blocks=(_n,) * 3,
-        stem_width=16,
-    )
-_register(
-    "preact_resnet164",
-    arch="preact_bottleneck",
-    method="euler",
-    widths=(16, 32, 64),
-    blocks=(18,) * 3,
-    stem_width=16,
-)
+    _cifar(f"preact_resnet{_d}", "preact", "euler", _n)
+_cifar("preact_resnet164", "preact_bottleneck", "euler", 18)
 for _d, _n in _cifar_depths().items():
-    _register(
-        f"lm_resnet{_d}", arch="preact", method="lm", widths=(16, 32, 64), blocks=(_n,) * 3, stem_width=16
-    )
-_register(
-    "lm_resnet164",
-    arch="preact_bottleneck",
-    method="lm",
-    widths=(16, 32, 64),
-    blocks=(18,) * 3,
-    stem_width=16,
-)
+    _cifar(f"lm_resnet{_d}", "preact", "lm", _n)
+_cifar("lm_resnet164", "preact_bottleneck", "lm", 18)
 for _c in (8, 16):
     for _m in ("euler", "lm"):
         _register(
@@ -583,17 +563,8 @@ for _c in (8, 16):
         )
 for _d in (56, 110):
     _n = _cifar_depths()[_d]
-    _register(
-        f"sd_resnet{_d}", arch="preact", method="sd", widths=(16, 32, 64), blocks=(_n,) * 3, stem_width=16
-    )
-    _register(
-        f"lm_sd_resnet{_d}",
-        arch="preact",
-        method="lm_sd",
-        widths=(16, 32, 64),
-        blocks=(_n,) * 3,
-        stem_width=16,
-    )
+    _cifar(f"sd_resnet{_d}", "preact", "sd", _n)
+    _cifar(f"lm_sd_resnet{_d}", "preact", "lm_sd", _n)
 for _w in (32, 96):
     _register(
         f"shake_shake26_2x{_w}d",
@@ -603,8 +574,8 @@ for _w in (32, 96):
         blocks=(4, 4, 4),
         stem_width=16,
     )
-_register("polynet", arch="preact", method="neumann", widths=(16, 32, 64), blocks=(3, 3, 3), stem_width=16)
-_register("fractalnet", arch="preact", method="heun", widths=(16, 32, 64), blocks=(4, 4, 4), stem_width=16)
+_cifar("polynet", "preact", "neumann", 3)
+_cifar("fractalnet", "preact", "heun", 4)
 _register("revnet", arch="revnet", method="coupled", widths=(32, 64, 128), blocks=(3, 3, 3), stem_width=32)
 # tiny models for tests and quick CPU runs: widths 8/16/32, two blocks per stage
 for _name, _m, _arch in (
@@ -618,7 +589,7 @@ for _name, _m, _arch in (
 # Ruthotto & Haber's PDE-based CNNs: every 3x3 kernel a combination of differential operators
 # scaled by the grid spacing, so the network is resolution independent (sdenet/nn/operators.py)
 _register("tiny_pde_resnet", arch="pde", method="euler", widths=(8, 16, 32), blocks=(2, 2, 2), stem_width=8)
-_register("pde_resnet20", arch="pde", method="euler", widths=(16, 32, 64), blocks=(3, 3, 3), stem_width=16)
+_cifar("pde_resnet20", "pde", "euler", 3)
 # Chang et al. (AAAI 2018): Hamiltonian, midpoint and leapfrog networks (sdenet/nn/reversible.py)
 from .reversible import FAMILIES as _REV_FAMILIES  # noqa: E402
 from .reversible import build_reversible as _build_reversible  # noqa: E402
