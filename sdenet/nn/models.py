@@ -384,27 +384,26 @@ def _drop_field(cfg, s):
     return field, [_law(cfg, p) for p in field.p]
 
 
-@register_method(
-    "sd",
-    scheme="weak_euler",
-    law="drop",
-    options=("p_L", "mode", "law", "p_schedule"),
-    stochastic_depth=True,
-    transition=_drop_transition,
-)
+def _stochastic_depth(name, scheme, options=()):
+    """:func:`register_method` for a stochastic-depth method: the drop law, its survival options
+    (with the scheme's ``options``), the drop transition."""
+    return register_method(
+        name,
+        scheme=scheme,
+        law="drop",
+        options=("p_L", "mode", *options, "law", "p_schedule"),
+        stochastic_depth=True,
+        transition=_drop_transition,
+    )
+
+
+@_stochastic_depth("sd", "weak_euler")
 def _sd_stage(cfg, s):
     field, laws = _drop_field(cfg, s)
     return Stage(field, [WeakEuler(law) for law in laws], name=s.name, post=s.post)
 
 
-@register_method(
-    "lm_sd",
-    scheme="stochastic_lm",
-    law="drop",
-    options=("p_L", "mode", "k_init", "per_channel", "law", "p_schedule"),
-    stochastic_depth=True,
-    transition=_drop_transition,
-)
+@_stochastic_depth("lm_sd", "stochastic_lm", ("k_init", "per_channel"))
 def _lm_sd_stage(cfg, s):
     field, laws = _drop_field(cfg, s)
     return lm_stage(
