@@ -73,6 +73,15 @@ def add_device_option(parser, help: str = "auto, cpu, cuda or cuda:N") -> None:
     parser.add_argument("--device", default="auto", help=help)
 
 
+def add_samples_option(parser, default: int | None, help: str) -> None:
+    """``--samples N``: Monte Carlo draws of a stochastic network's test error."""
+    parser.add_argument("--samples", type=nonneg_int, default=default, metavar="N", help=help)
+
+
+def add_limit_test_option(parser, help: str = "use only the first N test images") -> None:
+    parser.add_argument("--limit-test", type=positive_int, default=None, metavar="N", help=help)
+
+
 def add_data_root_option(parser, help: str | None = None) -> None:
     parser.add_argument("--data-root", default=None, metavar="DIR", help=help)
 

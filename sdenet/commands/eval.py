@@ -14,10 +14,11 @@ from ._args import (
     add_data_root_option,
     add_device_option,
     add_json_option,
+    add_limit_test_option,
+    add_samples_option,
     add_threads_option,
     apply_threads,
     depth_factors,
-    nonneg_int,
     pick,
     positive_int,
 )
@@ -35,12 +36,8 @@ def register(subparsers) -> None:
     p.add_argument(
         "--dataset", default=None, help="dataset to test on (default: the one in the checkpoint's config)"
     )
-    p.add_argument(
-        "--samples",
-        type=nonneg_int,
-        default=None,
-        metavar="N",
-        help="Monte Carlo draws for stochastic networks (default 10; 0: none; at most 10000)",
+    add_samples_option(
+        p, None, "Monte Carlo draws for stochastic networks (default 10; 0: none; at most 10000)"
     )
     p.add_argument(
         "--model",
@@ -52,9 +49,7 @@ def register(subparsers) -> None:
     )
     add_device_option(p)
     p.add_argument("--batch-size", type=positive_int, default=None)
-    p.add_argument(
-        "--limit-test", type=positive_int, default=None, metavar="N", help="use only the first N test images"
-    )
+    add_limit_test_option(p)
     add_data_root_option(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo draws")
     p.add_argument(

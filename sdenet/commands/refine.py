@@ -20,10 +20,11 @@ from ._args import (
     add_data_root_option,
     add_device_option,
     add_json_option,
+    add_limit_test_option,
     add_p_schedule_option,
+    add_samples_option,
     add_threads_option,
     apply_threads,
-    nonneg_int,
     positive_int,
 )
 
@@ -54,20 +55,8 @@ def register(subparsers) -> None:
         "or sqrt (1/2 + (p - 1/2) sqrt(dt), which keeps condition (5)); default: the network's own",
     )
     p.add_argument("--no-eval", dest="evaluate", action="store_false", help="do not evaluate")
-    p.add_argument(
-        "--samples",
-        type=nonneg_int,
-        default=0,
-        metavar="N",
-        help="Monte Carlo draws for a stochastic network's test error (default 0)",
-    )
-    p.add_argument(
-        "--limit-test",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help="evaluate on the first N test images",
-    )
+    add_samples_option(p, 0, "Monte Carlo draws for a stochastic network's test error (default 0)")
+    add_limit_test_option(p, "evaluate on the first N test images")
     add_device_option(p)
     add_data_root_option(p)
     add_json_option(p)

@@ -16,6 +16,7 @@ from ..errors import UsageError
 from ._args import (
     add_data_root_option,
     add_device_option,
+    add_limit_test_option,
     add_p_schedule_option,
     add_threads_option,
     apply_threads,
@@ -298,9 +299,7 @@ def register(subparsers) -> None:
         metavar="N",
         help="use only the first N training images",
     )
-    p.add_argument(
-        "--limit-test", type=positive_int, default=None, metavar="N", help="use only the first N test images"
-    )
+    add_limit_test_option(p)
     add_data_root_option(p, "where cifar10/cifar100 live (default $SDENET_DATA or ~/.cache/sdenet)")
     p.add_argument("--download", action="store_true", help="download cifar10/cifar100 if missing")
     p.add_argument(
