@@ -180,11 +180,11 @@ def integrate(
         t0=t0,
         dt=dt,
         steps=steps,
+        check_field=FieldCheck(field, x, "integrate"),
+        tensor_time=getattr(field, "tensor_time", True),
         generator=generator,
         dw=increments,
         save=path,
-        check_field=FieldCheck(field, x, "integrate"),
-        tensor_time=getattr(field, "tensor_time", True),
     )
     out: torch.Tensor | tuple[torch.Tensor, ...]
     if path is None:
