@@ -52,13 +52,7 @@ class AdditiveField(_CallableDrift):
 
     _g_value: torch.Tensor  # the buffer of a tensor or number diffusion
 
-    def __init__(
-        self,
-        drift: FieldFn,
-        diffusion: Any,
-        noise: str = "diagonal",
-        m: int | None = None,
-    ) -> None:
+    def __init__(self, drift: FieldFn, diffusion: Any, noise: str = "diagonal", m: int | None = None) -> None:
         super().__init__()
         if not callable(drift):
             raise ValueError("AdditiveField: drift must be a callable (t, x) -> tensor")
