@@ -69,18 +69,7 @@ from torch import nn
 
 from ..laws import LAW_NAMES, P_SCHEDULES, DropBernoulli, Uniform, get_law
 from ..schemes import CoupledEuler, Euler, Heun, NeumannEuler, WeakEuler
-from .blocks import (
-    ConvShortcut,
-    PadShortcut,
-    PostActBasic,
-    PostActBottleneck,
-    PreActBasic,
-    PreActBottleneck,
-    ProjectionShortcut,
-    ShakeBranch,
-    ShakeShortcut,
-    conv3x3,
-)
+from . import blocks
 from .fields import CoupledBlockField, DropField, ShakeField, _check_dt
 from .memory import MEMORY_MODES
 from .network import Layer, Network
@@ -112,11 +101,11 @@ class _Head(nn.Module):
 
 def _stem(kind: str, width: int) -> nn.Module:
     if kind == "conv":
-        return conv3x3(3, width)
+        return blocks.conv3x3(3, width)
     if kind == "conv_bn":
-        return nn.Sequential(conv3x3(3, width), nn.BatchNorm2d(width))
+        return nn.Sequential(blocks.conv3x3(3, width), nn.BatchNorm2d(width))
     if kind == "conv_bn_relu":
-        return nn.Sequential(conv3x3(3, width), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        return nn.Sequential(blocks.conv3x3(3, width), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
     if kind == "pde":
         return DiffConv2d(3, width)
     if kind == "imagenet":
@@ -165,26 +154,26 @@ def register_arch(
 
 
 def _pad(c_in, c_out, stride):
-    return PadShortcut(c_in, c_out, stride)
+    return blocks.PadShortcut(c_in, c_out, stride)
 
 
 def _conv(c_in, c_out, stride):
-    return ConvShortcut(c_in, c_out, stride, bn=False)
+    return blocks.ConvShortcut(c_in, c_out, stride, bn=False)
 
 
 def _conv_bn(c_in, c_out, stride):
-    return ConvShortcut(c_in, c_out, stride, bn=True)
+    return blocks.ConvShortcut(c_in, c_out, stride, bn=True)
 
 
 @register_arch("preact", stem="conv", head="bn_relu", post=None, shortcut=_pad)
 @register_arch("revnet", stem="conv", head="bn_relu", post=None, shortcut=_pad, even_widths=True)
 def _preact_basic(cfg, c_in, c_out, stride, i):
-    return PreActBasic(c_in, c_out, stride)
+    return blocks.PreActBasic(c_in, c_out, stride)
 
 
 @register_arch("postact", stem="conv_bn_relu", head="none", post="relu", shortcut=_pad)
 def _postact_basic(cfg, c_in, c_out, stride, i):
-    return PostActBasic(c_in, c_out, stride)
+    return blocks.PostActBasic(c_in, c_out, stride)
 
 
 # sdenet/nn/operators.py: differential-operator kernels
@@ -195,12 +184,12 @@ def _pde_basic(cfg, c_in, c_out, stride, i):
 
 @register_arch("preact_bottleneck", stem="conv", head="bn_relu", post=None, shortcut=_conv, expansion=4)
 def _preact_bottleneck(cfg, c_in, c_out, stride, i):
-    return PreActBottleneck(c_in, cfg["widths"][i], c_out, stride)
+    return blocks.PreActBottleneck(c_in, cfg["widths"][i], c_out, stride)
 
 
 @register_arch("imagenet", stem="imagenet", head="none", post="relu", shortcut=_conv_bn, expansion=4)
 def _postact_bottleneck(cfg, c_in, c_out, stride, i):
-    return PostActBottleneck(c_in, cfg["widths"][i], c_out, stride)
+    return blocks.PostActBottleneck(c_in, cfg["widths"][i], c_out, stride)
 
 
 @register_arch(
@@ -213,7 +202,7 @@ def _postact_bottleneck(cfg, c_in, c_out, stride, i):
 )
 def _resnext(cfg, c_in, c_out, stride, i):
     inner = cfg["cardinality"] * cfg["base_width"] * 2**i
-    return PostActBottleneck(c_in, inner, c_out, stride, groups=cfg["cardinality"])
+    return blocks.PostActBottleneck(c_in, inner, c_out, stride, groups=cfg["cardinality"])
 
 
 @register_arch(
@@ -221,12 +210,12 @@ def _resnext(cfg, c_in, c_out, stride, i):
     stem="conv_bn",
     head="relu",
     post=None,
-    shortcut=ShakeShortcut,
+    shortcut=blocks.ShakeShortcut,
     fixed_shortcut=True,
     even_widths=True,
 )
 def _shake(cfg, c_in, c_out, stride, i):
-    return ShakeBranch(c_in, c_out, stride)
+    return blocks.ShakeBranch(c_in, c_out, stride)
 
 
 def _out_width(cfg, i):
@@ -238,7 +227,7 @@ def _branch(cfg, c_in, c_out, stride, i):
 
 
 SHORTCUTS = ("pad", "projection", "conv", "conv_bn")
-_SHORTCUT_KINDS = {"pad": _pad, "projection": ProjectionShortcut, "conv": _conv, "conv_bn": _conv_bn}
+_SHORTCUT_KINDS = {"pad": _pad, "projection": blocks.ProjectionShortcut, "conv": _conv, "conv_bn": _conv_bn}
 
 
 def _shortcut(cfg, c_in, c_out, stride):
