@@ -117,6 +117,8 @@ class Field(nn.Module):
         True when the state is a pair ``(x, y)`` (RevNet-type systems).
     """
 
+    # What a field declares, one class attribute each; sdenet.schemes.base.Scheme declares what a
+    # scheme is the same way (a duplicates pair in form only: different attributes, nothing shared).
     noise: str | None = None
     coupled: bool = False
     #: True: ``integrate`` and stages pass ``t`` as a 0-dim tensor on the state's device and

@@ -24,6 +24,10 @@ from ._args import (
 )
 
 
+# Every command registers itself the same way (sdenet.cli calls register(subparsers)): its name,
+# help and description are its own text, so this header has the shape of refine's and plot's
+# (duplicates pairs eval~refine, eval~plot) with nothing to share; the options they do share are
+# the helpers in _args.
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "eval",

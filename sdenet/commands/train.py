@@ -157,6 +157,9 @@ def register(subparsers) -> None:
         help="F times the steps per stage at dt/F over the same T (fixed-T refinement "
         "of the model's architecture, freshly initialised)",
     )
+    # One add_argument per option, each with its own type, default and help: the calls share their
+    # shape (duplicates pairs within this list), not their content. Options declared alike in
+    # several commands are helpers in _args (add_device_option, add_limit_test_option, ...).
     p.add_argument(
         "--multilevel",
         type=positive_int,

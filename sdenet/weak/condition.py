@@ -144,6 +144,8 @@ def _condition_from(m, se, dt):
     return c, se[0] + se[1] + se[2]
 
 
+# The same parameters as empirical_moments, which it hands them to: spelled out (a duplicates
+# pair with empirical_moments' signature) so that the signature documents them.
 def empirical_condition(
     law: NoiseLaw,
     dt: float,
