@@ -83,6 +83,10 @@ __all__ = [
     "LinearSDEField",
     "integrate",
     "make_grid",
+    # The laws and schemes below repeat lines of sdenet.laws.__all__ and sdenet.schemes.__all__
+    # (duplicates pairs) on purpose: the top level exports a chosen subset of each, and mypy checks
+    # this module with no_implicit_reexport, which reads only a literal __all__ (one built from
+    # the submodules' lists makes every `sdenet.Gaussian` in sdenet/theory an error).
     "LAW_NAMES",
     "NoiseLaw",
     "Gaussian",
@@ -92,6 +96,7 @@ __all__ = [
     "DropBernoulli",
     "get_law",
     "survival_at",
+    # the schemes: a literal list for the same reason as the laws above
     "SCHEME_NAMES",
     "Scheme",
     "Euler",

@@ -26,12 +26,12 @@ from typing import Any
 
 import torch
 
-from .fields import Field, FieldFn, Time, _as_time, _check_noise
+from .fields import FieldFn, Time, _as_time, _CallableDrift, _check_noise, _set_brownian_count
 
 __all__ = ["AdditiveField"]
 
 
-class AdditiveField(Field):
+class AdditiveField(_CallableDrift):
     """``dX = drift(t, X) dt + g(t) dW`` with ``g`` independent of ``X``.
 
     Parameters
@@ -52,28 +52,12 @@ class AdditiveField(Field):
 
     _g_value: torch.Tensor  # the buffer of a tensor or number diffusion
 
-    def __init__(
-        self,
-        drift: FieldFn,
-        diffusion: Any,
-        noise: str = "diagonal",
-        m: int | None = None,
-    ) -> None:
+    def __init__(self, drift: FieldFn, diffusion: Any, noise: str = "diagonal", m: int | None = None) -> None:
         super().__init__()
         if not callable(drift):
             raise ValueError("AdditiveField: drift must be a callable (t, x) -> tensor")
         self.noise = _check_noise(noise)
-        if noise == "general":
-            if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-                raise ValueError(
-                    f"AdditiveField: noise='general' needs m, a positive number of Brownian motions, "
-                    f"got m={m!r}"
-                )
-            self.m = m
-        elif m is not None and m != 1:
-            raise ValueError(
-                f"AdditiveField: m={m!r} Brownian motions needs noise='general' (got noise={noise!r})"
-            )
+        _set_brownian_count(self, "AdditiveField", noise, m)
         self._f = drift
         self._g_fn: Any = None
         if isinstance(diffusion, torch.Tensor):
@@ -93,9 +77,6 @@ class AdditiveField(Field):
                     f"got {diffusion!r}"
                 ) from None
             self.register_buffer("_g_value", torch.tensor(value, dtype=torch.float64))
-
-    def drift(self, t: Time, x: torch.Tensor) -> torch.Tensor:
-        return self._f(t if isinstance(t, torch.Tensor) else _as_time(t, x), x)
 
     def diffusion(self, t: Time, x: torch.Tensor | None = None) -> Any:  # g(t) may be a number
         """``g(t)``; ``x`` (ignored but for its device, dtype and shape) is accepted so that the

@@ -32,7 +32,6 @@ the loop: it imports :mod:`sdenet.loop`, which never imports it.
 
 from __future__ import annotations
 
-import math
 import sys
 import types
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from typing import Any
 import torch
 
 from . import loop as _loop
+from ._checks import checked_float
 from .fields import Field, Time, _check_noise
 from .laws import Draw
 from .loop import inplace_allowed, run_steps
@@ -60,14 +60,12 @@ def _coefficient(name: str, value: Any) -> float | torch.Tensor:
         if value.numel() != 1 and value.dim() > 0:
             raise ValueError(f"LinearSDEField: {name} must be a number or a one-element tensor")
         return value
-    # shaped like the checks of integrate/fast/schemes.base/weak.problems; not shared: each has its messages
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"LinearSDEField: {name} must be a number, got {value!r}") from None
-    if not math.isfinite(out):
-        raise ValueError(f"LinearSDEField: {name} must be finite, got {value!r}")
-    return out
+    return checked_float(
+        value,
+        "LinearSDEField: {name} must be a number, got {value!r}",
+        "LinearSDEField: {name} must be finite, got {value!r}",
+        name=name,
+    )
 
 
 class LinearSDEField(Field):

@@ -92,6 +92,19 @@ def _check_noise(noise: Any) -> str:
     return str(noise)
 
 
+def _set_brownian_count(field: Field, owner: str, noise: str, m: Any) -> None:
+    """``field.m = m`` for ``general`` noise (a positive int); other noise takes ``m`` None or 1
+    (the class's ``m = 1`` stands)."""
+    if noise == "general":
+        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+            raise ValueError(
+                f"{owner}: noise='general' needs m, a positive number of Brownian motions, got m={m!r}"
+            )
+        field.m = m
+    elif m is not None and m != 1:
+        raise ValueError(f"{owner}: m={m!r} Brownian motions needs noise='general' (got noise={noise!r})")
+
+
 class Field(nn.Module):
     """Base class of ``dX = drift(t, X) dt + diffusion(t, X) dW`` (``dX = drift(t, X) dt`` for an ODE).
     Subclasses define :meth:`drift` and, when stochastic, :meth:`diffusion`.
@@ -104,6 +117,8 @@ class Field(nn.Module):
         True when the state is a pair ``(x, y)`` (RevNet-type systems).
     """
 
+    # What a field declares, one class attribute each; sdenet.schemes.base.Scheme declares what a
+    # scheme is the same way (a duplicates pair in form only: different attributes, nothing shared).
     noise: str | None = None
     coupled: bool = False
     #: True: ``integrate`` and stages pass ``t`` as a 0-dim tensor on the state's device and
@@ -179,7 +194,17 @@ class Field(nn.Module):
         return _TorchdiffeqAdapter(self, shape)
 
 
-class SDEField(Field):
+class _CallableDrift(Field):
+    """A field whose drift is a user's callable ``_f(t, x)`` (:class:`SDEField`, :class:`ODEField`,
+    :class:`sdenet.additive.AdditiveField`)."""
+
+    _f: FieldFn
+
+    def drift(self, t: Time, x: torch.Tensor) -> torch.Tensor:
+        return _call(self._f, t, x)
+
+
+class SDEField(_CallableDrift):
     """``dX = drift(t, X) dt + diffusion(t, X) dW`` from two callables ``(t, x) -> tensor``.
 
     Callables that are ``nn.Module`` s are registered as submodules (``_f``, ``_g``), so
@@ -198,31 +223,19 @@ class SDEField(Field):
         if not callable(drift) or not callable(diffusion):
             raise ValueError("SDEField: drift and diffusion must be callables (t, x) -> tensor")
         self.noise = _check_noise(noise)
-        if noise == "general":
-            if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-                raise ValueError(
-                    f"SDEField: noise='general' needs m, a positive number of Brownian motions, got m={m!r}"
-                )
-            self.m = m
-        elif m is not None and m != 1:
-            raise ValueError(
-                f"SDEField: m={m!r} Brownian motions needs noise='general' (got noise={noise!r})"
-            )
+        _set_brownian_count(self, "SDEField", noise, m)
         self.commutative = bool(commutative)
         self._f = drift
         self._g = diffusion
 
-    def drift(self, t: Time, x: torch.Tensor) -> torch.Tensor:
-        return self._f(t if isinstance(t, torch.Tensor) else _as_time(t, x), x)
-
     def diffusion(self, t: Time, x: torch.Tensor) -> torch.Tensor:
-        return self._g(t if isinstance(t, torch.Tensor) else _as_time(t, x), x)
+        return _call(self._g, t, x)
 
     def extra_repr(self) -> str:
         return f"noise={self.noise!r}" + (f", m={self.m}" if self.noise == "general" else "")
 
 
-class ODEField(Field):
+class ODEField(_CallableDrift):
     """``u' = drift(t, u)``."""
 
     def __init__(self, drift: FieldFn) -> None:
@@ -230,9 +243,6 @@ class ODEField(Field):
         if not callable(drift):
             raise ValueError("ODEField: drift must be a callable (t, x) -> tensor")
         self._f = drift
-
-    def drift(self, t: Time, x: torch.Tensor) -> torch.Tensor:
-        return self._f(t if isinstance(t, torch.Tensor) else _as_time(t, x), x)
 
 
 class CoupledField(Field):
@@ -252,10 +262,10 @@ class CoupledField(Field):
         self._f2 = f2
 
     def f1(self, t: Time, y: torch.Tensor) -> torch.Tensor:
-        return self._f1(t if isinstance(t, torch.Tensor) else _as_time(t, y), y)
+        return _call(self._f1, t, y)
 
     def f2(self, t: Time, x: torch.Tensor) -> torch.Tensor:
-        return self._f2(t if isinstance(t, torch.Tensor) else _as_time(t, x), x)
+        return _call(self._f2, t, x)
 
     # the state of a coupled field is a pair, so its drift is one (as FieldCheck and CoupledEuler expect)
     def drift(self, t: Time, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
@@ -315,6 +325,11 @@ def _as_time(t: Time, x: torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Te
     """``t`` as a 0-dim tensor on the device and dtype of the state ``x`` (a tensor or a pair)."""
     like = x[0] if isinstance(x, (tuple, list)) else x
     return torch.tensor(float(t), dtype=like.dtype, device=like.device)
+
+
+def _call(fn: FieldFn, t: Time, x: torch.Tensor) -> torch.Tensor:
+    """``fn(t, x)`` of a user's callable, with a float ``t`` made a tensor first (:func:`_as_time`)."""
+    return fn(t if isinstance(t, torch.Tensor) else _as_time(t, x), x)
 
 
 def time_points(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, overload
+from typing import Any, TypeVar, cast
 
 import torch
 
+from ._checks import checked_float
 from .fields import Field, FieldCheck
 from .loop import run_steps
 from .schemes import Scheme, is_scheme
@@ -16,14 +17,8 @@ __all__ = ["integrate", "make_grid"]
 
 
 def _finite(name: str, value: Any, what: str = "a finite number") -> float:
-    # shaped like the checks of integrate/fast/schemes.base/weak.problems; not shared: each has its messages
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"integrate: {name} must be {what}, got {name}={value!r}") from None
-    if not math.isfinite(out):
-        raise ValueError(f"integrate: {name} must be {what}, got {name}={value!r}")
-    return out
+    bad = "integrate: {name} must be {what}, got {name}={value!r}"
+    return checked_float(value, bad, bad, name=name, what=what)
 
 
 def _whole_steps(steps: Any) -> int:
@@ -100,12 +95,15 @@ def _check_tensor(name: str, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-# a tensor state gives a tensor (X(t1), or the stacked path), a coupled pair a pair
-@overload
+#: a state: a tensor, or a pair of tensors for a coupled field; ``integrate`` returns the same kind
+#: (X(t1), or the stacked path)
+State = TypeVar("State", torch.Tensor, tuple[torch.Tensor, torch.Tensor])
+
+
 def integrate(
     field: Field,
     scheme: Scheme,
-    x0: torch.Tensor,
+    x0: State,
     t0: float = 0.0,
     t1: float | None = None,
     steps: int | None = None,
@@ -113,36 +111,7 @@ def integrate(
     generator: torch.Generator | None = None,
     save: str = "last",
     dw: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | Callable[..., Any] | None = None,
-) -> torch.Tensor: ...
-
-
-@overload
-def integrate(
-    field: Field,
-    scheme: Scheme,
-    x0: tuple[torch.Tensor, torch.Tensor],
-    t0: float = 0.0,
-    t1: float | None = None,
-    steps: int | None = None,
-    dt: float | None = None,
-    generator: torch.Generator | None = None,
-    save: str = "last",
-    dw: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | Callable[..., Any] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-
-def integrate(
-    field: Field,
-    scheme: Scheme,
-    x0: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
-    t0: float = 0.0,
-    t1: float | None = None,
-    steps: int | None = None,
-    dt: float | None = None,
-    generator: torch.Generator | None = None,
-    save: str = "last",
-    dw: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | Callable[..., Any] | None = None,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+) -> State:
     """Integrate ``field`` with ``scheme`` from ``x0`` at ``t0`` over a uniform grid:
 
         X_{n+1} = Φ_Δt(t_n, X_n, ΔŴ_n),   t_n = t0 + nΔt,   n = 0 … N−1,   X_0 = x0,
@@ -211,18 +180,20 @@ def integrate(
         t0=t0,
         dt=dt,
         steps=steps,
+        check_field=FieldCheck(field, x, "integrate"),
+        tensor_time=getattr(field, "tensor_time", True),
         generator=generator,
         dw=increments,
         save=path,
-        check_field=FieldCheck(field, x, "integrate"),
-        tensor_time=getattr(field, "tensor_time", True),
     )
+    out: torch.Tensor | tuple[torch.Tensor, ...]
     if path is None:
-        out: torch.Tensor | tuple[torch.Tensor, torch.Tensor] = x
-        return out
-    if field.coupled:
-        return torch.stack([p[0] for p in path]), torch.stack([p[1] for p in path])
-    return torch.stack(path)
+        out = x
+    elif field.coupled:
+        out = torch.stack([p[0] for p in path]), torch.stack([p[1] for p in path])
+    else:
+        out = torch.stack(path)
+    return cast(State, out)
 
 
 def _check_increments(dw: Any, field: Field, scheme: Scheme, x: Any, steps: int) -> Callable[..., Any]:

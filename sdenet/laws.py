@@ -24,9 +24,11 @@ import cmath
 import math
 import operator
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+
+from ._checks import checked_float
 
 __all__ = [
     "NoiseLaw",
@@ -51,6 +53,10 @@ _SHIFTS: dict[str, torch.Tensor] = {}
 ShapeLike = int | Sequence[int]
 #: where to sample: a ``torch.device``, its name, or None (the default / the generator's device)
 DeviceLike = torch.device | str | None
+#: a checked sample shape (what ``_check_shape`` returns)
+Shape = tuple[int, ...]
+#: a random generator, or None for torch's global one
+Gen = torch.Generator | None
 #: what ``Draws.draw`` returns: ``(u, scale, shift)`` with ``ΔŴ = scale · u + shift``
 Draw = tuple[torch.Tensor, float, float]
 
@@ -114,13 +120,12 @@ def _check_dtype(dtype: Any) -> torch.dtype:
 
 
 def _check_dt(dt: Any) -> float:
-    try:
-        value = float(dt)
-    except (TypeError, ValueError):
-        raise ValueError(f"dt must be a positive number, got {dt!r}") from None
-    if not value > 0 or not math.isfinite(value):
-        raise ValueError(f"dt must be positive and finite, got dt={dt!r}")
-    return value
+    return checked_float(
+        dt,
+        "dt must be a positive number, got {value!r}",
+        "dt must be positive and finite, got dt={value!r}",
+        positive=True,
+    )
 
 
 #: the 5/6 quantile of the standard normal (−_Q16 is the 1/6 quantile)
@@ -144,10 +149,16 @@ class NoiseLaw:
     name: str = "law"
     #: True when every odd moment vanishes
     symmetric: bool = True
+    #: ``E ΔŴ⁴/Δt²`` of a symmetric law of variance Δt: the default :meth:`moments` is then
+    #: ``(0, Δt, 0, fourth · Δt²)``; None where the law computes its moments itself
+    _fourth: float | None = None
 
     def moments(self, dt: float) -> tuple[float, float, float, float]:
         """Exact ``(E ΔŴ, E ΔŴ², E ΔŴ³, E ΔŴ⁴)`` at step ``dt``."""
-        raise NotImplementedError
+        if self._fourth is None:
+            raise NotImplementedError
+        dt = _check_dt(dt)
+        return (0.0, dt, 0.0, self._fourth * dt * dt)
 
     def sample(
         self,
@@ -165,12 +176,7 @@ class NoiseLaw:
         )
 
     def _sample(
-        self,
-        shape: tuple[int, ...],
-        dt: float,
-        generator: torch.Generator | None,
-        device: DeviceLike,
-        dtype: torch.dtype,
+        self, shape: Shape, dt: float, generator: Gen, device: DeviceLike, dtype: torch.dtype
     ) -> torch.Tensor:
         raise NotImplementedError
 
@@ -225,7 +231,11 @@ class NoiseLaw:
         """A drawer of increments of ``shape`` at step ``dt`` into reused buffers (the stepping loop's
         in-place path, :mod:`sdenet.loop`): see :class:`Draws`. It makes the generator calls
         :meth:`sample` makes, so both give the same numbers."""
-        return Draws(self, *_draw_args(shape, dt, generator, like))
+        return self._drawer(self, *_draw_args(shape, dt, generator, like))
+
+    #: the :class:`Draws` class :meth:`draws` builds: ``Draws`` itself (set below it), or a
+    #: faster subclass the law names
+    _drawer: ClassVar[type[Draws]]
 
     # ------------------------------------------------------------ exact laws, coupling
     def moment(self, k: int, dt: float) -> float:
@@ -304,6 +314,9 @@ class Draws:
         return out.add_(shift) if shift != 0.0 else out
 
 
+NoiseLaw._drawer = Draws
+
+
 class _GaussianDraws(Draws):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -366,22 +379,12 @@ class Gaussian(NoiseLaw):
     """``ΔŴ ~ N(0, Δt)``: the Brownian increment itself (Euler–Maruyama)."""
 
     name = "gaussian"
-
-    def moments(self, dt: float) -> tuple[float, float, float, float]:
-        dt = _check_dt(dt)
-        return (0.0, dt, 0.0, 3.0 * dt * dt)
-
-    @property
-    def weak_order(self) -> float:
-        return 2.0
+    _fourth = 3.0
+    weak_order = 2.0
+    _drawer = _GaussianDraws
 
     def _sample(
-        self,
-        shape: tuple[int, ...],
-        dt: float,
-        generator: torch.Generator | None,
-        device: DeviceLike,
-        dtype: torch.dtype,
+        self, shape: Shape, dt: float, generator: Gen, device: DeviceLike, dtype: torch.dtype
     ) -> torch.Tensor:
         out = torch.randn(shape, generator=generator, device=device, dtype=dtype)
         return out.mul_(math.sqrt(dt))
@@ -393,11 +396,6 @@ class Gaussian(NoiseLaw):
     def characteristic(self, s: float, dt: float) -> complex:
         return complex(math.exp(-0.5 * s * s * _check_dt(dt)))
 
-    def draws(
-        self, shape: ShapeLike, dt: float, generator: torch.Generator | None, like: torch.Tensor
-    ) -> Draws:
-        return _GaussianDraws(self, *_draw_args(shape, dt, generator, like))
-
     def from_gaussian(self, dw: torch.Tensor, dt: float) -> torch.Tensor:
         """The Brownian increments themselves."""
         _check_dt(dt)
@@ -408,18 +406,14 @@ class Uniform(NoiseLaw):
     """``ΔŴ ~ U[−√(3Δt), √(3Δt)]``: shake-shake's increment (variance Δt, E ΔŴ⁴ = 9Δt²/5)."""
 
     name = "uniform"
+    _drawer = _UniformDraws
 
     def moments(self, dt: float) -> tuple[float, float, float, float]:
         dt = _check_dt(dt)
         return (0.0, dt, 0.0, 9.0 * dt * dt / 5.0)
 
     def _sample(
-        self,
-        shape: tuple[int, ...],
-        dt: float,
-        generator: torch.Generator | None,
-        device: DeviceLike,
-        dtype: torch.dtype,
+        self, shape: Shape, dt: float, generator: Gen, device: DeviceLike, dtype: torch.dtype
     ) -> torch.Tensor:
         a = math.sqrt(3.0 * dt)
         out = torch.empty(shape, device=device, dtype=dtype)
@@ -428,11 +422,6 @@ class Uniform(NoiseLaw):
     def moment(self, k: int, dt: float) -> float:
         k, dt = _check_k(k), _check_dt(dt)
         return 0.0 if k % 2 else math.sqrt(3.0 * dt) ** k / (k + 1)
-
-    def draws(
-        self, shape: ShapeLike, dt: float, generator: torch.Generator | None, like: torch.Tensor
-    ) -> Draws:
-        return _UniformDraws(self, *_draw_args(shape, dt, generator, like))
 
     def characteristic(self, s: float, dt: float) -> complex:
         a = s * math.sqrt(3.0 * _check_dt(dt))
@@ -449,22 +438,14 @@ class Rademacher(NoiseLaw):
     """``ΔŴ = ±√Δt`` with probability ½ each (E ΔŴ⁴ = Δt²)."""
 
     name = "rademacher"
-
-    def moments(self, dt: float) -> tuple[float, float, float, float]:
-        dt = _check_dt(dt)
-        return (0.0, dt, 0.0, dt * dt)
+    _fourth = 1.0
 
     #: below this many elements one ``randint`` draw per element is cheaper than
     #: unpacking 64-bit words (the unpacking costs a handful of extra tensor ops)
     small: int = 8192
 
     def _sample(
-        self,
-        shape: tuple[int, ...],
-        dt: float,
-        generator: torch.Generator | None,
-        device: DeviceLike,
-        dtype: torch.dtype,
+        self, shape: Shape, dt: float, generator: Gen, device: DeviceLike, dtype: torch.dtype
     ) -> torch.Tensor:
         s = math.sqrt(dt)
         n = math.prod(shape)
@@ -507,22 +488,11 @@ class ThreePoint(NoiseLaw):
     """
 
     name = "threepoint"
-
-    def moments(self, dt: float) -> tuple[float, float, float, float]:
-        dt = _check_dt(dt)
-        return (0.0, dt, 0.0, 3.0 * dt * dt)
-
-    @property
-    def weak_order(self) -> float:
-        return 2.0
+    _fourth = 3.0
+    weak_order = 2.0
 
     def _sample(
-        self,
-        shape: tuple[int, ...],
-        dt: float,
-        generator: torch.Generator | None,
-        device: DeviceLike,
-        dtype: torch.dtype,
+        self, shape: Shape, dt: float, generator: Gen, device: DeviceLike, dtype: torch.dtype
     ) -> torch.Tensor:
         a = math.sqrt(3.0 * dt)
         # v uniform on {0,..,5}: v == 0 -> -a, v == 5 -> +a, otherwise 0.
@@ -643,12 +613,7 @@ class DropBernoulli(NoiseLaw):
         return (u < self.p).to(dtype_)
 
     def _sample(
-        self,
-        shape: tuple[int, ...],
-        dt: float,
-        generator: torch.Generator | None,
-        device: DeviceLike,
-        dtype: torch.dtype,
+        self, shape: Shape, dt: float, generator: Gen, device: DeviceLike, dtype: torch.dtype
     ) -> torch.Tensor:
         if self.p == 1.0:
             return torch.zeros(shape, device=device, dtype=dtype)

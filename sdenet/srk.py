@@ -64,7 +64,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -151,8 +151,34 @@ def _check_sum(name: str, what: str, values: Sequence[float], target: float) -> 
         )
 
 
+class _Tableau:
+    """What ``__post_init__`` checks of a tableau: the vectors with one entry per stage (as many as
+    ``alpha``), the lower-triangular rows, and the weights with the sums they must have."""
+
+    _vectors: ClassVar[tuple[str, ...]]
+    _rows: ClassVar[tuple[str, ...]]
+    _sums: ClassVar[tuple[tuple[str, float], ...]]
+    name: str
+    alpha: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        label = f"{type(self).__name__} {self.name}"
+        s = len(self.alpha)
+        for what in self._vectors:
+            if len(getattr(self, what)) != s:
+                raise ValueError(f"{label}: {what} must have {s} entries")
+        for what in self._rows:
+            _check_rows(label, what, getattr(self, what), s)
+        for what, target in self._sums:
+            _check_sum(label, what, getattr(self, what), target)
+
+    @property
+    def stages(self) -> int:
+        return len(self.alpha)
+
+
 @dataclass(frozen=True)
-class SRATableau:
+class SRATableau(_Tableau):
     """Rößler's SRA tableau for additive noise: ``c0, c1`` (drift and diffusion times),
     ``a0, b0`` (lower-triangular rows; ``a0[i]`` has ``i`` entries), weights ``alpha``,
     ``beta1``, ``beta2``; ``order`` (deterministic) and ``weak_order`` as declared."""
@@ -168,24 +194,13 @@ class SRATableau:
     order: int
     weak_order: float
 
-    def __post_init__(self) -> None:
-        s = len(self.alpha)
-        for what in ("c0", "c1", "beta1", "beta2"):
-            if len(getattr(self, what)) != s:
-                raise ValueError(f"SRATableau {self.name}: {what} must have {s} entries")
-        _check_rows(f"SRATableau {self.name}", "a0", self.a0, s)
-        _check_rows(f"SRATableau {self.name}", "b0", self.b0, s)
-        _check_sum(f"SRATableau {self.name}", "alpha", self.alpha, 1.0)
-        _check_sum(f"SRATableau {self.name}", "beta1", self.beta1, 1.0)
-        _check_sum(f"SRATableau {self.name}", "beta2", self.beta2, 0.0)
-
-    @property
-    def stages(self) -> int:
-        return len(self.alpha)
+    _vectors = ("c0", "c1", "beta1", "beta2")
+    _rows = ("a0", "b0")
+    _sums = (("alpha", 1.0), ("beta1", 1.0), ("beta2", 0.0))
 
 
 @dataclass(frozen=True)
-class SRITableau:
+class SRITableau(_Tableau):
     """Rößler's SRI tableau for scalar / diagonal Itô noise: ``c0, c1``, lower-triangular
     ``a0, a1, b0, b1``, weights ``alpha``, ``beta1`` … ``beta4``; ``order`` and ``weak_order``."""
 
@@ -204,21 +219,9 @@ class SRITableau:
     order: int
     weak_order: float
 
-    def __post_init__(self) -> None:
-        s = len(self.alpha)
-        for what in ("c0", "c1", "beta1", "beta2", "beta3", "beta4"):
-            if len(getattr(self, what)) != s:
-                raise ValueError(f"SRITableau {self.name}: {what} must have {s} entries")
-        for what in ("a0", "a1", "b0", "b1"):
-            _check_rows(f"SRITableau {self.name}", what, getattr(self, what), s)
-        _check_sum(f"SRITableau {self.name}", "alpha", self.alpha, 1.0)
-        _check_sum(f"SRITableau {self.name}", "beta1", self.beta1, 1.0)
-        for what in ("beta2", "beta3", "beta4"):
-            _check_sum(f"SRITableau {self.name}", what, getattr(self, what), 0.0)
-
-    @property
-    def stages(self) -> int:
-        return len(self.alpha)
+    _vectors = ("c0", "c1", "beta1", "beta2", "beta3", "beta4")
+    _rows = ("a0", "a1", "b0", "b1")
+    _sums = (("alpha", 1.0), ("beta1", 1.0), ("beta2", 0.0), ("beta3", 0.0), ("beta4", 0.0))
 
 
 #: Rößler (2010)'s SRA tableaux for additive noise, by name
@@ -302,7 +305,31 @@ def _used_later(rows: Sequence[Sequence[Sequence[float]]], i: int) -> bool:
 # --------------------------------------------------------------------------- schemes
 
 
-class ExplicitRK(Scheme):
+class _OneStep(Scheme):
+    """The protocol's step for this module's one-step schemes, typed once: the state passes
+    through, and extra keywords are refused (no ``**extras``, hence the narrower signature)."""
+
+    def step(  # type: ignore[override]
+        self,
+        field: Any,
+        t: Time,
+        x: torch.Tensor,
+        dt: float,
+        state: Any,
+        generator: torch.Generator | None = None,
+        *,
+        dw: Any = None,
+    ) -> tuple[torch.Tensor, Any]:
+        return self._advance(field, t, x, dt, generator, dw), state
+
+    def _advance(
+        self, field: Any, t: Time, x: torch.Tensor, dt: float, generator: torch.Generator | None, dw: Any
+    ) -> torch.Tensor:
+        """``X_{n+1}`` from ``X_n = x`` (``dw``: given increments, or None)."""
+        raise NotImplementedError
+
+
+class ExplicitRK(_OneStep):
     """The explicit Runge–Kutta scheme ``k_i = f(t + c_i h, X + h Σ_{j<i} a_ij k_j)``,
     ``X_{n+1} = X + h Σ b_i k_i`` on the drift: what :class:`SRK` reduces to without noise
     (its ``mean_scheme``). ``order`` is the tableau's declared deterministic order."""
@@ -328,18 +355,9 @@ class ExplicitRK(Scheme):
         self.evaluations = tuple(sorted(set(self.c)))
         self._needed = [self.b[i] != 0 or _used_later((self.a,), i) for i in range(s)]
 
-    # the protocol's step; extra keywords are refused (no **extras), hence the narrower signature
-    def step(  # type: ignore[override]
-        self,
-        field: Any,
-        t: Time,
-        x: torch.Tensor,
-        dt: float,
-        state: Any,
-        generator: torch.Generator | None = None,
-        *,
-        dw: Any = None,
-    ) -> tuple[torch.Tensor, Any]:
+    def _advance(
+        self, field: Any, t: Time, x: torch.Tensor, dt: float, generator: torch.Generator | None, dw: Any
+    ) -> torch.Tensor:
         self._refuse_dw(dw)  # type: ignore[no-untyped-call]  # Scheme (sdenet.schemes) is not annotated yet
         ks: list[torch.Tensor | None] = []
         out = x
@@ -357,13 +375,13 @@ class ExplicitRK(Scheme):
             ks.append(k)
             if self.b[i]:
                 out = out + (self.b[i] * dt) * k
-        return out, state
+        return out
 
     def __repr__(self) -> str:
         return f"ExplicitRK({self.name!r})"
 
 
-class SRK(Scheme):
+class SRK(_OneStep):
     r"""Rößler's stochastic Runge–Kutta scheme of strong order 1.5 (see :mod:`sdenet.srk`).
 
     ``SRK(sra="sra1", sri="sriw1")``: the SRA tableau steps fields that declare additive
@@ -446,21 +464,13 @@ class SRK(Scheme):
         du = torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype) * math.sqrt(dt)
         return w, space_time_integral(w, du, dt)
 
-    def step(  # type: ignore[override]  # extra keywords are refused (no **extras)
-        self,
-        field: Any,
-        t: Time,
-        x: torch.Tensor,
-        dt: float,
-        state: Any,
-        generator: torch.Generator | None = None,
-        *,
-        dw: Any = None,
-    ) -> tuple[torch.Tensor, Any]:
+    def _advance(
+        self, field: Any, t: Time, x: torch.Tensor, dt: float, generator: torch.Generator | None, dw: Any
+    ) -> torch.Tensor:
         dw, dz = self.draw(field, x, dt, generator, dw)
         if field.additive:
-            return self._additive_step(field, t, x, dt, dw, dz), state
-        return self._ito_step(field, t, x, dt, dw, dz), state
+            return self._additive_step(field, t, x, dt, dw, dz)
+        return self._ito_step(field, t, x, dt, dw, dz)
 
     @staticmethod
     def _at(t: Time, c: float, dt: float) -> Time:

@@ -48,6 +48,55 @@ def threads(text: str) -> int:
     return v
 
 
+def depth_factors(text: str) -> str:
+    """argparse type of a list of depth factors such as ``0.5,1,2`` (checked by
+    :func:`sdenet.nn.depth.parse_depth_factors`; the text itself is kept)."""
+    from ..nn.depth import parse_depth_factors
+
+    try:
+        parse_depth_factors(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def add_checkpoint_argument(parser) -> None:
+    """The positional ``CHECKPOINT`` of the commands that read a trained network."""
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt file or a run folder (last.pt)")
+
+
+def add_json_option(parser, help: str = "print the result as one JSON object") -> None:
+    parser.add_argument("--json", action="store_true", help=help)
+
+
+def add_device_option(parser, help: str = "auto, cpu, cuda or cuda:N") -> None:
+    parser.add_argument("--device", default="auto", help=help)
+
+
+def add_samples_option(parser, default: int | None, help: str) -> None:
+    """``--samples N``: Monte Carlo draws of a stochastic network's test error."""
+    parser.add_argument("--samples", type=nonneg_int, default=default, metavar="N", help=help)
+
+
+def add_limit_test_option(parser, help: str = "use only the first N test images") -> None:
+    parser.add_argument("--limit-test", type=positive_int, default=None, metavar="N", help=help)
+
+
+def add_data_root_option(parser, help: str | None = None) -> None:
+    parser.add_argument("--data-root", default=None, metavar="DIR", help=help)
+
+
+def pick(args, *names: str) -> dict:
+    """``{name: args.<name>}``: options handed on to the API under their own names."""
+    return {name: getattr(args, name) for name in names}
+
+
+def add_p_schedule_option(parser, help: str) -> None:
+    """``--p-schedule fixed|sqrt``: how stochastic-depth survival probabilities follow the step
+    (:data:`sdenet.laws.P_SCHEDULES`); ``None`` when not given."""
+    parser.add_argument("--p-schedule", dest="p_schedule", choices=("fixed", "sqrt"), default=None, help=help)
+
+
 def add_threads_option(parser, default: int | None, help: str) -> None:
     """``--threads N``: torch CPU threads for the command (``None``: torch's own choice)."""
     parser.add_argument("--threads", type=threads, default=default, metavar="N", help=help)

@@ -6,13 +6,28 @@ average over N noisy passes (``--samples``). A thin layer over :func:`sdenet.tra
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from ..errors import UsageError
-from ._args import add_threads_option, apply_threads, nonneg_int, positive_int
+from ._args import (
+    add_checkpoint_argument,
+    add_data_root_option,
+    add_device_option,
+    add_json_option,
+    add_limit_test_option,
+    add_samples_option,
+    add_threads_option,
+    apply_threads,
+    depth_factors,
+    pick,
+    positive_int,
+)
 
 
+# Every command registers itself the same way (sdenet.cli calls register(subparsers)): its name,
+# help and description are its own text, so this header has the shape of refine's and plot's
+# (duplicates pairs eval~refine, eval~plot) with nothing to share; the options they do share are
+# the helpers in _args.
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "eval",
@@ -21,16 +36,12 @@ def register(subparsers) -> None:
         "itself) on its dataset's test split: the drift-only test error and, for stochastic "
         "networks, the error of the softmax averaged over N noisy passes.",
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt file or a run folder (last.pt)")
+    add_checkpoint_argument(p)
     p.add_argument(
         "--dataset", default=None, help="dataset to test on (default: the one in the checkpoint's config)"
     )
-    p.add_argument(
-        "--samples",
-        type=nonneg_int,
-        default=None,
-        metavar="N",
-        help="Monte Carlo draws for stochastic networks (default 10; 0: none; at most 10000)",
+    add_samples_option(
+        p, None, "Monte Carlo draws for stochastic networks (default 10; 0: none; at most 10000)"
     )
     p.add_argument(
         "--model",
@@ -40,12 +51,10 @@ def register(subparsers) -> None:
         "a checkpoint: sdenet imports only a module you name); for a registered "
         "model it must match the checkpoint's",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_device_option(p)
     p.add_argument("--batch-size", type=positive_int, default=None)
-    p.add_argument(
-        "--limit-test", type=positive_int, default=None, metavar="N", help="use only the first N test images"
-    )
-    p.add_argument("--data-root", default=None, metavar="DIR")
+    add_limit_test_option(p)
+    add_data_root_option(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo draws")
     p.add_argument(
         "--resolution",
@@ -71,7 +80,7 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--depths",
-        type=_depths,
+        type=depth_factors,
         default=None,
         metavar="FACTORS",
         help="evaluate the network at several depth factors with its own weights, e.g. "
@@ -84,7 +93,7 @@ def register(subparsers) -> None:
         metavar="FILE",
         help="with --depths: plot test accuracy against compute to FILE (.png, .pdf)",
     )
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    add_json_option(p)
     p.add_argument(
         "--deterministic",
         action="store_true",
@@ -95,33 +104,28 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _depths(text: str) -> str:
-    from ..nn.depth import parse_depth_factors
-
-    try:
-        parse_depth_factors(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return text
+def _evaluate_options(args) -> dict:
+    """The options ``sdenet.train.evaluate`` takes under their own names (and ``evaluate_depths``
+    hands on to it)."""
+    return pick(
+        args,
+        "dataset",
+        "samples",
+        "device",
+        "batch_size",
+        "limit_test",
+        "data_root",
+        "seed",
+        "model",
+        "resolution",
+        "rescale",
+    )
 
 
 def _run_depths(args) -> int:
     from ..train.depth import evaluate_depths, format_depths, plot_depths
 
-    r = evaluate_depths(
-        args.checkpoint,
-        args.depths,
-        dataset=args.dataset,
-        samples=args.samples,
-        device=args.device,
-        batch_size=args.batch_size,
-        limit_test=args.limit_test,
-        data_root=args.data_root,
-        seed=args.seed,
-        model=args.model,
-        resolution=args.resolution,
-        rescale=args.rescale,
-    )
+    r = evaluate_depths(args.checkpoint, args.depths, **_evaluate_options(args))
     if args.plot:
         plot_depths(r, args.plot)
     if args.json:
@@ -153,20 +157,7 @@ def run(args) -> int:
             raise UsageError(f"eval: --plot {args.plot}: folder {parent} does not exist")
     if args.depths is not None:
         return _run_depths(args)
-    r = evaluate(
-        args.checkpoint,
-        dataset=args.dataset,
-        samples=args.samples,
-        device=args.device,
-        batch_size=args.batch_size,
-        limit_test=args.limit_test,
-        data_root=args.data_root,
-        seed=args.seed,
-        model=args.model,
-        resolution=args.resolution,
-        rescale=args.rescale,
-        rescale_method=args.rescale_method or "atrous",
-    )
+    r = evaluate(args.checkpoint, **_evaluate_options(args), rescale_method=args.rescale_method or "atrous")
     if r.get("warning"):  # an absurd test loss: said on stderr, one line
         import sys
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+from ._args import add_json_option
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -17,9 +19,7 @@ def register(subparsers) -> None:
         description="List the registered networks (sdenet.models.names()) with their parameter count, "
         "dataset, scheme and noise law.",
     )
-    p.add_argument(
-        "--json", action="store_true", help="print a JSON list of {name, params, dataset, scheme, law}"
-    )
+    add_json_option(p, "print a JSON list of {name, params, dataset, scheme, law}")
     p.add_argument(
         "--dataset", choices=("cifar", "imagenet"), default=None, help="only the models for this dataset"
     )

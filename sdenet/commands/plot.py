@@ -10,6 +10,7 @@ from __future__ import annotations
 from ..errors import UsageError
 
 
+# the same registration header as every command (eval, refine): alike in shape only, see eval.py
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "plot",

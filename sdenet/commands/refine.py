@@ -15,7 +15,18 @@ import json
 from pathlib import Path
 
 from ..errors import UsageError
-from ._args import add_threads_option, apply_threads, nonneg_int, positive_int
+from ._args import (
+    add_checkpoint_argument,
+    add_data_root_option,
+    add_device_option,
+    add_json_option,
+    add_limit_test_option,
+    add_p_schedule_option,
+    add_samples_option,
+    add_threads_option,
+    apply_threads,
+    positive_int,
+)
 
 
 def register(subparsers) -> None:
@@ -26,7 +37,7 @@ def register(subparsers) -> None:
         "same T (no retraining), write NEW.pt in the trainer's checkpoint format (sdenet eval "
         "reads it) and print the test error before and after.",
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt file or a run folder (last.pt)")
+    add_checkpoint_argument(p)
     p.add_argument(
         "--factor", type=positive_int, default=2, metavar="F", help="refinement factor (default 2)"
     )
@@ -38,32 +49,17 @@ def register(subparsers) -> None:
     )
     p.add_argument("--coarsen", action="store_true", help="restrict instead: dt*F, steps/F")
     p.add_argument("--out", required=True, metavar="NEW.pt", help="where to write the new checkpoint")
-    p.add_argument(
-        "--p-schedule",
-        dest="p_schedule",
-        choices=("fixed", "sqrt"),
-        default=None,
-        help="survival probabilities of stochastic-depth stages at the new dt: fixed (the same p) "
+    add_p_schedule_option(
+        p,
+        "survival probabilities of stochastic-depth stages at the new dt: fixed (the same p) "
         "or sqrt (1/2 + (p - 1/2) sqrt(dt), which keeps condition (5)); default: the network's own",
     )
     p.add_argument("--no-eval", dest="evaluate", action="store_false", help="do not evaluate")
-    p.add_argument(
-        "--samples",
-        type=nonneg_int,
-        default=0,
-        metavar="N",
-        help="Monte Carlo draws for a stochastic network's test error (default 0)",
-    )
-    p.add_argument(
-        "--limit-test",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help="evaluate on the first N test images",
-    )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--data-root", default=None, metavar="DIR")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    add_samples_option(p, 0, "Monte Carlo draws for a stochastic network's test error (default 0)")
+    add_limit_test_option(p, "evaluate on the first N test images")
+    add_device_option(p)
+    add_data_root_option(p)
+    add_json_option(p)
     add_threads_option(p, None, "CPU threads for torch")
     p.set_defaults(func=run)
 

@@ -13,7 +13,19 @@ import shlex
 import sys
 
 from ..errors import UsageError
-from ._args import add_threads_option, apply_threads, integer, nonneg_int, positive_int
+from ._args import (
+    add_data_root_option,
+    add_device_option,
+    add_limit_test_option,
+    add_p_schedule_option,
+    add_threads_option,
+    apply_threads,
+    depth_factors,
+    integer,
+    nonneg_int,
+    pick,
+    positive_int,
+)
 
 #: most --lr and --weight-decay accepted: 1e300 overflows the first update (the API accepts any
 #: finite value and stops a run that diverges)
@@ -76,16 +88,6 @@ def _probability(text: str) -> float:
     if not 0 < v <= 1:
         raise argparse.ArgumentTypeError(f"expected a probability in (0, 1], got {text!r}")
     return v
-
-
-def _depth_factors(text: str) -> str:
-    from ..nn.depth import parse_depth_factors
-
-    try:
-        parse_depth_factors(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return text
 
 
 def register(subparsers) -> None:
@@ -155,6 +157,9 @@ def register(subparsers) -> None:
         help="F times the steps per stage at dt/F over the same T (fixed-T refinement "
         "of the model's architecture, freshly initialised)",
     )
+    # One add_argument per option, each with its own type, default and help: the calls share their
+    # shape (duplicates pairs within this list), not their content. Options declared alike in
+    # several commands are helpers in _args (add_device_option, add_limit_test_option, ...).
     p.add_argument(
         "--multilevel",
         type=positive_int,
@@ -172,12 +177,9 @@ def register(subparsers) -> None:
         help="with --multilevel: restart the preset's schedule in every cycle (default) or "
         "continue one schedule over all cycles, the deepest network getting its final decay",
     )
-    p.add_argument(
-        "--p-schedule",
-        dest="p_schedule",
-        choices=("fixed", "sqrt"),
-        default=None,
-        help="stochastic depth: survival p at every dt (fixed) or 1/2 + (p - 1/2) "
+    add_p_schedule_option(
+        p,
+        "stochastic depth: survival p at every dt (fixed) or 1/2 + (p - 1/2) "
         "sqrt(dt) (sqrt: keeps condition (5) as dt -> 0)",
     )
     p.add_argument(
@@ -205,7 +207,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--random-depth",
         dest="random_depth",
-        type=_depth_factors,
+        type=depth_factors,
         default=None,
         metavar="FACTORS",
         help="depth-robust training: each batch runs every stage at one of these depth "
@@ -226,7 +228,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--out", default=None, metavar="DIR", help="run folder (default: runs/<model>-<dataset>-<timestamp>)"
     )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    add_device_option(p, "auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument(
         "--resolution",
         type=positive_int,
@@ -300,15 +302,8 @@ def register(subparsers) -> None:
         metavar="N",
         help="use only the first N training images",
     )
-    p.add_argument(
-        "--limit-test", type=positive_int, default=None, metavar="N", help="use only the first N test images"
-    )
-    p.add_argument(
-        "--data-root",
-        default=None,
-        metavar="DIR",
-        help="where cifar10/cifar100 live (default $SDENET_DATA or ~/.cache/sdenet)",
-    )
+    add_limit_test_option(p)
+    add_data_root_option(p, "where cifar10/cifar100 live (default $SDENET_DATA or ~/.cache/sdenet)")
     p.add_argument("--download", action="store_true", help="download cifar10/cifar100 if missing")
     p.add_argument(
         "--quiet", action="store_true", help="no progress bar (one summary line per epoch is still printed)"
@@ -366,13 +361,7 @@ def run(args) -> int:
             )
         if args.rescale or args.rescale_method:
             raise UsageError("train: --resume continues a run with its own settings; drop --rescale")
-        kw = dict(
-            resume=args.resume,
-            device=args.device,
-            quiet=args.quiet,
-            data_root=args.data_root,
-            download=args.download,
-        )
+        kw = pick(args, "resume", "device", "quiet", "data_root", "download")
         if args.model:
             kw["model"] = args.model
     else:
@@ -382,37 +371,38 @@ def run(args) -> int:
             raise UsageError("train: --rescale rescales the weights of --init; give --init CHECKPOINT")
         if args.rescale_method and not args.rescale:
             raise UsageError("train: --rescale-method chooses how --rescale works; give --rescale")
-        kw = dict(
-            model=args.model,
-            dataset=args.dataset,
-            preset=args.preset,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            momentum=args.momentum,
-            weight_decay=args.weight_decay,
-            dt=args.dt,
-            p_L=args.p_L,
-            mode=args.mode,
-            seed=args.seed,
-            out=args.out,
-            device=args.device,
-            amp=args.amp,
-            compile=args.compile,
-            weak_K=args.weak_K,
-            strict_weak=args.strict_weak,
-            mc_samples=args.mc_samples,
-            limit_train=args.limit_train,
-            limit_test=args.limit_test,
-            data_root=args.data_root,
-            download=args.download,
-            quiet=args.quiet,
-            command=command,
-            resolution=args.resolution,
-            init=args.init,
-            init_rescale=args.rescale,
-            init_rescale_method=args.rescale_method or "atrous",
-            deterministic=args.deterministic,
+        kw = pick(
+            args,
+            "model",
+            "dataset",
+            "preset",
+            "epochs",
+            "batch_size",
+            "lr",
+            "momentum",
+            "weight_decay",
+            "dt",
+            "p_L",
+            "mode",
+            "seed",
+            "out",
+            "device",
+            "amp",
+            "compile",
+            "weak_K",
+            "strict_weak",
+            "mc_samples",
+            "limit_train",
+            "limit_test",
+            "data_root",
+            "download",
+            "quiet",
+            "resolution",
+            "init",
+            "deterministic",
+        )
+        kw.update(
+            command=command, init_rescale=args.rescale, init_rescale_method=args.rescale_method or "atrous"
         )
         if args.random_depth is not None:
             kw["random_depth"] = args.random_depth
@@ -436,14 +426,7 @@ def run(args) -> int:
 
     try:
         if args.resume and is_multilevel(args.resume):
-            resume_multilevel(
-                args.resume,
-                device=args.device,
-                quiet=args.quiet,
-                model=args.model,
-                data_root=args.data_root,
-                download=args.download,
-            )
+            resume_multilevel(args.resume, **pick(args, "device", "quiet", "model", "data_root", "download"))
         elif args.multilevel:
             out = kw.pop("out", None)
             train_multilevel(args.multilevel, out=out, schedule=args.multilevel_schedule or "restart", **kw)

@@ -13,7 +13,15 @@ import math
 import sys
 from pathlib import Path
 
-from ._args import add_threads_option, apply_threads, device, finite_float, integer, writable_file
+from ._args import (
+    add_json_option,
+    add_threads_option,
+    apply_threads,
+    device,
+    finite_float,
+    integer,
+    writable_file,
+)
 
 DEFAULT_SAMPLES = 1_000_000
 #: ``--paths`` default: None, i.e. chosen (doubling from 2^16 until the interval is decisive)
@@ -61,7 +69,7 @@ def register(subparsers) -> None:
         default=DEFAULT_SAMPLES,
         help="draws per (law, dt) (default 10^6; at most 10^11 draws in all)",
     )
-    chk.add_argument("--json", action="store_true", help="print a JSON list, one object per (law, dt)")
+    add_json_option(chk, "print a JSON list, one object per (law, dt)")
     chk.add_argument("--plot", metavar="FILE", help="draw C/dt^2 against dt (log-log) into FILE")
     _common_options(chk, "sample")
     chk.set_defaults(func=run_check)
@@ -162,7 +170,7 @@ def register(subparsers) -> None:
         action="store_true",
         help="exit with status 1 when the declared weak order lies outside the confidence interval",
     )
-    order.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json_option(order, "print one JSON object")
     order.add_argument(
         "--plot", metavar="FILE", help="draw log error against log dt with the fitted line into FILE"
     )

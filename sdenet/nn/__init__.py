@@ -20,7 +20,7 @@
 """
 
 from . import blocks
-from .blocks import (
+from .blocks import (  # noqa: F401 - re-exported (__all__ takes blocks.__all__)
     ConvShortcut,
     PadShortcut,
     PostActBasic,
@@ -44,15 +44,8 @@ from .transform import to_lm
 
 __all__ = [
     "blocks",
-    "PreActBasic",
-    "PostActBasic",
-    "PreActBottleneck",
-    "PostActBottleneck",
-    "ShakeBranch",
-    "PadShortcut",
-    "ConvShortcut",
-    "ProjectionShortcut",
-    "ShakeShortcut",
+    # the residual branches and shortcuts: sdenet.nn.blocks.__all__ but its conv3x3/conv1x1 helpers
+    *(name for name in blocks.__all__ if name not in ("conv3x3", "conv1x1")),
     "BlockField",
     "DropField",
     "ShakeField",

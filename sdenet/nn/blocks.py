@@ -50,19 +50,29 @@ def conv1x1(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False)
 
 
+def _pre_activated(x, *layers):
+    """``conv(relu(bn(x)))`` through each ``(bn, conv)`` pair in turn (a pre-activation block)."""
+    for bn, conv in layers:
+        x = conv(F.relu(bn(x)))
+    return x
+
+
 class PreActBasic(nn.Module):
     """``f(x) = conv(relu(bn(conv(relu(bn(x))))))`` (pre-activation basic block)."""
 
     def __init__(self, c_in: int, c_out: int, stride: int = 1):
         super().__init__()
         self.bn1 = nn.BatchNorm2d(c_in)
-        self.conv1 = conv3x3(c_in, c_out, stride)
+        self.conv1 = self._conv(c_in, c_out, stride)
         self.bn2 = nn.BatchNorm2d(c_out)
-        self.conv2 = conv3x3(c_out, c_out)
+        self.conv2 = self._conv(c_out, c_out)
+
+    def _conv(self, c_in: int, c_out: int, stride: int = 1) -> nn.Module:
+        """The block's two layers (3×3 convolutions here)."""
+        return conv3x3(c_in, c_out, stride)
 
     def forward(self, x):
-        out = self.conv1(F.relu(self.bn1(x)))
-        return self.conv2(F.relu(self.bn2(out)))
+        return _pre_activated(x, (self.bn1, self.conv1), (self.bn2, self.conv2))
 
 
 class PostActBasic(nn.Module):
@@ -93,9 +103,7 @@ class PreActBottleneck(nn.Module):
         self.conv3 = conv1x1(c_mid, c_out)
 
     def forward(self, x):
-        out = self.conv1(F.relu(self.bn1(x)))
-        out = self.conv2(F.relu(self.bn2(out)))
-        return self.conv3(F.relu(self.bn3(out)))
+        return _pre_activated(x, (self.bn1, self.conv1), (self.bn2, self.conv2), (self.bn3, self.conv3))
 
 
 class PostActBottleneck(nn.Module):

@@ -46,6 +46,7 @@ from typing import cast
 import torch
 from torch import nn
 
+from .refine import _stages  # the (path, stage) pairs refine and coarsen walk
 from .stage import Stage, Transition
 
 __all__ = [
@@ -97,14 +98,6 @@ def parse_depth_factors(spec) -> list[Fraction]:
     if len(set(out)) != len(out):
         raise ValueError(f"depth factors must not repeat, got {spec!r}")
     return out
-
-
-def _stages(model):
-    return [
-        (path, m)
-        for path, m in model.named_modules()
-        if isinstance(m, Stage) and not isinstance(m, Transition)
-    ]
 
 
 def _fits(stage: Stage, f: Fraction) -> bool:

@@ -236,6 +236,29 @@ class DropField(_NoiseStats, BlockField):
         return f"p={[round(v, 4) for v in self.p]}, noise={self.noise!r}, dt={self.dt:g}{sched}"
 
 
+class _BlockPair(_MixinBase):
+    """Two runs of blocks of one length on the grid ``t_n = t0 + nΔt``: shake-shake's two
+    branches, RevNet's ``f1`` and ``f2``; block ``n`` of each at ``t_n`` (``BlockField.index``)."""
+
+    def _init_pair(self, blocks1, blocks2, what: str, mismatch: str, dt: float, t0: float):
+        """``mismatch``: the message when the lengths differ, ``{}`` the two lengths."""
+        self.blocks1 = _as_blocks(blocks1, f"{what}1")
+        self.blocks2 = _as_blocks(blocks2, f"{what}2")
+        if len(self.blocks1) != len(self.blocks2):
+            raise ValueError(mismatch.format(len(self.blocks1), len(self.blocks2)))
+        self.dt = _check_dt(dt)
+        self.t0 = float(t0)
+
+    def __len__(self):
+        return len(self.blocks1)
+
+    index = BlockField.index
+
+    @property
+    def blocks(self):  # for BlockField.index's message
+        return self.blocks1
+
+
 class _ShakeFn(torch.autograd.Function):
     """Forward ``α f1 + (1 − α) f2``, backward ``(β g, (1 − β) g)`` (Gastaldi's shake)."""
 
@@ -250,7 +273,7 @@ class _ShakeFn(torch.autograd.Function):
         return beta * grad, (1 - beta) * grad, None, None
 
 
-class ShakeField(_NoiseStats, Field):
+class ShakeField(_NoiseStats, _BlockPair, Field):
     """Shake-shake: ``dX = ½(f1 + f2) dt + (f1 − f2)/√12 dB`` (Gastaldi 2017).
 
     :meth:`increment` evaluates each branch once and returns ``Δt (α f1 + (1 − α) f2)``
@@ -280,14 +303,9 @@ class ShakeField(_NoiseStats, Field):
         backward: str = "shake",
     ):
         super().__init__()
-        self.blocks1 = _as_blocks(branches1, "branches1")
-        self.blocks2 = _as_blocks(branches2, "branches2")
-        if len(self.blocks1) != len(self.blocks2):
-            raise ValueError(
-                f"ShakeField: {len(self.blocks1)} first branches but {len(self.blocks2)} second ones"
-            )
-        self.dt = _check_dt(dt)
-        self.t0 = float(t0)
+        self._init_pair(
+            branches1, branches2, "branches", "ShakeField: {} first branches but {} second ones", dt, t0
+        )
         self.noise = _check_noise(noise, "ShakeField")
         if forward not in ("shake", "even"):
             raise ValueError(f"ShakeField: forward must be 'shake' or 'even', got {forward!r}")
@@ -300,15 +318,6 @@ class ShakeField(_NoiseStats, Field):
     @property
     def forward_noise(self) -> bool:
         return self.forward_mode == "shake"
-
-    def __len__(self):
-        return len(self.blocks1)
-
-    index = BlockField.index
-
-    @property
-    def blocks(self):  # for BlockField.index's message
-        return self.blocks1
 
     def _beta(self, x, dt):
         if self.backward == "even":
@@ -356,7 +365,7 @@ class ShakeField(_NoiseStats, Field):
         )
 
 
-class CoupledBlockField(Field):
+class CoupledBlockField(_BlockPair, Field):
     """RevNet's ``X' = f1(t, Y)``, ``Y' = f2(t, X)`` with ``f1(t_n) = blocks1[n]``, ``f2(t_n) = blocks2[n]``."""
 
     owns_dt = True
@@ -366,23 +375,9 @@ class CoupledBlockField(Field):
 
     def __init__(self, blocks1, blocks2, dt: float = 1.0, t0: float = 0.0):
         super().__init__()
-        self.blocks1 = _as_blocks(blocks1, "blocks1")
-        self.blocks2 = _as_blocks(blocks2, "blocks2")
-        if len(self.blocks1) != len(self.blocks2):
-            raise ValueError(
-                f"CoupledBlockField: {len(self.blocks1)} f1 blocks but {len(self.blocks2)} f2 blocks"
-            )
-        self.dt = _check_dt(dt)
-        self.t0 = float(t0)
-
-    def __len__(self):
-        return len(self.blocks1)
-
-    index = BlockField.index
-
-    @property
-    def blocks(self):
-        return self.blocks1
+        self._init_pair(
+            blocks1, blocks2, "blocks", "CoupledBlockField: {} f1 blocks but {} f2 blocks", dt, t0
+        )
 
     def f1(self, t, y):
         return self.blocks1[self.index(t)](y)

@@ -69,18 +69,7 @@ from torch import nn
 
 from ..laws import LAW_NAMES, P_SCHEDULES, DropBernoulli, Uniform, get_law
 from ..schemes import CoupledEuler, Euler, Heun, NeumannEuler, WeakEuler
-from .blocks import (
-    ConvShortcut,
-    PadShortcut,
-    PostActBasic,
-    PostActBottleneck,
-    PreActBasic,
-    PreActBottleneck,
-    ProjectionShortcut,
-    ShakeBranch,
-    ShakeShortcut,
-    conv3x3,
-)
+from . import blocks
 from .fields import CoupledBlockField, DropField, ShakeField, _check_dt
 from .memory import MEMORY_MODES
 from .network import Layer, Network
@@ -112,11 +101,11 @@ class _Head(nn.Module):
 
 def _stem(kind: str, width: int) -> nn.Module:
     if kind == "conv":
-        return conv3x3(3, width)
+        return blocks.conv3x3(3, width)
     if kind == "conv_bn":
-        return nn.Sequential(conv3x3(3, width), nn.BatchNorm2d(width))
+        return nn.Sequential(blocks.conv3x3(3, width), nn.BatchNorm2d(width))
     if kind == "conv_bn_relu":
-        return nn.Sequential(conv3x3(3, width), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        return nn.Sequential(blocks.conv3x3(3, width), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
     if kind == "pde":
         return DiffConv2d(3, width)
     if kind == "imagenet":
@@ -165,26 +154,26 @@ def register_arch(
 
 
 def _pad(c_in, c_out, stride):
-    return PadShortcut(c_in, c_out, stride)
+    return blocks.PadShortcut(c_in, c_out, stride)
 
 
 def _conv(c_in, c_out, stride):
-    return ConvShortcut(c_in, c_out, stride, bn=False)
+    return blocks.ConvShortcut(c_in, c_out, stride, bn=False)
 
 
 def _conv_bn(c_in, c_out, stride):
-    return ConvShortcut(c_in, c_out, stride, bn=True)
+    return blocks.ConvShortcut(c_in, c_out, stride, bn=True)
 
 
 @register_arch("preact", stem="conv", head="bn_relu", post=None, shortcut=_pad)
 @register_arch("revnet", stem="conv", head="bn_relu", post=None, shortcut=_pad, even_widths=True)
 def _preact_basic(cfg, c_in, c_out, stride, i):
-    return PreActBasic(c_in, c_out, stride)
+    return blocks.PreActBasic(c_in, c_out, stride)
 
 
 @register_arch("postact", stem="conv_bn_relu", head="none", post="relu", shortcut=_pad)
 def _postact_basic(cfg, c_in, c_out, stride, i):
-    return PostActBasic(c_in, c_out, stride)
+    return blocks.PostActBasic(c_in, c_out, stride)
 
 
 # sdenet/nn/operators.py: differential-operator kernels
@@ -195,12 +184,12 @@ def _pde_basic(cfg, c_in, c_out, stride, i):
 
 @register_arch("preact_bottleneck", stem="conv", head="bn_relu", post=None, shortcut=_conv, expansion=4)
 def _preact_bottleneck(cfg, c_in, c_out, stride, i):
-    return PreActBottleneck(c_in, cfg["widths"][i], c_out, stride)
+    return blocks.PreActBottleneck(c_in, cfg["widths"][i], c_out, stride)
 
 
 @register_arch("imagenet", stem="imagenet", head="none", post="relu", shortcut=_conv_bn, expansion=4)
 def _postact_bottleneck(cfg, c_in, c_out, stride, i):
-    return PostActBottleneck(c_in, cfg["widths"][i], c_out, stride)
+    return blocks.PostActBottleneck(c_in, cfg["widths"][i], c_out, stride)
 
 
 @register_arch(
@@ -213,7 +202,7 @@ def _postact_bottleneck(cfg, c_in, c_out, stride, i):
 )
 def _resnext(cfg, c_in, c_out, stride, i):
     inner = cfg["cardinality"] * cfg["base_width"] * 2**i
-    return PostActBottleneck(c_in, inner, c_out, stride, groups=cfg["cardinality"])
+    return blocks.PostActBottleneck(c_in, inner, c_out, stride, groups=cfg["cardinality"])
 
 
 @register_arch(
@@ -221,12 +210,12 @@ def _resnext(cfg, c_in, c_out, stride, i):
     stem="conv_bn",
     head="relu",
     post=None,
-    shortcut=ShakeShortcut,
+    shortcut=blocks.ShakeShortcut,
     fixed_shortcut=True,
     even_widths=True,
 )
 def _shake(cfg, c_in, c_out, stride, i):
-    return ShakeBranch(c_in, c_out, stride)
+    return blocks.ShakeBranch(c_in, c_out, stride)
 
 
 def _out_width(cfg, i):
@@ -238,7 +227,7 @@ def _branch(cfg, c_in, c_out, stride, i):
 
 
 SHORTCUTS = ("pad", "projection", "conv", "conv_bn")
-_SHORTCUT_KINDS = {"pad": _pad, "projection": ProjectionShortcut, "conv": _conv, "conv_bn": _conv_bn}
+_SHORTCUT_KINDS = {"pad": _pad, "projection": blocks.ProjectionShortcut, "conv": _conv, "conv_bn": _conv_bn}
 
 
 def _shortcut(cfg, c_in, c_out, stride):
@@ -384,27 +373,26 @@ def _drop_field(cfg, s):
     return field, [_law(cfg, p) for p in field.p]
 
 
-@register_method(
-    "sd",
-    scheme="weak_euler",
-    law="drop",
-    options=("p_L", "mode", "law", "p_schedule"),
-    stochastic_depth=True,
-    transition=_drop_transition,
-)
+def _stochastic_depth(name, scheme, options=()):
+    """:func:`register_method` for a stochastic-depth method: the drop law, its survival options
+    (with the scheme's ``options``), the drop transition."""
+    return register_method(
+        name,
+        scheme=scheme,
+        law="drop",
+        options=("p_L", "mode", *options, "law", "p_schedule"),
+        stochastic_depth=True,
+        transition=_drop_transition,
+    )
+
+
+@_stochastic_depth("sd", "weak_euler")
 def _sd_stage(cfg, s):
     field, laws = _drop_field(cfg, s)
     return Stage(field, [WeakEuler(law) for law in laws], name=s.name, post=s.post)
 
 
-@register_method(
-    "lm_sd",
-    scheme="stochastic_lm",
-    law="drop",
-    options=("p_L", "mode", "k_init", "per_channel", "law", "p_schedule"),
-    stochastic_depth=True,
-    transition=_drop_transition,
-)
+@_stochastic_depth("lm_sd", "stochastic_lm", ("k_init", "per_channel"))
 def _lm_sd_stage(cfg, s):
     field, laws = _drop_field(cfg, s)
     return lm_stage(
@@ -536,39 +524,19 @@ def _cifar_depths():
     return {20: 3, 32: 5, 44: 7, 56: 9, 110: 18}
 
 
+def _cifar(name, arch, method, n):
+    """A CIFAR network: three stages of widths 16, 32, 64 with ``n`` blocks each, a 16-channel stem."""
+    _register(name, arch=arch, method=method, widths=(16, 32, 64), blocks=(n,) * 3, stem_width=16)
+
+
 for _d, _n in _cifar_depths().items():
-    _register(
-        f"resnet{_d}", arch="postact", method="euler", widths=(16, 32, 64), blocks=(_n,) * 3, stem_width=16
-    )
+    _cifar(f"resnet{_d}", "postact", "euler", _n)
 for _d, _n in _cifar_depths().items():
-    _register(
-        f"preact_resnet{_d}",
-        arch="preact",
-        method="euler",
-        widths=(16, 32, 64),
-        blocks=(_n,) * 3,
-        stem_width=16,
-    )
-_register(
-    "preact_resnet164",
-    arch="preact_bottleneck",
-    method="euler",
-    widths=(16, 32, 64),
-    blocks=(18,) * 3,
-    stem_width=16,
-)
+    _cifar(f"preact_resnet{_d}", "preact", "euler", _n)
+_cifar("preact_resnet164", "preact_bottleneck", "euler", 18)
 for _d, _n in _cifar_depths().items():
-    _register(
-        f"lm_resnet{_d}", arch="preact", method="lm", widths=(16, 32, 64), blocks=(_n,) * 3, stem_width=16
-    )
-_register(
-    "lm_resnet164",
-    arch="preact_bottleneck",
-    method="lm",
-    widths=(16, 32, 64),
-    blocks=(18,) * 3,
-    stem_width=16,
-)
+    _cifar(f"lm_resnet{_d}", "preact", "lm", _n)
+_cifar("lm_resnet164", "preact_bottleneck", "lm", 18)
 for _c in (8, 16):
     for _m in ("euler", "lm"):
         _register(
@@ -583,17 +551,8 @@ for _c in (8, 16):
         )
 for _d in (56, 110):
     _n = _cifar_depths()[_d]
-    _register(
-        f"sd_resnet{_d}", arch="preact", method="sd", widths=(16, 32, 64), blocks=(_n,) * 3, stem_width=16
-    )
-    _register(
-        f"lm_sd_resnet{_d}",
-        arch="preact",
-        method="lm_sd",
-        widths=(16, 32, 64),
-        blocks=(_n,) * 3,
-        stem_width=16,
-    )
+    _cifar(f"sd_resnet{_d}", "preact", "sd", _n)
+    _cifar(f"lm_sd_resnet{_d}", "preact", "lm_sd", _n)
 for _w in (32, 96):
     _register(
         f"shake_shake26_2x{_w}d",
@@ -603,8 +562,8 @@ for _w in (32, 96):
         blocks=(4, 4, 4),
         stem_width=16,
     )
-_register("polynet", arch="preact", method="neumann", widths=(16, 32, 64), blocks=(3, 3, 3), stem_width=16)
-_register("fractalnet", arch="preact", method="heun", widths=(16, 32, 64), blocks=(4, 4, 4), stem_width=16)
+_cifar("polynet", "preact", "neumann", 3)
+_cifar("fractalnet", "preact", "heun", 4)
 _register("revnet", arch="revnet", method="coupled", widths=(32, 64, 128), blocks=(3, 3, 3), stem_width=32)
 # tiny models for tests and quick CPU runs: widths 8/16/32, two blocks per stage
 for _name, _m, _arch in (
@@ -618,7 +577,7 @@ for _name, _m, _arch in (
 # Ruthotto & Haber's PDE-based CNNs: every 3x3 kernel a combination of differential operators
 # scaled by the grid spacing, so the network is resolution independent (sdenet/nn/operators.py)
 _register("tiny_pde_resnet", arch="pde", method="euler", widths=(8, 16, 32), blocks=(2, 2, 2), stem_width=8)
-_register("pde_resnet20", arch="pde", method="euler", widths=(16, 32, 64), blocks=(3, 3, 3), stem_width=16)
+_cifar("pde_resnet20", "pde", "euler", 3)
 # Chang et al. (AAAI 2018): Hamiltonian, midpoint and leapfrog networks (sdenet/nn/reversible.py)
 from .reversible import FAMILIES as _REV_FAMILIES  # noqa: E402
 from .reversible import build_reversible as _build_reversible  # noqa: E402

@@ -55,6 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .blocks import PreActBasic
+
 __all__ = ["DiffConv2d", "PDEBasic", "OPERATORS", "ORDERS", "stencils"]
 
 #: the operators, in the order of a layer's coefficients
@@ -154,17 +156,9 @@ class DiffConv2d(nn.Module):
         )
 
 
-class PDEBasic(nn.Module):
+class PDEBasic(PreActBasic):
     """``f(x) = D₂(relu(bn(D₁(relu(bn(x))))))`` with ``D`` :class:`DiffConv2d` layers (the
     pre-activation basic block with differential-operator kernels)."""
 
-    def __init__(self, c_in: int, c_out: int, stride: int = 1):
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(c_in)
-        self.conv1 = DiffConv2d(c_in, c_out, stride)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.conv2 = DiffConv2d(c_out, c_out)
-
-    def forward(self, x):
-        out = self.conv1(F.relu(self.bn1(x)))
-        return self.conv2(F.relu(self.bn2(out)))
+    def _conv(self, c_in: int, c_out: int, stride: int = 1) -> nn.Module:
+        return DiffConv2d(c_in, c_out, stride)

@@ -49,18 +49,15 @@ def _convertible(stage: Stage) -> str | None:
 
 
 def _lm_from_stage(stage: Stage, k_init, per_channel, generator):
-    kind = _convertible(stage)
     field = stage.field
-    channels = _channels(field) if per_channel else None
-    laws = [s.law for s in stage.schemes] if kind == "drop" else None
     new = lm_stage(
         field,
         k_init=k_init,
         per_channel=per_channel,
-        channels=channels,
+        channels=_channels(field) if per_channel else None,
         post=stage.post,
         name=stage.name,
-        stochastic_laws=laws,
+        stochastic_laws=[s.law for s in stage.schemes] if _convertible(stage) == "drop" else None,
         generator=generator,
     )
     new.train(stage.training)

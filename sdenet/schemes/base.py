@@ -44,10 +44,9 @@ LM stochastic depth :class:`StochasticLM`.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from .._checks import checked_float
 from ..fields import NOISE_TYPES, is_field
 from ..laws import Gaussian, NoiseLaw
 
@@ -110,14 +109,13 @@ def _coefficient(cls: str, name: str, value):
         return value
     if isinstance(value, (bool, str)):
         raise ValueError(f"{cls}: {name} must be a float, a tensor or a callable, got {value!r}")
-    # shaped like the checks of integrate/fast/schemes.base/weak.problems; not shared: each has its messages
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{cls}: {name} must be a float, a tensor or a callable, got {value!r}") from None
-    if not math.isfinite(out):
-        raise ValueError(f"{cls}: {name} must be finite, got {name}={value!r}")
-    return out
+    return checked_float(
+        value,
+        "{cls}: {name} must be a float, a tensor or a callable, got {value!r}",
+        "{cls}: {name} must be finite, got {name}={value!r}",
+        cls=cls,
+        name=name,
+    )
 
 
 class Scheme:
@@ -281,3 +279,25 @@ class Scheme:
 
     def __repr__(self):
         return f"{type(self).__name__}()"
+
+
+class _TwoStep(Scheme):
+    """A two-step scheme: the state carries ``"prev"`` (``X_{n−1}``; ``None`` before the first
+    step, until :meth:`Scheme.start` hands a history in) and the step count ``"n"``."""
+
+    history = 1
+
+    def init(self, field, t0, x0, dt):
+        return {"prev": None, "n": 0}
+
+
+def _at(coefficient, n: int):
+    """A two-step scheme's coefficient of step ``n``: ``coefficient(n)`` when it is a callable."""
+    return coefficient(n) if callable(coefficient) else coefficient
+
+
+def _shown(coefficient):
+    """A coefficient as a repr shows it: ``callable``, a tensor's shape, or the number."""
+    if callable(coefficient):
+        return "callable"
+    return tuple(coefficient.shape) if isinstance(coefficient, torch.Tensor) else coefficient

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Scheme, _coefficient, _fits, _recording
+from .base import Scheme, _at, _coefficient, _fits, _recording, _shown, _TwoStep
 
 __all__ = ["Euler", "Heun", "NeumannEuler", "LinearMultistep"]
 
@@ -101,7 +101,7 @@ class NeumannEuler(Scheme):
         return f"NeumannEuler(terms={self.terms})"
 
 
-class LinearMultistep(Scheme):
+class LinearMultistep(_TwoStep):
     """The LM-ResNet two-step scheme ``u_{n+1} = (1 − k) u_n + k u_{n−1} + Δt f(t_n, u_n)``.
 
     ``k`` is a float or a tensor (trainable, broadcast against the state, e.g. per
@@ -118,16 +118,12 @@ class LinearMultistep(Scheme):
     """
 
     order = 1
-    history = 1
 
     def __init__(self, k=0.0):
         self.k = _coefficient("LinearMultistep", "k", k)
 
-    def init(self, field, t0, x0, dt):
-        return {"prev": None, "n": 0}
-
     def coefficient(self, n: int):
-        return self.k(n) if callable(self.k) else self.k
+        return _at(self.k, n)
 
     name = "lm"
     aliases = ("lm", "linear_multistep")
@@ -148,9 +144,4 @@ class LinearMultistep(Scheme):
         return x_next, {"prev": x, "n": n + 1}
 
     def __repr__(self):
-        k = (
-            "callable"
-            if callable(self.k)
-            else (tuple(self.k.shape) if isinstance(self.k, torch.Tensor) else self.k)
-        )
-        return f"LinearMultistep(k={k})"
+        return f"LinearMultistep(k={_shown(self.k)})"

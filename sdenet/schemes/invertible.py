@@ -3,11 +3,10 @@ Hamiltonian step (AAAI 2018), and the two-step midpoint and leapfrog schemes."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from .base import Scheme
+from .._checks import checked_float
+from .base import Scheme, _TwoStep
 
 __all__ = ["CoupledEuler", "Hamiltonian", "Midpoint", "Leapfrog"]
 
@@ -108,17 +107,35 @@ def _next_state(state, x, n, prev):
     return {"prev": x, "n": n + 1, "given": given}
 
 
-class _TwoStepInvertible(Scheme):
+class _TwoStepInvertible(_TwoStep):
     """Shared declarations of the invertible two-step schemes: the state carries ``Y_{n−1}``
     (``None`` before the first step), and a history handed in (:meth:`Scheme.start`) becomes
     ``Y_{−1}``."""
 
     invertible = True
     exact_arithmetic = True
-    history = 1
+    #: the two ways to start without a history: the first keeps order 2, the second ("rest",
+    #: ``Y_{−1} = Y_0``) costs one order
+    starts: tuple[str, str]
 
-    def init(self, field, t0, x0, dt):
-        return {"prev": None, "n": 0}
+    def _set_start(self, name: str, start: str):
+        if start not in self.starts:
+            raise ValueError(f"{name}: start must be {self.starts[0]!r} or {self.starts[1]!r}, got {start!r}")
+        self.first_step = start
+
+    @property
+    def order(self):
+        return 2 if self.first_step == self.starts[0] else 1
+
+    def invert_step(self, field, t, x_next, dt, state_next, fp=None):
+        x, n, given = state_next["prev"], state_next["n"] - 1, state_next.get("given", True)
+        if n == 0 and not given:
+            return x, {"prev": None, "n": 0}
+        return x, {"prev": self._previous(field, t, x, x_next, dt, fp), "n": n, "given": given}
+
+    def _previous(self, field, t, x, x_next, dt, fp):
+        """``Y_{n−1}`` from ``Y_n = x`` and ``Y_{n+1} = x_next`` (the scheme solved backwards)."""
+        raise NotImplementedError
 
 
 class Midpoint(_TwoStepInvertible):
@@ -137,15 +154,10 @@ class Midpoint(_TwoStepInvertible):
 
     aliases = ("midpoint",)
     options = ("start",)
+    starts = ("euler", "rest")
 
     def __init__(self, start: str = "euler"):
-        if start not in ("euler", "rest"):
-            raise ValueError(f"Midpoint: start must be 'euler' or 'rest', got {start!r}")
-        self.first_step = start
-
-    @property
-    def order(self):
-        return 2 if self.first_step == "euler" else 1
+        self._set_start("Midpoint", start)
 
     def step(self, field, t, x, dt, state, generator=None, fp=None):
         prev, n = _two_step_state(state)
@@ -157,15 +169,10 @@ class Midpoint(_TwoStepInvertible):
             x_next = fp.add(x, fx, c) if prev is None else fp.add_(prev, fx, c)
         return x_next, _next_state(state, x, n, prev)
 
-    def invert_step(self, field, t, x_next, dt, state_next, fp=None):
-        x, n, given = state_next["prev"], state_next["n"] - 1, state_next.get("given", True)
-        if n == 0 and not given:
-            return x, {"prev": None, "n": 0}
+    def _previous(self, field, t, x, x_next, dt, fp):
         if fp is None:
-            prev = torch.add(x_next, field.drift(t, x), alpha=-2.0 * dt)
-        else:
-            prev = fp.sub_(x_next, field.drift(t, fp.value(x)), 2.0 * dt)
-        return x, {"prev": prev, "n": n, "given": given}
+            return torch.add(x_next, field.drift(t, x), alpha=-2.0 * dt)
+        return fp.sub_(x_next, field.drift(t, fp.value(x)), 2.0 * dt)
 
     def _start_coefficient(self, dt):  # x_1 = x_0 + c0 f(x_0)
         return dt if self.first_step == "euler" else 2.0 * dt
@@ -194,22 +201,15 @@ class Leapfrog(_TwoStepInvertible):
 
     aliases = ("leapfrog",)
     options = ("start", "velocity")
+    starts = ("taylor", "rest")
 
     def __init__(self, start: str = "taylor", velocity: float = 0.0):
-        if start not in ("taylor", "rest"):
-            raise ValueError(f"Leapfrog: start must be 'taylor' or 'rest', got {start!r}")
-        try:
-            velocity = float(velocity)
-        except (TypeError, ValueError):
-            raise ValueError(f"Leapfrog: velocity must be a number, got {velocity!r}") from None
-        if not math.isfinite(velocity):
-            raise ValueError(f"Leapfrog: velocity must be finite, got {velocity!r}")
-        self.first_step = start
-        self.velocity = velocity
-
-    @property
-    def order(self):
-        return 2 if self.first_step == "taylor" else 1
+        self._set_start("Leapfrog", start)
+        self.velocity = checked_float(
+            velocity,
+            "Leapfrog: velocity must be a number, got {value!r}",
+            "Leapfrog: velocity must be finite, got {number!r}",
+        )
 
     def step(self, field, t, x, dt, state, generator=None, fp=None):
         prev, n = _two_step_state(state)
@@ -234,15 +234,10 @@ class Leapfrog(_TwoStepInvertible):
             x_next = torch.add(2.0 * x - prev, fx, alpha=dt * dt)
         return x_next, _next_state(state, x, n, prev)
 
-    def invert_step(self, field, t, x_next, dt, state_next, fp=None):
-        x, n, given = state_next["prev"], state_next["n"] - 1, state_next.get("given", True)
-        if n == 0 and not given:
-            return x, {"prev": None, "n": 0}
+    def _previous(self, field, t, x, x_next, dt, fp):
         if fp is None:
-            prev = torch.add(2.0 * x - x_next, field.drift(t, x), alpha=dt * dt)
-        else:
-            prev = fp.add_(2.0 * x - x_next, field.drift(t, fp.value(x)), dt * dt)
-        return x, {"prev": prev, "n": n, "given": given}
+            return torch.add(2.0 * x - x_next, field.drift(t, x), alpha=dt * dt)
+        return fp.add_(2.0 * x - x_next, field.drift(t, fp.value(x)), dt * dt)
 
     def _start_coefficient(self, dt):  # x_1 = x_0 + c0 f(x_0) (+ Δt v_0, a constant: no gradient)
         return 0.5 * dt * dt if self.first_step == "taylor" else dt * dt

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..laws import DropBernoulli, Gaussian, NoiseLaw, is_law
-from .base import Scheme, _coefficient, _fits
+from .base import Scheme, _at, _coefficient, _fits, _shown, _TwoStep
 from .deterministic import Euler
 
 __all__ = ["WeakEuler", "EulerMaruyama", "StochasticLM"]
@@ -152,7 +152,7 @@ class EulerMaruyama(WeakEuler):
         return "EulerMaruyama()"
 
 
-class StochasticLM(WeakEuler):
+class StochasticLM(_TwoStep, WeakEuler):
     r"""The LM stochastic-depth scheme, for general Δt.
 
     It discretizes the second-order system
@@ -183,7 +183,6 @@ class StochasticLM(WeakEuler):
     """
 
     order = 1
-    history = 1
     name = "stochastic_lm"
     aliases = ("stochastic_lm", "lm_sd")
     options = ("g",)
@@ -192,11 +191,8 @@ class StochasticLM(WeakEuler):
         super().__init__(law)
         self.g = _coefficient("StochasticLM", "g", g)
 
-    def init(self, field, t0, x0, dt):
-        return {"prev": None, "n": 0}
-
     def coefficient(self, n: int):
-        return self.g(n) if callable(self.g) else self.g
+        return _at(self.g, n)
 
     limit = "second_order"
 
@@ -220,9 +216,4 @@ class StochasticLM(WeakEuler):
         return x_next, {"prev": x, "n": n + 1}
 
     def __repr__(self):
-        g = (
-            "callable"
-            if callable(self.g)
-            else (tuple(self.g.shape) if isinstance(self.g, torch.Tensor) else self.g)
-        )
-        return f"StochasticLM(g={g}, law={self.law!r})"
+        return f"StochasticLM(g={_shown(self.g)}, law={self.law!r})"

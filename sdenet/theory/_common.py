@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +16,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["Finding", "ItemResult", "figure_path", "save_figure", "progress", "slope", "md_table", "plt"]
+__all__ = [
+    "Finding",
+    "ItemResult",
+    "item",
+    "figure_path",
+    "save_figure",
+    "progress",
+    "slope",
+    "md_table",
+    "plt",
+]
 
 
 @dataclass
@@ -37,6 +49,26 @@ class ItemResult:
     figures: list[str] = field(default_factory=list)
     data: dict = field(default_factory=dict)
     seconds: float = 0.0
+
+
+#: what an item's ``run`` returns under :func:`item`: ``(findings, body, figures, data)``
+Parts = tuple[list[Finding], str, list[str], dict]
+
+
+def item(key: str, title: str) -> Callable[[Callable[..., Parts]], Callable[..., ItemResult]]:
+    """Make an item's ``run(out, quick=False)``, which returns its :data:`Parts`, return the
+    :class:`ItemResult` under this key and title, with the seconds the run took."""
+
+    def decorate(run: Callable[..., Parts]) -> Callable[..., ItemResult]:
+        @functools.wraps(run)
+        def timed(out, quick: bool = False) -> ItemResult:
+            t_start = time.perf_counter()
+            findings, body, figures, data = run(out, quick)
+            return ItemResult(key, title, findings, body, figures, data, time.perf_counter() - t_start)
+
+        return timed
+
+    return decorate
 
 
 def out_dir(out) -> Path:
@@ -105,7 +137,13 @@ def fmt(x, digits=3) -> str:
 
 
 def verdict(ok: bool, partly: bool = False) -> str:
+    """A finding's ``agrees``: "yes" when ``ok``, else "partly" (a qualified claim) or "no"."""
     return "yes" if ok else ("partly" if partly else "no")
+
+
+def orders(results: dict, sep: str = ", ") -> str:
+    """``label order, label order, …`` of ``{label: {"order": …}}`` (a finding's evidence)."""
+    return sep.join(f"{label} {r['order']:.2f}" for label, r in results.items())
 
 
 def loglog_axes(ax, xlabel="Δt", ylabel="error"):
@@ -114,6 +152,20 @@ def loglog_axes(ax, xlabel="Δt", ylabel="error"):
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
+
+
+def panel(ax, xlabel: str, ylabel: str, title: str, title_size: float = 9, legend_size: float = 7) -> None:
+    """Finish a log–log panel: its axes (:func:`loglog_axes`), title and legend."""
+    loglog_axes(ax, xlabel, ylabel)
+    ax.set_title(title, fontsize=title_size)
+    ax.legend(fontsize=legend_size)
+
+
+def se_bars(ax, dts, errors, stderr, style: str = "o", upper: bool = True, **kw) -> None:
+    """``errors`` against ``dts`` with bars of 2 standard errors: above each point only (``upper``;
+    a log axis has no room for the lower bar) or on both sides; ``kw`` go to ``ax.errorbar``."""
+    up = 2 * np.asarray(stderr)
+    ax.errorbar(dts, errors, yerr=[np.zeros_like(up), up] if upper else up, fmt=style, capsize=2, **kw)
 
 
 def reference_line(ax, dts, anchor_dt, anchor_err, order, **kw):

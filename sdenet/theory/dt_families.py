@@ -19,7 +19,6 @@ factors ``1 + μΔt + σΔŴ``). With ``T = nΔt`` fixed, refining Δt moves the
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 from torch import nn
@@ -27,7 +26,7 @@ from torch import nn
 import sdenet
 from sdenet import weak
 
-from ._common import Finding, ItemResult, fmt, loglog_axes, md_table, plt, progress, save_figure, slope
+from ._common import Finding, fmt, item, md_table, panel, plt, progress, save_figure, se_bars, slope, verdict
 
 __all__ = ["Scale", "families", "network_moment", "original_architecture_gap", "run"]
 
@@ -128,8 +127,8 @@ def original_architecture_gap(blocks=6, batch=32, dim=4, p=0.7, seed=0):
     return out
 
 
-def run(out, quick: bool = False) -> ItemResult:
-    t_start = time.perf_counter()
+@item("dt_families", "5. Δt away from 1: shake-shake and stochastic-depth families")
+def run(out, quick: bool = False):
     progress("item 5: Δt = 1 stages against the original shake-shake / stochastic-depth rules")
     gaps = original_architecture_gap()
     progress("item 5: refining Δt with T = nΔt fixed (closed forms + Monte Carlo of the stages)")
@@ -175,15 +174,8 @@ def run(out, quick: bool = False) -> ItemResult:
             (line,) = ax.plot(dts, v["rel"], "-", label=f"φ = x^{k}: order {v['order'][0]:.2f} (Δt ≤ 1/8)")
             ex = v["exact"]
             mc_rel = [abs(m - ex) / abs(ex) for m, _ in v["mc"]]
-            ax.errorbar(
-                mc_dts,
-                mc_rel,
-                yerr=[2 * se / abs(ex) for _, se in v["mc"]],
-                fmt="o",
-                ms=3,
-                color=line.get_color(),
-                capsize=2,
-            )
+            rel_se = [se / abs(ex) for _, se in v["mc"]]
+            se_bars(ax, mc_dts, mc_rel, rel_se, upper=False, ms=3, color=line.get_color())
             ax.plot([1.0], [v["rel"][0]], "*", ms=12, color=line.get_color())
             if v["m3_order"] is not None:
                 ax.plot(
@@ -193,13 +185,11 @@ def run(out, quick: bool = False) -> ItemResult:
                     color=line.get_color(),
                     label=f"φ = x^{k}, part due to E ΔŴ³: order {v['m3_order']:.2f} (Δt ≤ 1/128)",
                 )
-        loglog_axes(ax, f"Δt  (n = {T:g}/Δt blocks)", "|E φ(X_T) − E φ(X(T))| / |E φ(X(T))|")
-        ax.set_title(
+        title = (
             f"{name}: network stage → SDE as Δt → 0 (★ = original, Δt = 1)\n"
-            f"lines: exact; dots: Monte Carlo of the sdenet.nn stage ± 2 s.e.",
-            fontsize=9,
+            f"lines: exact; dots: Monte Carlo of the sdenet.nn stage ± 2 s.e."
         )
-        ax.legend(fontsize=8)
+        panel(ax, f"Δt  (n = {T:g}/Δt blocks)", "|E φ(X_T) − E φ(X(T))| / |E φ(X(T))|", title, 9, 8)
     fig1 = save_figure(fig, out, "dt_families.png")
 
     z_max = max(abs(z) for r in res.values() for v in r["k"].values() for z in v["z"])
@@ -234,7 +224,7 @@ def run(out, quick: bool = False) -> ItemResult:
             "at Δt = 1 the families are the original shake-shake and stochastic-depth networks",
             f"sdenet.nn stages vs the hand-written rules with the same draws: max |diff| "
             f"{fmt(gaps['shake-shake'])} (shake-shake), {fmt(gaps['stochastic depth'])} (stochastic depth)",
-            "yes" if max(gaps.values()) < 1e-12 else "no",
+            verdict(max(gaps.values()) < 1e-12),
         ),
         Finding(
             "as Δt → 0 with T = nΔt fixed, the network's E φ(X_T) converges to the SDE's",
@@ -246,7 +236,7 @@ def run(out, quick: bool = False) -> ItemResult:
                 for r in rows
             )
             + f"; stage Monte Carlo vs exact max |z| = {z_max:.1f}",
-            "yes" if ok and z_max < 4.5 else "no",
+            verdict(ok and z_max < 4.5),
         ),
     ]
     g_shake = res["shake-shake"]["gbm"]
@@ -281,12 +271,5 @@ order ½ (it bends until Δt ≈ 1/100 because of relative O(Δt) corrections wi
 time), while an order-1 part of comparable size is still present, so the total error's slope lies between ½ and 1
 and drifts down only slowly as Δt shrinks. The ½ is asymptotic; a 2- to 16-block network is far from it.
 """
-    return ItemResult(
-        key="dt_families",
-        title="5. Δt away from 1: shake-shake and stochastic-depth families",
-        findings=findings,
-        body=body,
-        figures=[fig1],
-        data={"gaps": gaps, "results": res, "expected": expected, "z_max": z_max, "dts": dts},
-        seconds=time.perf_counter() - t_start,
-    )
+    data = {"gaps": gaps, "results": res, "expected": expected, "z_max": z_max, "dts": dts}
+    return findings, body, [fig1], data

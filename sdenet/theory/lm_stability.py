@@ -20,14 +20,13 @@ are not stable for ``λ < 0`` (k = 1 is leapfrog, which is unstable on dissipati
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 
 import sdenet
+from sdenet.weak.regression import bisect
 
-from ._common import Finding, ItemResult, fmt, md_table, plt, progress, save_figure
+from ._common import Finding, fmt, item, md_table, plt, progress, save_figure, verdict
 
 __all__ = [
     "characteristic_roots",
@@ -77,20 +76,12 @@ def stable_interval(
     if not np.all(np.diff(idx) == 1):
         raise ValueError("stable set is not an interval on this grid")
 
-    def bisect(a, b):  # a inside, b outside
-        for _ in range(200):
-            m = 0.5 * (a + b)
-            if spectral_radius(m, z) < 1.0:
-                a = m
-            else:
-                b = m
-            if abs(b - a) < tol:
-                break
-        return 0.5 * (a + b)
+    def boundary(a, b):  # a inside, b outside
+        return bisect(lambda k: spectral_radius(k, z) < 1.0, a, b, lambda a, b: abs(b - a) < tol)
 
     i0, i1 = idx[0], idx[-1]
-    lo = bisect(ks[i0], ks[i0 - 1]) if i0 > 0 else ks[0]
-    hi = bisect(ks[i1], ks[i1 + 1]) if i1 < grid - 1 else ks[-1]
+    lo = boundary(ks[i0], ks[i0 - 1]) if i0 > 0 else ks[0]
+    hi = boundary(ks[i1], ks[i1 + 1]) if i1 < grid - 1 else ks[-1]
     return float(lo), float(hi)
 
 
@@ -110,8 +101,8 @@ def lm_gradient_flow(k: float, dt: float, eigenvalues=(0.1, 1.0), steps: int = 6
     return path.norm(dim=-1).squeeze(-1).numpy()
 
 
-def run(out, quick: bool = False) -> ItemResult:
-    t_start = time.perf_counter()
+@item("stability", "2. Stability of the LM scheme")
+def run(out, quick: bool = False):
     progress("item 2: characteristic roots over (k, λΔt)")
     n = 301 if quick else 801
     ks = np.linspace(-1.6, 1.6, n)
@@ -185,7 +176,7 @@ def run(out, quick: bool = False) -> ItemResult:
             "(derived here) stable region −1 < k < 1 + λΔt/2, λΔt < 0: closed form vs roots and vs simulation",
             f"max |numeric − closed form| over 6 values of λΔt = {fmt(max(c[3] for c in checks))}; "
             f"gradient-flow runs grow exactly where max|ρ| > 1 ({'all' if traj_ok else 'NOT all'} {len(traj_rows)} cases)",
-            "yes" if boundary_ok and traj_ok else "no",
+            verdict(boundary_ok and traj_ok),
         ),
     ]
     rows = [
@@ -231,12 +222,5 @@ from the roots matches the closed form; but the condition is necessary only. Ins
 the scheme still blows up when k ≥ 1 + λΔt/2 (k = 0.6 with LΔt = 1.75 above), and the endpoints
 k = ±1 are unstable on a dissipative problem.
 """
-    return ItemResult(
-        key="stability",
-        title="2. Stability of the LM scheme",
-        findings=findings,
-        body=body,
-        figures=[fig1, fig2],
-        data={"checks": checks, "interval_at_minus_one": at_m1, "trajectories": traj_rows},
-        seconds=time.perf_counter() - t_start,
-    )
+    data = {"checks": checks, "interval_at_minus_one": at_m1, "trajectories": traj_rows}
+    return findings, body, [fig1, fig2], data

@@ -24,7 +24,6 @@ Euler: ``f̃ = f − Δt/2 f'f``; LM: ``f̃ = f/(1+k) − Δt (1−k) f'f / (2(1
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
@@ -32,7 +31,7 @@ import torch
 import sdenet
 from sdenet._optional import require
 
-from ._common import Finding, ItemResult, fmt, loglog_axes, md_table, plt, progress, save_figure, slope
+from ._common import Finding, fmt, item, md_table, panel, plt, progress, save_figure, slope, verdict
 
 sp = require("sympy", "theory")
 
@@ -259,8 +258,8 @@ def follow_orders(name: str, steps=(10, 20, 40, 80, 160, 320), k: float = _K, lm
     }
 
 
-def run(out, quick: bool = False) -> ItemResult:
-    t_start = time.perf_counter()
+@item("modified", "1. Modified equations")
+def run(out, quick: bool = False):
     progress("item 1: deriving modified equations with sympy")
     eqs = {}
     for name in SCHEMES:
@@ -291,9 +290,7 @@ def run(out, quick: bool = False) -> ItemResult:
     for ax, (label, r) in zip(axes, runs.items()):
         ax.plot(r["dts"], r["err_leading"], "o-", label=f"vs u' = a₀ (slope {r['order_leading']:.2f})")
         ax.plot(r["dts"], r["err_modified"], "s-", label=f"vs modified (slope {r['order_modified']:.2f})")
-        loglog_axes(ax, "Δt", "|u_N − u(T)|")
-        ax.set_title(label, fontsize=10)
-        ax.legend(fontsize=7)
+        panel(ax, "Δt", "|u_N − u(T)|", label, 10, 7)
     fig1 = save_figure(fig, out, "modified_equations.png")
 
     latex_rows = []
@@ -334,7 +331,7 @@ def run(out, quick: bool = False) -> ItemResult:
             "sympy Taylor expansion equals eqs. (2), (3) symbolically"
             if all(paper_ok.values())
             else f"sympy derivation differs: {paper_ok}",
-            "yes" if all(paper_ok.values()) else "no",
+            verdict(all(paper_ok.values())),
         ),
         Finding(
             "each scheme follows its modified equation to one order higher than u' = f "
@@ -376,15 +373,8 @@ trajectory is then shifted by O(kΔt) for good, and follows the modified equatio
 like `u' = a₀` (last column of the figure). With the LM-ResNet initialisation k ∈ [−0.1, 0] the shift is small,
 but it is there.
 """
-    return ItemResult(
-        key="modified",
-        title="1. Modified equations",
-        findings=findings,
-        body=body,
-        figures=[fig1],
-        data={"paper_ok": paper_ok, "runs": runs, "expected": expected},
-        seconds=time.perf_counter() - t_start,
-    )
+    data = {"paper_ok": paper_ok, "runs": runs, "expected": expected}
+    return findings, body, [fig1], data
 
 
 def _pretty_f(expr):

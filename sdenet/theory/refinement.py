@@ -15,8 +15,6 @@ converges; so does the start from rest.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 
@@ -24,7 +22,7 @@ import sdenet
 import sdenet.models as M
 from sdenet.nn import refine
 
-from ._common import Finding, ItemResult, fmt, loglog_axes, md_table, plt, progress, save_figure, slope
+from ._common import Finding, fmt, item, md_table, panel, plt, progress, save_figure, slope, verdict
 
 __all__ = ["FAMILIES", "family_refinement", "toy_lm_sd", "network_lm_sd", "run"]
 
@@ -140,8 +138,8 @@ def network_lm_sd(levels: int = 6, seed: int = 0):
     return res
 
 
-def run(out, quick: bool = False) -> ItemResult:
-    t0 = time.perf_counter()
+@item("refinement", "8. Depth is a step size: refinement at fixed T")
+def run(out, quick: bool = False):
     levels = 4 if quick else 6
     progress("item 7: refine(m, 2^j) for every family")
     fam = family_refinement(levels)
@@ -155,9 +153,8 @@ def run(out, quick: bool = False) -> ItemResult:
         ax.plot(r["dts"], r["diff"], "o-", ms=3, label=f"{label}: {r['order']:.2f}")
     d = np.asarray(fam[next(iter(fam))]["dts"])
     ax.plot(d, 0.3 * d, "k--", lw=1, label="Δt¹")
-    loglog_axes(ax, "Δt of the coarser network", "|y_j − y_{j+1}| / |y_final|")
-    ax.set_title("refine(m, 2^j) at fixed T, eval mode, random weights\n(legend: observed order)", fontsize=9)
-    ax.legend(fontsize=6.5)
+    title = "refine(m, 2^j) at fixed T, eval mode, random weights\n(legend: observed order)"
+    panel(ax, "Δt of the coarser network", "|y_j − y_{j+1}| / |y_final|", title, 9, 6.5)
     ax = axes[1]
     for key, style, lab in (
         ("old", "s-", "X₋₁ = S(x) (old rule)"),
@@ -208,14 +205,14 @@ def run(out, quick: bool = False) -> ItemResult:
         Finding(
             "a network refined at fixed T (refine(m, 2^j)) converges, order 1, for every family",
             "; ".join(f"{lab.split(' (')[0]} {r['order']:.2f}" for lab, r in fam.items()),
-            "yes" if ok else "partly",
+            verdict(ok, partly=True),
         ),
         Finding(
             "LM stochastic depth has a Δt → 0 limit after a transition only with the fixed history rule",
             f"toy |X_T|: old rule {fmt(toy['old'][0])} → {fmt(toy['old'][-1])}, fixed {fmt(toy['fixed'][0])} → "
             f"{fmt(toy['fixed'][-1])}; tiny_lm_sd_resnet max|logits| old {fmt(net['old'][-1])}, fixed "
             f"{fmt(net['fixed'][-1])} at Δt = {fmt(net['dts'][-1])}",
-            "yes" if old_grows and fixed_conv else "no",
+            verdict(old_grows and fixed_conv),
         ),
     ]
     body = f"""**Claim (DESIGN.md, "Depth is a step size").** Refining a network at fixed T — every stage 2^j× the steps
@@ -246,12 +243,4 @@ On `tiny_lm_sd_resnet` (max |logits| of `refine(m, 2^j)`):
 **Verdict.** {"Every family converges with order close to 1." if ok else "Not every family shows order 1 at these levels (see the table)."}
 The old start has no limit (its |X_T| grows as Δt shrinks); the fixed one converges, like the start from rest.
 """
-    return ItemResult(
-        "refinement",
-        "8. Depth is a step size: refinement at fixed T",
-        findings,
-        body,
-        [fig_path],
-        {"families": fam, "toy": toy, "network": net},
-        time.perf_counter() - t0,
-    )
+    return findings, body, [fig_path], {"families": fam, "toy": toy, "network": net}

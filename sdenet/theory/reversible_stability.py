@@ -27,13 +27,12 @@ Forward-state norms ``‖Y_j‖`` and gradient norms ``‖∂L/∂Y_j‖`` (``L 
 from __future__ import annotations
 
 import math
-import time
 from typing import cast
 
 import numpy as np
 import torch
 
-from ._common import Finding, ItemResult, fmt, md_table, plt, progress, save_figure
+from ._common import Finding, fmt, item, md_table, plt, progress, save_figure, verdict
 
 __all__ = ["step_matrix", "spectral_radius", "closed_form_radius", "layer_norms", "run", "SCHEMES"]
 
@@ -136,8 +135,8 @@ def layer_norms(
 KINDS = ("resnet", "resnet_antisym", "hamiltonian", "midpoint", "leapfrog")
 
 
-def run(out, quick: bool = False) -> ItemResult:
-    t_start = time.perf_counter()
+@item("reversible", "9. Stability of reversible architectures (Chang et al. 2018)")
+def run(out, quick: bool = False):
     progress("reversible: eigenvalues of the linearised steps")
     rng = np.random.default_rng(0)
     d = 12
@@ -257,7 +256,7 @@ def run(out, quick: bool = False) -> ItemResult:
             "1,000 layers with random weights",
             "largest growth/decay factor of state or gradient norms over the layers, K_j scale 1 / 4: "
             + "; ".join(f"{k} {fmt(worst[(k, 1.0)])} / {fmt(worst[(k, 4.0)])}" for k in KINDS),
-            "yes" if ok_small and ok_large else "partly",
+            verdict(ok_small and ok_large, partly=True),
         ),
     ]
     verdict_text = (
@@ -302,16 +301,9 @@ experiment separates the architectures only through their gradients at the large
 nonlinear networks here use the paper's simplified single-kernel fields; the networks of
 `sdenet.nn.reversible` use the tied ``Kᵀσ(BN(K·))`` blocks.
 """
-    return ItemResult(
-        key="reversible",
-        title="9. Stability of reversible architectures (Chang et al. 2018)",
-        findings=findings,
-        body=body,
-        figures=[fig1, fig2],
-        data={
-            "rows": rows,
-            "norms_table": table,
-            "worst": {f"{k}@{sc:g}": v for (k, sc), v in worst.items()},
-        },
-        seconds=time.perf_counter() - t_start,
-    )
+    data = {
+        "rows": rows,
+        "norms_table": table,
+        "worst": {f"{k}@{sc:g}": v for (k, sc), v in worst.items()},
+    }
+    return findings, body, [fig1, fig2], data

@@ -22,7 +22,6 @@ the slope of ``log max|x_N − x(T)|`` on ``log Δt``, the reference ``x(T)`` fr
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 from torch import nn
@@ -30,7 +29,7 @@ from torch import nn
 import sdenet
 from sdenet._optional import require
 
-from ._common import Finding, ItemResult, fmt, loglog_axes, md_table, plt, progress, save_figure, slope
+from ._common import Finding, fmt, item, md_table, orders, panel, plt, progress, save_figure, slope, verdict
 
 __all__ = ["SmoothField", "ARCHITECTURES", "build_stage", "observed_orders", "run"]
 
@@ -157,8 +156,8 @@ def observed_orders(steps=(8, 16, 32, 64, 128, 256), dim=8, batch=16, seed=0):
     return out
 
 
-def run(out, quick: bool = False) -> ItemResult:
-    t_start = time.perf_counter()
+@item("table1", "3. Table 1, executable")
+def run(out, quick: bool = False):
     progress("item 3: Table 1 stages from sdenet.nn, refining Δt on [0, 1]")
     steps = (8, 16, 32, 64) if quick else (8, 16, 32, 64, 128, 256)
     res = observed_orders(steps)
@@ -186,15 +185,14 @@ def run(out, quick: bool = False) -> ItemResult:
                 "yes" if good else "NO",
             )
         )
-    loglog_axes(ax, "Δt = T/N  (N blocks, T = 1)", "max |x_N − x(T)|")
-    ax.set_title("Table 1: observed order of each architecture's stage", fontsize=10)
-    ax.legend(fontsize=7)
+    title = "Table 1: observed order of each architecture's stage"
+    panel(ax, "Δt = T/N  (N blocks, T = 1)", "max |x_N − x(T)|", title, 10, 7)
     fig1 = save_figure(fig, out, "table1_orders.png")
     findings = [
         Finding(
             "Table 1: ResNet, PolyNet, RevNet, LM-ResNet are 1st-order schemes, FractalNet 2nd-order",
-            "observed orders " + ", ".join(f"{a} {r['order']:.2f}" for a, r in res.items()),
-            "yes" if ok else "no",
+            "observed orders " + orders(res),
+            verdict(ok),
         ),
     ]
     body = f"""**Claim (paper, Table 1).** ResNet/ResNeXt, PolyNet, FractalNet, RevNet and LM-ResNet are numerical schemes
@@ -218,12 +216,5 @@ PolyNet's `I + F + F²` is `I + ΔtF(u) + Δt²F(F(u))`, which matches backward 
 (backward Euler's second term is `Δt² F'(u)F(u)`, not `F(F(u))`) — first order is all the table claims; and
 the LM-ResNet stage converges to the solution of `u' = f/(1+k)`, not of `u' = f`, unless k → 0.
 """
-    return ItemResult(
-        key="table1",
-        title="3. Table 1, executable",
-        findings=findings,
-        body=body,
-        figures=[fig1],
-        data={"orders": res, "blocks_vs_field": same},
-        seconds=time.perf_counter() - t_start,
-    )
+    data = {"orders": res, "blocks_vs_field": same}
+    return findings, body, [fig1], data

@@ -18,7 +18,6 @@ vanishes like Δt while its distance to the Brownian-driven solution does not sh
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import torch
@@ -26,7 +25,7 @@ import torch
 import sdenet
 from sdenet import weak
 
-from ._common import Finding, ItemResult, fmt, loglog_axes, md_table, plt, progress, save_figure, slope
+from ._common import Finding, fmt, item, md_table, panel, plt, progress, save_figure, se_bars, slope, verdict
 
 __all__ = [
     "test_sdes",
@@ -246,8 +245,8 @@ def drop_schedules(
     return out
 
 
-def run(out, quick: bool = False) -> ItemResult:
-    t_start = time.perf_counter()
+@item("weak", "4. Weak convergence of each law")
+def run(out, quick: bool = False):
     gbm, ou = test_sdes()
     samples = 200_000 if quick else 1_000_000
     paths = 100_000 if quick else 400_000
@@ -267,29 +266,13 @@ def run(out, quick: bool = False) -> ItemResult:
         "k--",
         label="drop p(Δt): 1−2p = −0.6√Δt",
     )
-    loglog_axes(ax, "Δt", "C(Δt)/Δt²  (exact)")
-    ax.set_title(
-        "Exact C/Δt²; symmetric laws (gaussian, uniform,\nrademacher, threepoint, drop ½): C ≡ 0", fontsize=9
-    )
-    ax.legend(fontsize=8)
+    title = "Exact C/Δt²; symmetric laws (gaussian, uniform,\nrademacher, threepoint, drop ½): C ≡ 0"
+    panel(ax, "Δt", "C(Δt)/Δt²  (exact)", title, 9, 8)
     ax = axes[1]
     for lab, c in curves.items():
-        up = 2 * np.asarray(c["K_se"])
-        ax.errorbar(
-            c["dts"],
-            np.maximum(c["K_emp"], 1e-6),
-            yerr=[np.zeros_like(up), up],
-            fmt="o-",
-            ms=3,
-            capsize=2,
-            label=lab,
-        )
-    loglog_axes(ax, "Δt", "empirical Ĉ(Δt)/Δt²  (bar: +2 s.e.)")
-    ax.set_title(
-        f"Empirical, {samples:,} draws per point: symmetric laws are\nMonte Carlo noise (≈ s.e./Δt²)",
-        fontsize=9,
-    )
-    ax.legend(fontsize=7)
+        se_bars(ax, c["dts"], np.maximum(c["K_emp"], 1e-6), c["K_se"], "o-", ms=3, label=lab)
+    title = f"Empirical, {samples:,} draws per point: symmetric laws are\nMonte Carlo noise (≈ s.e./Δt²)"
+    panel(ax, "Δt", "empirical Ĉ(Δt)/Δt²  (bar: +2 s.e.)", title)
     fig_cond = save_figure(fig, out, "weak_condition5.png")
 
     progress("item 4: weak order of every law on GBM and OU (exact bias + Monte Carlo)")
@@ -309,24 +292,11 @@ def run(out, quick: bool = False) -> ItemResult:
                 label=f"{lab}: order {r['order']:.2f} (declared {r['declared']:g})",
             )
             mc = r["mc"]
-            up = 2 * np.asarray(mc["stderr"])
-            ax.errorbar(
-                mc["dts"],
-                mc["errors"],
-                yerr=[np.zeros_like(up), up],
-                fmt="o",
-                ms=3,
-                color=line.get_color(),
-                capsize=2,
-            )
-        loglog_axes(ax, "Δt", "|E X_N³ − E X(T)³|")
+            se_bars(ax, mc["dts"], mc["errors"], mc["stderr"], ms=3, color=line.get_color())
         sde = gbm if name == "GBM" else ou
         par = ", ".join(f"{k}={v:g}" for k, v in sde.params().items())
-        ax.set_title(
-            f"{name} ({par})\nlines: exact scheme bias (symmetric laws share one); dots: Monte Carlo, bar +2 s.e.",
-            fontsize=8,
-        )
-        ax.legend(fontsize=7)
+        title = f"{name} ({par})\nlines: exact scheme bias (symmetric laws share one); dots: Monte Carlo, bar +2 s.e."
+        panel(ax, "Δt", "|E X_N³ − E X(T)³|", title, 8, 7)
     fig_orders = save_figure(fig, out, "weak_orders.png")
 
     progress("item 4: φ = cos on OU, exact through characteristic functions (separates the laws)")
@@ -345,12 +315,8 @@ def run(out, quick: bool = False) -> ItemResult:
             lw=2.2 if lab in styles else 1.4,
             label=f"{lab}: order {r['order']:.2f}, bias at Δt=¼ {r['bias_at']:+.2e}",
         )
-    loglog_axes(ax, "Δt", "|E cos X_N − E cos X(T)|  (exact)")
-    ax.set_title(
-        f"OU {ou_cos.params()}, weak Euler, φ = cos:\neach law its own curve (x³ gave one for all symmetric laws); three-point ≈ gaussian, drop ½ = rademacher",
-        fontsize=8,
-    )
-    ax.legend(fontsize=7)
+    title = f"OU {ou_cos.params()}, weak Euler, φ = cos:\neach law its own curve (x³ gave one for all symmetric laws); three-point ≈ gaussian, drop ½ = rademacher"
+    panel(ax, "Δt", "|E cos X_N − E cos X(T)|  (exact)", title, 8, 7)
     fig_cos = save_figure(fig, out, "weak_cos.png")
 
     progress("item 4: strong vs weak error of Rademacher increments (coupled to a Brownian path)")
@@ -359,14 +325,8 @@ def run(out, quick: bool = False) -> ItemResult:
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     for key, name in (("em", "Euler–Maruyama (ΔW)"), ("rad", "Rademacher (√Δt sign ΔW)")):
         r = sw[key]
-        ax.errorbar(
-            sw["dts"],
-            r["strong"],
-            yerr=2 * np.asarray(r["strong_se"]),
-            fmt="o-",
-            capsize=2,
-            label=f"strong E|X_N − X(T)|, {name}: slope {r['strong_order'][0]:.2f}",
-        )
+        label = f"strong E|X_N − X(T)|, {name}: slope {r['strong_order'][0]:.2f}"
+        se_bars(ax, sw["dts"], r["strong"], r["strong_se"], "o-", upper=False, label=label)
         ax.plot(
             sw["dts"],
             r["weak_exact"],
@@ -374,12 +334,8 @@ def run(out, quick: bool = False) -> ItemResult:
             ms=8,
             label=f"weak |E X_N³ − E X(T)³|, {name}: slope {r['weak_order'][0]:.2f}",
         )
-    loglog_axes(ax, "Δt", "error")
-    ax.set_title(
-        "GBM: strong vs weak error on the same Brownian paths\n(the two weak curves coincide: x³ sees moments 1–3 only)",
-        fontsize=9,
-    )
-    ax.legend(fontsize=7)
+    title = "GBM: strong vs weak error on the same Brownian paths\n(the two weak curves coincide: x³ sees moments 1–3 only)"
+    panel(ax, "Δt", "error", title)
     fig_sw = save_figure(fig, out, "weak_strong_vs_weak.png")
 
     progress("item 4: stochastic depth, fixed p against 1 − 2p = O(√Δt)")
@@ -398,9 +354,7 @@ def run(out, quick: bool = False) -> ItemResult:
             "s-",
             label=f"1 − 2p = −0.6√Δt: order {r['scheduled']['order'][0]:.2f}",
         )
-        loglog_axes(ax, "Δt", "|E X_N³ − E X(T)³|")
-        ax.set_title(f"stochastic-depth increments on {name}", fontsize=10)
-        ax.legend(fontsize=8)
+        panel(ax, "Δt", "|E X_N³ − E X(T)³|", f"stochastic-depth increments on {name}", 10, 8)
     fig_ds = save_figure(fig, out, "weak_drop_schedules.png")
 
     # ---------------------------------------------------------------- verdicts
@@ -493,13 +447,13 @@ def run(out, quick: bool = False) -> ItemResult:
             "symmetric laws satisfy condition (5) (C = 0); drop with fixed p ≠ ½ fails it (C/Δt² ~ Δt^−½)",
             f"exact C/Δt² and empirical estimates (within 4 s.e.: {'yes' if cond_ok else 'NO'}); drop p=0.8: "
             f"C/Δt² = {fmt(curves['drop p=0.8']['K'][-1])} at Δt = {cdts[-1]}",
-            "yes" if cond_ok else "no",
+            verdict(cond_ok),
         ),
         Finding(
             "weak Euler has weak order 1 for every law meeting (5), ½ for drop with fixed p ≠ ½",
             f"{len(order_rows)} fitted orders on GBM and OU, all within ±0.2 of declared: {'yes' if all_ok else 'NO'}; "
             f"Monte Carlo matches the exact scheme expectation (max |z| = {z_max:.1f})",
-            "yes" if all_ok else "no",
+            verdict(all_ok),
         ),
         Finding(
             "φ = cos separates the laws: each symmetric law its own weak Euler bias, all of order 1; drop p = 0.8 order ½",
@@ -507,7 +461,7 @@ def run(out, quick: bool = False) -> ItemResult:
             + ", ".join(f"{lab} {r['bias_at']:+.2e}" for lab, r in coses.items())
             + "; orders "
             + ", ".join(f"{r['order']:.2f}" for r in coses.values()),
-            "yes" if cos_ok and cos_sep else "no",
+            verdict(cos_ok and cos_sep),
         ),
         Finding(
             "with 1 − 2p = O(√Δt) (paper's assumption) stochastic depth regains weak order 1",
@@ -515,12 +469,12 @@ def run(out, quick: bool = False) -> ItemResult:
                 f"{n}: fixed {r['fixed']['order'][0]:.2f} vs scheduled {r['scheduled']['order'][0]:.2f}"
                 for n, r in ds.items()
             ),
-            "yes" if ds_ok else "no",
+            verdict(ds_ok),
         ),
         Finding(
             "Rademacher increments converge weakly, not strongly",
             f"strong error slope {rad['strong_order'][0]:.2f} (EM: {em['strong_order'][0]:.2f}); weak slope {rad['weak_order'][0]:.2f}",
-            "yes" if strong_flat and abs(rad["weak_order"][0] - 1) < 0.2 else "no",
+            verdict(strong_flat and abs(rad["weak_order"][0] - 1) < 0.2),
         ),
     ]
     sw_rows = [
@@ -619,12 +573,5 @@ Nothing in the paper's argument needs strong convergence: it reasons about laws.
 **Verdict.** Agrees with the paper and with DESIGN.md on every point checked; the one caveat is that
 stochastic depth's order ½ at fixed p can hide behind an order-1 term on coarse grids.
 """
-    return ItemResult(
-        key="weak",
-        title="4. Weak convergence of each law",
-        findings=findings,
-        body=body,
-        figures=[fig_cond, fig_orders, fig_cos, fig_sw, fig_ds],
-        data={"curves": curves, "orders": orders, "cos": coses, "strong_vs_weak": sw, "drop_schedules": ds},
-        seconds=time.perf_counter() - t_start,
-    )
+    data = {"curves": curves, "orders": orders, "cos": coses, "strong_vs_weak": sw, "drop_schedules": ds}
+    return findings, body, [fig_cond, fig_orders, fig_cos, fig_sw, fig_ds], data

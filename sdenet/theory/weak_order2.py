@@ -15,7 +15,6 @@ with Euler–Maruyama (``integrate(..., dw=...)``).
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import torch
@@ -25,7 +24,20 @@ import sdenet
 from sdenet import linear, weak
 from sdenet.nn import DropField, ShakeField, Stage, set_generator
 
-from ._common import Finding, ItemResult, fmt, loglog_axes, md_table, plt, progress, save_figure, slope
+from ._common import (
+    Finding,
+    fmt,
+    item,
+    md_table,
+    orders,
+    panel,
+    plt,
+    progress,
+    save_figure,
+    se_bars,
+    slope,
+    verdict,
+)
 
 __all__ = ["linear_orders", "nonlinear_orders", "milstein_strong", "network_orders", "run"]
 
@@ -242,8 +254,8 @@ def network_checks(x0, n=4, T=1.0, paths=200_000, seed=0):
     return rows
 
 
-def run(out, quick: bool = False) -> ItemResult:
-    t_start = time.perf_counter()
+@item("weak2", "7. Weak order 2: Platen, extrapolation, Milstein, networks")
+def run(out, quick: bool = False):
     progress("weak order 2: exact biases on GBM (x²) and OU (cos)")
     lin, params = linear_orders((16, 32, 64, 128) if quick else (16, 32, 64, 128, 256, 512))
     progress("weak order 2: arctan SDE by enumeration")
@@ -279,35 +291,24 @@ def run(out, quick: bool = False) -> ItemResult:
             ax.plot(
                 r["dts"], r["bias"], "o-", ms=3, label=f"{lab}: {r['order']:.2f} (declared {r['declared']:g})"
             )
-        loglog_axes(ax, "Δt", "|exact scheme bias|")
-        ax.set_title(f"{name}, exact (no Monte Carlo)", fontsize=9)
-        ax.legend(fontsize=6)
+        panel(ax, "Δt", "|exact scheme bias|", f"{name}, exact (no Monte Carlo)", 9, 6)
     ax = axes[2]
     for lab, r in nl.items():
         ax.plot(
             r["dts"], r["bias"], "o-", ms=3, label=f"{lab}: {r['order']:.2f} (declared {r['declared']:g})"
         )
-    loglog_axes(ax, "Δt", "|E sin X_N − E sin X(T)|")
-    ax.set_title(f"arctan SDE (a={pr.a}, x0={pr.x0}), exact by enumerating 3^N / 2^N paths", fontsize=9)
-    ax.legend(fontsize=6)
+    title = f"arctan SDE (a={pr.a}, x0={pr.x0}), exact by enumerating 3^N / 2^N paths"
+    panel(ax, "Δt", "|E sin X_N − E sin X(T)|", title, 9, 6)
     for ax in axes:
         ax.xaxis.set_minor_formatter(NullFormatter())
     fig_orders = save_figure(fig, out, "weak2_orders.png")
 
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     for lab, r in mil.items():
-        ax.errorbar(
-            r["dts"],
-            r["err"],
-            yerr=2 * np.asarray(r["se"]),
-            fmt="o-",
-            ms=3,
-            capsize=2,
-            label=f"{lab}: slope {r['order']:.2f} (declared strong {r['declared']:g})",
-        )
-    loglog_axes(ax, "Δt", "E |X_N − X(T)|  (bar ±2 s.e.)")
-    ax.set_title(f"strong error on GBM {mil_sde.params()}\nsame Brownian paths for every scheme", fontsize=9)
-    ax.legend(fontsize=7)
+        label = f"{lab}: slope {r['order']:.2f} (declared strong {r['declared']:g})"
+        se_bars(ax, r["dts"], r["err"], r["se"], "o-", upper=False, ms=3, label=label)
+    title = f"strong error on GBM {mil_sde.params()}\nsame Brownian paths for every scheme"
+    panel(ax, "Δt", "E |X_N − X(T)|  (bar ±2 s.e.)", title)
     fig_mil = save_figure(fig, out, "weak2_milstein.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
@@ -325,9 +326,8 @@ def run(out, quick: bool = False) -> ItemResult:
             label=f"weak Euler, Rademacher: {r['euler']['order']:.2f}",
         )
         ax.axhline(r["ref_err"], color="gray", ls=":", lw=1, label="reference uncertainty")
-        loglog_axes(ax, "Δt = T/N (T = 1 fixed)", "|E Σ cos X_N − reference|")
-        ax.set_title(f"{name}: tiny random network (3→8→3, tanh), exact by enumeration", fontsize=9)
-        ax.legend(fontsize=7)
+        title = f"{name}: tiny random network (3→8→3, tanh), exact by enumeration"
+        panel(ax, "Δt = T/N (T = 1 fixed)", "|E Σ cos X_N − reference|", title)
     fig_net = save_figure(fig, out, "weak2_network.png")
 
     # ---------------------------------------------------------------- verdicts
@@ -346,26 +346,23 @@ def run(out, quick: bool = False) -> ItemResult:
         Finding(
             "Platen and the weak order-2 Taylor scheme have weak order 2 with Gaussian or three-point increments, "
             "1 with Rademacher (E ΔŴ⁴ wrong); Talay–Tubaro extrapolation lifts weak Euler to 2",
-            "; ".join(
-                f"{name}: " + ", ".join(f"{lab} {r['order']:.2f}" for lab, r in res.items())
-                for name, res in lin.items()
-            ),
-            "yes" if lin_ok else "no",
+            "; ".join(f"{name}: " + orders(res) for name, res in lin.items()),
+            verdict(lin_ok),
         ),
         Finding(
             "the same orders on a nonlinear SDE (arctan, exact by enumeration)",
-            ", ".join(f"{lab} {r['order']:.2f}" for lab, r in nl.items()),
-            "yes" if nl_ok else "no",
+            orders(nl),
+            verdict(nl_ok),
         ),
         Finding(
             "the sampled Platen scheme has its exact expectation",
             ", ".join(f"{row[0]}: z = {row[4]:.1f}" for row in mc_rows),
-            "yes" if mc_ok else "no",
+            verdict(mc_ok),
         ),
         Finding(
             "Milstein has strong order 1 (Euler–Maruyama ½) on the same Brownian paths",
-            ", ".join(f"{lab} {r['order']:.2f}" for lab, r in mil.items()),
-            "yes" if mil_ok else "no",
+            orders(mil),
+            verdict(mil_ok),
         ),
         Finding(
             "a stochastic-depth / shake-shake stage run with Platen has network-level weak order 2 as Δt → 0 at "
@@ -374,7 +371,7 @@ def run(out, quick: bool = False) -> ItemResult:
                 f"{n}: Platen {r['platen']['order']:.2f}, weak Euler {r['euler']['order']:.2f}"
                 for n, r in net.items()
             ),
-            "yes" if net_ok and checks_ok else "no",
+            verdict(net_ok and checks_ok),
         ),
     ]
     lin_rows = [
@@ -471,19 +468,12 @@ expectation (z); in eval mode the stage integrates the drift with Heun (`Platen.
 
 **Verdict.** Each declared order is what the fitted slopes show, on linear and nonlinear SDEs and at the network level.
 """
-    return ItemResult(
-        key="weak2",
-        title="7. Weak order 2: Platen, extrapolation, Milstein, networks",
-        findings=findings,
-        body=body,
-        figures=[fig_orders, fig_mil, fig_net],
-        data={
-            "linear": lin,
-            "nonlinear": nl,
-            "milstein": mil,
-            "network": net,
-            "mc": mc_rows,
-            "checks": checks,
-        },
-        seconds=time.perf_counter() - t_start,
-    )
+    data = {
+        "linear": lin,
+        "nonlinear": nl,
+        "milstein": mil,
+        "network": net,
+        "mc": mc_rows,
+        "checks": checks,
+    }
+    return findings, body, [fig_orders, fig_mil, fig_net], data

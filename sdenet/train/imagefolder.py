@@ -172,15 +172,15 @@ def imagefolder_loaders(
             ) from e
     if sets[train_dir].classes != sets[val_dir].classes:
         raise DatasetError(f"{root / val_dir}: its class folders differ from {root / train_dir}'s")
-    common = dict(
-        workers=workers,
-        device=device,
-        dtype=dtype,
-        channels_last=channels_last,
-        seed=seed,
-        rank=rank,
-        world_size=world_size,
-    )
+    common = {
+        "workers": workers,
+        "device": device,
+        "dtype": dtype,
+        "channels_last": channels_last,
+        "seed": seed,
+        "rank": rank,
+        "world_size": world_size,
+    }
     train = _FolderLoader(sets[train_dir], batch_size=batch_size, train=True, **common)
     val = _FolderLoader(sets[val_dir], batch_size=eval_batch_size or batch_size, train=False, **common)
     return train, val

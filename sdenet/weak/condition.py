@@ -9,15 +9,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from ..laws import (
-    DropBernoulli,
-    Gaussian,
-    NoiseLaw,
-    Rademacher,
-    ThreePoint,
-    Uniform,
-    _check_dt,
-)
+from ..laws import LAW_NAMES, DropBernoulli, NoiseLaw, _check_dt, get_law
 from .limits import (
     _F64,
     DEFAULT_CHECK_DTS,
@@ -152,6 +144,8 @@ def _condition_from(m, se, dt):
     return c, se[0] + se[1] + se[2]
 
 
+# The same parameters as empirical_moments, which it hands them to: spelled out (a duplicates
+# pair with empirical_moments' signature) so that the signature documents them.
 def empirical_condition(
     law: NoiseLaw,
     dt: float,
@@ -175,7 +169,7 @@ def empirical_condition(
 def default_laws() -> list[NoiseLaw]:
     """Every built-in law: Gaussian, Uniform, Rademacher, ThreePoint, and stochastic depth
     at p = ½ (condition (5) holds) and p = 0.8 (it fails: ``C ∝ Δt^{3/2}``)."""
-    return [Gaussian(), Uniform(), Rademacher(), ThreePoint(), DropBernoulli(0.5), DropBernoulli(0.8)]
+    return [get_law(name) for name in LAW_NAMES] + [DropBernoulli(0.8)]  # "drop" is p = ½
 
 
 def check(

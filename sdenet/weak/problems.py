@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .._checks import checked_float
 from ..fast import LinearSDEField
 from ..fields import Field, is_field
 from ..integrate import make_grid
@@ -34,24 +35,19 @@ def _steps(T: float, dt: float) -> int:
 
 
 def _positive(name, value) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not value > 0 or not math.isfinite(value):
-        raise ValueError(f"{name} must be positive and finite, got {value!r}")
-    return value
+    return checked_float(
+        value,
+        "{name} must be a number, got {value!r}",
+        "{name} must be positive and finite, got {number!r}",
+        positive=True,
+        name=name,
+    )
 
 
 def _finite(name, value) -> float:
-    # shaped like the checks of integrate/fast/schemes.base/weak.problems; not shared: each has its messages
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return value
+    return checked_float(
+        value, "{name} must be a number, got {value!r}", "{name} must be finite, got {number!r}", name=name
+    )
 
 
 def _law_moments(law: NoiseLaw, dt: float) -> tuple[float, ...]:
@@ -329,7 +325,30 @@ def _gaussian_expectation(phi, mean, var, name) -> float:
     raise NoClosedForm(f"{name}: no exact E phi(X(T)) for phi = {phi.label}; give --exact VALUE (exact=...)")
 
 
-class GBM(WeakProblem):
+class _Numbers(WeakProblem):
+    """A problem set by a few named numbers (:class:`GBM`, :class:`OU`): each checked by
+    ``__init__`` (finite, or positive), and listed by ``params()`` and ``repr`` in order."""
+
+    #: ``(attribute, must be positive)`` of each number, in the constructor's order
+    numbers: tuple[tuple[str, bool], ...] = ()
+    #: the class name errors and ``repr`` show
+    label = "problem"
+
+    def _checked(self, *values) -> tuple[float, ...]:
+        """``values`` (one per entry of ``numbers``), checked; errors name ``label: attribute``."""
+        return tuple(
+            (_positive if positive else _finite)(f"{self.label}: {key}", value)
+            for (key, positive), value in zip(self.numbers, values)
+        )
+
+    def params(self) -> dict:
+        return {key: getattr(self, key) for key, _ in self.numbers}
+
+    def __repr__(self):
+        return f"{self.label}({', '.join(f'{key}={value}' for key, value in self.params().items())})"
+
+
+class GBM(_Numbers):
     """Geometric Brownian motion ``dX = μ X dt + σ X dW``, ``X(0) = x0``, on ``[0, T]``.
 
     ``X(T) = x0 exp((μ − σ²/2) T + σ W(T))``, so ``E X(T)^k = x0^k exp(k μ T + k(k−1) σ² T/2)``.
@@ -345,14 +364,11 @@ class GBM(WeakProblem):
     #: p ≠ ½ the ``O(Δt)`` term dominates here (slope 0.94); use :class:`OU` for order ½.
     default_steps = (4, 6, 8, 12, 16)
 
-    def __init__(self, mu: float = -1.0, sigma: float = 0.3, x0: float = 1.0, T: float = 1.0):
-        self.mu = _finite("GBM: mu", mu)
-        self.sigma = _positive("GBM: sigma", sigma)
-        self.x0 = _finite("GBM: x0", x0)
-        self.T = _positive("GBM: T", T)
+    numbers = (("mu", False), ("sigma", True), ("x0", False), ("T", True))
+    label = "GBM"
 
-    def params(self) -> dict:
-        return {"mu": self.mu, "sigma": self.sigma, "x0": self.x0, "T": self.T}
+    def __init__(self, mu: float = -1.0, sigma: float = 0.3, x0: float = 1.0, T: float = 1.0):
+        self.mu, self.sigma, self.x0, self.T = self._checked(mu, sigma, x0, T)
 
     def field(self) -> Field:
         """``drift = μ x``, ``diffusion = σ x``, diagonal noise: a
@@ -402,9 +418,6 @@ class GBM(WeakProblem):
         """The exact ``X(T) = x0 exp((μ − σ²/2) T + σ W(T))`` for given ``W(T)``."""
         return self.x0 * torch.exp((self.mu - 0.5 * self.sigma**2) * self.T + self.sigma * w_T)
 
-    def __repr__(self):
-        return f"GBM(mu={self.mu}, sigma={self.sigma}, x0={self.x0}, T={self.T})"
-
 
 def _gaussian_moment(mean: float, var: float, k: int) -> float:
     """``E Y^k`` for ``Y ~ N(mean, var)``: ``Σ_{j even} C(k, j) mean^{k−j} var^{j/2} (j−1)!!``."""
@@ -415,7 +428,7 @@ def _gaussian_moment(mean: float, var: float, k: int) -> float:
     return total
 
 
-class OU(WeakProblem):
+class OU(_Numbers):
     """Ornstein–Uhlenbeck ``dX = −θ X dt + σ dW``, ``X(0) = x0``, on ``[0, T]``.
 
     ``X(T)`` is Gaussian with mean ``x0 e^{−θT}`` and variance ``σ²(1 − e^{−2θT})/(2θ)``.
@@ -431,14 +444,11 @@ class OU(WeakProblem):
     #: term dominates the ``O(Δt)`` term over the whole ladder.
     default_steps = (2, 3, 4, 6, 8)
 
-    def __init__(self, theta: float = 0.25, sigma: float = 1.0, x0: float = 1.0, T: float = 1.0):
-        self.theta = _positive("OU: theta", theta)
-        self.sigma = _positive("OU: sigma", sigma)
-        self.x0 = _finite("OU: x0", x0)
-        self.T = _positive("OU: T", T)
+    numbers = (("theta", True), ("sigma", True), ("x0", False), ("T", True))
+    label = "OU"
 
-    def params(self) -> dict:
-        return {"theta": self.theta, "sigma": self.sigma, "x0": self.x0, "T": self.T}
+    def __init__(self, theta: float = 0.25, sigma: float = 1.0, x0: float = 1.0, T: float = 1.0):
+        self.theta, self.sigma, self.x0, self.T = self._checked(theta, sigma, x0, T)
 
     def field(self) -> Field:
         """``drift = −θ x``, ``diffusion = σ`` (additive), diagonal noise (a
@@ -479,9 +489,6 @@ class OU(WeakProblem):
                 for j in range(k + 1)
             ]
         return mom[k]
-
-    def __repr__(self):
-        return f"OU(theta={self.theta}, sigma={self.sigma}, x0={self.x0}, T={self.T})"
 
 
 SDE_NAMES = ("gbm", "ou")

@@ -4,7 +4,23 @@ confidence interval (:func:`fit_slope`), and whether a declared order lies insid
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+
+def bisect(
+    inside: Callable[[float], bool], a: float, b: float, close: Callable[[float, float], bool]
+) -> float:
+    """The boundary between ``a``, where ``inside`` holds, and ``b``, where it does not: halve the
+    bracket (at most 200 times) until ``close(a, b)``, and return its midpoint."""
+    for _ in range(200):
+        m = 0.5 * (a + b)
+        if inside(m):
+            a = m
+        else:
+            b = m
+        if close(a, b):
+            break
+    return 0.5 * (a + b)
 
 
 def _t_cdf_two_sided(t: float, dof: int) -> float:
@@ -34,15 +50,7 @@ def _t975(dof: int) -> float:
     lo, hi = 0.0, 1.0
     while _t_cdf_two_sided(hi, dof) < 0.95:
         hi *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if _t_cdf_two_sided(mid, dof) < 0.95:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-13 * hi:
-            break
-    return 0.5 * (lo + hi)
+    return bisect(lambda t: _t_cdf_two_sided(t, dof) < 0.95, lo, hi, lambda lo, hi: hi - lo < 1e-13 * hi)
 
 
 def fit_slope(dts: Sequence[float], errors: Sequence[float], stderr: Sequence[float] | None = None):
