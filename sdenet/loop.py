@@ -149,6 +149,8 @@ def _run_generic(
     return x, state, n
 
 
+# _step and _step_with's inner step share their signature and body on purpose: the plain step
+# is the hot path, and passing an empty **kw on every step would cost it; duplicates reports them.
 def _step(
     scheme: Any,
     field: Any,
