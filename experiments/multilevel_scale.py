@@ -119,6 +119,7 @@ def one_run(a, method: str, seed: int, runs_dir: Path) -> dict:
         "epoch_cpu_time": [m.get("epoch_cpu_time") for m in c],
         "cycle": [m.get("cycle") for m in c],
         "prolong_seconds": (plan or {}).get("prolong_seconds"),
+        "trained_at_commit": str(json.loads((out / "config.json").read_text()).get("git_commit"))[:12],
         "seconds_this_invocation": round(time.time() - t0, 1),
         "load_after": load_average(),
     }
@@ -276,8 +277,8 @@ def render(result: dict) -> str:
         "Per run:",
         "",
         f"| method | seed | final accuracy % | time to target ({unit}) | total time ({unit}) | "
-        "epochs' wall time (s) | wall time incl. set-up (s) |",
-        "|---|---|---|---|---|---|---|",
+        "epochs' wall time (s) | wall time incl. set-up (s) | trained at commit |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in result["runs"]:
         t = time_to(r, s["target_accuracy"])
@@ -285,7 +286,7 @@ def render(result: dict) -> str:
         lines.append(
             f"| {r['method']} | {r['seed']} | {100 * r['final_accuracy']:.1f} | "
             f"{'not reached' if t is None else f'{t:.0f}'} | {r['time'][-1]:.0f} | {wall[-1]:.0f} | "
-            f"{r['wall_time']:.0f} |"
+            f"{r['wall_time']:.0f} | {r.get('trained_at_commit', '–')} |"
         )
     lines += ["", f"![time-to-accuracy curves]({a['name']}.png)", ""]
     return "\n".join(lines)
