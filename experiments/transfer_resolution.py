@@ -268,7 +268,7 @@ def main(argv=None) -> int:
 
     results["provenance"] = provenance(seed=list(args.seeds), command=results["command"])
     results["provenance"].update(threads=args.threads, hardware=f"{_cpu_model()} ({os.cpu_count()} cores)")
-    results.setdefault("load_before", os.getloadavg())
+    results["load_before"] = list(os.getloadavg())  # of this invocation, which times what it trains
     common = dict(
         dataset=args.dataset,
         preset="quick",
@@ -411,7 +411,12 @@ def write_report(results: dict, out: Path) -> None:
         f"Hardware: {results['hardware']} ({results['cores']} cores, shared with other jobs)"
         f"{', GPU ' + results['gpu'] if results.get('gpu') else ''}, device {results.get('device', 'cpu')}, "
         f"torch {results['torch']}, {results['threads']} thread(s); load average (1, 5, 15 min) "
-        f"{', '.join(f'{v:.1f}' for v in results['load_before'])} before and "
+        + (
+            f"{', '.join(f'{v:.1f}' for v in results['load_before'])}"
+            if isinstance(results.get("load_before"), list)
+            else str(results.get("load_before"))
+        )
+        + " before and "
         f"{', '.join(f'{v:.1f}' for v in results.get('load_after', [float('nan')] * 3))} after. "
         f"Command: `{results['command']}` (commit {results['commit']})."
     )
