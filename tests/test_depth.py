@@ -321,3 +321,68 @@ def test_experiment_scripts_run_quick_and_skip_finished_runs(tmp_path):
                 "multilevel",
                 "multilevel-continue",
             }
+
+
+def test_recalibrate_batchnorm_gives_the_statistics_of_the_batches():
+    """The running statistics become the average of the batches' statistics (equal batches:
+    the mean over all images and the mean of the unbiased batch variances); modes, momenta
+    and the noise of a stochastic stage are left as they were."""
+    import torch.nn as nn
+
+    from sdenet.nn.depth import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(3, momentum=0.3)
+    net = nn.Sequential(nn.Conv2d(3, 3, 1), bn)
+    net.train()
+    batches = [torch.randn(8, 3, 4, 4) * (1 + k) + k for k in range(3)]
+    with torch.no_grad():
+        feats = [net[0](x) for x in batches]
+    assert recalibrate_batchnorm(net, batches) == 24
+    mean = torch.stack([f.mean((0, 2, 3)) for f in feats]).mean(0)
+    var = torch.stack([f.var((0, 2, 3), unbiased=True) for f in feats]).mean(0)
+    assert torch.allclose(bn.running_mean, mean, atol=1e-6) and torch.allclose(bn.running_var, var, atol=1e-5)
+    assert bn.momentum == 0.3 and net.training and bn.training
+    with pytest.raises(ValueError, match="no batch-norm"):
+        recalibrate_batchnorm(nn.Linear(2, 2), [torch.randn(1, 2)])
+    with pytest.raises(ValueError, match="no batches"):
+        recalibrate_batchnorm(net, [])
+
+
+def test_eval_recalibrate_bn_at_each_depth(clean, tmp_path, capsys):
+    """``sdenet eval --depths ... --recalibrate-bn N``: every depth is tested with statistics
+    recomputed there (the result says how many images; the coarsened network's loss moves), the
+    checkpoint is left alone; a bad N is one line."""
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "tiny_resnet",
+                "--refine",
+                "2",
+                "--epochs",
+                "1",
+                "--out",
+                str(run),
+                *SMALL_CLI,
+            ]
+        )
+        == 0
+    )
+    before = (run / "last.pt").read_bytes()
+    capsys.readouterr()
+    assert (
+        main(
+            ["eval", str(run), "--depths", "0.5,1", "--recalibrate-bn", "64", "--limit-test", "64", "--json"]
+        )
+        == 0
+    )
+    r = json.loads(capsys.readouterr().out)
+    assert [d["recalibrated_bn"] for d in r["depths"]] == [64, 64] and r["recalibrated_bn"] == 64
+    plain = evaluate_depths(run, "0.5", limit_test=64, samples=0)["depths"][0]
+    assert plain.get("recalibrated_bn") is None and plain["test_loss"] != r["depths"][0]["test_loss"]
+    assert (run / "last.pt").read_bytes() == before
+    code = main(["eval", str(run), "--recalibrate-bn", "0"])
+    assert "positive integer" in _one_line_error(capsys, code)

@@ -93,6 +93,16 @@ def register(subparsers) -> None:
         metavar="FILE",
         help="with --depths: plot test accuracy against compute to FILE (.png, .pdf)",
     )
+    p.add_argument(
+        "--recalibrate-bn",
+        dest="recalibrate_bn",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="recompute the batch-norm statistics from the first N training images at each "
+        "depth (and resolution) before testing: a network trained at several depths "
+        "otherwise carries one set of statistics for all of them",
+    )
     add_json_option(p)
     p.add_argument(
         "--deterministic",
@@ -119,6 +129,7 @@ def _evaluate_options(args) -> dict:
         "model",
         "resolution",
         "rescale",
+        "recalibrate_bn",
     )
 
 

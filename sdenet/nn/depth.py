@@ -56,6 +56,7 @@ __all__ = [
     "depth_steps",
     "depth_compute",
     "MAX_DEPTH_FACTOR",
+    "recalibrate_batchnorm",
 ]
 
 #: the largest refinement (and coarsening) factor accepted (a typo like 2000 would build a
@@ -247,3 +248,40 @@ def factor_label(f) -> str:
 def factor_float(f) -> float:
     v = float(Fraction(f))
     return int(v) if v.is_integer() else v
+
+
+def recalibrate_batchnorm(model: nn.Module, batches) -> int:
+    """Recompute every batch-norm layer's running statistics from ``batches`` (input tensors).
+
+    The running mean and variance become the average of the batch statistics over ``batches``
+    (``momentum=None`` while it runs), with the rest of the network in eval mode (a stochastic
+    stage runs its drift; nothing draws noise) and no gradient; modes and momenta are restored
+    after. Used at another depth (inside :func:`at_depth`) it gives the network statistics of the
+    activations it sees there: a network trained at several depths otherwise carries one set of
+    statistics averaged over them. Returns the number of images seen; ``ValueError`` when the
+    model has no batch-norm layer or ``batches`` is empty.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        raise ValueError(f"recalibrate_batchnorm: {type(model).__name__} has no batch-norm layer")
+    modes = [(m, m.training) for m in model.modules()]
+    momenta = [(m, m.momentum) for m in bns]
+    seen = 0
+    try:
+        model.eval()
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average of the batch statistics
+            m.train()
+        with torch.no_grad():
+            for x in batches:
+                model(x)
+                seen += int(x.shape[0])
+    finally:
+        for mod, mode in modes:
+            mod.training = mode
+        for bn, mo in momenta:
+            bn.momentum = mo
+    if seen == 0:
+        raise ValueError("recalibrate_batchnorm: no batches were given")
+    return seen

@@ -45,6 +45,7 @@ def evaluate_depths(checkpoint, factors, **evaluate_kwargs) -> dict:
         "trained_resolution",
         "rescaled",
         "steps_trained",
+        "recalibrated_bn",
     )
     return {**{k: first.get(k) for k in keep}, "depths": rows}
 

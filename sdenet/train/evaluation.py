@@ -213,6 +213,7 @@ def evaluate(
     rescale: bool = False,
     rescale_method: str = "atrous",
     depth=None,
+    recalibrate_bn: int = 0,
 ) -> dict:
     """Test error of a saved network.
 
@@ -240,6 +241,11 @@ def evaluate(
     (:func:`sdenet.nn.at_depth`: 2 is ``refine(net, 2)``, 0.5 is ``coarsen(net, 2)``); the
     result then also holds ``depth``, ``steps`` and ``relative_compute``
     (:func:`sdenet.train.depth.evaluate_depths` evaluates several).
+
+    ``recalibrate_bn``: before testing, recompute the batch-norm statistics (at ``depth`` and
+    ``resolution``) from the first ``recalibrate_bn`` training images, unaugmented
+    (:func:`sdenet.nn.depth.recalibrate_batchnorm`; arrays only); the result then holds
+    ``recalibrated_bn``, the number of images used.
     """
     from ..nn.rescale import METHODS as _RESCALE_METHODS
 
@@ -255,6 +261,7 @@ def evaluate(
         )
     batch_size = _positive_int("batch_size", batch_size)
     limit_test = _positive_int("limit_test", limit_test)
+    recalibrate_bn = int(_number("recalibrate_bn", recalibrate_bn or 0, lo=0.0, allow_none=False))
     dev = resolve_device(device)
     c = ck.load_checkpoint(checkpoint)
     path = Path(checkpoint) / "last.pt" if Path(checkpoint).is_dir() else Path(checkpoint)
@@ -278,10 +285,12 @@ def evaluate(
     _positive_int("resolution", resolution)
     r0 = res = None
     eval_batch = batch_size or rc.get("eval_batch_size") or max(rc.get("batch_size", 128), 256)
+    calibration = None
     if is_image_folder(spec):
-        if resolution is not None or rescale:
+        if resolution is not None or rescale or recalibrate_bn:
             raise ValueError(
-                f"{spec}: resolution and rescale apply to CIFAR-style arrays, not to image folders"
+                f"{spec}: resolution, rescale and recalibrate_bn apply to CIFAR-style arrays, "
+                f"not to image folders"
             )
         _, loader = _image_folder_loaders(
             spec, limit_test=limit_test, batch_size=eval_batch, device=dev, seed=seed
@@ -313,6 +322,19 @@ def evaluate(
             resolution=res,
             channels_last=_eval_precision(rc, dev)[1],
         )
+        if recalibrate_bn:  # the first training images, as the test images are fed
+            calibration = DeviceLoader(
+                ds.x_train[:recalibrate_bn],
+                ds.y_train[:recalibrate_bn],
+                batch_size=eval_batch,
+                train=False,
+                mean=ds.mean,
+                std=ds.std,
+                device=dev,
+                seed=seed,
+                resolution=res,
+                channels_last=_eval_precision(rc, dev)[1],
+            )
     if rc.get("num_classes") not in (None, num_classes):
         raise ValueError(
             f"{spec}: {num_classes} classes, but {checkpoint} was trained on {rc['num_classes']}"
@@ -361,6 +383,10 @@ def evaluate(
     one.world_size, one.rank, one.local_rank, one.owned = 1, 0, 0, False
     depth_cm, depth_info = _depth_context(net, depth)
     with depth_cm:
+        if calibration is not None:
+            from ..nn.depth import recalibrate_batchnorm
+
+            depth_info["recalibrated_bn"] = recalibrate_batchnorm(net, (x for x, _ in calibration))
         test_loss, test_error, n = _eval_sums(net, loader, dev, amp, one)
     warning = _check_sane_loss(test_loss, num_classes, path)
     out = {
