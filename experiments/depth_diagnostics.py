@@ -23,6 +23,7 @@ Writes ``--out/depth_diagnostics.{json,md,png}``.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -106,6 +107,14 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=256, help="test images for the step sizes")
     ap.add_argument("--out", default="experiments/results")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--recalibrate",
+        type=int,
+        default=2048,
+        metavar="N",
+        help="also evaluate every depth with batch-norm statistics recomputed there from N "
+        "training images (evaluate(recalibrate_bn=N)); 0: not",
+    )
     a = ap.parse_args(argv)
     import torch
 
@@ -137,6 +146,16 @@ def main(argv=None) -> int:
             "update_over_state_median": statistics.median(r),
             "update_over_state_max": max(r),
         }
+        if a.recalibrate:  # every depth with its own batch-norm statistics
+            ev = evaluate_depths(
+                run / "last.pt", "0.5,1,2,4", samples=0, device="cpu", recalibrate_bn=a.recalibrate
+            )
+            acc_r = {f"{d['depth']:g}": 1 - d["test_error"] for d in ev["depths"]}
+            plain_acc = json.loads((run / "depths.json").read_text())["accuracy"]
+            row["accuracy_plain_bn"] = plain_acc
+            row["accuracy_recalibrated_bn"] = acc_r
+            row["ratio_plain_bn"] = {f: plain_acc[f] / plain_acc["1"] for f in plain_acc}
+            row["ratio_recalibrated_bn"] = {f: acc_r[f] / acc_r["1"] for f in acc_r}
         if family == "hamiltonian":
             plain = D._build_view
             acc = {}
@@ -177,7 +196,9 @@ def figure(result: dict, path: Path) -> None:
         groups.setdefault((r["family"], r["condition"]), []).append(r)
     keys = sorted(groups)
     ham = [r for r in rows if "accuracy" in r]
-    fig, axes = plt.subplots(1, 2 if ham else 1, figsize=(11 if ham else 6, 4.2), squeeze=False)
+    rec = [r for r in rows if "ratio_recalibrated_bn" in r]
+    ncols = 1 + bool(ham) + bool(rec)
+    fig, axes = plt.subplots(1, ncols, figsize=(5.5 * ncols, 4.2), squeeze=False)
     ax = axes[0][0]
     colors = {"plain": "#0072B2", "robust": "#D55E00"}
     for i, k in enumerate(keys):
@@ -220,6 +241,33 @@ def figure(result: dict, path: Path) -> None:
         ax.set_title("Hamiltonian network: Z re-staggered for the new step", fontsize=9)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
+    if rec:
+        ax = axes[0][ncols - 1]
+        rk = sorted({(r["family"], r["condition"]) for r in rec})
+        for i, k in enumerate(rk):
+            rs = [r for r in rec if (r["family"], r["condition"]) == k]
+            for j, (what, label) in enumerate(
+                (("ratio_plain_bn", "statistics as trained"), ("ratio_recalibrated_bn", "recomputed at ×½"))
+            ):
+                v = [r[what]["0.5"] for r in rs]
+                se = statistics.stdev(v) / len(v) ** 0.5 if len(v) > 1 else 0.0
+                ax.bar(
+                    i + (j - 0.5) * 0.38,
+                    statistics.mean(v),
+                    0.36,
+                    yerr=se,
+                    capsize=2,
+                    color=colors.get(k[1], "grey"),
+                    alpha=0.45 if j == 0 else 1.0,
+                    label=f"{k[1]}: {label}" if i < 2 else None,
+                )
+        ax.axhline(0.9, color="grey", ls="--", lw=1, label="target 0.9")
+        ax.set_xticks(range(len(rk)))
+        ax.set_xticklabels([f"{f}\n{c}" for f, c in rk], fontsize=7, rotation=30)
+        ax.set_ylabel("accuracy ×½ / accuracy ×1")
+        ax.set_title("Coarsened ×½: batch-norm statistics recomputed (± s.e.)", fontsize=9)
+        ax.legend(fontsize=6)
+        ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -246,6 +294,41 @@ def render(result: dict) -> str:
         med = statistics.mean(r["update_over_state_median"] for r in rs)
         mx = statistics.mean(r["update_over_state_max"] for r in rs)
         lines.append(f"| {fam} | {cond} | {len(rs)} | {med:.2f} | {mx:.2f} |")
+    rec = [r for r in rows if "ratio_recalibrated_bn" in r]
+    if rec:
+        lines += [
+            "",
+            f"## Batch-norm statistics recomputed at each depth ({result['settings']['recalibrate']} "
+            "training images)",
+            "",
+            "A network trained at several depths (or at one) keeps one set of batch-norm running "
+            "statistics; `sdenet eval --depths ... --recalibrate-bn N` recomputes them at the depth it "
+            "runs at, from N unaugmented training images (no labels, no gradient). Ratio to ×1 (each "
+            "column's own ×1), mean ± sd over seeds; in brackets without recalibration:",
+            "",
+            "| family | condition | acc ×1 % | ×½ | ×2 | ×4 |",
+            "|---|---|---|---|---|---|",
+        ]
+        rgroups: dict = {}
+        for r in rec:
+            rgroups.setdefault((r["family"], r["condition"]), []).append(r)
+
+        def ms(v):
+            return f"{statistics.mean(v):.2f} ± {statistics.stdev(v):.2f}" if len(v) > 1 else f"{v[0]:.2f}"
+
+        for (fam, cond), rs in sorted(rgroups.items()):
+            acc1 = [100 * r["accuracy_recalibrated_bn"]["1"] for r in rs]
+            cells = [
+                f"{ms([r['ratio_recalibrated_bn'][f] for r in rs])} "
+                f"({ms([r['ratio_plain_bn'][f] for r in rs])})"
+                for f in ("0.5", "2", "4")
+            ]
+            lines.append(
+                f"| {fam} | {cond} | {statistics.mean(acc1):.1f} "
+                f"({statistics.mean(100 * r['accuracy_plain_bn']['1'] for r in rs):.1f}) | "
+                + " | ".join(cells)
+                + " |"
+            )
     ham = [r for r in rows if "accuracy" in r]
     if ham:
         lines += [
