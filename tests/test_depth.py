@@ -308,13 +308,15 @@ def test_experiment_scripts_run_quick_and_skip_finished_runs(tmp_path):
         if script == "transfer_depth.py":  # the diagnostics read its run folders
             diag = subprocess.run(
                 [sys.executable, str(root / "experiments" / "depth_diagnostics.py"), "--runs",
-                 str(tmp_path / script), "--data", "sample", "--images", "32", "--out", str(tmp_path / "out")],
+                 str(tmp_path / script), "--data", "sample", "--images", "32", "--recalibrate", "64",
+                 "--out", str(tmp_path / "out")],
                 capture_output=True, text=True, timeout=900,
             )  # fmt: skip
             assert diag.returncode == 0, diag.stderr[-2000:]
             d = json.loads((tmp_path / "out" / "depth_diagnostics.json").read_text())
             assert {r["family"] for r in d["runs"]} == {"resnet"} and d["provenance"]["threads"] == 1
             assert all(0 < r["update_over_state_median"] <= r["update_over_state_max"] for r in d["runs"])
+            assert all(r["ratio_recalibrated_bn"]["1"] == 1.0 for r in d["runs"])
         if script == "multilevel_scale.py":  # direct and both multilevel schedules, on the CPU clock
             assert [r["method"] for r in result["runs"]] == ["direct", "multilevel", "multilevel-continue"]
             assert result["settings"]["clock"] == "cpu" and set(result["summary"]["variants"]) == {
