@@ -107,6 +107,7 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=256, help="test images for the step sizes")
     ap.add_argument("--out", default="experiments/results")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     ap.add_argument(
         "--recalibrate",
         type=int,
@@ -125,7 +126,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(a.threads)
     runs_dir = repo_path(a.runs)
-    x = _images(a.data, a.images)
+    x = _images(a.data, a.images).to(a.device)
     rows = []
     for run in sorted(p for p in runs_dir.iterdir() if (p / "depths.json").is_file()):
         c = ck.load_checkpoint(run / "last.pt")
@@ -134,7 +135,7 @@ def main(argv=None) -> int:
             rc["model"], num_classes=rc.get("num_classes") or 10, **(rc.get("model_overrides") or {})
         )
         net.load_state_dict(c["model"])
-        net.eval()
+        net.to(a.device).eval()
         r = step_sizes(net, x)
         family, condition, seed = run.name.rsplit("-", 2)
         row = {
@@ -148,7 +149,7 @@ def main(argv=None) -> int:
         }
         if a.recalibrate:  # every depth with its own batch-norm statistics
             ev = evaluate_depths(
-                run / "last.pt", "0.5,1,2,4", samples=0, device="cpu", recalibrate_bn=a.recalibrate
+                run / "last.pt", "0.5,1,2,4", samples=0, device=a.device, recalibrate_bn=a.recalibrate
             )
             acc_r = {f"{d['depth']:g}": 1 - d["test_error"] for d in ev["depths"]}
             plain_acc = json.loads((run / "depths.json").read_text())["accuracy"]
@@ -163,7 +164,7 @@ def main(argv=None) -> int:
                 D._build_view = plain if mode == "as trained" else restaggered(plain)
                 D._VIEWS.clear()
                 try:
-                    ev = evaluate_depths(run / "last.pt", "0.5,1,2", samples=0, device="cpu")
+                    ev = evaluate_depths(run / "last.pt", "0.5,1,2", samples=0, device=a.device)
                 finally:
                     D._build_view = plain
                     D._VIEWS.clear()

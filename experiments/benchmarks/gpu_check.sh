@@ -14,7 +14,8 @@
 #   6. the depth-transfer and multilevel experiments with the full-size networks
 #      (experiments/transfer_depth.py --scale full: pre-activation ResNet-56, LM-ResNet-56,
 #      Hamiltonian-74, stochastic-depth ResNet-56, plain and depth-robust, evaluated at
-#      depth x0.5..x4; experiments/multilevel_scale.py: LM-ResNet-56, L = 3, against direct
+#      depth x0.5..x4, then experiments/depth_diagnostics.py on those networks (batch-norm
+#      statistics recomputed per depth); experiments/multilevel_scale.py: LM-ResNet-56, L = 3, against direct
 #      training), on $SDENET_CHECK_DATA (default the subset; point it at a full CIFAR-10
 #      .npz where the machine has one). Their results (json, md, png) go to OUT; each step
 #      has its own time limit and writes its results after every finished run, so a step cut
@@ -149,11 +150,15 @@ XDATA="${SDENET_CHECK_DATA:-$DATA}"
 if [ "$QUICK" = 1 ]; then
   step transfer-depth 300 "$PY" experiments/transfer_depth.py --quick --families resnet --epochs 1 \
     --device "$DEVICE" --threads 1 --data "$XDATA" --runs "$OUT/runs-transfer" --out "$OUT"
+  step depth-diagnostics 120 "$PY" experiments/depth_diagnostics.py --device "$DEVICE" --images 32 \
+    --recalibrate 64 --data "$XDATA" --runs "$OUT/runs-transfer" --out "$OUT"
   step multilevel-scale 300 "$PY" experiments/multilevel_scale.py --quick --device "$DEVICE" --threads 1 \
     --data "$XDATA" --runs "$OUT/runs-multilevel" --out "$OUT"
 else
   step transfer-depth 90 "$PY" experiments/transfer_depth.py --scale full --seeds 0 --epochs 8 \
     --device "$DEVICE" --data "$XDATA" --runs "$OUT/runs-transfer" --out "$OUT"
+  step depth-diagnostics 45 "$PY" experiments/depth_diagnostics.py --device "$DEVICE" \
+    --data "$XDATA" --runs "$OUT/runs-transfer" --out "$OUT"
   step multilevel-scale 90 "$PY" experiments/multilevel_scale.py --model lm_resnet56 --refine 1 \
     --levels 3 --overrides '{"stem_width": 8}' --epochs 8 --seeds 0 1 2 --device "$DEVICE" \
     --data "$XDATA" --runs "$OUT/runs-multilevel" --out "$OUT"
