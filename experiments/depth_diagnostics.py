@@ -116,7 +116,15 @@ def main(argv=None) -> int:
         help="also evaluate every depth with batch-norm statistics recomputed there from N "
         "training images (evaluate(recalibrate_bn=N)); 0: not",
     )
+    ap.add_argument("--render", metavar="JSON", help="only rewrite the .md and .png next to a recorded JSON")
     a = ap.parse_args(argv)
+    if a.render:
+        path = Path(a.render)
+        result = json.loads(path.read_text())
+        path.with_suffix(".md").write_text(render(result))
+        figure(result, path.with_suffix(".png"))
+        print(path.with_suffix(".md").read_text())
+        return 0
     import torch
 
     import sdenet.models as M
@@ -305,10 +313,11 @@ def render(result: dict) -> str:
             "A network trained at several depths (or at one) keeps one set of batch-norm running "
             "statistics; `sdenet eval --depths ... --recalibrate-bn N` recomputes them at the depth it "
             "runs at, from N unaugmented training images (no labels, no gradient). Ratio to ×1 (each "
-            "column's own ×1), mean ± sd over seeds; in brackets without recalibration:",
+            "column's own ×1), mean ± sd over seeds; in brackets without recalibration. The last two "
+            "columns divide by the accuracy at the trained depth as trained (no recalibration):",
             "",
-            "| family | condition | acc ×1 % | ×½ | ×2 | ×4 |",
-            "|---|---|---|---|---|---|",
+            "| family | condition | acc ×1 % | ×½ | ×2 | ×4 | ×½ / ×1 as trained (per seed) | ×2 / ×1 as trained (per seed) |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         rgroups: dict = {}
         for r in rec:
@@ -324,10 +333,18 @@ def render(result: dict) -> str:
                 f"({ms([r['ratio_plain_bn'][f] for r in rs])})"
                 for f in ("0.5", "2", "4")
             ]
+            # against the accuracy at the trained depth with the statistics it was trained with
+            to_trained = [
+                f"{statistics.mean(v):.2f} ({', '.join(f'{x:.2f}' for x in v)})"
+                for v in (
+                    [r["accuracy_recalibrated_bn"][f] / r["accuracy_plain_bn"]["1"] for r in rs]
+                    for f in ("0.5", "2")
+                )
+            ]
             lines.append(
                 f"| {fam} | {cond} | {statistics.mean(acc1):.1f} "
                 f"({statistics.mean(100 * r['accuracy_plain_bn']['1'] for r in rs):.1f}) | "
-                + " | ".join(cells)
+                + " | ".join(cells + to_trained)
                 + " |"
             )
     ham = [r for r in rows if "accuracy" in r]

@@ -200,6 +200,12 @@ def _f(ms, pct=False, unit=""):
     return f"{100 * m:.1f} ± {100 * sd:.1f} %" if pct else f"{m:.0f} ± {sd:.0f}{unit}"
 
 
+def _epoch_times(run: dict) -> list:
+    """The run's per-epoch times on its clock."""
+    t = run["time"]
+    return [b - a for a, b in zip([0.0, *t[:-1]], t)]
+
+
 def render(result: dict) -> str:
     p, a, s = result["provenance"], result["settings"], result["summary"]
     clock = a.get("clock", "wall")
@@ -246,6 +252,20 @@ def render(result: dict) -> str:
                 f"{_f(s[f'{m}_total_time_mean_sd'])} |"
             )
     lines += ["", f"Direct runs reach ≥ 55 %: {'yes' if s.get('reaches_55') else '**no**'}.", ""]
+    direct_epoch = [t for r in result["runs"] if r["method"] == "direct" for t in _epoch_times(r)]
+    if direct_epoch:
+        per = []
+        for name in VARIANTS:
+            rs = [r for r in result["runs"] if r["method"] == name]
+            cycles = sorted({c for r in rs for c in r["cycle"] if c is not None})
+            if rs and cycles:
+                rel_c = [
+                    statistics.mean(t for r in rs for t, c in zip(_epoch_times(r), r["cycle"]) if c == cyc)
+                    / statistics.mean(direct_epoch)
+                    for cyc in cycles
+                ]
+                per.append(f"{name}: " + ", ".join(f"cycle {c} {v:.2f}×" for c, v in zip(cycles, rel_c)))
+        lines += [f"Time per epoch relative to a direct epoch ({clock}): " + "; ".join(per) + ".", ""]
     for name, v in s.get("variants", {}).items():
         ratio = v.get("ratio_of_means")
         met = v.get("target_met")

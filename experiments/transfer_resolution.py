@@ -472,6 +472,18 @@ def write_report(results: dict, out: Path) -> None:
                 f"{', '.join(_ratio_text(x['ratio']) for x in c)}) | {_fmt(back, 1, 0)} | "
                 f"{_fmt(back_ratio, 1, 2)} (per seed {', '.join(_ratio_text(x) for x in back_ratio)}) |"
             )
+    for m in c2f_models:
+        rs = [r for r in runs.values() if r["model"] == m and "fine" in r]
+        per_epoch = [
+            (_total(r["r16"], clock) / len(r["r16"]["acc"]))
+            / (_total(r["direct32"], clock) / len(r["direct32"]["acc"]))
+            for r in rs
+        ]
+        text = f"{m}: a {lo}×{lo} epoch costs {min(per_epoch):.2f}–{max(per_epoch):.2f}× a {hi}×{hi} epoch"
+        if all({"atrous", "as_is"} <= set(r["fine"]) for r in rs):
+            dil = [_total(r["fine"]["atrous"], clock) / _total(r["fine"]["as_is"], clock) for r in rs]
+            text += f"; a fine epoch from à trous (dilated) {min(dil):.2f}–{max(dil):.2f}× one from the kernels as they are"
+        lines += ["", text + f" ({clock} time, per seed)."]
     lines += [
         "",
         "Target: coarse to fine reaches the direct run's final accuracy in ≤ 0.6× its time "
