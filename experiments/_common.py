@@ -87,3 +87,29 @@ def write_json(path: Path, obj) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
     os.replace(tmp, path)
+
+
+def write_results(stem: Path, result: dict, render, figure) -> None:
+    """``stem.json``, ``stem.md`` (``render(result)``) and ``stem.png`` (``figure(result, path)``),
+    rewritten after every finished run; a figure that fails is reported on stderr and the numbers
+    are kept (the numbers are the result, the figure a view of them)."""
+    write_json(stem.with_name(stem.name + ".json"), result)
+    stem.with_name(stem.name + ".md").write_text(render(result))
+    try:
+        figure(result, stem.with_name(stem.name + ".png"))
+    except Exception as err:
+        print(f"no figure: {err}", file=sys.stderr)
+
+
+def rerender(path, render, figure, summarise=None) -> int:
+    """``--render JSON``: rewrite the .md and .png next to a recorded JSON (its numbers kept;
+    ``summarise(result)``, when given, recomputes the summary from the runs) and print the .md."""
+    path = Path(path)
+    result = json.loads(path.read_text())
+    if summarise is not None:
+        result["summary"] = summarise(result)
+    stem = path.with_suffix("")
+    stem.with_name(stem.name + ".md").write_text(render(result))
+    figure(result, stem.with_name(stem.name + ".png"))
+    print(stem.with_name(stem.name + ".md").read_text())
+    return 0

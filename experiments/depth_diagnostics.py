@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments._common import provenance, rel, repo_path, write_json  # noqa: E402
+from experiments._common import provenance, rel, repo_path, rerender, write_results  # noqa: E402
 
 
 def _images(data: str, n: int):
@@ -119,12 +119,7 @@ def main(argv=None) -> int:
     ap.add_argument("--render", metavar="JSON", help="only rewrite the .md and .png next to a recorded JSON")
     a = ap.parse_args(argv)
     if a.render:
-        path = Path(a.render)
-        result = json.loads(path.read_text())
-        path.with_suffix(".md").write_text(render(result))
-        figure(result, path.with_suffix(".png"))
-        print(path.with_suffix(".md").read_text())
-        return 0
+        return rerender(a.render, render, figure)
     import torch
 
     import sdenet.models as M
@@ -186,9 +181,7 @@ def main(argv=None) -> int:
         )
     result = {"provenance": provenance(a.threads), "settings": vars(a), "runs": rows}
     out = repo_path(a.out)
-    write_json(out / "depth_diagnostics.json", result)
-    (out / "depth_diagnostics.md").write_text(render(result))
-    figure(result, out / "depth_diagnostics.png")
+    write_results(out / "depth_diagnostics", result, render, figure)
     print((out / "depth_diagnostics.md").read_text())
     return 0
 

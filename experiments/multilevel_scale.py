@@ -42,7 +42,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments._common import curve, load_average, provenance, rel, repo_path, run_training, write_json  # noqa: E402
+from experiments._common import (  # noqa: E402
+    curve,
+    load_average,
+    provenance,
+    rel,
+    repo_path,
+    rerender,
+    run_training,
+    write_results,
+)
 
 METHODS = ("direct", "multilevel", "multilevel-continue", "multilevel-continue-long")
 VARIANTS = METHODS[1:]  # the multilevel ones
@@ -414,13 +423,7 @@ def main(argv=None) -> int:
     ap.add_argument("--render", metavar="JSON", help="only rewrite the .md and .png next to a recorded JSON")
     a = ap.parse_args(argv)
     if a.render:
-        path = Path(a.render)
-        result = json.loads(path.read_text())
-        result["summary"] = summarise(result["runs"])
-        path.with_suffix(".md").write_text(render(result))
-        figure(result, path.with_suffix(".png"))
-        print(path.with_suffix(".md").read_text())
-        return 0
+        return rerender(a.render, render, figure, lambda result: summarise(result["runs"]))
     import torch
 
     torch.set_num_threads(a.threads)
@@ -468,12 +471,7 @@ def main(argv=None) -> int:
             "summary": summarise(runs),
             "load_average_end": load_average(),
         }
-        write_json(out_dir / f"{a.name}.json", result)
-        (out_dir / f"{a.name}.md").write_text(render(result))
-        try:
-            figure(result, out_dir / f"{a.name}.png")
-        except Exception as err:  # the numbers are the result; the figure is a view of them
-            print(f"no figure: {err}", file=sys.stderr)
+        write_results(out_dir / a.name, result, render, figure)
     print((out_dir / f"{a.name}.md").read_text())
     return 0
 

@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from test_multilevel import SMALL_CLI
 from test_train import clean  # noqa: F401 (fixture)
 
 from sdenet import models
@@ -26,21 +27,6 @@ from sdenet.train import loop
 from sdenet.train.depth import evaluate_depths, format_depths, plot_depths
 
 SMALL = dict(dataset="sample", limit_train=64, limit_test=32, batch_size=32, device="cpu", quiet=True, seed=3)
-SMALL_CLI = [
-    "--dataset",
-    "sample",
-    "--limit-train",
-    "64",
-    "--limit-test",
-    "32",
-    "--batch-size",
-    "32",
-    "--device",
-    "cpu",
-    "--quiet",
-    "--threads",
-    "1",
-]
 FAMILIES = ["tiny_resnet", "tiny_lm_resnet", "tiny_sd_resnet", "tiny_hamiltonian", "tiny_lm_sd_resnet"]
 
 

@@ -309,23 +309,11 @@ def evaluate(
 
         r0 = checkpoint_resolution(c, ds.image_shape[1])
         res = r0 if resolution is None else resolution
-        # normalise with the statistics of the training data the network saw
-        loader = DeviceLoader(
-            x_test,
-            y_test,
-            batch_size=eval_batch,
-            train=False,
-            mean=ds.mean,
-            std=ds.std,
-            device=dev,
-            seed=seed,
-            resolution=res,
-            channels_last=_eval_precision(rc, dev)[1],
-        )
-        if recalibrate_bn:  # the first training images, as the test images are fed
-            calibration = DeviceLoader(
-                ds.x_train[:recalibrate_bn],
-                ds.y_train[:recalibrate_bn],
+
+        def fed(x, y):  # normalised with the statistics of the training data the network saw
+            return DeviceLoader(
+                x,
+                y,
                 batch_size=eval_batch,
                 train=False,
                 mean=ds.mean,
@@ -335,6 +323,10 @@ def evaluate(
                 resolution=res,
                 channels_last=_eval_precision(rc, dev)[1],
             )
+
+        loader = fed(x_test, y_test)
+        if recalibrate_bn:  # the first training images, as the test images are fed
+            calibration = fed(ds.x_train[:recalibrate_bn], ds.y_train[:recalibrate_bn])
     if rc.get("num_classes") not in (None, num_classes):
         raise ValueError(
             f"{spec}: {num_classes} classes, but {checkpoint} was trained on {rc['num_classes']}"
